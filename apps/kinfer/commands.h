@@ -1,0 +1,9 @@
+// One function per subcommand, each in its own file (cmd_NAME.cpp). Each parses
+// its own arguments with CLI11, supports --help and --json, and returns the
+// process exit code.
+#pragma once
+
+namespace kf::cli {
+int cmd_version(int argc, char** argv);
+// Add one line per subcommand here and one row in main.cpp's kCommands.
+}  // namespace kf::cli

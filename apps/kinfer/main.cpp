@@ -1,0 +1,61 @@
+// kinfer: test-time scaling inference engine. Dispatches to one subcommand.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string_view>
+
+#include "commands.h"
+#include "util/error.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  int (*run)(int, char**);
+  const char* summary;
+};
+
+constexpr Command kCommands[] = {
+    {"version", kf::cli::cmd_version, "build information (version, CUDA, BLAS)"},
+};
+
+void usage(FILE* out) {
+  std::fprintf(out,
+               "kinfer: inference engine for test-time scaling (Kinetics eFLOPs, block top-k "
+               "attention)\n\nusage: kinfer COMMAND [options]   (kinfer COMMAND --help for "
+               "each)\n\ncommands:\n");
+  for (const Command& c : kCommands) std::fprintf(out, "  %-10s %s\n", c.name, c.summary);
+  std::fprintf(out,
+               "\n--model takes a GGUF file, an HF directory (config.json + safetensors), "
+               "'default'\n(the embedded SmolLM2-135M-Instruct) or random:PRESET.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  std::string_view name = argv[1];
+  if (name == "--help" || name == "-h" || name == "help") {
+    usage(stdout);
+    return 0;
+  }
+  for (const Command& c : kCommands) {
+    if (name == c.name) {
+      try {
+        return c.run(argc - 1, argv + 1);
+      } catch (const kf::Error& e) {
+        std::fprintf(stderr, "kinfer %s: error: %s\n", c.name, e.what());
+        return 1;
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "kinfer %s: internal error: %s\n", c.name, e.what());
+        return 3;
+      }
+    }
+  }
+  std::fprintf(stderr, "kinfer: unknown command '%s'\n\n", argv[1]);
+  usage(stderr);
+  return 2;
+}

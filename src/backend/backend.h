@@ -1,0 +1,111 @@
+// The Backend interface: every numeric operation the model forward and the
+// engine need. cpu/ is the plain reference, cuda/ the fast one. Model code
+// calls only this interface (no #ifdef, no device checks).
+//
+// Conventions
+// - Tensors are contiguous row-major views on the backend's device.
+// - Activations are F32 on CPU and BF16 on CUDA; weights likewise (GGUF
+//   weights are dequantised at load). Accumulation is always fp32.
+// - Index tensors (ids, positions, page tables, slots) are I32 on the backend's
+//   device; the engine fills host copies and calls upload() once per step.
+// - No op allocates: outputs and workspaces are Buffers the caller owns.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "util/tensor.h"
+
+namespace kf {
+
+struct RopeParams {
+  float theta = 10000.f;
+  int rotary_dim = 0;  // rotate the first rotary_dim dims of each head (= head_dim usually)
+  // Precomputed inverse frequencies [rotary_dim/2] (host), with any scaling
+  // (linear, llama3) already applied by ModelConfig::rope_inv_freq().
+  const float* inv_freq = nullptr;
+};
+
+// One layer's paged KV pool. Page = page_size tokens of one layer.
+struct KvLayer {
+  Tensor k;        // [n_pages, n_kv_heads, page_size, head_dim]
+  Tensor v;        // [n_pages, n_kv_heads, page_size, head_dim]
+  Tensor summary;  // [n_pages, n_kv_heads, head_dim] F32: mean post-RoPE key of a full page
+};
+
+// Which KV pages each decode query reads (DESIGN.md, Attention policies).
+enum class AttnKind : uint8_t { Dense, Local, BlockTopK, TopK };
+struct AttnPolicy {
+  AttnKind kind = AttnKind::Dense;
+  int local_pages = 4;  // last pages always read (the partial page counts as one)
+  int topk_pages = 64;  // selected pages (BlockTopK) or topk_pages*page_size tokens (TopK)
+};
+const char* attn_kind_name(AttnKind k);
+AttnKind parse_attn_kind(const std::string& s);  // dense|local|blocktopk|topk
+
+// A batch of sequences for one forward step. Sequence s owns query rows
+// [q_start[s], q_start[s+1]); after this step's K/V are written its cache
+// holds ctx_len[s] tokens, so query row r of s sits at position
+// ctx_len[s] - (q_start[s+1]-q_start[s]) + (r - q_start[s]) and attends
+// causally. Rows of a sequence with one query (decode) follow the policy;
+// sequences with several rows (prefill chunks) are always dense causal.
+struct AttnBatch {
+  int n_seqs = 0;
+  int max_pages = 0;   // columns of page_table
+  Tensor q_start;      // [n_seqs + 1] I32
+  Tensor ctx_len;      // [n_seqs] I32
+  Tensor page_table;   // [n_seqs, max_pages] I32 physical page ids (-1 = none)
+};
+
+// Per (sequence, KV head) list of physical pages a decode query reads,
+// ascending by position. Written by attention() for policies that select.
+struct PageSelection {
+  Tensor pages;   // [n_seqs, n_kv_heads, max_pages] I32
+  Tensor counts;  // [n_seqs, n_kv_heads] I32
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  virtual std::string name() const = 0;
+  DType act_dtype() const { return device() == Device::CPU ? DType::F32 : DType::BF16; }
+
+  // Host <-> device copies (bytes = dst.nbytes()). CPU backend: memcpy.
+  virtual void upload(const Tensor& dst, const void* host) = 0;
+  virtual void download(void* host, const Tensor& src) = 0;
+  virtual void synchronize() {}
+
+  // out[i, :] = table[ids[i], :]. table [vocab, d], ids [n] I32, out [n, d]
+  virtual void embed(const Tensor& table, const Tensor& ids, const Tensor& out) = 0;
+  // y = x @ w^T (+ bias). x [n, in], w [out, in], bias [out] or null, y [n, out]
+  virtual void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) = 0;
+  // y[r] = x[r] / rms(x[r]) * weight, rows of the last dim. x,y [rows, d] (may alias), weight [d]
+  virtual void rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& y) = 0;
+  // x += y (same shape)
+  virtual void add(const Tensor& x, const Tensor& y) = 0;
+  // HF "rotate_half" RoPE in place. x [n, heads, head_dim], positions [n] I32
+  virtual void rope(const Tensor& x, const Tensor& positions, const RopeParams& p) = 0;
+  // out = silu(gate) * up. gate, up, out [n, f]
+  virtual void silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) = 0;
+
+  // Writes k, v [n, n_kv_heads, head_dim] to the slots slot[i] = page*page_size + offset
+  // ([n] I32). When a write fills the last offset of a page, that page's
+  // summary is set to the mean of its page_size keys.
+  virtual void kv_write(const KvLayer& kv, const Tensor& k, const Tensor& v, const Tensor& slots) = 0;
+  // Copies whole pages src[i] -> dst[i] (K, V and summary). [n] I32 each. Used by copy-on-write.
+  virtual void kv_copy_pages(const KvLayer& kv, const Tensor& src, const Tensor& dst) = 0;
+
+  // Paged attention with softmax scale `scale`.
+  // q, out [n, n_heads, head_dim]; GQA: query head h reads KV head h / (n_heads/n_kv_heads).
+  // Decode rows follow `policy`; if `sel` is non-null the chosen pages are
+  // written there (for stats and tests).
+  virtual void attention(const Tensor& q, const KvLayer& kv, const AttnBatch& batch,
+                         const AttnPolicy& policy, float scale, const Tensor& out,
+                         PageSelection* sel) = 0;
+};
+
+std::unique_ptr<Backend> make_cpu_backend(int n_threads = 0);  // 0 = all cores
+std::unique_ptr<Backend> make_cuda_backend(int device = 0);     // throws without CUDA
+
+}  // namespace kf

@@ -1,0 +1,72 @@
+#include "model/config.h"
+
+#include <cmath>
+
+#include "util/error.h"
+
+namespace kf {
+
+void ModelConfig::validate(const std::string& source) const {
+  auto need = [&](int v, const char* field) {
+    KF_CHECK(v > 0, "{}: field '{}' must be positive (got {})", source, field, v);
+  };
+  need(vocab_size, "vocab_size");
+  need(hidden_size, "hidden_size");
+  need(intermediate_size, "intermediate_size");
+  need(n_layers, "num_hidden_layers");
+  need(n_heads, "num_attention_heads");
+  need(n_kv_heads, "num_key_value_heads");
+  need(head_dim, "head_dim");
+  KF_CHECK(n_heads % n_kv_heads == 0,
+           "{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", source,
+           n_heads, n_kv_heads);
+  KF_CHECK(head_dim % 2 == 0, "{}: head_dim {} must be even for RoPE", source, head_dim);
+  KF_CHECK(rms_eps > 0 && std::isfinite(rms_eps), "{}: rms_norm_eps {} is invalid", source, rms_eps);
+  KF_CHECK(rope_theta > 0 && std::isfinite(rope_theta), "{}: rope_theta {} is invalid", source,
+           rope_theta);
+}
+
+std::vector<float> ModelConfig::rope_inv_freq() const {
+  const int half = head_dim / 2;
+  std::vector<float> inv(half);
+  for (int i = 0; i < half; ++i) {
+    inv[i] = static_cast<float>(1.0 / std::pow(static_cast<double>(rope_theta), 2.0 * i / head_dim));
+  }
+  const RopeScaling& s = rope_scaling;
+  if (s.type == RopeScalingType::Linear) {
+    for (float& f : inv) f /= s.factor;
+  } else if (s.type == RopeScalingType::Llama3) {
+    // As in HF transformers' _compute_llama3_parameters.
+    const double low_wavelen = s.original_max_position / s.low_freq_factor;
+    const double high_wavelen = s.original_max_position / s.high_freq_factor;
+    for (float& f : inv) {
+      const double wavelen = 2.0 * M_PI / f;
+      if (wavelen > low_wavelen) {
+        f = static_cast<float>(f / s.factor);
+      } else if (wavelen >= high_wavelen) {
+        const double smooth = (s.original_max_position / wavelen - s.low_freq_factor) /
+                              (s.high_freq_factor - s.low_freq_factor);
+        f = static_cast<float>((1 - smooth) * f / s.factor + smooth * f);
+      }
+    }
+  }
+  return inv;
+}
+
+int64_t ModelConfig::params_plain() const {
+  const int64_t d = hidden_size, q = int64_t(n_heads) * head_dim, kv = int64_t(n_kv_heads) * head_dim;
+  int64_t layer = d * q + 2 * d * kv + q * d   // q, k, v, o
+                  + 3 * d * intermediate_size  // gate, up, down
+                  + 2 * d;                     // two norms
+  if (qkv_bias) layer += q + 2 * kv;
+  if (qk_norm) layer += 2 * head_dim;
+  int64_t total = layer * n_layers + int64_t(vocab_size) * d + d;  // + final norm
+  if (!tied_embeddings) total += int64_t(vocab_size) * d;
+  return total;
+}
+
+int64_t ModelConfig::params_kinetics() const {
+  return params_plain() + (tied_embeddings ? int64_t(vocab_size) * hidden_size : 0);
+}
+
+}  // namespace kf

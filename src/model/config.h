@@ -1,0 +1,52 @@
+// ModelConfig: one struct for the Llama, Qwen2 and Qwen3 families. Architecture
+// quirks are data here (qk_norm, qkv_bias, tied embeddings, rope scaling), so
+// the forward has no per-architecture branches.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kf {
+
+enum class RopeScalingType : uint8_t { None, Linear, Llama3 };
+
+struct RopeScaling {
+  RopeScalingType type = RopeScalingType::None;
+  float factor = 1.f;
+  float low_freq_factor = 1.f;    // llama3
+  float high_freq_factor = 4.f;   // llama3
+  int original_max_position = 8192;  // llama3
+};
+
+struct ModelConfig {
+  std::string arch;      // "llama", "qwen2", "qwen3" (as named by the checkpoint)
+  std::string name;      // human-readable, e.g. "SmolLM2-135M-Instruct"
+  int vocab_size = 0;
+  int hidden_size = 0;
+  int intermediate_size = 0;
+  int n_layers = 0;
+  int n_heads = 0;
+  int n_kv_heads = 0;
+  int head_dim = 0;
+  int max_position = 0;
+  float rms_eps = 1e-6f;
+  float rope_theta = 10000.f;
+  RopeScaling rope_scaling;
+  bool qk_norm = false;          // Qwen3: RMSNorm over each head of q and k before RoPE
+  bool qkv_bias = false;         // Qwen2: bias on q, k, v projections
+  bool tied_embeddings = false;  // lm_head shares the embedding matrix
+  int sliding_window = 0;        // 0 = none (recorded; not used by the families above by default)
+  int bos_token_id = -1;
+  std::vector<int> eos_token_ids;
+
+  // Throws kf::Error naming the field if a value is missing or inconsistent.
+  void validate(const std::string& source) const;
+  // Inverse RoPE frequencies [head_dim/2] with scaling applied.
+  std::vector<float> rope_inv_freq() const;
+  // Parameter count with the Kinetics convention (embedding and lm_head both
+  // counted even when tied) and the plain count (tied counted once).
+  int64_t params_kinetics() const;
+  int64_t params_plain() const;
+};
+
+}  // namespace kf

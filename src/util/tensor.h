@@ -1,0 +1,80 @@
+// Tensor: a non-owning view (pointer, dtype, shape, strides, device).
+// Buffer: an owning, RAII allocation on one device. Views never free memory.
+#pragma once
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+
+#include "util/error.h"
+
+namespace kf {
+
+enum class Device : uint8_t { CPU, CUDA };
+
+// Storage types. Quantised GGUF types are only ever loader inputs: the loader
+// dequantises them to F32 (CPU) or BF16 (CUDA) before the forward sees them.
+enum class DType : uint8_t { F32, F16, BF16, I32, I64, U8, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K };
+
+const char* dtype_name(DType t);
+// Bytes of n elements (n must be a multiple of the block size for quantised types).
+size_t dtype_bytes(DType t, int64_t n);
+// Elements per quantisation block (1 for plain types).
+int dtype_block(DType t);
+
+constexpr int kMaxDims = 4;
+
+struct Tensor {
+  void* data = nullptr;
+  DType dtype = DType::F32;
+  Device device = Device::CPU;
+  int ndim = 0;
+  std::array<int64_t, kMaxDims> shape{};    // elements per dim
+  std::array<int64_t, kMaxDims> strides{};  // elements, row-major contiguous unless built otherwise
+
+  Tensor() = default;
+  Tensor(void* p, DType t, std::initializer_list<int64_t> dims, Device dev = Device::CPU);
+
+  int64_t numel() const;
+  size_t nbytes() const { return dtype_bytes(dtype, numel()); }
+  int64_t dim(int i) const { return shape[i < 0 ? ndim + i : i]; }
+  bool is_contiguous() const;
+  std::string shape_str() const;  // "[2, 3]"
+
+  template <typename T> T* ptr() const { return static_cast<T*>(data); }
+  // Rows [r0, r0+n) along dim 0 (a view into the same memory).
+  Tensor rows(int64_t r0, int64_t n) const;
+  // Same memory, new shape with the same number of elements (contiguous only).
+  Tensor reshape(std::initializer_list<int64_t> dims) const;
+};
+
+// An owned allocation. CPU memory is 64-byte aligned; CUDA memory comes from
+// the CUDA backend's allocator (see backend/cuda).
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(DType t, std::initializer_list<int64_t> dims, Device dev = Device::CPU);
+  ~Buffer();
+  Buffer(Buffer&& o) noexcept;
+  Buffer& operator=(Buffer&& o) noexcept;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+
+  const Tensor& view() const { return view_; }
+  Tensor& view() { return view_; }
+  operator const Tensor&() const { return view_; }
+  template <typename T> T* ptr() const { return view_.ptr<T>(); }
+  bool empty() const { return view_.data == nullptr; }
+
+ private:
+  Tensor view_;
+};
+
+// bf16/f16 <-> f32 conversions (round to nearest even for f32 -> bf16).
+float bf16_to_f32(uint16_t h);
+uint16_t f32_to_bf16(float f);
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);
+
+}  // namespace kf
