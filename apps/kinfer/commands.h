@@ -5,5 +5,6 @@
 
 namespace kf::cli {
 int cmd_version(int argc, char** argv);
+int cmd_bench(int argc, char** argv);
 // Add one line per subcommand here and one row in main.cpp's kCommands.
 }  // namespace kf::cli

@@ -17,6 +17,7 @@ struct Command {
 
 constexpr Command kCommands[] = {
     {"version", kf::cli::cmd_version, "build information (version, CUDA, BLAS)"},
+    {"bench", kf::cli::cmd_bench, "benchmarks (decode, attention, copy, generate, tokenize) as JSON"},
 };
 
 void usage(FILE* out) {
