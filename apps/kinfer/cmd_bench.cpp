@@ -15,6 +15,10 @@ struct Bench {
 };
 
 constexpr Bench kBenches[] = {
+    {"decode", bench_decode, "decode tokens/s and effective GB/s of weight traffic"},
+    {"copy", bench_copy, "device-to-device copy bandwidth (the GPU ceiling)"},
+    {"attention", bench_attention, "paged decode attention: time per step, effective GB/s (CUDA)"},
+    {"generate", bench_generate, "Best-of-N generation through the engine: tokens/s, KV bytes read per token"},
     {"", nullptr, ""},  // sentinel; benchmarks are listed above it
 };
 

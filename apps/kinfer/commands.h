@@ -6,5 +6,8 @@
 namespace kf::cli {
 int cmd_version(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
+int cmd_info(int argc, char** argv);
+int cmd_grade(int argc, char** argv);
+int cmd_generate(int argc, char** argv);
 // Add one line per subcommand here and one row in main.cpp's kCommands.
 }  // namespace kf::cli

@@ -17,6 +17,9 @@ struct Command {
 
 constexpr Command kCommands[] = {
     {"version", kf::cli::cmd_version, "build information (version, CUDA, BLAS)"},
+    {"info", kf::cli::cmd_info, "model config, parameter counts, memory for weights and KV cache"},
+    {"grade", kf::cli::cmd_grade, "grade a response on stdin against --gold (answer extraction + equivalence)"},
+    {"generate", kf::cli::cmd_generate, "complete a prompt (greedy loop until the engine lands)"},
     {"bench", kf::cli::cmd_bench, "benchmarks (decode, attention, copy, generate, tokenize) as JSON"},
 };
 

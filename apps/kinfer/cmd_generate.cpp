@@ -1,0 +1,101 @@
+// `kinfer generate`: sample one prompt n times (Best-of-N) through the engine:
+// paged KV cache shared by the samples, attention policy, sampling, stop rules.
+// Streams text (n = 1) or prints each sample; --json prints one object
+// {"samples":[{"text","tokens","stop_reason"}...],"stats":{...}}.
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/cpu_backend.h"
+#include "commands.h"
+#include "engine/engine.h"
+#include "generate_common.h"
+#include "model/model.h"
+#include "util/progress.h"
+
+namespace kf::cli {
+
+int cmd_generate(int argc, char** argv) {
+  CLI::App app{"Generate n samples of one prompt with the engine (paged KV, attention policies, sampling)",
+               "kinfer generate"};
+  GenerateOptions o;
+  std::string prompt, chat, prompt_ids;
+  bool json = false, progress = false, no_progress = false;
+  add_generate_options(app, o);
+  app.add_option("--prompt", prompt, "prompt text (raw, no chat template)");
+  app.add_option("--chat", chat, "user message, wrapped in the model's chat template");
+  app.add_option("--prompt-ids", prompt_ids, "prompt as token ids, e.g. 504,3575,282");
+  app.add_flag("--progress", progress, "show the progress bar even when stderr is not a terminal");
+  app.add_flag("--no-progress", no_progress, "never show the progress bar");
+  app.add_flag("--json", json, "print one JSON object");
+  CLI11_PARSE(app, argc, argv);
+  KF_CHECK((!prompt.empty()) + (!chat.empty()) + (!prompt_ids.empty()) == 1,
+           "give exactly one of --prompt, --chat or --prompt-ids");
+
+  auto t_load = std::chrono::steady_clock::now();
+  GenerateSetup g = setup_generate(o);
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
+  std::vector<int> ids = !prompt_ids.empty() ? parse_token_ids(prompt_ids, g.model->config().vocab_size)
+                                              : encode_prompt(g, chat.empty() ? prompt : chat, !chat.empty());
+
+  Request req = make_request(o, g, ids);
+  Engine engine(*g.model, *g.backend, engine_config(o, g, {req}));
+  // Stream text when one sample goes to stdout; otherwise show progress.
+  const bool stream = !json && o.n == 1;
+  TextStream streamer(g);
+  Progress bar("generate", static_cast<int64_t>(o.n) * o.max_tokens, "tok", progress);
+  const bool show_bar = bar.enabled() && !no_progress && !stream;
+  int64_t produced = 0;
+  req.on_token = [&](int64_t, int, int token) {
+    ++produced;
+    if (stream) {
+      std::string piece = streamer.push(token);
+      std::fwrite(piece.data(), 1, piece.size(), stdout);
+      std::fflush(stdout);
+    } else if (show_bar) {
+      bar.update(produced);
+    }
+  };
+  const int64_t id = engine.submit(req);
+  engine.run();
+  bar.finish();
+  if (stream) {
+    std::string rest = streamer.flush();
+    std::fwrite(rest.data(), 1, rest.size(), stdout);
+  }
+
+  const auto& samples = engine.result(id);
+  nlohmann::json stats = stats_json(engine, g, static_cast<int>(ids.size()), o);
+  stats["load_s"] = load_s;
+  if (json) {
+    nlohmann::json arr = nlohmann::json::array();
+    for (const SampleResult& s : samples) {
+      nlohmann::json js = {{"text", sample_text(g, s, o)}, {"tokens", s.tokens},
+                           {"stop_reason", stop_reason_name(s.stop)}};
+      if (!s.error.empty()) js["error"] = s.error;
+      arr.push_back(js);
+    }
+    nlohmann::json j = {{"prompt_tokens", ids.size()}, {"samples", arr}, {"stats", stats}};
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    for (size_t i = 0; i < samples.size(); ++i) {
+      const SampleResult& s = samples[i];
+      if (!stream) std::printf("--- sample %zu (%zu tokens, stop: %s) ---\n%s\n", i, s.tokens.size(),
+                               stop_reason_name(s.stop), sample_text(g, s, o).c_str());
+      if (!s.error.empty()) std::fprintf(stderr, "kinfer generate: sample %zu failed: %s\n", i, s.error.c_str());
+    }
+    if (stream) std::printf("\n");
+    std::fprintf(stderr, "[%lld tokens in %.2f s: prefill %.1f tok/s, decode %.1f tok/s, KV pages peak %d of %d]\n",
+                 static_cast<long long>(engine.stats().generated_tokens), engine.stats().wall_seconds,
+                 engine.stats().prefill_tok_s(), engine.stats().decode_tok_s(), engine.stats().kv_pages_peak,
+                 engine.stats().kv_pages);
+  }
+  for (const SampleResult& s : samples)
+    if (s.stop == StopReason::Error) return 1;
+  return 0;
+}
+
+}  // namespace kf::cli

@@ -1,0 +1,171 @@
+#include "generate_common.h"
+
+#include <unistd.h>
+
+#include "backend/cpu/cpu_backend.h"
+#include "tokenizer/tokenizer.h"
+#include "util/error.h"
+
+namespace kf::cli {
+
+// random:PRESET models have no tokenizer: then only token ids work.
+struct GenerateSetup::Text {
+  Tokenizer tok;
+};
+
+namespace {
+const Tokenizer& need_tokenizer(const GenerateSetup& g, const char* what) {
+  KF_CHECK(g.text, "{} needs a tokenizer, and model '{}' has none: use --prompt-ids", what, g.model->source());
+  return g.text->tok;
+}
+}  // namespace
+
+void add_generate_options(CLI::App& app, GenerateOptions& o) {
+  app.add_option("--model", o.model, "GGUF file, HF directory, 'default' or random:PRESET")->capture_default_str();
+  app.add_option("-n", o.n, "samples (Best-of-N; the prompt is prefilled once)")->capture_default_str();
+  app.add_option("--max-tokens", o.max_tokens, "generated tokens per sample at most")->capture_default_str();
+  app.add_option("--attn", o.attn, "decode attention: dense|local|blocktopk|topk")->capture_default_str();
+  app.add_option("--page-size", o.page_size, "KV page size in tokens")->capture_default_str();
+  app.add_option("--topk-pages", o.topk_pages, "pages (blocktopk) or pages' worth of tokens (topk) selected")
+      ->capture_default_str();
+  app.add_option("--local-pages", o.local_pages, "most recent pages always read")->capture_default_str();
+  app.add_option("--kv-pages", o.kv_pages, "KV pool capacity in pages per layer (0 = fit all samples)")
+      ->capture_default_str();
+  app.add_option("--dense-layers", o.dense_layers, "layers kept dense under any policy, e.g. 0,1");
+  app.add_option("--seed", o.seed, "random seed (Philox key)")->capture_default_str();
+  app.add_option("--temp", o.temp, "temperature (0 = greedy)")->capture_default_str();
+  app.add_option("--top-k", o.top_k, "keep the k most likely tokens (0 = off)")->capture_default_str();
+  app.add_option("--top-p", o.top_p, "nucleus: keep the smallest set with this mass (1 = off)")->capture_default_str();
+  app.add_option("--min-p", o.min_p, "keep tokens with p >= min-p * p_max (0 = off)")->capture_default_str();
+  app.add_option("--repetition-penalty", o.repetition_penalty, "HF repetition penalty (1 = off)")
+      ->capture_default_str();
+  app.add_option("--presence-penalty", o.presence_penalty, "subtracted from seen tokens' logits (0 = off)")
+      ->capture_default_str();
+  app.add_option("--stop", o.stop, "stop string (repeatable)");
+  app.add_flag("--ignore-eos", o.ignore_eos, "keep generating past EOS (benchmarks)");
+  app.add_flag("--no-repetition-stop", o.no_repetition_stop,
+               "do not stop samples that loop (64-token block seen 15 times in 1024)");
+  app.add_option("--max-step-tokens", o.max_step_tokens, "rows per forward step (prefill chunk budget)")
+      ->capture_default_str();
+  app.add_option("--threads", o.threads, "CPU threads (0 = all cores)")->capture_default_str();
+}
+
+GenerateSetup setup_generate(const GenerateOptions& o) {
+  GenerateSetup g;
+  CpuOptions opt;
+  opt.n_threads = o.threads;
+  g.backend = make_cpu_backend(opt);
+  g.model = std::make_unique<Model>(Model::load(o.model, *g.backend));
+  g.model->set_dense_layers(parse_layer_list(o.dense_layers));
+  if (o.model.rfind("random:", 0) != 0) g.text = std::make_shared<GenerateSetup::Text>(GenerateSetup::Text{load_tokenizer(o.model)});
+  return g;
+}
+
+std::vector<int> parse_token_ids(const std::string& s, int vocab) {
+  std::vector<int> ids = parse_layer_list(s);  // same "1,2,3" syntax
+  KF_CHECK(!ids.empty(), "--prompt-ids is empty");
+  for (int t : ids) KF_CHECK(t >= 0 && t < vocab, "--prompt-ids: token {} is outside the vocabulary [0, {})", t, vocab);
+  return ids;
+}
+
+std::vector<int> encode_prompt(const GenerateSetup& g, const std::string& text, bool chat) {
+  const Tokenizer& tok = need_tokenizer(g, chat ? "--chat" : "--prompt");
+  std::vector<int32_t> ids = chat ? tok.encode_chat({ChatMessage{"user", text}}) : tok.encode(text, false, true);
+  KF_CHECK(!ids.empty(), "the prompt encodes to no tokens");
+  return std::vector<int>(ids.begin(), ids.end());
+}
+
+std::string sample_text(const GenerateSetup& g, const SampleResult& s, const GenerateOptions& o) {
+  if (!g.text) return {};
+  std::vector<int32_t> ids(s.tokens.begin(), s.tokens.end());
+  std::string text = g.text->tok.decode(ids, true);
+  if (s.stop == StopReason::Stop) {  // cut at the earliest stop string
+    size_t cut = std::string::npos;
+    for (const std::string& st : o.stop) cut = std::min(cut, text.find(st));
+    if (cut != std::string::npos) text.resize(cut);
+  }
+  return text;
+}
+
+TextStream::TextStream(const GenerateSetup& g) {
+  if (g.text) dec_ = std::make_unique<StreamDecoder>(g.text->tok, true);
+}
+TextStream::~TextStream() = default;
+std::string TextStream::push(int token) { return dec_ ? dec_->push(token) : fmt::format("{} ", token); }
+std::string TextStream::flush() { return dec_ ? dec_->flush() : std::string(); }
+
+Request make_request(const GenerateOptions& o, const GenerateSetup& g, const std::vector<int>& prompt) {
+  Request r;
+  if (g.text)  // the tokenizer's end-of-turn tokens (e.g. <|im_end|>) end a sample too
+    for (int32_t id : g.text->tok.eos_ids()) r.stop_tokens.push_back(id);
+  r.prompt = prompt;
+  r.n = o.n;
+  r.max_tokens = o.max_tokens;
+  r.sampling.temperature = o.temp;
+  r.sampling.top_k = o.top_k;
+  r.sampling.top_p = o.top_p;
+  r.sampling.min_p = o.min_p;
+  r.sampling.repetition_penalty = o.repetition_penalty;
+  r.sampling.presence_penalty = o.presence_penalty;
+  r.sampling.seed = o.seed;
+  r.stop_strings = o.stop;
+  r.ignore_eos = o.ignore_eos;
+  r.rng_key = 0;
+  return r;
+}
+
+EngineConfig engine_config(const GenerateOptions& o, const GenerateSetup& g, const std::vector<Request>& reqs) {
+  EngineConfig c;
+  c.page_size = o.page_size;
+  c.policy.kind = parse_attn_kind(o.attn);
+  c.policy.topk_pages = o.topk_pages;
+  c.policy.local_pages = o.local_pages;
+  c.max_step_tokens = o.max_step_tokens;
+  c.repetition.enabled = !o.no_repetition_stop;
+  if (g.text) {
+    std::shared_ptr<GenerateSetup::Text> text = g.text;
+    c.token_bytes = [text](int id) { return text->tok.token_bytes(id); };
+  }
+  KF_CHECK(o.page_size >= 1, "--page-size must be >= 1 (got {})", o.page_size);
+  KF_CHECK(o.kv_pages >= 0, "--kv-pages must be >= 0 (got {})", o.kv_pages);
+  if (o.kv_pages > 0) {
+    c.kv_pages = o.kv_pages;
+  } else {
+    int64_t tokens = 0;
+    for (const Request& r : reqs)
+      tokens += static_cast<int64_t>(r.n) * (static_cast<int64_t>(r.prompt.size()) + r.max_tokens + o.page_size);
+    const int64_t avail = static_cast<int64_t>(sysconf(_SC_AVPHYS_PAGES)) * sysconf(_SC_PAGESIZE);
+    c.kv_pages = default_kv_pages(g.model->config(), o.page_size, tokens, std::max<int64_t>(avail / 2, 64 << 20));
+  }
+  return c;
+}
+
+nlohmann::json stats_json(const Engine& e, const GenerateSetup& g, int prompt_tokens, const GenerateOptions& o) {
+  const EngineStats& s = e.stats();
+  const EngineConfig& c = e.config();
+  nlohmann::json attn = {{"kind", attn_kind_name(c.policy.kind)}, {"page_size", c.page_size},
+                         {"topk_pages", c.policy.topk_pages}, {"local_pages", c.policy.local_pages},
+                         {"dense_layers", g.model->dense_layers()}};
+  return {
+      {"model", g.model->source()},
+      {"backend", g.backend->name()},
+      {"attn", attn},
+      {"n", o.n},
+      {"prompt_tokens", prompt_tokens},
+      {"generated_tokens", s.generated_tokens},
+      {"prefill_tokens", s.prefill_tokens},
+      {"decode_tokens", s.decode_tokens},
+      {"steps", s.steps},
+      {"wall_s", s.wall_seconds},
+      {"prefill_tok_s", s.prefill_tok_s()},
+      {"decode_tok_s", s.decode_tok_s()},
+      {"gen_tok_s", s.wall_seconds > 0 ? s.generated_tokens / s.wall_seconds : 0.0},
+      {"kv_pages", s.kv_pages},
+      {"kv_pages_peak", s.kv_pages_peak},
+      {"preemptions", s.preemptions},
+      {"pages_read_per_step", s.pages_read_per_step()},
+      {"kv_bytes_read_per_token", s.decode_tokens ? static_cast<double>(s.kv_bytes_read) / s.decode_tokens : 0.0},
+  };
+}
+
+}  // namespace kf::cli

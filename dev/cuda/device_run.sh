@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: build the standalone CUDA targets (dev/cuda),
+# run the kernel tests, then the benchmarks. Logs and JSON land in $OUT.
+#   bash dev/cuda/device_run.sh [all|test|bench]      (carry build-devdeps)
+set -uo pipefail
+OUT=${OUT:-$PWD/out}
+mkdir -p "$OUT"
+mode=${1:-all}
+T0=$(date +%s)
+{
+  date -u
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,clocks.mem --format=csv
+  nvcc --version | tail -1
+  for p in nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev libpcre2-dev libutf8proc-dev libopenblas-dev libgtest-dev; do
+    dpkg -s $p >/dev/null 2>&1 && echo "have $p" || echo "missing $p"
+  done
+} > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+
+B=build-dev-gpu
+if ! { cmake -S dev/cuda -B $B -G Ninja -DKF_DEPS=$PWD/build-devdeps > "$OUT/build.log" 2>&1 &&
+       ninja -C $B -j16 >> "$OUT/build.log" 2>&1; }; then
+  tail -40 "$OUT/build.log"
+  exit 1
+fi
+echo "built in $(( $(date +%s) - T0 )) s"
+
+if [[ $mode == all || $mode == test ]]; then
+  for t in $B/kernels_*; do
+    echo "== $t" | tee -a "$OUT/tests.log"
+    "$t" 2>&1 | tee -a "$OUT/tests.log" | grep -E '^\[  (PASSED|FAILED) |FAILED|Failure|error|^\[==========\]' | head -40
+  done
+  echo "tests done at $(( $(date +%s) - T0 )) s"
+fi
+
+if [[ $mode == all || $mode == bench ]]; then
+  J="$OUT/bench.jsonl"
+  X=$B/kinfer_cuda_bench
+  $X copy --json | tee "$J"
+  copy=$(python3 -c "import json,sys; print(json.loads(open('$J').readline())['copy_gbps'])")
+  for shape in "64 16384" "32 32768" "32 16384" "8 32768"; do
+    set -- $shape
+    for attn in dense blocktopk; do
+      $X attention --attn $attn --batch $1 --context $2 --q-heads 16 --kv-heads 8 --head-dim 128 \
+        --page-size 16 --topk-pages 64 --local-pages 4 --copy-gbps "$copy" --json | tee -a "$J"
+    done
+  done
+  PYTHONUNBUFFERED=1 python3 tools/bench_sdpa.py --shapes 64x16384,32x32768,32x16384,8x32768 | tee -a "$J"
+  echo "bench done at $(( $(date +%s) - T0 )) s"
+fi

@@ -1,0 +1,68 @@
+// Attention policies as pure functions: which tokens of a sequence's paged
+// cache one decode query reads, per KV head (DESIGN.md, Attention policies).
+// Nothing here touches a pool: callers pass scores computed from the query
+// and the page summaries (blocktopk) or the keys (topk), and get back logical
+// page indices / token runs in ascending position order. The CPU attention
+// kernel, the tests' brute force and the CUDA parity checks all use these.
+#pragma once
+#include <cstdint>
+
+#include "backend/backend.h"
+
+namespace kf::attn {
+
+// A run of consecutive tokens inside one logical page: offsets [start, start+count).
+struct Span {
+  int page = 0;  // logical page index (0 = first page of the sequence)
+  int start = 0;
+  int count = 0;
+};
+
+inline int pages_for(int ctx_len, int page_size) { return (ctx_len + page_size - 1) / page_size; }
+// Tokens of logical page i in a cache of ctx_len tokens.
+inline int page_tokens(int i, int ctx_len, int page_size) {
+  int rest = ctx_len - i * page_size;
+  return rest < page_size ? rest : page_size;
+}
+
+// Throws kf::Error if the policy parameters are unusable (local_pages < 1, topk_pages < 0).
+void check_policy(const AttnPolicy& p);
+
+// The pages a policy could choose from: full pages strictly between the sink
+// (page 0) and the last `local_pages` pages. Returns [first, end) logical indices.
+struct Candidates {
+  int first = 1;
+  int end = 1;
+  int size() const { return end > first ? end - first : 0; }
+};
+Candidates candidates(int ctx_len, int page_size, int local_pages);
+
+// Mean over the G query heads of one group: qbar[d] = (sum_g q[g*stride + d]) / G,
+// summed in g order. q points at the group's first head.
+void group_mean(const float* q, int group, int64_t head_stride, int head_dim, float* qbar);
+// a . b summed in index order (the score of a page or token).
+float dot(const float* a, const float* b, int n);
+
+// All pages 0..n-1. Returns the count written to out.
+int select_dense(int ctx_len, int page_size, int* out);
+// Page 0 plus the last local_pages pages.
+int select_local(int ctx_len, int page_size, int local_pages, int* out);
+// Page 0, the last local_pages pages, and the topk_pages candidates with the
+// highest score (page_scores indexed by logical page; only candidates are read;
+// ties -> lower page index; NaN scores rank lowest). If candidates <= topk_pages
+// every page is chosen. `order` is scratch of at least n_pages ints.
+int select_blocktopk(int ctx_len, int page_size, int local_pages, int topk_pages,
+                     const float* page_scores, int* order, int* out);
+// Oracle: tokens of page 0 and of the last local_pages pages, plus the
+// topk_pages*page_size candidate-page tokens with the highest token_scores
+// [ctx_len] (ties -> lower position). Writes keep[t] = 1 for chosen tokens;
+// `order` is scratch of at least ctx_len ints. Returns the number of tokens kept.
+int select_topk_tokens(int ctx_len, int page_size, int local_pages, int topk_pages,
+                       const float* token_scores, int* order, uint8_t* keep);
+
+// Spans covering whole logical pages (as chosen by the page policies).
+int pages_to_spans(const int* pages, int n, int ctx_len, int page_size, Span* out);
+// Spans of the kept tokens: maximal runs inside each page, ascending.
+int mask_to_spans(const uint8_t* keep, int ctx_len, int page_size, Span* out);
+
+}  // namespace kf::attn

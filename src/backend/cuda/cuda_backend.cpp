@@ -1,0 +1,409 @@
+// CudaBackend: the Backend interface on one NVIDIA GPU. bf16 activations and
+// weights, fp32 accumulation; GEMMs through cuBLASLt, everything else through
+// the kernels in this folder. All work goes to one stream the backend owns, so
+// a decode step can be captured into a CUDA graph. Scratch (attention splits,
+// page lists) grows on first use and is reused, so steady-state steps do not
+// allocate.
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+#include <fmt/format.h>
+
+#include <cstring>
+#include <map>
+#include <memory>
+#include <tuple>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_util.h"
+#include "backend/cuda/kernels.h"
+#include "util/device_alloc.h"
+
+namespace kf {
+
+void* cuda_alloc(size_t bytes) {
+  if (bytes == 0) return nullptr;
+  void* p = nullptr;
+  cudaError_t e = cudaMalloc(&p, bytes);
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky-free error state of a failed allocation
+    fail("cudaMalloc of {} bytes failed: {}", bytes, cudaGetErrorString(e));
+  }
+  return p;
+}
+
+void cuda_free(void* p) {
+  if (p) cudaFree(p);
+}
+
+bool cuda_available() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return n > 0;
+}
+
+namespace {
+
+using cuda::bf16_t;
+
+void check_lt(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS) fail("cuBLASLt error in {}: status {}", what, static_cast<int>(s));
+}
+
+void need(const Tensor& t, DType dt, const char* what) {
+  KF_CHECK(t.device == Device::CUDA, "{}: expected a CUDA tensor", what);
+  KF_CHECK(t.dtype == dt, "{}: expected {}, got {}", what, dtype_name(dt), dtype_name(t.dtype));
+  KF_CHECK(t.is_contiguous(), "{}: must be contiguous ({})", what, t.shape_str());
+}
+
+bf16_t* bptr(const Tensor& t) { return static_cast<bf16_t*>(t.data); }
+int32_t* iptr(const Tensor& t) { return static_cast<int32_t*>(t.data); }
+
+// Largest power of two (<= 256) that divides every address.
+int alignment(std::initializer_list<const void*> ps) {
+  uintptr_t bits = 256;
+  for (const void* p : ps)
+    if (p) bits |= reinterpret_cast<uintptr_t>(p);
+  return static_cast<int>(bits & (~bits + 1));
+}
+
+// One cached cuBLASLt plan per GEMM shape: descriptors and the chosen algorithm.
+struct GemmPlan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  GemmPlan() = default;
+  GemmPlan(const GemmPlan&) = delete;
+  GemmPlan& operator=(const GemmPlan&) = delete;
+  ~GemmPlan() {
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (c) cublasLtMatrixLayoutDestroy(c);
+    if (desc) cublasLtMatmulDescDestroy(desc);
+  }
+};
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int dev) : dev_(dev) {
+    int n = 0;
+    KF_CUDA(cudaGetDeviceCount(&n));
+    KF_CHECK(dev >= 0 && dev < n, "CUDA device {} does not exist ({} visible)", dev, n);
+    KF_CUDA(cudaSetDevice(dev));
+    cudaDeviceProp prop{};
+    KF_CUDA(cudaGetDeviceProperties(&prop, dev));
+    num_sms_ = prop.multiProcessorCount;
+    name_ = fmt::format("cuda:{} ({}, sm_{}{}, {} SMs)", dev, prop.name, prop.major, prop.minor, num_sms_);
+    KF_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    check_lt(cublasLtCreate(&lt_), "cublasLtCreate");
+    lt_ws_ = Buffer(DType::U8, {kLtWorkspace}, Device::CUDA);
+  }
+  ~CudaBackend() override {
+    if (stream_) cudaStreamSynchronize(stream_);
+    plans_.clear();
+    if (lt_) cublasLtDestroy(lt_);
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  Device device() const override { return Device::CUDA; }
+  std::string name() const override { return name_; }
+  cudaStream_t stream() const { return stream_; }
+
+  void upload(const Tensor& dst, const void* host) override {
+    KF_CHECK(dst.device == Device::CUDA, "upload: destination is not a CUDA tensor");
+    KF_CUDA(cudaMemcpyAsync(dst.data, host, dst.nbytes(), cudaMemcpyHostToDevice, stream_));
+  }
+  void download(void* host, const Tensor& src) override {
+    KF_CHECK(src.device == Device::CUDA, "download: source is not a CUDA tensor");
+    KF_CUDA(cudaMemcpyAsync(host, src.data, src.nbytes(), cudaMemcpyDeviceToHost, stream_));
+    KF_CUDA(cudaStreamSynchronize(stream_));
+  }
+  void synchronize() override { KF_CUDA(cudaStreamSynchronize(stream_)); }
+
+  void embed(const Tensor& table, const Tensor& ids, const Tensor& out) override {
+    need(table, DType::BF16, "embed table");
+    need(ids, DType::I32, "embed ids");
+    need(out, DType::BF16, "embed out");
+    const int n = static_cast<int>(ids.numel()), d = static_cast<int>(table.dim(-1));
+    KF_CHECK(out.numel() == static_cast<int64_t>(n) * d, "embed: out {} != [{}, {}]", out.shape_str(), n, d);
+    cuda::embed(bptr(table), iptr(ids), bptr(out), n, d, stream_);
+  }
+
+  void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) override {
+    need(x, DType::BF16, "matmul x");
+    need(w, DType::BF16, "matmul w");
+    need(y, DType::BF16, "matmul y");
+    KF_CHECK(w.ndim == 2, "matmul: w must be 2-D, got {}", w.shape_str());
+    const int64_t k = w.dim(1), m = w.dim(0);  // in, out
+    KF_CHECK(x.dim(-1) == k, "matmul: x {} does not match w {}", x.shape_str(), w.shape_str());
+    const int64_t n = x.numel() / k;
+    KF_CHECK(y.numel() == n * m, "matmul: y {} != [{}, {}]", y.shape_str(), n, m);
+    if (bias) {
+      need(*bias, DType::BF16, "matmul bias");
+      KF_CHECK(bias->numel() == m, "matmul: bias {} != [{}]", bias->shape_str(), m);
+    }
+    if (n == 0) return;
+    const int al = alignment({x.data, w.data, y.data, bias ? bias->data : nullptr});
+    GemmPlan& p = plan(m, n, k, bias != nullptr, al);
+    if (bias)
+      check_lt(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias->data,
+                                              sizeof(void*)),
+               "bias pointer");
+    const float alpha = 1.f, beta = 0.f;
+    // Column-major view: Y[m, n] = W^T[m, k] * X[k, n]; row-major w [m, k] is col-major [k, m].
+    check_lt(cublasLtMatmul(lt_, p.desc, &alpha, w.data, p.a, x.data, p.b, &beta, y.data, p.c, y.data, p.c,
+                            &p.algo, lt_ws_.view().data, kLtWorkspace, stream_),
+             "cublasLtMatmul");
+  }
+
+  void rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& y) override {
+    need(x, DType::BF16, "rmsnorm x");
+    need(weight, DType::BF16, "rmsnorm weight");
+    need(y, DType::BF16, "rmsnorm y");
+    const int64_t d = weight.numel();
+    KF_CHECK(x.dim(-1) == d && y.numel() == x.numel(), "rmsnorm: x {}, weight {}, y {}", x.shape_str(),
+             weight.shape_str(), y.shape_str());
+    cuda::rmsnorm(bptr(x), bptr(weight), bptr(y), static_cast<int>(x.numel() / d), static_cast<int>(d), eps,
+                  stream_);
+  }
+
+  void add(const Tensor& x, const Tensor& y) override {
+    need(x, DType::BF16, "add x");
+    need(y, DType::BF16, "add y");
+    KF_CHECK(x.numel() == y.numel(), "add: {} vs {}", x.shape_str(), y.shape_str());
+    cuda::add(bptr(x), bptr(y), x.numel(), stream_);
+  }
+
+  void rope(const Tensor& x, const Tensor& positions, const RopeParams& p) override {
+    need(x, DType::BF16, "rope x");
+    need(positions, DType::I32, "rope positions");
+    KF_CHECK(x.ndim == 3 && positions.numel() == x.dim(0), "rope: x {} positions {}", x.shape_str(),
+             positions.shape_str());
+    const int hd = static_cast<int>(x.dim(2));
+    cuda::rope(bptr(x), iptr(positions), static_cast<int>(x.dim(0)), static_cast<int>(x.dim(1)), hd,
+               p.rotary_dim > 0 ? p.rotary_dim : hd, p.inv_freq, stream_);
+  }
+
+  void silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) override {
+    need(gate, DType::BF16, "silu_mul gate");
+    need(up, DType::BF16, "silu_mul up");
+    need(out, DType::BF16, "silu_mul out");
+    KF_CHECK(gate.numel() == up.numel() && up.numel() == out.numel(), "silu_mul: {} {} {}", gate.shape_str(),
+             up.shape_str(), out.shape_str());
+    cuda::silu_mul(bptr(gate), bptr(up), bptr(out), out.numel(), stream_);
+  }
+
+  void kv_write(const KvLayer& kv, const Tensor& k, const Tensor& v, const Tensor& slots) override {
+    const cuda::KvPool pool = pool_of(kv);
+    need(k, DType::BF16, "kv_write k");
+    need(v, DType::BF16, "kv_write v");
+    need(slots, DType::I32, "kv_write slots");
+    KF_CHECK(k.ndim == 3 && k.shape == v.shape && k.dim(1) == pool.n_kv_heads && k.dim(2) == pool.head_dim,
+             "kv_write: k {} v {} do not match pool {}", k.shape_str(), v.shape_str(), kv.k.shape_str());
+    KF_CHECK(slots.numel() == k.dim(0), "kv_write: {} slots for {} rows", slots.numel(), k.dim(0));
+    cuda::kv_write(pool, bptr(k), bptr(v), iptr(slots), static_cast<int>(k.dim(0)), stream_);
+  }
+
+  void kv_copy_pages(const KvLayer& kv, const Tensor& src, const Tensor& dst) override {
+    const cuda::KvPool pool = pool_of(kv);
+    need(src, DType::I32, "kv_copy_pages src");
+    need(dst, DType::I32, "kv_copy_pages dst");
+    KF_CHECK(src.numel() == dst.numel(), "kv_copy_pages: {} sources, {} destinations", src.numel(), dst.numel());
+    cuda::kv_copy_pages(pool, iptr(src), iptr(dst), static_cast<int>(src.numel()), stream_);
+  }
+
+  void attention(const Tensor& q, const KvLayer& kv, const AttnBatch& batch, const AttnPolicy& policy,
+                 float scale, const Tensor& out, PageSelection* sel) override {
+    cuda::AttnArgs a;
+    a.kv = pool_of(kv);
+    need(q, DType::BF16, "attention q");
+    need(out, DType::BF16, "attention out");
+    KF_CHECK(q.ndim == 3 && out.shape == q.shape && q.dim(2) == a.kv.head_dim,
+             "attention: q {} out {} pool {}", q.shape_str(), out.shape_str(), kv.k.shape_str());
+    KF_CHECK(q.dim(1) % a.kv.n_kv_heads == 0, "attention: {} query heads, {} KV heads", q.dim(1),
+             a.kv.n_kv_heads);
+    KF_CHECK(policy.local_pages >= 1 && policy.topk_pages >= 0, "attention: bad policy (local {}, topk {})",
+             policy.local_pages, policy.topk_pages);
+    need(batch.q_start, DType::I32, "attention q_start");
+    need(batch.ctx_len, DType::I32, "attention ctx_len");
+    need(batch.page_table, DType::I32, "attention page_table");
+    KF_CHECK(batch.q_start.numel() == batch.n_seqs + 1 && batch.ctx_len.numel() == batch.n_seqs &&
+                 batch.page_table.numel() == static_cast<int64_t>(batch.n_seqs) * batch.max_pages,
+             "attention: batch tensors do not match {} sequences x {} pages", batch.n_seqs, batch.max_pages);
+    cuda::check_attention_shape(a.kv.head_dim, static_cast<int>(q.dim(1) / a.kv.n_kv_heads));
+    a.q = bptr(q);
+    a.out = bptr(out);
+    a.q_start = iptr(batch.q_start);
+    a.ctx_len = iptr(batch.ctx_len);
+    a.page_table = iptr(batch.page_table);
+    a.n_seqs = batch.n_seqs;
+    a.max_pages = batch.max_pages;
+    a.n_rows = static_cast<int>(q.dim(0));
+    a.n_heads = static_cast<int>(q.dim(1));
+    a.kind = static_cast<int>(policy.kind);
+    a.local_pages = policy.local_pages;
+    a.topk_pages = policy.topk_pages;
+    a.scale = scale;
+    if (sel) {
+      const int64_t pairs = static_cast<int64_t>(batch.n_seqs) * a.kv.n_kv_heads;
+      need(sel->pages, DType::I32, "PageSelection pages");
+      need(sel->counts, DType::I32, "PageSelection counts");
+      KF_CHECK(sel->pages.numel() == pairs * batch.max_pages && sel->counts.numel() == pairs,
+               "PageSelection: pages {} counts {} for {} sequences", sel->pages.shape_str(),
+               sel->counts.shape_str(), batch.n_seqs);
+      a.sel_pages = iptr(sel->pages);
+      a.sel_counts = iptr(sel->counts);
+    }
+    const cuda::ScratchSize z = cuda::attention_scratch(a, num_sms_);
+    cuda::AttnScratch s;
+    s.part_acc = static_cast<float*>(grow(part_acc_, DType::F32, z.part_acc));
+    s.part_ml = static_cast<float*>(grow(part_ml_, DType::F32, z.part_ml));
+    s.list = static_cast<int32_t*>(grow(list_, DType::I32, z.list));
+    s.list_count = static_cast<int32_t*>(grow(list_count_, DType::I32, z.list_count));
+    s.list_mask = static_cast<uint32_t*>(grow(list_mask_, DType::I32, z.list_mask));
+    s.keys = static_cast<uint32_t*>(grow(keys_, DType::I32, z.keys));
+    cuda::attention(a, s, num_sms_, stream_);
+  }
+
+ private:
+  static constexpr int64_t kLtWorkspace = 32 << 20;
+
+  cuda::KvPool pool_of(const KvLayer& kv) const {
+    need(kv.k, DType::BF16, "kv.k");
+    need(kv.v, DType::BF16, "kv.v");
+    KF_CHECK(kv.k.ndim == 4 && kv.v.shape == kv.k.shape, "KV pool: k {} v {}", kv.k.shape_str(), kv.v.shape_str());
+    KF_CHECK(kv.summary.device == Device::CUDA &&
+                 (kv.summary.dtype == DType::F32 || kv.summary.dtype == DType::BF16),
+             "KV pool: summary must be a CUDA F32 or BF16 tensor");
+    cuda::KvPool p;
+    p.k = bptr(kv.k);
+    p.v = bptr(kv.v);
+    p.summary = kv.summary.data;
+    p.summary_bf16 = kv.summary.dtype == DType::BF16;
+    p.n_pages = static_cast<int>(kv.k.dim(0));
+    p.n_kv_heads = static_cast<int>(kv.k.dim(1));
+    p.page_size = static_cast<int>(kv.k.dim(2));
+    p.head_dim = static_cast<int>(kv.k.dim(3));
+    KF_CHECK(kv.summary.numel() == static_cast<int64_t>(p.n_pages) * p.n_kv_heads * p.head_dim,
+             "KV pool: summary {} does not match {}", kv.summary.shape_str(), kv.k.shape_str());
+    return p;
+  }
+
+  // Scratch that only grows (the first steps allocate, later ones reuse).
+  static void* grow(Buffer& b, DType t, int64_t n) {
+    if (n <= 0) return b.empty() ? nullptr : b.view().data;
+    if (b.empty() || b.view().numel() < n) b = Buffer(t, {n}, Device::CUDA);
+    return b.view().data;
+  }
+
+  GemmPlan& plan(int64_t m, int64_t n, int64_t k, bool bias, int align) {
+    const auto key = std::make_tuple(m, n, k, bias, align);
+    auto it = plans_.find(key);
+    if (it != plans_.end()) return *it->second;
+    auto p = std::make_unique<GemmPlan>();
+    check_lt(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "desc");
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    check_lt(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), "transa");
+    check_lt(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), "transb");
+    if (bias) {
+      const cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
+      const cudaDataType_t bt = CUDA_R_16BF;
+      check_lt(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep), "epilogue");
+      check_lt(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt),
+               "bias type");
+    }
+    check_lt(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, k, m, k), "layout w");
+    check_lt(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, k, n, k), "layout x");
+    check_lt(cublasLtMatrixLayoutCreate(&p->c, CUDA_R_16BF, m, n, m), "layout y");
+    cublasLtMatmulPreference_t pref = nullptr;
+    check_lt(cublasLtMatmulPreferenceCreate(&pref), "preference");
+    const uint64_t ws = kLtWorkspace;
+    const uint32_t al = static_cast<uint32_t>(align);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al, sizeof al);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al, sizeof al);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al, sizeof al);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al);
+    cublasLtMatmulHeuristicResult_t res{};
+    int found = 0;
+    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_, p->desc, p->a, p->b, p->c, p->c, pref, 1, &res, &found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    check_lt(st, "cublasLtMatmulAlgoGetHeuristic");
+    KF_CHECK(found > 0, "cuBLASLt found no algorithm for a {}x{}x{} bf16 GEMM (alignment {})", m, n, k, align);
+    p->algo = res.algo;
+    return *plans_.emplace(key, std::move(p)).first->second;
+  }
+
+  int dev_ = 0;
+  int num_sms_ = 0;
+  std::string name_;
+  cudaStream_t stream_ = nullptr;
+  cublasLtHandle_t lt_ = nullptr;
+  Buffer lt_ws_;
+  std::map<std::tuple<int64_t, int64_t, int64_t, bool, int>, std::unique_ptr<GemmPlan>> plans_;
+  Buffer part_acc_, part_ml_, list_, list_count_, list_mask_, keys_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(int device) { return std::make_unique<CudaBackend>(device); }
+
+void cuda_fill_uniform(const Tensor& t, uint64_t seed, float lo, float hi) {
+  KF_CHECK(t.device == Device::CUDA && t.dtype == DType::BF16, "cuda_fill_uniform: expected a CUDA BF16 tensor");
+  cuda::fill_uniform(bptr(t), t.numel(), seed, lo, hi, nullptr);
+  KF_CUDA(cudaDeviceSynchronize());
+}
+
+CudaTimer::CudaTimer() {
+  KF_CUDA(cudaEventCreate(reinterpret_cast<cudaEvent_t*>(&start_)));
+  KF_CUDA(cudaEventCreate(reinterpret_cast<cudaEvent_t*>(&stop_)));
+}
+CudaTimer::~CudaTimer() {
+  cudaEventDestroy(static_cast<cudaEvent_t>(start_));
+  cudaEventDestroy(static_cast<cudaEvent_t>(stop_));
+}
+void CudaTimer::start(Backend& b) { KF_CUDA(cudaEventRecord(static_cast<cudaEvent_t>(start_), static_cast<cudaStream_t>(stream_of(b)))); }
+double CudaTimer::stop_ms(Backend& b) {
+  KF_CUDA(cudaEventRecord(static_cast<cudaEvent_t>(stop_), static_cast<cudaStream_t>(stream_of(b))));
+  KF_CUDA(cudaEventSynchronize(static_cast<cudaEvent_t>(stop_)));
+  float ms = 0.f;
+  KF_CUDA(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(start_), static_cast<cudaEvent_t>(stop_)));
+  return ms;
+}
+
+void* stream_of(Backend& b) {
+  auto* cb = dynamic_cast<CudaBackend*>(&b);
+  KF_CHECK(cb != nullptr, "not a CUDA backend: {}", b.name());
+  return cb->stream();
+}
+
+double cuda_copy_ms(const Tensor& dst, const Tensor& src, int iters) {
+  KF_CHECK(dst.device == Device::CUDA && src.device == Device::CUDA && dst.nbytes() == src.nbytes(),
+           "cuda_copy_ms: two CUDA tensors of equal size");
+  cudaEvent_t a, b;
+  KF_CUDA(cudaEventCreate(&a));
+  KF_CUDA(cudaEventCreate(&b));
+  KF_CUDA(cudaMemcpyAsync(dst.data, src.data, src.nbytes(), cudaMemcpyDeviceToDevice, nullptr));  // warm-up
+  KF_CUDA(cudaEventRecord(a, nullptr));
+  for (int i = 0; i < iters; ++i)
+    KF_CUDA(cudaMemcpyAsync(dst.data, src.data, src.nbytes(), cudaMemcpyDeviceToDevice, nullptr));
+  KF_CUDA(cudaEventRecord(b, nullptr));
+  KF_CUDA(cudaEventSynchronize(b));
+  float ms = 0.f;
+  KF_CUDA(cudaEventElapsedTime(&ms, a, b));
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return ms / iters;
+}
+
+std::string cuda_device_name(int device) {
+  cudaDeviceProp prop{};
+  KF_CUDA(cudaGetDeviceProperties(&prop, device));
+  return fmt::format("{} ({} SMs, {} MB L2)", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
+}
+
+}  // namespace kf

@@ -1,0 +1,187 @@
+// Elementwise and row-wise ops of the CUDA backend: embed, rmsnorm, add,
+// silu_mul, rope, and a random fill for tests and benchmarks. bf16 storage,
+// fp32 arithmetic, one rounding per output element.
+#include <cstring>
+
+#include "backend/cuda/common.cuh"
+#include "util/error.h"
+
+namespace kf::cuda {
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) fail("CUDA error in {}: {} ({})", what, cudaGetErrorString(e), static_cast<int>(e));
+}
+
+namespace {
+
+// out[i, :] = table[ids[i], :]; one block per row, 16-byte copies when d % 8 == 0.
+__global__ void embed_kernel(const bf16_t* table, const int32_t* ids, bf16_t* out, int d, bool vec) {
+  const int64_t row = ids[blockIdx.x];
+  const bf16_t* src = table + row * d;
+  bf16_t* dst = out + static_cast<int64_t>(blockIdx.x) * d;
+  if (vec) {
+    for (int i = threadIdx.x; i < d / 8; i += blockDim.x)
+      reinterpret_cast<uint4*>(dst)[i] = reinterpret_cast<const uint4*>(src)[i];
+  } else {
+    for (int i = threadIdx.x; i < d; i += blockDim.x) dst[i] = src[i];
+  }
+}
+
+// One warp per row: sum of squares in fp32, then y = x * rsqrt(mean + eps) * w.
+__global__ void rmsnorm_kernel(const bf16_t* x, const bf16_t* w, bf16_t* y, int rows, int d, float eps,
+                               bool vec) {
+  const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  const bf16_t* xr = x + static_cast<int64_t>(row) * d;
+  bf16_t* yr = y + static_cast<int64_t>(row) * d;
+  float ss = 0.f;
+  if (vec) {
+    for (int i = lane; i < d / 8; i += 32) {
+      float f[8];
+      unpack8(reinterpret_cast<const uint4*>(xr)[i], f);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) ss += f[j] * f[j];
+    }
+  } else {
+    for (int i = lane; i < d; i += 32) ss += bf(xr[i]) * bf(xr[i]);
+  }
+  ss = warp_sum(ss);
+  const float inv = rsqrtf(ss / static_cast<float>(d) + eps);
+  // Each lane rewrites exactly the elements it read, so x and y may alias.
+  if (vec) {
+    for (int i = lane; i < d / 8; i += 32) {
+      float f[8], g[8];
+      unpack8(reinterpret_cast<const uint4*>(xr)[i], f);
+      unpack8(reinterpret_cast<const uint4*>(w)[i], g);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) f[j] = f[j] * inv * g[j];
+      reinterpret_cast<uint4*>(yr)[i] = pack8(f);
+    }
+  } else {
+    for (int i = lane; i < d; i += 32) yr[i] = to_bf(bf(xr[i]) * inv * bf(w[i]));
+  }
+}
+
+__global__ void add_kernel(bf16_t* x, const bf16_t* y, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] = to_bf(bf(x[i]) + bf(y[i]));
+}
+__global__ void add_kernel8(uint4* x, const uint4* y, int64_t n8) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n8) return;
+  float a[8], b[8];
+  unpack8(x[i], a);
+  unpack8(y[i], b);
+#pragma unroll
+  for (int j = 0; j < 8; ++j) a[j] += b[j];
+  x[i] = pack8(a);
+}
+
+__device__ __forceinline__ float silu(float g) { return g / (1.f + __expf(-g)); }
+__global__ void silu_mul_kernel(const bf16_t* gate, const bf16_t* up, bf16_t* out, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = to_bf(silu(bf(gate[i])) * bf(up[i]));
+}
+__global__ void silu_mul_kernel8(const uint4* gate, const uint4* up, uint4* out, int64_t n8) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n8) return;
+  float g[8], u[8];
+  unpack8(gate[i], g);
+  unpack8(up[i], u);
+#pragma unroll
+  for (int j = 0; j < 8; ++j) g[j] = silu(g[j]) * u[j];
+  out[i] = pack8(g);
+}
+
+// The inverse frequencies travel by value in the launch, so the op needs no
+// device buffer (and a captured graph keeps its own copy).
+struct RopeFreqs {
+  float f[kMaxRopeHalf];
+};
+
+// HF rotate_half on the first rotary_dim dims of each head; one block per (row, head).
+// angle = float(pos) * inv_freq[i], computed in fp32 as HF does.
+__global__ void rope_kernel(bf16_t* x, const int32_t* pos, int heads, int head_dim, int half, RopeFreqs fr) {
+  const int row = blockIdx.x / heads;
+  bf16_t* xh = x + static_cast<int64_t>(blockIdx.x) * head_dim;
+  const float p = static_cast<float>(pos[row]);
+  for (int i = threadIdx.x; i < half; i += blockDim.x) {
+    float s, c;
+    sincosf(p * fr.f[i], &s, &c);
+    const float x1 = bf(xh[i]), x2 = bf(xh[i + half]);
+    xh[i] = to_bf(x1 * c - x2 * s);
+    xh[i + half] = to_bf(x2 * c + x1 * s);
+  }
+}
+
+__device__ __forceinline__ uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+__global__ void fill_kernel(bf16_t* x, int64_t n, uint64_t seed, float lo, float hi) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const uint64_t r = mix64(seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(i));
+    const float u = static_cast<float>(r >> 40) * (1.f / 16777216.f);
+    x[i] = to_bf(lo + (hi - lo) * u);
+  }
+}
+
+}  // namespace
+
+void embed(const bf16_t* table, const int32_t* ids, bf16_t* out, int n, int d, cudaStream_t st) {
+  if (n == 0) return;
+  embed_kernel<<<n, 128, 0, st>>>(table, ids, out, d, d % 8 == 0 && aligned16({table, out}));
+  check_launch("embed");
+}
+
+void rmsnorm(const bf16_t* x, const bf16_t* w, bf16_t* y, int rows, int d, float eps, cudaStream_t st) {
+  if (rows == 0) return;
+  rmsnorm_kernel<<<blocks_for(rows, 4), 128, 0, st>>>(x, w, y, rows, d, eps, d % 8 == 0 && aligned16({x, w, y}));
+  check_launch("rmsnorm");
+}
+
+void add(bf16_t* x, const bf16_t* y, int64_t n, cudaStream_t st) {
+  if (n == 0) return;
+  if (n % 8 == 0 && aligned16({x, y})) {
+    add_kernel8<<<blocks_for(n / 8, 256), 256, 0, st>>>(reinterpret_cast<uint4*>(x),
+                                                        reinterpret_cast<const uint4*>(y), n / 8);
+  } else {
+    add_kernel<<<blocks_for(n, 256), 256, 0, st>>>(x, y, n);
+  }
+  check_launch("add");
+}
+
+void silu_mul(const bf16_t* gate, const bf16_t* up, bf16_t* out, int64_t n, cudaStream_t st) {
+  if (n == 0) return;
+  if (n % 8 == 0 && aligned16({gate, up, out})) {
+    silu_mul_kernel8<<<blocks_for(n / 8, 256), 256, 0, st>>>(
+        reinterpret_cast<const uint4*>(gate), reinterpret_cast<const uint4*>(up), reinterpret_cast<uint4*>(out), n / 8);
+  } else {
+    silu_mul_kernel<<<blocks_for(n, 256), 256, 0, st>>>(gate, up, out, n);
+  }
+  check_launch("silu_mul");
+}
+
+void rope(bf16_t* x, const int32_t* pos, int n, int heads, int head_dim, int rotary_dim,
+          const float* inv_freq_host, cudaStream_t st) {
+  const int half = rotary_dim / 2;
+  KF_CHECK(half >= 1 && half <= kMaxRopeHalf && rotary_dim % 2 == 0 && rotary_dim <= head_dim,
+           "rope: rotary_dim {} unsupported for head_dim {} (max {})", rotary_dim, head_dim, 2 * kMaxRopeHalf);
+  KF_CHECK(inv_freq_host != nullptr, "rope: RopeParams.inv_freq is null");
+  if (n == 0) return;
+  RopeFreqs fr{};
+  std::memcpy(fr.f, inv_freq_host, sizeof(float) * half);
+  rope_kernel<<<n * heads, half < 128 ? 64 : 128, 0, st>>>(x, pos, heads, head_dim, half, fr);
+  check_launch("rope");
+}
+
+void fill_uniform(bf16_t* x, int64_t n, uint64_t seed, float lo, float hi, cudaStream_t st) {
+  if (n == 0) return;
+  fill_kernel<<<1024, 256, 0, st>>>(x, n, seed, lo, hi);
+  check_launch("fill_uniform");
+}
+
+}  // namespace kf::cuda

@@ -1,0 +1,77 @@
+// Launchers for the CUDA backend's kernels (src/backend/cuda/*.cu). Plain C++
+// signatures (raw device pointers, sizes, a stream) so cuda_backend.cpp can
+// stay ordinary C++; the kernels themselves live in the .cu files.
+// Element type of every "bf16" pointer is __nv_bfloat16 (stored as uint16).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace kf::cuda {
+
+// Throws kf::Error naming `what` when e is not cudaSuccess.
+void check(cudaError_t e, const char* what);
+#define KF_CUDA(x) ::kf::cuda::check((x), #x)
+// Checks the last launch error (cheap, no sync).
+inline void check_launch(const char* what) { check(cudaGetLastError(), what); }
+
+using bf16_t = uint16_t;
+
+// ---- elementwise.cu ----------------------------------------------------------
+void embed(const bf16_t* table, const int32_t* ids, bf16_t* out, int n, int d, cudaStream_t st);
+void rmsnorm(const bf16_t* x, const bf16_t* w, bf16_t* y, int rows, int d, float eps, cudaStream_t st);
+void add(bf16_t* x, const bf16_t* y, int64_t n, cudaStream_t st);
+void silu_mul(const bf16_t* gate, const bf16_t* up, bf16_t* out, int64_t n, cudaStream_t st);
+constexpr int kMaxRopeHalf = 256;  // rotary_dim / 2 held in the kernel's parameters
+void rope(bf16_t* x, const int32_t* pos, int n, int heads, int head_dim, int rotary_dim,
+          const float* inv_freq_host, cudaStream_t st);
+// Fills n bf16 values with uniform random numbers in [lo, hi) (benchmarks, tests).
+void fill_uniform(bf16_t* x, int64_t n, uint64_t seed, float lo, float hi, cudaStream_t st);
+
+// ---- kv.cu -------------------------------------------------------------------
+struct KvPool {
+  bf16_t* k = nullptr;   // [n_pages, n_kv_heads, page_size, head_dim]
+  bf16_t* v = nullptr;
+  void* summary = nullptr;  // [n_pages, n_kv_heads, head_dim], F32 or BF16
+  bool summary_bf16 = false;
+  int n_pages = 0, n_kv_heads = 0, page_size = 0, head_dim = 0;
+};
+void kv_write(const KvPool& kv, const bf16_t* k, const bf16_t* v, const int32_t* slots, int n,
+              cudaStream_t st);
+void kv_copy_pages(const KvPool& kv, const int32_t* src, const int32_t* dst, int n, cudaStream_t st);
+
+// ---- attention.cu --------------------------------------------------------------
+// Device scratch the attention launcher needs; sizes from attention_scratch().
+struct AttnScratch {
+  float* part_acc = nullptr;   // [rows * n_heads * splits * head_dim]
+  float* part_ml = nullptr;    // [rows * n_heads * splits * 2]
+  int32_t* list = nullptr;     // [n_seqs * n_kv_heads * max_pages] logical pages read
+  int32_t* list_count = nullptr;  // [n_seqs * n_kv_heads]
+  uint32_t* list_mask = nullptr;  // [n_seqs * n_kv_heads * max_pages] token bits (topk)
+  uint32_t* keys = nullptr;       // [n_seqs * n_kv_heads * key_cap] selection scratch
+};
+struct AttnArgs {
+  const bf16_t* q = nullptr;  // [n_rows, n_heads, head_dim]
+  bf16_t* out = nullptr;
+  KvPool kv;
+  const int32_t* q_start = nullptr;
+  const int32_t* ctx_len = nullptr;
+  const int32_t* page_table = nullptr;
+  int n_seqs = 0, max_pages = 0, n_rows = 0, n_heads = 0;
+  int kind = 0;  // AttnKind as int: 0 dense, 1 local, 2 blocktopk, 3 topk
+  int local_pages = 4, topk_pages = 64;
+  float scale = 1.f;
+  int32_t* sel_pages = nullptr;   // optional PageSelection outputs
+  int32_t* sel_counts = nullptr;
+};
+struct ScratchSize {
+  int64_t part_acc = 0, part_ml = 0, list = 0, list_count = 0, list_mask = 0, keys = 0;  // elements
+  int splits = 1;
+};
+// Scratch the call needs (elements of each array) and the split count it will use.
+ScratchSize attention_scratch(const AttnArgs& a, int num_sms);
+void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_t st);
+// Throws kf::Error if this head_dim / group size has no kernel.
+void check_attention_shape(int head_dim, int group);
+
+}  // namespace kf::cuda

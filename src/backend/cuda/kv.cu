@@ -1,0 +1,88 @@
+// Paged KV cache writes on the GPU: kv_write (rows -> slots, then the key
+// summary of every page the write filled) and kv_copy_pages (copy-on-write).
+// Pool layout [page][kv_head][page_size][head_dim], bf16.
+#include "backend/cuda/common.cuh"
+#include "util/error.h"
+
+namespace kf::cuda {
+namespace {
+
+// One block per written row: every KV head's K and V row, 16 bytes per thread.
+__global__ void kv_write_kernel(KvPool kv, const bf16_t* k, const bf16_t* v, const int32_t* slots) {
+  const int i = blockIdx.x;
+  const int slot = slots[i];
+  if (slot < 0 || slot >= kv.n_pages * kv.page_size) return;  // the host checks nothing on device data
+  const int page = slot / kv.page_size, off = slot % kv.page_size;
+  const int vecs = kv.head_dim / 8;  // 16-byte vectors per head row
+  for (int t = threadIdx.x; t < kv.n_kv_heads * vecs; t += blockDim.x) {
+    const int h = t / vecs, c = t % vecs;
+    const int64_t src = (static_cast<int64_t>(i) * kv.n_kv_heads + h) * kv.head_dim + c * 8;
+    const int64_t dst = ((static_cast<int64_t>(page) * kv.n_kv_heads + h) * kv.page_size + off) * kv.head_dim + c * 8;
+    *reinterpret_cast<uint4*>(kv.k + dst) = *reinterpret_cast<const uint4*>(k + src);
+    *reinterpret_cast<uint4*>(kv.v + dst) = *reinterpret_cast<const uint4*>(v + src);
+  }
+}
+
+// Runs after kv_write_kernel (same stream): rows that wrote a page's last
+// offset set its summary to the mean of its keys, summed in slot order.
+__global__ void kv_summary_kernel(KvPool kv, const int32_t* slots) {
+  const int slot = slots[blockIdx.x];
+  if (slot < 0 || slot >= kv.n_pages * kv.page_size) return;
+  if (slot % kv.page_size != kv.page_size - 1) return;
+  const int page = slot / kv.page_size;
+  const int P = kv.page_size, D = kv.head_dim;
+  for (int t = threadIdx.x; t < kv.n_kv_heads * D; t += blockDim.x) {
+    const int h = t / D, d = t % D;
+    const bf16_t* kb = kv.k + (static_cast<int64_t>(page) * kv.n_kv_heads + h) * P * D + d;
+    float s = 0.f;
+    for (int j = 0; j < P; ++j) s += bf(kb[static_cast<int64_t>(j) * D]);
+    const float mean = s / static_cast<float>(P);
+    const int64_t o = (static_cast<int64_t>(page) * kv.n_kv_heads + h) * D + d;
+    if (kv.summary_bf16) static_cast<bf16_t*>(kv.summary)[o] = to_bf(mean);
+    else static_cast<float*>(kv.summary)[o] = mean;
+  }
+}
+
+__global__ void kv_copy_kernel(KvPool kv, const int32_t* src, const int32_t* dst) {
+  const int s = src[blockIdx.x], d = dst[blockIdx.x];
+  if (s == d) return;
+  const int64_t vecs = static_cast<int64_t>(kv.n_kv_heads) * kv.page_size * kv.head_dim / 8;
+  const uint4* ks = reinterpret_cast<const uint4*>(kv.k) + s * vecs;
+  const uint4* vs = reinterpret_cast<const uint4*>(kv.v) + s * vecs;
+  uint4* kd = reinterpret_cast<uint4*>(kv.k) + d * vecs;
+  uint4* vd = reinterpret_cast<uint4*>(kv.v) + d * vecs;
+  for (int64_t i = threadIdx.x; i < vecs; i += blockDim.x) {
+    kd[i] = ks[i];
+    vd[i] = vs[i];
+  }
+  const int64_t sum_elems = static_cast<int64_t>(kv.n_kv_heads) * kv.head_dim;
+  for (int64_t i = threadIdx.x; i < sum_elems; i += blockDim.x) {
+    if (kv.summary_bf16) {
+      bf16_t* sm = static_cast<bf16_t*>(kv.summary);
+      sm[d * sum_elems + i] = sm[s * sum_elems + i];
+    } else {
+      float* sm = static_cast<float*>(kv.summary);
+      sm[d * sum_elems + i] = sm[s * sum_elems + i];
+    }
+  }
+}
+
+}  // namespace
+
+void kv_write(const KvPool& kv, const bf16_t* k, const bf16_t* v, const int32_t* slots, int n, cudaStream_t st) {
+  KF_CHECK(kv.head_dim % 8 == 0, "kv_write: head_dim {} must be a multiple of 8", kv.head_dim);
+  if (n == 0) return;
+  kv_write_kernel<<<n, 128, 0, st>>>(kv, k, v, slots);
+  check_launch("kv_write");
+  kv_summary_kernel<<<n, 256, 0, st>>>(kv, slots);
+  check_launch("kv_write summary");
+}
+
+void kv_copy_pages(const KvPool& kv, const int32_t* src, const int32_t* dst, int n, cudaStream_t st) {
+  KF_CHECK(kv.head_dim % 8 == 0, "kv_copy_pages: head_dim {} must be a multiple of 8", kv.head_dim);
+  if (n == 0) return;
+  kv_copy_kernel<<<n, 256, 0, st>>>(kv, src, dst);
+  check_launch("kv_copy_pages");
+}
+
+}  // namespace kf::cuda

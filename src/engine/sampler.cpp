@@ -1,0 +1,137 @@
+#include "engine/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "util/error.h"
+
+namespace kf {
+
+void SamplingParams::validate() const {
+  KF_CHECK(temperature >= 0.f && std::isfinite(temperature), "temperature must be >= 0 (got {})", temperature);
+  KF_CHECK(top_k >= 0, "top-k must be >= 0 (got {})", top_k);
+  KF_CHECK(top_p > 0.f && top_p <= 1.f, "top-p must be in (0, 1] (got {})", top_p);
+  KF_CHECK(min_p >= 0.f && min_p <= 1.f, "min-p must be in [0, 1] (got {})", min_p);
+  KF_CHECK(repetition_penalty > 0.f, "repetition penalty must be > 0 (got {})", repetition_penalty);
+  KF_CHECK(std::isfinite(presence_penalty), "presence penalty must be finite");
+}
+
+bool is_repetition_loop(std::span<const int> tokens, const RepetitionParams& p) {
+  if (!p.enabled || p.block <= 0 || p.min_repeats <= 1) return false;
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  if (n < static_cast<int64_t>(p.block) * p.min_repeats) return false;
+  const int64_t lo = std::max<int64_t>(0, n - p.window);
+  const int* last = tokens.data() + n - p.block;
+  int seen = 0;
+  for (int64_t i = n - p.block; i >= lo; --i)
+    if (std::equal(last, last + p.block, tokens.data() + i) && ++seen >= p.min_repeats) return true;
+  return false;
+}
+
+int Sampler::filter(std::span<float> logits, const SamplingParams& p, std::span<const int> context,
+                    std::span<const int> generated) {
+  const int vocab = static_cast<int>(logits.size());
+  KF_CHECK(vocab > 0, "sampling from empty logits");
+  auto penalise = [&](std::span<const int> toks, auto&& fn) {
+    mark_.assign(vocab, 0);
+    for (int t : toks)
+      if (t >= 0 && t < vocab && !mark_[t]) {
+        mark_[t] = 1;
+        fn(logits[t]);
+      }
+  };
+  if (p.repetition_penalty != 1.f)
+    penalise(context, [&](float& l) { l = l > 0.f ? l / p.repetition_penalty : l * p.repetition_penalty; });
+  if (p.presence_penalty != 0.f) penalise(generated, [&](float& l) { l -= p.presence_penalty; });
+
+  ids_.resize(vocab);
+  probs_.resize(vocab);
+  int best = 0;
+  for (int i = 1; i < vocab; ++i)
+    if (logits[i] > logits[best]) best = i;  // NaN never wins; ties -> lowest id
+  if (p.temperature == 0.f) {
+    ids_[0] = best;
+    kept_.assign(1, 1.0);
+    return 1;
+  }
+  // Unnormalised probabilities, indexed by id; ids_ is the candidate order.
+  const double inv_t = 1.0 / p.temperature, mx = logits[best];
+  for (int i = 0; i < vocab; ++i) {
+    double z = (static_cast<double>(logits[i]) - mx) * inv_t;
+    probs_[i] = std::isnan(z) ? 0.0 : std::exp(z);
+    ids_[i] = i;
+  }
+  auto before = [&](int a, int b) { return probs_[a] != probs_[b] ? probs_[a] > probs_[b] : a < b; };
+  int n = vocab;
+  bool sorted = false;
+  if (p.top_k > 0 && p.top_k < n) {
+    std::nth_element(ids_.begin(), ids_.begin() + p.top_k, ids_.begin() + n, before);
+    n = p.top_k;
+    std::sort(ids_.begin(), ids_.begin() + n, before);
+    sorted = true;
+  }
+  if (p.top_p < 1.f) {
+    double total = 0;
+    for (int j = 0; j < n; ++j) total += probs_[ids_[j]];
+    // Sort a growing prefix until it holds top_p of the mass (exact: the
+    // order is total, so the nucleus does not depend on the prefix size).
+    int k = sorted ? n : std::min(n, 64);
+    for (;;) {
+      if (!sorted) {
+        std::nth_element(ids_.begin(), ids_.begin() + k - 1, ids_.begin() + n, before);
+        std::sort(ids_.begin(), ids_.begin() + k, before);
+      }
+      double cum = 0;
+      int keep = -1;
+      for (int j = 0; j < k; ++j) {
+        cum += probs_[ids_[j]];
+        if (cum >= p.top_p * total) {
+          keep = j + 1;
+          break;
+        }
+      }
+      if (keep > 0 || k == n) {
+        n = keep > 0 ? keep : n;
+        break;
+      }
+      k = std::min(n, k * 4);
+    }
+  }
+  if (p.min_p > 0.f) {
+    double cut = p.min_p * 1.0;  // p_max is exp(0) = 1 before normalisation
+    int m = 0;
+    for (int j = 0; j < n; ++j)
+      if (probs_[ids_[j]] >= cut) ids_[m++] = ids_[j];
+    n = m;
+  }
+  // (ids_[j], kept_[j]) pairs in candidate order.
+  kept_.resize(n);
+  for (int j = 0; j < n; ++j) kept_[j] = probs_[ids_[j]];
+  return n;
+}
+
+int Sampler::sample(std::span<float> logits, const SamplingParams& p, std::span<const int> context,
+                    std::span<const int> generated, double u) {
+  int n = filter(logits, p, context, generated);
+  if (n == 1) return ids_[0];
+  double total = 0;
+  for (int j = 0; j < n; ++j) total += kept_[j];
+  double target = u * total, cum = 0;
+  for (int j = 0; j < n; ++j) {
+    cum += kept_[j];
+    if (cum > target) return ids_[j];
+  }
+  return ids_[n - 1];
+}
+
+void Sampler::distribution(std::span<float> logits, const SamplingParams& p, std::span<const int> context,
+                           std::span<const int> generated, std::vector<int>& ids, std::vector<double>& probs) {
+  int n = filter(logits, p, context, generated);
+  double total = 0;
+  for (int j = 0; j < n; ++j) total += kept_[j];
+  ids.assign(ids_.begin(), ids_.begin() + n);
+  probs.resize(n);
+  for (int j = 0; j < n; ++j) probs[j] = kept_[j] / total;
+}
+
+}  // namespace kf

@@ -1,0 +1,58 @@
+// Token sampling from one row of logits: penalties, temperature, top-k,
+// top-p, min-p, then one Philox uniform keyed by (seed, request, sample,
+// step), so a sample's tokens never depend on the rest of the batch.
+// Also the repetition-loop detector used as a stop condition.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace kf {
+
+struct SamplingParams {
+  float temperature = 1.f;          // 0 = greedy (argmax, ties -> lowest id)
+  int top_k = 0;                    // 0 = off
+  float top_p = 1.f;                // 1 = off
+  float min_p = 0.f;                // 0 = off; keep p >= min_p * p_max
+  float repetition_penalty = 1.f;   // HF style over prompt + generated: l>0 ? l/r : l*r
+  float presence_penalty = 0.f;     // OpenAI style over generated tokens: l -= penalty
+  uint64_t seed = 0;
+
+  void validate() const;  // throws kf::Error naming the bad field
+};
+
+// "The last `block` tokens occur `min_repeats` times within the last `window`
+// tokens" (the Kinetics runs' defaults).
+struct RepetitionParams {
+  bool enabled = true;
+  int block = 64;
+  int min_repeats = 15;
+  int window = 1024;
+};
+bool is_repetition_loop(std::span<const int> tokens, const RepetitionParams& p);
+
+// Keeps its scratch between calls (no allocation once warm). One per thread.
+class Sampler {
+ public:
+  // Picks a token from logits [vocab] (modified in place). `context` (prompt +
+  // generated) feeds the repetition penalty, `generated` the presence penalty.
+  // u in [0, 1) is the Philox draw for this (request, sample, step).
+  int sample(std::span<float> logits, const SamplingParams& p, std::span<const int> context,
+             std::span<const int> generated, double u);
+
+  // Probabilities after penalties/temperature/top-k/top-p/min-p, for tests:
+  // ids in sampling order and their renormalised probabilities.
+  void distribution(std::span<float> logits, const SamplingParams& p, std::span<const int> context,
+                    std::span<const int> generated, std::vector<int>& ids, std::vector<double>& probs);
+
+ private:
+  int filter(std::span<float> logits, const SamplingParams& p, std::span<const int> context,
+             std::span<const int> generated);  // fills ids_/probs_, returns kept count
+  std::vector<int> ids_;
+  std::vector<double> probs_;  // [vocab] by id
+  std::vector<double> kept_;   // [kept] in candidate order
+  std::vector<uint8_t> mark_;
+};
+
+}  // namespace kf

@@ -1,0 +1,182 @@
+#include "model/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+#include "io/checkpoint.h"
+#include "model/presets.h"
+
+namespace kf {
+
+Workspace::Workspace(const ModelConfig& cfg, Backend& be, int max_tokens_, int max_logit_rows_)
+    : max_tokens(max_tokens_), max_logit_rows(max_logit_rows_) {
+  KF_CHECK(max_tokens > 0 && max_logit_rows > 0 && max_logit_rows <= max_tokens,
+           "workspace: need 0 < max_logit_rows ({}) <= max_tokens ({})", max_logit_rows, max_tokens);
+  const DType dt = be.act_dtype();
+  const Device dev = be.device();
+  const int64_t T = max_tokens, d = cfg.hidden_size, q = int64_t(cfg.n_heads) * cfg.head_dim,
+                kv = int64_t(cfg.n_kv_heads) * cfg.head_dim, ff = cfg.intermediate_size;
+  x = Buffer(dt, {T, d}, dev);
+  h = Buffer(dt, {T, d}, dev);
+  this->q = Buffer(dt, {T, q}, dev);
+  k = Buffer(dt, {T, kv}, dev);
+  v = Buffer(dt, {T, kv}, dev);
+  attn = Buffer(dt, {T, q}, dev);
+  gate = Buffer(dt, {T, ff}, dev);
+  up = Buffer(dt, {T, ff}, dev);
+  last = Buffer(dt, {int64_t(max_logit_rows), d}, dev);
+}
+
+KvBuffers::KvBuffers(const ModelConfig& cfg, Backend& be, int n_pages_, int page_size_)
+    : n_pages(n_pages_), page_size(page_size_) {
+  KF_CHECK(n_pages > 0 && page_size > 0, "kv pool: n_pages {} and page_size {} must be positive",
+           n_pages, page_size);
+  const DType dt = be.act_dtype();
+  for (int l = 0; l < cfg.n_layers; ++l) {
+    k.emplace_back(dt, std::initializer_list<int64_t>{n_pages, cfg.n_kv_heads, page_size, cfg.head_dim},
+                   be.device());
+    v.emplace_back(dt, std::initializer_list<int64_t>{n_pages, cfg.n_kv_heads, page_size, cfg.head_dim},
+                   be.device());
+    summary.emplace_back(DType::F32, std::initializer_list<int64_t>{n_pages, cfg.n_kv_heads, cfg.head_dim},
+                         be.device());
+  }
+  for (int l = 0; l < cfg.n_layers; ++l) layers.push_back(KvLayer{k[l].view(), v[l].view(), summary[l].view()});
+}
+
+Model::Model(ModelConfig cfg, Weights w) : cfg_(std::move(cfg)), w_(std::move(w)) {
+  inv_freq_ = cfg_.rope_inv_freq();
+  layer_dense_.assign(cfg_.n_layers, 0);
+}
+
+Model Model::load(const std::string& spec, Backend& be) {
+  if (spec.rfind("random:", 0) == 0) {
+    Model m = random(preset_config(spec.substr(7)), be, 1);
+    m.source_ = spec;
+    return m;
+  }
+  Checkpoint ckpt = open_checkpoint(spec);
+  ModelConfig cfg = ckpt.config();
+  cfg.validate(ckpt.path());
+  Weights w = load_weights(ckpt, cfg, be);
+  Model m(std::move(cfg), std::move(w));
+  m.source_ = ckpt.path();
+  return m;
+}
+
+Model Model::random(const ModelConfig& cfg, Backend& be, uint64_t seed) {
+  cfg.validate("random model config");
+  Model m(cfg, random_weights(cfg, be, seed));
+  m.source_ = "random:" + cfg.name;
+  return m;
+}
+
+void Model::set_dense_layers(const std::vector<int>& layers) {
+  layer_dense_.assign(cfg_.n_layers, 0);
+  for (int l : layers) {
+    KF_CHECK(l >= 0 && l < cfg_.n_layers, "--dense-layers: layer {} is outside [0, {})", l,
+             cfg_.n_layers);
+    layer_dense_[l] = 1;
+  }
+  dense_layers_ = layers;
+}
+
+void Model::forward(Backend& be, Workspace& ws, const std::vector<KvLayer>& kv, const StepInput& in,
+                    const Tensor& logits) const {
+  const int64_t n = in.token_ids.numel(), m = in.logit_rows.numel();
+  const int64_t d = cfg_.hidden_size, hq = cfg_.n_heads, hkv = cfg_.n_kv_heads, hd = cfg_.head_dim,
+                ff = cfg_.intermediate_size;
+  KF_CHECK(n > 0 && n <= ws.max_tokens, "forward: {} tokens, the workspace holds {}", n, ws.max_tokens);
+  KF_CHECK(m <= ws.max_logit_rows, "forward: {} logit rows, the workspace holds {}", m,
+           ws.max_logit_rows);
+  KF_CHECK(in.positions.numel() == n && in.kv_slots.numel() == n,
+           "forward: positions {} and kv_slots {} must have {} entries", in.positions.shape_str(),
+           in.kv_slots.shape_str(), n);
+  KF_CHECK(in.batch != nullptr, "forward: no AttnBatch");
+  KF_CHECK(static_cast<int>(kv.size()) == cfg_.n_layers, "forward: {} KV layers for {} model layers",
+           kv.size(), cfg_.n_layers);
+  KF_CHECK(in.selections.empty() || static_cast<int>(in.selections.size()) == cfg_.n_layers,
+           "forward: {} page selections for {} layers", in.selections.size(), cfg_.n_layers);
+  KF_CHECK(logits.numel() == m * cfg_.vocab_size, "forward: logits {} is not [{}, {}]",
+           logits.shape_str(), m, cfg_.vocab_size);
+
+  // Views of this step's rows.
+  const Tensor x = ws.x.view().rows(0, n);        // [n, d]
+  const Tensor h = ws.h.view().rows(0, n);        // [n, d]
+  const Tensor q = ws.q.view().rows(0, n);        // [n, Hq*D]
+  const Tensor k = ws.k.view().rows(0, n);        // [n, Hkv*D]
+  const Tensor v = ws.v.view().rows(0, n);        // [n, Hkv*D]
+  const Tensor att = ws.attn.view().rows(0, n);   // [n, Hq*D]
+  const Tensor gate = ws.gate.view().rows(0, n);  // [n, I]
+  const Tensor up = ws.up.view().rows(0, n);      // [n, I]
+  const Tensor q_heads = q.reshape({n, hq, hd}), k_heads = k.reshape({n, hkv, hd});
+  const Tensor v_heads = v.reshape({n, hkv, hd}), att_heads = att.reshape({n, hq, hd});
+  const Tensor q_rows = q.reshape({n * hq, hd}), k_rows = k.reshape({n * hkv, hd});
+  (void)ff;
+
+  RopeParams rope;
+  rope.theta = cfg_.rope_theta;
+  rope.rotary_dim = static_cast<int>(hd);
+  rope.inv_freq = inv_freq_.data();
+  AttnPolicy dense;
+  dense.kind = AttnKind::Dense;
+  const float scale = 1.f / std::sqrt(static_cast<float>(hd));
+  const float eps = cfg_.rms_eps;
+
+  be.embed(w_.embed, in.token_ids, x);
+  for (int l = 0; l < cfg_.n_layers; ++l) {
+    const LayerWeights& lw = w_.layers[l];
+    // Attention block.
+    be.rmsnorm(x, lw.attn_norm, eps, h);
+    be.matmul(h, lw.wq, cfg_.qkv_bias ? &lw.bq.view() : nullptr, q);
+    be.matmul(h, lw.wk, cfg_.qkv_bias ? &lw.bk.view() : nullptr, k);
+    be.matmul(h, lw.wv, cfg_.qkv_bias ? &lw.bv.view() : nullptr, v);
+    if (cfg_.qk_norm) {  // Qwen3: RMSNorm over each head, before RoPE
+      be.rmsnorm(q_rows, lw.q_norm, eps, q_rows);
+      be.rmsnorm(k_rows, lw.k_norm, eps, k_rows);
+    }
+    be.rope(q_heads, in.positions, rope);
+    be.rope(k_heads, in.positions, rope);
+    be.kv_write(kv[l], k_heads, v_heads, in.kv_slots);
+    const AttnPolicy& policy = layer_dense_[l] ? dense : in.policy;
+    be.attention(q_heads, kv[l], *in.batch, policy, scale, att_heads,
+                 in.selections.empty() ? nullptr : &in.selections[l]);
+    be.matmul(att, lw.wo, nullptr, h);
+    be.add(x, h);
+    // MLP block.
+    be.rmsnorm(x, lw.mlp_norm, eps, h);
+    be.matmul(h, lw.w_gate, nullptr, gate);
+    be.matmul(h, lw.w_up, nullptr, up);
+    be.silu_mul(gate, up, gate);
+    be.matmul(gate, lw.w_down, nullptr, h);
+    be.add(x, h);
+  }
+  if (m == 0) return;
+  // Only the rows that need logits go through the final norm and the lm_head.
+  const Tensor last = ws.last.view().rows(0, m);  // [m, d]
+  be.embed(x, in.logit_rows, last);               // row gather
+  be.rmsnorm(last, w_.final_norm, eps, last);
+  be.matmul(last, w_.lm_head(), nullptr, logits);
+  (void)d;
+}
+
+std::vector<int> parse_layer_list(const std::string& s) {
+  std::vector<int> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
+    size_t used = 0;
+    int v = -1;
+    try {
+      v = std::stoi(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    KF_CHECK(used == item.size() && v >= 0, "layer list '{}': '{}' is not a layer index", s, item);
+    out.push_back(v);
+  }
+  return out;
+}
+
+}  // namespace kf

@@ -1,0 +1,90 @@
+// Model: config + weights + ONE generic decoder forward (Llama, Qwen2, Qwen3
+// and anything else ModelConfig can describe), written only against Backend.
+//
+// A forward step runs any mix of sequences: prefill chunks (several rows of
+// one sequence) and decode rows (one row each), as AttnBatch describes. The
+// caller owns the KV pool, the page tables and the slots; the Workspace holds
+// every activation for up to max_tokens rows, so a step allocates nothing.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "model/config.h"
+#include "model/weights.h"
+
+namespace kf {
+
+// Activations of one step, preallocated on the backend's device.
+struct Workspace {
+  Workspace(const ModelConfig& cfg, Backend& backend, int max_tokens, int max_logit_rows);
+  int max_tokens = 0;
+  int max_logit_rows = 0;
+  Buffer x;       // [T, d]      residual stream
+  Buffer h;       // [T, d]      normed input / projection output
+  Buffer q;       // [T, Hq*D]
+  Buffer k, v;    // [T, Hkv*D]
+  Buffer attn;    // [T, Hq*D]   attention output
+  Buffer gate;    // [T, I]      (silu(gate) * up written back here)
+  Buffer up;      // [T, I]
+  Buffer last;    // [M, d]      rows that need logits
+};
+
+// One layer's KV pool per layer, owned (DESIGN.md: [page][kv_head][P][head_dim]).
+struct KvBuffers {
+  KvBuffers(const ModelConfig& cfg, Backend& backend, int n_pages, int page_size);
+  int n_pages = 0;
+  int page_size = 0;
+  std::vector<Buffer> k, v, summary;
+  std::vector<KvLayer> layers;  // views of the buffers above, one per model layer
+};
+
+// Everything a step needs besides the weights. All tensors are on the
+// backend's device (I32), see backend.h for AttnBatch's meaning.
+struct StepInput {
+  Tensor token_ids;   // [n]
+  Tensor positions;   // [n]  position of each row in its sequence
+  Tensor kv_slots;    // [n]  where each row's K/V go: page * page_size + offset
+  const AttnBatch* batch = nullptr;
+  AttnPolicy policy;  // for decode rows (prefill is always dense)
+  Tensor logit_rows;  // [m]  rows whose logits are wanted, in output order
+  // Optional: one PageSelection per layer, filled by attention (stats/tests).
+  std::span<PageSelection> selections;
+};
+
+class Model {
+ public:
+  // spec: a GGUF file, an HF directory, "default", or "random:PRESET".
+  static Model load(const std::string& spec, Backend& backend);
+  // Random weights for a config (benchmarks, property tests).
+  static Model random(const ModelConfig& cfg, Backend& backend, uint64_t seed = 1);
+  Model(ModelConfig cfg, Weights w);
+
+  const ModelConfig& config() const { return cfg_; }
+  const Weights& weights() const { return w_; }
+  const std::string& source() const { return source_; }
+
+  // Layers that stay dense whatever the decode policy (DESIGN.md --dense-layers).
+  void set_dense_layers(const std::vector<int>& layers);
+  const std::vector<int>& dense_layers() const { return dense_layers_; }
+
+  // Runs one step and writes logits [m, vocab] (backend activation dtype).
+  void forward(Backend& backend, Workspace& ws, const std::vector<KvLayer>& kv, const StepInput& in,
+               const Tensor& logits) const;
+
+ private:
+  ModelConfig cfg_;
+  Weights w_;
+  std::string source_;
+  std::vector<float> inv_freq_;       // [head_dim/2] host, scaling applied
+  std::vector<int> dense_layers_;
+  std::vector<uint8_t> layer_dense_;  // [n_layers]
+};
+
+// Parses "0,1,5" (empty string = none).
+std::vector<int> parse_layer_list(const std::string& s);
+
+}  // namespace kf

@@ -1,0 +1,12 @@
+// Model shapes for `--model random:PRESET` (real shapes, random weights).
+#pragma once
+#include <string>
+
+#include "model/config.h"
+
+namespace kf {
+
+// Throws kf::Error listing the known names when `name` is unknown.
+ModelConfig preset_config(const std::string& name);
+
+}  // namespace kf

@@ -1,0 +1,169 @@
+#include "model/weights.h"
+
+#include <cmath>
+#include <fmt/format.h>
+#include <functional>
+#include <string>
+
+#include "io/checkpoint.h"
+
+namespace kf {
+namespace {
+
+// Makes a device Buffer of `shape` in the backend's dtype, filling it through
+// `fill_f32` (host F32) or `fill_bf16` (host BF16) as the dtype requires.
+using FillF32 = std::function<void(float*)>;
+using FillBf16 = std::function<void(uint16_t*)>;
+
+Buffer make_weight(Backend& be, std::initializer_list<int64_t> shape, const FillF32& fill_f32,
+                   const FillBf16& fill_bf16) {
+  const DType dt = be.act_dtype();
+  Buffer buf(dt, shape, be.device());
+  const int64_t n = buf.view().numel();
+  if (be.device() == Device::CPU && dt == DType::F32) {
+    fill_f32(buf.ptr<float>());  // straight into place, no staging copy
+  } else if (dt == DType::BF16) {
+    std::vector<uint16_t> host(n);
+    fill_bf16(host.data());
+    be.upload(buf.view(), host.data());
+  } else {
+    std::vector<float> host(n);
+    fill_f32(host.data());
+    be.upload(buf.view(), host.data());
+  }
+  return buf;
+}
+
+struct Loader {
+  const Checkpoint& ckpt;
+  Backend& be;
+  Buffer operator()(const std::string& name, std::initializer_list<int64_t> shape) const {
+    return make_weight(
+        be, shape, [&](float* dst) { ckpt.read_f32(name, dst, shape); },
+        [&](uint16_t* dst) { ckpt.read_bf16(name, dst, shape); });
+  }
+};
+
+// splitmix64: a tiny, fast, well-mixed generator; one stream per tensor.
+struct SplitMix {
+  uint64_t s;
+  uint64_t next() {
+    uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+  float uniform() { return static_cast<float>(next() >> 40) * (1.f / 16777216.f) * 2.f - 1.f; }  // [-1, 1)
+};
+
+struct RandomMaker {
+  Backend& be;
+  uint64_t seed;
+  uint64_t counter = 0;
+  // Values center + half_width * U(-1, 1).
+  Buffer operator()(std::initializer_list<int64_t> shape, float center, float half_width) {
+    SplitMix rng{seed * 0x100000001b3ull + (++counter) * 0x9e3779b97f4a7c15ull};
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return make_weight(
+        be, shape,
+        [&](float* dst) {
+          for (int64_t i = 0; i < n; ++i) dst[i] = center + half_width * rng.uniform();
+        },
+        [&](uint16_t* dst) {
+          for (int64_t i = 0; i < n; ++i) dst[i] = f32_to_bf16(center + half_width * rng.uniform());
+        });
+  }
+  // Uniform with std 1/sqrt(fan_in): half width sqrt(3/fan_in).
+  Buffer linear(int64_t out, int64_t in) { return (*this)({out, in}, 0.f, std::sqrt(3.f / in)); }
+};
+
+int64_t bytes_of(const Buffer& b) { return b.empty() ? 0 : static_cast<int64_t>(b.view().nbytes()); }
+
+}  // namespace
+
+int64_t Weights::bytes_per_step() const {
+  int64_t total = bytes_of(final_norm) + static_cast<int64_t>(lm_head().nbytes());
+  for (const LayerWeights& l : layers) {
+    for (const Buffer* b : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.bq, &l.bk, &l.bv, &l.q_norm,
+                            &l.k_norm, &l.wo, &l.mlp_norm, &l.w_gate, &l.w_up, &l.w_down})
+      total += bytes_of(*b);
+  }
+  return total;
+}
+
+int64_t Weights::total_bytes() const {
+  return bytes_per_step() + (tied() ? 0 : bytes_of(embed));  // tied: lm_head() is the embedding
+}
+
+Weights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, Backend& be) {
+  const Loader load{ckpt, be};
+  const int64_t d = cfg.hidden_size, q = int64_t(cfg.n_heads) * cfg.head_dim,
+                kv = int64_t(cfg.n_kv_heads) * cfg.head_dim, ff = cfg.intermediate_size,
+                vocab = cfg.vocab_size, hd = cfg.head_dim;
+  Weights w;
+  w.embed = load("model.embed_tokens.weight", {vocab, d});
+  w.final_norm = load("model.norm.weight", {d});
+  const bool gguf_without_head = ckpt.format() == "gguf" && !ckpt.has("lm_head.weight");
+  if (!cfg.tied_embeddings && !gguf_without_head) w.lm_head_own = load("lm_head.weight", {vocab, d});
+  w.layers.resize(cfg.n_layers);
+  for (int i = 0; i < cfg.n_layers; ++i) {
+    LayerWeights& l = w.layers[i];
+    const std::string p = fmt::format("model.layers.{}.", i);
+    l.attn_norm = load(p + "input_layernorm.weight", {d});
+    l.wq = load(p + "self_attn.q_proj.weight", {q, d});
+    l.wk = load(p + "self_attn.k_proj.weight", {kv, d});
+    l.wv = load(p + "self_attn.v_proj.weight", {kv, d});
+    if (cfg.qkv_bias) {
+      l.bq = load(p + "self_attn.q_proj.bias", {q});
+      l.bk = load(p + "self_attn.k_proj.bias", {kv});
+      l.bv = load(p + "self_attn.v_proj.bias", {kv});
+    }
+    if (cfg.qk_norm) {
+      l.q_norm = load(p + "self_attn.q_norm.weight", {hd});
+      l.k_norm = load(p + "self_attn.k_norm.weight", {hd});
+    }
+    l.wo = load(p + "self_attn.o_proj.weight", {d, q});
+    l.mlp_norm = load(p + "post_attention_layernorm.weight", {d});
+    l.w_gate = load(p + "mlp.gate_proj.weight", {ff, d});
+    l.w_up = load(p + "mlp.up_proj.weight", {ff, d});
+    l.w_down = load(p + "mlp.down_proj.weight", {d, ff});
+  }
+  return w;
+}
+
+Weights random_weights(const ModelConfig& cfg, Backend& be, uint64_t seed) {
+  RandomMaker rnd{be, seed};
+  const int64_t d = cfg.hidden_size, q = int64_t(cfg.n_heads) * cfg.head_dim,
+                kv = int64_t(cfg.n_kv_heads) * cfg.head_dim, ff = cfg.intermediate_size,
+                vocab = cfg.vocab_size, hd = cfg.head_dim;
+  Weights w;
+  w.embed = rnd({vocab, d}, 0.f, 1.f);
+  w.final_norm = rnd({d}, 1.f, 0.1f);
+  if (!cfg.tied_embeddings) w.lm_head_own = rnd.linear(vocab, d);
+  w.layers.resize(cfg.n_layers);
+  for (LayerWeights& l : w.layers) {
+    l.attn_norm = rnd({d}, 1.f, 0.1f);
+    l.wq = rnd.linear(q, d);
+    l.wk = rnd.linear(kv, d);
+    l.wv = rnd.linear(kv, d);
+    if (cfg.qkv_bias) {
+      l.bq = rnd({q}, 0.f, 0.1f);
+      l.bk = rnd({kv}, 0.f, 0.1f);
+      l.bv = rnd({kv}, 0.f, 0.1f);
+    }
+    if (cfg.qk_norm) {
+      l.q_norm = rnd({hd}, 1.f, 0.1f);
+      l.k_norm = rnd({hd}, 1.f, 0.1f);
+    }
+    // o_proj and down_proj scaled down by the depth so the residual stream stays O(1).
+    l.wo = rnd({d, q}, 0.f, std::sqrt(3.f / q) / std::sqrt(2.f * cfg.n_layers));
+    l.mlp_norm = rnd({d}, 1.f, 0.1f);
+    l.w_gate = rnd.linear(ff, d);
+    l.w_up = rnd.linear(ff, d);
+    l.w_down = rnd({d, ff}, 0.f, std::sqrt(3.f / ff) / std::sqrt(2.f * cfg.n_layers));
+  }
+  return w;
+}
+
+}  // namespace kf

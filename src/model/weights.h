@@ -1,0 +1,49 @@
+// Model weights on the backend's device, in its activation dtype (F32 on CPU,
+// BF16 on CUDA), named after the HF tensors they come from.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "backend/backend.h"
+#include "model/config.h"
+#include "util/tensor.h"
+
+namespace kf {
+
+class Checkpoint;
+
+struct LayerWeights {
+  Buffer attn_norm;             // [d]                      input_layernorm
+  Buffer wq, wk, wv;            // [Hq*D, d], [Hkv*D, d] x2 self_attn.{q,k,v}_proj
+  Buffer bq, bk, bv;            // [Hq*D], [Hkv*D] x2       only when cfg.qkv_bias
+  Buffer q_norm, k_norm;        // [D]                      only when cfg.qk_norm
+  Buffer wo;                    // [d, Hq*D]                self_attn.o_proj
+  Buffer mlp_norm;              // [d]                      post_attention_layernorm
+  Buffer w_gate, w_up, w_down;  // [I, d], [I, d], [d, I]   mlp.{gate,up,down}_proj
+};
+
+struct Weights {
+  Buffer embed;       // [vocab, d]
+  Buffer final_norm;  // [d]
+  Buffer lm_head_own; // [vocab, d]; empty when the embedding is tied
+  std::vector<LayerWeights> layers;
+
+  const Tensor& lm_head() const { return lm_head_own.empty() ? embed.view() : lm_head_own.view(); }
+  bool tied() const { return lm_head_own.empty(); }
+  // Bytes one decode step reads: every layer matrix, the norms and the
+  // lm_head (the embedding contributes one row per token, not counted).
+  int64_t bytes_per_step() const;
+  int64_t total_bytes() const;  // everything held (tied lm_head counted once)
+};
+
+// Reads every tensor the config needs from the checkpoint (errors name the
+// tensor and the file). A GGUF without output.weight ties lm_head to the
+// embedding, as llama.cpp does.
+Weights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, Backend& backend);
+
+// Random weights with the config's shapes for benchmarks and property tests:
+// uniform with unit-gain scaling (std 1/sqrt(fan_in)), norms near 1, small
+// biases, from a fixed seed (same seed, same weights).
+Weights random_weights(const ModelConfig& cfg, Backend& backend, uint64_t seed);
+
+}  // namespace kf

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# kinfer info --json on the real default model (SmolLM2-135M-Instruct Q4_1 GGUF),
+# plus --help and a clear error for a missing model. Skips (exit 0) when the
+# model is not installed.
+set -euo pipefail
+: "${KINFER:?set KINFER to the kinfer binary}"
+model="${KINFER_DEFAULT_MODEL:-$HOME/.cache/kinfer/SmolLM2-135M-Instruct.Q4_1.gguf}"
+
+"$KINFER" info --help | grep -q -- "--json"
+if "$KINFER" info --model /nonexistent/model.gguf 2>/tmp/kf_info_err.$$; then
+  echo "FAIL: a missing model should be an error"; exit 1
+fi
+grep -q "/nonexistent/model.gguf" /tmp/kf_info_err.$$ || { echo "FAIL: error does not name the path"; cat /tmp/kf_info_err.$$; exit 1; }
+rm -f /tmp/kf_info_err.$$
+
+if [[ ! -e "$model" ]]; then
+  echo "SKIP: $model not installed (run scripts/demo)"; exit 0
+fi
+json="$("$KINFER" info --model "$model" --json)"
+python3 - "$json" <<'PY'
+import json, sys
+j = json.loads(sys.argv[1])
+c = j["config"]
+want = {"arch": "llama", "num_hidden_layers": 30, "hidden_size": 576, "num_attention_heads": 9,
+        "num_key_value_heads": 3, "head_dim": 64, "vocab_size": 49152, "intermediate_size": 1536,
+        "tie_word_embeddings": True, "qk_norm": False, "qkv_bias": False}
+bad = {k: (c.get(k), v) for k, v in want.items() if c.get(k) != v}
+assert not bad, f"config mismatch (got, want): {bad}"
+assert j["format"] == "gguf", j["format"]
+p = j["params"]
+assert p["plain"] == 134515008, p            # SmolLM2-135M
+assert p["kinetics"] == 134515008 + 49152 * 576, p  # lm_head counted again (tied)
+m = j["memory"]
+assert m["kv_bytes_per_token_bf16"] == 2 * 30 * 3 * 64 * 2, m
+assert m["kv_bytes_per_token_f32"] == 2 * 30 * 3 * 64 * 4, m
+assert m["weights_f32_cpu_bytes"] == 4 * p["plain"], m
+assert m["weights_bf16_gpu_bytes"] == 2 * p["plain"], m
+d = j["tensors"]["by_dtype"]
+assert d.get("Q8_0") == 1 and d.get("Q4_1", 0) > 0 and d.get("F32", 0) > 0, d
+assert j["tensors"]["count"] == sum(d.values())
+print("info.sh: OK")
+PY
+# the text form mentions the parameter count too
+"$KINFER" info --model "$model" | grep -q "parameters"

@@ -1,0 +1,217 @@
+// CUDA paged attention vs the CPU reference (cpu_attention) on the same
+// bf16-exact pool: dense decode, prefill chunks, local, blocktopk (the page
+// selection must be identical) and the topk oracle, across GQA ratios,
+// head_dim 64/128, page sizes 16/32, partial pages and contexts up to 32K.
+#include <chrono>
+#include <numeric>
+
+#include "backend/cpu/attention.h"
+#include "kernels/cuda_test_util.h"
+
+namespace kf {
+namespace {
+
+using test::rand_bf16;
+
+struct Case {
+  int n_heads = 16, n_kv_heads = 8, head_dim = 128, page_size = 16;
+  std::vector<int> ctx;   // tokens in cache per sequence after this step
+  std::vector<int> rows;  // query rows per sequence (1 = decode); empty = all 1
+  AttnKind kind = AttnKind::Dense;
+  int topk_pages = 64, local_pages = 4;
+  bool summary_bf16 = true;
+  uint32_t seed = 1;
+};
+
+std::string describe(const Case& c) {
+  std::string s = fmt::format("{} Hq{} Hkv{} D{} P{} k{} l{} ctx[", attn_kind_name(c.kind), c.n_heads, c.n_kv_heads,
+                              c.head_dim, c.page_size, c.topk_pages, c.local_pages);
+  for (size_t i = 0; i < c.ctx.size(); ++i) s += fmt::format("{}{}", i ? "," : "", c.ctx[i]);
+  return s + "]";
+}
+
+void run_case(Backend& be, const Case& c) {
+  SCOPED_TRACE(describe(c));
+  std::mt19937 rng(c.seed);
+  const int S = static_cast<int>(c.ctx.size()), Hq = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim,
+            P = c.page_size;
+  std::vector<int> rows = c.rows.empty() ? std::vector<int>(S, 1) : c.rows;
+  std::vector<int32_t> q_start(S + 1, 0), ctx(c.ctx.begin(), c.ctx.end());
+  for (int s = 0; s < S; ++s) q_start[s + 1] = q_start[s] + rows[s];
+  const int n_rows = q_start[S];
+  int max_pages = 1, total_pages = 0;
+  for (int s = 0; s < S; ++s) {
+    max_pages = std::max(max_pages, (ctx[s] + P - 1) / P);
+    total_pages += (ctx[s] + P - 1) / P;
+  }
+  const int n_pages = total_pages + 3;  // a few pages nobody owns
+  std::vector<int32_t> perm(n_pages);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  std::vector<int32_t> table(size_t(S) * max_pages, -1);
+  for (int s = 0, next = 0; s < S; ++s)
+    for (int i = 0; i < (ctx[s] + P - 1) / P; ++i) table[size_t(s) * max_pages + i] = perm[next++];
+
+  const int64_t pool = int64_t(n_pages) * Hkv * P * D;
+  auto k = rand_bf16(pool, rng), v = rand_bf16(pool, rng);
+  auto sum = rand_bf16(size_t(n_pages) * Hkv * D, rng);
+  auto q = rand_bf16(size_t(n_rows) * Hq * D, rng, -2.f, 2.f);
+  const float scale = 1.f / std::sqrt(float(D));
+  AttnPolicy pol;
+  pol.kind = c.kind;
+  pol.topk_pages = c.topk_pages;
+  pol.local_pages = c.local_pages;
+
+  // CPU reference.
+  Buffer ck(DType::F32, {n_pages, Hkv, P, D}), cv(DType::F32, {n_pages, Hkv, P, D}), cs(DType::F32, {n_pages, Hkv, D});
+  std::copy(k.begin(), k.end(), ck.ptr<float>());
+  std::copy(v.begin(), v.end(), cv.ptr<float>());
+  std::copy(sum.begin(), sum.end(), cs.ptr<float>());
+  Buffer cq(DType::F32, {n_rows, Hq, D}), cout(DType::F32, {n_rows, Hq, D});
+  std::copy(q.begin(), q.end(), cq.ptr<float>());
+  Buffer cqs(DType::I32, {S + 1}), cctx(DType::I32, {S}), ctab(DType::I32, {S, max_pages});
+  std::copy(q_start.begin(), q_start.end(), cqs.ptr<int32_t>());
+  std::copy(ctx.begin(), ctx.end(), cctx.ptr<int32_t>());
+  std::copy(table.begin(), table.end(), ctab.ptr<int32_t>());
+  Buffer csel(DType::I32, {S, Hkv, max_pages}), ccnt(DType::I32, {S, Hkv});
+  PageSelection cpu_sel{csel, ccnt};
+  CpuAttnWorkspace ws;
+  AttnBatch cb{S, max_pages, cqs, cctx, ctab};
+  cpu_attention(cq, KvLayer{ck, cv, cs}, cb, pol, scale, cout, &cpu_sel, ws);
+
+  // GPU.
+  Buffer gk = test::dev_bf16(be, k, {n_pages, Hkv, P, D}), gv = test::dev_bf16(be, v, {n_pages, Hkv, P, D});
+  Buffer gs = c.summary_bf16 ? test::dev_bf16(be, sum, {n_pages, Hkv, D}) : test::dev_f32(be, sum, {n_pages, Hkv, D});
+  Buffer gq = test::dev_bf16(be, q, {n_rows, Hq, D}), gout(DType::BF16, {n_rows, Hq, D}, Device::CUDA);
+  test::poison(be, gout);
+  Buffer gqs = test::dev_i32(be, q_start, {S + 1}), gctx = test::dev_i32(be, ctx, {S});
+  Buffer gtab = test::dev_i32(be, table, {S, max_pages});
+  Buffer gsel(DType::I32, {S, Hkv, max_pages}, Device::CUDA), gcnt(DType::I32, {S, Hkv}, Device::CUDA);
+  PageSelection gpu_sel{gsel, gcnt};
+  AttnBatch gb{S, max_pages, gqs, gctx, gtab};
+  be.attention(gq, KvLayer{gk, gv, gs}, gb, pol, scale, gout, &gpu_sel);
+
+  std::vector<float> ref(cout.ptr<float>(), cout.ptr<float>() + cout.view().numel());
+  auto got = test::host_bf16(be, gout);
+  const double err = test::rel_l2(got, ref), maxd = test::max_abs_diff(got, ref);
+  EXPECT_LT(err, 1e-2) << "relative L2 error";
+  EXPECT_LT(maxd, 0.02 * test::max_abs(ref) + 1e-3) << "max abs error";
+
+  auto g_cnt = test::host_i32(be, gcnt), g_pages = test::host_i32(be, gsel);
+  int mismatches = 0;
+  for (int s = 0; s < S; ++s)
+    for (int h = 0; h < Hkv; ++h) {
+      const size_t pair = size_t(s) * Hkv + h;
+      const int n = ccnt.ptr<int32_t>()[pair];
+      if (g_cnt[pair] != n) {
+        if (mismatches++ < 4) ADD_FAILURE() << "seq " << s << " head " << h << ": " << g_cnt[pair] << " pages, CPU " << n;
+        continue;
+      }
+      for (int i = 0; i < max_pages; ++i)
+        if (g_pages[pair * max_pages + i] != csel.ptr<int32_t>()[pair * max_pages + i]) {
+          if (mismatches++ < 4)
+            ADD_FAILURE() << "seq " << s << " head " << h << " entry " << i << ": page "
+                          << g_pages[pair * max_pages + i] << ", CPU " << csel.ptr<int32_t>()[pair * max_pages + i];
+          break;
+        }
+    }
+  EXPECT_EQ(mismatches, 0) << "page selections differ from the CPU reference";
+}
+
+struct CudaAttention : ::testing::Test {
+  void SetUp() override {
+    KF_REQUIRE_CUDA();
+    be = make_cuda_backend(0);
+  }
+  std::unique_ptr<Backend> be;
+};
+
+TEST_F(CudaAttention, DenseDecodeShapes) {
+  uint32_t seed = 10;
+  for (int D : {64, 128})
+    for (int P : {16, 32})
+      for (auto [hq, hkv] : {std::pair{8, 8}, std::pair{16, 8}, std::pair{12, 4}, std::pair{32, 4}, std::pair{9, 3}}) {
+        Case c;
+        c.n_heads = hq;
+        c.n_kv_heads = hkv;
+        c.head_dim = D;
+        c.page_size = P;
+        c.ctx = {1, 15, 16, 17, 100, 1000, 4097};
+        c.seed = seed++;
+        run_case(*be, c);
+      }
+}
+
+TEST_F(CudaAttention, DenseLongContexts) {
+  Case c;  // the benchmark shape: Hq 16, Hkv 8, D 128, P 16
+  c.ctx = {16384, 32768, 5};
+  run_case(*be, c);
+  c.page_size = 32;
+  c.head_dim = 64;
+  c.ctx = {32768, 20000};
+  run_case(*be, c);
+}
+
+TEST_F(CudaAttention, PrefillAndDecodeMixed) {
+  for (AttnKind kind : {AttnKind::Dense, AttnKind::BlockTopK, AttnKind::Local, AttnKind::TopK}) {
+    Case c;
+    c.kind = kind;
+    c.topk_pages = 2;
+    c.local_pages = 1;
+    c.ctx = {300, 40, 50, 33, 700, 9};
+    c.rows = {1, 7, 0, 33, 1, 9};  // decode, chunk continuing a prompt, empty, whole prompts
+    run_case(*be, c);
+    c.head_dim = 64;
+    c.n_heads = 4;
+    c.n_kv_heads = 2;
+    c.page_size = 32;
+    c.seed = 7;
+    run_case(*be, c);
+  }
+}
+
+TEST_F(CudaAttention, BlockTopKSelectionMatchesCpu) {
+  uint32_t seed = 100;
+  for (int D : {64, 128})
+    for (int P : {16, 32})
+      for (bool sb : {true, false}) {
+        Case c;
+        c.kind = AttnKind::BlockTopK;
+        c.head_dim = D;
+        c.page_size = P;
+        c.n_heads = D == 64 ? 8 : 16;
+        c.n_kv_heads = D == 64 ? 2 : 8;
+        c.summary_bf16 = sb;
+        c.ctx = {100, 1000, 1100, 4000, 16384, 1, 16 * P};
+        c.seed = seed++;
+        run_case(*be, c);
+        c.topk_pages = 8;
+        c.local_pages = 1;
+        run_case(*be, c);
+      }
+}
+
+TEST_F(CudaAttention, BlockTopKLong) {
+  Case c;
+  c.kind = AttnKind::BlockTopK;
+  c.ctx = {32768, 16384, 32000};
+  run_case(*be, c);
+}
+
+TEST_F(CudaAttention, LocalAndOracleTopK) {
+  for (int P : {16, 32}) {
+    Case c;
+    c.page_size = P;
+    c.kind = AttnKind::Local;
+    c.ctx = {1, 64, 300, 3000};
+    run_case(*be, c);
+    c.kind = AttnKind::TopK;
+    c.topk_pages = 8;
+    c.local_pages = 2;
+    c.ctx = {100, 300, 2000, 4100};
+    run_case(*be, c);
+  }
+}
+
+}  // namespace
+}  // namespace kf

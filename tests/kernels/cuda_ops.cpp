@@ -1,0 +1,196 @@
+// CUDA backend elementwise ops, GEMM and KV cache writes against brute-force
+// fp64 definitions and the CPU KV reference (cpu_kv_write / cpu_kv_copy_pages),
+// on random bf16-exact inputs.
+#include <cmath>
+#include <numeric>
+
+#include "backend/cpu/attention.h"
+#include "kernels/cuda_test_util.h"
+
+namespace kf {
+namespace {
+
+using test::dev_bf16;
+using test::dev_i32;
+using test::host_bf16;
+using test::rand_bf16;
+using test::rel_l2;
+
+struct CudaOps : ::testing::Test {
+  void SetUp() override {
+    KF_REQUIRE_CUDA();
+    be = make_cuda_backend(0);
+  }
+  std::unique_ptr<Backend> be;
+  std::mt19937 rng{1234};
+};
+
+TEST_F(CudaOps, Embed) {
+  for (int d : {72, 70}) {
+    const int vocab = 100, n = 9;
+    auto table = rand_bf16(vocab * d, rng);
+    std::vector<int32_t> ids(n);
+    for (int& i : ids) i = static_cast<int>(rng() % vocab);
+    Buffer t = dev_bf16(*be, table, {vocab, d}), id = dev_i32(*be, ids, {n});
+    Buffer out(DType::BF16, {n, d}, Device::CUDA);
+    test::poison(*be, out);
+    be->embed(t, id, out);
+    auto got = host_bf16(*be, out);
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < d; ++j) ASSERT_EQ(got[i * d + j], table[ids[i] * d + j]) << "row " << i;
+  }
+}
+
+TEST_F(CudaOps, Matmul) {
+  struct Shape {
+    int n, in, out;
+    bool bias;
+  };
+  for (Shape s : {Shape{1, 64, 96, false}, Shape{7, 576, 1536, true}, Shape{33, 1024, 3072, false},
+                  Shape{64, 1024, 2048, true}, Shape{3, 136, 40, true}}) {
+    auto x = rand_bf16(size_t(s.n) * s.in, rng), w = rand_bf16(size_t(s.out) * s.in, rng);
+    auto bias = rand_bf16(s.out, rng);
+    Buffer dx = dev_bf16(*be, x, {s.n, s.in}), dw = dev_bf16(*be, w, {s.out, s.in});
+    Buffer db = dev_bf16(*be, bias, {s.out});
+    Buffer dy(DType::BF16, {s.n, s.out}, Device::CUDA);
+    test::poison(*be, dy);
+    be->matmul(dx, dw, s.bias ? &db.view() : nullptr, dy);
+    std::vector<float> ref(size_t(s.n) * s.out);
+    for (int i = 0; i < s.n; ++i)
+      for (int o = 0; o < s.out; ++o) {
+        double acc = s.bias ? bias[o] : 0.0;
+        for (int k = 0; k < s.in; ++k) acc += double(x[size_t(i) * s.in + k]) * w[size_t(o) * s.in + k];
+        ref[size_t(i) * s.out + o] = float(acc);
+      }
+    EXPECT_LT(rel_l2(host_bf16(*be, dy), ref), 6e-3) << s.n << "x" << s.in << "x" << s.out;
+  }
+}
+
+TEST_F(CudaOps, RmsnormInPlaceAndOut) {
+  for (int d : {576, 128, 70}) {
+    const int rows = 13;
+    const float eps = 1e-6f;
+    auto x = rand_bf16(size_t(rows) * d, rng, -3.f, 3.f), w = rand_bf16(d, rng, 0.5f, 1.5f);
+    std::vector<float> ref(x.size());
+    for (int r = 0; r < rows; ++r) {
+      double ss = 0;
+      for (int j = 0; j < d; ++j) ss += double(x[r * d + j]) * x[r * d + j];
+      double inv = 1.0 / std::sqrt(ss / d + eps);
+      for (int j = 0; j < d; ++j) ref[r * d + j] = float(x[r * d + j] * inv * w[j]);
+    }
+    Buffer dx = dev_bf16(*be, x, {rows, d}), dw = dev_bf16(*be, w, {d});
+    Buffer dy(DType::BF16, {rows, d}, Device::CUDA);
+    be->rmsnorm(dx, dw, eps, dy);
+    EXPECT_LT(rel_l2(host_bf16(*be, dy), ref), 5e-3) << "d " << d;
+    be->rmsnorm(dx, dw, eps, dx);  // aliasing
+    EXPECT_LT(rel_l2(host_bf16(*be, dx), ref), 5e-3) << "in place, d " << d;
+  }
+}
+
+TEST_F(CudaOps, AddAndSiluMul) {
+  for (int n : {4096, 1001}) {
+    auto a = rand_bf16(n, rng, -4.f, 4.f), b = rand_bf16(n, rng, -4.f, 4.f);
+    Buffer da = dev_bf16(*be, a, {n}), db = dev_bf16(*be, b, {n}), dout(DType::BF16, {n}, Device::CUDA);
+    be->silu_mul(da, db, dout);
+    std::vector<float> ref(n);
+    for (int i = 0; i < n; ++i) ref[i] = float(a[i] / (1.0 + std::exp(-double(a[i]))) * b[i]);
+    EXPECT_LT(rel_l2(host_bf16(*be, dout), ref), 5e-3) << n;
+    be->add(da, db);
+    for (int i = 0; i < n; ++i) ref[i] = a[i] + b[i];
+    EXPECT_LT(rel_l2(host_bf16(*be, da), ref), 4e-3) << n;
+  }
+}
+
+TEST_F(CudaOps, RopeRotateHalf) {
+  struct Case {
+    int heads, head_dim, rotary_dim;
+  };
+  for (Case c : {Case{4, 128, 128}, Case{3, 64, 64}, Case{2, 64, 32}}) {
+    const int n = 6;
+    const float theta = 1000000.f;
+    std::vector<float> inv(c.rotary_dim / 2);
+    for (int i = 0; i < c.rotary_dim / 2; ++i) inv[i] = std::pow(theta, -2.f * i / c.rotary_dim);
+    std::vector<int32_t> pos = {0, 1, 17, 4095, 16383, 32767};
+    auto x = rand_bf16(size_t(n) * c.heads * c.head_dim, rng);
+    Buffer dx = dev_bf16(*be, x, {n, c.heads, c.head_dim}), dp = dev_i32(*be, pos, {n});
+    RopeParams rp;
+    rp.theta = theta;
+    rp.rotary_dim = c.rotary_dim;
+    rp.inv_freq = inv.data();
+    be->rope(dx, dp, rp);
+    std::vector<float> ref = x;
+    const int half = c.rotary_dim / 2;
+    for (int r = 0; r < n; ++r)
+      for (int h = 0; h < c.heads; ++h) {
+        const float* xi = &x[(size_t(r) * c.heads + h) * c.head_dim];
+        float* o = &ref[(size_t(r) * c.heads + h) * c.head_dim];
+        for (int i = 0; i < half; ++i) {
+          const double ang = double(float(pos[r]) * inv[i]);  // fp32 product, as HF
+          o[i] = float(xi[i] * std::cos(ang) - xi[i + half] * std::sin(ang));
+          o[i + half] = float(xi[i + half] * std::cos(ang) + xi[i] * std::sin(ang));
+        }
+      }
+    EXPECT_LT(rel_l2(host_bf16(*be, dx), ref), 5e-3) << c.head_dim << "/" << c.rotary_dim;
+  }
+}
+
+// kv_write and kv_copy_pages vs the CPU reference on an f32 copy of the pool.
+void kv_case(Backend& be, std::mt19937& rng, int Hkv, int P, int D, bool summary_bf16) {
+  const int n_pages = 9;
+  const int64_t pool = int64_t(n_pages) * Hkv * P * D;
+  auto k0 = rand_bf16(pool, rng), v0 = rand_bf16(pool, rng);
+  std::vector<float> s0(size_t(n_pages) * Hkv * D, 0.f);
+  // Rows: fill page 3 completely, page 5 partly, the last slot of page 7 (fills it).
+  std::vector<int32_t> slots;
+  for (int o = 0; o < P; ++o) slots.push_back(3 * P + o);
+  for (int o = 0; o < P / 2; ++o) slots.push_back(5 * P + o);
+  slots.push_back(7 * P + P - 1);
+  const int n = static_cast<int>(slots.size());
+  auto k = rand_bf16(size_t(n) * Hkv * D, rng), v = rand_bf16(size_t(n) * Hkv * D, rng);
+
+  Buffer ck(DType::F32, {n_pages, Hkv, P, D}), cv(DType::F32, {n_pages, Hkv, P, D});
+  Buffer cs(DType::F32, {n_pages, Hkv, D});
+  std::copy(k0.begin(), k0.end(), ck.ptr<float>());
+  std::copy(v0.begin(), v0.end(), cv.ptr<float>());
+  std::copy(s0.begin(), s0.end(), cs.ptr<float>());
+  KvLayer cpu{ck, cv, cs};
+  Buffer crk(DType::F32, {n, Hkv, D}), crv(DType::F32, {n, Hkv, D}), csl(DType::I32, {n});
+  std::copy(k.begin(), k.end(), crk.ptr<float>());
+  std::copy(v.begin(), v.end(), crv.ptr<float>());
+  std::copy(slots.begin(), slots.end(), csl.ptr<int32_t>());
+  cpu_kv_write(cpu, crk, crv, csl);
+
+  Buffer gk = dev_bf16(be, k0, {n_pages, Hkv, P, D}), gv = dev_bf16(be, v0, {n_pages, Hkv, P, D});
+  Buffer gs = summary_bf16 ? dev_bf16(be, s0, {n_pages, Hkv, D}) : test::dev_f32(be, s0, {n_pages, Hkv, D});
+  KvLayer gpu{gk, gv, gs};
+  Buffer grk = dev_bf16(be, k, {n, Hkv, D}), grv = dev_bf16(be, v, {n, Hkv, D}), gsl = dev_i32(be, slots, {n});
+  be.kv_write(gpu, grk, grv, gsl);
+
+  auto check = [&](const char* what) {
+    std::vector<float> ek(ck.ptr<float>(), ck.ptr<float>() + pool), ev(cv.ptr<float>(), cv.ptr<float>() + pool);
+    std::vector<float> es(cs.ptr<float>(), cs.ptr<float>() + s0.size());
+    EXPECT_EQ(host_bf16(be, gk), ek) << what << ": K pool";
+    EXPECT_EQ(host_bf16(be, gv), ev) << what << ": V pool";
+    auto got_s = summary_bf16 ? host_bf16(be, gs) : test::host_f32(be, gs);
+    EXPECT_LT(rel_l2(got_s, es), summary_bf16 ? 5e-3 : 1e-6) << what << ": summaries";
+  };
+  check("kv_write");
+
+  std::vector<int32_t> src = {3, 5, 1}, dst = {8, 0, 1};
+  Buffer c_src(DType::I32, {3}), c_dst(DType::I32, {3});
+  std::copy(src.begin(), src.end(), c_src.ptr<int32_t>());
+  std::copy(dst.begin(), dst.end(), c_dst.ptr<int32_t>());
+  cpu_kv_copy_pages(cpu, c_src, c_dst);
+  Buffer g_src = dev_i32(be, src, {3}), g_dst = dev_i32(be, dst, {3});
+  be.kv_copy_pages(gpu, g_src, g_dst);
+  check("kv_copy_pages");
+}
+
+TEST_F(CudaOps, KvWriteAndCopyPages) {
+  kv_case(*be, rng, 2, 16, 128, false);
+  kv_case(*be, rng, 3, 32, 64, true);
+  kv_case(*be, rng, 8, 16, 128, true);
+}
+
+}  // namespace
+}  // namespace kf

@@ -1,0 +1,177 @@
+// Engine on a tiny random model through the real Model + CpuBackend:
+// preemption under a small KV pool never changes any output, oversized
+// prompts fail alone, and a sample's tokens do not depend on n or the batch.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "backend/cpu/cpu_backend.h"
+#include "engine/engine.h"
+#include "util/error.h"
+
+using namespace kf;
+
+namespace {
+
+ModelConfig tiny_config() {
+  ModelConfig c;
+  c.arch = "llama";
+  c.name = "tiny";
+  c.vocab_size = 97;
+  c.hidden_size = 32;
+  c.intermediate_size = 48;
+  c.n_layers = 3;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.head_dim = 8;
+  c.max_position = 4096;
+  c.rms_eps = 1e-5f;
+  return c;  // no EOS: samples stop by length (or repetition)
+}
+
+struct Fixture {
+  std::unique_ptr<Backend> be = make_cpu_backend(CpuOptions{2, false});
+  Model model = Model::random(tiny_config(), *be, 7);
+};
+Fixture& fx() {
+  static Fixture f;
+  return f;
+}
+
+std::vector<int> prompt(int len, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int> p(len);
+  for (int& t : p) t = rng() % 97;
+  return p;
+}
+
+Request request(int len, uint32_t seed, int n, int max_tokens) {
+  Request r;
+  r.prompt = prompt(len, seed);
+  r.n = n;
+  r.max_tokens = max_tokens;
+  r.sampling.temperature = 1.f;
+  r.sampling.top_p = 0.9f;
+  r.sampling.seed = 1234;
+  r.rng_key = seed;  // keyed by content, not by submission order
+  return r;
+}
+
+using Outputs = std::vector<std::vector<SampleResult>>;
+
+Outputs run_all(EngineConfig cfg, const std::vector<Request>& reqs, EngineStats* stats = nullptr) {
+  Engine e(fx().model, *fx().be, cfg);
+  std::vector<int64_t> ids;
+  for (const Request& r : reqs) ids.push_back(e.submit(r));
+  e.run();
+  Outputs out;
+  for (int64_t id : ids) out.push_back(e.result(id));
+  if (stats) *stats = e.stats();
+  return out;
+}
+
+EngineConfig config(AttnKind kind, int kv_pages, int step_tokens = 64) {
+  EngineConfig c;
+  c.page_size = 4;
+  c.kv_pages = kv_pages;
+  c.policy.kind = kind;
+  c.policy.local_pages = 1;
+  c.policy.topk_pages = 2;
+  c.max_step_tokens = step_tokens;
+  c.repetition.enabled = false;
+  return c;
+}
+
+void expect_same(const Outputs& a, const Outputs& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    ASSERT_EQ(a[i].size(), b[i].size());
+    for (size_t j = 0; j < a[i].size(); ++j) {
+      EXPECT_EQ(a[i][j].tokens, b[i][j].tokens) << "request " << i << " sample " << j;
+      EXPECT_EQ(a[i][j].stop, b[i][j].stop) << "request " << i << " sample " << j;
+    }
+  }
+}
+
+}  // namespace
+
+TEST(Engine, SmallPoolPreemptsButChangesNoOutput) {
+  std::vector<Request> reqs = {request(13, 1, 3, 30), request(6, 2, 1, 40), request(22, 3, 2, 25),
+                               request(9, 4, 1, 35)};
+  for (AttnKind kind : {AttnKind::Dense, AttnKind::BlockTopK, AttnKind::TopK}) {
+    EngineStats big_stats, small_stats;
+    Outputs big = run_all(config(kind, 400), reqs, &big_stats);
+    Outputs small = run_all(config(kind, 22, 16), reqs, &small_stats);
+    EXPECT_EQ(big_stats.preemptions, 0);
+    EXPECT_GT(small_stats.preemptions, 0) << attn_kind_name(kind);
+    EXPECT_LE(small_stats.kv_pages_peak, 22);
+    for (const auto& r : small)
+      for (const auto& s : r) EXPECT_EQ(s.stop, StopReason::Length);
+    expect_same(big, small);
+    if (kind == AttnKind::BlockTopK) {  // the policy really selects: fewer pages than dense
+      EXPECT_GT(small_stats.decode_head_rows, 0);
+      EXPECT_LT(small_stats.pages_read_per_step(), 6.0);
+    }
+  }
+}
+
+TEST(Engine, OversizedPromptFailsAloneOthersFinish) {
+  std::vector<Request> ok = {request(10, 5, 2, 20), request(7, 6, 1, 20)};
+  Outputs want = run_all(config(AttnKind::Dense, 400), ok);
+  std::vector<Request> mixed = {ok[0], request(200, 7, 1, 5), ok[1]};
+  Outputs got = run_all(config(AttnKind::Dense, 24, 16), mixed);
+  ASSERT_EQ(got[1].size(), 1u);
+  EXPECT_EQ(got[1][0].stop, StopReason::Error);
+  EXPECT_NE(got[1][0].error.find("KV pages"), std::string::npos) << got[1][0].error;
+  expect_same(want, Outputs{got[0], got[2]});
+}
+
+TEST(Engine, SampleTokensDoNotDependOnNOrTheBatch) {
+  Outputs one = run_all(config(AttnKind::BlockTopK, 400), {request(11, 9, 1, 40)});
+  Outputs four = run_all(config(AttnKind::BlockTopK, 400), {request(11, 9, 4, 40)});
+  Outputs with_others = run_all(config(AttnKind::BlockTopK, 400),
+                                {request(30, 10, 2, 20), request(11, 9, 2, 40), request(5, 11, 3, 10)});
+  EXPECT_EQ(one[0][0].tokens, four[0][0].tokens);
+  EXPECT_EQ(four[0][0].tokens, with_others[1][0].tokens);
+  EXPECT_EQ(four[0][1].tokens, with_others[1][1].tokens);
+  EXPECT_NE(four[0][0].tokens, four[0][1].tokens);  // distinct samples
+}
+
+TEST(Engine, GreedyBlockTopKWithEnoughPagesEqualsDense) {
+  Request r = request(15, 12, 1, 40);
+  r.sampling.temperature = 0;
+  EngineConfig d = config(AttnKind::Dense, 400), b = config(AttnKind::BlockTopK, 400);
+  b.policy.topk_pages = 100;
+  expect_same(run_all(d, {r}), run_all(b, {r}));
+}
+
+TEST(Engine, StopsAndErrors) {
+  EngineConfig c = config(AttnKind::Dense, 100);
+  Request r = request(5, 13, 1, 10);
+  r.stop_tokens = {};
+  Outputs base = run_all(c, {r});
+  ASSERT_EQ(base[0][0].tokens.size(), 10u);
+  // A stop token ends the sample before it is emitted.
+  r.stop_tokens = {base[0][0].tokens[3]};
+  int first = 0;
+  while (base[0][0].tokens[first] != r.stop_tokens[0]) ++first;
+  Outputs stopped = run_all(c, {r});
+  EXPECT_EQ(stopped[0][0].stop, StopReason::Eos);
+  EXPECT_EQ(stopped[0][0].tokens, std::vector<int>(base[0][0].tokens.begin(), base[0][0].tokens.begin() + first));
+  // Streaming callbacks see every token once, then the stop.
+  Engine e(fx().model, *fx().be, c);
+  std::vector<int> streamed;
+  StopReason done = StopReason::None;
+  Request s = request(5, 13, 1, 10);
+  s.on_token = [&](int64_t, int, int t) { streamed.push_back(t); };
+  s.on_done = [&](int64_t, int, StopReason w) { done = w; };
+  int64_t id = e.submit(s);
+  e.run();
+  EXPECT_EQ(streamed, e.result(id)[0].tokens);
+  EXPECT_EQ(done, StopReason::Length);
+  Request bad = request(5, 1, 1, 10);
+  bad.prompt[0] = 1000;
+  EXPECT_THROW(e.submit(bad), Error);
+  bad = request(5, 1, 0, 10);
+  EXPECT_THROW(e.submit(bad), Error);
+}

@@ -1,0 +1,197 @@
+// Sampler vs brute-force definitions of top-k / top-p / min-p / penalties,
+// empirical frequencies of Philox-driven draws, and the repetition detector.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <numeric>
+#include <random>
+
+#include "engine/sampler.h"
+#include "util/error.h"
+#include "util/philox.h"
+
+using namespace kf;
+
+namespace {
+std::vector<float> random_logits(int vocab, uint32_t seed, float spread = 3.f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.f, spread);
+  std::vector<float> l(vocab);
+  for (auto& x : l) x = nd(rng);
+  return l;
+}
+// Softmax at temperature t, in double, by id.
+std::vector<double> softmax(const std::vector<float>& l, double t) {
+  double mx = *std::max_element(l.begin(), l.end());
+  std::vector<double> p(l.size());
+  double z = 0;
+  for (size_t i = 0; i < l.size(); ++i) z += (p[i] = std::exp((l[i] - mx) / t));
+  for (auto& x : p) x /= z;
+  return p;
+}
+std::vector<int> by_prob(const std::vector<double>& p) {
+  std::vector<int> ids(p.size());
+  std::iota(ids.begin(), ids.end(), 0);
+  std::stable_sort(ids.begin(), ids.end(), [&](int a, int b) { return p[a] > p[b]; });
+  return ids;
+}
+}  // namespace
+
+TEST(Sampler, GreedyIsArgmaxWithLowestIdOnTies) {
+  Sampler s;
+  std::vector<float> l = {1, 5, 3, 5, -2};
+  SamplingParams p;
+  p.temperature = 0;
+  EXPECT_EQ(s.sample(l, p, {}, {}, 0.99), 1);
+}
+
+TEST(Sampler, TopKKeepsTheKLargestWithRenormalisedMass) {
+  Sampler s;
+  for (int k : {1, 5, 40}) {
+    auto l = random_logits(500, k);
+    SamplingParams p;
+    p.top_k = k;
+    p.temperature = 0.7f;
+    std::vector<int> ids;
+    std::vector<double> probs;
+    auto copy = l;
+    s.distribution(copy, p, {}, {}, ids, probs);
+    auto ref = softmax(l, 0.7);
+    auto order = by_prob(ref);
+    ASSERT_EQ(static_cast<int>(ids.size()), k);
+    double mass = 0;
+    for (int j = 0; j < k; ++j) mass += ref[order[j]];
+    for (int j = 0; j < k; ++j) {
+      EXPECT_EQ(ids[j], order[j]);
+      EXPECT_NEAR(probs[j], ref[order[j]] / mass, 1e-6);
+    }
+  }
+}
+
+TEST(Sampler, TopPKeepsTheSmallestNucleus) {
+  Sampler s;
+  for (float top_p : {0.1f, 0.5f, 0.9f, 0.99f}) {
+    for (uint32_t seed = 0; seed < 5; ++seed) {
+      auto l = random_logits(3000, seed * 10 + 1, seed % 2 ? 1.f : 4.f);  // flat and peaked
+      SamplingParams p;
+      p.top_p = top_p;
+      std::vector<int> ids;
+      std::vector<double> probs;
+      auto copy = l;
+      s.distribution(copy, p, {}, {}, ids, probs);
+      auto ref = softmax(l, 1.0);
+      auto order = by_prob(ref);
+      double cum = 0;
+      size_t want = 0;
+      while (cum < top_p) cum += ref[order[want++]];
+      ASSERT_EQ(ids.size(), want) << top_p << " " << seed;
+      double kept = 0;
+      for (size_t j = 0; j < want; ++j) {
+        EXPECT_EQ(ids[j], order[j]);
+        kept += ref[order[j]];
+      }
+      EXPECT_GE(kept, top_p - 1e-9);
+      EXPECT_LT(kept - ref[order[want - 1]], top_p);
+    }
+  }
+}
+
+TEST(Sampler, MinPAndPenalties) {
+  Sampler s;
+  std::vector<float> l = {0.f, std::log(0.5f), std::log(0.09f), std::log(0.2f)};
+  SamplingParams p;
+  p.min_p = 0.1f;  // keeps p >= 0.1 * p_max: ids 0, 1, 3
+  std::vector<int> ids;
+  std::vector<double> probs;
+  auto c = l;
+  s.distribution(c, p, {}, {}, ids, probs);
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(ids, (std::vector<int>{0, 1, 3}));
+
+  std::vector<float> l2 = {2.f, -2.f, 1.f};
+  SamplingParams r;
+  r.repetition_penalty = 2.f;
+  r.presence_penalty = 0.5f;
+  std::vector<int> ctx = {0, 1, 0}, gen = {1};
+  auto c2 = l2;
+  s.distribution(c2, r, ctx, gen, ids, probs);
+  EXPECT_FLOAT_EQ(c2[0], 1.f);         // 2 / 2 once, though it appears twice
+  EXPECT_FLOAT_EQ(c2[1], -4.f - 0.5f);  // -2 * 2, then presence
+  EXPECT_FLOAT_EQ(c2[2], 1.f);
+}
+
+TEST(Sampler, DrawFrequenciesMatchTheDistribution) {
+  Sampler s;
+  auto l = random_logits(50, 3, 1.5f);
+  SamplingParams p;
+  p.top_k = 20;
+  p.top_p = 0.9f;
+  p.temperature = 0.8f;
+  std::vector<int> ids;
+  std::vector<double> probs;
+  auto c = l;
+  s.distribution(c, p, {}, {}, ids, probs);
+  std::map<int, double> want;
+  for (size_t j = 0; j < ids.size(); ++j) want[ids[j]] = probs[j];
+  const int n = 40000;
+  std::map<int, int> got;
+  for (int i = 0; i < n; ++i) {
+    auto cc = l;
+    ++got[s.sample(cc, p, {}, {}, philox_uniform(9, 0, 0, i))];
+  }
+  for (auto& [id, cnt] : got) ASSERT_TRUE(want.count(id)) << "drew token " << id << " outside the kept set";
+  for (auto& [id, pr] : want) EXPECT_NEAR(got[id] / static_cast<double>(n), pr, 4 * std::sqrt(pr / n) + 1e-3) << id;
+}
+
+TEST(Sampler, SameDrawSameTokenWhateverTheBatch) {
+  // A sample's token depends only on its logits and its own keyed draw.
+  Sampler a, b;
+  auto l = random_logits(1000, 77);
+  SamplingParams p;
+  p.top_p = 0.95f;
+  for (int step = 0; step < 200; ++step) {
+    auto c1 = l;
+    int t1 = a.sample(c1, p, {}, {}, philox_uniform(1, 2, 3, step));
+    for (int other = 0; other < 3; ++other) {  // b sees unrelated work in between
+      auto junk = random_logits(1000, other);
+      b.sample(junk, p, {}, {}, philox_uniform(5, other, 0, step));
+    }
+    auto c2 = l;
+    EXPECT_EQ(t1, b.sample(c2, p, {}, {}, philox_uniform(1, 2, 3, step)));
+  }
+}
+
+TEST(Sampler, BadParamsThrow) {
+  SamplingParams p;
+  p.top_p = 0;
+  EXPECT_THROW(p.validate(), Error);
+  p = {};
+  p.temperature = -1;
+  EXPECT_THROW(p.validate(), Error);
+}
+
+TEST(Repetition, DetectsTheKineticsLoop) {
+  RepetitionParams rp;  // 64-token block seen 15 times in the last 1024
+  std::mt19937 rng(1);
+  std::vector<int> toks;
+  for (int i = 0; i < 300; ++i) toks.push_back(rng() % 1000);
+  std::vector<int> block(64);
+  for (auto& t : block) t = 1000 + rng() % 1000;
+  for (int r = 0; r < 14; ++r) toks.insert(toks.end(), block.begin(), block.end());
+  EXPECT_FALSE(is_repetition_loop(toks, rp));
+  toks.insert(toks.end(), block.begin(), block.end());
+  EXPECT_TRUE(is_repetition_loop(toks, rp));
+  // Occurrences outside the window do not count.
+  std::vector<int> far(block.begin(), block.end());
+  for (int r = 0; r < 20; ++r) far.insert(far.end(), block.begin(), block.end());
+  for (int i = 0; i < 2000; ++i) far.push_back(rng() % 1000);
+  far.insert(far.end(), block.begin(), block.end());
+  EXPECT_FALSE(is_repetition_loop(far, rp));
+  rp.enabled = false;
+  EXPECT_FALSE(is_repetition_loop(toks, rp));
+  RepetitionParams small{true, 2, 3, 10};
+  std::vector<int> t2 = {9, 1, 2, 1, 2, 1, 2};
+  EXPECT_TRUE(is_repetition_loop(t2, small));
+}
