@@ -7,5 +7,6 @@ int bench_decode(int argc, char** argv);
 int bench_copy(int argc, char** argv);
 int bench_attention(int argc, char** argv);
 int bench_generate(int argc, char** argv);
+int bench_tokenize(int argc, char** argv);
 // Add one declaration per benchmark here and one row in cmd_bench.cpp's kBenches.
 }  // namespace kf::cli

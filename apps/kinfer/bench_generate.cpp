@@ -35,7 +35,7 @@ int bench_generate(int argc, char** argv) {
   }
   Request req = make_request(o, g, ids);
   Engine engine(*g.model, *g.backend, engine_config(o, g, {req}));
-  engine.submit(req);
+  const int64_t id = engine.submit(req);
   engine.run();
 
   nlohmann::json j = stats_json(engine, g, static_cast<int>(ids.size()), o);
@@ -44,6 +44,7 @@ int bench_generate(int argc, char** argv) {
   j["max_tokens"] = o.max_tokens;
   j["threads"] = o.threads;
   j["kv_bytes_read_total"] = s.kv_bytes_read;
+  j["efflops"] = efflops_json(engine, g, static_cast<int>(ids.size()), engine.result(id));
   if (json) {
     std::printf("%s\n", j.dump(2).c_str());
   } else {

@@ -19,6 +19,7 @@ constexpr Bench kBenches[] = {
     {"copy", bench_copy, "device-to-device copy bandwidth (the GPU ceiling)"},
     {"attention", bench_attention, "paged decode attention: time per step, effective GB/s (CUDA)"},
     {"generate", bench_generate, "Best-of-N generation through the engine: tokens/s, KV bytes read per token"},
+    {"tokenize", bench_tokenize, "tokenizer encode tokens/s on GSM8K + MATH500 texts (single thread)"},
     {"", nullptr, ""},  // sentinel; benchmarks are listed above it
 };
 

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "commands.h"
-#include "cost/cli_common.h"
+#include "cost/options.h"
 #include "cost/cost.h"
 #include "util/error.h"
 

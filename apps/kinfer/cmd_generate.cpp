@@ -70,6 +70,7 @@ int cmd_generate(int argc, char** argv) {
   const auto& samples = engine.result(id);
   nlohmann::json stats = stats_json(engine, g, static_cast<int>(ids.size()), o);
   stats["load_s"] = load_s;
+  stats["efflops"] = efflops_json(engine, g, static_cast<int>(ids.size()), samples);
   if (json) {
     nlohmann::json arr = nlohmann::json::array();
     for (const SampleResult& s : samples) {

@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include "backend/cpu/cpu_backend.h"
+#include "cost/cost.h"
+#include "cost/presets.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
 
@@ -166,6 +168,42 @@ nlohmann::json stats_json(const Engine& e, const GenerateSetup& g, int prompt_to
       {"pages_read_per_step", s.pages_read_per_step()},
       {"kv_bytes_read_per_token", s.decode_tokens ? static_cast<double>(s.kv_bytes_read) / s.decode_tokens : 0.0},
   };
+}
+
+nlohmann::json efflops_json(const Engine& e, const GenerateSetup& g, int prompt_tokens,
+                            const std::vector<SampleResult>& samples) {
+  // The policy in the cost model's terms: blocktopk as itself, local and the
+  // topk oracle as sparse with their per-step KV budget in tokens.
+  const EngineConfig& c = e.config();
+  const int64_t P = c.page_size, window = P * (1 + c.policy.local_pages);
+  cost::AttnSpec spec;
+  switch (c.policy.kind) {
+    case AttnKind::Dense: spec.kind = cost::AttnKind::Dense; break;
+    case AttnKind::Local:
+      spec.kind = cost::AttnKind::Sparse;
+      spec.budget = window;
+      break;
+    case AttnKind::TopK:
+      spec.kind = cost::AttnKind::Sparse;
+      spec.budget = window + P * c.policy.topk_pages;
+      break;
+    case AttnKind::BlockTopK:
+      spec.kind = cost::AttnKind::BlockTopk;
+      spec.local_tokens = window;
+      spec.page_size = P;
+      spec.topk_pages = c.policy.topk_pages;
+      break;
+  }
+  const ModelConfig& mc = g.model->config();
+  std::vector<int64_t> lens;
+  for (const SampleResult& s : samples) lens.push_back(static_cast<int64_t>(s.tokens.size()));
+  const double intensity = cost::hardware_intensity(cost::kDefaultHardware).value_or(0.0);
+  cost::Cost price = cost::expected_cost(cost::shape_of(mc, static_cast<double>(mc.params_kinetics())), spec,
+                                         intensity, prompt_tokens, lens, static_cast<int64_t>(samples.size()));
+  nlohmann::json j = cost::cost_json(price);
+  j["hardware"] = cost::kDefaultHardware;
+  j["attn"] = spec.label();
+  return j;
 }
 
 }  // namespace kf::cli

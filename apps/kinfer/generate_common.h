@@ -69,6 +69,10 @@ class TextStream {
 Request make_request(const GenerateOptions& o, const GenerateSetup& g, const std::vector<int>& prompt);
 // Engine config for these requests (sizes the KV pool when --kv-pages is 0).
 EngineConfig engine_config(const GenerateOptions& o, const GenerateSetup& g, const std::vector<Request>& reqs);
+// The run's price in the Kinetics cost model (eFLOPs at the default hardware
+// intensity), from the samples' real lengths.
+nlohmann::json efflops_json(const Engine& e, const GenerateSetup& g, int prompt_tokens,
+                            const std::vector<SampleResult>& samples);
 nlohmann::json stats_json(const Engine& e, const GenerateSetup& g, int prompt_tokens, const GenerateOptions& o);
 
 }  // namespace kf::cli

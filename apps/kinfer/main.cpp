@@ -19,8 +19,13 @@ constexpr Command kCommands[] = {
     {"version", kf::cli::cmd_version, "build information (version, CUDA, BLAS)"},
     {"info", kf::cli::cmd_info, "model config, parameter counts, memory for weights and KV cache"},
     {"grade", kf::cli::cmd_grade, "grade a response on stdin against --gold (answer extraction + equivalence)"},
-    {"generate", kf::cli::cmd_generate, "complete a prompt (greedy loop until the engine lands)"},
+    {"generate", kf::cli::cmd_generate, "sample a prompt n times (engine: paged KV, attention policy, sampling)"},
+    {"tokenize", kf::cli::cmd_tokenize, "text -> token ids and pieces (--chat: through the chat template)"},
+    {"detokenize", kf::cli::cmd_detokenize, "token ids -> text"},
     {"bench", kf::cli::cmd_bench, "benchmarks (decode, attention, copy, generate, tokenize) as JSON"},
+    {"cost", kf::cli::cmd_cost, "Kinetics eFLOPs of N samples of L tokens (compute, memory, breakdown)"},
+    {"frontier", kf::cli::cmd_frontier, "accuracy vs eFLOPs over traces (pass@N, maj@N, long-CoT budgets), Pareto frontier, plot"},
+    {"plan", kf::cli::cmd_plan, "best model / N / length / attention within an eFLOPs budget"},
 };
 
 void usage(FILE* out) {

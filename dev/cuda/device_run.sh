@@ -27,8 +27,12 @@ echo "built in $(( $(date +%s) - T0 )) s"
 
 if [[ $mode == all || $mode == test ]]; then
   for t in $B/kernels_*; do
-    echo "== $t" | tee -a "$OUT/tests.log"
-    "$t" 2>&1 | tee -a "$OUT/tests.log" | grep -E '^\[  (PASSED|FAILED) |FAILED|Failure|error|^\[==========\]' | head -40
+    for var in ${TEST_VARIANTS:-0}; do
+      [[ $var != 0 && $t != *attention* ]] && continue
+      echo "== $t (KINFER_CUDA_ATTN_VARIANT=$var)" | tee -a "$OUT/tests.log"
+      KINFER_CUDA_ATTN_VARIANT=$var "$t" 2>&1 | tee -a "$OUT/tests.log" |
+        grep -E '^\[  (PASSED|FAILED) |FAILED|Failure|error|^\[==========\]' | head -40
+    done
   done
   echo "tests done at $(( $(date +%s) - T0 )) s"
 fi
@@ -38,11 +42,14 @@ if [[ $mode == all || $mode == bench ]]; then
   X=$B/kinfer_cuda_bench
   $X copy --json | tee "$J"
   copy=$(python3 -c "import json,sys; print(json.loads(open('$J').readline())['copy_gbps'])")
-  for shape in "64 16384" "32 32768" "32 16384" "8 32768"; do
-    set -- $shape
-    for attn in dense blocktopk; do
-      $X attention --attn $attn --batch $1 --context $2 --q-heads 16 --kv-heads 8 --head-dim 128 \
-        --page-size 16 --topk-pages 64 --local-pages 4 --copy-gbps "$copy" --json | tee -a "$J"
+  att() {  # variant batch context attn
+    KINFER_CUDA_ATTN_VARIANT=$1 $X attention --attn $4 --batch $2 --context $3 --q-heads 16 --kv-heads 8 \
+      --head-dim 128 --page-size 16 --topk-pages 64 --local-pages 4 --copy-gbps "$copy" --json |
+      sed "s/^{/{\"variant\": $1, /" | tee -a "$J"
+  }
+  for shape in ${SHAPES:-64x16384 32x32768 32x16384 8x32768}; do
+    for attn in ${ATTNS:-dense blocktopk}; do
+      for var in ${BENCH_VARIANTS:-0}; do att $var ${shape%x*} ${shape#*x} $attn; done
     done
   done
   PYTHONUNBUFFERED=1 python3 tools/bench_sdpa.py --shapes 64x16384,32x32768,32x16384,8x32768 | tee -a "$J"

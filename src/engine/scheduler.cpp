@@ -7,7 +7,8 @@
 namespace kf {
 
 Scheduler::Scheduler(KvCache& kv, SchedulerConfig cfg) : kv_(kv), cfg_(cfg) {
-  KF_CHECK(cfg_.max_step_tokens >= 2, "scheduler: max_step_tokens must be >= 2 (got {})", cfg_.max_step_tokens);
+  // >= 3 so the oldest sequence can always split a prompt without leaving a 1-row chunk.
+  KF_CHECK(cfg_.max_step_tokens >= 3, "scheduler: max_step_tokens must be >= 3 (got {})", cfg_.max_step_tokens);
   KF_CHECK(cfg_.max_running >= 1, "scheduler: max_running must be >= 1 (got {})", cfg_.max_running);
 }
 

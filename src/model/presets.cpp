@@ -1,11 +1,15 @@
 #include "model/presets.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include "cost/presets.h"
 #include "util/error.h"
 
 namespace kf {
 
 ModelConfig preset_config(const std::string& name) {
+  if (auto cfg = cost::preset_config(name)) return *cfg;  // the Qwen3 family (cost/presets.h)
   // SmolLM2-135M (the embedded default's shapes), for quick CPU benchmarks.
   if (name == "smollm2-135m") {
     ModelConfig c;
@@ -24,11 +28,8 @@ ModelConfig preset_config(const std::string& name) {
     c.tied_embeddings = true;
     return c;
   }
-  // The Qwen3 shapes of the cost model's presets (one table of presets for the whole project).
-  if (auto c = cost::preset_config(name)) return *c;
-  std::string known = "smollm2-135m";
-  for (const std::string& n : cost::model_preset_names()) known += ", " + n;
-  fail("unknown model preset '{}' (known: {})", name, known);
+  fail("unknown model preset '{}' (known: {}, smollm2-135m)", name,
+       fmt::join(cost::model_preset_names(), ", "));
 }
 
 }  // namespace kf

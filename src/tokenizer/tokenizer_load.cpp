@@ -15,6 +15,9 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
+// Ids beyond this are taken as corrupt input rather than allocated for.
+constexpr int64_t kMaxVocab = 1 << 21;
+
 // Texts of the tokens that end a generation when the model has them.
 constexpr const char* kEndOfGeneration[] = {"<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>",
                                             "<|eom_id|>"};
@@ -122,7 +125,7 @@ Tokenizer Tokenizer::from_hf_json_text(std::string_view tokenizer_json, std::str
     std::vector<std::string> vocab;
     for (const auto& [piece, id_j] : model.at("vocab").items()) {
       int64_t id = id_j.get<int64_t>();
-      KF_CHECK(id >= 0 && id < (1 << 24), "{}: vocab id {} of '{}' is out of range", name, id, piece);
+      KF_CHECK(id >= 0 && id < kMaxVocab, "{}: vocab id {} of '{}' is out of range", name, id, piece);
       if (static_cast<size_t>(id) >= vocab.size()) vocab.resize(id + 1);
       vocab[id] = piece;
     }
@@ -143,7 +146,7 @@ Tokenizer Tokenizer::from_hf_json_text(std::string_view tokenizer_json, std::str
     for (const auto& a : j.value("added_tokens", json::array())) {
       AddedToken tok;
       tok.id = a.at("id").get<int32_t>();
-      KF_CHECK(tok.id >= 0 && tok.id < (1 << 24), "{}: added token id {} is out of range", name, tok.id);
+      KF_CHECK(tok.id >= 0 && tok.id < kMaxVocab, "{}: added token id {} is out of range", name, tok.id);
       tok.content = a.at("content").get<std::string>();
       tok.special = a.value("special", false);
       tok.lstrip = a.value("lstrip", false);
@@ -171,9 +174,15 @@ Tokenizer Tokenizer::from_hf_json_text(std::string_view tokenizer_json, std::str
 
   if (!config_json.empty()) {
     json c = parse_json(config_json, name + " (tokenizer_config.json)");
-    t->chat_template = chat_template_from(c.value("chat_template", json()));
-    std::string bos = token_text(c.value("bos_token", json()));
-    std::string eos = token_text(c.value("eos_token", json()));
+    KF_CHECK(c.is_object(), "{}: tokenizer_config.json is not an object", name);
+    std::string bos, eos;
+    try {
+      t->chat_template = chat_template_from(c.value("chat_template", json()));
+      bos = token_text(c.value("bos_token", json()));
+      eos = token_text(c.value("eos_token", json()));
+    } catch (const json::exception& e) {
+      fail("{}: unexpected tokenizer_config.json layout: {}", name, e.what());
+    }
     if (!bos.empty() && t->piece_to_id.count(bos)) t->bos = t->piece_to_id[bos];
     if (!eos.empty() && t->piece_to_id.count(eos)) add_eos(*t, t->piece_to_id[eos]);
   }

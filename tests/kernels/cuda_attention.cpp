@@ -167,6 +167,12 @@ TEST_F(CudaAttention, PrefillAndDecodeMixed) {
     c.page_size = 32;
     c.seed = 7;
     run_case(*be, c);
+    // As many rows as sequences, yet not one each: the fused sparse path must
+    // still serve the two-row sequence densely.
+    c.ctx = {900, 37, 1200};
+    c.rows = {1, 2, 0};
+    c.seed = 8;
+    run_case(*be, c);
   }
 }
 

@@ -12,6 +12,7 @@
 #include "io/checkpoint.h"
 #include "model/model.h"
 #include "model/runner.h"
+#include "tokenizer/tokenizer.h"
 
 namespace kf {
 namespace {
@@ -35,7 +36,9 @@ TEST(SmolLM2, GreedyCompletesCapitalOfFrance) {
 
   // "The capital of France is" in SmolLM2's BPE vocabulary (GGUF tokenizer.ggml.tokens:
   // The, Ġcapital, Ġof, ĠFrance, Ġis); " Paris" is 7042.
-  const std::vector<int32_t> prompt = {504, 3575, 282, 4649, 314};
+  const Tokenizer tok = load_tokenizer(path);
+  const std::vector<int32_t> prompt = tok.encode("The capital of France is");
+  ASSERT_EQ(prompt, (std::vector<int32_t>{504, 3575, 282, 4649, 314}));
   const int kParis = 7042, kNew = 8;
   Runner run(model, *be, 1, 64);
   std::vector<float> logits = run.prefill(0, prompt, false);
@@ -48,8 +51,10 @@ TEST(SmolLM2, GreedyCompletesCapitalOfFrance) {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::string ids;
   for (int t : out) ids += std::to_string(t) + " ";
-  std::printf("greedy continuation ids: %s(%.2f s incl. load)\n", ids.c_str(), secs);
+  const std::string text = tok.decode(std::vector<int32_t>(out.begin(), out.end()));
+  std::printf("greedy continuation: \"%s\" (ids %s; %.2f s incl. load)\n", text.c_str(), ids.c_str(), secs);
   EXPECT_NE(std::find(out.begin(), out.end(), kParis), out.end()) << "continuation: " << ids;
+  EXPECT_NE(text.find("Paris"), std::string::npos) << text;
 }
 
 TEST(SmolLM2, GenerateCliGreedyJson) {
@@ -59,7 +64,7 @@ TEST(SmolLM2, GenerateCliGreedyJson) {
     GTEST_SKIP() << "default model not installed: " << e.what();
   }
   const std::string cmd = std::string(KINFER_BIN) +
-                          " generate --model default --prompt-ids 504,3575,282,4649,314 --max-tokens 4 "
+                          " generate --model default --prompt 'The capital of France is' --max-tokens 4 "
                           "--temp 0 --json";
   FILE* p = popen(cmd.c_str(), "r");
   ASSERT_NE(p, nullptr);
@@ -71,6 +76,7 @@ TEST(SmolLM2, GenerateCliGreedyJson) {
   const auto& tokens = j["samples"][0]["tokens"];
   ASSERT_EQ(tokens.size(), 4u) << out;
   EXPECT_EQ(tokens[0].get<int>(), 7042) << out;  // " Paris"
+  EXPECT_NE(j["samples"][0]["text"].get<std::string>().find("Paris"), std::string::npos) << out;
   EXPECT_EQ(j["samples"][0]["stop_reason"], "length");
   EXPECT_GT(j["stats"]["decode_tok_s"].get<double>(), 0.0);
 }

@@ -106,7 +106,11 @@ void matmul_cols(const float* x, const float* w, const float* bias, float* y, in
     const int64_t ce = std::min(cb + block, c1);
     for (int64_t r = 0; r < n; r += kTileRows) {
       const int rows = static_cast<int>(std::min<int64_t>(kTileRows, n - r));
-      for (int64_t c = cb; c < ce; c += kTileCols) {
+      int64_t c = cb;
+      if (rows == 1)  // decode: 8 weight rows stream at once (memory-bound)
+        for (; c + 8 <= ce; c += 8)
+          micro_tile<1, 8>(x + r * in, in, w + c * in, in, in, bias ? bias + c : nullptr, y + r * out + c, out);
+      for (; c < ce; c += kTileCols) {
         const int cols = static_cast<int>(std::min<int64_t>(kTileCols, ce - c));
         kTiles[rows - 1][cols - 1](x + r * in, in, w + c * in, in, in, bias ? bias + c : nullptr,
                                    y + r * out + c, out);

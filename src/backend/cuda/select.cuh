@@ -1,0 +1,245 @@
+// Page selection for one (sequence, KV head) of a decode row, run by one
+// thread block (DESIGN.md, Attention policies): writes the logical pages the
+// query reads, ascending, to list[], their count to list_count[], and for the
+// topk oracle a bit mask of the kept tokens of each listed page.
+//
+// blocktopk: score every candidate page (q̄·k̄ against its key summary), find
+// the k-th largest score by a radix select on order-preserving integer keys,
+// keep all keys above it and the lowest-index keys equal to it (ties -> lower
+// page), then list page 0, the chosen pages, the local pages. local is the
+// same with k = 0; topk ranks the candidate tokens (q̄·k) instead of pages.
+#pragma once
+#include <cub/block/block_scan.cuh>
+
+#include "backend/cuda/common.cuh"
+
+namespace kf::cuda {
+
+struct SelectParams {
+  const bf16_t* q;
+  const bf16_t* k;
+  const void* summary;
+  bool summary_bf16;
+  bool by_token;  // topk oracle: rank tokens, not pages
+  const int32_t* q_start;
+  const int32_t* ctx_len;
+  const int32_t* table;
+  int n_seqs, max_pages, n_heads, n_kv_heads, page_size, local_pages, topk_pages;
+  uint32_t* keys;  // global scratch when the keys do not fit in shared memory
+  int64_t key_cap;
+  int32_t* list;
+  int32_t* list_count;
+  uint32_t* list_mask;
+};
+
+constexpr int kSmemKeys = 2048;  // candidates ranked in shared memory (8 KB)
+
+template <int D, int NT>
+struct SelectSmem {
+  typename cub::BlockScan<int, NT>::TempStorage scan;
+  float qbar[D];
+  int hist[256];
+  uint32_t keys[kSmemKeys];
+  uint32_t prefix;
+  int krem;
+};
+
+// Order-preserving map float -> uint32 (larger float, larger key); NaN lowest, -0 == +0.
+__device__ __forceinline__ uint32_t order_key(float f) {
+  if (f != f) return 0u;
+  if (f == 0.f) f = 0.f;
+  const uint32_t u = __float_as_uint(f);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// Warp 0 finds the 8-bit digit of the krem-th largest key from the 256-bin
+// histogram: each lane owns 8 bins, a suffix sum over lanes picks the lane.
+__device__ __forceinline__ void pick_digit(const int* hist, uint32_t prefix, int shift, int krem,
+                                           uint32_t* out_prefix, int* out_krem) {
+  const int lane = threadIdx.x & 31;
+  int cnt[8], sum = 0;
+#pragma unroll
+  for (int b = 0; b < 8; ++b) sum += (cnt[b] = hist[lane * 8 + b]);
+  int suf = sum;  // keys in the bins of lanes >= lane
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int v = __shfl_down_sync(0xffffffffu, suf, o);
+    if (lane + o < 32) suf += v;
+  }
+  const int above = suf - sum;  // keys in higher lanes' bins
+  if (above < krem && krem <= suf) {
+    int cum = above, pick = 0, rem = 0;
+    bool found = false;
+#pragma unroll
+    for (int b = 7; b >= 0; --b) {
+      if (!found && cum + cnt[b] >= krem) {
+        found = true;
+        pick = b;
+        rem = krem - cum;
+      }
+      if (!found) cum += cnt[b];
+    }
+    *out_prefix = prefix | (static_cast<uint32_t>(lane * 8 + pick) << shift);
+    *out_krem = rem;
+  }
+}
+
+// Runs with all NT threads of the block; the whole block returns together.
+template <int D, int NT>
+__device__ void select_pages(const SelectParams& p, int s, int h, SelectSmem<D, NT>& sm) {
+  using Scan = cub::BlockScan<int, NT>;
+  const int tid = threadIdx.x;
+  const int Hkv = p.n_kv_heads, P = p.page_size, G = p.n_heads / Hkv;
+  const int64_t pair = static_cast<int64_t>(s) * Hkv + h;
+  const int q0 = p.q_start[s], rows = p.q_start[s + 1] - q0;
+  if (rows != 1) {  // prefill rows are dense; no list
+    if (tid == 0) p.list_count[pair] = 0;
+    return;
+  }
+  const int T = p.ctx_len[s];
+  const int n = (T + P - 1) / P;
+  const int first = 1, end = max(1, n - p.local_pages);
+  const int m_pages = max(0, end - first);
+  const int unit = p.by_token ? P : 1;  // ranked items per candidate page
+  const int m = m_pages * unit, k = p.topk_pages * unit;
+  int32_t* out = p.list + pair * p.max_pages;
+  uint32_t* omask = p.by_token ? p.list_mask + pair * p.max_pages : nullptr;
+  if (m <= k) {  // few candidates: every page (= dense)
+    for (int i = tid; i < n; i += NT) {
+      out[i] = i;
+      if (omask) omask[i] = 0xffffffffu;
+    }
+    if (tid == 0) p.list_count[pair] = n;
+    return;
+  }
+  const int32_t* pt = p.table + static_cast<int64_t>(s) * p.max_pages;
+  uint32_t* keys = m <= kSmemKeys ? sm.keys : p.keys + pair * p.key_cap;
+  if (k > 0) {
+    for (int d = tid; d < D; d += NT) {  // q̄: mean of the group's queries, g order
+      float a = 0.f;
+      for (int g = 0; g < G; ++g) a += bf(p.q[(static_cast<int64_t>(q0) * p.n_heads + h * G + g) * D + d]);
+      sm.qbar[d] = a / static_cast<float>(G);
+    }
+    __syncthreads();
+    // Scores: LPR lanes per item, 8 dims each; kUnroll items per lane in
+    // flight so the loop is not one memory round trip per item.
+    constexpr int LPR = D / 8, RPR = 32 / LPR, kUnroll = 8;
+    constexpr int kStride = (NT / 32) * RPR;  // items per block round
+    const int lane = tid & 31, c = lane % LPR, sub = lane / LPR;
+    float qv[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) qv[e] = sm.qbar[c * 8 + e];
+    for (int j0 = (tid >> 5) * RPR + sub;; j0 += kStride * kUnroll) {
+      if (j0 - sub >= m) break;  // warp-uniform
+      float f[kUnroll][8];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int j = j0 + u * kStride;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) f[u][e] = 0.f;
+        if (j >= m) continue;
+        if (p.by_token) {
+          const int page = first + j / P, tok = j % P;
+          const int64_t o = ((static_cast<int64_t>(pt[page]) * Hkv + h) * P + tok) * D + c * 8;
+          unpack8(*reinterpret_cast<const uint4*>(p.k + o), f[u]);
+        } else {
+          const int64_t o = (static_cast<int64_t>(pt[first + j]) * Hkv + h) * D + c * 8;
+          if (p.summary_bf16) {
+            unpack8(*reinterpret_cast<const uint4*>(static_cast<const bf16_t*>(p.summary) + o), f[u]);
+          } else {
+            const float4* sp = reinterpret_cast<const float4*>(static_cast<const float*>(p.summary) + o);
+            const float4 a = sp[0], b = sp[1];
+            f[u][0] = a.x, f[u][1] = a.y, f[u][2] = a.z, f[u][3] = a.w;
+            f[u][4] = b.x, f[u][5] = b.y, f[u][6] = b.z, f[u][7] = b.w;
+          }
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int j = j0 + u * kStride;
+        float dsum = 0.f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) dsum = fmaf(qv[e], f[u][e], dsum);
+#pragma unroll
+        for (int o = LPR / 2; o > 0; o >>= 1) dsum += __shfl_xor_sync(0xffffffffu, dsum, o);
+        if (j < m && c == 0) keys[j] = order_key(dsum);
+      }
+    }
+    __syncthreads();
+    // Radix select, 8 bits at a time from the top: the k-th largest key `thr`,
+    // and how many keys equal to it still belong to the top k (`need_eq`).
+    uint32_t prefix = 0, pmask = 0;
+    int krem = k;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+      for (int b = tid; b < 256; b += NT) sm.hist[b] = 0;
+      __syncthreads();
+      for (int j = tid; j < m; j += NT) {
+        const uint32_t key = keys[j];
+        if ((key & pmask) == prefix) atomicAdd(&sm.hist[(key >> shift) & 255u], 1);
+      }
+      __syncthreads();
+      if (tid < 32) pick_digit(sm.hist, prefix, shift, krem, &sm.prefix, &sm.krem);
+      __syncthreads();
+      prefix = sm.prefix;
+      krem = sm.krem;
+      pmask |= 255u << shift;
+    }
+    const uint32_t thr = prefix;
+    const int need_eq = krem;
+    // Mark the top k in index order: all keys > thr, and the first need_eq keys == thr.
+    int run_eq = 0, run_sel = 0;
+    for (int j0 = 0; j0 < m; j0 += NT) {
+      const int j = j0 + tid;
+      const uint32_t key = j < m ? keys[j] : 0u;
+      const int gt = j < m && key > thr, eq = j < m && key == thr;
+      int eq_rank, eq_tot, pos, tot;
+      Scan(sm.scan).ExclusiveSum(eq, eq_rank, eq_tot);
+      __syncthreads();
+      const int sel = gt || (eq && run_eq + eq_rank < need_eq);
+      Scan(sm.scan).ExclusiveSum(sel, pos, tot);
+      __syncthreads();
+      if (p.by_token) {
+        if (j < m) keys[j] = static_cast<uint32_t>(sel);
+      } else if (sel) {
+        out[1 + run_sel + pos] = first + j;
+      }
+      run_eq += eq_tot;
+      run_sel += tot;
+    }
+  }
+  if (!p.by_token) {  // page 0, the k chosen pages (written above), the local pages
+    if (tid == 0) out[0] = 0;
+    for (int i = end + tid; i < n; i += NT) out[1 + k + (i - end)] = i;
+    if (tid == 0) p.list_count[pair] = 1 + k + (n - end);
+    return;
+  }
+  // topk: candidate pages that kept a token, with their token masks.
+  __syncthreads();
+  if (tid == 0) {
+    out[0] = 0;
+    omask[0] = 0xffffffffu;
+  }
+  int cnt = 0;
+  for (int i0 = 0; i0 < m_pages; i0 += NT) {
+    const int i = i0 + tid;
+    uint32_t bits = 0;
+    if (i < m_pages && k > 0)
+      for (int t = 0; t < P; ++t) bits |= (keys[static_cast<int64_t>(i) * P + t] ? 1u : 0u) << t;
+    const int has = bits != 0u;
+    int pos, tot;
+    Scan(sm.scan).ExclusiveSum(has, pos, tot);
+    __syncthreads();
+    if (has) {
+      out[1 + cnt + pos] = first + i;
+      omask[1 + cnt + pos] = bits;
+    }
+    cnt += tot;
+  }
+  for (int i = end + tid; i < n; i += NT) {
+    out[1 + cnt + (i - end)] = i;
+    omask[1 + cnt + (i - end)] = 0xffffffffu;
+  }
+  if (tid == 0) p.list_count[pair] = 1 + cnt + (n - end);
+}
+
+}  // namespace kf::cuda
