@@ -8,6 +8,8 @@ int cmd_version(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_info(int argc, char** argv);
 int cmd_grade(int argc, char** argv);
+int cmd_eval(int argc, char** argv);
+int cmd_regrade(int argc, char** argv);
 int cmd_generate(int argc, char** argv);
 int cmd_cost(int argc, char** argv);
 int cmd_frontier(int argc, char** argv);

@@ -18,6 +18,8 @@ struct Command {
 constexpr Command kCommands[] = {
     {"version", kf::cli::cmd_version, "build information (version, CUDA, BLAS)"},
     {"info", kf::cli::cmd_info, "model config, parameter counts, memory for weights and KV cache"},
+    {"eval", kf::cli::cmd_eval, "evaluate on a math data set: N samples per problem, graded trace, summary"},
+    {"regrade", kf::cli::cmd_regrade, "re-grade a trace; --budgets: long-CoT sweep by truncation"},
     {"grade", kf::cli::cmd_grade, "grade a response on stdin against --gold (answer extraction + equivalence)"},
     {"generate", kf::cli::cmd_generate, "sample a prompt n times (engine: paged KV, attention policy, sampling)"},
     {"tokenize", kf::cli::cmd_tokenize, "text -> token ids and pieces (--chat: through the chat template)"},

@@ -56,6 +56,8 @@ class Runner {
   // Host staging.
   std::vector<int32_t> h_ids_, h_pos_, h_slots_, h_rows_, h_q_start_, h_ctx_, h_table_;
   std::vector<uint16_t> h_logits_bf16_;
+  std::vector<int> all_seqs_, ones_;  // decode: every sequence, one row each
+  std::vector<uint8_t> want_all_;
   std::vector<float> out_;
 };
 

@@ -175,3 +175,28 @@ TEST(Engine, StopsAndErrors) {
   bad = request(5, 1, 0, 10);
   EXPECT_THROW(e.submit(bad), Error);
 }
+
+TEST(Engine, StopStringsAndRepetitionStop) {
+  EngineConfig c = config(AttnKind::Dense, 100);
+  c.token_bytes = [](int id) { return std::string(1, static_cast<char>('a' + id % 26)) + "|"; };
+  Request r = request(5, 14, 1, 12);
+  Outputs base = run_all(c, {r});
+  const auto& t = base[0][0].tokens;
+  ASSERT_EQ(t.size(), 12u);
+  // A stop string spanning tokens 4 and 5 ends the sample right after token 5
+  // (or earlier, if the same bytes occur sooner).
+  r.stop_strings = {c.token_bytes(t[4]) + c.token_bytes(t[5])};
+  Outputs stopped = run_all(c, {r});
+  EXPECT_EQ(stopped[0][0].stop, StopReason::Stop);
+  ASSERT_LE(stopped[0][0].tokens.size(), 6u);
+  EXPECT_EQ(stopped[0][0].tokens, std::vector<int>(t.begin(), t.begin() + stopped[0][0].tokens.size()));
+  // Block of 1 token seen twice in the window: with 97 tokens in the
+  // vocabulary a repeat must come within 98 tokens.
+  EngineConfig rc = config(AttnKind::Dense, 100);
+  rc.repetition = RepetitionParams{true, 1, 2, 1000};
+  Request long_r = request(5, 15, 1, 120);
+  Outputs rep = run_all(rc, {long_r});
+  EXPECT_EQ(rep[0][0].stop, StopReason::Repetition);
+  EXPECT_LE(rep[0][0].tokens.size(), 98u);
+  EXPECT_TRUE(is_repetition_loop(rep[0][0].tokens, rc.repetition));
+}

@@ -2,6 +2,7 @@
 // (u64 header length, JSON header, data), good ones and ones that lie.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -29,11 +30,11 @@ void expect_error(F f, std::initializer_list<std::string> parts) {
 }
 
 std::vector<uint8_t> make_file(const std::string& header, const std::vector<uint8_t>& data) {
-  std::vector<uint8_t> b(8);
+  std::vector<uint8_t> b(8 + header.size() + data.size());
   const uint64_t n = header.size();
   std::memcpy(b.data(), &n, 8);
-  b.insert(b.end(), header.begin(), header.end());
-  b.insert(b.end(), data.begin(), data.end());
+  std::copy(header.begin(), header.end(), b.begin() + 8);
+  std::copy(data.begin(), data.end(), b.begin() + 8 + header.size());
   return b;
 }
 

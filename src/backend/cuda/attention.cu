@@ -299,7 +299,7 @@ __global__ void __launch_bounds__(kWarps * 32, MINB) decode_kernel(DecodeParams 
 // Pure decode batch under a selecting policy: block (s, h) selects the pages
 // of its row and attends to them. A sequence with several rows (only possible
 // here when another has none) is served row by row, densely.
-template <int D, int G, int NW, int MINB>
+template <int D, int G, int NW, int MINB, bool PREFETCH>
 __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectParams sp, DecodeParams p) {
   __shared__ SelectSmem<D, NW * 32> sel;
   __shared__ float sm_acc[NW][G][D];
@@ -323,7 +323,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectPara
     const int64_t rh0 = static_cast<int64_t>(r) * p.n_heads + h * G;
     WarpState<D, G> ws;
     ws.init(p.q + rh0 * D, p.scale_log2, c);
-    ws.template run<true>(rp, p.k, p.v, Hkv, h, P, warp, rp.n_items * tpp, NW);
+    ws.template run<PREFETCH>(rp, p.k, p.v, Hkv, h, P, warp, rp.n_items * tpp, NW);
     ws.stage(sm_acc, sm_m, sm_l, warp);
     __syncthreads();
     merge_warps<D, G, NW>(sm_acc, sm_m, sm_l, p.out, rh0, nullptr, nullptr, 1, 0);
@@ -391,19 +391,17 @@ void launch_grouped(int G, dim3 grid, cudaStream_t st, const Args&... args) {
 template <int D, int G>
 struct Decode {
   static void launch(dim3 grid, cudaStream_t st, const DecodeParams& p, int variant) {
-    if (D == 128 && G == 2 && variant == 1) decode_kernel<D, G, true, 1><<<grid, kWarps * 32, 0, st>>>(p);
-    else if (D == 128 && G == 2 && variant == 2) decode_kernel<D, G, true, 3><<<grid, kWarps * 32, 0, st>>>(p);
-    else if (D == 128 && G == 2 && variant == 3) decode_kernel<D, G, false, 4><<<grid, kWarps * 32, 0, st>>>(p);
-    else decode_kernel<D, G, false, 1><<<grid, kWarps * 32, 0, st>>>(p);
+    (void)variant;  // variants of the dense kernel differ only in their split count
+    decode_kernel<D, G, false, 1><<<grid, kWarps * 32, 0, st>>>(p);
   }
 };
 template <int D, int G>
 struct SparseDecode {
   static void launch(dim3 grid, cudaStream_t st, const SelectParams& sp, const DecodeParams& p, int variant) {
-    if (D == 128 && G == 2 && variant == 1) sparse_decode_kernel<D, G, 4, 1><<<grid, 128, 0, st>>>(sp, p);
-    else if (D == 128 && G == 2 && variant == 2) sparse_decode_kernel<D, G, 8, 1><<<grid, 256, 0, st>>>(sp, p);
-    else if (D == 128 && G == 2 && variant == 3) sparse_decode_kernel<D, G, 16, 1><<<grid, 512, 0, st>>>(sp, p);
-    else sparse_decode_kernel<D, G, 8, 2><<<grid, 256, 0, st>>>(sp, p);
+    if (D == 128 && G == 2 && variant == 1) sparse_decode_kernel<D, G, 8, 2, false><<<grid, 256, 0, st>>>(sp, p);
+    else if (D == 128 && G == 2 && variant == 2) sparse_decode_kernel<D, G, 16, 1, true><<<grid, 512, 0, st>>>(sp, p);
+    else if (D == 128 && G == 2 && variant == 3) sparse_decode_kernel<D, G, 16, 1, false><<<grid, 512, 0, st>>>(sp, p);
+    else sparse_decode_kernel<D, G, 8, 2, true><<<grid, 256, 0, st>>>(sp, p);
   }
 };
 
@@ -433,7 +431,9 @@ ScratchSize attention_scratch(const AttnArgs& a, int num_sms) {
   // Splits: enough blocks for ~8 waves (short tail), at least 4 tiles per warp.
   const int tiles = a.max_pages * ((P + kTile - 1) / kTile);
   const int64_t pairs = std::max<int64_t>(1, static_cast<int64_t>(a.n_rows) * Hkv);
-  const int64_t want = (static_cast<int64_t>(num_sms) * 32 + pairs - 1) / pairs;
+  // Variants 1-3 (tuning sweeps) try 8, 16 and 64 blocks per SM instead of 32.
+  const int per_sm = a.variant == 1 ? 8 : a.variant == 2 ? 16 : a.variant == 3 ? 64 : 32;
+  const int64_t want = (static_cast<int64_t>(num_sms) * per_sm + pairs - 1) / pairs;
   const int64_t most = std::max(1, tiles / (kWarps * 4));
   z.splits = static_cast<int>(std::clamp<int64_t>(std::min(want, most), 1, 128));
   if (z.splits > 1) {

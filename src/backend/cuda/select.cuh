@@ -84,6 +84,64 @@ __device__ __forceinline__ void pick_digit(const int* hist, uint32_t prefix, int
   }
 }
 
+// keys[j] = order_key(score of item j), j < m. MODE 0: page summaries in
+// bf16, 1: in f32, 2: tokens (topk oracle). LPR lanes per item, 8 dims each;
+// each lane first looks up kUnroll items' pages, then issues all their loads,
+// so a round costs two memory round trips for kUnroll items, not 2 per item.
+template <int D, int NT, int MODE>
+__device__ __forceinline__ void score_items(const SelectParams& p, const float* qbar, const int32_t* pt, int first,
+                                            int h, int m, uint32_t* keys) {
+  constexpr int LPR = D / 8, RPR = 32 / LPR, kUnroll = 8;
+  constexpr int kStride = (NT / 32) * RPR;  // items per block round
+  const int Hkv = p.n_kv_heads, P = p.page_size;
+  const int lane = threadIdx.x & 31, c = lane % LPR, sub = lane / LPR;
+  float qv[8];
+#pragma unroll
+  for (int e = 0; e < 8; ++e) qv[e] = qbar[c * 8 + e];
+  for (int j0 = (threadIdx.x >> 5) * RPR + sub;; j0 += kStride * kUnroll) {
+    if (j0 - sub >= m) break;  // warp-uniform
+    int64_t off[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int j = j0 + u * kStride;
+      off[u] = -1;
+      if (j < m) {
+        if (MODE == 2) off[u] = ((static_cast<int64_t>(pt[first + j / P]) * Hkv + h) * P + j % P) * D + c * 8;
+        else off[u] = (static_cast<int64_t>(pt[first + j]) * Hkv + h) * D + c * 8;
+      }
+    }
+    float f[kUnroll][8];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (MODE == 1) {
+        float4 a = make_float4(0.f, 0.f, 0.f, 0.f), b = a;
+        if (off[u] >= 0) {
+          const float4* sp = reinterpret_cast<const float4*>(static_cast<const float*>(p.summary) + off[u]);
+          a = sp[0];
+          b = sp[1];
+        }
+        f[u][0] = a.x, f[u][1] = a.y, f[u][2] = a.z, f[u][3] = a.w;
+        f[u][4] = b.x, f[u][5] = b.y, f[u][6] = b.z, f[u][7] = b.w;
+      } else {
+        const bf16_t* base = MODE == 2 ? p.k : static_cast<const bf16_t*>(p.summary);
+        uint4 w = make_uint4(0, 0, 0, 0);
+        if (off[u] >= 0) w = *reinterpret_cast<const uint4*>(base + off[u]);
+        unpack8(w, f[u]);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int j = j0 + u * kStride;
+      float dsum = 0.f;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) dsum = fmaf(qv[e], f[u][e], dsum);
+#pragma unroll
+      for (int o = LPR / 2; o > 0; o >>= 1) dsum += __shfl_xor_sync(0xffffffffu, dsum, o);
+      if (j < m && c == 0) keys[j] = order_key(dsum);
+    }
+  }
+}
+
 // Runs with all NT threads of the block; the whole block returns together.
 template <int D, int NT>
 __device__ void select_pages(const SelectParams& p, int s, int h, SelectSmem<D, NT>& sm) {
@@ -121,50 +179,9 @@ __device__ void select_pages(const SelectParams& p, int s, int h, SelectSmem<D, 
       sm.qbar[d] = a / static_cast<float>(G);
     }
     __syncthreads();
-    // Scores: LPR lanes per item, 8 dims each; kUnroll items per lane in
-    // flight so the loop is not one memory round trip per item.
-    constexpr int LPR = D / 8, RPR = 32 / LPR, kUnroll = 8;
-    constexpr int kStride = (NT / 32) * RPR;  // items per block round
-    const int lane = tid & 31, c = lane % LPR, sub = lane / LPR;
-    float qv[8];
-#pragma unroll
-    for (int e = 0; e < 8; ++e) qv[e] = sm.qbar[c * 8 + e];
-    for (int j0 = (tid >> 5) * RPR + sub;; j0 += kStride * kUnroll) {
-      if (j0 - sub >= m) break;  // warp-uniform
-      float f[kUnroll][8];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int j = j0 + u * kStride;
-#pragma unroll
-        for (int e = 0; e < 8; ++e) f[u][e] = 0.f;
-        if (j >= m) continue;
-        if (p.by_token) {
-          const int page = first + j / P, tok = j % P;
-          const int64_t o = ((static_cast<int64_t>(pt[page]) * Hkv + h) * P + tok) * D + c * 8;
-          unpack8(*reinterpret_cast<const uint4*>(p.k + o), f[u]);
-        } else {
-          const int64_t o = (static_cast<int64_t>(pt[first + j]) * Hkv + h) * D + c * 8;
-          if (p.summary_bf16) {
-            unpack8(*reinterpret_cast<const uint4*>(static_cast<const bf16_t*>(p.summary) + o), f[u]);
-          } else {
-            const float4* sp = reinterpret_cast<const float4*>(static_cast<const float*>(p.summary) + o);
-            const float4 a = sp[0], b = sp[1];
-            f[u][0] = a.x, f[u][1] = a.y, f[u][2] = a.z, f[u][3] = a.w;
-            f[u][4] = b.x, f[u][5] = b.y, f[u][6] = b.z, f[u][7] = b.w;
-          }
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int j = j0 + u * kStride;
-        float dsum = 0.f;
-#pragma unroll
-        for (int e = 0; e < 8; ++e) dsum = fmaf(qv[e], f[u][e], dsum);
-#pragma unroll
-        for (int o = LPR / 2; o > 0; o >>= 1) dsum += __shfl_xor_sync(0xffffffffu, dsum, o);
-        if (j < m && c == 0) keys[j] = order_key(dsum);
-      }
-    }
+    if (p.by_token) score_items<D, NT, 2>(p, sm.qbar, pt, first, h, m, keys);
+    else if (p.summary_bf16) score_items<D, NT, 0>(p, sm.qbar, pt, first, h, m, keys);
+    else score_items<D, NT, 1>(p, sm.qbar, pt, first, h, m, keys);
     __syncthreads();
     // Radix select, 8 bits at a time from the top: the k-th largest key `thr`,
     // and how many keys equal to it still belong to the top k (`need_eq`).
