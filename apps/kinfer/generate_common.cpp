@@ -98,7 +98,7 @@ std::string TextStream::flush() { return dec_ ? dec_->flush() : std::string(); }
 
 Request make_request(const GenerateOptions& o, const GenerateSetup& g, const std::vector<int>& prompt) {
   Request r;
-  if (g.text)  // the tokenizer's end-of-turn tokens (e.g. <|im_end|>) end a sample too
+  if (g.text && !o.ignore_eos)  // the tokenizer's end-of-turn tokens (e.g. <|im_end|>) end a sample too
     for (int32_t id : g.text->tok.eos_ids()) r.stop_tokens.push_back(id);
   r.prompt = prompt;
   r.n = o.n;

@@ -27,12 +27,8 @@ echo "built in $(( $(date +%s) - T0 )) s"
 
 if [[ $mode == all || $mode == test ]]; then
   for t in $B/kernels_*; do
-    for var in ${TEST_VARIANTS:-0}; do
-      [[ $var != 0 && $t != *attention* ]] && continue
-      echo "== $t (KINFER_CUDA_ATTN_VARIANT=$var)" | tee -a "$OUT/tests.log"
-      KINFER_CUDA_ATTN_VARIANT=$var "$t" 2>&1 | tee -a "$OUT/tests.log" |
-        grep -E '^\[  (PASSED|FAILED) |FAILED|Failure|error|^\[==========\]' | head -40
-    done
+    echo "== $t" | tee -a "$OUT/tests.log"
+    "$t" 2>&1 | tee -a "$OUT/tests.log" | grep -E '^\[  (PASSED|FAILED) |FAILED|Failure|error|^\[==========\]' | head -40
   done
   echo "tests done at $(( $(date +%s) - T0 )) s"
 fi
@@ -42,16 +38,17 @@ if [[ $mode == all || $mode == bench ]]; then
   X=$B/kinfer_cuda_bench
   $X copy --json | tee "$J"
   copy=$(python3 -c "import json,sys; print(json.loads(open('$J').readline())['copy_gbps'])")
-  att() {  # variant batch context attn
-    KINFER_CUDA_ATTN_VARIANT=$1 $X attention --attn $4 --batch $2 --context $3 --q-heads 16 --kv-heads 8 \
-      --head-dim 128 --page-size 16 --topk-pages 64 --local-pages 4 --copy-gbps "$copy" --json |
-      sed "s/^{/{\"variant\": $1, /" | tee -a "$J"
+  att() {  # batch context attn [extra flags]
+    $X attention --attn $3 --batch $1 --context $2 --q-heads 16 --kv-heads 8 --head-dim 128 \
+      --page-size 16 --topk-pages 64 --local-pages 4 --copy-gbps "$copy" --json ${4:-} | tee -a "$J"
   }
   for shape in ${SHAPES:-64x16384 32x32768 32x16384 8x32768}; do
-    for attn in ${ATTNS:-dense blocktopk}; do
-      for var in ${BENCH_VARIANTS:-0}; do att $var ${shape%x*} ${shape#*x} $attn; done
-    done
+    for attn in ${ATTNS:-dense blocktopk local}; do att ${shape%x*} ${shape#*x} $attn; done
   done
-  PYTHONUNBUFFERED=1 python3 tools/bench_sdpa.py --shapes 64x16384,32x32768,32x16384,8x32768 | tee -a "$J"
+  for shape in ${CONTIG_SHAPES:-64x16384 32x32768}; do
+    for attn in dense blocktopk; do att ${shape%x*} ${shape#*x} $attn --contiguous; done
+  done
+  att 32 16384 topk
+  PYTHONUNBUFFERED=1 python3 tools/bench_sdpa.py --shapes ${SDPA_SHAPES:-64x16384,32x32768,32x16384,8x32768} 2>/dev/null | tee -a "$J"
   echo "bench done at $(( $(date +%s) - T0 )) s"
 fi

@@ -25,7 +25,7 @@ inline int page_tokens(int i, int ctx_len, int page_size) {
   return rest < page_size ? rest : page_size;
 }
 
-// Throws kf::Error if the policy parameters are unusable (local_pages < 1, topk_pages < 0).
+// Throws kf::Error if a selecting policy's parameters are unusable (local_pages < 1, topk_pages < 0).
 void check_policy(const AttnPolicy& p);
 
 // The pages a policy could choose from: full pages strictly between the sink

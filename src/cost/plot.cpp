@@ -53,7 +53,7 @@ std::string frontier_gnuplot_script(const std::vector<FrontierPoint>& points, Me
   s += "set title " + quote(title) + " noenhanced\n";
   s += "set logscale x 10\nset grid\nset key outside right top noenhanced\n";
   s += "set xlabel 'eFLOPs per problem (x 1e12)'\n";
-  s += fmt::format("set ylabel '{}'\n", metric == Metric::Coverage ? "coverage (pass@N)" : "majority vote (maj@N)");
+  s += fmt::format("set ylabel '{}' noenhanced\n", metric == Metric::Coverage ? "coverage (pass@N)" : "majority vote (maj@N)");
   for (size_t c = 0; c < labels.size(); ++c) {
     std::vector<const FrontierPoint*>& pts = curves[labels[c]];
     std::stable_sort(pts.begin(), pts.end(), by_cost);

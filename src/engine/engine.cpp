@@ -248,8 +248,8 @@ bool Engine::step() {
   batch.q_start = q_start;
   batch.ctx_len = ctx_len;
   batch.page_table = table;
-  std::vector<PageSelection> sels;
-  sels.reserve(mc.n_layers);
+  std::vector<PageSelection>& sels = sels_;
+  sels.clear();
   for (int l = 0; l < mc.n_layers; ++l)
     sels.push_back(PageSelection{Tensor(sel_pages_[l].view().data, DType::I32, {ns, Hkv, max_pages}, be_.device()),
                                  Tensor(sel_counts_[l].view().data, DType::I32, {ns, Hkv}, be_.device())});
@@ -304,7 +304,8 @@ bool Engine::step() {
   for (const StepSeq& ss : plan.seqs) {
     if (!ss.sample) continue;
     const float* lrow = h_logits_.data() + static_cast<size_t>(logit_row++) * vocab;
-    std::vector<int64_t> group = {ss.id};
+    std::vector<int64_t>& group = group_;
+    group.assign(1, ss.id);
     Sequence& parent = sched_.seq(ss.id);
     if (parent.fork_children > 0) {
       const ReqState& st = reqs_.at(parent.request);

@@ -124,6 +124,8 @@ class Engine {
   std::vector<float> h_logits_, row_logits_;
   std::vector<uint16_t> h_logits_bf16_;
   std::vector<int> context_;
+  std::vector<PageSelection> sels_;
+  std::vector<int64_t> group_;
 };
 
 }  // namespace kf

@@ -58,7 +58,7 @@ json parse_line(std::string_view line, const std::string& where) {
 
 bool is_kinetics_first_line(const json& j) {
   if (!j.is_object() || j.contains("kinfer_trace")) return false;
-  return j.empty() || j.contains("attn_local") || j.contains("attn_block_topk") || j.contains("attn_topk") ||
+  return j.empty() || (j.contains("query") && j.contains("choices")) || j.contains("attn_local") || j.contains("attn_block_topk") || j.contains("attn_topk") ||
          j.contains("attn_block_size") || j.contains("task") || j.contains("pass@1");
 }
 
@@ -230,6 +230,10 @@ Trace parse_trace(std::string_view text, const std::string& source) {
                where);
       t.format = TraceFormat::Kinetics;
       t.first_line = j;
+      if (j.contains("query") && j.contains("choices")) {  // no metadata line: already a sample
+        add_kinetics_row(j, where, t.problems, by_query);
+        continue;
+      }
       for (const char* k : {"attn_local", "attn_block_size", "attn_block_topk", "attn_topk"})
         if (j.contains(k)) t.header.attn[k] = j[k];
       if (j.contains("task") && j["task"].is_string()) t.header.dataset = j["task"].get<std::string>();

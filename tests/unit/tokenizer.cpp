@@ -1,6 +1,7 @@
 // Parity with HF tokenizers on the fixture corpus (2,000+ strings: prose,
 // code, LaTeX, digits, CJK, Arabic, emoji, combining marks, invalid UTF-8,
-// the data sets) for SmolLM2 (GGUF vocabulary) and Qwen3 (tokenizer.json):
+// the data sets) for SmolLM2 (GGUF vocabulary), Qwen3 (tokenizer.json) and a
+// small Llama-3-style tokenizer.json (ignore_merges, BOS, NFKC, strip flags):
 // ids with and without special-token parsing, decode, streaming decode.
 #include <gtest/gtest.h>
 
@@ -20,7 +21,7 @@ struct Mismatches {
   }
 };
 
-void check_parity(const std::string& name) {
+void check_parity(const std::string& name, bool add_special = false) {
   const Tokenizer& tok = test::tokenizer_named(name);
   auto corpus = test::read_jsonl_gz(test::fixture_dir() + "/corpus.jsonl.gz");
   auto expect = test::read_jsonl_gz(test::fixture_dir() + "/" + name + "_ids.jsonl.gz");
@@ -38,9 +39,9 @@ void check_parity(const std::string& name) {
     std::string want_dec_skip = e.value("dec_skip", want_dec);
     total_tokens += want.size();
 
-    auto got = tok.encode(input, /*parse_special=*/true);
+    auto got = tok.encode(input, /*parse_special=*/true, add_special);
     if (got != want) ids_special.add(i, "ids", "want " + show_ids(want) + "\n  got  " + show_ids(got));
-    auto got_plain = tok.encode(input, /*parse_special=*/false);
+    auto got_plain = tok.encode(input, /*parse_special=*/false, add_special);
     if (got_plain != want_plain)
       ids_plain.add(i, "ids_plain", "want " + show_ids(want_plain) + "\n  got  " + show_ids(got_plain));
     std::string d = tok.decode(want, false);
@@ -69,6 +70,19 @@ void check_parity(const std::string& name) {
 
 TEST(TokenizerParity, Qwen3MatchesHF) { check_parity("qwen3"); }
 TEST(TokenizerParity, SmolLM2GgufMatchesHF) { check_parity("smollm2"); }
+TEST(TokenizerParity, Llama3StyleMatchesHF) { check_parity("llama3tiny", /*add_special=*/true); }
+
+TEST(Tokenizer, Llama3StyleMetadata) {
+  const Tokenizer& tok = test::llama3tiny_tokenizer();
+  EXPECT_EQ(tok.bos_id(), 0);
+  EXPECT_TRUE(tok.add_bos());
+  EXPECT_TRUE(tok.is_eos(1));  // <|end_of_text|>
+  EXPECT_TRUE(tok.is_eos(2));  // <|eot_id|>
+  auto ids = tok.encode("a  <lstrip>b", false, true);
+  ASSERT_GE(ids.size(), 3u);
+  EXPECT_EQ(ids[0], 0);
+  EXPECT_EQ(tok.decode(ids, true), "a<lstrip>b");  // lstrip swallowed the spaces, as in HF
+}
 
 TEST(Tokenizer, Qwen3Metadata) {
   const Tokenizer& tok = test::qwen3_tokenizer();

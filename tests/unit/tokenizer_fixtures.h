@@ -76,8 +76,18 @@ inline const Tokenizer& smollm2_tokenizer() {
   return tok;
 }
 
+// A small BPE trained by the fixture script with Llama-3's pipeline (regex,
+// ignore_merges, BOS post-processor), NFKC and lstrip/rstrip/normalized added tokens.
+inline const Tokenizer& llama3tiny_tokenizer() {
+  static const Tokenizer tok = Tokenizer::from_hf_json_text(
+      read_gz(fixture_dir() + "/llama3tiny_tokenizer.json.gz"), "", "llama3tiny_tokenizer.json");
+  return tok;
+}
+
 inline const Tokenizer& tokenizer_named(const std::string& name) {
-  return name == "smollm2" ? smollm2_tokenizer() : qwen3_tokenizer();
+  if (name == "smollm2") return smollm2_tokenizer();
+  if (name == "llama3tiny") return llama3tiny_tokenizer();
+  return qwen3_tokenizer();
 }
 
 inline std::string show_ids(const std::vector<int32_t>& ids) {

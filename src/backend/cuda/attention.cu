@@ -9,7 +9,8 @@
 //    Rows of multi-row (prefill) sequences take the same path over their
 //    causal prefix; decode rows of selecting policies read their page list.
 //  - reduce_kernel: merges the splits' (max, sum, acc) partials.
-//  - select_kernel (select.cuh): the page list of each (sequence, KV head).
+//  - select_kernel (select.cuh): the page list of each (sequence, KV head),
+//    for batches that mix prefill and decode rows.
 //  - sparse_decode_kernel: for a pure decode batch under blocktopk / local /
 //    topk, one block per (sequence, KV head) selects its pages and attends to
 //    them in the same launch: no list round trip, no splits, no reduction.
@@ -386,22 +387,20 @@ void launch_grouped(int G, dim3 grid, cudaStream_t st, const Args&... args) {
     default: fail("attention: no kernel for {} query heads per KV head", G);
   }
 }
-// Kernel variants (AttnArgs::variant; 0 = the default) for tuning sweeps.
-// Only the benchmark shape's group (D 128, G 2) has the extra variants.
+// The configurations below won a sweep on an H100 (bench/results/cuda_attention.md):
+// dense: per-tile table lookups (the prefetching loop was 8% slower), no
+// register cap; fused sparse: 8 warps, 2 blocks per SM, prefetched page ids.
 template <int D, int G>
 struct Decode {
-  static void launch(dim3 grid, cudaStream_t st, const DecodeParams& p, int variant) {
-    (void)variant;  // variants of the dense kernel differ only in their split count
+  static void launch(dim3 grid, cudaStream_t st, const DecodeParams& p) {
     decode_kernel<D, G, false, 1><<<grid, kWarps * 32, 0, st>>>(p);
   }
 };
 template <int D, int G>
 struct SparseDecode {
-  static void launch(dim3 grid, cudaStream_t st, const SelectParams& sp, const DecodeParams& p, int variant) {
-    if (D == 128 && G == 2 && variant == 1) sparse_decode_kernel<D, G, 8, 2, false><<<grid, 256, 0, st>>>(sp, p);
-    else if (D == 128 && G == 2 && variant == 2) sparse_decode_kernel<D, G, 16, 1, true><<<grid, 512, 0, st>>>(sp, p);
-    else if (D == 128 && G == 2 && variant == 3) sparse_decode_kernel<D, G, 16, 1, false><<<grid, 512, 0, st>>>(sp, p);
-    else sparse_decode_kernel<D, G, 8, 2, true><<<grid, 256, 0, st>>>(sp, p);
+  static constexpr int kNW = 8;
+  static void launch(dim3 grid, cudaStream_t st, const SelectParams& sp, const DecodeParams& p) {
+    sparse_decode_kernel<D, G, kNW, 2, true><<<grid, kNW * 32, 0, st>>>(sp, p);
   }
 };
 
@@ -431,9 +430,7 @@ ScratchSize attention_scratch(const AttnArgs& a, int num_sms) {
   // Splits: enough blocks for ~8 waves (short tail), at least 4 tiles per warp.
   const int tiles = a.max_pages * ((P + kTile - 1) / kTile);
   const int64_t pairs = std::max<int64_t>(1, static_cast<int64_t>(a.n_rows) * Hkv);
-  // Variants 1-3 (tuning sweeps) try 8, 16 and 64 blocks per SM instead of 32.
-  const int per_sm = a.variant == 1 ? 8 : a.variant == 2 ? 16 : a.variant == 3 ? 64 : 32;
-  const int64_t want = (static_cast<int64_t>(num_sms) * per_sm + pairs - 1) / pairs;
+  const int64_t want = (static_cast<int64_t>(num_sms) * 32 + pairs - 1) / pairs;
   const int64_t most = std::max(1, tiles / (kWarps * 4));
   z.splits = static_cast<int>(std::clamp<int64_t>(std::min(want, most), 1, 128));
   if (z.splits > 1) {
@@ -495,8 +492,8 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
 
   if (fused_sparse(a)) {
     const dim3 grid(a.n_seqs, Hkv);
-    if (D == 64) launch_grouped<64, SparseDecode>(G, grid, st, sp, dp, a.variant);
-    else launch_grouped<128, SparseDecode>(G, grid, st, sp, dp, a.variant);
+    if (D == 64) launch_grouped<64, SparseDecode>(G, grid, st, sp, dp);
+    else launch_grouped<128, SparseDecode>(G, grid, st, sp, dp);
     check_launch("attention sparse decode");
   } else {
     if (selects) {
@@ -507,8 +504,8 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
     }
     if (a.n_rows > 0) {
       const dim3 grid(static_cast<unsigned>(a.n_rows) * z.splits, Hkv);
-      if (D == 64) launch_grouped<64, Decode>(G, grid, st, dp, a.variant);
-      else launch_grouped<128, Decode>(G, grid, st, dp, a.variant);
+      if (D == 64) launch_grouped<64, Decode>(G, grid, st, dp);
+      else launch_grouped<128, Decode>(G, grid, st, dp);
       check_launch("attention decode");
       if (z.splits > 1) {
         reduce_kernel<<<static_cast<unsigned>(a.n_rows) * a.n_heads, D, 0, st>>>(s.part_acc, s.part_ml, a.out,

@@ -8,7 +8,6 @@
 #include <cuda_runtime.h>
 #include <fmt/format.h>
 
-#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -100,8 +99,6 @@ class CudaBackend final : public Backend {
     KF_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     check_lt(cublasLtCreate(&lt_), "cublasLtCreate");
     lt_ws_ = Buffer(DType::U8, {kLtWorkspace}, Device::CUDA);
-    // Tuning sweeps only: KINFER_CUDA_ATTN_VARIANT picks an attention kernel variant.
-    if (const char* v = std::getenv("KINFER_CUDA_ATTN_VARIANT")) attn_variant_ = std::atoi(v);
   }
   ~CudaBackend() override {
     if (stream_) cudaStreamSynchronize(stream_);
@@ -251,7 +248,6 @@ class CudaBackend final : public Backend {
     a.local_pages = policy.local_pages;
     a.topk_pages = policy.topk_pages;
     a.scale = scale;
-    a.variant = attn_variant_;
     if (sel) {
       const int64_t pairs = static_cast<int64_t>(batch.n_seqs) * a.kv.n_kv_heads;
       need(sel->pages, DType::I32, "PageSelection pages");
@@ -344,7 +340,6 @@ class CudaBackend final : public Backend {
 
   int dev_ = 0;
   int num_sms_ = 0;
-  int attn_variant_ = 0;
   std::string name_;
   cudaStream_t stream_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;

@@ -61,7 +61,6 @@ struct AttnArgs {
   int kind = 0;  // AttnKind as int: 0 dense, 1 local, 2 blocktopk, 3 topk
   int local_pages = 4, topk_pages = 64;
   float scale = 1.f;
-  int variant = 0;  // kernel variant for tuning sweeps (0 = default)
   int32_t* sel_pages = nullptr;   // optional PageSelection outputs
   int32_t* sel_counts = nullptr;
 };
