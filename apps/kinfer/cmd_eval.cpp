@@ -173,7 +173,8 @@ int cmd_eval(int argc, char** argv) {
   int64_t problems_done = total - static_cast<int64_t>(pending.size());
   int64_t tokens = 0;
   int errors = 0;
-  eval::EvalProgress bar(total, e.progress, e.no_progress || e.json);
+  // --json keeps stderr quiet unless --progress asks for the bar.
+  eval::EvalProgress bar(total, e.progress, e.no_progress || (e.json && !e.progress));
   std::optional<Engine> engine;
   std::map<int64_t, std::size_t> slot_of_request;
 

@@ -84,8 +84,7 @@ void Model::set_dense_layers(const std::vector<int>& layers) {
 void Model::forward(Backend& be, Workspace& ws, const std::vector<KvLayer>& kv, const StepInput& in,
                     const Tensor& logits) const {
   const int64_t n = in.token_ids.numel(), m = in.logit_rows.numel();
-  const int64_t d = cfg_.hidden_size, hq = cfg_.n_heads, hkv = cfg_.n_kv_heads, hd = cfg_.head_dim,
-                ff = cfg_.intermediate_size;
+  const int64_t hq = cfg_.n_heads, hkv = cfg_.n_kv_heads, hd = cfg_.head_dim;
   KF_CHECK(n > 0 && n <= ws.max_tokens, "forward: {} tokens, the workspace holds {}", n, ws.max_tokens);
   KF_CHECK(m <= ws.max_logit_rows, "forward: {} logit rows, the workspace holds {}", m,
            ws.max_logit_rows);
@@ -112,7 +111,6 @@ void Model::forward(Backend& be, Workspace& ws, const std::vector<KvLayer>& kv, 
   const Tensor q_heads = q.reshape({n, hq, hd}), k_heads = k.reshape({n, hkv, hd});
   const Tensor v_heads = v.reshape({n, hkv, hd}), att_heads = att.reshape({n, hq, hd});
   const Tensor q_rows = q.reshape({n * hq, hd}), k_rows = k.reshape({n * hkv, hd});
-  (void)ff;
 
   RopeParams rope;
   rope.theta = cfg_.rope_theta;
@@ -157,7 +155,6 @@ void Model::forward(Backend& be, Workspace& ws, const std::vector<KvLayer>& kv, 
   be.embed(x, in.logit_rows, last);               // row gather
   be.rmsnorm(last, w_.final_norm, eps, last);
   be.matmul(last, w_.lm_head(), nullptr, logits);
-  (void)d;
 }
 
 std::vector<int> parse_layer_list(const std::string& s) {

@@ -162,7 +162,10 @@ void Tokenizer::Impl::finish() {
     uint8_t b = static_cast<uint8_t>(content[0]);
     (a.normalized ? norm_by_first : raw_by_first)[b].push_back(static_cast<int32_t>(k));
     (a.normalized ? norm_first : raw_first)[b] = true;
-    if (a.normalized) added[k].content = content;
+    if (a.normalized && content != a.content) {
+      added[k].content = content;
+      bytes[a.id] = content;  // HF decodes a normalised added token to its normalised text
+    }
   }
   for (auto* table : {&raw_by_first, &norm_by_first})
     for (auto& by : *table)

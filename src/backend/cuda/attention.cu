@@ -101,7 +101,7 @@ struct WarpState {
     constexpr int LPR = D / 8;
     const int lane = threadIdx.x & 31, c = lane % LPR, sub = lane / LPR;
     const int tpp = (P + kTile - 1) / kTile;
-    if (!PREFETCH) {
+    if constexpr (!PREFETCH) {
       for (int t = t0; t < t1; t += step) {
         const int item = tpp == 1 ? t : t / tpp;
         const int logical = rp.list ? rp.list[item] : item;
@@ -109,27 +109,27 @@ struct WarpState {
         tile(kpool, vpool, (static_cast<int64_t>(rp.pt[logical]) * Hkv + h) * P * D + c * 8,
              tpp == 1 ? 0 : (t % tpp) * kTile, min(P, rp.T - logical * P), mask, sub);
       }
-      return;
-    }
-    for (int tb = t0; tb < t1; tb += 32 * step) {
-      int my_page = 0, my_ntok = 0, my_tok0 = 0;
-      uint32_t my_mask = 0;
-      const int tj = tb + lane * step;
-      if (tj < t1) {
-        const int item = tpp == 1 ? tj : tj / tpp;
-        const int logical = rp.list ? rp.list[item] : item;
-        my_tok0 = tpp == 1 ? 0 : (tj % tpp) * kTile;
-        my_mask = rp.mask ? rp.mask[item] : 0xffffffffu;
-        my_page = rp.pt[logical];
-        my_ntok = min(P, rp.T - logical * P);
-      }
-      const int nb = min(32, (t1 - tb + step - 1) / step);
-      for (int j = 0; j < nb; ++j) {
-        const int page = __shfl_sync(0xffffffffu, my_page, j);
-        const int ntok = __shfl_sync(0xffffffffu, my_ntok, j);
-        const int tok0 = __shfl_sync(0xffffffffu, my_tok0, j);
-        const uint32_t mask = __shfl_sync(0xffffffffu, my_mask, j);
-        tile(kpool, vpool, (static_cast<int64_t>(page) * Hkv + h) * P * D + c * 8, tok0, ntok, mask, sub);
+    } else {
+      for (int tb = t0; tb < t1; tb += 32 * step) {
+        int my_page = 0, my_ntok = 0, my_tok0 = 0;
+        uint32_t my_mask = 0;
+        const int tj = tb + lane * step;
+        if (tj < t1) {
+          const int item = tpp == 1 ? tj : tj / tpp;
+          const int logical = rp.list ? rp.list[item] : item;
+          my_tok0 = tpp == 1 ? 0 : (tj % tpp) * kTile;
+          my_mask = rp.mask ? rp.mask[item] : 0xffffffffu;
+          my_page = rp.pt[logical];
+          my_ntok = min(P, rp.T - logical * P);
+        }
+        const int nb = min(32, (t1 - tb + step - 1) / step);
+        for (int j = 0; j < nb; ++j) {
+          const int page = __shfl_sync(0xffffffffu, my_page, j);
+          const int ntok = __shfl_sync(0xffffffffu, my_ntok, j);
+          const int tok0 = __shfl_sync(0xffffffffu, my_tok0, j);
+          const uint32_t mask = __shfl_sync(0xffffffffu, my_mask, j);
+          tile(kpool, vpool, (static_cast<int64_t>(page) * Hkv + h) * P * D + c * 8, tok0, ntok, mask, sub);
+        }
       }
     }
   }
