@@ -74,5 +74,4 @@ for r in rows:
 PY
 echo >&2
 cat "$out/frontier.txt" >&2
-[[ -f "$out/frontier.png" ]] && echo "plot: $out/frontier.png" >&2
 echo "traces, summaries and results.md in $out/" >&2
