@@ -10,7 +10,7 @@
 set -euo pipefail
 KINFER=${1:?usage: demo_job.sh KINFER [--full] [--model M] [--dataset D] [-n N] [--max-tokens L] [--limit K] [--out DIR]}
 shift
-model=default dataset=gsm8k n=8 max_tokens=192 limit=16 out=out/demo threads=0
+model=default dataset=gsm8k n=8 max_tokens=160 limit=10 out=out/demo threads=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --full) limit=0 ;;

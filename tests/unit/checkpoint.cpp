@@ -3,6 +3,8 @@
 // tools/make_gguf_fixtures.py), shape checks, parameter counts, `default`.
 #include <gtest/gtest.h>
 
+#include "test_util.h"
+
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -20,17 +22,6 @@ namespace {
 
 namespace fs = std::filesystem;
 const std::string kDir = KINFER_SOURCE_DIR "/tests/fixtures/gguf/";
-
-template <typename F>
-void expect_error(F f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    for (const std::string& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos)
-        << "message '" << e.what() << "' lacks '" << p << "'";
-  }
-}
 
 std::vector<float> stored_f32(const GgufFile& f, const std::string& name) {
   const GgufTensor& t = f.tensor(name);

@@ -2,6 +2,8 @@
 // type, nested arrays, tensor shapes), v2, and hand-built files that lie.
 #include <gtest/gtest.h>
 
+#include "test_util.h"
+
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -20,18 +22,6 @@ const std::string kLlama = KINFER_SOURCE_DIR "/tests/fixtures/gguf/tiny_llama.gg
 std::vector<uint8_t> read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), {}};
-}
-
-// Expects f() to throw kf::Error whose message contains every one of `parts`.
-template <typename F>
-void expect_error(F f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    for (const std::string& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos)
-        << "message '" << e.what() << "' lacks '" << p << "'";
-  }
 }
 
 // Writes a GGUF file byte by byte, following the spec, so tests can make it lie.

@@ -2,6 +2,8 @@
 // metadata -> ModelConfig.
 #include <gtest/gtest.h>
 
+#include "test_util.h"
+
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -11,17 +13,6 @@
 
 namespace kf {
 namespace {
-
-template <typename F>
-void expect_error(F f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    for (const std::string& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos)
-        << "message '" << e.what() << "' lacks '" << p << "'";
-  }
-}
 
 // Qwen/Qwen3-0.6B config.json (abridged to the fields that matter).
 const char* kQwen3 = R"({

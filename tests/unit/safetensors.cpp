@@ -2,6 +2,8 @@
 // (u64 header length, JSON header, data), good ones and ones that lie.
 #include <gtest/gtest.h>
 
+#include "test_util.h"
+
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
@@ -17,17 +19,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-template <typename F>
-void expect_error(F f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    for (const std::string& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos)
-        << "message '" << e.what() << "' lacks '" << p << "'";
-  }
-}
 
 std::vector<uint8_t> make_file(const std::string& header, const std::vector<uint8_t>& data) {
   std::vector<uint8_t> b(8 + header.size() + data.size());
