@@ -15,6 +15,7 @@
 #include <unordered_map>
 
 #include "util/error.h"
+#include "util/file.h"
 
 namespace kf::eval {
 namespace {
@@ -49,12 +50,10 @@ bool is_plain_number(const std::string& s) {
   return std::regex_match(s, number);
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  KF_CHECK(in.good(), "cannot open data set file '{}'", path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+std::string read_dataset_file(const std::string& path) {
+  std::optional<std::string> text = read_file(path);
+  KF_CHECK(text, "cannot open data set file '{}'", path);
+  return std::move(*text);
 }
 
 bool is_builtin(const std::string& name) {
@@ -137,7 +136,7 @@ Dataset load_dataset(const std::string& name_or_path, const DatasetOptions& opti
   } else if (!std::filesystem::exists(path)) {
     fail("unknown data set '{}': not a file and not one of aime24, aime25, amc23, math500, gsm8k", name_or_path);
   }
-  Dataset ds = parse_dataset(read_file(path), path, options);
+  Dataset ds = parse_dataset(read_dataset_file(path), path, options);
   if (is_builtin(name_or_path)) ds.name = name_or_path;
   return ds;
 }

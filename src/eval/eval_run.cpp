@@ -13,6 +13,7 @@
 
 #include "util/error.h"
 #include "util/progress.h"
+#include "util/file.h"
 
 namespace kf::eval {
 
@@ -39,14 +40,9 @@ std::string utc_now() {
 std::optional<Trace> load_for_resume(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec) || std::filesystem::file_size(path, ec) == 0) return std::nullopt;
-  std::string text;
-  {
-    std::ifstream in(path, std::ios::binary);
-    KF_CHECK(in.good(), "--resume: cannot read '{}'", path);
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    text = ss.str();
-  }
+  std::optional<std::string> read = read_file(path);
+  KF_CHECK(read, "--resume: cannot read '{}'", path);
+  std::string text = std::move(*read);
   // A run killed mid-write leaves a partial last line: drop it so the problem is redone.
   if (!text.empty() && text.back() != '\n') {
     const auto last_newline = text.rfind('\n');

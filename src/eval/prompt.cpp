@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "util/error.h"
+#include "util/file.h"
 
 namespace kf::eval {
 namespace {
@@ -41,12 +42,10 @@ PromptTemplate find_prompt_template(const std::string& name_or_file) {
   for (const Builtin& b : builtins()) {
     if (name_or_file == b.name) return {b.name, b.text};
   }
-  std::ifstream in(name_or_file, std::ios::binary);
-  KF_CHECK(in.good(), "--prompt-template '{}': not one of kinetics-math, plain, boxed, and no such file",
+  std::optional<std::string> text = read_file(name_or_file);
+  KF_CHECK(text, "--prompt-template '{}': not one of kinetics-math, plain, boxed, and no such file",
            name_or_file);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  PromptTemplate t{name_or_file, ss.str()};
+  PromptTemplate t{name_or_file, std::move(*text)};
   // A trailing newline in a template file is an editor artefact, not part of the prompt.
   while (!t.text.empty() && (t.text.back() == '\n' || t.text.back() == '\r')) t.text.pop_back();
   KF_CHECK(count_placeholders(t.text) == 1, "prompt template file '{}': must contain {} exactly once",

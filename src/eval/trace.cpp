@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "util/error.h"
+#include "util/file.h"
 
 namespace kf::eval {
 
@@ -250,11 +251,9 @@ Trace parse_trace(std::string_view text, const std::string& source) {
 }
 
 Trace read_trace(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  KF_CHECK(in, "cannot open trace '{}'", path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_trace(ss.str(), path);
+  std::optional<std::string> text = read_file(path);
+  KF_CHECK(text, "cannot open trace '{}'", path);
+  return parse_trace(*text, path);
 }
 
 TraceWriter::TraceWriter(const std::string& path, const TraceHeader& header) : path_(path), out_(path) {

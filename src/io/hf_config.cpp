@@ -8,6 +8,7 @@
 
 #include "io/gguf.h"
 #include "util/error.h"
+#include "util/file.h"
 
 namespace kf {
 
@@ -80,11 +81,9 @@ void parse_rope_scaling(const json& rs, const std::string& src, ModelConfig* c) 
 }
 
 std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  KF_CHECK(in, "{}: cannot open", path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  std::optional<std::string> text = read_file(path);
+  KF_CHECK(text, "{}: cannot open", path);
+  return std::move(*text);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "util/error.h"
+#include "util/file.h"
 
 namespace kf {
 
@@ -33,11 +34,9 @@ bool parse_dtype(const std::string& s, DType* t) {
 }
 
 std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  KF_CHECK(in, "{}: cannot open", path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  std::optional<std::string> text = read_file(path);
+  KF_CHECK(text, "{}: cannot open", path);
+  return std::move(*text);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include "io/gguf.h"
 #include "tokenizer/tokenizer_impl.h"
 #include "util/error.h"
+#include "util/file.h"
 
 namespace kf {
 namespace {
@@ -22,12 +23,10 @@ constexpr int64_t kMaxVocab = 1 << 21;
 constexpr const char* kEndOfGeneration[] = {"<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>",
                                             "<|eom_id|>"};
 
-std::string read_file(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  KF_CHECK(f, "cannot open {}", p.string());
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
+std::string read_text_file(const fs::path& p) {
+  std::optional<std::string> text = kf::read_file(p.string());
+  KF_CHECK(text, "cannot open {}", p.string());
+  return std::move(*text);
 }
 
 json parse_json(std::string_view text, const std::string& name) {
@@ -194,14 +193,14 @@ Tokenizer Tokenizer::from_hf_json_text(std::string_view tokenizer_json, std::str
 Tokenizer Tokenizer::from_hf_json(const std::string& path) {
   fs::path p(path);
   if (fs::is_directory(p)) p /= "tokenizer.json";
-  std::string text = read_file(p);
+  std::string text = read_text_file(p);
   fs::path cfg = p.parent_path() / "tokenizer_config.json";
-  std::string config = fs::exists(cfg) ? read_file(cfg) : "";
+  std::string config = fs::exists(cfg) ? read_text_file(cfg) : "";
   Tokenizer tok = from_hf_json_text(text, config, p.string());
   // generation_config.json's eos_token_id (an id or a list) also ends generation.
   fs::path gen = p.parent_path() / "generation_config.json";
   if (fs::exists(gen)) {
-    json g = parse_json(read_file(gen), gen.string());
+    json g = parse_json(read_text_file(gen), gen.string());
     json e = g.value("eos_token_id", json());
     if (e.is_number_integer()) add_eos(*tok.impl_, e.get<int32_t>());
     if (e.is_array())
