@@ -3,7 +3,7 @@
 checks kinfer's forward against (DESIGN.md, Testing layers).
 
 Runs where torch + transformers are installed (the GPU machine):
-    python3 tools/make_model_fixtures.py OUT_DIR
+    python3 tools/make_model_fixtures.py OUT_DIR [NAME ...]
 For each model it writes OUT_DIR/<name>.tar holding <name>/config.json,
 <name>/model.safetensors (fp32), <name>/logits.bin (fp32 little-endian,
 [n_tokens, vocab], row-major) and <name>/meta.json (the token ids, the logits
@@ -46,6 +46,15 @@ MODELS = [
                                  num_attention_heads=3, num_key_value_heads=3, head_dim=16,
                                  vocab_size=256, tie_word_embeddings=True, rms_norm_eps=1e-5,
                                  max_position_embeddings=512), None, 10000.0),
+    # GPU-shaped (the CUDA kernels take head_dim 64 or 128): tests/kernels/cuda_model.cpp.
+    ("qwen3_hd128", "Qwen3", dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=2, head_dim=128,
+                                  vocab_size=256, tie_word_embeddings=True, rms_norm_eps=1e-6,
+                                  max_position_embeddings=512), None, 1000000.0),
+    ("llama_hd64", "Llama", dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=1, head_dim=64,
+                                 vocab_size=256, tie_word_embeddings=False, rms_norm_eps=1e-5,
+                                 max_position_embeddings=512), None, 500000.0),
 ]
 
 V5 = int(transformers.__version__.split(".")[0]) >= 5
@@ -116,7 +125,10 @@ def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "fixtures_out"
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
+    only = set(sys.argv[2:])  # optional model names: make just these
     for idx, model_def in enumerate(MODELS):
+        if only and model_def[0] not in only:
+            continue
         try:
             make_one(out, idx, *model_def)
         except Exception:  # keep going: one broken model must not lose the others

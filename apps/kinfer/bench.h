@@ -8,5 +8,8 @@ int bench_copy(int argc, char** argv);
 int bench_attention(int argc, char** argv);
 int bench_generate(int argc, char** argv);
 int bench_tokenize(int argc, char** argv);
+// Device-to-device copy bandwidth in GB/s (read + write) of a 512 MiB copy on
+// GPU 0, the median of 5; throws in builds without CUDA.
+double measure_copy_gbps();
 // Add one declaration per benchmark here and one row in cmd_bench.cpp's kBenches.
 }  // namespace kf::cli

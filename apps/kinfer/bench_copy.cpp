@@ -15,6 +15,20 @@
 
 namespace kf::cli {
 
+double measure_copy_gbps() {
+#ifdef KINFER_HAVE_CUDA
+  const int64_t n = int64_t(512) << 19;  // bf16 elements
+  Buffer src(DType::BF16, {n}, Device::CUDA), dst(DType::BF16, {n}, Device::CUDA);
+  cuda_fill_uniform(src, 1, -1.f, 1.f);
+  std::vector<double> ms;
+  for (int r = 0; r < 5; ++r) ms.push_back(cuda_copy_ms(dst, src, 10));
+  std::sort(ms.begin(), ms.end());
+  return 2.0 * double(src.view().nbytes()) / (ms[ms.size() / 2] * 1e-3) / 1e9;
+#else
+  fail("copy bandwidth needs a CUDA build (configure with -DKINFER_CUDA=ON)");
+#endif
+}
+
 int bench_copy(int argc, char** argv) {
   CLI::App app{"Device-to-device copy bandwidth (read + write) on the GPU", "kinfer bench copy"};
   int mib = 2048, iters = 10, reps = 7;

@@ -1,7 +1,12 @@
-// `kinfer bench decode`: decode speed of B sequences stepping together after a
-// P-token prefill each. Reports tokens/s (B tokens per step) and the effective
-// weight bandwidth: bytes of every weight a step reads (layers, norms, lm_head;
-// in the backend's dtype, F32 on CPU) divided by the step time.
+// `kinfer bench decode`: decode speed of B sequences stepping together.
+// The caches first hold either a real prefill of --prompt-len tokens or, with
+// --context L, a synthetic context of L tokens (random K/V with real page
+// summaries: Runner::fill_synthetic), which is how long-context shapes are
+// benchmarked without minutes of prefill. Reports tokens/s (B tokens per
+// step) and the bandwidth roofline: bytes a step must read (every weight once
+// plus the K/V and summaries the attention policy reads, at the mean context
+// of the timed steps) over the measured copy bandwidth. Every step samples
+// its next tokens on the device and brings only those back, as the engine does.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -10,32 +15,51 @@
 #include <string>
 #include <vector>
 
+#include "attn/policy.h"
 #include "backend/cpu/cpu_backend.h"
 #include "bench.h"
 #include "model/model.h"
 #include "model/runner.h"
+#include "util/philox.h"
 
 namespace kf::cli {
 
 int bench_decode(int argc, char** argv) {
-  CLI::App app{"Decode throughput: tokens/s and effective GB/s of weight traffic", "kinfer bench decode"};
-  std::string model_spec = "default", device = "cpu";
-  int batch = 1, tokens = 32, prompt_len = 32, threads = 0, warmup = 2;
-  bool blas = false, json = false;
+  CLI::App app{"Decode throughput: tokens/s and the bandwidth roofline", "kinfer bench decode"};
+  std::string model_spec = "default", device = "cpu", attn = "dense";
+  int batch = 1, tokens = 32, prompt_len = 32, context = 0, threads = 0, warmup = 2;
+  int page_size = 16, topk_pages = 64, local_pages = 4;
+  double copy_gbps = 0;
+  bool blas = false, json = false, no_graphs = false;
   app.add_option("--model", model_spec, "GGUF file, HF directory, 'default' or random:PRESET")
       ->capture_default_str();
   app.add_option("--batch", batch, "sequences decoding together")->capture_default_str();
   app.add_option("--tokens", tokens, "timed decode steps")->capture_default_str();
-  app.add_option("--prompt-len", prompt_len, "tokens prefilled per sequence first")->capture_default_str();
+  app.add_option("--prompt-len", prompt_len, "tokens prefilled per sequence first (when --context is 0)")
+      ->capture_default_str();
+  app.add_option("--context", context, "synthetic context: tokens of random K/V per sequence (0 = prefill instead)")
+      ->capture_default_str();
   app.add_option("--warmup", warmup, "untimed decode steps first")->capture_default_str();
+  app.add_option("--attn", attn, "decode attention: dense|local|blocktopk|topk")->capture_default_str();
+  app.add_option("--page-size", page_size, "KV page size in tokens")->capture_default_str();
+  app.add_option("--topk-pages", topk_pages, "pages selected (blocktopk)")->capture_default_str();
+  app.add_option("--local-pages", local_pages, "most recent pages always read")->capture_default_str();
   app.add_option("--device", device, "cpu or cuda")->capture_default_str();
+  app.add_option("--copy-gbps", copy_gbps, "copy bandwidth for the roofline (0 = measure on CUDA)");
+  app.add_flag("--no-graphs", no_graphs, "launch every op instead of replaying CUDA graphs");
   app.add_option("--threads", threads, "CPU threads (0 = all cores)")->capture_default_str();
   app.add_flag("--blas", blas, "CPU: OpenBLAS sgemm matmul (not batch-invariant; for comparison)");
   app.add_flag("--json", json, "print one JSON object");
   CLI11_PARSE(app, argc, argv);
-  KF_CHECK(batch >= 1 && tokens >= 1 && prompt_len >= 1 && warmup >= 0,
-           "--batch, --tokens and --prompt-len must be positive, --warmup >= 0");
+  KF_CHECK(batch >= 1 && tokens >= 1 && prompt_len >= 1 && warmup >= 0 && context >= 0,
+           "--batch, --tokens and --prompt-len must be positive, --warmup and --context >= 0");
   KF_CHECK(device == "cpu" || device == "cuda", "--device must be cpu or cuda (got '{}')", device);
+  KF_CHECK(page_size >= 1, "--page-size must be >= 1 (got {})", page_size);
+  AttnPolicy policy;
+  policy.kind = parse_attn_kind(attn);
+  policy.topk_pages = topk_pages;
+  policy.local_pages = local_pages;
+  attn::check_policy(policy);
 
   std::unique_ptr<Backend> be;
   if (device == "cuda") {
@@ -46,22 +70,45 @@ int bench_decode(int argc, char** argv) {
     opt.use_blas = blas;
     be = make_cpu_backend(opt);
   }
+  if (copy_gbps <= 0 && be->device() == Device::CUDA) copy_gbps = measure_copy_gbps();
   const Model model = Model::load(model_spec, *be);
   const ModelConfig& cfg = model.config();
-  const int max_ctx = prompt_len + warmup + tokens + 1;
-  Runner run(model, *be, batch, max_ctx, 16, std::max(batch, std::min(prompt_len, 512)));
+  const int start_ctx = context > 0 ? context : prompt_len;
+  const int max_ctx = start_ctx + warmup + tokens + 1;
+  Runner run(model, *be, batch, max_ctx, page_size, std::max(batch, std::min(prompt_len, 512)));
+  run.set_policy(policy);
+  run.set_graphs(!no_graphs);
 
   // Deterministic pseudo-text: the token ids do not change the work done.
   auto token_at = [&](int seq, int pos) { return static_cast<int32_t>((seq * 7919 + pos * 104729) % cfg.vocab_size); };
-  for (int s = 0; s < batch; ++s) {
-    std::vector<int32_t> prompt(prompt_len);
-    for (int p = 0; p < prompt_len; ++p) prompt[p] = token_at(s, p);
-    run.prefill(s, prompt, false);
+  if (context > 0) {
+    run.fill_synthetic(context);
+  } else {
+    for (int s = 0; s < batch; ++s) {
+      std::vector<int32_t> prompt(prompt_len);
+      for (int p = 0; p < prompt_len; ++p) prompt[p] = token_at(s, p);
+      run.prefill(s, prompt, false);
+    }
   }
+  // Each step samples on the device with Qwen3's thinking defaults (T 0.6,
+  // top-k 20, top-p 0.95) and feeds the tokens back: the real decode loop.
+  const Device dev = be->device();
+  Buffer temp(DType::F32, {batch}, dev), topk(DType::I32, {batch}, dev), topp(DType::F32, {batch}, dev),
+      minp(DType::F32, {batch}, dev), uni(DType::F32, {batch}, dev), sampled(DType::I32, {batch}, dev);
+  be->upload(temp.view(), std::vector<float>(batch, 0.6f).data());
+  be->upload(topk.view(), std::vector<int32_t>(batch, 20).data());
+  be->upload(topp.view(), std::vector<float>(batch, 0.95f).data());
+  be->upload(minp.view(), std::vector<float>(batch, 0.f).data());
+  const SampleArgs sa{temp.view(), topk.view(), topp.view(), minp.view(), uni.view()};
   std::vector<int32_t> step_tokens(batch);
+  std::vector<float> h_uni(batch);
+  for (int s = 0; s < batch; ++s) step_tokens[s] = token_at(s, start_ctx);
   auto do_step = [&](int step) {
-    for (int s = 0; s < batch; ++s) step_tokens[s] = token_at(s, prompt_len + step);
-    run.decode(step_tokens);
+    run.decode_on_device(step_tokens);
+    for (int s = 0; s < batch; ++s) h_uni[s] = static_cast<float>(philox_uniform(1, s, 0, step)) * 0.999f;
+    be->upload(uni.view(), h_uni.data());
+    be->sample(run.device_logits(), sa, sampled.view());
+    be->download(step_tokens.data(), sampled.view());
   };
   for (int i = 0; i < warmup; ++i) do_step(i);
   be->synchronize();
@@ -70,28 +117,51 @@ int bench_decode(int argc, char** argv) {
   be->synchronize();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
-  const double step_s = secs / tokens;
+  // Bytes one step reads at the timed steps' mean context (the step's own token included).
+  const int mean_ctx = start_ctx + warmup + (tokens + 1) / 2 + 1;
+  const attn::Reads r = attn::reads_per_head(mean_ctx, page_size, policy);
+  const int64_t elem = dtype_bytes(be->act_dtype(), 1);
+  const int64_t per_head = (2 * r.kv_tokens + r.k_tokens + r.summaries) * cfg.head_dim * elem;
+  const int64_t kv_bytes = per_head * cfg.n_kv_heads * cfg.n_layers * batch;
   const int64_t weight_bytes = model.weights().bytes_per_step();
+  const int64_t bytes = kv_bytes + weight_bytes;
+  const double step_s = secs / tokens;
+  const double roofline_s = copy_gbps > 0 ? bytes / (copy_gbps * 1e9) : 0.0;
   nlohmann::json j = {
       {"bench", "decode"},
       {"model", model.source()},
       {"model_name", cfg.name},
       {"backend", be->name()},
-      {"weight_dtype", dtype_name(be->act_dtype())},
+      {"dtype", dtype_name(be->act_dtype())},
       {"batch", batch},
-      {"prompt_len", prompt_len},
+      {"context", start_ctx},
+      {"context_kind", context > 0 ? "synthetic" : "prefill"},
+      {"attn", {{"kind", attn_kind_name(policy.kind)}, {"page_size", page_size}, {"topk_pages", topk_pages},
+                {"local_pages", local_pages}}},
+      {"graphs", !no_graphs && be->device() == Device::CUDA},
       {"tokens", tokens},
       {"step_ms", step_s * 1e3},
       {"tokens_per_s", batch / step_s},
       {"weight_bytes_per_step", weight_bytes},
-      {"weight_gb_per_s", weight_bytes / step_s / 1e9},
+      {"kv_bytes_per_step", kv_bytes},
+      {"bytes_per_step", bytes},
+      {"gb_per_s", bytes / step_s / 1e9},
+      {"copy_gbps", copy_gbps},
+      {"roofline_ms", roofline_s * 1e3},
+      {"roofline_fraction", roofline_s > 0 ? roofline_s / step_s : 0.0},
   };
   if (json) {
     std::printf("%s\n", j.dump().c_str());
   } else {
-    std::printf("%s on %s: batch %d, %.2f ms/step, %.1f tokens/s, %.2f GB/s of %s weights (%.1f MB/step)\n",
-                model.source().c_str(), be->name().c_str(), batch, step_s * 1e3, batch / step_s,
-                weight_bytes / step_s / 1e9, dtype_name(be->act_dtype()), weight_bytes / 1e6);
+    std::printf("%s on %s, %s attention: batch %d at context %d (%s), %.3f ms/step, %.1f tokens/s\n"
+                "reads %.1f MB/step (weights %.1f, KV %.1f): %.1f GB/s",
+                model.source().c_str(), be->name().c_str(), attn_kind_name(policy.kind), batch, start_ctx,
+                context > 0 ? "synthetic" : "prefilled", step_s * 1e3, batch / step_s, bytes / 1e6,
+                weight_bytes / 1e6, kv_bytes / 1e6, bytes / step_s / 1e9);
+    if (roofline_s > 0)
+      std::printf(", roofline %.3f ms at %.0f GB/s copy = %.2f of it", roofline_s * 1e3, copy_gbps,
+                  roofline_s / step_s);
+    std::printf("\n");
   }
   return 0;
 }

@@ -3,6 +3,9 @@
 #include <unistd.h>
 
 #include "backend/cpu/cpu_backend.h"
+#ifdef KINFER_HAVE_CUDA
+#include "backend/cuda/cuda_util.h"
+#endif
 #include "cost/cost.h"
 #include "cost/presets.h"
 #include "tokenizer/tokenizer.h"
@@ -50,13 +53,20 @@ void add_generate_options(CLI::App& app, GenerateOptions& o) {
   app.add_option("--max-step-tokens", o.max_step_tokens, "rows per forward step (prefill chunk budget)")
       ->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0 = all cores)")->capture_default_str();
+  app.add_option("--device", o.device, "cpu or cuda (bf16 weights and KV on GPU 0)")->capture_default_str();
+  app.add_flag("--no-graphs", o.no_graphs, "CUDA: launch every op instead of replaying decode-step graphs");
 }
 
 GenerateSetup setup_generate(const GenerateOptions& o) {
   GenerateSetup g;
-  CpuOptions opt;
-  opt.n_threads = o.threads;
-  g.backend = make_cpu_backend(opt);
+  KF_CHECK(o.device == "cpu" || o.device == "cuda", "--device must be cpu or cuda (got '{}')", o.device);
+  if (o.device == "cuda") {
+    g.backend = make_cuda_backend(0);
+  } else {
+    CpuOptions opt;
+    opt.n_threads = o.threads;
+    g.backend = make_cpu_backend(opt);
+  }
   g.model = std::make_unique<Model>(Model::load(o.model, *g.backend));
   g.model->set_dense_layers(parse_layer_list(o.dense_layers));
   if (o.model.rfind("random:", 0) != 0) g.text = std::make_shared<GenerateSetup::Text>(GenerateSetup::Text{load_tokenizer(o.model)});
@@ -124,6 +134,7 @@ EngineConfig engine_config(const GenerateOptions& o, const GenerateSetup& g, con
   c.policy.local_pages = o.local_pages;
   c.max_step_tokens = o.max_step_tokens;
   c.repetition.enabled = !o.no_repetition_stop;
+  c.graphs = o.no_graphs ? EngineConfig::Graphs::Off : EngineConfig::Graphs::Auto;
   if (g.text) {
     std::shared_ptr<GenerateSetup::Text> text = g.text;
     c.token_bytes = [text](int id) { return text->tok.token_bytes(id); };
@@ -136,8 +147,13 @@ EngineConfig engine_config(const GenerateOptions& o, const GenerateSetup& g, con
     int64_t tokens = 0;
     for (const Request& r : reqs)
       tokens += static_cast<int64_t>(r.n) * (static_cast<int64_t>(r.prompt.size()) + r.max_tokens + o.page_size);
-    const int64_t avail = static_cast<int64_t>(sysconf(_SC_AVPHYS_PAGES)) * sysconf(_SC_PAGESIZE);
-    c.kv_pages = default_kv_pages(g.model->config(), o.page_size, tokens, std::max<int64_t>(avail / 2, 64 << 20));
+    int64_t avail = static_cast<int64_t>(sysconf(_SC_AVPHYS_PAGES)) * sysconf(_SC_PAGESIZE) / 2;
+#ifdef KINFER_HAVE_CUDA
+    // GPU: the pool may take most of what is free, leaving room for activations and scratch.
+    if (g.backend->device() == Device::CUDA) avail = cuda_free_bytes() * 8 / 10;
+#endif
+    const int elem = static_cast<int>(dtype_bytes(g.backend->act_dtype(), 1));
+    c.kv_pages = default_kv_pages(g.model->config(), o.page_size, tokens, std::max<int64_t>(avail, 64 << 20), elem);
   }
   return c;
 }

@@ -35,6 +35,8 @@ struct GenerateOptions {
   bool no_repetition_stop = false;
   int max_step_tokens = 512;
   int threads = 0;
+  std::string device = "cpu";  // cpu | cuda
+  bool no_graphs = false;
 };
 
 void add_generate_options(CLI::App& app, GenerateOptions& o);

@@ -125,4 +125,37 @@ int mask_to_spans(const uint8_t* keep, int ctx_len, int page_size, Span* out) {
   return k;
 }
 
+Reads reads_per_head(int ctx_len, int page_size, const AttnPolicy& policy) {
+  Reads r;
+  const Candidates c = candidates(ctx_len, page_size, policy.local_pages);
+  // Tokens of the sink page and the last local_pages pages (no overlap when candidates exist).
+  const int64_t fixed = c.size() > 0 ? ctx_len - int64_t(c.end - c.first) * page_size : ctx_len;
+  const int n_pages = pages_for(ctx_len, page_size);
+  const int chosen = std::min(c.size(), policy.topk_pages);
+  switch (policy.kind) {
+    case AttnKind::Dense:
+      r.pages = n_pages;
+      r.kv_tokens = ctx_len;
+      break;
+    case AttnKind::Local:
+      r.pages = n_pages - c.size();
+      r.kv_tokens = fixed;
+      break;
+    case AttnKind::BlockTopK:
+      r.pages = n_pages - c.size() + chosen;
+      r.summaries = c.size();
+      r.kv_tokens = fixed + int64_t(chosen) * page_size;
+      break;
+    case AttnKind::TopK: {
+      const int64_t cand = int64_t(c.size()) * page_size;
+      const int64_t kept = std::min<int64_t>(cand, int64_t(policy.topk_pages) * page_size);
+      r.pages = n_pages - c.size() + chosen;
+      r.kv_tokens = fixed + kept;
+      r.k_tokens = cand - kept;
+      break;
+    }
+  }
+  return r;
+}
+
 }  // namespace kf::attn

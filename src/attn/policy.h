@@ -60,6 +60,17 @@ int select_blocktopk(int ctx_len, int page_size, int local_pages, int topk_pages
 int select_topk_tokens(int ctx_len, int page_size, int local_pages, int topk_pages,
                        const float* token_scores, int* order, uint8_t* keep);
 
+// What one decode query reads per KV head under a policy, for rooflines and
+// byte counts: tokens whose K and V are read, tokens whose K alone is read
+// (the topk oracle scores every candidate key), page summaries scored.
+struct Reads {
+  int64_t pages = 0;  // pages touched (page policies; for topk the sink, local and k pages' worth)
+  int64_t kv_tokens = 0;
+  int64_t k_tokens = 0;
+  int64_t summaries = 0;
+};
+Reads reads_per_head(int ctx_len, int page_size, const AttnPolicy& policy);
+
 // Spans covering whole logical pages (as chosen by the page policies).
 int pages_to_spans(const int* pages, int n, int ctx_len, int page_size, Span* out);
 // Spans of the kept tokens: maximal runs inside each page, ascending.

@@ -11,6 +11,7 @@
 // - No op allocates: outputs and workspaces are Buffers the caller owns.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -30,7 +31,7 @@ struct RopeParams {
 struct KvLayer {
   Tensor k;        // [n_pages, n_kv_heads, page_size, head_dim]
   Tensor v;        // [n_pages, n_kv_heads, page_size, head_dim]
-  Tensor summary;  // [n_pages, n_kv_heads, head_dim] F32: mean post-RoPE key of a full page
+  Tensor summary;  // [n_pages, n_kv_heads, head_dim] act dtype (CUDA also takes F32): mean post-RoPE key of a full page
 };
 
 // Which KV pages each decode query reads (DESIGN.md, Attention policies).
@@ -64,6 +65,16 @@ struct PageSelection {
   Tensor counts;  // [n_seqs, n_kv_heads] I32
 };
 
+// Per-row sampling parameters for Backend::sample, all [m] on the backend's
+// device (the engine uploads them with the step's other index tensors).
+struct SampleArgs {
+  Tensor temperature;  // [m] F32, 0 = greedy (argmax, ties -> lowest id)
+  Tensor top_k;        // [m] I32, 0 = off
+  Tensor top_p;        // [m] F32, 1 = off
+  Tensor min_p;        // [m] F32, 0 = off
+  Tensor uniform;      // [m] F32 in [0, 1): the row's draw (Philox)
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -76,6 +87,23 @@ class Backend {
   virtual void download(void* host, const Tensor& src) = 0;
   virtual void synchronize() {}
 
+  // Graph replay for decode steps: runs `ops` (which only issues this
+  // backend's ops: no uploads, downloads or host syncs) and, on a backend with
+  // graphs, records it under `key` so later calls with the same key replay the
+  // recording instead of launching each op. The caller guarantees that one key
+  // always means the same tensors (pointers), shapes and scalar arguments, and
+  // that `ops` is idempotent: it may run once before being recorded.
+  // The CPU backend just runs `ops`. clear_graphs() drops every recording.
+  virtual void replay(uint64_t key, const std::function<void()>& ops) {
+    (void)key;
+    ops();
+  }
+  virtual void clear_graphs() {}
+
+  // Fills t (activation dtype) with uniform values in [lo, hi), a pure
+  // function of (seed, element index). Benchmarks and synthetic KV contexts.
+  virtual void fill_uniform(const Tensor& t, uint64_t seed, float lo, float hi) = 0;
+
   // out[i, :] = table[ids[i], :]. table [vocab, d], ids [n] I32, out [n, d]
   virtual void embed(const Tensor& table, const Tensor& ids, const Tensor& out) = 0;
   // y = x @ w^T (+ bias). x [n, in], w [out, in], bias [out] or null, y [n, out]
@@ -86,13 +114,27 @@ class Backend {
   virtual void add(const Tensor& x, const Tensor& y) = 0;
   // HF "rotate_half" RoPE in place. x [n, heads, head_dim], positions [n] I32
   virtual void rope(const Tensor& x, const Tensor& positions, const RopeParams& p) = 0;
-  // out = silu(gate) * up. gate, up, out [n, f]
-  virtual void silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) = 0;
+  // x += y, then out = rmsnorm(x) * weight: a residual add fused with the
+  // norm that follows it. x, y, out [rows, d] (out may alias y, not x), weight [d]
+  virtual void add_rmsnorm(const Tensor& x, const Tensor& y, const Tensor& weight, float eps,
+                           const Tensor& out) = 0;
+  // out = silu(gate) * up, from the merged gate/up projection.
+  // gate_up [n, 2f] (each row: gate | up), out [n, f]
+  virtual void silu_mul(const Tensor& gate_up, const Tensor& out) = 0;
 
   // Writes k, v [n, n_kv_heads, head_dim] to the slots slot[i] = page*page_size + offset
   // ([n] I32). When a write fills the last offset of a page, that page's
   // summary is set to the mean of its page_size keys.
   virtual void kv_write(const KvLayer& kv, const Tensor& k, const Tensor& v, const Tensor& slots) = 0;
+  // The attention block's input stage in one op, from the merged projection
+  // qkv [n, (Hq + 2*Hkv) * head_dim] (each row: q | k | v): every q and k head
+  // gets RMSNorm with q_norm / k_norm [head_dim] when those are given (Qwen3),
+  // then RoPE at positions [n]; q goes to q_out [n, Hq, head_dim], k and v to
+  // the KV slots [n] exactly as kv_write does (summaries of filled pages too).
+  // Same results as rmsnorm + rope + kv_write on split q, k, v.
+  virtual void qkv_rope_write(const Tensor& qkv, const Tensor* q_norm, const Tensor* k_norm, float eps,
+                              const Tensor& positions, const RopeParams& rope, const KvLayer& kv,
+                              const Tensor& slots, const Tensor& q_out) = 0;
   // Copies whole pages src[i] -> dst[i] (K, V and summary). [n] I32 each. Used by copy-on-write.
   virtual void kv_copy_pages(const KvLayer& kv, const Tensor& src, const Tensor& dst) = 0;
 
@@ -103,6 +145,13 @@ class Backend {
   virtual void attention(const Tensor& q, const KvLayer& kv, const AttnBatch& batch,
                          const AttnPolicy& policy, float scale, const Tensor& out,
                          PageSelection* sel) = 0;
+
+  // Picks one token per row of logits [m, vocab] (activation dtype) into
+  // tokens [m] I32: kf::Sampler's semantics without penalties (engine/sampler.h):
+  // temperature, then top-k, top-p, min-p over the order (prob desc, id asc),
+  // then one inverse-CDF draw with uniform[r] over the kept ids in ascending
+  // id order. Deterministic: the same inputs give the same tokens.
+  virtual void sample(const Tensor& logits, const SampleArgs& a, const Tensor& tokens) = 0;
 };
 
 std::unique_ptr<Backend> make_cpu_backend(int n_threads = 0);  // 0 = all cores

@@ -1,6 +1,7 @@
 #include "engine/engine.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "attn/policy.h"
@@ -9,9 +10,10 @@
 
 namespace kf {
 
-int default_kv_pages(const ModelConfig& cfg, int page_size, int64_t tokens_needed, int64_t max_bytes) {
-  // K + V + summary per page, all layers (F32 on CPU; an upper bound for BF16).
-  const int64_t page_bytes = static_cast<int64_t>(cfg.n_layers) * cfg.n_kv_heads * cfg.head_dim * 4 *
+int default_kv_pages(const ModelConfig& cfg, int page_size, int64_t tokens_needed, int64_t max_bytes,
+                     int elem_bytes) {
+  // K + V + summary per page, all layers.
+  const int64_t page_bytes = static_cast<int64_t>(cfg.n_layers) * cfg.n_kv_heads * cfg.head_dim * elem_bytes *
                              (2 * static_cast<int64_t>(page_size) + 1);
   int64_t want = (tokens_needed + page_size - 1) / page_size + 1;
   int64_t cap = std::max<int64_t>(1, max_bytes / std::max<int64_t>(1, page_bytes));
@@ -28,6 +30,18 @@ SchedulerConfig sched_config(const EngineConfig& c) {
   s.chunked_replay = c.policy.kind == AttnKind::Dense;
   return s;
 }
+
+// Decode batches are padded up to these sizes (and page tables to a power of
+// two columns) so a graph backend records a few step shapes, not one per size.
+int batch_bucket(int n, int cap) {
+  const int b = n <= 2 ? n : n <= 4 ? 4 : n <= 64 ? (n + 7) / 8 * 8 : (n + 31) / 32 * 32;
+  return std::min(b, cap);
+}
+int pages_bucket(int n) {
+  int b = 16;
+  while (b < n) b *= 2;
+  return b;
+}
 }  // namespace
 
 Engine::Engine(const Model& model, Backend& backend, EngineConfig cfg)
@@ -36,7 +50,7 @@ Engine::Engine(const Model& model, Backend& backend, EngineConfig cfg)
       cfg_(std::move(cfg)),
       kv_(cfg_.kv_pages, cfg_.page_size),
       sched_(kv_, sched_config(cfg_)),
-      pool_(model.config(), backend, cfg_.kv_pages, cfg_.page_size),
+      pool_(model.config(), backend, cfg_.kv_pages + 1, cfg_.page_size),  // + the padding rows' page
       ws_(model.config(), backend, cfg_.max_step_tokens, std::min(cfg_.max_step_tokens, cfg_.max_running)) {
   attn::check_policy(cfg_.policy);
   const int64_t T = cfg_.max_step_tokens, vocab = model.config().vocab_size;
@@ -49,11 +63,22 @@ Engine::Engine(const Model& model, Backend& backend, EngineConfig cfg)
   q_start_ = Buffer(DType::I32, {max_seqs + 1}, dev);
   ctx_len_ = Buffer(DType::I32, {max_seqs}, dev);
   logits_ = Buffer(be_.act_dtype(), {max_seqs, vocab}, dev);
+  s_temp_ = Buffer(DType::F32, {max_seqs}, dev);
+  s_topk_ = Buffer(DType::I32, {max_seqs}, dev);
+  s_topp_ = Buffer(DType::F32, {max_seqs}, dev);
+  s_minp_ = Buffer(DType::F32, {max_seqs}, dev);
+  s_u_ = Buffer(DType::F32, {max_seqs}, dev);
+  tokens_ = Buffer(DType::I32, {max_seqs}, dev);
+  max_seqs_ = static_cast<int>(max_seqs);
+  pad_page_ = cfg_.kv_pages;
+  use_graphs_ = cfg_.graphs == EngineConfig::Graphs::Always ||
+                (cfg_.graphs == EngineConfig::Graphs::Auto && be_.device() == Device::CUDA);
   stats_.kv_pages = cfg_.kv_pages;
   stats_.page_size = cfg_.page_size;
 }
 
-Engine::~Engine() = default;
+// Recorded graphs hold this engine's buffers: none may outlive it.
+Engine::~Engine() { be_.clear_graphs(); }
 
 int64_t Engine::submit(Request r) {
   KF_CHECK(!r.prompt.empty(), "generate: the prompt is empty");
@@ -193,15 +218,22 @@ bool Engine::step() {
     for (const KvLayer& layer : pool_.layers) be_.kv_copy_pages(layer, src, dst);
   }
 
-  // Host index arrays for the step.
+  // Host index arrays for the step. A decode-only step on a graph backend is
+  // padded to a bucket of rows (dummy sequences of one token on the padding
+  // page) and a bucket of page-table columns, and every row gets logits.
   int max_pages = 1;
   for (const StepSeq& ss : plan.seqs) max_pages = std::max(max_pages, static_cast<int>(kv_.pages(ss.id).size()));
-  h_ids_.resize(n);
-  h_pos_.resize(n);
+  const bool graph = use_graphs_ && n == ns;
+  const int ns_run = graph ? batch_bucket(ns, max_seqs_) : ns, n_run = n + (ns_run - ns);
+  const int stride = graph ? pages_bucket(max_pages) : max_pages;
+  h_ids_.resize(n_run);
+  h_pos_.resize(n_run);
+  h_slots_.assign(plan.slots.begin(), plan.slots.end());
   h_rows_.clear();
   h_q_start_.assign(1, 0);
-  h_ctx_.resize(ns);
-  h_table_.assign(static_cast<size_t>(ns) * max_pages, -1);
+  h_ctx_.resize(ns_run);
+  h_table_.assign(static_cast<size_t>(ns_run) * stride, -1);
+  logit_row_.assign(ns, -1);
   int row = 0;
   int64_t decode_rows = 0;
   for (int i = 0; i < ns; ++i) {
@@ -211,48 +243,67 @@ bool Engine::step() {
       h_ids_[row] = s.token_at(ss.start + r);
       h_pos_[row] = ss.start + r;
     }
-    if (ss.sample) h_rows_.push_back(row - 1);
+    if (graph) {
+      h_rows_.push_back(row - 1);
+      if (ss.sample) logit_row_[i] = i;
+    } else if (ss.sample) {
+      logit_row_[i] = static_cast<int>(h_rows_.size());
+      h_rows_.push_back(row - 1);
+    }
     if (ss.n == 1) ++decode_rows;
     h_q_start_.push_back(row);
     h_ctx_[i] = ss.start + ss.n;
     const auto& pages = kv_.pages(ss.id);
-    std::copy(pages.begin(), pages.end(), h_table_.begin() + static_cast<size_t>(i) * max_pages);
+    std::copy(pages.begin(), pages.end(), h_table_.begin() + static_cast<size_t>(i) * stride);
+  }
+  for (int i = ns; i < ns_run; ++i, ++row) {  // padding: token 0 at position 0 of the padding page
+    h_ids_[row] = 0;
+    h_pos_[row] = 0;
+    h_slots_.push_back(pad_page_ * P);
+    h_rows_.push_back(row);
+    h_q_start_.push_back(row + 1);
+    h_ctx_[i] = 1;
+    h_table_[static_cast<size_t>(i) * stride] = pad_page_;
   }
   const int m = static_cast<int>(h_rows_.size());
-  if (table_.empty() || table_.view().numel() < static_cast<int64_t>(ns) * max_pages) {
-    int64_t cols = std::max<int64_t>(max_pages * 2, 64);
-    table_ = Buffer(DType::I32, {std::min<int64_t>(ws_.max_tokens, cfg_.max_running) * cols}, be_.device());
+  const bool want_sel = cfg_.policy.kind == AttnKind::TopK;  // page policies' reads are known on the host
+  if (table_.empty() || table_.view().numel() < static_cast<int64_t>(ns_run) * stride) {
+    const int64_t cols = std::max<int64_t>(stride * 2, 64);
+    be_.clear_graphs();  // the recordings point at the buffers replaced here
+    table_ = Buffer(DType::I32, {max_seqs_ * cols}, be_.device());
     sel_pages_.clear();
     sel_counts_.clear();
-    const int64_t max_seqs = std::min<int64_t>(ws_.max_tokens, cfg_.max_running);
-    for (int l = 0; l < mc.n_layers; ++l) {
-      sel_pages_.emplace_back(DType::I32, std::initializer_list<int64_t>{max_seqs * Hkv * cols}, be_.device());
-      sel_counts_.emplace_back(DType::I32, std::initializer_list<int64_t>{max_seqs * Hkv}, be_.device());
-    }
+    if (want_sel)
+      for (int l = 0; l < mc.n_layers; ++l) {
+        sel_pages_.emplace_back(DType::I32, std::initializer_list<int64_t>{max_seqs_ * Hkv * cols}, be_.device());
+        sel_counts_.emplace_back(DType::I32, std::initializer_list<int64_t>{max_seqs_ * Hkv}, be_.device());
+      }
   }
-  const Tensor ids = ids_.view().rows(0, n), pos = pos_.view().rows(0, n), slots = slots_.view().rows(0, n);
-  const Tensor rows = rows_.view().rows(0, m), q_start = q_start_.view().rows(0, ns + 1),
-               ctx_len = ctx_len_.view().rows(0, ns);
-  const Tensor table(table_.view().data, DType::I32, {ns, max_pages}, be_.device());
+  const Tensor ids = ids_.view().rows(0, n_run), pos = pos_.view().rows(0, n_run),
+               slots = slots_.view().rows(0, n_run);
+  const Tensor rows = rows_.view().rows(0, m), q_start = q_start_.view().rows(0, ns_run + 1),
+               ctx_len = ctx_len_.view().rows(0, ns_run);
+  const Tensor table(table_.view().data, DType::I32, {ns_run, stride}, be_.device());
   be_.upload(ids, h_ids_.data());
   be_.upload(pos, h_pos_.data());
-  be_.upload(slots, plan.slots.data());
+  be_.upload(slots, h_slots_.data());
   if (m) be_.upload(rows, h_rows_.data());
   be_.upload(q_start, h_q_start_.data());
   be_.upload(ctx_len, h_ctx_.data());
   be_.upload(table, h_table_.data());
 
   AttnBatch batch;
-  batch.n_seqs = ns;
-  batch.max_pages = max_pages;
+  batch.n_seqs = ns_run;
+  batch.max_pages = stride;
   batch.q_start = q_start;
   batch.ctx_len = ctx_len;
   batch.page_table = table;
   std::vector<PageSelection>& sels = sels_;
   sels.clear();
-  for (int l = 0; l < mc.n_layers; ++l)
-    sels.push_back(PageSelection{Tensor(sel_pages_[l].view().data, DType::I32, {ns, Hkv, max_pages}, be_.device()),
-                                 Tensor(sel_counts_[l].view().data, DType::I32, {ns, Hkv}, be_.device())});
+  if (want_sel)
+    for (int l = 0; l < mc.n_layers; ++l)
+      sels.push_back(PageSelection{Tensor(sel_pages_[l].view().data, DType::I32, {ns_run, Hkv, stride}, be_.device()),
+                                   Tensor(sel_counts_[l].view().data, DType::I32, {ns_run, Hkv}, be_.device())});
   StepInput in;
   in.token_ids = ids;
   in.positions = pos;
@@ -262,48 +313,109 @@ bool Engine::step() {
   in.logit_rows = rows;
   in.selections = sels;
   const Tensor logits = logits_.view().rows(0, m);
-  model_.forward(be_, ws_, pool_.layers, in, logits);
+  if (graph) {
+    const uint64_t key = reinterpret_cast<uintptr_t>(this) * 0x9e3779b97f4a7c15ull ^
+                         (static_cast<uint64_t>(ns_run) << 32) ^ static_cast<uint64_t>(stride);
+    be_.replay(key, [&] { model_.forward(be_, ws_, pool_.layers, in, logits); });
+  } else {
+    model_.forward(be_, ws_, pool_.layers, in, logits);
+  }
 
-  // Logits to host F32.
-  h_logits_.resize(static_cast<size_t>(m) * vocab);
-  if (m) {
-    if (logits.dtype == DType::F32) {
-      be_.download(h_logits_.data(), logits);
+  // Sampling on the device when every sampled row can (no penalties, no
+  // Best-of-N fork this step): only the tokens come back. Otherwise the
+  // logits come to the host for kf::Sampler. The CPU backend keeps the host
+  // path (its draw uses the full 53-bit Philox double).
+  const int m_real = graph ? ns : m;  // logit rows of real sequences (padding rows come last)
+  bool on_device = be_.device() != Device::CPU && m_real > 0;
+  for (int i = 0; i < ns && on_device; ++i) {
+    if (!plan.seqs[i].sample) continue;
+    const Sequence& s = sched_.seq(plan.seqs[i].id);
+    const SamplingParams& sp = reqs_.at(s.request).req.sampling;
+    on_device = s.fork_children == 0 && sp.repetition_penalty == 1.f && sp.presence_penalty == 0.f;
+  }
+  if (on_device) {
+    h_temp_.assign(m_real, 0.f);  // rows nobody samples: greedy, ignored
+    h_topk_.assign(m_real, 0);
+    h_topp_.assign(m_real, 1.f);
+    h_minp_.assign(m_real, 0.f);
+    h_u_.assign(m_real, 0.f);
+    for (int i = 0; i < ns; ++i) {
+      if (!plan.seqs[i].sample) continue;
+      const Sequence& s = sched_.seq(plan.seqs[i].id);
+      const Request& r = reqs_.at(s.request).req;
+      const int j = logit_row_[i];
+      h_temp_[j] = r.sampling.temperature;
+      h_topk_[j] = r.sampling.top_k;
+      h_topp_[j] = r.sampling.top_p;
+      h_minp_[j] = r.sampling.min_p;
+      h_u_[j] = static_cast<float>(philox_uniform(r.sampling.seed, static_cast<uint64_t>(r.rng_key),
+                                                  static_cast<uint32_t>(s.sample), static_cast<uint32_t>(s.generated.size())));
+      if (h_u_[j] >= 1.f) h_u_[j] = std::nextafter(1.f, 0.f);  // rounding to float must stay below 1
+    }
+    SampleArgs sa;
+    sa.temperature = s_temp_.view().rows(0, m_real);
+    sa.top_k = s_topk_.view().rows(0, m_real);
+    sa.top_p = s_topp_.view().rows(0, m_real);
+    sa.min_p = s_minp_.view().rows(0, m_real);
+    sa.uniform = s_u_.view().rows(0, m_real);
+    be_.upload(sa.temperature, h_temp_.data());
+    be_.upload(sa.top_k, h_topk_.data());
+    be_.upload(sa.top_p, h_topp_.data());
+    be_.upload(sa.min_p, h_minp_.data());
+    be_.upload(sa.uniform, h_u_.data());
+    const Tensor toks = tokens_.view().rows(0, m_real);
+    be_.sample(logits.rows(0, m_real), sa, toks);
+    h_tokens_.resize(m_real);
+    be_.download(h_tokens_.data(), toks);
+  } else if (m_real) {
+    h_logits_.resize(static_cast<size_t>(m_real) * vocab);
+    const Tensor real = logits.rows(0, m_real);
+    if (real.dtype == DType::F32) {
+      be_.download(h_logits_.data(), real);
     } else {
       h_logits_bf16_.resize(h_logits_.size());
-      be_.download(h_logits_bf16_.data(), logits);
+      be_.download(h_logits_bf16_.data(), real);
       for (size_t i = 0; i < h_logits_.size(); ++i) h_logits_[i] = bf16_to_f32(h_logits_bf16_[i]);
     }
   }
 
-  // Decode-row reads, from each layer's page selection.
+  // What decode rows read: from the policy on the host (page policies), from
+  // each layer's selection (the topk oracle).
   if (decode_rows > 0) {
-    const int elem = static_cast<int>(dtype_bytes(be_.act_dtype(), 1));
+    const int64_t elem = static_cast<int64_t>(dtype_bytes(be_.act_dtype(), 1)), hd = mc.head_dim;
     const auto& dense = model_.dense_layers();
-    h_sel_.resize(static_cast<size_t>(ns) * Hkv);
-    for (int l = 0; l < mc.n_layers; ++l) {
-      be_.download(h_sel_.data(), sels[l].counts);
-      const bool scored = cfg_.policy.kind == AttnKind::BlockTopK &&
-                          std::find(dense.begin(), dense.end(), l) == dense.end();
-      for (int i = 0; i < ns; ++i) {
-        if (plan.seqs[i].n != 1) continue;
-        const int ctx = h_ctx_[i];
-        for (int h = 0; h < Hkv; ++h) {
-          const int c = h_sel_[static_cast<size_t>(i) * Hkv + h];
-          stats_.decode_page_reads += c;
-          stats_.kv_bytes_read += static_cast<int64_t>(c) * P * mc.head_dim * elem * 2;
-          if (scored) stats_.kv_bytes_read += static_cast<int64_t>(attn::candidates(ctx, P, cfg_.policy.local_pages).size()) * mc.head_dim * 4;
-        }
-        stats_.decode_head_rows += Hkv;
-      }
+    const int n_dense = static_cast<int>(dense.size());
+    AttnPolicy dense_policy;
+    dense_policy.kind = AttnKind::Dense;
+    if (want_sel) h_sel_.resize(static_cast<size_t>(ns) * Hkv);
+    for (int i = 0; i < ns; ++i) {
+      if (plan.seqs[i].n != 1) continue;
+      const attn::Reads rd = attn::reads_per_head(h_ctx_[i], P, cfg_.policy);
+      const attn::Reads rdense = attn::reads_per_head(h_ctx_[i], P, dense_policy);
+      const int64_t sparse_layers = mc.n_layers - n_dense;
+      stats_.kv_bytes_read += Hkv * hd * elem *
+                              (sparse_layers * (2 * rd.kv_tokens + rd.k_tokens + rd.summaries) +
+                               n_dense * 2 * rdense.kv_tokens);
+      if (!want_sel) stats_.decode_page_reads += Hkv * (sparse_layers * rd.pages + n_dense * rdense.pages);
+      stats_.decode_head_rows += static_cast<int64_t>(Hkv) * mc.n_layers;
+    }
+    for (int l = 0; l < (want_sel ? mc.n_layers : 0); ++l) {
+      be_.download(h_sel_.data(), sels[l].counts.rows(0, ns));
+      for (int i = 0; i < ns; ++i)
+        if (plan.seqs[i].n == 1)
+          for (int h = 0; h < Hkv; ++h) stats_.decode_page_reads += h_sel_[static_cast<size_t>(i) * Hkv + h];
     }
   }
 
   // Sample, in plan order; Best-of-N parents fork their siblings first.
-  int logit_row = 0;
-  for (const StepSeq& ss : plan.seqs) {
+  for (int i = 0; i < ns; ++i) {
+    const StepSeq& ss = plan.seqs[i];
     if (!ss.sample) continue;
-    const float* lrow = h_logits_.data() + static_cast<size_t>(logit_row++) * vocab;
+    if (on_device) {
+      accept(sched_.seq(ss.id), h_tokens_[logit_row_[i]]);
+      continue;
+    }
+    const float* lrow = h_logits_.data() + static_cast<size_t>(logit_row_[i]) * vocab;
     std::vector<int64_t>& group = group_;
     group.assign(1, ss.id);
     Sequence& parent = sched_.seq(ss.id);

@@ -30,6 +30,11 @@ struct EngineConfig {
   AttnPolicy policy;
   int max_step_tokens = 512;
   int max_running = 256;
+  // Decode steps as graphs (Backend::replay): decode batches are padded to a
+  // few bucket sizes so few graphs are recorded. Auto = on CUDA only; Always
+  // also pads on the CPU (whose replay just runs the ops: tests of padding).
+  enum class Graphs { Auto, Always, Off };
+  Graphs graphs = Graphs::Auto;
   RepetitionParams repetition;
   // Raw bytes of one token, for stop strings (optional; needed only if a
   // request has stop strings).
@@ -38,7 +43,9 @@ struct EngineConfig {
 
 // Pages that hold every sample of the given requests at once, capped so the
 // pools of all layers stay under max_bytes.
-int default_kv_pages(const ModelConfig& cfg, int page_size, int64_t tokens_needed, int64_t max_bytes);
+// elem_bytes: bytes per K/V element (4 for the CPU's F32, 2 for BF16).
+int default_kv_pages(const ModelConfig& cfg, int page_size, int64_t tokens_needed, int64_t max_bytes,
+                     int elem_bytes = 4);
 
 struct Request {
   std::vector<int> prompt;
@@ -120,7 +127,15 @@ class Engine {
   // Device index tensors (max sizes) and host staging.
   Buffer ids_, pos_, slots_, rows_, q_start_, ctx_len_, table_, logits_, copy_src_, copy_dst_;
   std::vector<Buffer> sel_pages_, sel_counts_;
-  std::vector<int32_t> h_ids_, h_pos_, h_rows_, h_q_start_, h_ctx_, h_table_, h_src_, h_dst_, h_sel_;
+  std::vector<int32_t> h_ids_, h_pos_, h_slots_, h_rows_, h_q_start_, h_ctx_, h_table_, h_src_, h_dst_, h_sel_;
+  std::vector<int> logit_row_;  // [n_seqs] row of each sampled sequence's logits, -1 if none
+  // Device sampling: per-row parameters and the sampled tokens.
+  Buffer s_temp_, s_topk_, s_topp_, s_minp_, s_u_, tokens_;
+  std::vector<float> h_temp_, h_topp_, h_minp_, h_u_;
+  std::vector<int32_t> h_topk_, h_tokens_;
+  int max_seqs_ = 0;            // rows of the per-sequence buffers
+  int pad_page_ = 0;            // the pool's extra page, written only by padding rows
+  bool use_graphs_ = false;
   std::vector<float> h_logits_, row_logits_;
   std::vector<uint16_t> h_logits_bf16_;
   std::vector<int> context_;

@@ -54,7 +54,8 @@ int Sampler::filter(std::span<float> logits, const SamplingParams& p, std::span<
     kept_.assign(1, 1.0);
     return 1;
   }
-  // Unnormalised probabilities, indexed by id; ids_ is the candidate order.
+  // Unnormalised probabilities, indexed by id; ids_ is the candidate order
+  // (prob desc, id asc once sorted) until the kept set is known.
   const double inv_t = 1.0 / p.temperature, mx = logits[best];
   for (int i = 0; i < vocab; ++i) {
     double z = (static_cast<double>(logits[i]) - mx) * inv_t;
@@ -104,7 +105,10 @@ int Sampler::filter(std::span<float> logits, const SamplingParams& p, std::span<
       if (probs_[ids_[j]] >= cut) ids_[m++] = ids_[j];
     n = m;
   }
-  // (ids_[j], kept_[j]) pairs in candidate order.
+  // Draw order: ascending token id, so a backend that finds the kept set by
+  // thresholds (no sort) walks the same CDF (Backend::sample).
+  if (p.top_k > 0 || p.top_p < 1.f) std::sort(ids_.begin(), ids_.begin() + n);
+  // (ids_[j], kept_[j]) pairs in ascending id order.
   kept_.resize(n);
   for (int j = 0; j < n; ++j) kept_[j] = probs_[ids_[j]];
   return n;

@@ -37,12 +37,16 @@ class Sampler {
  public:
   // Picks a token from logits [vocab] (modified in place). `context` (prompt +
   // generated) feeds the repetition penalty, `generated` the presence penalty.
-  // u in [0, 1) is the Philox draw for this (request, sample, step).
+  // u in [0, 1) is the Philox draw for this (request, sample, step). The kept
+  // set is defined over the total order (prob desc, id asc); the draw is the
+  // inverse CDF of u over the kept tokens in ascending token id (the order a
+  // GPU can scan without sorting: Backend::sample gives the same token).
   int sample(std::span<float> logits, const SamplingParams& p, std::span<const int> context,
              std::span<const int> generated, double u);
 
   // Probabilities after penalties/temperature/top-k/top-p/min-p, for tests:
-  // ids in sampling order and their renormalised probabilities.
+  // the kept ids in ascending id order (the draw order of sample()) and their
+  // renormalised probabilities.
   void distribution(std::span<float> logits, const SamplingParams& p, std::span<const int> context,
                     std::span<const int> generated, std::vector<int>& ids, std::vector<double>& probs);
 
@@ -51,7 +55,7 @@ class Sampler {
              std::span<const int> generated);  // fills ids_/probs_, returns kept count
   std::vector<int> ids_;
   std::vector<double> probs_;  // [vocab] by id
-  std::vector<double> kept_;   // [kept] in candidate order
+  std::vector<double> kept_;   // [kept] probs of ids_[0..kept), ascending id
   std::vector<uint8_t> mark_;
 };
 

@@ -19,12 +19,11 @@ Workspace::Workspace(const ModelConfig& cfg, Backend& be, int max_tokens_, int m
                 kv = int64_t(cfg.n_kv_heads) * cfg.head_dim, ff = cfg.intermediate_size;
   x = Buffer(dt, {T, d}, dev);
   h = Buffer(dt, {T, d}, dev);
+  qkv = Buffer(dt, {T, q + 2 * kv}, dev);
   this->q = Buffer(dt, {T, q}, dev);
-  k = Buffer(dt, {T, kv}, dev);
-  v = Buffer(dt, {T, kv}, dev);
   attn = Buffer(dt, {T, q}, dev);
-  gate = Buffer(dt, {T, ff}, dev);
-  up = Buffer(dt, {T, ff}, dev);
+  gate_up = Buffer(dt, {T, 2 * ff}, dev);
+  ffn = Buffer(dt, {T, ff}, dev);
   last = Buffer(dt, {int64_t(max_logit_rows), d}, dev);
 }
 
@@ -38,7 +37,7 @@ KvBuffers::KvBuffers(const ModelConfig& cfg, Backend& be, int n_pages_, int page
                    be.device());
     v.emplace_back(dt, std::initializer_list<int64_t>{n_pages, cfg.n_kv_heads, page_size, cfg.head_dim},
                    be.device());
-    summary.emplace_back(DType::F32, std::initializer_list<int64_t>{n_pages, cfg.n_kv_heads, cfg.head_dim},
+    summary.emplace_back(dt, std::initializer_list<int64_t>{n_pages, cfg.n_kv_heads, cfg.head_dim},
                          be.device());
   }
   for (int l = 0; l < cfg.n_layers; ++l) layers.push_back(KvLayer{k[l].view(), v[l].view(), summary[l].view()});
@@ -84,7 +83,7 @@ void Model::set_dense_layers(const std::vector<int>& layers) {
 void Model::forward(Backend& be, Workspace& ws, const std::vector<KvLayer>& kv, const StepInput& in,
                     const Tensor& logits) const {
   const int64_t n = in.token_ids.numel(), m = in.logit_rows.numel();
-  const int64_t hq = cfg_.n_heads, hkv = cfg_.n_kv_heads, hd = cfg_.head_dim;
+  const int64_t hq = cfg_.n_heads, hd = cfg_.head_dim;
   KF_CHECK(n > 0 && n <= ws.max_tokens, "forward: {} tokens, the workspace holds {}", n, ws.max_tokens);
   KF_CHECK(m <= ws.max_logit_rows, "forward: {} logit rows, the workspace holds {}", m,
            ws.max_logit_rows);
@@ -100,17 +99,14 @@ void Model::forward(Backend& be, Workspace& ws, const std::vector<KvLayer>& kv, 
            logits.shape_str(), m, cfg_.vocab_size);
 
   // Views of this step's rows.
-  const Tensor x = ws.x.view().rows(0, n);        // [n, d]
-  const Tensor h = ws.h.view().rows(0, n);        // [n, d]
-  const Tensor q = ws.q.view().rows(0, n);        // [n, Hq*D]
-  const Tensor k = ws.k.view().rows(0, n);        // [n, Hkv*D]
-  const Tensor v = ws.v.view().rows(0, n);        // [n, Hkv*D]
-  const Tensor att = ws.attn.view().rows(0, n);   // [n, Hq*D]
-  const Tensor gate = ws.gate.view().rows(0, n);  // [n, I]
-  const Tensor up = ws.up.view().rows(0, n);      // [n, I]
-  const Tensor q_heads = q.reshape({n, hq, hd}), k_heads = k.reshape({n, hkv, hd});
-  const Tensor v_heads = v.reshape({n, hkv, hd}), att_heads = att.reshape({n, hq, hd});
-  const Tensor q_rows = q.reshape({n * hq, hd}), k_rows = k.reshape({n * hkv, hd});
+  const Tensor x = ws.x.view().rows(0, n);              // [n, d]
+  const Tensor h = ws.h.view().rows(0, n);              // [n, d]
+  const Tensor qkv = ws.qkv.view().rows(0, n);          // [n, (Hq+2*Hkv)*D]
+  const Tensor q = ws.q.view().rows(0, n);              // [n, Hq*D]
+  const Tensor att = ws.attn.view().rows(0, n);         // [n, Hq*D]
+  const Tensor gate_up = ws.gate_up.view().rows(0, n);  // [n, 2*I]
+  const Tensor ffn = ws.ffn.view().rows(0, n);          // [n, I]
+  const Tensor q_heads = q.reshape({n, hq, hd}), att_heads = att.reshape({n, hq, hd});
 
   RopeParams rope;
   rope.theta = cfg_.rope_theta;
@@ -121,33 +117,27 @@ void Model::forward(Backend& be, Workspace& ws, const std::vector<KvLayer>& kv, 
   const float scale = 1.f / std::sqrt(static_cast<float>(hd));
   const float eps = cfg_.rms_eps;
 
+  // Each residual add is fused with the norm after it: the attention block's
+  // add with the MLP norm, the MLP's add with the next layer's input norm.
   be.embed(w_.embed, in.token_ids, x);
+  be.rmsnorm(x, w_.layers[0].attn_norm, eps, h);
   for (int l = 0; l < cfg_.n_layers; ++l) {
     const LayerWeights& lw = w_.layers[l];
-    // Attention block.
-    be.rmsnorm(x, lw.attn_norm, eps, h);
-    be.matmul(h, lw.wq, cfg_.qkv_bias ? &lw.bq.view() : nullptr, q);
-    be.matmul(h, lw.wk, cfg_.qkv_bias ? &lw.bk.view() : nullptr, k);
-    be.matmul(h, lw.wv, cfg_.qkv_bias ? &lw.bv.view() : nullptr, v);
-    if (cfg_.qk_norm) {  // Qwen3: RMSNorm over each head, before RoPE
-      be.rmsnorm(q_rows, lw.q_norm, eps, q_rows);
-      be.rmsnorm(k_rows, lw.k_norm, eps, k_rows);
-    }
-    be.rope(q_heads, in.positions, rope);
-    be.rope(k_heads, in.positions, rope);
-    be.kv_write(kv[l], k_heads, v_heads, in.kv_slots);
+    // Attention block: h holds the normed input.
+    be.matmul(h, lw.wqkv, cfg_.qkv_bias ? &lw.bqkv.view() : nullptr, qkv);
+    be.qkv_rope_write(qkv, cfg_.qk_norm ? &lw.q_norm.view() : nullptr, cfg_.qk_norm ? &lw.k_norm.view() : nullptr,
+                      eps, in.positions, rope, kv[l], in.kv_slots, q_heads);
     const AttnPolicy& policy = layer_dense_[l] ? dense : in.policy;
     be.attention(q_heads, kv[l], *in.batch, policy, scale, att_heads,
                  in.selections.empty() ? nullptr : &in.selections[l]);
     be.matmul(att, lw.wo, nullptr, h);
-    be.add(x, h);
+    be.add_rmsnorm(x, h, lw.mlp_norm, eps, h);
     // MLP block.
-    be.rmsnorm(x, lw.mlp_norm, eps, h);
-    be.matmul(h, lw.w_gate, nullptr, gate);
-    be.matmul(h, lw.w_up, nullptr, up);
-    be.silu_mul(gate, up, gate);
-    be.matmul(gate, lw.w_down, nullptr, h);
-    be.add(x, h);
+    be.matmul(h, lw.w_gate_up, nullptr, gate_up);
+    be.silu_mul(gate_up, ffn);
+    be.matmul(ffn, lw.w_down, nullptr, h);
+    if (l + 1 < cfg_.n_layers) be.add_rmsnorm(x, h, w_.layers[l + 1].attn_norm, eps, h);
+    else be.add(x, h);
   }
   if (m == 0) return;
   // Only the rows that need logits go through the final norm and the lm_head.

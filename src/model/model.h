@@ -23,17 +23,19 @@ struct Workspace {
   Workspace(const ModelConfig& cfg, Backend& backend, int max_tokens, int max_logit_rows);
   int max_tokens = 0;
   int max_logit_rows = 0;
-  Buffer x;       // [T, d]      residual stream
-  Buffer h;       // [T, d]      normed input / projection output
-  Buffer q;       // [T, Hq*D]
-  Buffer k, v;    // [T, Hkv*D]
-  Buffer attn;    // [T, Hq*D]   attention output
-  Buffer gate;    // [T, I]      (silu(gate) * up written back here)
-  Buffer up;      // [T, I]
-  Buffer last;    // [M, d]      rows that need logits
+  Buffer x;        // [T, d]              residual stream
+  Buffer h;        // [T, d]              normed input / projection output
+  Buffer qkv;      // [T, (Hq+2*Hkv)*D]   merged q, k, v projection
+  Buffer q;        // [T, Hq*D]           queries after norm and RoPE
+  Buffer attn;     // [T, Hq*D]           attention output
+  Buffer gate_up;  // [T, 2*I]            merged gate, up projection
+  Buffer ffn;      // [T, I]              silu(gate) * up
+  Buffer last;     // [M, d]              rows that need logits
 };
 
 // One layer's KV pool per layer, owned (DESIGN.md: [page][kv_head][P][head_dim]).
+// K, V and the page key summaries are in the backend's activation dtype (F32 on
+// CPU, BF16 on CUDA).
 struct KvBuffers {
   KvBuffers(const ModelConfig& cfg, Backend& backend, int n_pages, int page_size);
   int n_pages = 0;

@@ -34,14 +34,48 @@ Runner::Runner(const Model& model, Backend& be, int n_seqs, int max_ctx, int pag
   want_all_.assign(n_seqs, 1);
 }
 
+// Graphs hold this runner's buffers: none may outlive it.
+Runner::~Runner() { be_.clear_graphs(); }
+
 void Runner::reset() { std::fill(ctx_.begin(), ctx_.end(), 0); }
+
+void Runner::fill_synthetic(int tokens, uint64_t seed) {
+  KF_CHECK(tokens >= 0 && tokens <= max_ctx_, "runner: synthetic context of {} tokens exceeds {}", tokens, max_ctx_);
+  const ModelConfig& cfg = model_.config();
+  for (int l = 0; l < cfg.n_layers; ++l) {
+    be_.fill_uniform(kv_.layers[l].k, seed + 2 * l, -1.f, 1.f);
+    be_.fill_uniform(kv_.layers[l].v, seed + 2 * l + 1, -1.f, 1.f);
+  }
+  // Rewriting the last slot of each full page with its own (random) key
+  // makes kv_write compute that page's summary.
+  std::vector<int32_t> slots;
+  for (int s = 0; s < n_seqs_; ++s)
+    for (int pg = 0; pg < tokens / page_size_; ++pg) slots.push_back(physical_page(s, pg) * page_size_ + page_size_ - 1);
+  for (size_t b = 0; b < slots.size(); b += ws_.max_tokens) {
+    const int n = static_cast<int>(std::min<size_t>(ws_.max_tokens, slots.size() - b));
+    const Tensor sl = slots_.view().rows(0, n);
+    be_.upload(sl, slots.data() + b);
+    // Staging for the random rows: the q and attention-output buffers ([T, Hq*D], Hq >= Hkv).
+    const int64_t kv_elems = int64_t(n) * cfg.n_kv_heads * cfg.head_dim;
+    const Tensor k = ws_.q.view().reshape({ws_.q.view().numel()}).rows(0, kv_elems).reshape({n, cfg.n_kv_heads, cfg.head_dim});
+    const Tensor v = ws_.attn.view().reshape({ws_.attn.view().numel()}).rows(0, kv_elems).reshape({n, cfg.n_kv_heads, cfg.head_dim});
+    for (int l = 0; l < cfg.n_layers; ++l) {
+      const uint64_t off = seed * 1000003ull + b * 131 + l;
+      be_.fill_uniform(k, off, -1.f, 1.f);
+      be_.fill_uniform(v, off + 7, -1.f, 1.f);
+      be_.kv_write(kv_.layers[l], k, v, sl);
+    }
+    be_.synchronize();  // the slots staging is reused by the next chunk
+  }
+  std::fill(ctx_.begin(), ctx_.end(), tokens);
+}
 
 int Runner::physical_page(int seq, int logical) const {
   return (pages_per_seq_ - 1 - logical) * n_seqs_ + seq;
 }
 
 void Runner::step(const std::vector<int>& seqs, const std::vector<int>& rows_per_seq,
-                  const std::vector<int32_t>& tokens, const std::vector<uint8_t>& want) {
+                  const std::vector<int32_t>& tokens, const std::vector<uint8_t>& want, bool download) {
   const int n = static_cast<int>(tokens.size()), ns = static_cast<int>(seqs.size());
   h_ids_.assign(tokens.begin(), tokens.end());
   h_pos_.resize(n);
@@ -93,7 +127,14 @@ void Runner::step(const std::vector<int>& seqs, const std::vector<int>& rows_per
   in.policy = policy_;
   in.logit_rows = rows;
   const Tensor logits = logits_.view().rows(0, m);
-  model_.forward(be_, ws_, kv_.layers, in, logits);
+  if (graphs_ && n == ns) {  // decode: the same buffers and shapes every step of this size
+    const uint64_t key = reinterpret_cast<uintptr_t>(this) * 0x9e3779b97f4a7c15ull ^ (uint64_t(ns) << 40) ^ (uint64_t(m) << 20) ^ (uint64_t(policy_.kind) << 16) ^
+                         (uint64_t(policy_.topk_pages) << 4) ^ uint64_t(policy_.local_pages);
+    be_.replay(key, [&] { model_.forward(be_, ws_, kv_.layers, in, logits); });
+  } else {
+    model_.forward(be_, ws_, kv_.layers, in, logits);
+  }
+  if (!download) return;
 
   // Append this step's logits as F32 to out_.
   const size_t off = out_.size(), count = size_t(m) * vocab();
@@ -128,6 +169,12 @@ const std::vector<float>& Runner::decode(const std::vector<int32_t>& tokens) {
   out_.clear();
   step(all_seqs_, ones_, tokens, want_all_);  // no allocation once warm
   return out_;
+}
+
+void Runner::decode_on_device(const std::vector<int32_t>& tokens) {
+  KF_CHECK(static_cast<int>(tokens.size()) == n_seqs_, "runner: decode needs {} tokens, got {}",
+           n_seqs_, tokens.size());
+  step(all_seqs_, ones_, tokens, want_all_, false);
 }
 
 const std::vector<float>& Runner::run(const std::vector<int>& seqs,

@@ -17,6 +17,9 @@ class Runner {
   // chunks longer than this are split); 0 = max(max_ctx, n_seqs).
   Runner(const Model& model, Backend& backend, int n_seqs, int max_ctx, int page_size = 16,
          int max_step_tokens = 0);
+  ~Runner();
+  Runner(const Runner&) = delete;
+  Runner& operator=(const Runner&) = delete;
 
   int n_seqs() const { return n_seqs_; }
   int ctx_len(int seq) const { return ctx_[seq]; }
@@ -31,6 +34,21 @@ class Runner {
   // One decode step: tokens[s] is appended to sequence s for every s; returns
   // logits [n_seqs, vocab].
   const std::vector<float>& decode(const std::vector<int32_t>& tokens);
+  // The same step without bringing the logits to the host: they stay in
+  // device_logits() ([n_seqs, vocab], backend dtype). Benchmarks use this.
+  void decode_on_device(const std::vector<int32_t>& tokens);
+  Tensor device_logits() const { return logits_.view().rows(0, n_seqs_); }
+
+  // Synthetic context for benchmarks: every sequence's cache holds `tokens`
+  // tokens whose K and V are uniform random values (all layers) and whose full
+  // pages have their key summaries computed as kv_write does. Far faster than
+  // prefilling real tokens; the work of later decode steps does not depend on
+  // the values (block top-k selects different pages, but as many).
+  void fill_synthetic(int tokens, uint64_t seed = 7);
+
+  // Decode steps are replayed as one graph per shape on backends that have
+  // graphs (Backend::replay); on by default.
+  void set_graphs(bool on) { graphs_ = on; }
   // One mixed step: tokens[i] is appended to sequence seqs[i] (ascending,
   // distinct; several tokens = a prefill chunk, one = a decode row). Returns
   // the logits of every row, in order ([total rows, vocab]).
@@ -41,13 +59,14 @@ class Runner {
   // Runs rows (seq_of_row[i], token[i]) as one step; sequences must be
   // grouped and ascending. want[i] marks rows whose logits are returned.
   void step(const std::vector<int>& seqs, const std::vector<int>& rows_per_seq,
-            const std::vector<int32_t>& tokens, const std::vector<uint8_t>& want);
+            const std::vector<int32_t>& tokens, const std::vector<uint8_t>& want, bool download = true);
   int physical_page(int seq, int logical) const;
 
   const Model& model_;
   Backend& be_;
   int n_seqs_, max_ctx_, page_size_, pages_per_seq_, max_step_;
   AttnPolicy policy_;
+  bool graphs_ = true;
   std::vector<int> ctx_;
   Workspace ws_;
   KvBuffers kv_;

@@ -34,6 +34,33 @@ Buffer make_weight(Backend& be, std::initializer_list<int64_t> shape, const Fill
   return buf;
 }
 
+// Rows of a stacked weight: `rows` rows written by one of the fills.
+struct Part {
+  int64_t rows = 0;
+  FillF32 f32;
+  FillBf16 bf16;
+};
+
+// One weight [sum of rows, cols] (or [sum of rows] when cols is 0) holding the parts in order.
+Buffer make_stacked(Backend& be, const std::vector<Part>& parts, int64_t cols) {
+  int64_t rows = 0;
+  for (const Part& p : parts) rows += p.rows;
+  const int64_t width = std::max<int64_t>(cols, 1);
+  auto f32 = [&](float* dst) {
+    for (const Part& p : parts) {
+      p.f32(dst);
+      dst += p.rows * width;
+    }
+  };
+  auto bf16 = [&](uint16_t* dst) {
+    for (const Part& p : parts) {
+      p.bf16(dst);
+      dst += p.rows * width;
+    }
+  };
+  return cols > 0 ? make_weight(be, {rows, cols}, f32, bf16) : make_weight(be, {rows}, f32, bf16);
+}
+
 struct Loader {
   const Checkpoint& ckpt;
   Backend& be;
@@ -41,6 +68,19 @@ struct Loader {
     return make_weight(
         be, shape, [&](float* dst) { ckpt.read_f32(name, dst, shape); },
         [&](uint16_t* dst) { ckpt.read_bf16(name, dst, shape); });
+  }
+  // The tensor `name` of shape [rows, cols] ([rows] when cols is 0), as a stacking part.
+  Part part(const std::string& name, int64_t rows, int64_t cols) const {
+    const Checkpoint* c = &ckpt;
+    return Part{rows,
+                [=](float* dst) {
+                  if (cols > 0) c->read_f32(name, dst, {rows, cols});
+                  else c->read_f32(name, dst, {rows});
+                },
+                [=](uint16_t* dst) {
+                  if (cols > 0) c->read_bf16(name, dst, {rows, cols});
+                  else c->read_bf16(name, dst, {rows});
+                }};
   }
 };
 
@@ -76,6 +116,21 @@ struct RandomMaker {
   }
   // Uniform with std 1/sqrt(fan_in): half width sqrt(3/fan_in).
   Buffer linear(int64_t out, int64_t in) { return (*this)({out, in}, 0.f, std::sqrt(3.f / in)); }
+  // A stacking part with the values operator() would give [rows, cols] (cols 0 = 1-D).
+  Part part(int64_t rows, int64_t cols, float center, float half_width) {
+    const uint64_t s = seed * 0x100000001b3ull + (++counter) * 0x9e3779b97f4a7c15ull;
+    const int64_t n = rows * std::max<int64_t>(cols, 1);
+    return Part{rows,
+                [=](float* dst) {
+                  SplitMix rng{s};
+                  for (int64_t i = 0; i < n; ++i) dst[i] = center + half_width * rng.uniform();
+                },
+                [=](uint16_t* dst) {
+                  SplitMix rng{s};
+                  for (int64_t i = 0; i < n; ++i) dst[i] = f32_to_bf16(center + half_width * rng.uniform());
+                }};
+  }
+  Part linear_part(int64_t out, int64_t in) { return part(out, in, 0.f, std::sqrt(3.f / in)); }
 };
 
 int64_t bytes_of(const Buffer& b) { return b.empty() ? 0 : static_cast<int64_t>(b.view().nbytes()); }
@@ -85,8 +140,8 @@ int64_t bytes_of(const Buffer& b) { return b.empty() ? 0 : static_cast<int64_t>(
 int64_t Weights::bytes_per_step() const {
   int64_t total = bytes_of(final_norm) + static_cast<int64_t>(lm_head().nbytes());
   for (const LayerWeights& l : layers) {
-    for (const Buffer* b : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.bq, &l.bk, &l.bv, &l.q_norm,
-                            &l.k_norm, &l.wo, &l.mlp_norm, &l.w_gate, &l.w_up, &l.w_down})
+    for (const Buffer* b : {&l.attn_norm, &l.wqkv, &l.bqkv, &l.q_norm, &l.k_norm, &l.wo, &l.mlp_norm,
+                            &l.w_gate_up, &l.w_down})
       total += bytes_of(*b);
   }
   return total;
@@ -111,13 +166,15 @@ Weights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, Backend& be
     LayerWeights& l = w.layers[i];
     const std::string p = fmt::format("model.layers.{}.", i);
     l.attn_norm = load(p + "input_layernorm.weight", {d});
-    l.wq = load(p + "self_attn.q_proj.weight", {q, d});
-    l.wk = load(p + "self_attn.k_proj.weight", {kv, d});
-    l.wv = load(p + "self_attn.v_proj.weight", {kv, d});
+    l.wqkv = make_stacked(be,
+                          {load.part(p + "self_attn.q_proj.weight", q, d), load.part(p + "self_attn.k_proj.weight", kv, d),
+                           load.part(p + "self_attn.v_proj.weight", kv, d)},
+                          d);
     if (cfg.qkv_bias) {
-      l.bq = load(p + "self_attn.q_proj.bias", {q});
-      l.bk = load(p + "self_attn.k_proj.bias", {kv});
-      l.bv = load(p + "self_attn.v_proj.bias", {kv});
+      l.bqkv = make_stacked(be,
+                            {load.part(p + "self_attn.q_proj.bias", q, 0), load.part(p + "self_attn.k_proj.bias", kv, 0),
+                             load.part(p + "self_attn.v_proj.bias", kv, 0)},
+                            0);
     }
     if (cfg.qk_norm) {
       l.q_norm = load(p + "self_attn.q_norm.weight", {hd});
@@ -125,8 +182,7 @@ Weights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, Backend& be
     }
     l.wo = load(p + "self_attn.o_proj.weight", {d, q});
     l.mlp_norm = load(p + "post_attention_layernorm.weight", {d});
-    l.w_gate = load(p + "mlp.gate_proj.weight", {ff, d});
-    l.w_up = load(p + "mlp.up_proj.weight", {ff, d});
+    l.w_gate_up = make_stacked(be, {load.part(p + "mlp.gate_proj.weight", ff, d), load.part(p + "mlp.up_proj.weight", ff, d)}, d);
     l.w_down = load(p + "mlp.down_proj.weight", {d, ff});
   }
   return w;
@@ -144,14 +200,9 @@ Weights random_weights(const ModelConfig& cfg, Backend& be, uint64_t seed) {
   w.layers.resize(cfg.n_layers);
   for (LayerWeights& l : w.layers) {
     l.attn_norm = rnd({d}, 1.f, 0.1f);
-    l.wq = rnd.linear(q, d);
-    l.wk = rnd.linear(kv, d);
-    l.wv = rnd.linear(kv, d);
-    if (cfg.qkv_bias) {
-      l.bq = rnd({q}, 0.f, 0.1f);
-      l.bk = rnd({kv}, 0.f, 0.1f);
-      l.bv = rnd({kv}, 0.f, 0.1f);
-    }
+    l.wqkv = make_stacked(be, {rnd.linear_part(q, d), rnd.linear_part(kv, d), rnd.linear_part(kv, d)}, d);
+    if (cfg.qkv_bias)
+      l.bqkv = make_stacked(be, {rnd.part(q, 0, 0.f, 0.1f), rnd.part(kv, 0, 0.f, 0.1f), rnd.part(kv, 0, 0.f, 0.1f)}, 0);
     if (cfg.qk_norm) {
       l.q_norm = rnd({hd}, 1.f, 0.1f);
       l.k_norm = rnd({hd}, 1.f, 0.1f);
@@ -159,8 +210,7 @@ Weights random_weights(const ModelConfig& cfg, Backend& be, uint64_t seed) {
     // o_proj and down_proj scaled down by the depth so the residual stream stays O(1).
     l.wo = rnd({d, q}, 0.f, std::sqrt(3.f / q) / std::sqrt(2.f * cfg.n_layers));
     l.mlp_norm = rnd({d}, 1.f, 0.1f);
-    l.w_gate = rnd.linear(ff, d);
-    l.w_up = rnd.linear(ff, d);
+    l.w_gate_up = make_stacked(be, {rnd.linear_part(ff, d), rnd.linear_part(ff, d)}, d);
     l.w_down = rnd({d, ff}, 0.f, std::sqrt(3.f / ff) / std::sqrt(2.f * cfg.n_layers));
   }
   return w;

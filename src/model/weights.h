@@ -12,14 +12,17 @@ namespace kf {
 
 class Checkpoint;
 
+// Projections that read the same input are stacked by rows into one matrix,
+// so a step runs one GEMM for q, k, v and one for gate, up.
 struct LayerWeights {
-  Buffer attn_norm;             // [d]                      input_layernorm
-  Buffer wq, wk, wv;            // [Hq*D, d], [Hkv*D, d] x2 self_attn.{q,k,v}_proj
-  Buffer bq, bk, bv;            // [Hq*D], [Hkv*D] x2       only when cfg.qkv_bias
-  Buffer q_norm, k_norm;        // [D]                      only when cfg.qk_norm
-  Buffer wo;                    // [d, Hq*D]                self_attn.o_proj
-  Buffer mlp_norm;              // [d]                      post_attention_layernorm
-  Buffer w_gate, w_up, w_down;  // [I, d], [I, d], [d, I]   mlp.{gate,up,down}_proj
+  Buffer attn_norm;       // [d]                          input_layernorm
+  Buffer wqkv;            // [(Hq + 2*Hkv)*D, d]          self_attn.{q,k,v}_proj stacked
+  Buffer bqkv;            // [(Hq + 2*Hkv)*D]             their biases, only when cfg.qkv_bias
+  Buffer q_norm, k_norm;  // [D]                          only when cfg.qk_norm
+  Buffer wo;              // [d, Hq*D]                    self_attn.o_proj
+  Buffer mlp_norm;        // [d]                          post_attention_layernorm
+  Buffer w_gate_up;       // [2*I, d]                     mlp.{gate,up}_proj stacked
+  Buffer w_down;          // [d, I]                       mlp.down_proj
 };
 
 struct Weights {

@@ -91,7 +91,11 @@ TEST_F(CudaOps, AddAndSiluMul) {
   for (int n : {4096, 1001}) {
     auto a = rand_bf16(n, rng, -4.f, 4.f), b = rand_bf16(n, rng, -4.f, 4.f);
     Buffer da = dev_bf16(*be, a, {n}), db = dev_bf16(*be, b, {n}), dout(DType::BF16, {n}, Device::CUDA);
-    be->silu_mul(da, db, dout);
+    // Merged gate|up rows ([1, 2n]; n = 1001 takes the unvectorised path).
+    std::vector<float> gu(a);
+    gu.insert(gu.end(), b.begin(), b.end());
+    Buffer dgu = dev_bf16(*be, gu, {1, 2 * n});
+    be->silu_mul(dgu, Tensor(dout.view().data, DType::BF16, {1, n}, Device::CUDA));
     std::vector<float> ref(n);
     for (int i = 0; i < n; ++i) ref[i] = float(a[i] / (1.0 + std::exp(-double(a[i]))) * b[i]);
     EXPECT_LT(rel_l2(host_bf16(*be, dout), ref), 5e-3) << n;

@@ -104,7 +104,8 @@ TEST_P(HfParity, PrefillAndDecodeMatchTransformers) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, HfParity,
-                         ::testing::Values("qwen3_tied", "qwen2_untied", "llama3_untied", "llama_tied"));
+                         ::testing::Values("qwen3_tied", "qwen2_untied", "llama3_untied", "llama_tied", "qwen3_hd128",
+                                           "llama_hd64"));
 
 TEST(HfParityErrors, MissingTensorNamesTensorAndFile) {
   // A config that promises more layers than the safetensors holds.

@@ -152,8 +152,14 @@ TEST(CpuOps, SiluMulEmbedAdd) {
   auto be = cpu(2);
   const int64_t n = 5000;
   auto g = randn(n, 41, 4.f), u = randn(n, 42);
-  std::vector<float> o(n);
-  be->silu_mul(view(g, {n}), view(u, {n}), view(o, {n}));
+  std::vector<float> o(n), gu(2 * n);
+  const int64_t rows = 5, f = n / rows;  // merged rows: gate | up
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < f; ++c) {
+      gu[r * 2 * f + c] = g[r * f + c];
+      gu[r * 2 * f + f + c] = u[r * f + c];
+    }
+  be->silu_mul(view(gu, {rows, 2 * f}), view(o, {rows, f}));
   for (int64_t i = 0; i < n; ++i)
     ASSERT_NEAR(o[i], g[i] / (1.0 + std::exp(-double(g[i]))) * u[i], 1e-5 * (1 + std::fabs(o[i])));
 

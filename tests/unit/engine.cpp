@@ -200,3 +200,28 @@ TEST(Engine, StopStringsAndRepetitionStop) {
   EXPECT_LE(rep[0][0].tokens.size(), 98u);
   EXPECT_TRUE(is_repetition_loop(rep[0][0].tokens, rc.repetition));
 }
+
+// Graph mode pads decode batches to bucket sizes (dummy rows on the spare
+// page) and page tables to power-of-two columns. The CPU is batch-invariant,
+// so that padding must change no token, under every policy, while samples
+// finish at different times (the batch shrinks through several buckets) and
+// a small pool forces preemption.
+TEST(Engine, PaddedGraphStepsChangeNoOutput) {
+  std::vector<Request> reqs = {request(13, 1, 3, 30), request(6, 2, 1, 40), request(22, 3, 2, 25),
+                               request(9, 4, 5, 35), request(3, 5, 2, 12)};
+  for (AttnKind kind : {AttnKind::Dense, AttnKind::BlockTopK, AttnKind::TopK, AttnKind::Local}) {
+    for (int pages : {400, 30}) {
+      EngineConfig plain = config(kind, pages), padded = config(kind, pages);
+      plain.graphs = EngineConfig::Graphs::Off;
+      padded.graphs = EngineConfig::Graphs::Always;
+      EngineStats sp, sq;
+      Outputs a = run_all(plain, reqs, &sp), b = run_all(padded, reqs, &sq);
+      SCOPED_TRACE(std::string(attn_kind_name(kind)) + " pages " + std::to_string(pages));
+      expect_same(a, b);
+      // The padding rows are not counted as work.
+      EXPECT_EQ(sp.decode_tokens, sq.decode_tokens);
+      EXPECT_EQ(sp.decode_page_reads, sq.decode_page_reads);
+      EXPECT_EQ(sp.kv_bytes_read, sq.kv_bytes_read);
+    }
+  }
+}

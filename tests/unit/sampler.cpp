@@ -8,6 +8,7 @@
 #include <numeric>
 #include <random>
 
+#include "backend/backend.h"
 #include "engine/sampler.h"
 #include "util/error.h"
 #include "util/philox.h"
@@ -63,9 +64,12 @@ TEST(Sampler, TopKKeepsTheKLargestWithRenormalisedMass) {
     ASSERT_EQ(static_cast<int>(ids.size()), k);
     double mass = 0;
     for (int j = 0; j < k; ++j) mass += ref[order[j]];
+    // distribution() lists the kept set in ascending id order (the draw order).
+    std::vector<int> want(order.begin(), order.begin() + k);
+    std::sort(want.begin(), want.end());
     for (int j = 0; j < k; ++j) {
-      EXPECT_EQ(ids[j], order[j]);
-      EXPECT_NEAR(probs[j], ref[order[j]] / mass, 1e-6);
+      EXPECT_EQ(ids[j], want[j]);
+      EXPECT_NEAR(probs[j], ref[want[j]] / mass, 1e-6);
     }
   }
 }
@@ -87,9 +91,11 @@ TEST(Sampler, TopPKeepsTheSmallestNucleus) {
       size_t want = 0;
       while (cum < top_p) cum += ref[order[want++]];
       ASSERT_EQ(ids.size(), want) << top_p << " " << seed;
+      std::vector<int> nucleus(order.begin(), order.begin() + want);
+      std::sort(nucleus.begin(), nucleus.end());  // distribution() order: ascending id
       double kept = 0;
       for (size_t j = 0; j < want; ++j) {
-        EXPECT_EQ(ids[j], order[j]);
+        EXPECT_EQ(ids[j], nucleus[j]);
         kept += ref[order[j]];
       }
       EXPECT_GE(kept, top_p - 1e-9);
@@ -145,6 +151,34 @@ TEST(Sampler, DrawFrequenciesMatchTheDistribution) {
   for (auto& [id, pr] : want) EXPECT_NEAR(got[id] / static_cast<double>(n), pr, 4 * std::sqrt(pr / n) + 1e-3) << id;
 }
 
+TEST(Sampler, DrawIsTheInverseCdfOverKeptIdsAscending) {
+  // The token for u is the first kept id (ascending) whose cumulative
+  // renormalised probability exceeds u, for filters that reorder candidates.
+  Sampler s;
+  auto l = random_logits(400, 21, 2.f);
+  for (int variant = 0; variant < 3; ++variant) {
+    SamplingParams p;
+    p.temperature = 0.9f;
+    if (variant == 0) p.top_k = 30;
+    if (variant == 1) p.top_p = 0.7f;
+    if (variant == 2) p.min_p = 0.05f, p.top_k = 100, p.top_p = 0.95f;
+    std::vector<int> ids;
+    std::vector<double> probs;
+    auto c = l;
+    s.distribution(c, p, {}, {}, ids, probs);
+    ASSERT_TRUE(std::is_sorted(ids.begin(), ids.end()));
+    ASSERT_GT(ids.size(), 2u);
+    for (int i = 0; i < 500; ++i) {
+      double u = philox_uniform(4, variant, 0, i), cum = 0;
+      size_t j = 0;
+      while (j + 1 < ids.size() && (cum += probs[j]) <= u) ++j;
+      if (std::fabs(cum - u) < 1e-9) continue;  // on a boundary: rounding decides
+      auto cc = l;
+      EXPECT_EQ(s.sample(cc, p, {}, {}, u), ids[j]) << variant << " u=" << u;
+    }
+  }
+}
+
 TEST(Sampler, SameDrawSameTokenWhateverTheBatch) {
   // A sample's token depends only on its logits and its own keyed draw.
   Sampler a, b;
@@ -161,6 +195,39 @@ TEST(Sampler, SameDrawSameTokenWhateverTheBatch) {
     auto c2 = l;
     EXPECT_EQ(t1, b.sample(c2, p, {}, {}, philox_uniform(1, 2, 3, step)));
   }
+}
+
+TEST(Sampler, CpuBackendSampleMatchesSampler) {
+  // Backend::sample on the CPU is kf::Sampler row by row (no penalties).
+  auto be = make_cpu_backend(1);
+  const int rows = 24, vocab = 3000;
+  Buffer lg(DType::F32, {rows, vocab}, Device::CPU), tok(DType::I32, {rows}, Device::CPU);
+  Buffer bt(DType::F32, {rows}, Device::CPU), bk(DType::I32, {rows}, Device::CPU);
+  Buffer bp(DType::F32, {rows}, Device::CPU), bm(DType::F32, {rows}, Device::CPU), bu(DType::F32, {rows}, Device::CPU);
+  std::vector<SamplingParams> ps(rows);
+  for (int r = 0; r < rows; ++r) {
+    auto l = random_logits(vocab, 100 + r, r % 2 ? 1.f : 4.f);
+    std::copy(l.begin(), l.end(), lg.view().ptr<float>() + r * vocab);
+    SamplingParams& p = ps[r];
+    p.temperature = r % 6 == 0 ? 0.f : 0.5f + 0.25f * (r % 4);
+    p.top_k = (r % 3) * 25;
+    p.top_p = r % 4 == 1 ? 0.9f : 1.f;
+    p.min_p = r % 5 == 2 ? 0.05f : 0.f;
+    bt.view().ptr<float>()[r] = p.temperature;
+    bk.view().ptr<int32_t>()[r] = p.top_k;
+    bp.view().ptr<float>()[r] = p.top_p;
+    bm.view().ptr<float>()[r] = p.min_p;
+    bu.view().ptr<float>()[r] = static_cast<float>(philox_uniform(3, r, 0, 0));
+  }
+  be->sample(lg, SampleArgs{bt.view(), bk.view(), bp.view(), bm.view(), bu.view()}, tok);
+  Sampler s;
+  for (int r = 0; r < rows; ++r) {
+    std::vector<float> l(lg.view().ptr<float>() + r * vocab, lg.view().ptr<float>() + (r + 1) * vocab);
+    EXPECT_EQ(tok.view().ptr<int32_t>()[r], s.sample(l, ps[r], {}, {}, bu.view().ptr<float>()[r])) << "row " << r;
+  }
+  // Bad parameters are refused like SamplingParams::validate() does.
+  bp.view().ptr<float>()[3] = 0.f;
+  EXPECT_THROW(be->sample(lg, SampleArgs{bt.view(), bk.view(), bp.view(), bm.view(), bu.view()}, tok), Error);
 }
 
 TEST(Sampler, BadParamsThrow) {

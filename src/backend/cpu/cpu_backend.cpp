@@ -1,14 +1,18 @@
 #include "backend/cpu/cpu_backend.h"
 
+#ifndef KINFER_NO_BLAS  // the standalone CUDA build (dev/cuda) has no OpenBLAS
 #include <cblas.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 #include <fmt/format.h>
 
 #include "backend/cpu/attention.h"
+#include "engine/sampler.h"
 #include "util/thread_pool.h"
 
 // The batch-invariance argument below relies on each product being rounded
@@ -139,6 +143,19 @@ class CpuBackend final : public Backend {
     if (src.data != host) std::memcpy(host, src.data, src.nbytes());
   }
 
+  void fill_uniform(const Tensor& t, uint64_t seed, float lo, float hi) override {
+    check_f32(t, "fill_uniform", "t");
+    float* x = static_cast<float*>(t.data);
+    const int64_t n = t.numel();
+    for (int64_t i = 0; i < n; ++i) {  // the CUDA fill's values, before rounding to bf16
+      uint64_t z = seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(i);
+      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+      z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+      z ^= z >> 31;
+      x[i] = lo + (hi - lo) * (static_cast<float>(z >> 40) * (1.f / 16777216.f));
+    }
+  }
+
   void embed(const Tensor& table, const Tensor& ids, const Tensor& out) override {
     check_f32(table, "embed", "table");
     check_f32(out, "embed", "out");
@@ -177,6 +194,9 @@ class CpuBackend final : public Backend {
     const float *xp = x.ptr<float>(), *wp = w.ptr<float>();
     float* yp = y.ptr<float>();
     if (use_blas_) {
+#ifdef KINFER_NO_BLAS
+      fail("cpu matmul: this build has no OpenBLAS (KINFER_NO_BLAS)");
+#else
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(out),
                   static_cast<int>(in), 1.f, xp, static_cast<int>(in), wp, static_cast<int>(in), 0.f,
                   yp, static_cast<int>(out));
@@ -184,6 +204,7 @@ class CpuBackend final : public Backend {
         for (int64_t r = 0; r < n; ++r)
           for (int64_t c = 0; c < out; ++c) yp[r * out + c] += b[c];
       return;
+#endif
     }
     // Threads split the output columns in whole micro-tiles; tiny products stay serial.
     const int64_t tiles = (out + kTileCols - 1) / kTileCols;
@@ -258,21 +279,62 @@ class CpuBackend final : public Backend {
     });
   }
 
-  void silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) override {
-    check_f32(gate, "silu_mul", "gate");
-    check_f32(up, "silu_mul", "up");
+  void add_rmsnorm(const Tensor& x, const Tensor& y, const Tensor& weight, float eps, const Tensor& out) override {
+    KF_CHECK(x.data != out.data, "cpu add_rmsnorm: out must not alias x");
+    add(x, y);
+    rmsnorm(x, weight, eps, out);
+  }
+
+  void silu_mul(const Tensor& gate_up, const Tensor& out) override {
+    check_f32(gate_up, "silu_mul", "gate_up");
     check_f32(out, "silu_mul", "out");
-    KF_CHECK(gate.numel() == up.numel() && gate.numel() == out.numel(),
-             "cpu silu_mul: gate {}, up {}, out {} differ", gate.shape_str(), up.shape_str(),
-             out.shape_str());
-    const float *g = gate.ptr<float>(), *u = up.ptr<float>();
+    const int64_t f = last_dim(out);
+    KF_CHECK(gate_up.numel() == 2 * out.numel() && last_dim(gate_up) == 2 * f,
+             "cpu silu_mul: gate_up {} is not [rows, 2 x {}] for out {}", gate_up.shape_str(), f, out.shape_str());
+    const float* gu = gate_up.ptr<float>();
     float* o = out.ptr<float>();
     pool_.parallel_for(
-        gate.numel(),
+        out.numel(),
         [&](int64_t b, int64_t e) {
-          for (int64_t i = b; i < e; ++i) o[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
+          for (int64_t i = b; i < e; ++i) {
+            const int64_t r = i / f, c = i % f;
+            const float g = gu[r * 2 * f + c], u = gu[r * 2 * f + f + c];
+            o[i] = g / (1.f + std::exp(-g)) * u;
+          }
         },
         1 << 12);
+  }
+
+  // The reference composes the separate ops on copies of q, k and v, so its
+  // bits are exactly those of rmsnorm + rope + kv_write.
+  void qkv_rope_write(const Tensor& qkv, const Tensor* q_norm, const Tensor* k_norm, float eps,
+                      const Tensor& positions, const RopeParams& rope_p, const KvLayer& kv, const Tensor& slots,
+                      const Tensor& q_out) override {
+    check_f32(qkv, "qkv_rope_write", "qkv");
+    check_f32(q_out, "qkv_rope_write", "q_out");
+    KF_CHECK(q_out.ndim == 3 && kv.k.ndim == 4, "cpu qkv_rope_write: q_out {} / pool {}", q_out.shape_str(),
+             kv.k.shape_str());
+    const int64_t n = q_out.dim(0), hq = q_out.dim(1), hd = q_out.dim(2), hkv = kv.k.dim(1);
+    const int64_t width = (hq + 2 * hkv) * hd;
+    KF_CHECK(qkv.numel() == n * width && last_dim(qkv) == width,
+             "cpu qkv_rope_write: qkv {} is not [{}, {}]", qkv.shape_str(), n, width);
+    k_tmp_.resize(static_cast<size_t>(n * hkv * hd));
+    v_tmp_.resize(static_cast<size_t>(n * hkv * hd));
+    const float* src = qkv.ptr<float>();
+    float* q = q_out.ptr<float>();
+    for (int64_t r = 0; r < n; ++r) {
+      const float* row = src + r * width;
+      std::memcpy(q + r * hq * hd, row, sizeof(float) * hq * hd);
+      std::memcpy(k_tmp_.data() + r * hkv * hd, row + hq * hd, sizeof(float) * hkv * hd);
+      std::memcpy(v_tmp_.data() + r * hkv * hd, row + (hq + hkv) * hd, sizeof(float) * hkv * hd);
+    }
+    const Tensor k(k_tmp_.data(), DType::F32, {n, hkv, hd}, Device::CPU);
+    const Tensor v(v_tmp_.data(), DType::F32, {n, hkv, hd}, Device::CPU);
+    if (q_norm) rmsnorm(q_out.reshape({n * hq, hd}), *q_norm, eps, q_out.reshape({n * hq, hd}));
+    if (k_norm) rmsnorm(k.reshape({n * hkv, hd}), *k_norm, eps, k.reshape({n * hkv, hd}));
+    rope(q_out, positions, rope_p);
+    rope(k, positions, rope_p);
+    kv_write(kv, k, v, slots);
   }
 
   void kv_write(const KvLayer& kv, const Tensor& k, const Tensor& v, const Tensor& slots) override {
@@ -291,6 +353,34 @@ class CpuBackend final : public Backend {
     cpu_attention(q, kv, batch, policy, scale, out, sel, attn_ws_, pf);
   }
 
+  // One row at a time through kf::Sampler (no penalties, so the logits are
+  // only read). logits [m, vocab] F32, a.* [m], tokens [m] I32.
+  void sample(const Tensor& logits, const SampleArgs& a, const Tensor& tokens) override {
+    check_f32(logits, "sample", "logits");
+    KF_CHECK(logits.ndim == 2, "cpu sample: logits must be [m, vocab], got {}", logits.shape_str());
+    const int64_t m = logits.dim(0), vocab = logits.dim(1);
+    check_i32(tokens, "sample", "tokens", m);
+    check_i32(a.top_k, "sample", "top_k", m);
+    for (const Tensor* t : {&a.temperature, &a.top_p, &a.min_p, &a.uniform}) {
+      check_f32(*t, "sample", "a parameter");
+      KF_CHECK(t->numel() == m, "cpu sample: parameter {} for {} rows", t->shape_str(), m);
+    }
+    const float *temp = a.temperature.ptr<float>(), *top_p = a.top_p.ptr<float>();
+    const float *min_p = a.min_p.ptr<float>(), *u = a.uniform.ptr<float>();
+    const int32_t* top_k = a.top_k.ptr<int32_t>();
+    int32_t* out = tokens.ptr<int32_t>();
+    for (int64_t r = 0; r < m; ++r) {
+      SamplingParams p;
+      p.temperature = temp[r];
+      p.top_k = top_k[r];
+      p.top_p = top_p[r];
+      p.min_p = min_p[r];
+      p.validate();
+      std::span<float> row(logits.ptr<float>() + r * vocab, static_cast<size_t>(vocab));
+      out[r] = sampler_.sample(row, p, {}, {}, u[r]);
+    }
+  }
+
  private:
   static constexpr int kMaxRotary = 1024;
 
@@ -305,6 +395,8 @@ class CpuBackend final : public Backend {
   ThreadPool pool_;
   bool use_blas_ = false;
   CpuAttnWorkspace attn_ws_;
+  Sampler sampler_;
+  std::vector<float> k_tmp_, v_tmp_;  // qkv_rope_write's split k and v (grow-only)
 };
 
 }  // namespace

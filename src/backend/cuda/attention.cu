@@ -6,11 +6,17 @@
 //    for all 16 issued before any math) and serves all G query heads of the
 //    group from that one load. Page ids for the next 32 tiles are fetched by
 //    the warp's lanes at once, so tiles do not wait on a table lookup each.
-//    Rows of multi-row (prefill) sequences take the same path over their
-//    causal prefix; decode rows of selecting policies read their page list.
+//    Decode rows of selecting policies read their page list. When the batch
+//    has more rows than sequences (a prefill chunk is present) a block is
+//    (sequence, KV head, split) and skips multi-row sequences, which
+//    prefill.cu serves on tensor cores; otherwise a block is (row, KV head,
+//    split) and rows of a multi-row sequence (possible only next to empty
+//    sequences) take this path over their causal prefix.
 //  - reduce_kernel: merges the splits' (max, sum, acc) partials.
 //  - select_kernel (select.cuh): the page list of each (sequence, KV head),
 //    for batches that mix prefill and decode rows.
+//  - prefill_attention (prefill.cu): tensor-core causal attention for the
+//    rows of multi-row sequences, launched when n_rows > n_seqs.
 //  - sparse_decode_kernel: for a pure decode batch under blocktopk / local /
 //    topk, one block per (sequence, KV head) selects its pages and attends to
 //    them in the same launch: no list round trip, no splits, no reduction.
@@ -61,6 +67,7 @@ struct DecodeParams {
   float* part_acc;
   float* part_ml;
   int n_seqs, max_pages, n_heads, n_kv_heads, page_size, splits;
+  int by_seq;        // 1: block slot = sequence, multi-row sequences skipped (prefill.cu)
   float scale_log2;  // softmax scale * log2(e): logits live in base 2
 };
 
@@ -235,10 +242,12 @@ struct WarpState {
 };
 
 // Block-level merge of NW warps' staged states (after a barrier). Writes the
-// normalised bf16 output (partial == null) or this split's unnormalised partial.
+// normalised bf16 output at (row, head) rh0 + g (partial == null) or this
+// split's unnormalised partial at slot ph0 + g.
 template <int D, int G, int NW>
 __device__ void merge_warps(const float (*sm_acc)[G][D], const float (*sm_m)[G], const float (*sm_l)[G],
-                            bf16_t* out, int64_t rh0, float* part_acc, float* part_ml, int splits, int split) {
+                            bf16_t* out, int64_t rh0, int64_t ph0, float* part_acc, float* part_ml, int splits,
+                            int split) {
   for (int idx = threadIdx.x; idx < G * D; idx += blockDim.x) {
     const int g = idx / D, d = idx % D;
     float M = kNegInf;
@@ -252,11 +261,10 @@ __device__ void merge_warps(const float (*sm_acc)[G][D], const float (*sm_m)[G],
         L += sm_l[w][g] * f;
         A += sm_acc[w][g][d] * f;
       }
-    const int64_t rh = rh0 + g;
     if (part_acc == nullptr) {
-      out[rh * D + d] = to_bf(L > 0.f ? A / L : 0.f);
+      out[(rh0 + g) * D + d] = to_bf(L > 0.f ? A / L : 0.f);
     } else {
-      const int64_t pi = rh * splits + split;
+      const int64_t pi = (ph0 + g) * splits + split;
       part_acc[pi * D + d] = A;
       if (d == 0) {
         part_ml[pi * 2] = M;
@@ -270,10 +278,12 @@ template <int D, int G, bool PREFETCH, int MINB>
 __global__ void __launch_bounds__(kWarps * 32, MINB) decode_kernel(DecodeParams p) {
   __shared__ float sm_acc[kWarps][G][D];
   __shared__ float sm_m[kWarps][G], sm_l[kWarps][G];
-  const int r = blockIdx.x / p.splits, split = blockIdx.x % p.splits, h = blockIdx.y;
+  const int slot = blockIdx.x / p.splits, split = blockIdx.x % p.splits, h = blockIdx.y;
   const int warp = threadIdx.x >> 5, c = (threadIdx.x & 31) % (D / 8);
-  const int s = seq_of_row(p.q_start, p.n_seqs, r);
+  const int s = p.by_seq ? slot : seq_of_row(p.q_start, p.n_seqs, slot);
   const int q0 = p.q_start[s], rows = p.q_start[s + 1] - q0;
+  if (p.by_seq && rows != 1) return;  // empty, or a prefill chunk (prefill.cu)
+  const int r = p.by_seq ? q0 : slot;
   const int P = p.page_size, Hkv = p.n_kv_heads;
   const int64_t pair = static_cast<int64_t>(s) * Hkv + h;
   const bool use_list = p.list != nullptr && rows == 1;
@@ -293,8 +303,8 @@ __global__ void __launch_bounds__(kWarps * 32, MINB) decode_kernel(DecodeParams 
   ws.template run<PREFETCH>(rp, p.k, p.v, Hkv, h, P, t0 + warp, t1, kWarps);
   ws.stage(sm_acc, sm_m, sm_l, warp);
   __syncthreads();
-  merge_warps<D, G, kWarps>(sm_acc, sm_m, sm_l, p.out, rh0, p.splits == 1 ? nullptr : p.part_acc, p.part_ml,
-                            p.splits, split);
+  merge_warps<D, G, kWarps>(sm_acc, sm_m, sm_l, p.out, rh0, static_cast<int64_t>(slot) * p.n_heads + h * G,
+                            p.splits == 1 ? nullptr : p.part_acc, p.part_ml, p.splits, split);
 }
 
 // Pure decode batch under a selecting policy: block (s, h) selects the pages
@@ -327,7 +337,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectPara
     ws.template run<PREFETCH>(rp, p.k, p.v, Hkv, h, P, warp, rp.n_items * tpp, NW);
     ws.stage(sm_acc, sm_m, sm_l, warp);
     __syncthreads();
-    merge_warps<D, G, NW>(sm_acc, sm_m, sm_l, p.out, rh0, nullptr, nullptr, 1, 0);
+    merge_warps<D, G, NW>(sm_acc, sm_m, sm_l, p.out, rh0, rh0, nullptr, nullptr, 1, 0);
     __syncthreads();
   }
 }
@@ -338,9 +348,18 @@ __global__ void __launch_bounds__(kSelThreads) select_kernel(SelectParams p) {
   select_pages<D, kSelThreads>(p, blockIdx.x, blockIdx.y, sm);
 }
 
-// One block per (row, head): merge the splits' partials.
-__global__ void reduce_kernel(const float* part_acc, const float* part_ml, bf16_t* out, int splits, int D) {
-  const int64_t rh = blockIdx.x;
+// One block per (slot, head): merge the splits' partials. Slot = row, or
+// sequence when by_seq (then only single-row sequences have partials).
+__global__ void reduce_kernel(const float* part_acc, const float* part_ml, bf16_t* out, int splits, int D,
+                              const int32_t* q_start, int by_seq, int n_heads) {
+  const int64_t rh = blockIdx.x;  // partial index: slot * n_heads + head
+  int64_t orow = rh / n_heads;
+  if (by_seq) {
+    const int s = static_cast<int>(orow);
+    if (q_start[s + 1] - q_start[s] != 1) return;
+    orow = q_start[s];
+  }
+  const int64_t oh = orow * n_heads + rh % n_heads;
   const float* ml = part_ml + rh * splits * 2;
   const float* pa = part_acc + rh * splits * D;
   float M = kNegInf;
@@ -353,7 +372,7 @@ __global__ void reduce_kernel(const float* part_acc, const float* part_ml, bf16_
         L += ml[2 * i + 1] * f;
         A += pa[static_cast<int64_t>(i) * D + d] * f;
       }
-    out[rh * D + d] = to_bf(L > 0.f ? A / L : 0.f);
+    out[oh * D + d] = to_bf(L > 0.f ? A / L : 0.f);
   }
 }
 
@@ -414,6 +433,9 @@ void check_attention_shape(int head_dim, int group) {
 // A pure decode batch (one row per sequence, as far as the host can tell)
 // under a selecting policy takes the fused select+attend kernel.
 static bool fused_sparse(const AttnArgs& a) { return a.kind != 0 && a.n_rows == a.n_seqs; }
+// More rows than sequences: some sequence has several rows, so prefill.cu
+// runs and the decode kernel takes one slot per sequence (single-row ones only).
+static bool has_prefill(const AttnArgs& a) { return a.n_rows > a.n_seqs; }
 
 ScratchSize attention_scratch(const AttnArgs& a, int num_sms) {
   ScratchSize z;
@@ -429,13 +451,14 @@ ScratchSize attention_scratch(const AttnArgs& a, int num_sms) {
   if (fused_sparse(a)) return z;  // one block per (sequence, KV head), no splits
   // Splits: enough blocks for ~8 waves (short tail), at least 4 tiles per warp.
   const int tiles = a.max_pages * ((P + kTile - 1) / kTile);
-  const int64_t pairs = std::max<int64_t>(1, static_cast<int64_t>(a.n_rows) * Hkv);
+  const int slots = has_prefill(a) ? a.n_seqs : a.n_rows;  // decode kernel slots (rows or sequences)
+  const int64_t pairs = std::max<int64_t>(1, static_cast<int64_t>(slots) * Hkv);
   const int64_t want = (static_cast<int64_t>(num_sms) * 32 + pairs - 1) / pairs;
   const int64_t most = std::max(1, tiles / (kWarps * 4));
   z.splits = static_cast<int>(std::clamp<int64_t>(std::min(want, most), 1, 128));
   if (z.splits > 1) {
-    z.part_acc = static_cast<int64_t>(a.n_rows) * a.n_heads * z.splits * D;
-    z.part_ml = static_cast<int64_t>(a.n_rows) * a.n_heads * z.splits * 2;
+    z.part_acc = static_cast<int64_t>(slots) * a.n_heads * z.splits * D;
+    z.part_ml = static_cast<int64_t>(slots) * a.n_heads * z.splits * 2;
   }
   return z;
 }
@@ -488,6 +511,7 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
   dp.n_kv_heads = Hkv;
   dp.page_size = P;
   dp.splits = z.splits;
+  dp.by_seq = has_prefill(a) ? 1 : 0;
   dp.scale_log2 = a.scale * kLog2e;
 
   if (fused_sparse(a)) {
@@ -502,17 +526,19 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
       else select_kernel<128><<<grid, kSelThreads, 0, st>>>(sp);
       check_launch("attention select");
     }
-    if (a.n_rows > 0) {
-      const dim3 grid(static_cast<unsigned>(a.n_rows) * z.splits, Hkv);
+    const int slots = dp.by_seq ? a.n_seqs : a.n_rows;
+    if (slots > 0) {
+      const dim3 grid(static_cast<unsigned>(slots) * z.splits, Hkv);
       if (D == 64) launch_grouped<64, Decode>(G, grid, st, dp);
       else launch_grouped<128, Decode>(G, grid, st, dp);
       check_launch("attention decode");
       if (z.splits > 1) {
-        reduce_kernel<<<static_cast<unsigned>(a.n_rows) * a.n_heads, D, 0, st>>>(s.part_acc, s.part_ml, a.out,
-                                                                                  z.splits, D);
+        reduce_kernel<<<static_cast<unsigned>(slots) * a.n_heads, D, 0, st>>>(s.part_acc, s.part_ml, a.out, z.splits,
+                                                                               D, a.q_start, dp.by_seq, a.n_heads);
         check_launch("attention reduce");
       }
     }
+    if (has_prefill(a)) prefill_attention(a, st);
   }
   if (a.sel_pages) {
     write_selection_kernel<<<dim3(a.n_seqs, Hkv), 128, 0, st>>>(a.q_start, a.ctx_len, a.page_table,

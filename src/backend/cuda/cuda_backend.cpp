@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <tuple>
@@ -102,6 +103,7 @@ class CudaBackend final : public Backend {
   }
   ~CudaBackend() override {
     if (stream_) cudaStreamSynchronize(stream_);
+    destroy_graphs();
     plans_.clear();
     if (lt_) cublasLtDestroy(lt_);
     if (stream_) cudaStreamDestroy(stream_);
@@ -123,6 +125,47 @@ class CudaBackend final : public Backend {
     KF_CUDA(cudaStreamSynchronize(stream_));
   }
   void synchronize() override { KF_CUDA(cudaStreamSynchronize(stream_)); }
+
+  void replay(uint64_t key, const std::function<void()>& ops) override {
+    auto it = graphs_.find(key);
+    if (it != graphs_.end() && it->second.generation == scratch_generation_) {
+      KF_CUDA(cudaGraphLaunch(it->second.exec, stream_));
+      return;
+    }
+    if (it != graphs_.end()) {
+      cudaGraphExecDestroy(it->second.exec);
+      graphs_.erase(it);
+    }
+    // Run once for real (scratch grows and GEMM plans are chosen outside the
+    // capture), then record the same ops; the recording is not executed now.
+    ops();
+    cudaGraph_t graph = nullptr;
+    KF_CUDA(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    capturing_ = true;
+    try {
+      ops();
+    } catch (...) {
+      capturing_ = false;
+      cudaStreamEndCapture(stream_, &graph);
+      if (graph) cudaGraphDestroy(graph);
+      cudaGetLastError();
+      throw;
+    }
+    capturing_ = false;
+    KF_CUDA(cudaStreamEndCapture(stream_, &graph));
+    Graph g;
+    g.generation = scratch_generation_;
+    const cudaError_t e = cudaGraphInstantiate(&g.exec, graph, 0);
+    cudaGraphDestroy(graph);
+    KF_CUDA(e);
+    graphs_[key] = g;
+  }
+  void clear_graphs() override { destroy_graphs(); }
+
+  void fill_uniform(const Tensor& t, uint64_t seed, float lo, float hi) override {
+    need(t, DType::BF16, "fill_uniform");
+    cuda::fill_uniform(bptr(t), t.numel(), seed, lo, hi, stream_);
+  }
 
   void embed(const Tensor& table, const Tensor& ids, const Tensor& out) override {
     need(table, DType::BF16, "embed table");
@@ -188,13 +231,52 @@ class CudaBackend final : public Backend {
                p.rotary_dim > 0 ? p.rotary_dim : hd, p.inv_freq, stream_);
   }
 
-  void silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) override {
-    need(gate, DType::BF16, "silu_mul gate");
-    need(up, DType::BF16, "silu_mul up");
+  void add_rmsnorm(const Tensor& x, const Tensor& y, const Tensor& weight, float eps, const Tensor& out) override {
+    need(x, DType::BF16, "add_rmsnorm x");
+    need(y, DType::BF16, "add_rmsnorm y");
+    need(weight, DType::BF16, "add_rmsnorm weight");
+    need(out, DType::BF16, "add_rmsnorm out");
+    const int64_t d = weight.numel();
+    KF_CHECK(x.dim(-1) == d && y.numel() == x.numel() && out.numel() == x.numel() && x.data != out.data,
+             "add_rmsnorm: x {}, y {}, weight {}, out {} (out may not alias x)", x.shape_str(), y.shape_str(),
+             weight.shape_str(), out.shape_str());
+    cuda::add_rmsnorm(bptr(x), bptr(y), bptr(weight), bptr(out), static_cast<int>(x.numel() / d),
+                      static_cast<int>(d), eps, stream_);
+  }
+
+  void silu_mul(const Tensor& gate_up, const Tensor& out) override {
+    need(gate_up, DType::BF16, "silu_mul gate_up");
     need(out, DType::BF16, "silu_mul out");
-    KF_CHECK(gate.numel() == up.numel() && up.numel() == out.numel(), "silu_mul: {} {} {}", gate.shape_str(),
-             up.shape_str(), out.shape_str());
-    cuda::silu_mul(bptr(gate), bptr(up), bptr(out), out.numel(), stream_);
+    const int64_t f = out.dim(-1);
+    KF_CHECK(gate_up.numel() == 2 * out.numel() && gate_up.dim(-1) == 2 * f,
+             "silu_mul: gate_up {} is not [rows, 2 x {}] for out {}", gate_up.shape_str(), f, out.shape_str());
+    cuda::silu_mul(bptr(gate_up), bptr(out), out.numel(), f, stream_);
+  }
+
+  void qkv_rope_write(const Tensor& qkv, const Tensor* q_norm, const Tensor* k_norm, float eps,
+                      const Tensor& positions, const RopeParams& rope_p, const KvLayer& kv, const Tensor& slots,
+                      const Tensor& q_out) override {
+    const cuda::KvPool pool = pool_of(kv);
+    need(qkv, DType::BF16, "qkv_rope_write qkv");
+    need(q_out, DType::BF16, "qkv_rope_write q_out");
+    need(positions, DType::I32, "qkv_rope_write positions");
+    need(slots, DType::I32, "qkv_rope_write slots");
+    KF_CHECK(q_out.ndim == 3 && q_out.dim(2) == pool.head_dim, "qkv_rope_write: q_out {} for pool {}",
+             q_out.shape_str(), kv.k.shape_str());
+    const int64_t n = q_out.dim(0), hq = q_out.dim(1), width = (hq + 2 * pool.n_kv_heads) * pool.head_dim;
+    KF_CHECK(qkv.numel() == n * width && qkv.dim(-1) == width, "qkv_rope_write: qkv {} is not [{}, {}]",
+             qkv.shape_str(), n, width);
+    KF_CHECK(positions.numel() == n && slots.numel() == n, "qkv_rope_write: {} positions, {} slots for {} rows",
+             positions.numel(), slots.numel(), n);
+    for (const Tensor* w : {q_norm, k_norm})
+      if (w) {
+        need(*w, DType::BF16, "qkv_rope_write norm weight");
+        KF_CHECK(w->numel() == pool.head_dim, "qkv_rope_write: norm weight {} for head_dim {}", w->shape_str(),
+                 pool.head_dim);
+      }
+    cuda::qkv_rope_write(bptr(qkv), q_norm ? bptr(*q_norm) : nullptr, k_norm ? bptr(*k_norm) : nullptr, eps,
+                         iptr(positions), rope_p.inv_freq, rope_p.rotary_dim > 0 ? rope_p.rotary_dim : pool.head_dim,
+                         pool, iptr(slots), bptr(q_out), static_cast<int>(n), static_cast<int>(hq), stream_);
   }
 
   void kv_write(const KvLayer& kv, const Tensor& k, const Tensor& v, const Tensor& slots) override {
@@ -269,6 +351,30 @@ class CudaBackend final : public Backend {
     cuda::attention(a, s, num_sms_, stream_);
   }
 
+  void sample(const Tensor& logits, const SampleArgs& a, const Tensor& tokens) override {
+    KF_CHECK(logits.device == Device::CUDA && (logits.dtype == DType::BF16 || logits.dtype == DType::F32) &&
+                 logits.is_contiguous() && logits.ndim == 2,
+             "sample: logits must be a contiguous [m, vocab] BF16 or F32 CUDA tensor, got {} {}",
+             dtype_name(logits.dtype), logits.shape_str());
+    const int64_t m = logits.dim(0), vocab = logits.dim(1);
+    need(tokens, DType::I32, "sample tokens");
+    need(a.top_k, DType::I32, "sample top_k");
+    need(a.temperature, DType::F32, "sample temperature");
+    need(a.top_p, DType::F32, "sample top_p");
+    need(a.min_p, DType::F32, "sample min_p");
+    need(a.uniform, DType::F32, "sample uniform");
+    for (const Tensor* t : {&tokens, &a.top_k, &a.temperature, &a.top_p, &a.min_p, &a.uniform})
+      KF_CHECK(t->numel() == m, "sample: {} values for {} rows", t->numel(), m);
+    cuda::SampleRows r;
+    r.temperature = static_cast<const float*>(a.temperature.data);
+    r.top_k = iptr(a.top_k);
+    r.top_p = static_cast<const float*>(a.top_p.data);
+    r.min_p = static_cast<const float*>(a.min_p.data);
+    r.uniform = static_cast<const float*>(a.uniform.data);
+    cuda::sample(logits.data, logits.dtype == DType::BF16, static_cast<int>(m), static_cast<int>(vocab), r,
+                 iptr(tokens), stream_);
+  }
+
  private:
   static constexpr int64_t kLtWorkspace = 32 << 20;
 
@@ -293,10 +399,15 @@ class CudaBackend final : public Backend {
     return p;
   }
 
-  // Scratch that only grows (the first steps allocate, later ones reuse).
-  static void* grow(Buffer& b, DType t, int64_t n) {
+  // Scratch that only grows (the first steps allocate, later ones reuse). A
+  // reallocation moves the scratch, so recorded graphs are stale after it.
+  void* grow(Buffer& b, DType t, int64_t n) {
     if (n <= 0) return b.empty() ? nullptr : b.view().data;
-    if (b.empty() || b.view().numel() < n) b = Buffer(t, {n}, Device::CUDA);
+    if (b.empty() || b.view().numel() < n) {
+      KF_CHECK(!capturing_, "CUDA graph capture: scratch must not grow while recording (run the ops once first)");
+      b = Buffer(t, {n}, Device::CUDA);
+      ++scratch_generation_;
+    }
     return b.view().data;
   }
 
@@ -338,8 +449,22 @@ class CudaBackend final : public Backend {
     return *plans_.emplace(key, std::move(p)).first->second;
   }
 
+  // One recorded decode step: replayable while no scratch was reallocated since.
+  struct Graph {
+    cudaGraphExec_t exec = nullptr;
+    uint64_t generation = 0;
+  };
+  void destroy_graphs() {
+    for (auto& [key, g] : graphs_)
+      if (g.exec) cudaGraphExecDestroy(g.exec);
+    graphs_.clear();
+  }
+
   int dev_ = 0;
   int num_sms_ = 0;
+  std::map<uint64_t, Graph> graphs_;
+  uint64_t scratch_generation_ = 0;
+  bool capturing_ = false;
   std::string name_;
   cudaStream_t stream_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
@@ -398,6 +523,12 @@ double cuda_copy_ms(const Tensor& dst, const Tensor& src, int iters) {
   cudaEventDestroy(a);
   cudaEventDestroy(b);
   return ms / iters;
+}
+
+int64_t cuda_free_bytes() {
+  size_t free_b = 0, total_b = 0;
+  KF_CUDA(cudaMemGetInfo(&free_b, &total_b));
+  return static_cast<int64_t>(free_b);
 }
 
 std::string cuda_device_name(int device) {

@@ -15,6 +15,8 @@ void* stream_of(Backend& b);
 // Mean milliseconds of one device-to-device copy src -> dst over `iters` copies.
 double cuda_copy_ms(const Tensor& dst, const Tensor& src, int iters);
 std::string cuda_device_name(int device = 0);
+// Free memory on the current device in bytes (cudaMemGetInfo).
+int64_t cuda_free_bytes();
 
 // CUDA events on a backend's stream: start(), work, stop_ms().
 class CudaTimer {

@@ -78,20 +78,73 @@ __global__ void add_kernel8(uint4* x, const uint4* y, int64_t n8) {
   x[i] = pack8(a);
 }
 
-__device__ __forceinline__ float silu(float g) { return g / (1.f + __expf(-g)); }
-__global__ void silu_mul_kernel(const bf16_t* gate, const bf16_t* up, bf16_t* out, int64_t n) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) out[i] = to_bf(silu(bf(gate[i])) * bf(up[i]));
+// x += y (rounded to bf16 as add does), then out = rmsnorm(x) * w; one warp
+// per row. Each lane rereads only what it wrote, and reads its y before any
+// out write, so out may alias y.
+__global__ void add_rmsnorm_kernel(bf16_t* x, const bf16_t* y, const bf16_t* w, bf16_t* out, int rows, int d,
+                                   float eps, bool vec) {
+  const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  bf16_t* xr = x + static_cast<int64_t>(row) * d;
+  const bf16_t* yr = y + static_cast<int64_t>(row) * d;
+  bf16_t* outr = out + static_cast<int64_t>(row) * d;
+  float ss = 0.f;
+  if (vec) {
+    for (int i = lane; i < d / 8; i += 32) {
+      float a[8], b[8];
+      unpack8(reinterpret_cast<const uint4*>(xr)[i], a);
+      unpack8(reinterpret_cast<const uint4*>(yr)[i], b);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) a[j] += b[j];
+      const uint4 packed = pack8(a);
+      reinterpret_cast<uint4*>(xr)[i] = packed;
+      unpack8(packed, a);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) ss += a[j] * a[j];
+    }
+  } else {
+    for (int i = lane; i < d; i += 32) {
+      const bf16_t r = to_bf(bf(xr[i]) + bf(yr[i]));
+      xr[i] = r;
+      ss += bf(r) * bf(r);
+    }
+  }
+  ss = warp_sum(ss);
+  const float inv = rsqrtf(ss / static_cast<float>(d) + eps);
+  if (vec) {
+    for (int i = lane; i < d / 8; i += 32) {
+      float f[8], g[8];
+      unpack8(reinterpret_cast<const uint4*>(xr)[i], f);
+      unpack8(reinterpret_cast<const uint4*>(w)[i], g);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) f[j] = f[j] * inv * g[j];
+      reinterpret_cast<uint4*>(outr)[i] = pack8(f);
+    }
+  } else {
+    for (int i = lane; i < d; i += 32) outr[i] = to_bf(bf(xr[i]) * inv * bf(w[i]));
+  }
 }
-__global__ void silu_mul_kernel8(const uint4* gate, const uint4* up, uint4* out, int64_t n8) {
+
+// out[r, c] = silu(gu[r, c]) * gu[r, f + c]: the merged gate/up rows.
+__device__ __forceinline__ float silu(float g) { return g / (1.f + __expf(-g)); }
+__global__ void silu_mul_kernel(const bf16_t* gu, bf16_t* out, int64_t n, int64_t f) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const int64_t r = i / f, c = i % f;
+  out[i] = to_bf(silu(bf(gu[r * 2 * f + c])) * bf(gu[r * 2 * f + f + c]));
+}
+__global__ void silu_mul_kernel8(const bf16_t* gu, bf16_t* out, int64_t n8, int64_t f8) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n8) return;
+  const int64_t r = i / f8, c = i % f8;
+  const uint4* row = reinterpret_cast<const uint4*>(gu) + r * 2 * f8;
   float g[8], u[8];
-  unpack8(gate[i], g);
-  unpack8(up[i], u);
+  unpack8(row[c], g);
+  unpack8(row[f8 + c], u);
 #pragma unroll
   for (int j = 0; j < 8; ++j) g[j] = silu(g[j]) * u[j];
-  out[i] = pack8(g);
+  reinterpret_cast<uint4*>(out)[i] = pack8(g);
 }
 
 // The inverse frequencies travel by value in the launch, so the op needs no
@@ -154,15 +207,22 @@ void add(bf16_t* x, const bf16_t* y, int64_t n, cudaStream_t st) {
   check_launch("add");
 }
 
-void silu_mul(const bf16_t* gate, const bf16_t* up, bf16_t* out, int64_t n, cudaStream_t st) {
+void silu_mul(const bf16_t* gate_up, bf16_t* out, int64_t n, int64_t f, cudaStream_t st) {
   if (n == 0) return;
-  if (n % 8 == 0 && aligned16({gate, up, out})) {
-    silu_mul_kernel8<<<blocks_for(n / 8, 256), 256, 0, st>>>(
-        reinterpret_cast<const uint4*>(gate), reinterpret_cast<const uint4*>(up), reinterpret_cast<uint4*>(out), n / 8);
+  if (f % 8 == 0 && aligned16({gate_up, out})) {
+    silu_mul_kernel8<<<blocks_for(n / 8, 256), 256, 0, st>>>(gate_up, out, n / 8, f / 8);
   } else {
-    silu_mul_kernel<<<blocks_for(n, 256), 256, 0, st>>>(gate, up, out, n);
+    silu_mul_kernel<<<blocks_for(n, 256), 256, 0, st>>>(gate_up, out, n, f);
   }
   check_launch("silu_mul");
+}
+
+void add_rmsnorm(bf16_t* x, const bf16_t* y, const bf16_t* w, bf16_t* out, int rows, int d, float eps,
+                 cudaStream_t st) {
+  if (rows == 0) return;
+  add_rmsnorm_kernel<<<blocks_for(rows, 4), 128, 0, st>>>(x, y, w, out, rows, d, eps,
+                                                          d % 8 == 0 && aligned16({x, y, w, out}));
+  check_launch("add_rmsnorm");
 }
 
 void rope(bf16_t* x, const int32_t* pos, int n, int heads, int head_dim, int rotary_dim,

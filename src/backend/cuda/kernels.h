@@ -21,7 +21,11 @@ using bf16_t = uint16_t;
 void embed(const bf16_t* table, const int32_t* ids, bf16_t* out, int n, int d, cudaStream_t st);
 void rmsnorm(const bf16_t* x, const bf16_t* w, bf16_t* y, int rows, int d, float eps, cudaStream_t st);
 void add(bf16_t* x, const bf16_t* y, int64_t n, cudaStream_t st);
-void silu_mul(const bf16_t* gate, const bf16_t* up, bf16_t* out, int64_t n, cudaStream_t st);
+// out [n / f rows, f] from gate_up [rows, 2f] (gate | up per row); n = out elements.
+void silu_mul(const bf16_t* gate_up, bf16_t* out, int64_t n, int64_t f, cudaStream_t st);
+// x += y; out = rmsnorm(x) * w (out may alias y).
+void add_rmsnorm(bf16_t* x, const bf16_t* y, const bf16_t* w, bf16_t* out, int rows, int d, float eps,
+                 cudaStream_t st);
 constexpr int kMaxRopeHalf = 256;  // rotary_dim / 2 held in the kernel's parameters
 void rope(bf16_t* x, const int32_t* pos, int n, int heads, int head_dim, int rotary_dim,
           const float* inv_freq_host, cudaStream_t st);
@@ -39,6 +43,15 @@ struct KvPool {
 void kv_write(const KvPool& kv, const bf16_t* k, const bf16_t* v, const int32_t* slots, int n,
               cudaStream_t st);
 void kv_copy_pages(const KvPool& kv, const int32_t* src, const int32_t* dst, int n, cudaStream_t st);
+// Summaries of the pages whose last offset is among slots [n] (kv_write's second half).
+void kv_summaries(const KvPool& kv, const int32_t* slots, int n, cudaStream_t st);
+
+// ---- qkv.cu --------------------------------------------------------------------
+// Backend::qkv_rope_write: qkv [n, (Hq + 2*Hkv) * D] -> q_out [n, Hq, D] and the pool.
+// q_norm / k_norm may be null (no per-head norm).
+void qkv_rope_write(const bf16_t* qkv, const bf16_t* q_norm, const bf16_t* k_norm, float eps, const int32_t* pos,
+                    const float* inv_freq_host, int rotary_dim, const KvPool& kv, const int32_t* slots,
+                    bf16_t* q_out, int n, int n_heads, cudaStream_t st);
 
 // ---- attention.cu --------------------------------------------------------------
 // Device scratch the attention launcher needs; sizes from attention_scratch().
@@ -73,5 +86,26 @@ ScratchSize attention_scratch(const AttnArgs& a, int num_sms);
 void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_t st);
 // Throws kf::Error if this head_dim / group size has no kernel.
 void check_attention_shape(int head_dim, int group);
+
+// ---- prefill.cu ----------------------------------------------------------------
+// Dense causal attention on tensor cores for the rows of every sequence with
+// more than one query row (prefill chunks); rows of other sequences are left
+// untouched. Same arguments as attention() (policy fields unused); no scratch,
+// no host round trip. attention() calls it when n_rows > n_seqs.
+void prefill_attention(const AttnArgs& a, cudaStream_t st);
+
+// ---- sample.cu -------------------------------------------------------------------
+// Per-row sampling parameters, [rows] device arrays each (Backend::SampleArgs).
+struct SampleRows {
+  const float* temperature = nullptr;
+  const int32_t* top_k = nullptr;
+  const float* top_p = nullptr;
+  const float* min_p = nullptr;
+  const float* uniform = nullptr;
+};
+// tokens[r] = Backend::sample's token for logits row r ([rows, vocab], bf16 or
+// f32). One block per row, shared memory only; vocab <= 2^19.
+void sample(const void* logits, bool bf16_logits, int rows, int vocab, const SampleRows& a, int32_t* tokens,
+            cudaStream_t st);
 
 }  // namespace kf::cuda

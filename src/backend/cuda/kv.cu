@@ -74,6 +74,11 @@ void kv_write(const KvPool& kv, const bf16_t* k, const bf16_t* v, const int32_t*
   if (n == 0) return;
   kv_write_kernel<<<n, 128, 0, st>>>(kv, k, v, slots);
   check_launch("kv_write");
+  kv_summaries(kv, slots, n, st);
+}
+
+void kv_summaries(const KvPool& kv, const int32_t* slots, int n, cudaStream_t st) {
+  if (n == 0) return;
   kv_summary_kernel<<<n, 256, 0, st>>>(kv, slots);
   check_launch("kv_write summary");
 }

@@ -1,0 +1,254 @@
+// CUDA Backend::sample against the CPU backend (kf::Sampler) on bf16-exact
+// random logits: same token for the same draw u, for greedy and every mix of
+// temperature / top-k / top-p / min-p. The GPU works in fp32 with fixed-point
+// masses, the CPU in fp64, so a row whose draw (or top-p cut, or min-p cut)
+// sits within a tiny tolerance of a boundary may differ: such rows are
+// detected by an fp64 brute force, skipped and counted (they must be rare).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <numeric>
+
+#include "kernels/cuda_test_util.h"
+
+namespace kf {
+namespace {
+
+struct Mix {
+  float temp;
+  int top_k;
+  float top_p, min_p;
+};
+
+std::vector<Mix> all_mixes() {
+  std::vector<Mix> v;
+  for (float t : {0.f, 0.6f, 1.f, 1.5f})
+    for (int k : {0, 1, 20, 1000})
+      for (float p : {1.f, 0.95f, 0.5f})
+        for (float mp : {0.f, 0.05f}) v.push_back({t, k, p, mp});
+  return v;
+}
+
+// Logits of one row, rounded to bf16: N(0, spread) with a few boosted tokens
+// (peaked rows) and repeated values (bf16 ties are common anyway).
+std::vector<float> row_logits(int vocab, std::mt19937& rng) {
+  std::normal_distribution<float> nd(0.f, 0.5f + 3.f * (rng() % 4) / 3.f);
+  std::vector<float> l(vocab);
+  for (float& x : l) x = nd(rng);
+  for (int i = 0; i < 5; ++i) l[rng() % vocab] += 8.f * (rng() % 3);
+  for (float& x : l) x = bf16_to_f32(f32_to_bf16(x));
+  return l;
+}
+
+// fp64 brute force of Sampler's kept set and draw: true when u, the top-p cut
+// or the min-p cut lies within tol (relative to the kept mass) of a boundary.
+bool near_boundary(const float* l, int vocab, const Mix& m, double u, double tol) {
+  if (m.temp == 0.f || m.top_k == 1) return false;
+  const double mx = *std::max_element(l, l + vocab);
+  std::vector<double> p(vocab);
+  for (int i = 0; i < vocab; ++i) p[i] = std::exp((l[i] - mx) / m.temp);
+  std::vector<int> order(vocab);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return p[a] > p[b]; });
+  int n = m.top_k > 0 && m.top_k < vocab ? m.top_k : vocab;
+  if (m.top_p < 1.f) {
+    double total = 0, cum = 0;
+    for (int j = 0; j < n; ++j) total += p[order[j]];
+    const double target = m.top_p * total;
+    int keep = n;
+    for (int j = 0; j < n; ++j) {
+      if (std::fabs(cum - target) < tol * total) return true;
+      cum += p[order[j]];
+      if (cum >= target) {
+        keep = j + 1;
+        break;
+      }
+    }
+    if (std::fabs(cum - target) < tol * total) return true;
+    n = keep;
+  }
+  std::vector<int> kept;
+  for (int j = 0; j < n; ++j) {
+    if (m.min_p > 0.f && std::fabs(p[order[j]] - m.min_p) < tol * m.min_p) return true;
+    if (p[order[j]] >= m.min_p) kept.push_back(order[j]);
+  }
+  std::sort(kept.begin(), kept.end());
+  double total = 0, cum = 0;
+  for (int id : kept) total += p[id];
+  for (int id : kept) {
+    if (std::fabs(cum - u * total) < tol * total) return true;
+    cum += p[id];
+  }
+  return false;
+}
+
+struct CudaSample : ::testing::Test {
+  void SetUp() override {
+    KF_REQUIRE_CUDA();
+    gpu = make_cuda_backend(0);
+    cpu = make_cpu_backend(1);
+  }
+
+  // Samples rows x vocab logits with per-row mixes and draws on both backends.
+  void run(const std::vector<float>& logits, int rows, int vocab, const std::vector<Mix>& mix,
+           const std::vector<float>& u, std::vector<int32_t>& got_gpu, std::vector<int32_t>& got_cpu) {
+    std::vector<float> temp(rows), top_p(rows), min_p(rows);
+    std::vector<int32_t> top_k(rows);
+    for (int r = 0; r < rows; ++r)
+      temp[r] = mix[r].temp, top_k[r] = mix[r].top_k, top_p[r] = mix[r].top_p, min_p[r] = mix[r].min_p;
+    for (Backend* b : {gpu.get(), cpu.get()}) {
+      const Device d = b->device();
+      Buffer lg(b == gpu.get() ? DType::BF16 : DType::F32, {rows, vocab}, d);
+      if (b == gpu.get()) {
+        std::vector<uint16_t> h = test::to_bf16(logits);
+        b->upload(lg, h.data());
+      } else {
+        b->upload(lg, logits.data());
+      }
+      Buffer bt(DType::F32, {rows}, d), bk(DType::I32, {rows}, d), bp(DType::F32, {rows}, d),
+          bm(DType::F32, {rows}, d), bu(DType::F32, {rows}, d), tok(DType::I32, {rows}, d);
+      b->upload(bt, temp.data());
+      b->upload(bk, top_k.data());
+      b->upload(bp, top_p.data());
+      b->upload(bm, min_p.data());
+      b->upload(bu, u.data());
+      std::vector<int32_t> poison(rows, -7);
+      b->upload(tok, poison.data());
+      SampleArgs a{bt.view(), bk.view(), bp.view(), bm.view(), bu.view()};
+      b->sample(lg, a, tok);
+      std::vector<int32_t>& out = b == gpu.get() ? got_gpu : got_cpu;
+      out.resize(rows);
+      b->download(out.data(), tok);
+    }
+  }
+
+  std::unique_ptr<Backend> gpu, cpu;
+  std::mt19937 rng{2024};
+};
+
+TEST_F(CudaSample, MatchesCpuSamplerForEveryMix) {
+  const std::vector<Mix> mixes = all_mixes();
+  int checked = 0, skipped = 0, greedy = 0;
+  for (int vocab : {1000, 49152, 151936}) {
+    size_t next = 0;
+    for (int rows : {1, 7, 64, 33, 64}) {  // 169 rows per vocab: every mix at least once
+      std::vector<float> logits;
+      std::vector<Mix> mix(rows);
+      std::vector<float> u(rows);
+      std::uniform_real_distribution<float> uni(0.f, 1.f);
+      for (int r = 0; r < rows; ++r) {
+        auto l = row_logits(vocab, rng);
+        logits.insert(logits.end(), l.begin(), l.end());
+        mix[r] = mixes[next++ % mixes.size()];
+        u[r] = std::min(uni(rng), 0.99999994f);
+      }
+      std::vector<int32_t> g, c;
+      run(logits, rows, vocab, mix, u, g, c);
+      for (int r = 0; r < rows; ++r) {
+        const Mix& m = mix[r];
+        if (m.temp == 0.f) ++greedy;
+        if (g[r] != c[r] && near_boundary(&logits[size_t(r) * vocab], vocab, m, u[r], 1e-5)) {
+          ++skipped;
+          continue;
+        }
+        ++checked;
+        EXPECT_EQ(g[r], c[r]) << "vocab " << vocab << " row " << r << " T " << m.temp << " top_k " << m.top_k
+                              << " top_p " << m.top_p << " min_p " << m.min_p << " u " << u[r];
+      }
+    }
+  }
+  std::printf("[ sample   ] %d rows agree (%d greedy), %d skipped at an fp rounding boundary\n", checked, greedy,
+              skipped);
+  EXPECT_LE(skipped, 3);
+}
+
+TEST_F(CudaSample, ManyDrawsOnOneRow) {
+  // 64 copies of one row with u spread over [0, 1): the whole CDF walk.
+  const int vocab = 151936, rows = 64;
+  auto l = row_logits(vocab, rng);
+  for (Mix m : {Mix{1.f, 0, 0.95f, 0.f}, Mix{0.6f, 20, 1.f, 0.f}, Mix{1.5f, 1000, 0.5f, 0.05f}}) {
+    std::vector<float> logits;
+    std::vector<float> u(rows);
+    for (int r = 0; r < rows; ++r) {
+      logits.insert(logits.end(), l.begin(), l.end());
+      u[r] = (r + 0.37f) / rows;
+    }
+    std::vector<int32_t> g, c;
+    run(logits, rows, vocab, std::vector<Mix>(rows, m), u, g, c);
+    int skipped = 0;
+    for (int r = 0; r < rows; ++r) {
+      if (g[r] != c[r] && near_boundary(l.data(), vocab, m, u[r], 1e-5)) {
+        ++skipped;
+        continue;
+      }
+      EXPECT_EQ(g[r], c[r]) << "T " << m.temp << " top_k " << m.top_k << " u " << u[r];
+    }
+    EXPECT_LE(skipped, 1);
+  }
+}
+
+TEST_F(CudaSample, DeterministicAndBatchIndependent) {
+  const int vocab = 49152, rows = 16;
+  std::vector<float> logits;
+  std::vector<Mix> mix(rows);
+  std::vector<float> u(rows);
+  const auto mixes = all_mixes();
+  for (int r = 0; r < rows; ++r) {
+    auto l = row_logits(vocab, rng);
+    logits.insert(logits.end(), l.begin(), l.end());
+    mix[r] = mixes[(r * 7 + 3) % mixes.size()];
+    u[r] = (r + 0.5f) / rows;
+  }
+  std::vector<int32_t> first, again, c;
+  run(logits, rows, vocab, mix, u, first, c);
+  for (int rep = 0; rep < 3; ++rep) {
+    run(logits, rows, vocab, mix, u, again, c);
+    EXPECT_EQ(first, again);
+  }
+  // Row 5 alone gives the token it got inside the batch.
+  std::vector<float> one(logits.begin() + 5 * vocab, logits.begin() + 6 * vocab);
+  run(one, 1, vocab, {mix[5]}, {u[5]}, again, c);
+  EXPECT_EQ(again[0], first[5]);
+  // F32 logits on the GPU (same values) take the same path to the same tokens.
+  Buffer lg(DType::F32, {rows, vocab}, Device::CUDA);
+  gpu->upload(lg, logits.data());
+  std::vector<float> temp(rows), tp(rows), mp(rows);
+  std::vector<int32_t> tk(rows);
+  for (int r = 0; r < rows; ++r) temp[r] = mix[r].temp, tk[r] = mix[r].top_k, tp[r] = mix[r].top_p, mp[r] = mix[r].min_p;
+  Buffer bt = test::dev_f32(*gpu, temp, {rows}), bp = test::dev_f32(*gpu, tp, {rows}),
+         bm = test::dev_f32(*gpu, mp, {rows}), bu = test::dev_f32(*gpu, u, {rows});
+  Buffer bk = test::dev_i32(*gpu, tk, {rows}), tok(DType::I32, {rows}, Device::CUDA);
+  gpu->sample(lg, SampleArgs{bt.view(), bk.view(), bp.view(), bm.view(), bu.view()}, tok);
+  EXPECT_EQ(test::host_i32(*gpu, tok), first);
+}
+
+TEST_F(CudaSample, Timing) {
+  // Not a limit, a record: microseconds per call at decode-step sizes.
+  for (int vocab : {49152, 151936}) {
+    const int rows = 64;
+    Buffer lg(DType::BF16, {rows, vocab}, Device::CUDA);
+    gpu->fill_uniform(lg, 5, -8.f, 8.f);
+    for (Mix m : {Mix{1.f, 0, 1.f, 0.f}, Mix{1.f, 0, 0.95f, 0.f}, Mix{0.6f, 20, 0.95f, 0.f}, Mix{1.f, 1000, 0.5f, 0.05f}}) {
+      Buffer bt = test::dev_f32(*gpu, std::vector<float>(rows, m.temp), {rows});
+      Buffer bp = test::dev_f32(*gpu, std::vector<float>(rows, m.top_p), {rows});
+      Buffer bm = test::dev_f32(*gpu, std::vector<float>(rows, m.min_p), {rows});
+      Buffer bu = test::dev_f32(*gpu, std::vector<float>(rows, 0.5f), {rows});
+      Buffer bk = test::dev_i32(*gpu, std::vector<int32_t>(rows, m.top_k), {rows});
+      Buffer tok(DType::I32, {rows}, Device::CUDA);
+      const SampleArgs a{bt.view(), bk.view(), bp.view(), bm.view(), bu.view()};
+      gpu->sample(lg, a, tok);
+      gpu->synchronize();
+      const int iters = 20;
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < iters; ++i) gpu->sample(lg, a, tok);
+      gpu->synchronize();
+      const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / iters;
+      std::printf("[ sample   ] rows %d vocab %d T %.1f top_k %d top_p %.2f min_p %.2f: %.1f us\n", rows, vocab,
+                  m.temp, m.top_k, m.top_p, m.min_p, us);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kf
