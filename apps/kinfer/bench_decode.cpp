@@ -21,6 +21,9 @@
 #include "model/model.h"
 #include "model/runner.h"
 #include "util/philox.h"
+#ifdef KINFER_HAVE_CUDA
+#include "backend/cuda/cuda_util.h"
+#endif
 
 namespace kf::cli {
 
@@ -30,7 +33,7 @@ int bench_decode(int argc, char** argv) {
   int batch = 1, tokens = 32, prompt_len = 32, context = 0, threads = 0, warmup = 2;
   int page_size = 16, topk_pages = 64, local_pages = 4;
   double copy_gbps = 0;
-  bool blas = false, json = false, no_graphs = false;
+  bool blas = false, json = false, no_graphs = false, profile = false;
   app.add_option("--model", model_spec, "GGUF file, HF directory, 'default' or random:PRESET")
       ->capture_default_str();
   app.add_option("--batch", batch, "sequences decoding together")->capture_default_str();
@@ -47,6 +50,7 @@ int bench_decode(int argc, char** argv) {
   app.add_option("--device", device, "cpu or cuda")->capture_default_str();
   app.add_option("--copy-gbps", copy_gbps, "copy bandwidth for the roofline (0 = measure on CUDA)");
   app.add_flag("--no-graphs", no_graphs, "launch every op instead of replaying CUDA graphs");
+  app.add_flag("--profile", profile, "CUDA: after the timed steps, time each op of 5 more steps (no graphs)");
   app.add_option("--threads", threads, "CPU threads (0 = all cores)")->capture_default_str();
   app.add_flag("--blas", blas, "CPU: OpenBLAS sgemm matmul (not batch-invariant; for comparison)");
   app.add_flag("--json", json, "print one JSON object");
@@ -74,7 +78,7 @@ int bench_decode(int argc, char** argv) {
   const Model model = Model::load(model_spec, *be);
   const ModelConfig& cfg = model.config();
   const int start_ctx = context > 0 ? context : prompt_len;
-  const int max_ctx = start_ctx + warmup + tokens + 1;
+  const int max_ctx = start_ctx + warmup + tokens + 6;  // + the profiled steps
   Runner run(model, *be, batch, max_ctx, page_size, std::max(batch, std::min(prompt_len, 512)));
   run.set_policy(policy);
   run.set_graphs(!no_graphs);
@@ -117,6 +121,21 @@ int bench_decode(int argc, char** argv) {
   be->synchronize();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
+  nlohmann::json prof;
+  if (profile) {
+#ifdef KINFER_HAVE_CUDA
+    KF_CHECK(be->device() == Device::CUDA, "--profile needs --device cuda");
+    run.set_graphs(false);
+    cuda_profile(*be, true);
+    for (int i = 0; i < 5; ++i) do_step(warmup + tokens + i);
+    prof = nlohmann::json::parse(cuda_profile_json(*be));
+    cuda_profile(*be, false);
+    for (auto& [name, v] : prof.items()) v["ms_per_step"] = v["ms"].get<double>() / 5;
+#else
+    fail("--profile needs a CUDA build");
+#endif
+  }
+
   // Bytes one step reads at the timed steps' mean context (the step's own token included).
   const int mean_ctx = start_ctx + warmup + (tokens + 1) / 2 + 1;
   const attn::Reads r = attn::reads_per_head(mean_ctx, page_size, policy);
@@ -150,6 +169,7 @@ int bench_decode(int argc, char** argv) {
       {"roofline_ms", roofline_s * 1e3},
       {"roofline_fraction", roofline_s > 0 ? roofline_s / step_s : 0.0},
   };
+  if (profile) j["profile"] = prof;
   if (json) {
     std::printf("%s\n", j.dump().c_str());
   } else {

@@ -37,6 +37,8 @@ echo "built in $(( $(date +%s) - T0 )) s"
 if [[ $mode == all || $mode == test ]]; then
   ctest --test-dir $B -L kernels ${TESTS:-} --output-on-failure -j4 > "$OUT/tests.log" 2>&1
   grep -E 'tests passed|FAILED|Failed|\*\*\*' "$OUT/tests.log" | head -40
+  $B/kernels_cuda_sample > "$OUT/cuda_sample.log" 2>&1
+  $B/kernels_cuda_model > "$OUT/cuda_model.log" 2>&1
   echo "tests done at $(( $(date +%s) - T0 )) s"
 fi
 
@@ -53,7 +55,15 @@ if [[ $mode == all || $mode == bench ]]; then
   dec dense
   dec blocktopk
   dec blocktopk --no-graphs
-  dec dense --no-graphs
+  KINFER_GEMM_TUNE=0 dec blocktopk
+  dec local --local-pages 1
+  dec blocktopk --profile
+  # The engine end to end: Best-of-32, 64-token prompt, 4096 tokens each, device sampling.
+  for a in dense blocktopk; do
+    $K bench generate --device cuda --model random:qwen3-0.6b -n 32 --max-tokens ${GEN_TOKENS:-4096} --attn $a \
+      --topk-pages 64 --local-pages 4 --json | python3 -c "import json,sys; print(json.dumps(json.load(sys.stdin)))" |
+      tee -a "$J"
+  done
   if [[ ${HF:-1} == 1 ]]; then
     PYTHONUNBUFFERED=1 python3 tools/bench_hf_decode.py --preset qwen3-0.6b --batch 32 --context 16384 \
       --tokens 5 2>"$OUT/hf.err" | tee -a "$J" || tail -5 "$OUT/hf.err"

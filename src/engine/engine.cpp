@@ -31,6 +31,15 @@ SchedulerConfig sched_config(const EngineConfig& c) {
   return s;
 }
 
+// The Philox uniform of a sample's next token, as the float both sampling
+// paths use (rounded down below 1).
+float draw(const Request& r, const Sequence& s) {
+  const float u = static_cast<float>(philox_uniform(r.sampling.seed, static_cast<uint64_t>(r.rng_key),
+                                                    static_cast<uint32_t>(s.sample),
+                                                    static_cast<uint32_t>(s.generated.size())));
+  return u < 1.f ? u : std::nextafter(1.f, 0.f);
+}
+
 // Decode batches are padded up to these sizes (and page tables to a power of
 // two columns) so a graph backend records a few step shapes, not one per size.
 int batch_bucket(int n, int cap) {
@@ -326,7 +335,9 @@ bool Engine::step() {
   // logits come to the host for kf::Sampler. The CPU backend keeps the host
   // path (its draw uses the full 53-bit Philox double).
   const int m_real = graph ? ns : m;  // logit rows of real sequences (padding rows come last)
-  bool on_device = be_.device() != Device::CPU && m_real > 0;
+  bool on_device = m_real > 0 && (cfg_.device_sampling == EngineConfig::DeviceSampling::Always ||
+                                  (cfg_.device_sampling == EngineConfig::DeviceSampling::Auto &&
+                                   be_.device() != Device::CPU));
   for (int i = 0; i < ns && on_device; ++i) {
     if (!plan.seqs[i].sample) continue;
     const Sequence& s = sched_.seq(plan.seqs[i].id);
@@ -348,9 +359,7 @@ bool Engine::step() {
       h_topk_[j] = r.sampling.top_k;
       h_topp_[j] = r.sampling.top_p;
       h_minp_[j] = r.sampling.min_p;
-      h_u_[j] = static_cast<float>(philox_uniform(r.sampling.seed, static_cast<uint64_t>(r.rng_key),
-                                                  static_cast<uint32_t>(s.sample), static_cast<uint32_t>(s.generated.size())));
-      if (h_u_[j] >= 1.f) h_u_[j] = std::nextafter(1.f, 0.f);  // rounding to float must stay below 1
+      h_u_[j] = draw(r, s);
     }
     SampleArgs sa;
     sa.temperature = s_temp_.view().rows(0, m_real);
@@ -441,9 +450,7 @@ bool Engine::step() {
         context_.assign(s.prompt.begin(), s.prompt.end());
         context_.insert(context_.end(), s.generated.begin(), s.generated.end());
       }
-      const double u = philox_uniform(r.sampling.seed, static_cast<uint64_t>(r.rng_key), static_cast<uint32_t>(s.sample),
-                                      static_cast<uint32_t>(s.generated.size()));
-      const int token = sampler_.sample(row_logits_, r.sampling, context_, s.generated, u);
+      const int token = sampler_.sample(row_logits_, r.sampling, context_, s.generated, draw(r, s));
       accept(s, token);
     }
   }

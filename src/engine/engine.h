@@ -35,6 +35,12 @@ struct EngineConfig {
   // also pads on the CPU (whose replay just runs the ops: tests of padding).
   enum class Graphs { Auto, Always, Off };
   Graphs graphs = Graphs::Auto;
+  // Sampling through Backend::sample (only the tokens leave the device) for
+  // steps without penalties or Best-of-N forks; the others use kf::Sampler on
+  // the host. Auto = on non-CPU backends; Always also on the CPU (tests).
+  // Both paths draw with the same float uniform, so they pick the same tokens.
+  enum class DeviceSampling { Auto, Always, Off };
+  DeviceSampling device_sampling = DeviceSampling::Auto;
   RepetitionParams repetition;
   // Raw bytes of one token, for stop strings (optional; needed only if a
   // request has stop strings).

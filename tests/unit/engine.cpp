@@ -225,3 +225,23 @@ TEST(Engine, PaddedGraphStepsChangeNoOutput) {
     }
   }
 }
+
+// Backend sampling (what CUDA steps use: only tokens leave the device) must
+// pick exactly the host sampler's tokens: same kept set, same float draw.
+// Covers the per-row staging with padded graph steps, and the fallbacks to
+// the host for Best-of-N forks and penalties.
+TEST(Engine, BackendSamplingEqualsHostSampling) {
+  std::vector<Request> reqs = {request(13, 1, 3, 30), request(6, 2, 1, 40), request(22, 3, 2, 25),
+                               request(9, 4, 5, 35)};
+  reqs[1].sampling.repetition_penalty = 1.3f;  // this request's rows take the host path
+  reqs[2].sampling.top_k = 5;
+  reqs[3].sampling.temperature = 0.f;
+  reqs[3].sampling.min_p = 0.1f;
+  for (auto graphs : {EngineConfig::Graphs::Off, EngineConfig::Graphs::Always}) {
+    EngineConfig host = config(AttnKind::BlockTopK, 400), dev = config(AttnKind::BlockTopK, 400);
+    host.device_sampling = EngineConfig::DeviceSampling::Off;
+    dev.device_sampling = EngineConfig::DeviceSampling::Always;
+    host.graphs = dev.graphs = graphs;
+    expect_same(run_all(host, reqs), run_all(dev, reqs));
+  }
+}

@@ -8,11 +8,13 @@
 #include <cuda_runtime.h>
 #include <fmt/format.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
 #include <tuple>
+#include <vector>
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_util.h"
@@ -98,6 +100,8 @@ class CudaBackend final : public Backend {
     num_sms_ = prop.multiProcessorCount;
     name_ = fmt::format("cuda:{} ({}, sm_{}{}, {} SMs)", dev, prop.name, prop.major, prop.minor, num_sms_);
     KF_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    const char* tune = std::getenv("KINFER_GEMM_TUNE");
+    tune_gemms_ = tune && std::string(tune) == "1";
     check_lt(cublasLtCreate(&lt_), "cublasLtCreate");
     lt_ws_ = Buffer(DType::U8, {kLtWorkspace}, Device::CUDA);
   }
@@ -168,6 +172,7 @@ class CudaBackend final : public Backend {
   }
 
   void embed(const Tensor& table, const Tensor& ids, const Tensor& out) override {
+    const ProfScope prof(this, "embed");
     need(table, DType::BF16, "embed table");
     need(ids, DType::I32, "embed ids");
     need(out, DType::BF16, "embed out");
@@ -191,19 +196,13 @@ class CudaBackend final : public Backend {
     }
     if (n == 0) return;
     const int al = alignment({x.data, w.data, y.data, bias ? bias->data : nullptr});
-    GemmPlan& p = plan(m, n, k, bias != nullptr, al);
-    if (bias)
-      check_lt(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias->data,
-                                              sizeof(void*)),
-               "bias pointer");
-    const float alpha = 1.f, beta = 0.f;
-    // Column-major view: Y[m, n] = W^T[m, k] * X[k, n]; row-major w [m, k] is col-major [k, m].
-    check_lt(cublasLtMatmul(lt_, p.desc, &alpha, w.data, p.a, x.data, p.b, &beta, y.data, p.c, y.data, p.c,
-                            &p.algo, lt_ws_.view().data, kLtWorkspace, stream_),
-             "cublasLtMatmul");
+    const ProfScope prof(this, fmt::format("matmul {}x{}", m, k));
+    GemmPlan& p = plan(m, n, k, bias, al, x, w, y);
+    check_lt(run_gemm(p, bias, x, w, y, p.algo), "cublasLtMatmul");
   }
 
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& y) override {
+    const ProfScope prof(this, "rmsnorm");
     need(x, DType::BF16, "rmsnorm x");
     need(weight, DType::BF16, "rmsnorm weight");
     need(y, DType::BF16, "rmsnorm y");
@@ -215,6 +214,7 @@ class CudaBackend final : public Backend {
   }
 
   void add(const Tensor& x, const Tensor& y) override {
+    const ProfScope prof(this, "add");
     need(x, DType::BF16, "add x");
     need(y, DType::BF16, "add y");
     KF_CHECK(x.numel() == y.numel(), "add: {} vs {}", x.shape_str(), y.shape_str());
@@ -232,6 +232,7 @@ class CudaBackend final : public Backend {
   }
 
   void add_rmsnorm(const Tensor& x, const Tensor& y, const Tensor& weight, float eps, const Tensor& out) override {
+    const ProfScope prof(this, "add_rmsnorm");
     need(x, DType::BF16, "add_rmsnorm x");
     need(y, DType::BF16, "add_rmsnorm y");
     need(weight, DType::BF16, "add_rmsnorm weight");
@@ -245,6 +246,7 @@ class CudaBackend final : public Backend {
   }
 
   void silu_mul(const Tensor& gate_up, const Tensor& out) override {
+    const ProfScope prof(this, "silu_mul");
     need(gate_up, DType::BF16, "silu_mul gate_up");
     need(out, DType::BF16, "silu_mul out");
     const int64_t f = out.dim(-1);
@@ -256,6 +258,7 @@ class CudaBackend final : public Backend {
   void qkv_rope_write(const Tensor& qkv, const Tensor* q_norm, const Tensor* k_norm, float eps,
                       const Tensor& positions, const RopeParams& rope_p, const KvLayer& kv, const Tensor& slots,
                       const Tensor& q_out) override {
+    const ProfScope prof(this, "qkv_rope_write");
     const cuda::KvPool pool = pool_of(kv);
     need(qkv, DType::BF16, "qkv_rope_write qkv");
     need(q_out, DType::BF16, "qkv_rope_write q_out");
@@ -300,6 +303,7 @@ class CudaBackend final : public Backend {
 
   void attention(const Tensor& q, const KvLayer& kv, const AttnBatch& batch, const AttnPolicy& policy,
                  float scale, const Tensor& out, PageSelection* sel) override {
+    const ProfScope prof(this, std::string("attention ") + attn_kind_name(policy.kind));
     cuda::AttnArgs a;
     a.kv = pool_of(kv);
     need(q, DType::BF16, "attention q");
@@ -352,6 +356,7 @@ class CudaBackend final : public Backend {
   }
 
   void sample(const Tensor& logits, const SampleArgs& a, const Tensor& tokens) override {
+    const ProfScope prof(this, "sample");
     KF_CHECK(logits.device == Device::CUDA && (logits.dtype == DType::BF16 || logits.dtype == DType::F32) &&
                  logits.is_contiguous() && logits.ndim == 2,
              "sample: logits must be a contiguous [m, vocab] BF16 or F32 CUDA tensor, got {} {}",
@@ -411,7 +416,25 @@ class CudaBackend final : public Backend {
     return b.view().data;
   }
 
-  GemmPlan& plan(int64_t m, int64_t n, int64_t k, bool bias, int align) {
+  // Column-major view: Y[m, n] = W^T[m, k] * X[k, n]; row-major w [m, k] is col-major [k, m].
+  cublasStatus_t run_gemm(GemmPlan& p, const Tensor* bias, const Tensor& x, const Tensor& w, const Tensor& y,
+                          const cublasLtMatmulAlgo_t& algo) {
+    if (bias) {
+      const cublasStatus_t st =
+          cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias->data, sizeof(void*));
+      if (st != CUBLAS_STATUS_SUCCESS) return st;
+    }
+    const float alpha = 1.f, beta = 0.f;
+    return cublasLtMatmul(lt_, p.desc, &alpha, w.data, p.a, x.data, p.b, &beta, y.data, p.c, y.data, p.c, &algo,
+                          lt_ws_.view().data, kLtWorkspace, stream_);
+  }
+
+  // The plan for a GEMM shape: cuBLASLt's first heuristic candidate. With
+  // KINFER_GEMM_TUNE=1 the first call of a shape times the top 8 candidates
+  // on the real operands and keeps the fastest (not yet measured on a GPU).
+  GemmPlan& plan(int64_t m, int64_t n, int64_t k, const Tensor* bias_t, int align, const Tensor& x, const Tensor& w,
+                 const Tensor& y) {
+    const bool bias = bias_t != nullptr;
     const auto key = std::make_tuple(m, n, k, bias, align);
     auto it = plans_.find(key);
     if (it != plans_.end()) return *it->second;
@@ -439,15 +462,89 @@ class CudaBackend final : public Backend {
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al, sizeof al);
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al, sizeof al);
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al);
-    cublasLtMatmulHeuristicResult_t res{};
+    constexpr int kCandidates = 8;
+    cublasLtMatmulHeuristicResult_t res[kCandidates]{};
     int found = 0;
-    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_, p->desc, p->a, p->b, p->c, p->c, pref, 1, &res, &found);
+    const cublasStatus_t st =
+        cublasLtMatmulAlgoGetHeuristic(lt_, p->desc, p->a, p->b, p->c, p->c, pref, tune_gemms_ ? kCandidates : 1, res, &found);
     cublasLtMatmulPreferenceDestroy(pref);
     check_lt(st, "cublasLtMatmulAlgoGetHeuristic");
     KF_CHECK(found > 0, "cuBLASLt found no algorithm for a {}x{}x{} bf16 GEMM (alignment {})", m, n, k, align);
-    p->algo = res.algo;
+    p->algo = res[0].algo;
+    if (found > 1 && !capturing_) {  // time each candidate: 2 warm-up and 5 timed runs
+      cudaEvent_t a, b;
+      KF_CUDA(cudaEventCreate(&a));
+      KF_CUDA(cudaEventCreate(&b));
+      float best = 1e30f;
+      for (int i = 0; i < found; ++i) {
+        bool ok = true;
+        for (int r = 0; r < 2 && ok; ++r) ok = run_gemm(*p, bias_t, x, w, y, res[i].algo) == CUBLAS_STATUS_SUCCESS;
+        KF_CUDA(cudaEventRecord(a, stream_));
+        for (int r = 0; r < 5 && ok; ++r) ok = run_gemm(*p, bias_t, x, w, y, res[i].algo) == CUBLAS_STATUS_SUCCESS;
+        KF_CUDA(cudaEventRecord(b, stream_));
+        KF_CUDA(cudaEventSynchronize(b));
+        float ms = 0.f;
+        KF_CUDA(cudaEventElapsedTime(&ms, a, b));
+        if (ok && ms < best) {
+          best = ms;
+          p->algo = res[i].algo;
+        }
+      }
+      cudaEventDestroy(a);
+      cudaEventDestroy(b);
+    }
     return *plans_.emplace(key, std::move(p)).first->second;
   }
+
+ public:
+  // Op timing for `kinfer bench decode --profile`: CUDA events around every
+  // op (outside graph recording), summed per op name by profile_json().
+  void set_profiling(bool on) { profiling_ = on; }
+  std::string profile_json() {
+    KF_CUDA(cudaStreamSynchronize(stream_));
+    std::map<std::string, std::pair<double, int>> sum;
+    for (Span& sp : spans_) {
+      float ms = 0.f;
+      KF_CUDA(cudaEventElapsedTime(&ms, sp.a, sp.b));
+      sum[sp.name].first += ms;
+      sum[sp.name].second += 1;
+      cudaEventDestroy(sp.a);
+      cudaEventDestroy(sp.b);
+    }
+    spans_.clear();
+    std::string out = "{";
+    for (const auto& [name, v] : sum)
+      out += fmt::format("{}\"{}\": {{\"ms\": {:.4f}, \"calls\": {}}}", out.size() > 1 ? ", " : "", name, v.first,
+                         v.second);
+    return out + "}";
+  }
+
+ private:
+  struct Span {
+    std::string name;
+    cudaEvent_t a = nullptr, b = nullptr;
+  };
+  struct ProfScope {
+    CudaBackend* be;
+    int idx = -1;
+    ProfScope(CudaBackend* b, std::string name) : be(b) {
+      if (!be->profiling_ || be->capturing_) return;
+      Span sp{std::move(name)};
+      cudaEventCreate(&sp.a);
+      cudaEventCreate(&sp.b);
+      cudaEventRecord(sp.a, be->stream_);
+      be->spans_.push_back(sp);
+      idx = static_cast<int>(be->spans_.size()) - 1;
+    }
+    ~ProfScope() {
+      if (idx >= 0) cudaEventRecord(be->spans_[idx].b, be->stream_);
+    }
+    ProfScope(const ProfScope&) = delete;
+    ProfScope& operator=(const ProfScope&) = delete;
+  };
+  bool profiling_ = false;
+  bool tune_gemms_ = false;
+  std::vector<Span> spans_;
 
   // One recorded decode step: replayable while no scratch was reallocated since.
   struct Graph {
@@ -498,6 +595,18 @@ double CudaTimer::stop_ms(Backend& b) {
   float ms = 0.f;
   KF_CUDA(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(start_), static_cast<cudaEvent_t>(stop_)));
   return ms;
+}
+
+void cuda_profile(Backend& b, bool on) {
+  auto* cb = dynamic_cast<CudaBackend*>(&b);
+  KF_CHECK(cb != nullptr, "not a CUDA backend: {}", b.name());
+  cb->set_profiling(on);
+}
+
+std::string cuda_profile_json(Backend& b) {
+  auto* cb = dynamic_cast<CudaBackend*>(&b);
+  KF_CHECK(cb != nullptr, "not a CUDA backend: {}", b.name());
+  return cb->profile_json();
 }
 
 void* stream_of(Backend& b) {

@@ -10,6 +10,10 @@ namespace kf {
 
 // Fills a CUDA BF16 tensor with uniform random values in [lo, hi) (synchronous).
 void cuda_fill_uniform(const Tensor& t, uint64_t seed, float lo, float hi);
+// Per-op timing (CUDA events around each op, outside graph recording), and
+// its report: {"op name": {"ms": total, "calls": n}, ...}; the report resets it.
+void cuda_profile(Backend& b, bool on);
+std::string cuda_profile_json(Backend& b);
 // The cudaStream_t of a CUDA backend (as void*); throws for other backends.
 void* stream_of(Backend& b);
 // Mean milliseconds of one device-to-device copy src -> dst over `iters` copies.
