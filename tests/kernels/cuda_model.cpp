@@ -21,6 +21,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "cuda_test_util.h"
+#include "hf_fixture.h"
 #include "engine/engine.h"
 #include "model/model.h"
 #include "model/runner.h"
@@ -28,7 +29,7 @@
 namespace kf {
 namespace {
 
-const std::string kDir = std::string(KINFER_SOURCE_DIR) + "/tests/fixtures/models/";
+const std::string& kDir = test::kHfFixtureDir;
 
 // A small GQA model (group 4, head_dim 64) for engine and graph tests.
 ModelConfig preset_config_for_test() {
@@ -50,25 +51,6 @@ ModelConfig preset_config_for_test() {
   return c;
 }
 
-struct HfLogits {
-  std::vector<int32_t> tokens;
-  std::vector<float> logits;  // [n, vocab]
-  int vocab = 0;
-};
-
-HfLogits read_hf(const std::string& name) {
-  HfLogits f;
-  std::ifstream meta(kDir + name + "/meta.json");
-  EXPECT_TRUE(meta.good()) << "missing " << kDir + name + "/meta.json";
-  const auto j = nlohmann::json::parse(meta);
-  for (int t : j["tokens"]) f.tokens.push_back(t);
-  f.vocab = j["logits_shape"][1];
-  f.logits.resize(f.tokens.size() * f.vocab);
-  std::ifstream bin(kDir + name + "/logits.bin", std::ios::binary);
-  bin.read(reinterpret_cast<char*>(f.logits.data()), f.logits.size() * sizeof(float));
-  return f;
-}
-
 // Error of a row relative to the reference row's spread: max|a - b| / (max b - min b).
 double rel_err(const float* a, const float* b, size_t n) {
   double d = 0, lo = b[0], hi = b[0];
@@ -85,7 +67,7 @@ class CudaHfParity : public ::testing::TestWithParam<const char*> {};
 TEST_P(CudaHfParity, PrefillAndGraphDecodeWithinBf16) {
   KF_REQUIRE_CUDA();
   const std::string name = GetParam();
-  const HfLogits hf = read_hf(name);
+  const test::HfFixture hf = test::read_hf_fixture(name);
   auto be = make_cuda_backend(0);
   Model model = Model::load(kDir + name, *be);
   const size_t n = hf.tokens.size(), vocab = hf.vocab;

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "hf_fixture.h"
 #include "io/checkpoint.h"
 #include "model/model.h"
 #include "model/runner.h"
@@ -20,29 +21,8 @@
 namespace kf {
 namespace {
 
-const std::string kDir = std::string(KINFER_SOURCE_DIR) + "/tests/fixtures/models/";
-
-struct Fixture {
-  std::vector<int32_t> tokens;
-  std::vector<float> logits;  // [n, vocab]
-  std::vector<double> inv_freq;
-  int vocab = 0;
-};
-
-Fixture read_fixture(const std::string& name) {
-  Fixture f;
-  std::ifstream meta(kDir + name + "/meta.json");
-  EXPECT_TRUE(meta.good()) << "missing " << kDir + name + "/meta.json";
-  const auto j = nlohmann::json::parse(meta);
-  for (int t : j["tokens"]) f.tokens.push_back(t);
-  f.vocab = j["logits_shape"][1];
-  for (double v : j["hf_inv_freq"]) f.inv_freq.push_back(v);
-  f.logits.resize(f.tokens.size() * f.vocab);
-  std::ifstream bin(kDir + name + "/logits.bin", std::ios::binary);
-  bin.read(reinterpret_cast<char*>(f.logits.data()), f.logits.size() * sizeof(float));
-  EXPECT_EQ(bin.gcount(), static_cast<std::streamsize>(f.logits.size() * sizeof(float)));
-  return f;
-}
+using test::HfFixture;
+const std::string& kDir = test::kHfFixtureDir;
 
 double max_abs_diff(const float* a, const float* b, size_t n) {
   double m = 0;
@@ -54,7 +34,7 @@ class HfParity : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(HfParity, PrefillAndDecodeMatchTransformers) {
   const std::string name = GetParam();
-  const Fixture fx = read_fixture(name);
+  const HfFixture fx = test::read_hf_fixture(name);
   auto be = make_cpu_backend(2);
   Model model = Model::load(kDir + name, *be);
   const ModelConfig& cfg = model.config();
