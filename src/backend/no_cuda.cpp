@@ -9,6 +9,7 @@ void* cuda_alloc(size_t) { fail("this kinfer was built without CUDA (configure w
 void cuda_free(void*) {}
 bool cuda_available() { return false; }
 std::unique_ptr<Backend> make_cuda_backend(int) {
-  fail("this kinfer was built without CUDA (configure with -DKINFER_CUDA=ON on a machine with nvcc)");
+  fail("--device cuda: this kinfer was built without CUDA (configure with -DKINFER_CUDA=ON on a machine with "
+       "nvcc); use --device cpu");
 }
 }  // namespace kf

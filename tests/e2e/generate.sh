@@ -58,4 +58,13 @@ fi
 grep -q "KV pages" "$tmp/err.txt" || fail "oversized prompt error unclear: $(cat "$tmp/err.txt")"
 if "$KINFER" generate --model default --prompt-ids 1,2 --attn sparse 2> "$tmp/err.txt"; then fail "bad --attn accepted"; fi
 grep -q "unknown attention policy" "$tmp/err.txt" || fail "bad --attn error unclear"
+# --device: a bad name is refused; cuda without a GPU (or a CUDA build) says so and suggests cpu.
+if "$KINFER" generate --model default --prompt-ids 1,2 --device gpu 2> "$tmp/err.txt"; then fail "bad --device accepted"; fi
+grep -q "cpu or cuda" "$tmp/err.txt" || fail "bad --device error unclear: $(cat "$tmp/err.txt")"
+if ! nvidia-smi -L > /dev/null 2>&1; then
+  if "$KINFER" generate --model default --prompt-ids 1,2 --device cuda 2> "$tmp/err.txt"; then
+    fail "--device cuda without a GPU did not fail"
+  fi
+  grep -q "use --device cpu" "$tmp/err.txt" || fail "--device cuda error unclear: $(cat "$tmp/err.txt")"
+fi
 echo "generate e2e: ok"

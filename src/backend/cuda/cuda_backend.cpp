@@ -92,7 +92,12 @@ class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(int dev) : dev_(dev) {
     int n = 0;
-    KF_CUDA(cudaGetDeviceCount(&n));
+    const cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0) {
+      cudaGetLastError();
+      fail("--device cuda: no usable NVIDIA GPU here ({}); use --device cpu",
+           e != cudaSuccess ? cudaGetErrorString(e) : "no CUDA device visible");
+    }
     KF_CHECK(dev >= 0 && dev < n, "CUDA device {} does not exist ({} visible)", dev, n);
     KF_CUDA(cudaSetDevice(dev));
     cudaDeviceProp prop{};
