@@ -60,17 +60,13 @@ Engine::Engine(const Model& model, Backend& backend, EngineConfig cfg)
       kv_(cfg_.kv_pages, cfg_.page_size),
       sched_(kv_, sched_config(cfg_)),
       pool_(model.config(), backend, cfg_.kv_pages + 1, cfg_.page_size),  // + the padding rows' page
-      ws_(model.config(), backend, cfg_.max_step_tokens, std::min(cfg_.max_step_tokens, cfg_.max_running)) {
+      ws_(model.config(), backend, cfg_.max_step_tokens, std::min(cfg_.max_step_tokens, cfg_.max_running)),
+      idx_(backend, cfg_.max_step_tokens, std::min(cfg_.max_step_tokens, cfg_.max_running),
+           int64_t{64} * std::min(cfg_.max_step_tokens, cfg_.max_running)) {
   attn::check_policy(cfg_.policy);
-  const int64_t T = cfg_.max_step_tokens, vocab = model.config().vocab_size;
+  const int64_t vocab = model.config().vocab_size;
   const int64_t max_seqs = std::min(cfg_.max_step_tokens, cfg_.max_running);
   const Device dev = be_.device();
-  ids_ = Buffer(DType::I32, {T}, dev);
-  pos_ = Buffer(DType::I32, {T}, dev);
-  slots_ = Buffer(DType::I32, {T}, dev);
-  rows_ = Buffer(DType::I32, {max_seqs}, dev);
-  q_start_ = Buffer(DType::I32, {max_seqs + 1}, dev);
-  ctx_len_ = Buffer(DType::I32, {max_seqs}, dev);
   logits_ = Buffer(be_.act_dtype(), {max_seqs, vocab}, dev);
   s_temp_ = Buffer(DType::F32, {max_seqs}, dev);
   s_topk_ = Buffer(DType::I32, {max_seqs}, dev);
@@ -233,53 +229,55 @@ bool Engine::step() {
   int max_pages = 1;
   for (const StepSeq& ss : plan.seqs) max_pages = std::max(max_pages, static_cast<int>(kv_.pages(ss.id).size()));
   const bool graph = use_graphs_ && n == ns;
-  const int ns_run = graph ? batch_bucket(ns, max_seqs_) : ns, n_run = n + (ns_run - ns);
+  const int ns_run = graph ? batch_bucket(ns, max_seqs_) : ns;
   const int stride = graph ? pages_bucket(max_pages) : max_pages;
-  h_ids_.resize(n_run);
-  h_pos_.resize(n_run);
-  h_slots_.assign(plan.slots.begin(), plan.slots.end());
-  h_rows_.clear();
-  h_q_start_.assign(1, 0);
-  h_ctx_.resize(ns_run);
-  h_table_.assign(static_cast<size_t>(ns_run) * stride, -1);
+  StepIndices& x = idx_;
+  x.ids.clear();
+  x.pos.clear();
+  x.slots.assign(plan.slots.begin(), plan.slots.end());
+  x.logit_rows.clear();
+  x.q_start.assign(1, 0);
+  x.ctx.clear();
+  x.table.assign(static_cast<size_t>(ns_run) * stride, -1);
   logit_row_.assign(ns, -1);
-  int row = 0;
   int64_t decode_rows = 0;
   for (int i = 0; i < ns; ++i) {
     const StepSeq& ss = plan.seqs[i];
     const Sequence& s = sched_.seq(ss.id);
-    for (int r = 0; r < ss.n; ++r, ++row) {
-      h_ids_[row] = s.token_at(ss.start + r);
-      h_pos_[row] = ss.start + r;
+    for (int r = 0; r < ss.n; ++r) {
+      x.ids.push_back(s.token_at(ss.start + r));
+      x.pos.push_back(ss.start + r);
     }
+    const int last = static_cast<int>(x.ids.size()) - 1;
     if (graph) {
-      h_rows_.push_back(row - 1);
+      x.logit_rows.push_back(last);
       if (ss.sample) logit_row_[i] = i;
     } else if (ss.sample) {
-      logit_row_[i] = static_cast<int>(h_rows_.size());
-      h_rows_.push_back(row - 1);
+      logit_row_[i] = static_cast<int>(x.logit_rows.size());
+      x.logit_rows.push_back(last);
     }
     if (ss.n == 1) ++decode_rows;
-    h_q_start_.push_back(row);
-    h_ctx_[i] = ss.start + ss.n;
+    x.q_start.push_back(last + 1);
+    x.ctx.push_back(ss.start + ss.n);
     const auto& pages = kv_.pages(ss.id);
-    std::copy(pages.begin(), pages.end(), h_table_.begin() + static_cast<size_t>(i) * stride);
+    std::copy(pages.begin(), pages.end(), x.table.begin() + static_cast<size_t>(i) * stride);
   }
-  for (int i = ns; i < ns_run; ++i, ++row) {  // padding: token 0 at position 0 of the padding page
-    h_ids_[row] = 0;
-    h_pos_[row] = 0;
-    h_slots_.push_back(pad_page_ * P);
-    h_rows_.push_back(row);
-    h_q_start_.push_back(row + 1);
-    h_ctx_[i] = 1;
-    h_table_[static_cast<size_t>(i) * stride] = pad_page_;
+  for (int i = ns; i < ns_run; ++i) {  // padding: token 0 at position 0 of the padding page
+    x.logit_rows.push_back(static_cast<int>(x.ids.size()));
+    x.ids.push_back(0);
+    x.pos.push_back(0);
+    x.slots.push_back(pad_page_ * P);
+    x.q_start.push_back(static_cast<int>(x.ids.size()));
+    x.ctx.push_back(1);
+    x.table[static_cast<size_t>(i) * stride] = pad_page_;
   }
-  const int m = static_cast<int>(h_rows_.size());
+  const int m = static_cast<int>(x.logit_rows.size());
   const bool want_sel = cfg_.policy.kind == AttnKind::TopK;  // page policies' reads are known on the host
-  if (table_.empty() || table_.view().numel() < static_cast<int64_t>(ns_run) * stride) {
-    const int64_t cols = std::max<int64_t>(stride * 2, 64);
+  const int64_t cols = std::max<int64_t>(stride * 2, 64);
+  const bool table_moved = x.reserve_table(static_cast<int64_t>(ns_run) * stride);
+  if (table_moved || (want_sel && (sel_pages_.empty() ||
+                                   sel_pages_[0].view().numel() < static_cast<int64_t>(ns_run) * Hkv * stride))) {
     be_.clear_graphs();  // the recordings point at the buffers replaced here
-    table_ = Buffer(DType::I32, {max_seqs_ * cols}, be_.device());
     sel_pages_.clear();
     sel_counts_.clear();
     if (want_sel)
@@ -288,38 +286,15 @@ bool Engine::step() {
         sel_counts_.emplace_back(DType::I32, std::initializer_list<int64_t>{max_seqs_ * Hkv}, be_.device());
       }
   }
-  const Tensor ids = ids_.view().rows(0, n_run), pos = pos_.view().rows(0, n_run),
-               slots = slots_.view().rows(0, n_run);
-  const Tensor rows = rows_.view().rows(0, m), q_start = q_start_.view().rows(0, ns_run + 1),
-               ctx_len = ctx_len_.view().rows(0, ns_run);
-  const Tensor table(table_.view().data, DType::I32, {ns_run, stride}, be_.device());
-  be_.upload(ids, h_ids_.data());
-  be_.upload(pos, h_pos_.data());
-  be_.upload(slots, h_slots_.data());
-  if (m) be_.upload(rows, h_rows_.data());
-  be_.upload(q_start, h_q_start_.data());
-  be_.upload(ctx_len, h_ctx_.data());
-  be_.upload(table, h_table_.data());
-
   AttnBatch batch;
-  batch.n_seqs = ns_run;
-  batch.max_pages = stride;
-  batch.q_start = q_start;
-  batch.ctx_len = ctx_len;
-  batch.page_table = table;
+  StepInput in = x.upload(batch, stride);
   std::vector<PageSelection>& sels = sels_;
   sels.clear();
   if (want_sel)
     for (int l = 0; l < mc.n_layers; ++l)
       sels.push_back(PageSelection{Tensor(sel_pages_[l].view().data, DType::I32, {ns_run, Hkv, stride}, be_.device()),
                                    Tensor(sel_counts_[l].view().data, DType::I32, {ns_run, Hkv}, be_.device())});
-  StepInput in;
-  in.token_ids = ids;
-  in.positions = pos;
-  in.kv_slots = slots;
-  in.batch = &batch;
   in.policy = cfg_.policy;
-  in.logit_rows = rows;
   in.selections = sels;
   const Tensor logits = logits_.view().rows(0, m);
   if (graph) {
@@ -399,8 +374,8 @@ bool Engine::step() {
     if (want_sel) h_sel_.resize(static_cast<size_t>(ns) * Hkv);
     for (int i = 0; i < ns; ++i) {
       if (plan.seqs[i].n != 1) continue;
-      const attn::Reads rd = attn::reads_per_head(h_ctx_[i], P, cfg_.policy);
-      const attn::Reads rdense = attn::reads_per_head(h_ctx_[i], P, dense_policy);
+      const attn::Reads rd = attn::reads_per_head(x.ctx[i], P, cfg_.policy);
+      const attn::Reads rdense = attn::reads_per_head(x.ctx[i], P, dense_policy);
       const int64_t sparse_layers = mc.n_layers - n_dense;
       stats_.kv_bytes_read += Hkv * hd * elem *
                               (sparse_layers * (2 * rd.kv_tokens + rd.k_tokens + rd.summaries) +

@@ -131,9 +131,10 @@ class Engine {
   bool started_ = false;
 
   // Device index tensors (max sizes) and host staging.
-  Buffer ids_, pos_, slots_, rows_, q_start_, ctx_len_, table_, logits_, copy_src_, copy_dst_;
+  StepIndices idx_;  // the step's index arrays, host and device
+  Buffer logits_, copy_src_, copy_dst_;
   std::vector<Buffer> sel_pages_, sel_counts_;
-  std::vector<int32_t> h_ids_, h_pos_, h_slots_, h_rows_, h_q_start_, h_ctx_, h_table_, h_src_, h_dst_, h_sel_;
+  std::vector<int32_t> h_src_, h_dst_, h_sel_;
   std::vector<int> logit_row_;  // [n_seqs] row of each sampled sequence's logits, -1 if none
   // Device sampling: per-row parameters and the sampled tokens.
   Buffer s_temp_, s_topk_, s_topp_, s_minp_, s_u_, tokens_;

@@ -43,6 +43,52 @@ KvBuffers::KvBuffers(const ModelConfig& cfg, Backend& be, int n_pages_, int page
   for (int l = 0; l < cfg.n_layers; ++l) layers.push_back(KvLayer{k[l].view(), v[l].view(), summary[l].view()});
 }
 
+StepIndices::StepIndices(Backend& be, int max_rows, int max_seqs, int64_t table_cells) : be_(be) {
+  const Device dev = be.device();
+  ids_ = Buffer(DType::I32, {max_rows}, dev);
+  pos_ = Buffer(DType::I32, {max_rows}, dev);
+  slots_ = Buffer(DType::I32, {max_rows}, dev);
+  rows_ = Buffer(DType::I32, {max_rows}, dev);
+  q_start_ = Buffer(DType::I32, {int64_t(max_seqs) + 1}, dev);
+  ctx_ = Buffer(DType::I32, {max_seqs}, dev);
+  reserve_table(table_cells);
+}
+
+bool StepIndices::reserve_table(int64_t cells) {
+  const int64_t have = table_.empty() ? 0 : table_.view().numel();
+  if (have >= cells) return false;
+  table_ = Buffer(DType::I32, {std::max<int64_t>(cells, 2 * have)}, be_.device());  // doubling: few moves
+  return true;
+}
+
+StepInput StepIndices::upload(AttnBatch& batch, int stride) {
+  const int64_t n = static_cast<int64_t>(ids.size()), m = static_cast<int64_t>(logit_rows.size()),
+                ns = static_cast<int64_t>(ctx.size());
+  KF_CHECK(n <= ids_.view().numel() && m <= rows_.view().numel() && ns < q_start_.view().numel() &&
+               pos.size() == ids.size() && slots.size() == ids.size() && q_start.size() == ctx.size() + 1 &&
+               static_cast<int64_t>(table.size()) == ns * stride && ns * stride <= table_.view().numel(),
+           "step indices: {} rows, {} logit rows, {} sequences x {} pages do not fit", n, m, ns, stride);
+  StepInput in;
+  in.token_ids = ids_.view().rows(0, n);
+  in.positions = pos_.view().rows(0, n);
+  in.kv_slots = slots_.view().rows(0, n);
+  in.logit_rows = rows_.view().rows(0, m);
+  batch.n_seqs = static_cast<int>(ns);
+  batch.max_pages = stride;
+  batch.q_start = q_start_.view().rows(0, ns + 1);
+  batch.ctx_len = ctx_.view().rows(0, ns);
+  batch.page_table = Tensor(table_.view().data, DType::I32, {ns, stride}, be_.device());
+  be_.upload(in.token_ids, ids.data());
+  be_.upload(in.positions, pos.data());
+  be_.upload(in.kv_slots, slots.data());
+  if (m) be_.upload(in.logit_rows, logit_rows.data());
+  be_.upload(batch.q_start, q_start.data());
+  be_.upload(batch.ctx_len, ctx.data());
+  be_.upload(batch.page_table, table.data());
+  in.batch = &batch;
+  return in;
+}
+
 Model::Model(ModelConfig cfg, Weights w) : cfg_(std::move(cfg)), w_(std::move(w)) {
   inv_freq_ = cfg_.rope_inv_freq();
   layer_dense_.assign(cfg_.n_layers, 0);

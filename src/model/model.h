@@ -57,6 +57,25 @@ struct StepInput {
   std::span<PageSelection> selections;
 };
 
+// One step's index arrays: the caller (Engine, Runner) fills the host side,
+// upload() copies it to device tensors sized once for the largest step and
+// returns the step's input viewing them (same pointers every step, as graph
+// replay needs). Row arrays have n entries, logit_rows m, ctx n_seqs, q_start
+// n_seqs + 1, table n_seqs * stride (-1 = no page).
+struct StepIndices {
+  StepIndices(Backend& backend, int max_rows, int max_seqs, int64_t table_cells);
+  std::vector<int32_t> ids, pos, slots, logit_rows, q_start, ctx, table;
+  // Grows the device page table to at least `cells` entries (at least
+  // doubling); true if it moved.
+  bool reserve_table(int64_t cells);
+  // batch must outlive the returned input (it points at it).
+  StepInput upload(AttnBatch& batch, int stride);
+
+ private:
+  Backend& be_;
+  Buffer ids_, pos_, slots_, rows_, q_start_, ctx_, table_;
+};
+
 class Model {
  public:
   // spec: a GGUF file, an HF directory, "default", or "random:PRESET".

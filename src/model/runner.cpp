@@ -16,19 +16,12 @@ Runner::Runner(const Model& model, Backend& be, int n_seqs, int max_ctx, int pag
       max_step_(max_step_tokens > 0 ? max_step_tokens : std::max(max_ctx, n_seqs)),
       ctx_(n_seqs, 0),
       ws_(model.config(), be, std::max(max_step_, n_seqs), std::max(max_step_, n_seqs)),
-      kv_(model.config(), be, n_seqs * ((max_ctx + page_size - 1) / page_size), page_size) {
+      kv_(model.config(), be, n_seqs * ((max_ctx + page_size - 1) / page_size), page_size),
+      idx_(be, std::max(max_step_, n_seqs), n_seqs, int64_t(n_seqs) * pages_per_seq_) {
   KF_CHECK(n_seqs > 0 && max_ctx > 0, "runner: n_seqs {} and max_ctx {} must be positive", n_seqs,
            max_ctx);
   const int64_t T = ws_.max_tokens, vocab = model.config().vocab_size;
-  const Device dev = be.device();
-  ids_ = Buffer(DType::I32, {T}, dev);
-  pos_ = Buffer(DType::I32, {T}, dev);
-  slots_ = Buffer(DType::I32, {T}, dev);
-  rows_ = Buffer(DType::I32, {T}, dev);
-  q_start_ = Buffer(DType::I32, {int64_t(n_seqs) + 1}, dev);
-  ctx_len_ = Buffer(DType::I32, {int64_t(n_seqs)}, dev);
-  page_table_ = Buffer(DType::I32, {int64_t(n_seqs), int64_t(pages_per_seq_)}, dev);
-  logits_ = Buffer(be.act_dtype(), {T, vocab}, dev);
+  logits_ = Buffer(be.act_dtype(), {T, vocab}, be.device());
   for (int s = 0; s < n_seqs; ++s) all_seqs_.push_back(s);
   ones_.assign(n_seqs, 1);
   want_all_.assign(n_seqs, 1);
@@ -51,9 +44,10 @@ void Runner::fill_synthetic(int tokens, uint64_t seed) {
   std::vector<int32_t> slots;
   for (int s = 0; s < n_seqs_; ++s)
     for (int pg = 0; pg < tokens / page_size_; ++pg) slots.push_back(physical_page(s, pg) * page_size_ + page_size_ - 1);
+  Buffer slot_buf(DType::I32, {ws_.max_tokens}, be_.device());  // setup only, not the decode path
   for (size_t b = 0; b < slots.size(); b += ws_.max_tokens) {
     const int n = static_cast<int>(std::min<size_t>(ws_.max_tokens, slots.size() - b));
-    const Tensor sl = slots_.view().rows(0, n);
+    const Tensor sl = slot_buf.view().rows(0, n);
     be_.upload(sl, slots.data() + b);
     // Staging for the random rows: the q and attention-output buffers ([T, Hq*D], Hq >= Hkv).
     const int64_t kv_elems = int64_t(n) * cfg.n_kv_heads * cfg.head_dim;
@@ -77,13 +71,14 @@ int Runner::physical_page(int seq, int logical) const {
 void Runner::step(const std::vector<int>& seqs, const std::vector<int>& rows_per_seq,
                   const std::vector<int32_t>& tokens, const std::vector<uint8_t>& want, bool download) {
   const int n = static_cast<int>(tokens.size()), ns = static_cast<int>(seqs.size());
-  h_ids_.assign(tokens.begin(), tokens.end());
-  h_pos_.resize(n);
-  h_slots_.resize(n);
-  h_rows_.clear();
-  h_q_start_.assign(1, 0);
-  h_ctx_.resize(ns);
-  h_table_.assign(size_t(ns) * pages_per_seq_, -1);
+  StepIndices& x = idx_;
+  x.ids.assign(tokens.begin(), tokens.end());
+  x.pos.resize(n);
+  x.slots.resize(n);
+  x.logit_rows.clear();
+  x.q_start.assign(1, 0);
+  x.ctx.resize(ns);
+  x.table.assign(size_t(ns) * pages_per_seq_, -1);
   int row = 0;
   for (int i = 0; i < ns; ++i) {
     const int s = seqs[i];
@@ -91,41 +86,19 @@ void Runner::step(const std::vector<int>& seqs, const std::vector<int>& rows_per
              max_ctx_);
     for (int r = 0; r < rows_per_seq[i]; ++r, ++row) {
       const int p = ctx_[s] + r;
-      h_pos_[row] = p;
-      h_slots_[row] = physical_page(s, p / page_size_) * page_size_ + p % page_size_;
-      if (want[row]) h_rows_.push_back(row);
+      x.pos[row] = p;
+      x.slots[row] = physical_page(s, p / page_size_) * page_size_ + p % page_size_;
+      if (want[row]) x.logit_rows.push_back(row);
     }
     ctx_[s] += rows_per_seq[i];
-    h_ctx_[i] = ctx_[s];
-    h_q_start_.push_back(row);
-    for (int pg = 0; pg < pages_per_seq_; ++pg) h_table_[size_t(i) * pages_per_seq_ + pg] = physical_page(s, pg);
+    x.ctx[i] = ctx_[s];
+    x.q_start.push_back(row);
+    for (int pg = 0; pg < pages_per_seq_; ++pg) x.table[size_t(i) * pages_per_seq_ + pg] = physical_page(s, pg);
   }
-  const int m = static_cast<int>(h_rows_.size());
-  const Tensor ids = ids_.view().rows(0, n), pos = pos_.view().rows(0, n),
-               slots = slots_.view().rows(0, n), rows = rows_.view().rows(0, m);
-  const Tensor q_start = q_start_.view().rows(0, ns + 1), ctx_len = ctx_len_.view().rows(0, ns),
-               table = page_table_.view().rows(0, ns);
-  be_.upload(ids, h_ids_.data());
-  be_.upload(pos, h_pos_.data());
-  be_.upload(slots, h_slots_.data());
-  if (m) be_.upload(rows, h_rows_.data());
-  be_.upload(q_start, h_q_start_.data());
-  be_.upload(ctx_len, h_ctx_.data());
-  be_.upload(table, h_table_.data());
-
+  const int m = static_cast<int>(x.logit_rows.size());
   AttnBatch batch;
-  batch.n_seqs = ns;
-  batch.max_pages = pages_per_seq_;
-  batch.q_start = q_start;
-  batch.ctx_len = ctx_len;
-  batch.page_table = table;
-  StepInput in;
-  in.token_ids = ids;
-  in.positions = pos;
-  in.kv_slots = slots;
-  in.batch = &batch;
+  StepInput in = x.upload(batch, pages_per_seq_);
   in.policy = policy_;
-  in.logit_rows = rows;
   const Tensor logits = logits_.view().rows(0, m);
   if (graphs_ && n == ns) {  // decode: the same buffers and shapes every step of this size
     const uint64_t key = reinterpret_cast<uintptr_t>(this) * 0x9e3779b97f4a7c15ull ^ (uint64_t(ns) << 40) ^ (uint64_t(m) << 20) ^ (uint64_t(policy_.kind) << 16) ^

@@ -71,9 +71,9 @@ class Runner {
   Workspace ws_;
   KvBuffers kv_;
   // Device copies of the step's index tensors (sized for the maximum).
-  Buffer ids_, pos_, slots_, rows_, q_start_, ctx_len_, page_table_, logits_;
+  StepIndices idx_;  // the step's index arrays, host and device
+  Buffer logits_;
   // Host staging.
-  std::vector<int32_t> h_ids_, h_pos_, h_slots_, h_rows_, h_q_start_, h_ctx_, h_table_;
   std::vector<uint16_t> h_logits_bf16_;
   std::vector<int> all_seqs_, ones_;  // decode: every sequence, one row each
   std::vector<uint8_t> want_all_;
