@@ -20,4 +20,16 @@ AttnKind parse_attn_kind(const std::string& s) {
   fail("unknown attention policy '{}' (expected dense, local, blocktopk or topk)", s);
 }
 
+void download_f32(Backend& be, const Tensor& src, float* dst, std::vector<uint16_t>& staging) {
+  if (src.dtype == DType::F32) {
+    be.download(dst, src);
+    return;
+  }
+  KF_CHECK(src.dtype == DType::BF16, "download_f32: {} tensor, expected F32 or BF16", dtype_name(src.dtype));
+  const size_t n = static_cast<size_t>(src.numel());
+  if (staging.size() < n) staging.resize(n);
+  be.download(staging.data(), src);
+  for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(staging[i]);
+}
+
 }  // namespace kf

@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "util/tensor.h"
 
@@ -153,6 +154,10 @@ class Backend {
   // id order. Deterministic: the same inputs give the same tokens.
   virtual void sample(const Tensor& logits, const SampleArgs& a, const Tensor& tokens) = 0;
 };
+
+// Downloads src (F32 or BF16, any device) into dst as F32; BF16 goes through
+// `staging`, which only grows.
+void download_f32(Backend& be, const Tensor& src, float* dst, std::vector<uint16_t>& staging);
 
 std::unique_ptr<Backend> make_cpu_backend(int n_threads = 0);  // 0 = all cores
 std::unique_ptr<Backend> make_cuda_backend(int device = 0);     // throws without CUDA

@@ -353,14 +353,7 @@ bool Engine::step() {
     be_.download(h_tokens_.data(), toks);
   } else if (m_real) {
     h_logits_.resize(static_cast<size_t>(m_real) * vocab);
-    const Tensor real = logits.rows(0, m_real);
-    if (real.dtype == DType::F32) {
-      be_.download(h_logits_.data(), real);
-    } else {
-      h_logits_bf16_.resize(h_logits_.size());
-      be_.download(h_logits_bf16_.data(), real);
-      for (size_t i = 0; i < h_logits_.size(); ++i) h_logits_[i] = bf16_to_f32(h_logits_bf16_[i]);
-    }
+    download_f32(be_, logits.rows(0, m_real), h_logits_.data(), h_logits_bf16_);
   }
 
   // What decode rows read: from the policy on the host (page policies), from

@@ -59,8 +59,8 @@ void Runner::fill_synthetic(int tokens, uint64_t seed) {
       be_.fill_uniform(v, off + 7, -1.f, 1.f);
       be_.kv_write(kv_.layers[l], k, v, sl);
     }
-    be_.synchronize();  // the slots staging is reused by the next chunk
   }
+  be_.synchronize();  // slot_buf is freed on return
   std::fill(ctx_.begin(), ctx_.end(), tokens);
 }
 
@@ -112,13 +112,7 @@ void Runner::step(const std::vector<int>& seqs, const std::vector<int>& rows_per
   // Append this step's logits as F32 to out_.
   const size_t off = out_.size(), count = size_t(m) * vocab();
   out_.resize(off + count);
-  if (logits.dtype == DType::F32) {
-    be_.download(out_.data() + off, logits);
-  } else {
-    h_logits_bf16_.resize(count);
-    be_.download(h_logits_bf16_.data(), logits);
-    for (size_t i = 0; i < count; ++i) out_[off + i] = bf16_to_f32(h_logits_bf16_[i]);
-  }
+  download_f32(be_, logits, out_.data() + off, h_logits_bf16_);
 }
 
 const std::vector<float>& Runner::prefill(int seq, const std::vector<int32_t>& tokens, bool all_logits) {
