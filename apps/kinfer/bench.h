@@ -2,6 +2,10 @@
 // Each prints human-readable results, or one JSON object with --json.
 #pragma once
 
+namespace kf {
+class Backend;
+}
+
 namespace kf::cli {
 int bench_decode(int argc, char** argv);
 int bench_copy(int argc, char** argv);
@@ -9,7 +13,7 @@ int bench_attention(int argc, char** argv);
 int bench_generate(int argc, char** argv);
 int bench_tokenize(int argc, char** argv);
 // Device-to-device copy bandwidth in GB/s (read + write) of a 512 MiB copy on
-// GPU 0, the median of 5; throws in builds without CUDA.
-double measure_copy_gbps();
+// the backend's GPU, the median of 5; throws for other backends.
+double measure_copy_gbps(Backend& be);
 // Add one declaration per benchmark here and one row in cmd_bench.cpp's kBenches.
 }  // namespace kf::cli

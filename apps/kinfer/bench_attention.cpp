@@ -59,9 +59,9 @@ int bench_attention(int argc, char** argv) {
   auto be = make_cuda_backend(0);
   const int pps = (context + page_size - 1) / page_size;  // pages per sequence
   const int n_pages = batch * pps;
-  Buffer k(DType::BF16, {n_pages, kv_heads, page_size, head_dim}, Device::CUDA);
-  Buffer v(DType::BF16, {n_pages, kv_heads, page_size, head_dim}, Device::CUDA);
-  Buffer sum(summary == "bf16" ? DType::BF16 : DType::F32, {n_pages, kv_heads, head_dim}, Device::CUDA);
+  Buffer k(DType::BF16, {n_pages, kv_heads, page_size, head_dim}, *be);
+  Buffer v(DType::BF16, {n_pages, kv_heads, page_size, head_dim}, *be);
+  Buffer sum(summary == "bf16" ? DType::BF16 : DType::F32, {n_pages, kv_heads, head_dim}, *be);
   cuda_fill_uniform(k, 1, -1.f, 1.f);
   cuda_fill_uniform(v, 2, -1.f, 1.f);
   std::mt19937 rng(3);
@@ -74,14 +74,14 @@ int bench_attention(int argc, char** argv) {
     be->upload(sum, h.data());
   }
   const int n_rows = batch * q_rows;
-  Buffer q(DType::BF16, {n_rows, q_heads, head_dim}, Device::CUDA), out(DType::BF16, {n_rows, q_heads, head_dim}, Device::CUDA);
+  Buffer q(DType::BF16, {n_rows, q_heads, head_dim}, *be), out(DType::BF16, {n_rows, q_heads, head_dim}, *be);
   cuda_fill_uniform(q, 5, -2.f, 2.f);
   std::vector<int32_t> perm(n_pages), q_start(batch + 1), ctx(batch, context);
   std::iota(perm.begin(), perm.end(), 0);
   if (!contiguous) std::shuffle(perm.begin(), perm.end(), rng);  // scattered, as a long-running pool
   for (int s = 0; s <= batch; ++s) q_start[s] = s * q_rows;
-  Buffer dq_start(DType::I32, {batch + 1}, Device::CUDA), dctx(DType::I32, {batch}, Device::CUDA);
-  Buffer dtable(DType::I32, {batch, pps}, Device::CUDA);
+  Buffer dq_start(DType::I32, {batch + 1}, *be), dctx(DType::I32, {batch}, *be);
+  Buffer dtable(DType::I32, {batch, pps}, *be);
   be->upload(dq_start, q_start.data());
   be->upload(dctx, ctx.data());
   be->upload(dtable, perm.data());

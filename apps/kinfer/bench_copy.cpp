@@ -15,16 +15,18 @@
 
 namespace kf::cli {
 
-double measure_copy_gbps() {
+double measure_copy_gbps(Backend& be) {
 #ifdef KINFER_HAVE_CUDA
+  KF_CHECK(be.device() == Device::CUDA, "copy bandwidth is measured on a GPU, not {}", be.name());
   const int64_t n = int64_t(512) << 19;  // bf16 elements
-  Buffer src(DType::BF16, {n}, Device::CUDA), dst(DType::BF16, {n}, Device::CUDA);
+  Buffer src(DType::BF16, {n}, be), dst(DType::BF16, {n}, be);
   cuda_fill_uniform(src, 1, -1.f, 1.f);
   std::vector<double> ms;
   for (int r = 0; r < 5; ++r) ms.push_back(cuda_copy_ms(dst, src, 10));
   std::sort(ms.begin(), ms.end());
   return 2.0 * double(src.view().nbytes()) / (ms[ms.size() / 2] * 1e-3) / 1e9;
 #else
+  (void)be;
   fail("copy bandwidth needs a CUDA build (configure with -DKINFER_CUDA=ON)");
 #endif
 }
@@ -40,8 +42,9 @@ int bench_copy(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   KF_CHECK(mib >= 1 && iters >= 1 && reps >= 1, "--mib, --iters and --reps must be positive");
 #ifdef KINFER_HAVE_CUDA
+  auto be = make_cuda_backend(0);
   const int64_t n = int64_t(mib) << 19;  // bf16 elements
-  Buffer src(DType::BF16, {n}, Device::CUDA), dst(DType::BF16, {n}, Device::CUDA);
+  Buffer src(DType::BF16, {n}, *be), dst(DType::BF16, {n}, *be);
   cuda_fill_uniform(src, 1, -1.f, 1.f);
   std::vector<double> ms;
   for (int r = 0; r < reps; ++r) ms.push_back(cuda_copy_ms(dst, src, iters));

@@ -1,8 +1,11 @@
 // `kinfer bench decode`: decode speed of B sequences stepping together.
-// The caches first hold either a real prefill of --prompt-len tokens or, with
-// --context L, a synthetic context of L tokens (random K/V with real page
-// summaries: Runner::fill_synthetic), which is how long-context shapes are
-// benchmarked without minutes of prefill. Reports tokens/s (B tokens per
+// The caches first hold either a real prefill of --prompt-len tokens (whose
+// speed is reported too) or, with --context L, a synthetic context of L
+// tokens (random K/V with real page summaries: StepExecutor::fill_synthetic),
+// which is how long-context shapes are benchmarked without minutes of
+// prefill. Steps run through the engine's executor, one in flight while the
+// next is prepared, each sampling its tokens on the device and feeding them to
+// the next step there. Reports tokens/s (B tokens per
 // step) and the bandwidth roofline: bytes a step must read (every weight once
 // plus the K/V and summaries the attention policy reads, at the mean context
 // of the timed steps) over the measured copy bandwidth. Every step samples
@@ -19,7 +22,7 @@
 #include "backend/cpu/cpu_backend.h"
 #include "bench.h"
 #include "model/model.h"
-#include "model/runner.h"
+#include "engine/executor.h"
 #include "util/philox.h"
 #ifdef KINFER_HAVE_CUDA
 #include "backend/cuda/cuda_util.h"
@@ -74,60 +77,98 @@ int bench_decode(int argc, char** argv) {
     opt.use_blas = blas;
     be = make_cpu_backend(opt);
   }
-  if (copy_gbps <= 0 && be->device() == Device::CUDA) copy_gbps = measure_copy_gbps();
+  if (copy_gbps <= 0 && be->device() == Device::CUDA) copy_gbps = measure_copy_gbps(*be);
   const Model model = Model::load(model_spec, *be);
   const ModelConfig& cfg = model.config();
   const int start_ctx = context > 0 ? context : prompt_len;
   const int max_ctx = start_ctx + warmup + tokens + 6;  // + the profiled steps
-  Runner run(model, *be, batch, max_ctx, page_size, std::max(batch, std::min(prompt_len, 512)));
-  run.set_policy(policy);
-  run.set_graphs(!no_graphs);
+  const int pages_per_seq = (max_ctx + page_size - 1) / page_size;
+  ExecutorConfig ec;
+  ec.page_size = page_size;
+  ec.kv_pages = batch * pages_per_seq;
+  ec.max_step_tokens = std::max(batch, std::min(prompt_len, 512));
+  ec.max_seqs = batch;
+  ec.graphs = !no_graphs && be->device() == Device::CUDA;
+  ec.policy = policy;
+  StepExecutor exec(model, *be, ec);
+  // Pages reversed and interleaved across sequences: real, scattered page tables.
+  std::vector<std::vector<int>> pages(batch);
+  for (int s = 0; s < batch; ++s)
+    for (int p = 0; p < pages_per_seq; ++p) pages[s].push_back((pages_per_seq - 1 - p) * batch + s);
+  std::vector<int> ctx(batch, 0);
+  std::vector<std::vector<int32_t>> slots(batch);
+  auto slots_for = [&](int s, int n) -> std::span<const int32_t> {
+    slots[s].clear();
+    for (int i = 0; i < n; ++i) {
+      const int p = ctx[s] + i;
+      slots[s].push_back(pages[s][p / page_size] * page_size + p % page_size);
+    }
+    return slots[s];
+  };
 
   // Deterministic pseudo-text: the token ids do not change the work done.
   auto token_at = [&](int seq, int pos) { return static_cast<int32_t>((seq * 7919 + pos * 104729) % cfg.vocab_size); };
+  double prefill_s = 0;
   if (context > 0) {
-    run.fill_synthetic(context);
+    exec.fill_synthetic();
+    std::fill(ctx.begin(), ctx.end(), context);
   } else {
-    for (int s = 0; s < batch; ++s) {
-      std::vector<int32_t> prompt(prompt_len);
-      for (int p = 0; p < prompt_len; ++p) prompt[p] = token_at(s, p);
-      run.prefill(s, prompt, false);
-    }
+    const auto tp = std::chrono::steady_clock::now();
+    for (int s = 0; s < batch; ++s)
+      for (int done = 0; done < prompt_len;) {
+        const int n = std::min(prompt_len - done, ec.max_step_tokens);
+        std::vector<int32_t> chunk(n);
+        for (int i = 0; i < n; ++i) chunk[i] = token_at(s, done + i);
+        exec.begin();
+        exec.add_seq(pages[s], ctx[s], chunk, slots_for(s, n));
+        exec.collect(exec.launch());
+        ctx[s] += n;
+        done += n;
+      }
+    be->synchronize();
+    prefill_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - tp).count();
   }
   // Each step samples on the device with Qwen3's thinking defaults (T 0.6,
-  // top-k 20, top-p 0.95) and feeds the tokens back: the real decode loop.
-  const Device dev = be->device();
-  Buffer temp(DType::F32, {batch}, dev), topk(DType::I32, {batch}, dev), topp(DType::F32, {batch}, dev),
-      minp(DType::F32, {batch}, dev), uni(DType::F32, {batch}, dev), sampled(DType::I32, {batch}, dev);
-  be->upload(temp.view(), std::vector<float>(batch, 0.6f).data());
-  be->upload(topk.view(), std::vector<int32_t>(batch, 20).data());
-  be->upload(topp.view(), std::vector<float>(batch, 0.95f).data());
-  be->upload(minp.view(), std::vector<float>(batch, 0.f).data());
-  const SampleArgs sa{temp.view(), topk.view(), topp.view(), minp.view(), uni.view()};
-  std::vector<int32_t> step_tokens(batch);
-  std::vector<float> h_uni(batch);
-  for (int s = 0; s < batch; ++s) step_tokens[s] = token_at(s, start_ctx);
+  // top-k 20, top-p 0.95) and the next step reads those tokens there: the
+  // real decode loop, with one step in flight.
+  std::optional<StepHandle> in_flight;
   auto do_step = [&](int step) {
-    run.decode_on_device(step_tokens);
-    for (int s = 0; s < batch; ++s) h_uni[s] = static_cast<float>(philox_uniform(1, s, 0, step)) * 0.999f;
-    be->upload(uni.view(), h_uni.data());
-    be->sample(run.device_logits(), sa, sampled.view());
-    be->download(step_tokens.data(), sampled.view());
+    exec.begin();
+    for (int s = 0; s < batch; ++s) {
+      const int32_t tok = step == 0 ? token_at(s, start_ctx) : StepExecutor::from_previous(s);
+      const int seq = exec.add_seq(pages[s], ctx[s], std::span<const int32_t>(&tok, 1), slots_for(s, 1));
+      ++ctx[s];
+      SampleRow sr;
+      sr.temperature = 0.6f;
+      sr.top_k = 20;
+      sr.top_p = 0.95f;
+      sr.uniform = static_cast<float>(philox_uniform(1, s, 0, step)) * 0.999f;
+      exec.add_sample(exec.add_logits(seq), sr);
+    }
+    const StepHandle h = exec.launch();
+    if (in_flight) exec.collect(*in_flight);
+    in_flight = h;
   };
-  for (int i = 0; i < warmup; ++i) do_step(i);
-  be->synchronize();
+  auto drain = [&] {
+    if (in_flight) exec.collect(*in_flight);
+    in_flight.reset();
+  };
+  int step = 0;
+  for (int i = 0; i < warmup; ++i) do_step(step++);
+  drain();
   const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < tokens; ++i) do_step(warmup + i);
-  be->synchronize();
+  for (int i = 0; i < tokens; ++i) do_step(step++);
+  drain();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   nlohmann::json prof;
   if (profile) {
 #ifdef KINFER_HAVE_CUDA
     KF_CHECK(be->device() == Device::CUDA, "--profile needs --device cuda");
-    run.set_graphs(false);
+    exec.set_graphs(false);
     cuda_profile(*be, true);
-    for (int i = 0; i < 5; ++i) do_step(warmup + tokens + i);
+    for (int i = 0; i < 5; ++i) do_step(step++);
+    drain();
     prof = nlohmann::json::parse(cuda_profile_json(*be));
     cuda_profile(*be, false);
     for (auto& [name, v] : prof.items()) v["ms_per_step"] = v["ms"].get<double>() / 5;
@@ -161,6 +202,7 @@ int bench_decode(int argc, char** argv) {
       {"tokens", tokens},
       {"step_ms", step_s * 1e3},
       {"tokens_per_s", batch / step_s},
+      {"prefill_tok_s", prefill_s > 0 ? static_cast<double>(batch) * prompt_len / prefill_s : 0.0},
       {"weight_bytes_per_step", weight_bytes},
       {"kv_bytes_per_step", kv_bytes},
       {"bytes_per_step", bytes},

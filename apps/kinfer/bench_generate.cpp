@@ -35,8 +35,9 @@ int bench_generate(int argc, char** argv) {
   }
   Request req = make_request(o, g, ids);
   Engine engine(*g.model, *g.backend, engine_config(o, g, {req}));
-  const int64_t id = engine.submit(req);
+  engine.submit(req);
   engine.run();
+  const std::vector<FinishedRequest> done = engine.take_finished();
 
   nlohmann::json j = stats_json(engine, g, static_cast<int>(ids.size()), o);
   const EngineStats& s = engine.stats();
@@ -44,7 +45,7 @@ int bench_generate(int argc, char** argv) {
   j["max_tokens"] = o.max_tokens;
   j["threads"] = o.threads;
   j["kv_bytes_read_total"] = s.kv_bytes_read;
-  j["efflops"] = efflops_json(engine, g, static_cast<int>(ids.size()), engine.result(id));
+  j["efflops"] = efflops_json(engine, g, static_cast<int>(ids.size()), done.at(0).samples);
   if (json) {
     std::printf("%s\n", j.dump(2).c_str());
   } else {

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "commands.h"
-#include "cost/options.h"
+#include "cost_options.h"
 #include "cost/cost.h"
 #include "util/error.h"
 
@@ -32,8 +32,8 @@ int cmd_cost(int argc, char** argv) {
                  "generated tokens per sample L; a list (1000,2500,...) prices the mean over those lengths")
       ->required();
   app.add_option("-n,--samples", n_samples, "samples N")->capture_default_str()->check(CLI::PositiveNumber);
-  cost::add_attn_options(app, attn_opts);
-  cost::add_hardware_options(app, hw);
+  add_attn_options(app, attn_opts);
+  add_hardware_options(app, hw);
   app.add_flag("--json", json, "print the numbers as JSON (plain FLOPs and bytes; a 'tera' block in 1e12)");
   CLI11_PARSE(app, argc, argv);
 
@@ -48,9 +48,9 @@ int cmd_cost(int argc, char** argv) {
     j["model"] = model.shape.name;
     j["params"] = model.shape.params;
     if (model.params_plain > 0) j["params_plain"] = model.params_plain;
-    j["attn"] = cost::attn_kind_name(attn.kind);
+    j["attn"] = cost::formula_name(attn.formula);
     j["attn_label"] = attn.label();
-    if (attn.kind != cost::AttnKind::Dense) j["kv_budget"] = attn.kv_budget();
+    if (attn.formula != cost::Formula::Dense) j["kv_budget"] = attn.kv_budget();
     j["prompt_len"] = prompt_len;
     j["gen_len"] = gen_lens;
     j["n"] = n_samples;

@@ -44,12 +44,12 @@ struct EvalOptions {
   bool json = false, progress = false, no_progress = false;
 };
 
-nlohmann::json attn_json(const GenerateOptions& o, const Model& model) {
+nlohmann::json attn_json(const GenerateOptions& o) {
   return {{"policy", o.attn},
           {"page_size", o.page_size},
           {"topk_pages", o.topk_pages},
           {"local_pages", o.local_pages},
-          {"dense_layers", model.dense_layers()}};
+          {"dense_layers", parse_layer_list(o.dense_layers)}};
 }
 
 // Floats as typed (0.6, not 0.6000000238418579) so headers read and compare cleanly.
@@ -119,15 +119,15 @@ int cmd_eval(int argc, char** argv) {
 
   const auto t_load = std::chrono::steady_clock::now();
   GenerateSetup g = setup_generate(o);
-  KF_CHECK(o.model.rfind("random:", 0) != 0, "eval needs a tokenizer; model '{}' has none", o.model);
-  const Tokenizer tok = load_tokenizer(o.model);
+  KF_CHECK(g.tokenizer(), "eval needs a tokenizer; model '{}' has none", o.model);
+  const Tokenizer& tok = *g.tokenizer();
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
 
   const ModelConfig& mc = g.model->config();
   eval::TraceHeader header;
   header.model = o.model;
   header.dataset = ds.name;
-  header.attn = attn_json(o, *g.model);
+  header.attn = attn_json(o);
   header.sampling = sampling_json(o, !e.no_thinking);
   header.prompt_template = tmpl.name;
   header.git = eval::source_git_revision();
@@ -179,13 +179,14 @@ int cmd_eval(int argc, char** argv) {
   std::map<int64_t, std::size_t> slot_of_request;
 
   // Grades a problem whose samples are all done and writes it out at once.
-  auto finish_problem = [&](int64_t request) {
-    Pending& pend = pending[slot_of_request.at(request)];
+  auto finish_problem = [&](const FinishedRequest& fin) {
+    Pending& pend = pending[slot_of_request.at(fin.id)];
+    pend.done = o.n;
     eval::TraceProblem tp;
     tp.id = pend.problem->id;
     tp.question = pend.problem->question;
     tp.answer = pend.problem->answer;
-    for (const SampleResult& s : engine->result(request)) {
+    for (const SampleResult& s : fin.samples) {
       eval::TraceSample ts;
       ts.text = sample_text(g, s, o);
       const eval::GradeResult grade = eval::grade_response(ts.text, tp.answer, ds.style);
@@ -197,7 +198,7 @@ int cmd_eval(int argc, char** argv) {
       if (s.stop == StopReason::Error) ++errors;
       tp.samples.push_back(std::move(ts));
     }
-    tp.efflops = eval::price_problem(tp, shape, attn_spec, *intensity);
+    tp.efflops = cost::price_problem(tp, shape, attn_spec, *intensity);
     if (writer) writer->write(tp);
     if (appender) appender->write(tp);
     finished.push_back(std::move(tp));
@@ -209,20 +210,17 @@ int cmd_eval(int argc, char** argv) {
   nlohmann::json engine_stats = nlohmann::json::object();
   if (!requests.empty()) {
     engine.emplace(*g.model, *g.backend, engine_config(o, g, requests));
-    for (std::size_t i = 0; i < requests.size(); ++i) {
-      Request& r = requests[i];
-      r.on_token = [&](int64_t, int, int) {
-        ++tokens;
-        bar.update(problems_done, tokens);
-      };
-      r.on_done = [&](int64_t request, int, StopReason) {
-        if (++pending[slot_of_request.at(request)].done == o.n) finish_problem(request);
-      };
-      slot_of_request[engine->submit(r)] = i;
-    }
+    for (std::size_t i = 0; i < requests.size(); ++i) slot_of_request[engine->submit(std::move(requests[i]))] = i;
     bar.update(problems_done, tokens);
     const auto t0 = std::chrono::steady_clock::now();
-    engine->run();
+    // Problems are graded and written as they finish, while the engine runs on.
+    bool more = true;
+    while (more) {
+      more = engine->step();
+      for (const FinishedRequest& fin : engine->take_finished()) finish_problem(fin);
+      tokens = engine->stats().generated_tokens;
+      bar.update(problems_done, tokens);
+    }
     wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     engine_stats = stats_json(*engine, g, 0, o);
     engine_stats.erase("prompt_tokens");

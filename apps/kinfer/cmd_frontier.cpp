@@ -9,7 +9,7 @@
 
 #include "commands.h"
 #include "cost/frontier.h"
-#include "cost/options.h"
+#include "cost_options.h"
 #include "cost/plot.h"
 #include "cost/sweep.h"
 #include "util/error.h"
@@ -37,8 +37,8 @@ int cmd_frontier(int argc, char** argv) {
   app.add_option("--metric", metric_name, "accuracy for the frontier and plot: coverage (pass@N) or majority")
       ->capture_default_str()
       ->check(CLI::IsMember({"coverage", "majority"}));
-  cost::add_attn_options(app, attn_opts);
-  cost::add_hardware_options(app, hw);
+  add_attn_options(app, attn_opts);
+  add_hardware_options(app, hw);
   app.add_option("--plot", plot, "write accuracy vs eFLOPs (log x) to this PNG with gnuplot");
   app.add_option("--title", title, "plot title");
   app.add_flag("--json", json, "print the points as JSON");

@@ -48,26 +48,33 @@ int cmd_generate(int argc, char** argv) {
   TextStream streamer(g);
   Progress bar("generate", static_cast<int64_t>(o.n) * o.max_tokens, "tok", progress);
   const bool show_bar = bar.enabled() && !no_progress && !stream;
+  req.stream = std::make_shared<RequestStream>();
+  std::shared_ptr<RequestStream> events = req.stream;
   int64_t produced = 0;
-  req.on_token = [&](int64_t, int, int token) {
-    ++produced;
-    if (stream) {
-      std::string piece = streamer.push(token);
-      std::fwrite(piece.data(), 1, piece.size(), stdout);
-      std::fflush(stdout);
-    } else if (show_bar) {
-      bar.update(produced);
+  auto drain = [&] {
+    for (const StreamEvent& ev : events->wait(std::chrono::milliseconds(0))) {
+      produced += static_cast<int64_t>(ev.tokens.size());
+      for (int token : ev.tokens)
+        if (stream) {
+          const std::string piece = streamer.push(token);
+          std::fwrite(piece.data(), 1, piece.size(), stdout);
+          std::fflush(stdout);
+        }
     }
+    if (show_bar) bar.update(produced);
   };
-  const int64_t id = engine.submit(req);
-  engine.run();
+  engine.submit(req);
+  while (engine.step()) drain();
+  drain();
   bar.finish();
   if (stream) {
     std::string rest = streamer.flush();
     std::fwrite(rest.data(), 1, rest.size(), stdout);
   }
 
-  const auto& samples = engine.result(id);
+  std::vector<FinishedRequest> done = engine.take_finished();
+  KF_CHECK(done.size() == 1, "generate: the request did not finish");
+  const std::vector<SampleResult>& samples = done[0].samples;
   nlohmann::json stats = stats_json(engine, g, static_cast<int>(ids.size()), o);
   stats["load_s"] = load_s;
   stats["efflops"] = efflops_json(engine, g, static_cast<int>(ids.size()), samples);

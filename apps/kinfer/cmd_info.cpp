@@ -7,6 +7,7 @@
 
 #include "commands.h"
 #include "io/checkpoint.h"
+#include "model/config_load.h"
 
 namespace kf::cli {
 
@@ -67,7 +68,7 @@ int cmd_info(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   const Checkpoint ck = open_checkpoint(model);
-  const ModelConfig& c = ck.config();
+  const ModelConfig c = load_config(ck);
   const ParamCounts params = count_params(ck);
   std::map<std::string, int> by_dtype;
   size_t stored_bytes = 0;

@@ -10,7 +10,7 @@
 
 #include "commands.h"
 #include "cost/frontier.h"
-#include "cost/options.h"
+#include "cost_options.h"
 #include "cost/plan.h"
 #include "cost/presets.h"
 #include "cost/sweep.h"
@@ -126,7 +126,7 @@ int cmd_plan(int argc, char** argv) {
   app.add_option("--local-tokens", attn_opts.local_tokens, "blocktopk: sink + local tokens T")->capture_default_str();
   app.add_option("--page-size", attn_opts.page_size, "blocktopk: page size P")->capture_default_str();
   app.add_option("--topk-pages", attn_opts.topk_pages, "blocktopk: pages per step K")->capture_default_str();
-  cost::add_hardware_options(app, hw);
+  add_hardware_options(app, hw);
   app.add_flag("--json", json, "print JSON");
   app.add_flag("--progress", o.progress, "show progress bars even when stderr is not a terminal");
   CLI11_PARSE(app, argc, argv);
@@ -143,7 +143,7 @@ int cmd_plan(int argc, char** argv) {
   KF_CHECK(max_n >= 1 && max_len >= 1, "--max-n and --max-len must be >= 1");
   std::vector<std::string> models;
   if (models_text.empty()) {
-    models = cost::model_preset_names();
+    models = model_preset_names();
   } else {
     for (size_t start = 0; start <= models_text.size();) {
       size_t end = models_text.find(',', start);

@@ -49,7 +49,7 @@ bool price_all(std::vector<eval::TraceProblem>& problems, const std::optional<co
     }
     if (p.samples.empty()) return false;
   }
-  for (eval::TraceProblem& p : problems) p.efflops = eval::price_problem(p, *shape, attn, intensity);
+  for (eval::TraceProblem& p : problems) p.efflops = cost::price_problem(p, *shape, attn, intensity);
   return true;
 }
 

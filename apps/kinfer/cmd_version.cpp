@@ -3,7 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
-#include "util/device_alloc.h"
+#include "backend/backend.h"
 
 namespace kf::cli {
 
@@ -17,12 +17,12 @@ int cmd_version(int argc, char** argv) {
 #else
   const bool built_cuda = false;
 #endif
-  nlohmann::json j = {{"version", "0.1.0"}, {"cuda_built", built_cuda}, {"cuda_device", cuda_available()}};
+  nlohmann::json j = {{"version", "0.1.0"}, {"cuda_built", built_cuda}, {"cuda_device", (cuda_device_count() > 0)}};
   if (json) {
     std::printf("%s\n", j.dump().c_str());
   } else {
     std::printf("kinfer 0.1.0 (CUDA backend: %s, device visible: %s)\n", built_cuda ? "built" : "not built",
-                cuda_available() ? "yes" : "no");
+                (cuda_device_count() > 0) ? "yes" : "no");
   }
   return 0;
 }

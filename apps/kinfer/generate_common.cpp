@@ -1,11 +1,7 @@
 #include "generate_common.h"
 
-#include <unistd.h>
-
 #include "backend/cpu/cpu_backend.h"
-#ifdef KINFER_HAVE_CUDA
-#include "backend/cuda/cuda_util.h"
-#endif
+#include "bench.h"
 #include "cost/cost.h"
 #include "cost/presets.h"
 #include "tokenizer/tokenizer.h"
@@ -50,11 +46,24 @@ void add_generate_options(CLI::App& app, GenerateOptions& o) {
   app.add_flag("--ignore-eos", o.ignore_eos, "keep generating past EOS (benchmarks)");
   app.add_flag("--no-repetition-stop", o.no_repetition_stop,
                "do not stop samples that loop (64-token block seen 15 times in 1024)");
-  app.add_option("--max-step-tokens", o.max_step_tokens, "rows per forward step (prefill chunk budget)")
+  app.add_option("--frequency-penalty", o.frequency_penalty, "subtracted per occurrence of a generated token (0 = off)")
+      ->capture_default_str();
+  app.add_option("--max-step-tokens", o.max_step_tokens,
+                 "rows per forward step: decode rows plus prefill chunks of many prompts (0 = 512 CPU, 8192 GPU)")
+      ->capture_default_str();
+  app.add_option("--max-seqs", o.max_seqs, "sequences running at once at most (0 = 256 CPU, 1024 GPU)")
+      ->capture_default_str();
+  app.add_option("--max-model-len", o.max_model_len,
+                 "prompt + generated tokens per sample at most (0 = the model's max_position_embeddings)")
+      ->capture_default_str();
+  app.add_option("--gpu-memory", o.gpu_memory, "fraction of the GPU's free memory the KV pool may take")
       ->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0 = all cores)")->capture_default_str();
   app.add_option("--device", o.device, "cpu or cuda (bf16 weights and KV on GPU 0)")->capture_default_str();
   app.add_flag("--no-graphs", o.no_graphs, "CUDA: launch every op instead of replaying decode-step graphs");
+  app.add_flag("--no-overlap", o.no_overlap, "CUDA: wait for each step before preparing the next");
+  app.add_flag("--profile", o.profile,
+               "report host time per step by phase, device time and the bandwidth roofline in the stats");
 }
 
 GenerateSetup setup_generate(const GenerateOptions& o) {
@@ -68,10 +77,12 @@ GenerateSetup setup_generate(const GenerateOptions& o) {
     g.backend = make_cpu_backend(opt);
   }
   g.model = std::make_unique<Model>(Model::load(o.model, *g.backend));
-  g.model->set_dense_layers(parse_layer_list(o.dense_layers));
   if (o.model.rfind("random:", 0) != 0) g.text = std::make_shared<GenerateSetup::Text>(GenerateSetup::Text{load_tokenizer(o.model)});
+  if (o.profile && g.backend->device() == Device::CUDA) g.copy_gbps = measure_copy_gbps(*g.backend);
   return g;
 }
+
+const Tokenizer* GenerateSetup::tokenizer() const { return text ? &text->tok : nullptr; }
 
 std::vector<int> parse_token_ids(const std::string& s, int vocab) {
   std::vector<int> ids = parse_layer_list(s);  // same "1,2,3" syntax
@@ -119,6 +130,7 @@ Request make_request(const GenerateOptions& o, const GenerateSetup& g, const std
   r.sampling.min_p = o.min_p;
   r.sampling.repetition_penalty = o.repetition_penalty;
   r.sampling.presence_penalty = o.presence_penalty;
+  r.sampling.frequency_penalty = o.frequency_penalty;
   r.sampling.seed = o.seed;
   r.stop_strings = o.stop;
   r.ignore_eos = o.ignore_eos;
@@ -127,33 +139,53 @@ Request make_request(const GenerateOptions& o, const GenerateSetup& g, const std
 }
 
 EngineConfig engine_config(const GenerateOptions& o, const GenerateSetup& g, const std::vector<Request>& reqs) {
+  const bool gpu = g.backend->device() == Device::CUDA;
   EngineConfig c;
   c.page_size = o.page_size;
   c.policy.kind = parse_attn_kind(o.attn);
   c.policy.topk_pages = o.topk_pages;
   c.policy.local_pages = o.local_pages;
-  c.max_step_tokens = o.max_step_tokens;
+  c.dense_layers = parse_layer_list(o.dense_layers);
+  c.max_step_tokens = o.max_step_tokens > 0 ? o.max_step_tokens : gpu ? 8192 : 512;
+  c.max_seqs = o.max_seqs > 0 ? o.max_seqs : gpu ? 1024 : 256;
+  c.max_model_len = o.max_model_len;
   c.repetition.enabled = !o.no_repetition_stop;
-  c.graphs = o.no_graphs ? EngineConfig::Graphs::Off : EngineConfig::Graphs::Auto;
+  c.graphs = o.no_graphs ? EngineConfig::Mode::Off : EngineConfig::Mode::Auto;
+  c.overlap = o.no_overlap ? EngineConfig::Mode::Off : EngineConfig::Mode::Auto;
   if (g.text) {
     std::shared_ptr<GenerateSetup::Text> text = g.text;
     c.token_bytes = [text](int id) { return text->tok.token_bytes(id); };
   }
   KF_CHECK(o.page_size >= 1, "--page-size must be >= 1 (got {})", o.page_size);
   KF_CHECK(o.kv_pages >= 0, "--kv-pages must be >= 0 (got {})", o.kv_pages);
+  KF_CHECK(o.gpu_memory > 0 && o.gpu_memory <= 1, "--gpu-memory must be in (0, 1] (got {})", o.gpu_memory);
+  KF_CHECK(o.max_model_len >= 0, "--max-model-len must be >= 0 (got {})", o.max_model_len);
+  // The pool may take a fraction of the free device memory (half the free
+  // RAM on the CPU), less what the step's activations and logits need.
+  const ModelConfig& mc = g.model->config();
+  const int elem = static_cast<int>(dtype_bytes(g.backend->act_dtype(), 1));
+  const int64_t page_bytes = kv_page_bytes(mc, o.page_size, elem);
+  const Backend::Memory mem = g.backend->memory();
+  const int64_t step_bytes = int64_t(c.max_seqs) * mc.vocab_size * 4 +
+                             int64_t(std::max(c.max_step_tokens, c.max_seqs)) *
+                                 (4 * int64_t(mc.hidden_size) + 3 * int64_t(mc.n_heads + 2 * mc.n_kv_heads) * mc.head_dim +
+                                  3 * int64_t(mc.intermediate_size)) * elem;
+  const int64_t avail = std::max<int64_t>(
+      int64_t(64) << 20, gpu ? static_cast<int64_t>(mem.free * o.gpu_memory) - step_bytes : mem.free / 2);
+  const int64_t fit = std::max<int64_t>(1, avail / page_bytes - 1);  // - the padding page
   if (o.kv_pages > 0) {
+    KF_CHECK(o.kv_pages <= fit,
+             "--kv-pages {} needs {:.1f} GB, but at most {} pages ({:.1f} GB) fit in {} with these weights{}", o.kv_pages,
+             o.kv_pages * page_bytes / 1e9, fit, fit * page_bytes / 1e9, g.backend->name(),
+             gpu ? fmt::format(" at --gpu-memory {}", o.gpu_memory) : std::string());
     c.kv_pages = o.kv_pages;
   } else {
     int64_t tokens = 0;
     for (const Request& r : reqs)
       tokens += static_cast<int64_t>(r.n) * (static_cast<int64_t>(r.prompt.size()) + r.max_tokens + o.page_size);
-    int64_t avail = static_cast<int64_t>(sysconf(_SC_AVPHYS_PAGES)) * sysconf(_SC_PAGESIZE) / 2;
-#ifdef KINFER_HAVE_CUDA
-    // GPU: the pool may take most of what is free, leaving room for activations and scratch.
-    if (g.backend->device() == Device::CUDA) avail = cuda_free_bytes() * 8 / 10;
-#endif
-    const int elem = static_cast<int>(dtype_bytes(g.backend->act_dtype(), 1));
-    c.kv_pages = default_kv_pages(g.model->config(), o.page_size, tokens, std::max<int64_t>(avail, 64 << 20), elem);
+    // With no requests known up front (a server) the pool takes what fits.
+    c.kv_pages = reqs.empty() ? static_cast<int>(std::min<int64_t>(fit, int64_t{1} << 30))
+                              : default_kv_pages(mc, o.page_size, tokens, fit * page_bytes, elem);
   }
   return c;
 }
@@ -163,8 +195,8 @@ nlohmann::json stats_json(const Engine& e, const GenerateSetup& g, int prompt_to
   const EngineConfig& c = e.config();
   nlohmann::json attn = {{"kind", attn_kind_name(c.policy.kind)}, {"page_size", c.page_size},
                          {"topk_pages", c.policy.topk_pages}, {"local_pages", c.policy.local_pages},
-                         {"dense_layers", g.model->dense_layers()}};
-  return {
+                         {"dense_layers", c.dense_layers}};
+  nlohmann::json j = {
       {"model", g.model->source()},
       {"backend", g.backend->name()},
       {"attn", attn},
@@ -174,42 +206,49 @@ nlohmann::json stats_json(const Engine& e, const GenerateSetup& g, int prompt_to
       {"prefill_tokens", s.prefill_tokens},
       {"decode_tokens", s.decode_tokens},
       {"steps", s.steps},
+      {"graph_steps", s.graph_steps},
       {"wall_s", s.wall_seconds},
       {"prefill_tok_s", s.prefill_tok_s()},
       {"decode_tok_s", s.decode_tok_s()},
       {"gen_tok_s", s.wall_seconds > 0 ? s.generated_tokens / s.wall_seconds : 0.0},
       {"kv_pages", s.kv_pages},
       {"kv_pages_peak", s.kv_pages_peak},
+      {"max_seqs", c.max_seqs},
+      {"running_peak", s.running_peak},
       {"preemptions", s.preemptions},
       {"pages_read_per_step", s.pages_read_per_step()},
       {"kv_bytes_read_per_token", s.decode_tokens ? static_cast<double>(s.kv_bytes_read) / s.decode_tokens : 0.0},
   };
+  if (o.profile) {
+    const double steps = std::max<int64_t>(1, s.steps);
+    const double host = s.host_schedule_s + s.host_launch_s + s.host_postprocess_s;
+    nlohmann::json p = {
+        {"host_ms_per_step", {{"schedule", 1e3 * s.host_schedule_s / steps},
+                              {"stage_and_launch", 1e3 * s.host_launch_s / steps},
+                              {"postprocess", 1e3 * s.host_postprocess_s / steps},
+                              {"total", 1e3 * host / steps},
+                              {"wait_for_device", 1e3 * s.host_wait_s / steps}}},
+        {"device_ms_per_step", 1e3 * s.device_s / steps},
+        {"bytes_read", s.kv_bytes_read + s.weight_bytes_read},
+        {"kv_bytes_read", s.kv_bytes_read},
+        {"weight_bytes_read", s.weight_bytes_read},
+    };
+    if (g.copy_gbps > 0) {
+      const double roofline_s = (s.kv_bytes_read + s.weight_bytes_read) / (g.copy_gbps * 1e9);
+      p["copy_gbps"] = g.copy_gbps;
+      p["roofline_s"] = roofline_s;
+      p["roofline_fraction"] = s.wall_seconds > 0 ? roofline_s / s.wall_seconds : 0.0;
+      p["device_roofline_fraction"] = s.device_s > 0 ? roofline_s / s.device_s : 0.0;
+    }
+    j["profile"] = p;
+  }
+  return j;
 }
 
 nlohmann::json efflops_json(const Engine& e, const GenerateSetup& g, int prompt_tokens,
                             const std::vector<SampleResult>& samples) {
-  // The policy in the cost model's terms: blocktopk as itself, local and the
-  // topk oracle as sparse with their per-step KV budget in tokens.
   const EngineConfig& c = e.config();
-  const int64_t P = c.page_size, window = P * (1 + c.policy.local_pages);
-  cost::AttnSpec spec;
-  switch (c.policy.kind) {
-    case AttnKind::Dense: spec.kind = cost::AttnKind::Dense; break;
-    case AttnKind::Local:
-      spec.kind = cost::AttnKind::Sparse;
-      spec.budget = window;
-      break;
-    case AttnKind::TopK:
-      spec.kind = cost::AttnKind::Sparse;
-      spec.budget = window + P * c.policy.topk_pages;
-      break;
-    case AttnKind::BlockTopK:
-      spec.kind = cost::AttnKind::BlockTopk;
-      spec.local_tokens = window;
-      spec.page_size = P;
-      spec.topk_pages = c.policy.topk_pages;
-      break;
-  }
+  const cost::AttnSpec spec = cost::spec_of(c.policy, c.page_size);
   const ModelConfig& mc = g.model->config();
   std::vector<int64_t> lens;
   for (const SampleResult& s : samples) lens.push_back(static_cast<int64_t>(s.tokens.size()));

@@ -13,6 +13,7 @@
 
 namespace kf {
 class StreamDecoder;
+class Tokenizer;
 }
 
 namespace kf::cli {
@@ -33,10 +34,16 @@ struct GenerateOptions {
   std::vector<std::string> stop;
   bool ignore_eos = false;
   bool no_repetition_stop = false;
-  int max_step_tokens = 512;
+  float frequency_penalty = 0.f;
+  int max_step_tokens = 0;  // 0 = 512 on the CPU, 8192 on a GPU
+  int max_seqs = 0;         // 0 = 256 on the CPU, 1024 on a GPU
+  int max_model_len = 0;    // 0 = the model's max_position_embeddings
+  double gpu_memory = 0.9;  // fraction of the GPU's free memory the KV pool may take
   int threads = 0;
   std::string device = "cpu";  // cpu | cuda
   bool no_graphs = false;
+  bool no_overlap = false;
+  bool profile = false;  // per-step host/device times and the bandwidth roofline in the stats
 };
 
 void add_generate_options(CLI::App& app, GenerateOptions& o);
@@ -46,6 +53,8 @@ struct GenerateSetup {
   std::unique_ptr<Model> model;
   struct Text;  // tokenizer, when the model has one
   std::shared_ptr<Text> text;
+  const Tokenizer* tokenizer() const;  // null for random:PRESET models
+  double copy_gbps = 0;                // measured with --profile on a GPU
 };
 GenerateSetup setup_generate(const GenerateOptions& o);
 
@@ -75,6 +84,9 @@ EngineConfig engine_config(const GenerateOptions& o, const GenerateSetup& g, con
 // intensity), from the samples' real lengths.
 nlohmann::json efflops_json(const Engine& e, const GenerateSetup& g, int prompt_tokens,
                             const std::vector<SampleResult>& samples);
+// Engine stats; with --profile also the host time per step by phase, the
+// device time, and the run's bandwidth roofline (bytes the policy reads plus
+// the weights, every step, over the copy bandwidth) with the achieved fraction.
 nlohmann::json stats_json(const Engine& e, const GenerateSetup& g, int prompt_tokens, const GenerateOptions& o);
 
 }  // namespace kf::cli

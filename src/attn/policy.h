@@ -6,8 +6,24 @@
 // kernel, the tests' brute force and the CUDA parity checks all use these.
 #pragma once
 #include <cstdint>
+#include <string>
 
-#include "backend/backend.h"
+namespace kf {
+
+// Which KV pages each decode query reads (DESIGN.md, Attention policies). The
+// one enum for the CLI, the engine, both backends (CUDA kernels included) and
+// the cost model (cost::spec_of).
+enum class AttnKind : uint8_t { Dense, Local, BlockTopK, TopK };
+struct AttnPolicy {
+  AttnKind kind = AttnKind::Dense;
+  int local_pages = 4;  // last pages always read (the partial page counts as one)
+  int topk_pages = 64;  // selected pages (BlockTopK) or topk_pages*page_size tokens (TopK)
+  bool operator==(const AttnPolicy&) const = default;
+};
+const char* attn_kind_name(AttnKind k);
+AttnKind parse_attn_kind(const std::string& s);  // dense|local|blocktopk|topk
+
+}  // namespace kf
 
 namespace kf::attn {
 

@@ -2,22 +2,24 @@
 
 namespace kf {
 
-const char* attn_kind_name(AttnKind k) {
-  switch (k) {
-    case AttnKind::Dense: return "dense";
-    case AttnKind::Local: return "local";
-    case AttnKind::BlockTopK: return "blocktopk";
-    case AttnKind::TopK: return "topk";
-  }
-  return "?";
+namespace {
+// The CPU's "graph": the ops themselves, run again on replay.
+struct CallGraph final : Graph {
+  std::function<void()> ops;
+};
+}  // namespace
+
+std::unique_ptr<Graph> Backend::record(std::function<void()> ops) {
+  ops();
+  auto g = std::make_unique<CallGraph>();
+  g->ops = std::move(ops);
+  return g;
 }
 
-AttnKind parse_attn_kind(const std::string& s) {
-  if (s == "dense") return AttnKind::Dense;
-  if (s == "local") return AttnKind::Local;
-  if (s == "blocktopk") return AttnKind::BlockTopK;
-  if (s == "topk") return AttnKind::TopK;
-  fail("unknown attention policy '{}' (expected dense, local, blocktopk or topk)", s);
+void Backend::replay(Graph& graph) {
+  auto* g = dynamic_cast<CallGraph*>(&graph);
+  KF_CHECK(g != nullptr, "{}: replay of a graph recorded by another backend", name());
+  g->ops();
 }
 
 void download_f32(Backend& be, const Tensor& src, float* dst, std::vector<uint16_t>& staging) {

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "attn/policy.h"
 #include "util/tensor.h"
 
 namespace kf {
@@ -35,21 +36,11 @@ struct KvLayer {
   Tensor summary;  // [n_pages, n_kv_heads, head_dim] act dtype (CUDA also takes F32): mean post-RoPE key of a full page
 };
 
-// Which KV pages each decode query reads (DESIGN.md, Attention policies).
-enum class AttnKind : uint8_t { Dense, Local, BlockTopK, TopK };
-struct AttnPolicy {
-  AttnKind kind = AttnKind::Dense;
-  int local_pages = 4;  // last pages always read (the partial page counts as one)
-  int topk_pages = 64;  // selected pages (BlockTopK) or topk_pages*page_size tokens (TopK)
-};
-const char* attn_kind_name(AttnKind k);
-AttnKind parse_attn_kind(const std::string& s);  // dense|local|blocktopk|topk
-
 // A batch of sequences for one forward step. Sequence s owns query rows
 // [q_start[s], q_start[s+1]); after this step's K/V are written its cache
 // holds ctx_len[s] tokens, so query row r of s sits at position
 // ctx_len[s] - (q_start[s+1]-q_start[s]) + (r - q_start[s]) and attends
-// causally. Rows of a sequence with one query (decode) follow the policy;
+// causally. Rows of a sequence with one query (decode) follow its policy;
 // sequences with several rows (prefill chunks) are always dense causal.
 struct AttnBatch {
   int n_seqs = 0;
@@ -57,6 +48,10 @@ struct AttnBatch {
   Tensor q_start;      // [n_seqs + 1] I32
   Tensor ctx_len;      // [n_seqs] I32
   Tensor page_table;   // [n_seqs, max_pages] I32 physical page ids (-1 = none)
+  // Per-sequence decode policy [n_seqs, 3] I32 (AttnKind, local_pages,
+  // topk_pages), so requests with different policies share a step; empty:
+  // every sequence follows the policy passed to attention().
+  Tensor seq_policy;
 };
 
 // Per (sequence, KV head) list of physical pages a decode query reads,
@@ -67,39 +62,96 @@ struct PageSelection {
 };
 
 // Per-row sampling parameters for Backend::sample, all [m] on the backend's
-// device (the engine uploads them with the step's other index tensors).
+// device (the executor uploads them with the step's other index tensors).
 struct SampleArgs {
+  Tensor logit_row;    // [m] I32: the logits row a sampled row reads (Best-of-N siblings share one)
   Tensor temperature;  // [m] F32, 0 = greedy (argmax, ties -> lowest id)
   Tensor top_k;        // [m] I32, 0 = off
   Tensor top_p;        // [m] F32, 1 = off
   Tensor min_p;        // [m] F32, 0 = off
   Tensor uniform;      // [m] F32 in [0, 1): the row's draw (Philox)
+  Tensor forced;       // [m] I32: a token to emit instead of sampling (-1 = sample)
 };
 
-class Backend {
+// Penalties of kf::Sampler (backend/sampler.h) for Backend::apply_penalties,
+// one entry per logits row, all on the backend's device. A row penalises the
+// history of sequence seq[r] of the step's AttnBatch: the tokens the token
+// pool holds at its positions [0, ctx_len), of which those at positions >=
+// prompt_len[r] are generated.
+struct PenaltyArgs {
+  Tensor seq;         // [m] I32
+  Tensor prompt_len;  // [m] I32
+  Tensor repetition;  // [m] F32, HF over prompt + generated (l > 0 ? l / r : l * r); 1 = off
+  Tensor presence;    // [m] F32, OpenAI over generated (l -= p once per distinct token); 0 = off
+  Tensor frequency;   // [m] F32, OpenAI over generated (l -= f per occurrence); 0 = off
+};
+
+// A recorded step that replays without host work (a CUDA graph).
+class Graph {
  public:
-  virtual ~Backend() = default;
-  virtual Device device() const = 0;
+  virtual ~Graph() = default;
+};
+
+// A backend drives one device (the CPU, or one GPU given by its ordinal) and
+// is the Allocator of that device's memory: Buffer(dtype, shape, backend).
+class Backend : public Allocator {
+ public:
+  ~Backend() override = default;
+  Device device() const override = 0;
+  int device_index() const { return device_index_; }  // the GPU ordinal (0 on the CPU)
   virtual std::string name() const = 0;
+  // Activations, KV and logits dtype (F32 on the CPU, BF16 on CUDA). Weights
+  // carry their own dtype: matmul dispatches on the weight tensor's format.
   DType act_dtype() const { return device() == Device::CPU ? DType::F32 : DType::BF16; }
 
-  // Host <-> device copies (bytes = dst.nbytes()). CPU backend: memcpy.
+  // Device memory: bytes free now and in all (the CPU: available and total RAM).
+  struct Memory {
+    int64_t free = 0, total = 0;
+  };
+  virtual Memory memory() const = 0;
+
+  // Sums x over the ranks of a tensor-parallel group, in place. One rank (the
+  // default) has nothing to add: a no-op.
+  virtual void all_reduce(const Tensor& x) { (void)x; }
+
+  // Host <-> device copies (bytes = dst.nbytes()), in order with the ops.
+  // upload() returns at once (the host memory must then stay unchanged until
+  // the copy ran: page-locked memory from pinned() for copies that overlap);
+  // download() waits for the copy; download_async() does not (wait on an
+  // Event recorded after it). The CPU backend copies at once.
   virtual void upload(const Tensor& dst, const void* host) = 0;
   virtual void download(void* host, const Tensor& src) = 0;
+  virtual void download_async(void* host, const Tensor& src) { download(host, src); }
   virtual void synchronize() {}
+  // Page-locked host memory for overlapped copies (plain host memory on the CPU).
+  virtual Allocator& pinned() { return host_allocator(); }
 
-  // Graph replay for decode steps: runs `ops` (which only issues this
-  // backend's ops: no uploads, downloads or host syncs) and, on a backend with
-  // graphs, records it under `key` so later calls with the same key replay the
-  // recording instead of launching each op. The caller guarantees that one key
-  // always means the same tensors (pointers), shapes and scalar arguments, and
-  // that `ops` is idempotent: it may run once before being recorded.
-  // The CPU backend just runs `ops`. clear_graphs() drops every recording.
-  virtual void replay(uint64_t key, const std::function<void()>& ops) {
-    (void)key;
-    ops();
+  // A point in the backend's work: record() marks it after everything issued
+  // so far, wait() blocks the host until that work is done, and ms_between()
+  // times the device between two recorded events (0 on the CPU).
+  class Event {
+   public:
+    virtual ~Event() = default;
+  };
+  virtual std::unique_ptr<Event> make_event() { return std::make_unique<Event>(); }
+  virtual void record(Event& e) { (void)e; }
+  virtual void wait(Event& e) { (void)e; }
+  virtual double ms_between(Event& a, Event& b) {
+    (void)a;
+    (void)b;
+    return 0;
   }
-  virtual void clear_graphs() {}
+
+  // Graphs for decode steps. record() runs `ops` now and returns a recording
+  // of them that replay() runs again (CUDA: the ops run once for real, then
+  // are captured into a graph; the CPU keeps `ops` and calls it). `ops` may
+  // only issue this backend's ops (no uploads, downloads or host syncs), on
+  // tensors that stay where they are, with the same shapes and scalars every
+  // time. A graph recorded at an older scratch_epoch() is stale: the
+  // backend's scratch memory has moved since.
+  virtual std::unique_ptr<Graph> record(std::function<void()> ops);
+  virtual void replay(Graph& graph);
+  virtual uint64_t scratch_epoch() const { return 0; }
 
   // Fills t (activation dtype) with uniform values in [lo, hi), a pure
   // function of (seed, element index). Benchmarks and synthetic KV contexts.
@@ -138,6 +190,9 @@ class Backend {
                               const Tensor& slots, const Tensor& q_out) = 0;
   // Copies whole pages src[i] -> dst[i] (K, V and summary). [n] I32 each. Used by copy-on-write.
   virtual void kv_copy_pages(const KvLayer& kv, const Tensor& src, const Tensor& dst) = 0;
+  // Copies rows src[i] -> dst[i] of a 2-D tensor t ([rows, width], any plain
+  // dtype); src, dst [n] I32. The token pool's copy-on-write.
+  virtual void copy_rows(const Tensor& t, const Tensor& src, const Tensor& dst) = 0;
 
   // Paged attention with softmax scale `scale`.
   // q, out [n, n_heads, head_dim]; GQA: query head h reads KV head h / (n_heads/n_kv_heads).
@@ -147,12 +202,29 @@ class Backend {
                          const AttnPolicy& policy, float scale, const Tensor& out,
                          PageSelection* sel) = 0;
 
-  // Picks one token per row of logits [m, vocab] (activation dtype) into
-  // tokens [m] I32: kf::Sampler's semantics without penalties (engine/sampler.h):
+  // Picks one token per sampled row into tokens [m] I32 from logits
+  // [rows, vocab] (F32, or the activation dtype) row a.logit_row[r]:
+  // kf::Sampler's semantics after its penalties (backend/sampler.h):
   // temperature, then top-k, top-p, min-p over the order (prob desc, id asc),
   // then one inverse-CDF draw with uniform[r] over the kept ids in ascending
-  // id order. Deterministic: the same inputs give the same tokens.
+  // id order; a row with forced[r] >= 0 emits that token. Deterministic: the
+  // same inputs give the same tokens.
   virtual void sample(const Tensor& logits, const SampleArgs& a, const Tensor& tokens) = 0;
+  // Applies kf::Sampler's penalties to F32 logits [m, vocab] in place; rows
+  // whose penalties are all off are left untouched. token_pool [pool slots]
+  // I32 holds the token of every KV slot (resolve_tokens writes it).
+  virtual void apply_penalties(const Tensor& logits, const PenaltyArgs& a, const AttnBatch& batch,
+                               const Tensor& token_pool) = 0;
+  // The step's input tokens ids [n] I32, in place: an entry -k-1 < 0 becomes
+  // prev[k], the token sampled in row k of the previous step (so a step can be
+  // launched before the previous one's tokens reach the host). Then every
+  // row's token is recorded in the token pool at its KV slot:
+  // token_pool[slots[i]] = ids[i] (slots [n] I32; out-of-range slots skipped).
+  virtual void resolve_tokens(const Tensor& ids, const Tensor& prev, const Tensor& slots,
+                              const Tensor& token_pool) = 0;
+
+ protected:
+  int device_index_ = 0;
 };
 
 // Downloads src (F32 or BF16, any device) into dst as F32; BF16 goes through
@@ -161,5 +233,6 @@ void download_f32(Backend& be, const Tensor& src, float* dst, std::vector<uint16
 
 std::unique_ptr<Backend> make_cpu_backend(int n_threads = 0);  // 0 = all cores
 std::unique_ptr<Backend> make_cuda_backend(int device = 0);     // throws without CUDA
+int cuda_device_count();  // visible GPUs; 0 without a GPU or in a build without CUDA
 
 }  // namespace kf

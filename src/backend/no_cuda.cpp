@@ -2,12 +2,9 @@
 #include <memory>
 
 #include "backend/backend.h"
-#include "util/device_alloc.h"
 
 namespace kf {
-void* cuda_alloc(size_t) { fail("this kinfer was built without CUDA (configure with -DKINFER_CUDA=ON)"); }
-void cuda_free(void*) {}
-bool cuda_available() { return false; }
+int cuda_device_count() { return 0; }
 std::unique_ptr<Backend> make_cuda_backend(int) {
   fail("--device cuda: this kinfer was built without CUDA (configure with -DKINFER_CUDA=ON on a machine with "
        "nvcc); use --device cpu");

@@ -6,18 +6,18 @@
 
 namespace kf::cost {
 
-const char* attn_kind_name(AttnKind kind) {
+const char* formula_name(Formula kind) {
   switch (kind) {
-    case AttnKind::Sparse: return "sparse";
-    case AttnKind::BlockTopk: return "blocktopk";
+    case Formula::Sparse: return "sparse";
+    case Formula::BlockTopk: return "blocktopk";
     default: return "dense";
   }
 }
 
-AttnKind parse_attn_kind(std::string_view name) {
-  if (name == "dense") return AttnKind::Dense;
-  if (name == "sparse") return AttnKind::Sparse;
-  if (name == "blocktopk") return AttnKind::BlockTopk;
+Formula parse_formula(std::string_view name) {
+  if (name == "dense") return Formula::Dense;
+  if (name == "sparse") return Formula::Sparse;
+  if (name == "blocktopk") return Formula::BlockTopk;
   fail("unknown attention '{}' for the cost model (known: dense, sparse, blocktopk)", name);
 }
 
@@ -33,25 +33,48 @@ ModelShape shape_of(const ModelConfig& config, double params) {
 }
 
 int64_t AttnSpec::kv_budget() const {
-  switch (kind) {
-    case AttnKind::Sparse: return budget;
-    case AttnKind::BlockTopk: return local_tokens + page_size * topk_pages;
+  switch (formula) {
+    case Formula::Sparse: return budget;
+    case Formula::BlockTopk: return local_tokens + page_size * topk_pages;
     default: return 0;
   }
 }
 
 std::string AttnSpec::label() const {
-  switch (kind) {
-    case AttnKind::Sparse: return fmt::format("sparse B={}", budget);
-    case AttnKind::BlockTopk:
+  switch (formula) {
+    case Formula::Sparse: return fmt::format("sparse B={}", budget);
+    case Formula::BlockTopk:
       return fmt::format("blocktopk T={} P={} K={}", local_tokens, page_size, topk_pages);
     default: return "dense";
   }
 }
 
+AttnSpec spec_of(const AttnPolicy& policy, int page_size) {
+  const int64_t P = page_size, window = P * (1 + policy.local_pages);
+  AttnSpec spec;
+  switch (policy.kind) {
+    case AttnKind::Dense: spec.formula = Formula::Dense; break;
+    case AttnKind::Local:
+      spec.formula = Formula::Sparse;
+      spec.budget = window;
+      break;
+    case AttnKind::TopK:
+      spec.formula = Formula::Sparse;
+      spec.budget = window + P * policy.topk_pages;
+      break;
+    case AttnKind::BlockTopK:
+      spec.formula = Formula::BlockTopk;
+      spec.local_tokens = window;
+      spec.page_size = P;
+      spec.topk_pages = policy.topk_pages;
+      break;
+  }
+  return spec;
+}
+
 void AttnSpec::validate() const {
-  if (kind == AttnKind::Sparse) KF_CHECK(budget > 0, "sparse attention needs a KV budget > 0 (got {})", budget);
-  if (kind == AttnKind::BlockTopk) {
+  if (formula == Formula::Sparse) KF_CHECK(budget > 0, "sparse attention needs a KV budget > 0 (got {})", budget);
+  if (formula == Formula::BlockTopk) {
     KF_CHECK(page_size > 0, "blocktopk needs a page size > 0 (got {})", page_size);
     KF_CHECK(local_tokens >= 0 && topk_pages >= 0, "blocktopk needs local tokens and top-k pages >= 0 (got {}, {})",
              local_tokens, topk_pages);
@@ -81,7 +104,7 @@ Cost cost(const ModelShape& m, const AttnSpec& attn, double intensity, int64_t p
   Cost c;
   c.intensity = intensity;
   c.param_flops = n * 2.0 * m.params * l;
-  if (attn.kind == AttnKind::Dense) {
+  if (attn.formula == Formula::Dense) {
     c.attn_flops = n * 2.0 * (2.0 * lin + l) * l * hq_d;
     c.attn_bytes = 2.0 * (2.0 * lin + n * l) * l * hkv_d;  // the prompt's KV is read once for all N
     return c;
@@ -89,7 +112,7 @@ Cost cost(const ModelShape& m, const AttnSpec& attn, double intensity, int64_t p
   const double kv = sparse_kv_tokens(attn.kv_budget(), prompt_len, gen_len);
   c.attn_flops = n * 4.0 * kv * hq_d;
   c.attn_bytes = n * 4.0 * kv * hkv_d;  // no prefix sharing under sparsity (as the paper)
-  if (attn.kind == AttnKind::BlockTopk) {
+  if (attn.formula == Formula::BlockTopk) {
     // One page summary score per page and step; integer (floor) page counts as the paper.
     const int64_t ps = attn.page_size;
     const double pages_compute = double((2 * prompt_len + gen_len) / ps);

@@ -22,15 +22,18 @@
 
 #include <nlohmann/json.hpp>
 
+#include "attn/policy.h"
 #include "model/config.h"
 
 namespace kf::cost {
 
-enum class AttnKind { Dense, Sparse, BlockTopk };
+// Which of the paper's formulas prices a run: dense, zero-overhead sparse
+// with a KV budget, or block top-k (sparse plus the page-scoring search).
+enum class Formula { Dense, Sparse, BlockTopk };
 
-const char* attn_kind_name(AttnKind kind);
+const char* formula_name(Formula kind);
 // "dense", "sparse", "blocktopk"; throws kf::Error listing them otherwise.
-AttnKind parse_attn_kind(std::string_view name);
+Formula parse_formula(std::string_view name);
 
 // What the cost model needs from a model.
 struct ModelShape {
@@ -46,7 +49,7 @@ struct ModelShape {
 ModelShape shape_of(const ModelConfig& config, double params);
 
 struct AttnSpec {
-  AttnKind kind = AttnKind::Dense;
+  Formula formula = Formula::Dense;
   int64_t budget = 0;        // sparse: KV tokens read per step
   int64_t local_tokens = 0;  // blocktopk: tokens always read (sink + local window)
   int64_t page_size = 16;    // blocktopk: P_s
@@ -56,6 +59,11 @@ struct AttnSpec {
   std::string label() const;  // "dense", "sparse B=1024", "blocktopk T=80 P=16 K=64"
   void validate() const;      // throws kf::Error on non-positive sizes
 };
+
+// The engine's attention policy in the cost model's terms: blocktopk as
+// itself (local = the sink page + local_pages pages), local and the topk
+// oracle as sparse with their per-step KV budget in tokens, dense as dense.
+AttnSpec spec_of(const AttnPolicy& policy, int page_size);
 
 // One price, split into its parts. All parts are totals for the N samples.
 struct Cost {

@@ -5,28 +5,18 @@
 
 #include "cost/presets.h"
 #include "io/checkpoint.h"
+#include "model/config_load.h"
 #include "util/error.h"
 
 namespace kf::cost {
 
-void add_attn_options(CLI::App& app, AttnOptions& o) {
-  app.add_option("--attn", o.attn, "dense, sparse (zero-overhead, KV budget --budget) or blocktopk")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"dense", "sparse", "blocktopk"}));
-  app.add_option("--budget", o.budget, "sparse: KV tokens read per decode step (B)");
-  app.add_option("--local-tokens", o.local_tokens, "blocktopk: tokens always read (sink + local window), T")
-      ->capture_default_str();
-  app.add_option("--page-size", o.page_size, "blocktopk: tokens per page, P")->capture_default_str();
-  app.add_option("--topk-pages", o.topk_pages, "blocktopk: pages selected per step, K")->capture_default_str();
-}
-
 AttnSpec attn_from_options(const AttnOptions& o) {
   AttnSpec a;
-  a.kind = parse_attn_kind(o.attn);
-  if (a.kind == AttnKind::Sparse) {
+  a.formula = parse_formula(o.attn);
+  if (a.formula == Formula::Sparse) {
     KF_CHECK(o.budget > 0, "--attn sparse needs --budget B > 0 (KV tokens per step)");
     a.budget = o.budget;
-  } else if (a.kind == AttnKind::BlockTopk) {
+  } else if (a.formula == Formula::BlockTopk) {
     a.local_tokens = o.local_tokens;
     a.page_size = o.page_size;
     a.topk_pages = o.topk_pages;
@@ -41,14 +31,6 @@ AttnSpec attn_from_options(const AttnOptions& o) {
 std::string HardwareOptions::label() const {
   if (intensity >= 0) return fmt::format("intensity {}", intensity);
   return hardware.empty() ? kDefaultHardware : hardware;
-}
-
-void add_hardware_options(CLI::App& app, HardwareOptions& o) {
-  std::string names;
-  for (const HardwarePreset& h : hardware_presets()) names += fmt::format("{}{} ({})", names.empty() ? "" : ", ", h.name, h.intensity);
-  auto* hw = app.add_option("--hardware", o.hardware, "arithmetic intensity preset: " + names + "; default b200");
-  auto* in = app.add_option("--intensity", o.intensity, "arithmetic intensity I in FLOP/byte");
-  hw->excludes(in);
 }
 
 double intensity_from_options(const HardwareOptions& o) {
@@ -72,7 +54,7 @@ ResolvedModel resolve_model(const std::string& spec) {
   }
   const Checkpoint ck = open_checkpoint(spec);
   const ParamCounts counts = count_params(ck);
-  r.shape = shape_of(ck.config(), double(counts.kinetics));
+  r.shape = shape_of(load_config(ck), double(counts.kinetics));
   if (r.shape.name.empty()) r.shape.name = ck.path();
   r.params_plain = counts.plain;
   return r;
@@ -141,7 +123,7 @@ std::string describe_cost(const Cost& c, const ResolvedModel& model, const AttnS
                    m.n_heads, m.n_kv_heads, m.head_dim, m.n_layers, int64_t(m.d()));
   s += fmt::format("workload   Lin {}  L {}  N {}\n", prompt_len, lens, n_samples);
   s += fmt::format("attention  {}{}\n", attn.label(),
-                   attn.kind == AttnKind::Dense ? "" : fmt::format("  (KV budget B = {})", attn.kv_budget()));
+                   attn.formula == Formula::Dense ? "" : fmt::format("  (KV budget B = {})", attn.kv_budget()));
   s += fmt::format("hardware   {}  I = {} FLOP/byte\n\n", hardware, c.intensity);
   const double e = c.efflops();
   const auto share = [e](double x) { return e > 0 ? 100.0 * x / e : 0.0; };
@@ -150,12 +132,12 @@ std::string describe_cost(const Cost& c, const ResolvedModel& model, const AttnS
                    share(c.param_flops));
   s += fmt::format("{:<22}{:>16}{:>16}{:>9.1f}%\n", "compute: attention", si(c.attn_flops), si(c.attn_flops),
                    share(c.attn_flops));
-  if (attn.kind == AttnKind::BlockTopk)
+  if (attn.formula == Formula::BlockTopk)
     s += fmt::format("{:<22}{:>16}{:>16}{:>9.1f}%\n", "compute: page search", si(c.search_flops), si(c.search_flops),
                      share(c.search_flops));
   s += fmt::format("{:<22}{:>15}B{:>16}{:>9.1f}%\n", "memory: KV reads", si(c.attn_bytes),
                    si(c.attn_bytes * c.intensity), share(c.attn_bytes * c.intensity));
-  if (attn.kind == AttnKind::BlockTopk)
+  if (attn.formula == Formula::BlockTopk)
     s += fmt::format("{:<22}{:>15}B{:>16}{:>9.1f}%\n", "memory: page summaries", si(c.search_bytes),
                      si(c.search_bytes * c.intensity), share(c.search_bytes * c.intensity));
   s += "\n";

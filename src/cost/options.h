@@ -1,8 +1,8 @@
-// Command-line pieces shared by `kinfer cost`, `frontier` and `plan`: the
-// attention and hardware options, model resolution (preset or checkpoint) and
-// the human-readable cost breakdown.
+// The option values shared by `kinfer cost`, `frontier` and `plan` (the
+// attention and hardware choices; apps/kinfer/cost_options.h binds them to
+// the command line), model resolution (preset or checkpoint) and the
+// human-readable cost breakdown.
 #pragma once
-#include <CLI/CLI.hpp>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -18,7 +18,6 @@ struct AttnOptions {
   int64_t page_size = 16;
   int64_t topk_pages = 64;
 };
-void add_attn_options(CLI::App& app, AttnOptions& o);
 AttnSpec attn_from_options(const AttnOptions& o);  // validates (sparse needs --budget)
 
 struct HardwareOptions {
@@ -26,7 +25,6 @@ struct HardwareOptions {
   double intensity = -1;  // explicit FLOP/byte
   std::string label() const;
 };
-void add_hardware_options(CLI::App& app, HardwareOptions& o);
 double intensity_from_options(const HardwareOptions& o);
 
 struct ResolvedModel {

@@ -38,15 +38,15 @@ AttnSpec attn_spec_from_json(const json& attn, const std::string& where) {
   if (attn.contains("attn_local") || attn.contains("attn_block_topk") || attn.contains("attn_topk")) {
     const int64_t local = int_field(attn, "attn_local", where).value_or(0);
     if (auto k = int_field(attn, "attn_block_topk", where)) {
-      spec.kind = AttnKind::BlockTopk;
+      spec.formula = Formula::BlockTopk;
       spec.local_tokens = local;
       spec.page_size = int_field(attn, "attn_block_size", where).value_or(16);
       spec.topk_pages = *k;
     } else if (attn.contains("attn_local") && !attn["attn_local"].is_null()) {
-      spec.kind = AttnKind::Sparse;
+      spec.formula = Formula::Sparse;
       spec.budget = local + int_field(attn, "attn_topk", where).value_or(0);
     }
-    if (spec.kind != AttnKind::Dense) spec.validate();
+    if (spec.formula != Formula::Dense) spec.validate();
     return spec;
   }
 
@@ -65,18 +65,18 @@ AttnSpec attn_spec_from_json(const json& attn, const std::string& where) {
   if (policy == "dense") {
     // nothing to add
   } else if (policy == "local") {
-    spec.kind = AttnKind::Sparse;
+    spec.formula = Formula::Sparse;
     spec.budget = page * (1 + local_pages);
   } else if (policy == "topk") {
-    spec.kind = AttnKind::Sparse;
+    spec.formula = Formula::Sparse;
     spec.budget = page * (1 + local_pages + topk_pages);
   } else if (policy == "blocktopk") {
-    spec.kind = AttnKind::BlockTopk;
+    spec.formula = Formula::BlockTopk;
     spec.local_tokens = page * (1 + local_pages);
     spec.page_size = page;
     spec.topk_pages = topk_pages;
   } else if (policy == "sparse") {
-    spec.kind = AttnKind::Sparse;
+    spec.formula = Formula::Sparse;
     auto b = int_field(attn, "budget", where);
     KF_CHECK(b.has_value(), "{}: sparse attn needs a 'budget'", where);
     spec.budget = *b;
@@ -167,6 +167,21 @@ RunConfig run_from_trace(const eval::Trace& trace, const ModelShape& model, cons
   }
   KF_CHECK(!run.problems.empty(), "{}: the trace has no problems", trace.path);
   return run;
+}
+
+nlohmann::json price_problem(const eval::TraceProblem& problem, const ModelShape& model, const AttnSpec& attn,
+                             double intensity) {
+  KF_CHECK(!problem.samples.empty(), "problem '{}' has no samples to price", problem.id);
+  std::vector<int64_t> gen_lens;
+  for (const eval::TraceSample& s : problem.samples) {
+    KF_CHECK(s.gen_tokens >= 0 && s.prompt_tokens >= 0, "problem '{}': a sample has no token counts", problem.id);
+    gen_lens.push_back(s.gen_tokens);
+  }
+  const auto n = static_cast<int64_t>(problem.samples.size());
+  const Cost c = expected_cost(model, attn, intensity, problem.samples.front().prompt_tokens, gen_lens, n);
+  nlohmann::json j = cost_json(c);
+  j["n"] = n;
+  return j;
 }
 
 }  // namespace kf::cost

@@ -45,4 +45,10 @@ using Predict = std::function<std::string(const std::string& text)>;
 RunConfig run_from_trace(const eval::Trace& trace, const ModelShape& model, const AttnSpec& attn,
                          const Predict& predict = {});
 
+// The cost of a problem's samples (prompt shared by the n samples; each
+// sample priced at its own length): cost_json of the expected cost,
+// with "n" added. Samples need token counts.
+nlohmann::json price_problem(const eval::TraceProblem& problem, const ModelShape& model, const AttnSpec& attn,
+                             double intensity);
+
 }  // namespace kf::cost

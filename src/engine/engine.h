@@ -1,22 +1,40 @@
-// Engine: the C++ API for generation. submit() requests (each with n
-// samples), run() until all are done; tokens stream out through callbacks.
+// Engine: the C++ API for generation, and its one step loop.
 //
-// Best-of-N: the prompt is prefilled once as sample 0; when it completes, the
-// other n-1 samples fork from it and share its KV pages (copy-on-write). Each
-// sample draws its randomness from Philox keyed by (seed, request key, sample
-// index, step), and every CPU op is batch-invariant, so a sample's tokens do
-// not depend on n, on other requests, or on preemption.
+//   submit(request) -> id      (any thread; taken at the next step boundary)
+//   cancel(id)                 (any thread; its pages are freed at the next boundary)
+//   step()                     (the engine's thread): schedule -> launch -> collect -> postprocess
+//   take_finished()            finished requests, moved out (their memory is released)
+//
+// A request's tokens also flow through its RequestStream, if it has one (the
+// server streams from it). Best-of-N: the prompt is prefilled once; the step
+// that finishes it forks the other n-1 samples, which share its KV pages
+// (copy-on-write) and sample their first tokens from its logits on the
+// device. Each sample draws its randomness from Philox keyed by (seed,
+// request key, sample index, step), and every CPU op is batch-invariant, so a
+// sample's tokens do not depend on n, on other requests, or on preemption.
+//
+// Overlap: with one step in flight, step() launches step t and then collects
+// step t-1 (the host's postprocessing of t-1 and scheduling of t+1 run while
+// the device computes t). Rows whose input token is still in flight take it
+// from the previous step's samples on the device, so the same tokens come out
+// with overlap on or off.
 #pragma once
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
-#include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "backend/backend.h"
-#include "engine/sampler.h"
+#include "backend/sampler.h"
+#include "engine/executor.h"
+#include "engine/repetition.h"
 #include "engine/scheduler.h"
 #include "engine/sequence.h"
 #include "kv/kv_cache.h"
@@ -28,22 +46,18 @@ struct EngineConfig {
   int page_size = 16;
   int kv_pages = 0;  // pool capacity in pages per layer (must be set: see default_kv_pages)
   AttnPolicy policy;
-  int max_step_tokens = 512;
-  int max_running = 256;
-  // Decode steps as graphs (Backend::replay): decode batches are padded to a
-  // few bucket sizes so few graphs are recorded. Auto = on CUDA only; Always
-  // also pads on the CPU (whose replay just runs the ops: tests of padding).
-  enum class Graphs { Auto, Always, Off };
-  Graphs graphs = Graphs::Auto;
-  // Sampling through Backend::sample (only the tokens leave the device) for
-  // steps without penalties or Best-of-N forks; the others use kf::Sampler on
-  // the host. Auto = on non-CPU backends; Always also on the CPU (tests).
-  // Both paths draw with the same float uniform, so they pick the same tokens.
-  enum class DeviceSampling { Auto, Always, Off };
-  DeviceSampling device_sampling = DeviceSampling::Auto;
+  std::vector<int> dense_layers;  // layers kept dense under any policy (--dense-layers)
+  int max_step_tokens = 512;      // rows per step: decode rows plus prefill chunks of many requests
+  int max_seqs = 256;             // running sequences at most (--max-seqs)
+  int max_model_len = 0;          // prompt + generated tokens per sample at most (0 = the model's max_position)
+  // Decode steps as graphs, padded to a few batch sizes. Auto = on CUDA only;
+  // Always also pads on the CPU (whose graphs just rerun the ops: tests).
+  enum class Mode { Auto, Always, Off };
+  Mode graphs = Mode::Auto;
+  // One step in flight while the host prepares the next. Auto = on CUDA only.
+  Mode overlap = Mode::Auto;
   RepetitionParams repetition;
-  // Raw bytes of one token, for stop strings (optional; needed only if a
-  // request has stop strings).
+  // Raw bytes of one token, for stop strings (needed only if a request has stop strings).
   std::function<std::string(int)> token_bytes;
 };
 
@@ -52,6 +66,33 @@ struct EngineConfig {
 // elem_bytes: bytes per K/V element (4 for the CPU's F32, 2 for BF16).
 int default_kv_pages(const ModelConfig& cfg, int page_size, int64_t tokens_needed, int64_t max_bytes,
                      int elem_bytes = 4);
+// Device bytes one KV page takes over all layers (K, V, key summary, token).
+int64_t kv_page_bytes(const ModelConfig& cfg, int page_size, int elem_bytes);
+
+// What happened to one sample since the last event of its request.
+struct StreamEvent {
+  int sample = 0;
+  std::vector<int> tokens;  // new tokens (EOS excluded)
+  bool done = false;
+  StopReason stop = StopReason::None;
+  std::string error;
+};
+
+// Thread-safe queue of a request's events: the engine pushes, a consumer waits.
+class RequestStream {
+ public:
+  void push(StreamEvent e);
+  // Every event so far, waiting up to `timeout` for one; empty on timeout.
+  std::vector<StreamEvent> wait(std::chrono::milliseconds timeout);
+  bool finished() const;  // every sample has ended (and its event was pushed)
+  void expect_samples(int n);
+
+ private:
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<StreamEvent> events_;
+  int samples_ = 1, ended_ = 0;
+};
 
 struct Request {
   std::vector<int> prompt;
@@ -62,9 +103,8 @@ struct Request {
   bool ignore_eos = false;              // benchmarks: run to max_tokens
   std::vector<std::string> stop_strings;
   int64_t rng_key = -1;   // Philox request coordinate; -1 = the request id
-  // Streaming: called for each generated token (not EOS) and when a sample ends.
-  std::function<void(int64_t request, int sample, int token)> on_token;
-  std::function<void(int64_t request, int sample, StopReason why)> on_done;
+  std::optional<AttnPolicy> policy;     // this request's decode policy (default: the engine's)
+  std::shared_ptr<RequestStream> stream;  // optional: tokens as they are sampled
 };
 
 struct SampleResult {
@@ -74,17 +114,29 @@ struct SampleResult {
   int preemptions = 0;
 };
 
+struct FinishedRequest {
+  int64_t id = 0;
+  std::vector<SampleResult> samples;
+  int prompt_tokens = 0;
+};
+
 struct EngineStats {
-  int64_t steps = 0;
+  int64_t steps = 0, graph_steps = 0;
   int64_t prefill_tokens = 0, decode_tokens = 0;  // rows computed (prefill includes recompute)
   int64_t generated_tokens = 0;
-  double prefill_seconds = 0, decode_seconds = 0;  // step time split by rows
+  int64_t requests_finished = 0;
+  double prefill_seconds = 0, decode_seconds = 0;  // step wall time split by rows
   double wall_seconds = 0;
   int64_t preemptions = 0;
   int kv_pages = 0, kv_pages_peak = 0, page_size = 0;
+  int running_peak = 0;
   // Decode reads: pages per (decode row, layer, KV head), summed.
   int64_t decode_page_reads = 0, decode_head_rows = 0;
-  int64_t kv_bytes_read = 0;  // K+V (+ summaries scored) bytes read by decode rows
+  int64_t kv_bytes_read = 0;  // K+V (+ keys and summaries scored) bytes read by decode rows
+  int64_t weight_bytes_read = 0;  // the weights once per step
+  // Host time of the step loop, by phase, and device time of the steps.
+  double host_schedule_s = 0, host_launch_s = 0, host_wait_s = 0, host_postprocess_s = 0;
+  double device_s = 0;
   double pages_read_per_step() const { return decode_head_rows ? double(decode_page_reads) / decode_head_rows : 0; }
   double prefill_tok_s() const { return prefill_seconds > 0 ? prefill_tokens / prefill_seconds : 0; }
   double decode_tok_s() const { return decode_seconds > 0 ? decode_tokens / decode_seconds : 0; }
@@ -94,60 +146,78 @@ class Engine {
  public:
   Engine(const Model& model, Backend& backend, EngineConfig cfg);
   ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
 
-  int64_t submit(Request r);  // returns the request id
-  void run();                 // steps until every submitted request is done
-  bool step();                // one step; false when nothing is left
+  int64_t submit(Request r);    // thread-safe; throws kf::Error on a malformed request
+  void cancel(int64_t request);  // thread-safe; unknown or finished ids are ignored
+  bool step();                   // one step; false when nothing is left (idle)
+  void run();                    // steps until idle
+  // Blocks until a submission or cancel arrives or `timeout` passes (server loop).
+  void wait_for_work(std::chrono::milliseconds timeout);
 
+  // Finished requests in finishing order, moved out.
+  std::vector<FinishedRequest> take_finished();
+  // A finished request not taken yet (tests): throws if there is none.
   const std::vector<SampleResult>& result(int64_t request) const;
+
+  bool idle() const;
+  int n_running() const { return sched_.n_running(); }
+  int n_waiting() const { return sched_.n_waiting(); }
+  int kv_pages_used() const { return kv_.pool().used(); }
+  // Requests and sequences the engine still holds (finished ones are released).
+  size_t tracked_requests() const { return reqs_.size(); }
+  size_t tracked_sequences() const { return sched_.sequences().size(); }
   const EngineStats& stats() const { return stats_; }
   const EngineConfig& config() const { return cfg_; }
+  const StepExecutor& executor() const { return exec_; }
 
  private:
   struct ReqState {
+    int64_t id = 0;
     Request req;
     std::vector<SampleResult> samples;
     std::vector<std::string> text;  // bytes so far per sample (only with stop strings)
     int64_t first_seq = 0;
-    int64_t arrival = 0;
     int remaining = 0;
   };
-  void finish(Sequence& s, StopReason why);
+  struct Launched {
+    StepHandle handle = 0;
+    std::vector<int64_t> sampled;  // sequence of each sampled row
+    int64_t prefill_rows = 0, decode_rows = 0;
+    double launch_s = 0;
+  };
+  void intake();
+  void add_request(int64_t id, Request r);
+  Launched launch(const StepPlan& plan);
+  void collect(const Launched& l);
   void accept(Sequence& s, int token);  // appends a sampled token and applies stop rules
-  void record_failure(int64_t seq_id);
+  void end_sample(ReqState& st, int sample, Sequence* s, StopReason why, const std::string& error = {});
+  void fail_sequence(int64_t seq_id);
 
   const Model& model_;
   Backend& be_;
   EngineConfig cfg_;
   KvCache kv_;
   Scheduler sched_;
-  Sampler sampler_;
-  KvBuffers pool_;
-  Workspace ws_;
-  std::map<int64_t, ReqState> reqs_;
-  int64_t next_request_ = 0, next_seq_ = 0, next_arrival_ = 0;
+  StepExecutor exec_;
+  bool overlap_ = false;
+  std::unordered_map<int64_t, ReqState> reqs_;
+  std::vector<FinishedRequest> finished_;
+  std::optional<Launched> in_flight_;
+  int64_t next_seq_ = 0, next_arrival_ = 0;
   EngineStats stats_;
   std::chrono::steady_clock::time_point start_;
   bool started_ = false;
 
-  // Device index tensors (max sizes) and host staging.
-  StepIndices idx_;  // the step's index arrays, host and device
-  Buffer logits_, copy_src_, copy_dst_;
-  std::vector<Buffer> sel_pages_, sel_counts_;
-  std::vector<int32_t> h_src_, h_dst_, h_sel_;
-  std::vector<int> logit_row_;  // [n_seqs] row of each sampled sequence's logits, -1 if none
-  // Device sampling: per-row parameters and the sampled tokens.
-  Buffer s_temp_, s_topk_, s_topp_, s_minp_, s_u_, tokens_;
-  std::vector<float> h_temp_, h_topp_, h_minp_, h_u_;
-  std::vector<int32_t> h_topk_, h_tokens_;
-  int max_seqs_ = 0;            // rows of the per-sequence buffers
-  int pad_page_ = 0;            // the pool's extra page, written only by padding rows
-  bool use_graphs_ = false;
-  std::vector<float> h_logits_, row_logits_;
-  std::vector<uint16_t> h_logits_bf16_;
-  std::vector<int> context_;
-  std::vector<PageSelection> sels_;
-  std::vector<int64_t> group_;
+  // Submissions and cancels from other threads, drained at step boundaries.
+  mutable std::mutex queue_mu_;
+  std::condition_variable queue_cv_;
+  std::deque<std::pair<int64_t, Request>> submitted_;
+  std::vector<int64_t> cancelled_;
+  int64_t next_request_ = 0;
+
+  std::vector<int32_t> tokens_;  // staging of one sequence's input tokens
 };
 
 }  // namespace kf

@@ -13,8 +13,12 @@ Scheduler::Scheduler(KvCache& kv, SchedulerConfig cfg) : kv_(kv), cfg_(cfg) {
 }
 
 void Scheduler::add(Sequence s) {
-  KF_CHECK(!seqs_.count(s.id), "scheduler: sequence {} already exists", s.id);
+  for (int c = 0; c <= s.fork_children; ++c)
+    KF_CHECK(!seqs_.count(s.id + c), "scheduler: sequence {} already exists", s.id + c);
   KF_CHECK(!s.prompt.empty(), "request {}: the prompt is empty", s.request);
+  KF_CHECK(s.fork_children + 1 <= cfg_.max_running,
+           "request {}: {} samples exceed the {} sequences that may run at once (raise --max-seqs)", s.request,
+           s.fork_children + 1, cfg_.max_running);
   s.n_cached = 0;
   s.running = false;
   waiting_.insert(key(s));
@@ -35,20 +39,32 @@ const Sequence& Scheduler::seq(int64_t id) const {
 int Scheduler::next_rows(const Sequence& s, int budget) const {
   const int total = s.total();
   const int chunk_end = cfg_.chunked_replay ? total : static_cast<int>(s.prompt.size());
-  if (s.n_cached >= chunk_end) return budget >= 1 ? 1 : 0;  // decode row (or replay of one token)
-  const int rest = chunk_end - s.n_cached;
-  if (rest <= budget) return rest;
-  if (cfg_.chunked_replay) return budget;
-  // A prefill chunk must not be a single row: one row is a decode row and
-  // would follow the sparse policy, unlike the dense prefill it stands for.
-  int n = budget;
-  if (rest - n == 1) --n;
-  return n >= 2 ? n : 0;
+  int n = 0;
+  if (s.n_cached >= chunk_end) {
+    n = budget >= 1 && s.n_cached < total ? 1 : 0;  // decode row (or replay of one token)
+  } else {
+    const int rest = chunk_end - s.n_cached;
+    if (rest <= budget) {
+      n = rest;
+    } else if (cfg_.chunked_replay) {
+      n = budget;
+    } else {
+      // A prefill chunk must not be a single row: one row is a decode row and
+      // would follow the sparse policy, unlike the dense prefill it stands for.
+      n = budget;
+      if (rest - n == 1) --n;
+      if (n < 2) n = 0;
+    }
+  }
+  // A row that samples a token the sequence may not have is not worth running.
+  if (n > 0 && s.n_cached + n == total && !s.wants_more()) return 0;
+  return n;
 }
 
 void Scheduler::preempt(int64_t id) {
   Sequence& s = seq(id);
   running_.erase(key(s));
+  reserved_children_ -= s.fork_children;
   kv_.free(id);
   s.running = false;
   s.n_cached = 0;
@@ -57,44 +73,74 @@ void Scheduler::preempt(int64_t id) {
   waiting_.insert(key(s));
 }
 
+void Scheduler::fork_children(Sequence& parent) {
+  for (int c = 1; c <= parent.fork_children; ++c) {
+    Sequence child;
+    child.id = parent.id + c;
+    child.request = parent.request;
+    child.sample = parent.sample + c;
+    child.arrival = parent.arrival + c;
+    child.prompt = parent.prompt;
+    child.generated = parent.generated;
+    child.pending = parent.pending;
+    child.max_new = parent.max_new;
+    child.n_cached = parent.n_cached;
+    child.running = true;
+    kv_.fork(parent.id, child.id);
+    running_.insert(key(child));
+    seqs_.emplace(child.id, std::move(child));
+  }
+  reserved_children_ -= parent.fork_children;
+  parent.fork_children = 0;
+}
+
 StepPlan Scheduler::schedule() {
   StepPlan plan;
   int budget = cfg_.max_step_tokens;
   const int capacity = kv_.pool().capacity();
   bool preempted = false;
+  auto add_rows = [&](Sequence& s, int n) {
+    kv_.append(s.id, n, plan.slots, plan.copies);
+    const bool sample = s.n_cached + n == s.total();
+    plan.seqs.push_back(StepSeq{s.id, s.n_cached, n, sample, sample ? s.fork_children : 0});
+    s.n_cached += n;
+    budget -= n;
+    plan.rows += n;
+    if (sample) {
+      ++s.pending;  // this step samples the sequence's next token
+      if (s.fork_children > 0) fork_children(s);
+    }
+  };
   std::vector<Key> order(running_.begin(), running_.end());  // oldest first
   for (const Key& k : order) {
     if (!running_.count(k)) continue;  // preempted for an older sequence
     if (static_cast<int>(plan.seqs.size()) >= cfg_.max_running || budget <= 0) break;
     Sequence& s = seq(k.second);
-    int n = next_rows(s, budget);
+    const int n = next_rows(s, budget);
     if (n == 0) continue;
     if (pages_for(s.n_cached + n) > capacity) {  // could not fit even alone
       finish(s.id, StopReason::KvFull);
       plan.failed.push_back(s.id);
       continue;
     }
-    // Free pages by preempting the youngest unscheduled sequences (maybe this one).
+    // Free pages by preempting the youngest running sequences (maybe this one).
     while (kv_.pages_needed(s.id, n) > kv_.pool().free_count()) {
-      int64_t victim = running_.rbegin()->second;
+      const int64_t victim = running_.rbegin()->second;
       preempt(victim);
       preempted = true;
       if (victim == s.id) break;
     }
     if (!s.running) continue;
-    kv_.append(s.id, n, plan.slots, plan.copies);
-    plan.seqs.push_back(StepSeq{s.id, s.n_cached, n, s.n_cached + n == s.total()});
-    s.n_cached += n;
-    budget -= n;
-    plan.rows += n;
+    add_rows(s, n);
   }
   // Admit waiting sequences in arrival order while their whole context fits.
-  while (!preempted && !waiting_.empty() && budget > 0 &&
-         static_cast<int>(plan.seqs.size()) < cfg_.max_running) {
+  while (!preempted && !waiting_.empty() && budget > 0) {
     Sequence& s = seq(waiting_.begin()->second);
+    if (s.pending > 0) break;  // its last token is still in flight: next step
+    if (n_running() + reserved_children_ + 1 + s.fork_children > cfg_.max_running) break;
     const int need = pages_for(s.total() + 1);  // + room for the token it will generate
     if (pages_for(s.total()) > capacity) {
-      std::string why = fmt::format(
+      const std::string why = fmt::format(
           "prompt of {} tokens needs {} KV pages of {} tokens but the pool has {} (raise --kv-pages)",
           s.total(), pages_for(s.total()), kv_.page_size(), capacity);
       finish(s.id, StopReason::Error, why);
@@ -102,44 +148,39 @@ StepPlan Scheduler::schedule() {
       continue;
     }
     if (std::min(need, capacity) > kv_.pool().free_count()) break;
-    int n = next_rows(s, budget);
+    const int n = next_rows(s, budget);
     if (n == 0) break;
     waiting_.erase(waiting_.begin());
     running_.insert(key(s));
+    reserved_children_ += s.fork_children;
     s.running = true;
     kv_.add(s.id);
-    kv_.append(s.id, n, plan.slots, plan.copies);
-    plan.seqs.push_back(StepSeq{s.id, 0, n, n == s.total()});
-    s.n_cached = n;
-    budget -= n;
-    plan.rows += n;
+    s.n_cached = 0;
+    add_rows(s, n);
   }
   return plan;
-}
-
-void Scheduler::fork(int64_t parent, Sequence child) {
-  KF_CHECK(!seqs_.count(child.id), "scheduler: sequence {} already exists", child.id);
-  const Sequence& p = seq(parent);
-  KF_CHECK(p.running, "scheduler: fork of sequence {} that is not running", parent);
-  child.prompt = p.prompt;
-  child.generated = p.generated;
-  child.n_cached = p.n_cached;
-  child.running = true;
-  kv_.fork(parent, child.id);
-  running_.insert(key(child));
-  seqs_.emplace(child.id, std::move(child));
 }
 
 void Scheduler::finish(int64_t id, StopReason why, const std::string& error) {
   Sequence& s = seq(id);
   if (s.finished) return;
-  if (s.running) kv_.free(id);
+  if (s.running) {
+    kv_.free(id);
+    reserved_children_ -= s.fork_children;
+  }
   running_.erase(key(s));
   waiting_.erase(key(s));
   s.running = false;
   s.finished = true;
   s.stop = why;
   s.error = error;
+}
+
+void Scheduler::release(int64_t id) {
+  auto it = seqs_.find(id);
+  if (it == seqs_.end()) return;
+  KF_CHECK(it->second.finished, "scheduler: release of sequence {} that is not finished", id);
+  seqs_.erase(it);
 }
 
 }  // namespace kf

@@ -4,17 +4,25 @@
 // Each step: running sequences (oldest first) get one decode row, or a
 // prefill chunk while their prompt is not cached; then waiting sequences are
 // admitted first-come-first-served while their whole context fits in the
-// free pages, all within a token budget per step. When a running sequence
-// needs a page and none is free, the youngest running sequence is preempted:
-// its pages are freed and it waits to be recomputed. Recompute runs the
-// prompt as prefill and replays generated tokens one decode row each (or in
-// prefill chunks with `chunked_replay`, valid for dense attention), so every
-// token sees exactly the attention it saw the first time and outputs do not
-// change. A context that cannot fit even in an empty pool fails alone.
+// free pages and the running set (children of Best-of-N parents counted) stays
+// within max_running, all within a token budget per step. When a running
+// sequence needs a page and none is free, the youngest running sequence is
+// preempted: its pages are freed and it waits to be recomputed. Recompute runs
+// the prompt as prefill and replays generated tokens one decode row each (or
+// in prefill chunks with `chunked_replay`, valid for dense attention), so
+// every token sees exactly the attention it saw the first time and outputs do
+// not change. A context that cannot fit even in an empty pool fails alone.
+//
+// Best-of-N: the step that finishes a parent's prompt also forks its
+// children (they share every page, the partial last one copy-on-write) and
+// samples their first tokens from the parent's logits, so the prompt is
+// prefilled once. Steps may be in flight when the next is scheduled: a
+// sequence's `pending` tokens are known only once its step is collected.
 #pragma once
 #include <cstdint>
 #include <map>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "engine/sequence.h"
@@ -24,17 +32,19 @@ namespace kf {
 
 struct SchedulerConfig {
   int max_step_tokens = 512;  // query rows per step (decode rows + prefill chunks)
-  int max_running = 256;      // sequences in one step
+  int max_running = 256;      // running sequences (and so sequences and sampled rows in one step)
   bool chunked_replay = false;
 };
 
 // Compute positions [start, start + n) of sequence `id`; if `sample`, the last
-// row's logits pick the sequence's next token.
+// row's logits pick the next token of the sequence and of its `children`
+// forked this step (ids id+1 .. id+children).
 struct StepSeq {
   int64_t id = 0;
   int start = 0;
   int n = 0;
   bool sample = false;
+  int children = 0;
 };
 
 struct StepPlan {
@@ -50,18 +60,21 @@ class Scheduler {
   Scheduler(KvCache& kv, SchedulerConfig cfg);
   const SchedulerConfig& config() const { return cfg_; }
 
-  void add(Sequence s);  // waiting; ids must be unique
+  void add(Sequence s);  // waiting; ids (and the children's) must be unique
   Sequence& seq(int64_t id);
   const Sequence& seq(int64_t id) const;
+  bool has(int64_t id) const { return seqs_.count(id) != 0; }
   const std::map<int64_t, Sequence>& sequences() const { return seqs_; }
 
-  // The next step's work (empty seqs when nothing can run). Reserves KV slots
-  // and advances n_cached of the scheduled sequences.
+  // The next step's work (empty seqs when nothing can run). Reserves KV slots,
+  // advances n_cached of the scheduled sequences and forks Best-of-N children
+  // (each with one pending token).
   StepPlan schedule();
-  // Best-of-N: child shares all of parent's cached pages and tokens.
-  void fork(int64_t parent, Sequence child);
-  // Marks a sequence finished and frees its pages.
+  // Marks a sequence finished and frees its pages (a parent's unforked
+  // children are finished with it).
   void finish(int64_t id, StopReason why, const std::string& error = {});
+  // Forgets a finished sequence (its memory is released).
+  void release(int64_t id);
   bool done() const { return waiting_.empty() && running_.empty(); }
   int n_running() const { return static_cast<int>(running_.size()); }
   int n_waiting() const { return static_cast<int>(waiting_.size()); }
@@ -71,6 +84,7 @@ class Scheduler {
   using Key = std::pair<int64_t, int64_t>;  // (arrival, id)
   Key key(const Sequence& s) const { return {s.arrival, s.id}; }
   void preempt(int64_t id);
+  void fork_children(Sequence& parent);
   // Rows to compute next for a sequence (prefill chunk or one row), within `budget`.
   int next_rows(const Sequence& s, int budget) const;
   int pages_for(int tokens) const { return (tokens + kv_.page_size() - 1) / kv_.page_size(); }
@@ -79,6 +93,7 @@ class Scheduler {
   SchedulerConfig cfg_;
   std::map<int64_t, Sequence> seqs_;
   std::set<Key> waiting_, running_;
+  int reserved_children_ = 0;  // children of running parents not forked yet
   int64_t preemptions_ = 0;
 };
 

@@ -78,21 +78,6 @@ void TraceAppender::write(const TraceProblem& problem) {
   KF_CHECK(out_.good(), "write to trace '{}' failed", path_);
 }
 
-nlohmann::json price_problem(const TraceProblem& problem, const cost::ModelShape& model, const cost::AttnSpec& attn,
-                             double intensity) {
-  KF_CHECK(!problem.samples.empty(), "problem '{}' has no samples to price", problem.id);
-  std::vector<int64_t> gen_lens;
-  for (const TraceSample& s : problem.samples) {
-    KF_CHECK(s.gen_tokens >= 0 && s.prompt_tokens >= 0, "problem '{}': a sample has no token counts", problem.id);
-    gen_lens.push_back(s.gen_tokens);
-  }
-  const auto n = static_cast<int64_t>(problem.samples.size());
-  const cost::Cost c = cost::expected_cost(model, attn, intensity, problem.samples.front().prompt_tokens, gen_lens, n);
-  nlohmann::json j = cost::cost_json(c);
-  j["n"] = n;
-  return j;
-}
-
 EvalProgress::EvalProgress(int64_t total_problems, bool force, bool disable) : total_(total_problems) {
   enabled_ = !disable && (force || isatty(fileno(stderr)));
   start_ = last_ = std::chrono::steady_clock::now();

@@ -11,7 +11,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cost/cost.h"
 #include "eval/trace.h"
 
 namespace kf::eval {
@@ -39,12 +38,6 @@ class TraceAppender {
   std::string path_;
   std::ofstream out_;
 };
-
-// The cost of a problem's samples (prompt shared by the n samples; each
-// sample priced at its own length): cost::cost_json of the expected cost,
-// with "n" added. Samples need token counts.
-nlohmann::json price_problem(const TraceProblem& problem, const cost::ModelShape& model, const cost::AttnSpec& attn,
-                             double intensity);
 
 // The one-line progress display: problems done, tokens/s and ETA, redrawn on
 // stderr at most 10 times a second when stderr is a terminal (or forced).

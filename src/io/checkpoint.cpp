@@ -8,7 +8,6 @@
 
 #include "io/dequant.h"
 #include "io/gguf.h"
-#include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "util/error.h"
 
@@ -95,9 +94,16 @@ Checkpoint open_checkpoint(const std::string& spec) {
   if (fs::is_regular_file(path) && is_gguf_file(path)) {
     ck.format_ = "gguf";
     ck.gguf_ = std::make_unique<GgufFile>(path);
-    ck.config_ = config_from_gguf(*ck.gguf_);
-    // llama.cpp interleaves the rotary halves of Q and K rows for `llama` only.
-    const bool permuted = ck.gguf_->get_str("general.architecture") == "llama";
+    // llama.cpp interleaves the rotary halves of Q and K rows for `llama` only;
+    // undoing it needs the head counts (model/config_load.cpp checks them).
+    const std::string arch = ck.gguf_->get_str("general.architecture");
+    const bool permuted = arch == "llama";
+    const int n_heads = permuted ? static_cast<int>(ck.gguf_->get_u32(arch + ".attention.head_count")) : 0;
+    const int n_kv_heads = permuted && ck.gguf_->has(arch + ".attention.head_count_kv")
+                               ? static_cast<int>(ck.gguf_->get_u32(arch + ".attention.head_count_kv"))
+                               : n_heads;
+    KF_CHECK(!permuted || (n_heads > 0 && n_kv_heads > 0), "{}: metadata key '{}.attention.head_count' must be positive",
+             path, arch);
     for (const GgufTensor& t : ck.gguf_->tensors()) {
       const std::string hf = gguf_to_hf_name(t.name);
       if (hf.empty()) continue;
@@ -106,7 +112,7 @@ Checkpoint open_checkpoint(const std::string& spec) {
       e.data = t.data;
       e.file = &ck.gguf_->path();
       if (permuted && (t.name.find(".attn_q.") != std::string::npos || t.name.find(".attn_k.") != std::string::npos)) {
-        e.permute_heads = t.name.find(".attn_q.") != std::string::npos ? ck.config_.n_heads : ck.config_.n_kv_heads;
+        e.permute_heads = t.name.find(".attn_q.") != std::string::npos ? n_heads : n_kv_heads;
       }
       ck.index_[hf] = ck.entries_.size();
       ck.entries_.push_back(std::move(e));
@@ -121,7 +127,6 @@ Checkpoint open_checkpoint(const std::string& spec) {
            "'default' or random:PRESET)", spec, dir.string());
   ck.format_ = "safetensors";
   ck.path_ = dir.string();
-  ck.config_ = load_hf_config(dir.string());
   const bool weights_file = fs::is_regular_file(path) && fs::path(path).filename() != "config.json";
   ck.st_ = std::make_unique<SafetensorsModel>(weights_file ? path : dir.string());
   for (const SafeTensor* t : ck.st_->tensors()) {

@@ -1,4 +1,5 @@
-// Checkpoint: one model's weights and config, whatever the format. Tensors
+// Checkpoint: one model's weights and raw config (config.json or GGUF
+// metadata: model/config_load.h gives it meaning), whatever the format. Tensors
 // are addressed by their Hugging Face names (model.layers.3.mlp.up_proj.weight)
 // and shaped in HF convention ([out, in] for linear weights); GGUF names,
 // ggml's reversed dims and llama.cpp's Q/K row permutation are undone here.
@@ -10,7 +11,6 @@
 #include <string>
 #include <vector>
 
-#include "model/config.h"
 #include "util/tensor.h"
 
 namespace kf {
@@ -33,7 +33,6 @@ class Checkpoint {
   Checkpoint(Checkpoint&&) noexcept;
   Checkpoint& operator=(Checkpoint&&) noexcept;
 
-  const ModelConfig& config() const { return config_; }
   const std::string& path() const { return path_; }  // GGUF file or HF directory
   const std::string& format() const { return format_; }  // "gguf" or "safetensors"
   const GgufFile* gguf() const { return gguf_.get(); }    // nullptr unless GGUF
@@ -55,7 +54,6 @@ class Checkpoint {
   template <typename Out>
   void read_as(const std::string& hf_name, Out* dst, std::initializer_list<int64_t> expected) const;
 
-  ModelConfig config_;
   std::string path_;
   std::string format_;
   std::unique_ptr<GgufFile> gguf_;

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "io/checkpoint.h"
+#include "model/config_load.h"
 #include "model/presets.h"
 
 namespace kf {
@@ -14,7 +15,7 @@ Workspace::Workspace(const ModelConfig& cfg, Backend& be, int max_tokens_, int m
   KF_CHECK(max_tokens > 0 && max_logit_rows > 0 && max_logit_rows <= max_tokens,
            "workspace: need 0 < max_logit_rows ({}) <= max_tokens ({})", max_logit_rows, max_tokens);
   const DType dt = be.act_dtype();
-  const Device dev = be.device();
+  Backend& dev = be;
   const int64_t T = max_tokens, d = cfg.hidden_size, q = int64_t(cfg.n_heads) * cfg.head_dim,
                 kv = int64_t(cfg.n_kv_heads) * cfg.head_dim, ff = cfg.intermediate_size;
   x = Buffer(dt, {T, d}, dev);
@@ -27,71 +28,8 @@ Workspace::Workspace(const ModelConfig& cfg, Backend& be, int max_tokens_, int m
   last = Buffer(dt, {int64_t(max_logit_rows), d}, dev);
 }
 
-KvBuffers::KvBuffers(const ModelConfig& cfg, Backend& be, int n_pages_, int page_size_)
-    : n_pages(n_pages_), page_size(page_size_) {
-  KF_CHECK(n_pages > 0 && page_size > 0, "kv pool: n_pages {} and page_size {} must be positive",
-           n_pages, page_size);
-  const DType dt = be.act_dtype();
-  for (int l = 0; l < cfg.n_layers; ++l) {
-    k.emplace_back(dt, std::initializer_list<int64_t>{n_pages, cfg.n_kv_heads, page_size, cfg.head_dim},
-                   be.device());
-    v.emplace_back(dt, std::initializer_list<int64_t>{n_pages, cfg.n_kv_heads, page_size, cfg.head_dim},
-                   be.device());
-    summary.emplace_back(dt, std::initializer_list<int64_t>{n_pages, cfg.n_kv_heads, cfg.head_dim},
-                         be.device());
-  }
-  for (int l = 0; l < cfg.n_layers; ++l) layers.push_back(KvLayer{k[l].view(), v[l].view(), summary[l].view()});
-}
-
-StepIndices::StepIndices(Backend& be, int max_rows, int max_seqs, int64_t table_cells) : be_(be) {
-  const Device dev = be.device();
-  ids_ = Buffer(DType::I32, {max_rows}, dev);
-  pos_ = Buffer(DType::I32, {max_rows}, dev);
-  slots_ = Buffer(DType::I32, {max_rows}, dev);
-  rows_ = Buffer(DType::I32, {max_rows}, dev);
-  q_start_ = Buffer(DType::I32, {int64_t(max_seqs) + 1}, dev);
-  ctx_ = Buffer(DType::I32, {max_seqs}, dev);
-  reserve_table(table_cells);
-}
-
-bool StepIndices::reserve_table(int64_t cells) {
-  const int64_t have = table_.empty() ? 0 : table_.view().numel();
-  if (have >= cells) return false;
-  table_ = Buffer(DType::I32, {std::max<int64_t>(cells, 2 * have)}, be_.device());  // doubling: few moves
-  return true;
-}
-
-StepInput StepIndices::upload(AttnBatch& batch, int stride) {
-  const int64_t n = static_cast<int64_t>(ids.size()), m = static_cast<int64_t>(logit_rows.size()),
-                ns = static_cast<int64_t>(ctx.size());
-  KF_CHECK(n <= ids_.view().numel() && m <= rows_.view().numel() && ns < q_start_.view().numel() &&
-               pos.size() == ids.size() && slots.size() == ids.size() && q_start.size() == ctx.size() + 1 &&
-               static_cast<int64_t>(table.size()) == ns * stride && ns * stride <= table_.view().numel(),
-           "step indices: {} rows, {} logit rows, {} sequences x {} pages do not fit", n, m, ns, stride);
-  StepInput in;
-  in.token_ids = ids_.view().rows(0, n);
-  in.positions = pos_.view().rows(0, n);
-  in.kv_slots = slots_.view().rows(0, n);
-  in.logit_rows = rows_.view().rows(0, m);
-  batch.n_seqs = static_cast<int>(ns);
-  batch.max_pages = stride;
-  batch.q_start = q_start_.view().rows(0, ns + 1);
-  batch.ctx_len = ctx_.view().rows(0, ns);
-  batch.page_table = Tensor(table_.view().data, DType::I32, {ns, stride}, be_.device());
-  be_.upload(in.token_ids, ids.data());
-  be_.upload(in.positions, pos.data());
-  be_.upload(in.kv_slots, slots.data());
-  if (m) be_.upload(in.logit_rows, logit_rows.data());
-  be_.upload(batch.q_start, q_start.data());
-  be_.upload(batch.ctx_len, ctx.data());
-  be_.upload(batch.page_table, table.data());
-  in.batch = &batch;
-  return in;
-}
-
 Model::Model(ModelConfig cfg, Weights w) : cfg_(std::move(cfg)), w_(std::move(w)) {
   inv_freq_ = cfg_.rope_inv_freq();
-  layer_dense_.assign(cfg_.n_layers, 0);
 }
 
 Model Model::load(const std::string& spec, Backend& be) {
@@ -101,7 +39,7 @@ Model Model::load(const std::string& spec, Backend& be) {
     return m;
   }
   Checkpoint ckpt = open_checkpoint(spec);
-  ModelConfig cfg = ckpt.config();
+  ModelConfig cfg = load_config(ckpt);
   cfg.validate(ckpt.path());
   Weights w = load_weights(ckpt, cfg, be);
   Model m(std::move(cfg), std::move(w));
@@ -114,16 +52,6 @@ Model Model::random(const ModelConfig& cfg, Backend& be, uint64_t seed) {
   Model m(cfg, random_weights(cfg, be, seed));
   m.source_ = "random:" + cfg.name;
   return m;
-}
-
-void Model::set_dense_layers(const std::vector<int>& layers) {
-  layer_dense_.assign(cfg_.n_layers, 0);
-  for (int l : layers) {
-    KF_CHECK(l >= 0 && l < cfg_.n_layers, "--dense-layers: layer {} is outside [0, {})", l,
-             cfg_.n_layers);
-    layer_dense_[l] = 1;
-  }
-  dense_layers_ = layers;
 }
 
 void Model::forward(Backend& be, Workspace& ws, const std::vector<KvLayer>& kv, const StepInput& in,
@@ -160,6 +88,10 @@ void Model::forward(Backend& be, Workspace& ws, const std::vector<KvLayer>& kv, 
   rope.inv_freq = inv_freq_.data();
   AttnPolicy dense;
   dense.kind = AttnKind::Dense;
+  AttnBatch dense_batch = *in.batch;  // dense layers ignore per-sequence policies too
+  dense_batch.seq_policy = Tensor();
+  KF_CHECK(in.layer_dense.empty() || static_cast<int>(in.layer_dense.size()) == cfg_.n_layers,
+           "forward: layer_dense has {} entries for {} layers", in.layer_dense.size(), cfg_.n_layers);
   const float scale = 1.f / std::sqrt(static_cast<float>(hd));
   const float eps = cfg_.rms_eps;
 
@@ -173,8 +105,8 @@ void Model::forward(Backend& be, Workspace& ws, const std::vector<KvLayer>& kv, 
     be.matmul(h, lw.wqkv, cfg_.qkv_bias ? &lw.bqkv.view() : nullptr, qkv);
     be.qkv_rope_write(qkv, cfg_.qk_norm ? &lw.q_norm.view() : nullptr, cfg_.qk_norm ? &lw.k_norm.view() : nullptr,
                       eps, in.positions, rope, kv[l], in.kv_slots, q_heads);
-    const AttnPolicy& policy = layer_dense_[l] ? dense : in.policy;
-    be.attention(q_heads, kv[l], *in.batch, policy, scale, att_heads,
+    const bool dense_layer = !in.layer_dense.empty() && in.layer_dense[l];
+    be.attention(q_heads, kv[l], dense_layer ? dense_batch : *in.batch, dense_layer ? dense : in.policy, scale, att_heads,
                  in.selections.empty() ? nullptr : &in.selections[l]);
     be.matmul(att, lw.wo, nullptr, h);
     be.add_rmsnorm(x, h, lw.mlp_norm, eps, h);

@@ -3,8 +3,9 @@
 //
 // A forward step runs any mix of sequences: prefill chunks (several rows of
 // one sequence) and decode rows (one row each), as AttnBatch describes. The
-// caller owns the KV pool, the page tables and the slots; the Workspace holds
-// every activation for up to max_tokens rows, so a step allocates nothing.
+// caller (engine/executor.h) owns the KV pool, the page tables and the
+// slots; the Workspace holds every activation for up to max_tokens rows, so a
+// step allocates nothing.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -33,17 +34,6 @@ struct Workspace {
   Buffer last;     // [M, d]              rows that need logits
 };
 
-// One layer's KV pool per layer, owned (DESIGN.md: [page][kv_head][P][head_dim]).
-// K, V and the page key summaries are in the backend's activation dtype (F32 on
-// CPU, BF16 on CUDA).
-struct KvBuffers {
-  KvBuffers(const ModelConfig& cfg, Backend& backend, int n_pages, int page_size);
-  int n_pages = 0;
-  int page_size = 0;
-  std::vector<Buffer> k, v, summary;
-  std::vector<KvLayer> layers;  // views of the buffers above, one per model layer
-};
-
 // Everything a step needs besides the weights. All tensors are on the
 // backend's device (I32), see backend.h for AttnBatch's meaning.
 struct StepInput {
@@ -51,29 +41,12 @@ struct StepInput {
   Tensor positions;   // [n]  position of each row in its sequence
   Tensor kv_slots;    // [n]  where each row's K/V go: page * page_size + offset
   const AttnBatch* batch = nullptr;
-  AttnPolicy policy;  // for decode rows (prefill is always dense)
+  AttnPolicy policy;  // for decode rows without a per-sequence policy (prefill is always dense)
   Tensor logit_rows;  // [m]  rows whose logits are wanted, in output order
+  // [n_layers] 1 = the layer stays dense whatever the policy (--dense-layers); empty = none.
+  std::span<const uint8_t> layer_dense;
   // Optional: one PageSelection per layer, filled by attention (stats/tests).
   std::span<PageSelection> selections;
-};
-
-// One step's index arrays: the caller (Engine, Runner) fills the host side,
-// upload() copies it to device tensors sized once for the largest step and
-// returns the step's input viewing them (same pointers every step, as graph
-// replay needs). Row arrays have n entries, logit_rows m, ctx n_seqs, q_start
-// n_seqs + 1, table n_seqs * stride (-1 = no page).
-struct StepIndices {
-  StepIndices(Backend& backend, int max_rows, int max_seqs, int64_t table_cells);
-  std::vector<int32_t> ids, pos, slots, logit_rows, q_start, ctx, table;
-  // Grows the device page table to at least `cells` entries (at least
-  // doubling); true if it moved.
-  bool reserve_table(int64_t cells);
-  // batch must outlive the returned input (it points at it).
-  StepInput upload(AttnBatch& batch, int stride);
-
- private:
-  Backend& be_;
-  Buffer ids_, pos_, slots_, rows_, q_start_, ctx_, table_;
 };
 
 class Model {
@@ -88,11 +61,7 @@ class Model {
   const Weights& weights() const { return w_; }
   const std::string& source() const { return source_; }
 
-  // Layers that stay dense whatever the decode policy (DESIGN.md --dense-layers).
-  void set_dense_layers(const std::vector<int>& layers);
-  const std::vector<int>& dense_layers() const { return dense_layers_; }
-
-  // Runs one step and writes logits [m, vocab] (backend activation dtype).
+  // Runs one step and writes logits [m, vocab] (F32, or the backend's activation dtype).
   void forward(Backend& backend, Workspace& ws, const std::vector<KvLayer>& kv, const StepInput& in,
                const Tensor& logits) const;
 
@@ -100,9 +69,7 @@ class Model {
   ModelConfig cfg_;
   Weights w_;
   std::string source_;
-  std::vector<float> inv_freq_;       // [head_dim/2] host, scaling applied
-  std::vector<int> dense_layers_;
-  std::vector<uint8_t> layer_dense_;  // [n_layers]
+  std::vector<float> inv_freq_;  // [head_dim/2] host, scaling applied
 };
 
 // Parses "0,1,5" (empty string = none).

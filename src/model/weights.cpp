@@ -18,7 +18,7 @@ using FillBf16 = std::function<void(uint16_t*)>;
 Buffer make_weight(Backend& be, std::initializer_list<int64_t> shape, const FillF32& fill_f32,
                    const FillBf16& fill_bf16) {
   const DType dt = be.act_dtype();
-  Buffer buf(dt, shape, be.device());
+  Buffer buf(dt, shape, be);
   const int64_t n = buf.view().numel();
   if (be.device() == Device::CPU && dt == DType::F32) {
     fill_f32(buf.ptr<float>());  // straight into place, no staging copy

@@ -4,7 +4,6 @@
 #include <cstring>
 #include <fmt/format.h>
 
-#include "util/device_alloc.h"
 
 namespace kf {
 
@@ -83,35 +82,46 @@ Tensor Tensor::reshape(std::initializer_list<int64_t> dims) const {
   return t;
 }
 
-Buffer::Buffer(DType t, std::initializer_list<int64_t> dims, Device dev) {
-  view_ = Tensor(nullptr, t, dims, dev);
-  size_t bytes = view_.nbytes();
-  view_.data = device_alloc(dev, bytes == 0 ? 64 : bytes);
+Buffer::Buffer(DType t, std::initializer_list<int64_t> dims, Allocator& alloc) : alloc_(&alloc) {
+  view_ = Tensor(nullptr, t, dims, alloc.device());
+  const size_t bytes = view_.nbytes();
+  view_.data = alloc.allocate(bytes == 0 ? 64 : bytes);
 }
 
 Buffer::~Buffer() {
-  if (view_.data) device_free(view_.device, view_.data);
+  if (view_.data) alloc_->deallocate(view_.data);
 }
 
-Buffer::Buffer(Buffer&& o) noexcept : view_(o.view_) { o.view_.data = nullptr; }
+Buffer::Buffer(Buffer&& o) noexcept : view_(o.view_), alloc_(o.alloc_) { o.view_.data = nullptr; }
 
 Buffer& Buffer::operator=(Buffer&& o) noexcept {
   if (this != &o) {
-    if (view_.data) device_free(view_.device, view_.data);
+    if (view_.data) alloc_->deallocate(view_.data);
     view_ = o.view_;
+    alloc_ = o.alloc_;
     o.view_.data = nullptr;
   }
   return *this;
 }
 
-void* cpu_alloc(size_t bytes) {
-  size_t rounded = (bytes + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, rounded);
-  KF_CHECK(p != nullptr, "out of host memory allocating {} bytes", bytes);
-  return p;
-}
+namespace {
+class HostAllocator final : public Allocator {
+ public:
+  Device device() const override { return Device::CPU; }
+  void* allocate(size_t bytes) override {
+    const size_t rounded = (bytes + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, rounded);
+    KF_CHECK(p != nullptr, "out of host memory allocating {} bytes", bytes);
+    return p;
+  }
+  void deallocate(void* p) noexcept override { std::free(p); }
+};
+}  // namespace
 
-void cpu_free(void* p) { std::free(p); }
+Allocator& host_allocator() {
+  static HostAllocator host;  // stateless: the one allocator every backend's host memory comes from
+  return host;
+}
 
 float bf16_to_f32(uint16_t h) {
   uint32_t u = static_cast<uint32_t>(h) << 16;

@@ -49,12 +49,24 @@ struct Tensor {
   Tensor reshape(std::initializer_list<int64_t> dims) const;
 };
 
-// An owned allocation. CPU memory is 64-byte aligned; CUDA memory comes from
-// the CUDA backend's allocator (see backend/cuda).
+// Where a Buffer's memory comes from. host_allocator() gives 64-byte aligned
+// host memory; every Backend is an Allocator for its own device (a CUDA
+// backend allocates on its GPU whatever GPU is current), so device memory is
+// always asked of the backend that will use it.
+class Allocator {
+ public:
+  virtual ~Allocator() = default;
+  virtual Device device() const = 0;
+  virtual void* allocate(size_t bytes) = 0;  // throws kf::Error when out of memory
+  virtual void deallocate(void* p) noexcept = 0;
+};
+Allocator& host_allocator();
+
+// An owned allocation from an Allocator (host memory by default).
 class Buffer {
  public:
   Buffer() = default;
-  Buffer(DType t, std::initializer_list<int64_t> dims, Device dev = Device::CPU);
+  Buffer(DType t, std::initializer_list<int64_t> dims, Allocator& alloc = host_allocator());
   ~Buffer();
   Buffer(Buffer&& o) noexcept;
   Buffer& operator=(Buffer&& o) noexcept;
@@ -69,6 +81,7 @@ class Buffer {
 
  private:
   Tensor view_;
+  Allocator* alloc_ = nullptr;
 };
 
 // bf16/f16 <-> f32 conversions (round to nearest even for f32 -> bf16).

@@ -82,11 +82,11 @@ void run_case(Backend& be, const Case& c) {
   // GPU.
   Buffer gk = test::dev_bf16(be, k, {n_pages, Hkv, P, D}), gv = test::dev_bf16(be, v, {n_pages, Hkv, P, D});
   Buffer gs = c.summary_bf16 ? test::dev_bf16(be, sum, {n_pages, Hkv, D}) : test::dev_f32(be, sum, {n_pages, Hkv, D});
-  Buffer gq = test::dev_bf16(be, q, {n_rows, Hq, D}), gout(DType::BF16, {n_rows, Hq, D}, Device::CUDA);
+  Buffer gq = test::dev_bf16(be, q, {n_rows, Hq, D}), gout(DType::BF16, {n_rows, Hq, D}, be);
   test::poison(be, gout);
   Buffer gqs = test::dev_i32(be, q_start, {S + 1}), gctx = test::dev_i32(be, ctx, {S});
   Buffer gtab = test::dev_i32(be, table, {S, max_pages});
-  Buffer gsel(DType::I32, {S, Hkv, max_pages}, Device::CUDA), gcnt(DType::I32, {S, Hkv}, Device::CUDA);
+  Buffer gsel(DType::I32, {S, Hkv, max_pages}, be), gcnt(DType::I32, {S, Hkv}, be);
   PageSelection gpu_sel{gsel, gcnt};
   AttnBatch gb{S, max_pages, gqs, gctx, gtab};
   be.attention(gq, KvLayer{gk, gv, gs}, gb, pol, scale, gout, &gpu_sel);

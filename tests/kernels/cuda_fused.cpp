@@ -104,7 +104,7 @@ TEST_F(CudaFused, QkvRopeWriteMatchesCpu) {
       // GPU.
       Buffer gk = dev_bf16(*be, k0, {pages, c.hkv, P, c.hd}), gv = dev_bf16(*be, v0, {pages, c.hkv, P, c.hd});
       Buffer gs = dev_bf16(*be, std::vector<float>(sum_n, 0.f), {pages, c.hkv, c.hd});
-      Buffer gq(DType::BF16, {rows, c.hq, c.hd}, Device::CUDA);
+      Buffer gq(DType::BF16, {rows, c.hq, c.hd}, *be);
       Buffer gqkv = dev_bf16(*be, qkv, {rows, width}), gqn = dev_bf16(*be, qn, {c.hd}), gkn = dev_bf16(*be, kn, {c.hd});
       Buffer gslots = dev_i32(*be, slots, {rows}), gpos = dev_i32(*be, pos, {rows});
       KvLayer gkv{gk.view(), gv.view(), gs.view()};

@@ -24,7 +24,7 @@
 #include "hf_fixture.h"
 #include "engine/engine.h"
 #include "model/model.h"
-#include "model/runner.h"
+#include "step_driver.h"
 
 namespace kf {
 namespace {
@@ -73,7 +73,7 @@ TEST_P(CudaHfParity, PrefillAndGraphDecodeWithinBf16) {
   const size_t n = hf.tokens.size(), vocab = hf.vocab;
   ASSERT_EQ(model.config().vocab_size, hf.vocab);
 
-  Runner full(model, *be, 1, static_cast<int>(n), 16);
+  test::StepDriver full(model, *be, 1, static_cast<int>(n), 16);
   const std::vector<float> prefill = full.prefill(0, hf.tokens, true);
   double worst = 0;
   for (size_t t = 0; t < n; ++t) worst = std::max(worst, rel_err(&prefill[t * vocab], &hf.logits[t * vocab], vocab));
@@ -81,7 +81,7 @@ TEST_P(CudaHfParity, PrefillAndGraphDecodeWithinBf16) {
   EXPECT_LE(worst, 0.03) << name;
 
   // Decode token by token (page size 4: many pages), replayed as graphs.
-  Runner dec(model, *be, 1, static_cast<int>(n), 4);
+  test::StepDriver dec(model, *be, 1, static_cast<int>(n), 4);
   double worst_dec = 0;
   for (size_t t = 0; t < n; ++t) {
     const std::vector<float>& l = dec.decode({hf.tokens[t]});
@@ -105,10 +105,7 @@ TEST(CudaGraphs, ReplayEqualsDirectLaunchBitwise) {
     pol.kind = kind;
     pol.topk_pages = 3;
     pol.local_pages = 1;
-    Runner a(model, *be, 5, 300, 16), b(model, *be, 5, 300, 16);
-    a.set_policy(pol);
-    b.set_policy(pol);
-    b.set_graphs(false);
+    test::StepDriver a(model, *be, 5, 300, 16, 0, true, pol), b(model, *be, 5, 300, 16, 0, false, pol);
     for (int s = 0; s < 5; ++s) {
       std::vector<int32_t> p(40 + 30 * s);
       for (size_t i = 0; i < p.size(); ++i) p[i] = static_cast<int32_t>((i * 31 + s * 7) % 1000);
@@ -195,7 +192,7 @@ TEST(CudaEngine, GreedyFollowsCpuReference) {
                                greedy_request(12, 1, 24, 6)};
   auto g = run_engine(*gpu, mg, c, reqs), r = run_engine(*cpu, mc, c, reqs);
   // Margins of the CPU reference along its own greedy path.
-  Runner ref(mc, *cpu, 1, 200, 16);
+  test::StepDriver ref(mc, *cpu, 1, 200, 16);
   int compared = 0;
   for (size_t i = 0; i < reqs.size(); ++i) {
     ref.reset();

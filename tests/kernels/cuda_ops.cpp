@@ -32,7 +32,7 @@ TEST_F(CudaOps, Embed) {
     std::vector<int32_t> ids(n);
     for (int& i : ids) i = static_cast<int>(rng() % vocab);
     Buffer t = dev_bf16(*be, table, {vocab, d}), id = dev_i32(*be, ids, {n});
-    Buffer out(DType::BF16, {n, d}, Device::CUDA);
+    Buffer out(DType::BF16, {n, d}, *be);
     test::poison(*be, out);
     be->embed(t, id, out);
     auto got = host_bf16(*be, out);
@@ -52,7 +52,7 @@ TEST_F(CudaOps, Matmul) {
     auto bias = rand_bf16(s.out, rng);
     Buffer dx = dev_bf16(*be, x, {s.n, s.in}), dw = dev_bf16(*be, w, {s.out, s.in});
     Buffer db = dev_bf16(*be, bias, {s.out});
-    Buffer dy(DType::BF16, {s.n, s.out}, Device::CUDA);
+    Buffer dy(DType::BF16, {s.n, s.out}, *be);
     test::poison(*be, dy);
     be->matmul(dx, dw, s.bias ? &db.view() : nullptr, dy);
     std::vector<float> ref(size_t(s.n) * s.out);
@@ -79,7 +79,7 @@ TEST_F(CudaOps, RmsnormInPlaceAndOut) {
       for (int j = 0; j < d; ++j) ref[r * d + j] = float(x[r * d + j] * inv * w[j]);
     }
     Buffer dx = dev_bf16(*be, x, {rows, d}), dw = dev_bf16(*be, w, {d});
-    Buffer dy(DType::BF16, {rows, d}, Device::CUDA);
+    Buffer dy(DType::BF16, {rows, d}, *be);
     be->rmsnorm(dx, dw, eps, dy);
     EXPECT_LT(rel_l2(host_bf16(*be, dy), ref), 5e-3) << "d " << d;
     be->rmsnorm(dx, dw, eps, dx);  // aliasing
@@ -90,7 +90,7 @@ TEST_F(CudaOps, RmsnormInPlaceAndOut) {
 TEST_F(CudaOps, AddAndSiluMul) {
   for (int n : {4096, 1001}) {
     auto a = rand_bf16(n, rng, -4.f, 4.f), b = rand_bf16(n, rng, -4.f, 4.f);
-    Buffer da = dev_bf16(*be, a, {n}), db = dev_bf16(*be, b, {n}), dout(DType::BF16, {n}, Device::CUDA);
+    Buffer da = dev_bf16(*be, a, {n}), db = dev_bf16(*be, b, {n}), dout(DType::BF16, {n}, *be);
     // Merged gate|up rows ([1, 2n]; n = 1001 takes the unvectorised path).
     std::vector<float> gu(a);
     gu.insert(gu.end(), b.begin(), b.end());

@@ -93,7 +93,7 @@ void run_case(Backend& be, const Case& c) {
   // GPU, output poisoned with NaN so an unwritten row fails.
   Buffer gk = test::dev_bf16(be, k, {n_pages, Hkv, P, D}), gv = test::dev_bf16(be, v, {n_pages, Hkv, P, D});
   Buffer gs = test::dev_bf16(be, sum, {n_pages, Hkv, D});
-  Buffer gq = test::dev_bf16(be, q, {n_rows, Hq, D}), gout(DType::BF16, {n_rows, Hq, D}, Device::CUDA);
+  Buffer gq = test::dev_bf16(be, q, {n_rows, Hq, D}), gout(DType::BF16, {n_rows, Hq, D}, be);
   test::poison(be, gout);
   Buffer gqs = test::dev_i32(be, q_start, {S + 1}), gctx = test::dev_i32(be, ctx, {S});
   Buffer gtab = test::dev_i32(be, table, {S, max_pages});

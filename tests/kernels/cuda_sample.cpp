@@ -211,14 +211,14 @@ TEST_F(CudaSample, DeterministicAndBatchIndependent) {
   run(one, 1, vocab, {mix[5]}, {u[5]}, again, c);
   EXPECT_EQ(again[0], first[5]);
   // F32 logits on the GPU (same values) take the same path to the same tokens.
-  Buffer lg(DType::F32, {rows, vocab}, Device::CUDA);
+  Buffer lg(DType::F32, {rows, vocab}, *gpu);
   gpu->upload(lg, logits.data());
   std::vector<float> temp(rows), tp(rows), mp(rows);
   std::vector<int32_t> tk(rows);
   for (int r = 0; r < rows; ++r) temp[r] = mix[r].temp, tk[r] = mix[r].top_k, tp[r] = mix[r].top_p, mp[r] = mix[r].min_p;
   Buffer bt = test::dev_f32(*gpu, temp, {rows}), bp = test::dev_f32(*gpu, tp, {rows}),
          bm = test::dev_f32(*gpu, mp, {rows}), bu = test::dev_f32(*gpu, u, {rows});
-  Buffer bk = test::dev_i32(*gpu, tk, {rows}), tok(DType::I32, {rows}, Device::CUDA);
+  Buffer bk = test::dev_i32(*gpu, tk, {rows}), tok(DType::I32, {rows}, *gpu);
   gpu->sample(lg, SampleArgs{bt.view(), bk.view(), bp.view(), bm.view(), bu.view()}, tok);
   EXPECT_EQ(test::host_i32(*gpu, tok), first);
 }
@@ -227,7 +227,7 @@ TEST_F(CudaSample, Timing) {
   // Not a limit, a record: microseconds per call at decode-step sizes.
   for (int vocab : {49152, 151936}) {
     const int rows = 64;
-    Buffer lg(DType::BF16, {rows, vocab}, Device::CUDA);
+    Buffer lg(DType::BF16, {rows, vocab}, *gpu);
     gpu->fill_uniform(lg, 5, -8.f, 8.f);
     for (Mix m : {Mix{1.f, 0, 1.f, 0.f}, Mix{1.f, 0, 0.95f, 0.f}, Mix{0.6f, 20, 0.95f, 0.f}, Mix{1.f, 1000, 0.5f, 0.05f}}) {
       Buffer bt = test::dev_f32(*gpu, std::vector<float>(rows, m.temp), {rows});
@@ -235,7 +235,7 @@ TEST_F(CudaSample, Timing) {
       Buffer bm = test::dev_f32(*gpu, std::vector<float>(rows, m.min_p), {rows});
       Buffer bu = test::dev_f32(*gpu, std::vector<float>(rows, 0.5f), {rows});
       Buffer bk = test::dev_i32(*gpu, std::vector<int32_t>(rows, m.top_k), {rows});
-      Buffer tok(DType::I32, {rows}, Device::CUDA);
+      Buffer tok(DType::I32, {rows}, *gpu);
       const SampleArgs a{bt.view(), bk.view(), bp.view(), bm.view(), bu.view()};
       gpu->sample(lg, a, tok);
       gpu->synchronize();

@@ -10,12 +10,12 @@
 #include <vector>
 
 #include "backend/backend.h"
-#include "util/device_alloc.h"
+#include "backend/backend.h"
 #include "util/tensor.h"
 
 #define KF_REQUIRE_CUDA()                                                   \
   do {                                                                      \
-    if (!::kf::cuda_available()) GTEST_SKIP() << "no CUDA device: CUDA kernel tests skipped"; \
+    if (!::kf::(cuda_device_count() > 0)) GTEST_SKIP() << "no CUDA device: CUDA kernel tests skipped"; \
   } while (0)
 
 namespace kf::test {
@@ -35,7 +35,7 @@ inline std::vector<uint16_t> to_bf16(const std::vector<float>& v) {
 }
 
 inline Buffer dev_bf16(Backend& b, const std::vector<float>& v, std::initializer_list<int64_t> shape) {
-  Buffer buf(DType::BF16, shape, Device::CUDA);
+  Buffer buf(DType::BF16, shape, b);
   EXPECT_EQ(static_cast<size_t>(buf.view().numel()), v.size());
   std::vector<uint16_t> h = to_bf16(v);
   b.upload(buf, h.data());
@@ -43,13 +43,13 @@ inline Buffer dev_bf16(Backend& b, const std::vector<float>& v, std::initializer
 }
 
 inline Buffer dev_f32(Backend& b, const std::vector<float>& v, std::initializer_list<int64_t> shape) {
-  Buffer buf(DType::F32, shape, Device::CUDA);
+  Buffer buf(DType::F32, shape, b);
   b.upload(buf, v.data());
   return buf;
 }
 
 inline Buffer dev_i32(Backend& b, const std::vector<int32_t>& v, std::initializer_list<int64_t> shape) {
-  Buffer buf(DType::I32, shape, Device::CUDA);
+  Buffer buf(DType::I32, shape, b);
   if (!v.empty()) b.upload(buf, v.data());
   return buf;
 }

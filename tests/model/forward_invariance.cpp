@@ -11,7 +11,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "model/model.h"
-#include "model/runner.h"
+#include "step_driver.h"
 
 namespace kf {
 namespace {
@@ -53,7 +53,7 @@ TEST(ForwardInvariance, RowsDoNotDependOnBatching) {
   // Reference: each sequence alone, one prefill, one thread.
   std::vector<std::vector<float>> ref(3);
   for (int s = 0; s < 3; ++s) {
-    Runner r(model, *be1, 1, lens[s], page);
+    test::StepDriver r(model, *be1, 1, lens[s], page);
     ref[s] = r.prefill(0, toks[s], true);
     ASSERT_EQ(ref[s].size(), size_t(lens[s]) * vocab);
   }
@@ -64,7 +64,7 @@ TEST(ForwardInvariance, RowsDoNotDependOnBatching) {
     auto be = make_cpu_backend(o);
     // Mixed steps: sequence 0 decodes token by token, sequence 1 prefills in
     // chunks of 5, sequence 2 alternates chunks of 3 and single rows.
-    Runner r(model, *be, 3, 40, page);
+    test::StepDriver r(model, *be, 3, 40, page);
     std::vector<size_t> done(3, 0);
     std::vector<std::vector<float>> got(3);
     for (int step = 0; done[0] < 29 || done[1] < 17 || done[2] < 40; ++step) {
@@ -97,10 +97,9 @@ TEST(ForwardInvariance, RowsDoNotDependOnBatching) {
 }
 
 // Decode logits after a 30-token prefill and 6 decode steps under `policy`.
-std::vector<float> decode_under(Model& model, Backend& be, const AttnPolicy& policy) {
+std::vector<float> decode_under(Model& model, Backend& be, const AttnPolicy& policy, std::vector<int> dense = {}) {
   const std::vector<int32_t> toks = random_tokens(36, 5, model.config().vocab_size);
-  Runner r(model, be, 1, 36, 4);
-  r.set_policy(policy);
+  test::StepDriver r(model, be, 1, 36, 4, 0, true, policy, std::move(dense));
   r.prefill(0, std::vector<int32_t>(toks.begin(), toks.begin() + 30), false);
   std::vector<float> out;
   for (int t = 30; t < 36; ++t) out = r.decode({toks[t]});
@@ -115,21 +114,19 @@ TEST(ForwardInvariance, DenseLayersOverrideThePolicy) {
   local.local_pages = 1;  // sink + the last page of 4 tokens: far from dense at 36 tokens
   const std::vector<float> ref = decode_under(model, *be, dense);
   EXPECT_NE(decode_under(model, *be, local), ref);
-  model.set_dense_layers({0, 1, 2});
-  EXPECT_EQ(decode_under(model, *be, local), ref);
-  model.set_dense_layers({1});
-  const std::vector<float> partial = decode_under(model, *be, local);
+  EXPECT_EQ(decode_under(model, *be, local, {0, 1, 2}), ref);
+  const std::vector<float> partial = decode_under(model, *be, local, {1});
   EXPECT_NE(partial, ref);
-  model.set_dense_layers({});
   EXPECT_NE(decode_under(model, *be, local), partial);
 }
 
 TEST(ForwardInvariance, DenseLayersOptionValidates) {
   auto be = make_cpu_backend(1);
   Model model = Model::random(tiny_config(), *be, 7);
-  model.set_dense_layers(parse_layer_list("0,2"));
-  EXPECT_EQ(model.dense_layers(), (std::vector<int>{0, 2}));
-  EXPECT_THROW(model.set_dense_layers({3}), Error);
+  EXPECT_EQ(parse_layer_list("0,2"), (std::vector<int>{0, 2}));
+  AttnPolicy local;
+  local.kind = AttnKind::Local;
+  EXPECT_THROW(decode_under(model, *be, local, {3}), Error);
   EXPECT_THROW(parse_layer_list("0,x"), Error);
   EXPECT_TRUE(parse_layer_list("").empty());
 }

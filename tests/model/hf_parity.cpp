@@ -15,8 +15,9 @@
 
 #include "hf_fixture.h"
 #include "io/checkpoint.h"
+#include "model/config_load.h"
 #include "model/model.h"
-#include "model/runner.h"
+#include "step_driver.h"
 
 namespace kf {
 namespace {
@@ -47,7 +48,7 @@ TEST_P(HfParity, PrefillAndDecodeMatchTransformers) {
   for (size_t i = 0; i < inv.size(); ++i) EXPECT_NEAR(inv[i], fx.inv_freq[i], 1e-6 * fx.inv_freq[i]) << i;
 
   // 1) one prefill of the whole sequence (page size 16: one full page, one partial).
-  Runner full(model, *be, 1, static_cast<int>(n), 16);
+  test::StepDriver full(model, *be, 1, static_cast<int>(n), 16);
   const std::vector<float> prefill = full.prefill(0, fx.tokens, true);
   ASSERT_EQ(prefill.size(), n * vocab);
   for (size_t t = 0; t < n; ++t)
@@ -61,7 +62,7 @@ TEST_P(HfParity, PrefillAndDecodeMatchTransformers) {
   // size promises identical bits.
   std::vector<float> decoded;
   for (int page_size : {16, 4}) {
-    Runner dec(model, *be, 1, static_cast<int>(n), page_size);
+    test::StepDriver dec(model, *be, 1, static_cast<int>(n), page_size);
     for (size_t t = 0; t < n; ++t) {
       const std::vector<float>& l = t == 0 ? dec.prefill(0, {fx.tokens[0]}, true) : dec.decode({fx.tokens[t]});
       ASSERT_EQ(l.size(), vocab);
@@ -72,7 +73,7 @@ TEST_P(HfParity, PrefillAndDecodeMatchTransformers) {
   }
 
   // 3) chunked prefill (chunks of 5 rows).
-  Runner chunked(model, *be, 1, static_cast<int>(n), 16, 5);
+  test::StepDriver chunked(model, *be, 1, static_cast<int>(n), 16, 5);
   const std::vector<float> chunks = chunked.prefill(0, fx.tokens, true);
 
   // A row's logits do not depend on how it was batched.
@@ -91,7 +92,7 @@ TEST(HfParityErrors, MissingTensorNamesTensorAndFile) {
   // A config that promises more layers than the safetensors holds.
   auto be = make_cpu_backend(1);
   Checkpoint ckpt = open_checkpoint(kDir + "llama_tied");
-  ModelConfig cfg = ckpt.config();
+  ModelConfig cfg = load_config(ckpt);
   cfg.n_layers += 1;
   try {
     load_weights(ckpt, cfg, *be);

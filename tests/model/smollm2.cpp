@@ -11,7 +11,7 @@
 
 #include "io/checkpoint.h"
 #include "model/model.h"
-#include "model/runner.h"
+#include "step_driver.h"
 #include "tokenizer/tokenizer.h"
 
 namespace kf {
@@ -40,7 +40,7 @@ TEST(SmolLM2, GreedyCompletesCapitalOfFrance) {
   const std::vector<int32_t> prompt = tok.encode("The capital of France is");
   ASSERT_EQ(prompt, (std::vector<int32_t>{504, 3575, 282, 4649, 314}));
   const int kParis = 7042, kNew = 8;
-  Runner run(model, *be, 1, 64);
+  test::StepDriver run(model, *be, 1, 64);
   std::vector<float> logits = run.prefill(0, prompt, false);
   std::vector<int> out;
   for (int i = 0; i < kNew; ++i) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "io/checkpoint.h"
+#include "model/config_load.h"
 #include "io/dequant.h"
 #include "io/gguf.h"
 
@@ -79,7 +80,7 @@ TEST(Checkpoint, LlamaGgufUnpermutesQK) {
   for (size_t i = 0; i < q.size(); ++i) ASSERT_EQ(qbf[i], f32_to_bf16(q[i])) << i;
 
   EXPECT_FALSE(ck.has("lm_head.weight"));
-  EXPECT_TRUE(ck.config().tied_embeddings);
+  EXPECT_TRUE(load_config(ck).tied_embeddings);
   // v: not permuted
   std::vector<float> v(16 * 32);
   ck.read_f32("model.layers.0.self_attn.v_proj.weight", v.data(), {16, 32});
@@ -101,16 +102,16 @@ TEST(Checkpoint, Qwen2GgufIsNotPermuted) {
   EXPECT_EQ(k, stored_f32(g, "expected.k_proj"));
   EXPECT_EQ(qb, stored_f32(g, "expected.q_bias"));
   EXPECT_TRUE(ck.has("lm_head.weight"));
-  EXPECT_TRUE(ck.config().qkv_bias);
-  EXPECT_FALSE(ck.config().tied_embeddings);
+  EXPECT_TRUE(load_config(ck).qkv_bias);
+  EXPECT_FALSE(load_config(ck).tied_embeddings);
 }
 
 TEST(Checkpoint, ParamCountsMatchConfig) {
   for (const char* name : {"tiny_llama.gguf", "tiny_qwen2.gguf", "tiny_qwen3.gguf"}) {
     const Checkpoint ck = open_checkpoint(kDir + name);
     const ParamCounts p = count_params(ck);
-    EXPECT_EQ(p.plain, ck.config().params_plain()) << name;
-    EXPECT_EQ(p.kinetics, ck.config().params_kinetics()) << name;
+    EXPECT_EQ(p.plain, load_config(ck).params_plain()) << name;
+    EXPECT_EQ(p.kinetics, load_config(ck).params_kinetics()) << name;
   }
   const ParamCounts p = count_params(open_checkpoint(kDir + "tiny_llama.gguf"));
   EXPECT_EQ(p.kinetics - p.plain, 16 * 32);  // tied: the embedding counted again for lm_head
@@ -128,7 +129,7 @@ TEST(Checkpoint, ShapeAndNameErrors) {
   expect_error([] { open_checkpoint("/nonexistent/model.gguf"); }, {"/nonexistent/model.gguf"});
   expect_error([] { open_checkpoint("random:qwen3-0.6b"); }, {"random:qwen3-0.6b"});
   // a GGUF whose architecture is not supported
-  expect_error([] { open_checkpoint(kDir + "quants.gguf"); }, {"quants.gguf", "general.architecture", "test"});
+  expect_error([] { load_config(open_checkpoint(kDir + "quants.gguf")); }, {"quants.gguf", "general.architecture", "test"});
   // a directory without config.json
   expect_error([] { open_checkpoint(kDir); }, {"config.json"});
 }
@@ -205,8 +206,8 @@ TEST(Checkpoint, HfDirectory) {
     EXPECT_EQ(ck.format(), "safetensors");
     EXPECT_EQ(ck.path(), t.path.string());
     EXPECT_EQ(ck.gguf(), nullptr);
-    EXPECT_EQ(ck.config().n_kv_heads, 1);
-    EXPECT_FALSE(ck.config().tied_embeddings);
+    EXPECT_EQ(load_config(ck).n_kv_heads, 1);
+    EXPECT_FALSE(load_config(ck).tied_embeddings);
     // HF checkpoints are never permuted: values come back in stored order.
     std::vector<float> q(64), k(32);
     ck.read_f32("model.layers.0.self_attn.q_proj.weight", q.data(), {8, 8});
@@ -215,7 +216,7 @@ TEST(Checkpoint, HfDirectory) {
     for (int i = 0; i < 32; ++i) ASSERT_EQ(k[i], bf16_to_f32(f32_to_bf16(i * 0.5f + 3))) << i;
     EXPECT_EQ(ck.info("model.layers.0.self_attn.k_proj.weight").dtype, DType::BF16);
     const ParamCounts p = count_params(ck);
-    EXPECT_EQ(p.plain, ck.config().params_plain());
+    EXPECT_EQ(p.plain, load_config(ck).params_plain());
     EXPECT_EQ(p.kinetics, p.plain);
   }
 }
@@ -224,7 +225,7 @@ TEST(Checkpoint, HfDirectoryTiedAndWrongShape) {
   TempDir t;
   write_hf_llama(t.path, /*with_lm_head=*/false, "model.layers.0.mlp.up_proj.weight");
   const Checkpoint ck = open_checkpoint(t.path.string());
-  EXPECT_TRUE(ck.config().tied_embeddings);
+  EXPECT_TRUE(load_config(ck).tied_embeddings);
   const ParamCounts p = count_params(ck);
   EXPECT_EQ(p.kinetics - p.plain, 80);
   std::vector<float> buf(17 * 8);
@@ -238,7 +239,7 @@ TEST(Checkpoint, DefaultModelResolution) {
   const std::string saved_home = std::getenv("HOME") ? std::getenv("HOME") : "";
 
   ::setenv("KINFER_DEFAULT_MODEL", (kDir + "tiny_qwen3.gguf").c_str(), 1);
-  EXPECT_EQ(open_checkpoint("default").config().arch, "qwen3");
+  EXPECT_EQ(load_config(open_checkpoint("default")).arch, "qwen3");
   ::setenv("KINFER_DEFAULT_MODEL", "/nonexistent/x.gguf", 1);
   expect_error([] { open_checkpoint("default"); }, {"KINFER_DEFAULT_MODEL", "/nonexistent/x.gguf"});
   ::unsetenv("KINFER_DEFAULT_MODEL");
@@ -257,7 +258,7 @@ TEST(Checkpoint, SmolLM2IfInstalled) {
   const std::string p = std::string(home ? home : "") + "/.cache/kinfer/SmolLM2-135M-Instruct.Q4_1.gguf";
   if (!fs::exists(p)) GTEST_SKIP() << p << " not installed";
   const Checkpoint ck = open_checkpoint(p);
-  const ModelConfig& c = ck.config();
+  const ModelConfig c = load_config(ck);
   EXPECT_EQ(c.n_layers, 30);
   EXPECT_EQ(count_params(ck).plain, 134515008);
   EXPECT_EQ(ck.info("model.embed_tokens.weight").dtype, DType::Q8_0);

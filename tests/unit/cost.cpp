@@ -36,7 +36,7 @@ TEST(CostPresets, QwenShapesAndPublishedParams) {
   const double published[] = {0.752e9, 2.03e9, 4.02e9, 8.19e9, 14.77e9, 32.76e9};
   for (size_t i = 0; i < names.size(); ++i) EXPECT_EQ(*preset_params(names[i]), published[i]) << names[i];
 
-  const ModelConfig c8 = *preset_config("qwen3-8b");
+  const ModelConfig c8 = preset_config("qwen3-8b");
   EXPECT_EQ(c8.n_layers, 36);
   EXPECT_EQ(c8.hidden_size, 4096);
   EXPECT_EQ(c8.n_heads, 32);
@@ -45,10 +45,10 @@ TEST(CostPresets, QwenShapesAndPublishedParams) {
   EXPECT_EQ(c8.intermediate_size, 12288);
   EXPECT_EQ(c8.vocab_size, 151936);
   EXPECT_FALSE(c8.tied_embeddings);
-  EXPECT_TRUE(preset_config("qwen3-4b")->tied_embeddings);
-  EXPECT_EQ(preset_config("qwen3-32b")->n_layers, 64);
-  EXPECT_EQ(preset_config("qwen3-32b")->n_heads, 64);
-  EXPECT_EQ(preset_config("qwen3-14b")->intermediate_size, 17408);
+  EXPECT_TRUE(preset_config("qwen3-4b").tied_embeddings);
+  EXPECT_EQ(preset_config("qwen3-32b").n_layers, 64);
+  EXPECT_EQ(preset_config("qwen3-32b").n_heads, 64);
+  EXPECT_EQ(preset_config("qwen3-14b").intermediate_size, 17408);
 }
 
 TEST(CostPresets, ShapesReproduceThePaperCounts) {
@@ -114,7 +114,7 @@ TEST(Cost, SparseKvTokens) {
 
 TEST(Cost, SparseWithinBudgetEqualsDense) {
   AttnSpec s;
-  s.kind = AttnKind::Sparse;
+  s.formula = Formula::Sparse;
   s.budget = 1024;
   const Cost c = cost(qwen06(), s, kB200, 100, 200, 1);
   expect_rel(c.compute(), 309975040000.0, "compute");
@@ -125,7 +125,7 @@ TEST(Cost, SparseWithinBudgetEqualsDense) {
 
 TEST(Cost, SparseBeyondBudget) {
   AttnSpec s;
-  s.kind = AttnKind::Sparse;
+  s.formula = Formula::Sparse;
   s.budget = 1024;
   const Cost c = cost(qwen06(), s, kB200, 100, 5000, 2);
   expect_rel(c.compute(), 17192974516224.0, "compute");
@@ -141,7 +141,7 @@ TEST(Cost, SparseBeyondBudget) {
 
 TEST(Cost, BlockTopkFloorsTheSearchTerms) {
   AttnSpec b;
-  b.kind = AttnKind::BlockTopk;
+  b.formula = Formula::BlockTopk;
   b.local_tokens = 80;
   b.page_size = 16;
   b.topk_pages = 64;
@@ -169,13 +169,13 @@ TEST(Cost, MeanOverGenerationLengths) {
 
 TEST(Cost, RejectsBadInput) {
   AttnSpec s;
-  s.kind = AttnKind::Sparse;  // no budget
+  s.formula = Formula::Sparse;  // no budget
   EXPECT_THROW(cost(qwen06(), s, kB200, 10, 10, 1), Error);
   EXPECT_THROW(cost(qwen06(), AttnSpec{}, kB200, 10, 10, 0), Error);
   EXPECT_THROW(cost(qwen06(), AttnSpec{}, kB200, -1, 10, 1), Error);
-  EXPECT_THROW(parse_attn_kind("quest"), Error);
+  EXPECT_THROW(parse_formula("quest"), Error);
   AttnSpec b;
-  b.kind = AttnKind::BlockTopk;
+  b.formula = Formula::BlockTopk;
   b.page_size = 0;
   EXPECT_THROW(b.validate(), Error);
 }

@@ -7,7 +7,9 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "engine/engine.h"
+#include "step_driver.h"
 #include "util/error.h"
+#include "util/philox.h"
 
 using namespace kf;
 
@@ -67,6 +69,7 @@ Outputs run_all(EngineConfig cfg, const std::vector<Request>& reqs, EngineStats*
   Outputs out;
   for (int64_t id : ids) out.push_back(e.result(id));
   if (stats) *stats = e.stats();
+  EXPECT_EQ(e.kv_pages_used(), 0) << "pages leaked";
   return out;
 }
 
@@ -158,15 +161,19 @@ TEST(Engine, StopsAndErrors) {
   Outputs stopped = run_all(c, {r});
   EXPECT_EQ(stopped[0][0].stop, StopReason::Eos);
   EXPECT_EQ(stopped[0][0].tokens, std::vector<int>(base[0][0].tokens.begin(), base[0][0].tokens.begin() + first));
-  // Streaming callbacks see every token once, then the stop.
+  // The stream sees every token once, then the stop.
   Engine e(fx().model, *fx().be, c);
   std::vector<int> streamed;
   StopReason done = StopReason::None;
   Request s = request(5, 13, 1, 10);
-  s.on_token = [&](int64_t, int, int t) { streamed.push_back(t); };
-  s.on_done = [&](int64_t, int, StopReason w) { done = w; };
+  s.stream = std::make_shared<RequestStream>();
   int64_t id = e.submit(s);
   e.run();
+  for (const StreamEvent& ev : s.stream->wait(std::chrono::milliseconds(0))) {
+    streamed.insert(streamed.end(), ev.tokens.begin(), ev.tokens.end());
+    if (ev.done) done = ev.stop;
+  }
+  EXPECT_TRUE(s.stream->finished());
   EXPECT_EQ(streamed, e.result(id)[0].tokens);
   EXPECT_EQ(done, StopReason::Length);
   Request bad = request(5, 1, 1, 10);
@@ -212,8 +219,8 @@ TEST(Engine, PaddedGraphStepsChangeNoOutput) {
   for (AttnKind kind : {AttnKind::Dense, AttnKind::BlockTopK, AttnKind::TopK, AttnKind::Local}) {
     for (int pages : {400, 30}) {
       EngineConfig plain = config(kind, pages), padded = config(kind, pages);
-      plain.graphs = EngineConfig::Graphs::Off;
-      padded.graphs = EngineConfig::Graphs::Always;
+      plain.graphs = EngineConfig::Mode::Off;
+      padded.graphs = EngineConfig::Mode::Always;
       EngineStats sp, sq;
       Outputs a = run_all(plain, reqs, &sp), b = run_all(padded, reqs, &sq);
       SCOPED_TRACE(std::string(attn_kind_name(kind)) + " pages " + std::to_string(pages));
@@ -226,22 +233,155 @@ TEST(Engine, PaddedGraphStepsChangeNoOutput) {
   }
 }
 
-// Backend sampling (what CUDA steps use: only tokens leave the device) must
-// pick exactly the host sampler's tokens: same kept set, same float draw.
-// Covers the per-row staging with padded graph steps, and the fallbacks to
-// the host for Best-of-N forks and penalties.
-TEST(Engine, BackendSamplingEqualsHostSampling) {
-  std::vector<Request> reqs = {request(13, 1, 3, 30), request(6, 2, 1, 40), request(22, 3, 2, 25),
-                               request(9, 4, 5, 35)};
-  reqs[1].sampling.repetition_penalty = 1.3f;  // this request's rows take the host path
+// The engine samples through Backend::sample and Backend::apply_penalties
+// (on a GPU: on the device, only tokens come back), Best-of-N siblings
+// sampling their first token from their parent's logits row. On the CPU
+// backend that must give exactly the host sampler's tokens: each sample is
+// regenerated here alone, token by token, with kf::Sampler over the full
+// logits (penalties over its own context) and the same Philox draws.
+std::vector<int> host_reference(const Request& r, int sample, int max_tokens) {
+  test::StepDriver d(fx().model, *fx().be, 1, static_cast<int>(r.prompt.size()) + max_tokens + 1, 4);
+  std::vector<int32_t> prompt(r.prompt.begin(), r.prompt.end());
+  std::vector<float> logits = d.prefill(0, prompt, false);
+  Sampler sampler;
+  std::vector<int> generated, context(r.prompt.begin(), r.prompt.end());
+  for (int t = 0; t < max_tokens; ++t) {
+    float u = static_cast<float>(philox_uniform(r.sampling.seed, static_cast<uint64_t>(r.rng_key), sample, t));
+    if (u >= 1.f) u = std::nextafter(1.f, 0.f);
+    const int tok = sampler.sample(logits, r.sampling, context, generated, u);
+    generated.push_back(tok);
+    context.push_back(tok);
+    if (t + 1 < max_tokens) logits = d.decode({tok});
+  }
+  return generated;
+}
+
+TEST(Engine, DeviceSamplingForksAndPenaltiesEqualHostSampler) {
+  std::vector<Request> reqs = {request(13, 1, 3, 20), request(6, 2, 2, 24), request(22, 3, 2, 16),
+                               request(9, 4, 4, 18)};
+  reqs[0].sampling.repetition_penalty = 1.3f;
+  reqs[1].sampling.presence_penalty = 0.8f;
+  reqs[1].sampling.frequency_penalty = 0.3f;
   reqs[2].sampling.top_k = 5;
   reqs[3].sampling.temperature = 0.f;
   reqs[3].sampling.min_p = 0.1f;
-  for (auto graphs : {EngineConfig::Graphs::Off, EngineConfig::Graphs::Always}) {
-    EngineConfig host = config(AttnKind::BlockTopK, 400), dev = config(AttnKind::BlockTopK, 400);
-    host.device_sampling = EngineConfig::DeviceSampling::Off;
-    dev.device_sampling = EngineConfig::DeviceSampling::Always;
-    host.graphs = dev.graphs = graphs;
-    expect_same(run_all(host, reqs), run_all(dev, reqs));
+  reqs[3].sampling.repetition_penalty = 0.9f;
+  for (auto graphs : {EngineConfig::Mode::Off, EngineConfig::Mode::Always}) {
+    EngineConfig c = config(AttnKind::Dense, 400);
+    c.graphs = graphs;
+    const Outputs got = run_all(c, reqs);
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      for (int j = 0; j < reqs[i].n; ++j) {
+        EXPECT_EQ(got[i][j].tokens, host_reference(reqs[i], j, reqs[i].max_tokens))
+            << "request " << i << " sample " << j << (graphs == EngineConfig::Mode::Always ? " (graphs)" : "");
+      }
+    }
   }
+}
+
+// With one step in flight, rows take their input token from the previous
+// step's samples on the device and forks happen before their parent's token
+// is known on the host: the same tokens as waiting for every step, under
+// preemption and with graphs.
+TEST(Engine, OverlapGivesTheSameTokens) {
+  std::vector<Request> reqs = {request(13, 1, 3, 30), request(6, 2, 1, 40), request(22, 3, 2, 25),
+                               request(9, 4, 5, 35), request(3, 5, 2, 12)};
+  reqs[1].sampling.presence_penalty = 0.5f;
+  for (AttnKind kind : {AttnKind::Dense, AttnKind::BlockTopK}) {
+    for (int pages : {400, 30}) {
+      EngineConfig off = config(kind, pages), on = config(kind, pages);
+      off.overlap = EngineConfig::Mode::Off;
+      on.overlap = EngineConfig::Mode::Always;
+      on.graphs = EngineConfig::Mode::Always;
+      EngineStats so, sn;
+      SCOPED_TRACE(std::string(attn_kind_name(kind)) + " pages " + std::to_string(pages));
+      expect_same(run_all(off, reqs, &so), run_all(on, reqs, &sn));
+      if (pages == 30) {
+        EXPECT_GT(sn.preemptions, 0);
+      }
+    }
+  }
+}
+
+// Admission fills the pool up to --max-seqs running sequences (a Best-of-N
+// request counts all its samples), and prompts of several requests are
+// prefilled in one step.
+TEST(Engine, AdmissionToMaxSeqsAndBatchedPrefill) {
+  std::vector<Request> reqs;
+  for (int i = 0; i < 8; ++i) reqs.push_back(request(5 + i, 20 + i, 3, 12));
+  EngineConfig wide = config(AttnKind::Dense, 400, 256);
+  EngineConfig narrow = wide;
+  narrow.max_seqs = 7;
+  EngineStats sw, sn;
+  expect_same(run_all(wide, reqs, &sw), run_all(narrow, reqs, &sn));
+  EXPECT_EQ(sw.running_peak, 24);  // everything at once
+  EXPECT_LE(sn.running_peak, 7);
+  // The first step prefills all eight prompts (and forks their samples).
+  Engine e(fx().model, *fx().be, wide);
+  for (const Request& r : reqs) e.submit(r);
+  e.step();
+  EXPECT_EQ(e.n_running(), 24);
+  EXPECT_EQ(e.stats().steps, 1);
+  EXPECT_EQ(e.stats().prefill_tokens, 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12);
+  e.run();
+}
+
+TEST(Engine, CancelFreesPagesAndEndsTheRequest) {
+  Engine e(fx().model, *fx().be, config(AttnKind::Dense, 400));
+  const int64_t keep = e.submit(request(8, 30, 2, 30));
+  const int64_t drop = e.submit(request(8, 31, 4, 30));
+  const int64_t never = e.submit(request(8, 32, 1, 30));
+  e.cancel(never);  // before it ran
+  for (int i = 0; i < 5; ++i) e.step();
+  EXPECT_GT(e.kv_pages_used(), 0);
+  e.cancel(drop);
+  e.cancel(12345);  // unknown: ignored
+  e.run();
+  EXPECT_EQ(e.kv_pages_used(), 0);
+  for (const SampleResult& s : e.result(drop)) {
+    EXPECT_EQ(s.stop, StopReason::Cancelled);
+    EXPECT_LT(s.tokens.size(), 30u);
+  }
+  EXPECT_EQ(e.result(never)[0].stop, StopReason::Cancelled);
+  for (const SampleResult& s : e.result(keep)) EXPECT_EQ(s.stop, StopReason::Length);
+}
+
+TEST(Engine, PromptOverTheContextLimitFailsAlone) {
+  EngineConfig c = config(AttnKind::Dense, 400);
+  c.max_model_len = 20;
+  Engine e(fx().model, *fx().be, c);
+  const int64_t ok = e.submit(request(8, 40, 2, 30));
+  const int64_t too_long = e.submit(request(25, 41, 2, 5));
+  e.run();
+  for (const SampleResult& s : e.result(too_long)) {
+    EXPECT_EQ(s.stop, StopReason::Error);
+    EXPECT_NE(s.error.find("prompt of 25 tokens"), std::string::npos) << s.error;
+    EXPECT_NE(s.error.find("20"), std::string::npos) << s.error;
+  }
+  // The other request stops at the limit: 8 prompt + 12 generated = 20 tokens.
+  for (const SampleResult& s : e.result(ok)) {
+    EXPECT_EQ(s.stop, StopReason::Length);
+    EXPECT_EQ(s.tokens.size(), 12u);
+  }
+}
+
+// A long stream of requests, taken as they finish: the engine's bookkeeping
+// does not grow with the number of requests served.
+TEST(Engine, MemoryStaysFlatOverManyRequests) {
+  EngineConfig c = config(AttnKind::Dense, 400, 128);
+  c.max_seqs = 64;
+  Engine e(fx().model, *fx().be, c);
+  int64_t finished = 0;
+  for (int round = 0; round < 400; ++round) {
+    for (int i = 0; i < 250; ++i) {
+      Request r = request(2, static_cast<uint32_t>(round * 250 + i), 1, 1);
+      e.submit(std::move(r));
+    }
+    e.run();
+    finished += static_cast<int64_t>(e.take_finished().size());
+    ASSERT_EQ(e.tracked_requests(), 0u);
+    ASSERT_EQ(e.tracked_sequences(), 0u);
+    ASSERT_EQ(e.kv_pages_used(), 0);
+  }
+  EXPECT_EQ(finished, 100000);
 }

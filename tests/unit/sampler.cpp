@@ -9,7 +9,8 @@
 #include <random>
 
 #include "backend/backend.h"
-#include "engine/sampler.h"
+#include "backend/sampler.h"
+#include "engine/repetition.h"
 #include "util/error.h"
 #include "util/philox.h"
 
@@ -198,12 +199,15 @@ TEST(Sampler, SameDrawSameTokenWhateverTheBatch) {
 }
 
 TEST(Sampler, CpuBackendSampleMatchesSampler) {
-  // Backend::sample on the CPU is kf::Sampler row by row (no penalties).
+  // Backend::sample on the CPU is kf::Sampler row by row (no penalties), each
+  // sampled row reading its logits row (here in reverse), forced rows emitting
+  // their token.
   auto be = make_cpu_backend(1);
   const int rows = 24, vocab = 3000;
-  Buffer lg(DType::F32, {rows, vocab}, Device::CPU), tok(DType::I32, {rows}, Device::CPU);
-  Buffer bt(DType::F32, {rows}, Device::CPU), bk(DType::I32, {rows}, Device::CPU);
-  Buffer bp(DType::F32, {rows}, Device::CPU), bm(DType::F32, {rows}, Device::CPU), bu(DType::F32, {rows}, Device::CPU);
+  Buffer lg(DType::F32, {rows, vocab}), tok(DType::I32, {rows});
+  Buffer bt(DType::F32, {rows}), bk(DType::I32, {rows});
+  Buffer bp(DType::F32, {rows}), bm(DType::F32, {rows}), bu(DType::F32, {rows});
+  Buffer brow(DType::I32, {rows}), bforced(DType::I32, {rows});
   std::vector<SamplingParams> ps(rows);
   for (int r = 0; r < rows; ++r) {
     auto l = random_logits(vocab, 100 + r, r % 2 ? 1.f : 4.f);
@@ -218,16 +222,77 @@ TEST(Sampler, CpuBackendSampleMatchesSampler) {
     bp.view().ptr<float>()[r] = p.top_p;
     bm.view().ptr<float>()[r] = p.min_p;
     bu.view().ptr<float>()[r] = static_cast<float>(philox_uniform(3, r, 0, 0));
+    brow.view().ptr<int32_t>()[r] = rows - 1 - r;
+    bforced.view().ptr<int32_t>()[r] = r == 7 ? 1234 : -1;
   }
-  be->sample(lg, SampleArgs{bt.view(), bk.view(), bp.view(), bm.view(), bu.view()}, tok);
+  const SampleArgs args{brow.view(), bt.view(), bk.view(), bp.view(), bm.view(), bu.view(), bforced.view()};
+  be->sample(lg, args, tok);
   Sampler s;
   for (int r = 0; r < rows; ++r) {
-    std::vector<float> l(lg.view().ptr<float>() + r * vocab, lg.view().ptr<float>() + (r + 1) * vocab);
-    EXPECT_EQ(tok.view().ptr<int32_t>()[r], s.sample(l, ps[r], {}, {}, bu.view().ptr<float>()[r])) << "row " << r;
+    const int lr = rows - 1 - r;
+    std::vector<float> l(lg.view().ptr<float>() + lr * vocab, lg.view().ptr<float>() + (lr + 1) * vocab);
+    const int want = r == 7 ? 1234 : s.sample(l, ps[r], {}, {}, bu.view().ptr<float>()[r]);
+    EXPECT_EQ(tok.view().ptr<int32_t>()[r], want) << "row " << r;
   }
   // Bad parameters are refused like SamplingParams::validate() does.
   bp.view().ptr<float>()[3] = 0.f;
-  EXPECT_THROW(be->sample(lg, SampleArgs{bt.view(), bk.view(), bp.view(), bm.view(), bu.view()}, tok), Error);
+  EXPECT_THROW(be->sample(lg, args, tok), Error);
+}
+
+TEST(Sampler, CpuBackendPenaltiesMatchSampler) {
+  // Backend::apply_penalties reads each row's history from the token pool
+  // through its page table: the same logits as kf::Sampler's penalties over
+  // (prompt + generated, generated), then the same token.
+  auto be = make_cpu_backend(1);
+  const int vocab = 50, P = 4, n_pages = 12, rows = 3;
+  Buffer pool(DType::I32, {n_pages, P});
+  std::mt19937 rng(5);
+  for (int i = 0; i < n_pages * P; ++i) pool.view().ptr<int32_t>()[i] = static_cast<int32_t>(rng() % vocab);
+  // Sequences of 9, 14 and 5 tokens on scattered pages; prompts of 4, 10, 5.
+  const std::vector<std::vector<int>> pages = {{7, 2, 9}, {0, 11, 3, 5}, {8, 1}};
+  const std::vector<int> ctx = {9, 14, 5}, prompt = {4, 10, 5};
+  Buffer table(DType::I32, {rows, 4}), ctx_len(DType::I32, {rows}), q_start(DType::I32, {rows + 1});
+  for (int s = 0; s < rows; ++s) {
+    for (int i = 0; i < 4; ++i) table.view().ptr<int32_t>()[s * 4 + i] = i < static_cast<int>(pages[s].size()) ? pages[s][i] : -1;
+    ctx_len.view().ptr<int32_t>()[s] = ctx[s];
+    q_start.view().ptr<int32_t>()[s] = s;
+  }
+  q_start.view().ptr<int32_t>()[rows] = rows;
+  AttnBatch batch;
+  batch.n_seqs = rows;
+  batch.max_pages = 4;
+  batch.q_start = q_start.view();
+  batch.ctx_len = ctx_len.view();
+  batch.page_table = table.view();
+  // Row r penalises sequence 2 - r, with repetition, presence and frequency mixed.
+  Buffer seq(DType::I32, {rows}), plen(DType::I32, {rows}), rep(DType::F32, {rows}), pres(DType::F32, {rows}),
+      freq(DType::F32, {rows}), lg(DType::F32, {rows, vocab});
+  std::vector<SamplingParams> ps(rows);
+  for (int r = 0; r < rows; ++r) {
+    seq.view().ptr<int32_t>()[r] = 2 - r;
+    plen.view().ptr<int32_t>()[r] = prompt[2 - r];
+    ps[r].repetition_penalty = r == 1 ? 1.f : 1.3f;
+    ps[r].presence_penalty = r == 2 ? 0.f : 0.7f;
+    ps[r].frequency_penalty = r == 0 ? 0.f : 0.45f;
+    rep.view().ptr<float>()[r] = ps[r].repetition_penalty;
+    pres.view().ptr<float>()[r] = ps[r].presence_penalty;
+    freq.view().ptr<float>()[r] = ps[r].frequency_penalty;
+    auto l = random_logits(vocab, 40 + r, 3.f);
+    std::copy(l.begin(), l.end(), lg.view().ptr<float>() + r * vocab);
+  }
+  std::vector<float> before(lg.view().ptr<float>(), lg.view().ptr<float>() + rows * vocab);
+  be->apply_penalties(lg, PenaltyArgs{seq.view(), plen.view(), rep.view(), pres.view(), freq.view()}, batch, pool);
+  Sampler s;
+  for (int r = 0; r < rows; ++r) {
+    const int q = 2 - r;
+    std::vector<int> hist;
+    for (int t = 0; t < ctx[q]; ++t) hist.push_back(pool.view().ptr<int32_t>()[pages[q][t / P] * P + t % P]);
+    std::vector<float> want(before.begin() + r * vocab, before.begin() + (r + 1) * vocab);
+    s.apply_penalties(want, ps[r], hist, std::span<const int>(hist).subspan(prompt[q]));
+    std::vector<float> got(lg.view().ptr<float>() + r * vocab, lg.view().ptr<float>() + (r + 1) * vocab);
+    EXPECT_EQ(got, want) << "row " << r;
+    EXPECT_NE(got, std::vector<float>(before.begin() + r * vocab, before.begin() + (r + 1) * vocab)) << "row " << r;
+  }
 }
 
 TEST(Sampler, BadParamsThrow) {

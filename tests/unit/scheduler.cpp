@@ -26,15 +26,20 @@ struct Result {
   int64_t preemptions = 0;
 };
 
-Result simulate(const std::vector<Req>& reqs, int n_pages, int page_size, int budget, bool chunked_replay) {
+// overlap: a step's tokens are computed when it is "launched" (right after
+// it is scheduled, as a device would) but reach the scheduler only after the
+// next step was scheduled, as with the engine's one step in flight: rows whose
+// input is such a pending token write it from the device's copy.
+Result simulate(const std::vector<Req>& reqs, int n_pages, int page_size, int budget, bool chunked_replay,
+                bool overlap = false) {
   KvCache kv(n_pages, page_size);
   SchedulerConfig cfg;
   cfg.max_step_tokens = budget;
+  cfg.max_running = 64;
   cfg.chunked_replay = chunked_replay;
   Scheduler sched(kv, cfg);
   std::vector<int> shadow(static_cast<size_t>(n_pages) * page_size, -1);
   int64_t next_id = 0;
-  std::map<int, int64_t> first_id;
   for (size_t r = 0; r < reqs.size(); ++r) {
     Sequence s;
     s.id = next_id;
@@ -42,23 +47,34 @@ Result simulate(const std::vector<Req>& reqs, int n_pages, int page_size, int bu
     s.arrival = next_id;
     s.prompt = reqs[r].prompt;
     s.fork_children = reqs[r].n - 1;
-    first_id[static_cast<int>(r)] = next_id;
+    s.max_new = reqs[r].max_tokens;
     next_id += reqs[r].n;
     sched.add(s);
   }
   Result out;
-  for (int step = 0; !sched.done(); ++step) {
+  std::map<int64_t, int> device_token;               // the newest sampled token of each sequence, on the "device"
+  std::vector<std::pair<int64_t, int>> in_flight;    // (sequence, token) of the step not collected yet
+  auto collect = [&](const std::vector<std::pair<int64_t, int>>& step) {
+    for (const auto& [id, tok] : step) {
+      Sequence& s = sched.seq(id);
+      --s.pending;
+      if (s.finished) continue;
+      s.generated.push_back(tok);
+      if (static_cast<int>(s.generated.size()) >= reqs[s.request].max_tokens) {
+        out.tokens[{static_cast<int>(s.request), s.sample}] = s.generated;
+        sched.finish(id, StopReason::Length);
+      }
+    }
+  };
+  for (int step = 0; !sched.done() || !in_flight.empty(); ++step) {
     if (step >= 20000) {
       ADD_FAILURE() << "no progress after 20000 steps";
       return out;
     }
     StepPlan plan = sched.schedule();
     for (int64_t id : plan.failed) out.errors[static_cast<int>(sched.seq(id).request)] = sched.seq(id).error;
-    if (plan.seqs.empty()) {
-      EXPECT_TRUE(sched.done()) << "empty plan with work left";
-      break;
-    }
     EXPECT_LE(plan.rows, budget);
+    EXPECT_LE(sched.n_running(), cfg.max_running);
     for (const PageCopy& c : plan.copies)
       for (int o = 0; o < page_size; ++o) shadow[c.dst * page_size + o] = shadow[c.src * page_size + o];
     size_t slot = 0;
@@ -71,40 +87,49 @@ Result simulate(const std::vector<Req>& reqs, int n_pages, int page_size, int bu
       if (!chunked_replay && ss.start + ss.n > np) {
         EXPECT_EQ(ss.n, 1) << "generated tokens replayed in a chunk";
       }
-      for (int i = 0; i < ss.n; ++i) shadow[plan.slots[slot++]] = s.token_at(ss.start + i);
+      for (int i = 0; i < ss.n; ++i) {
+        const int pos = ss.start + i;
+        const int tok = pos < s.known() ? s.token_at(pos) : device_token.at(ss.id);
+        shadow[plan.slots[slot++]] = tok;
+      }
     }
     EXPECT_EQ(slot, plan.slots.size());
+    // The "device": each sampled sequence (and the siblings forked from it)
+    // hashes its whole context as read back through its page table.
+    std::vector<std::pair<int64_t, int>> sampled;
     for (const StepSeq& ss : plan.seqs) {
       if (!ss.sample) continue;
-      std::vector<int64_t> group = {ss.id};
-      Sequence& parent = sched.seq(ss.id);
-      for (int c = 1; c <= parent.fork_children; ++c) {
-        Sequence child;
-        child.id = ss.id + c;
-        child.request = parent.request;
-        child.sample = parent.sample + c;
-        child.arrival = parent.arrival + c;
-        sched.fork(ss.id, child);
-        group.push_back(child.id);
-      }
-      parent.fork_children = 0;
-      for (int64_t id : group) {
-        Sequence& s = sched.seq(id);
-        // Fake model: hash of the whole context as read back from the pool.
+      for (int c = 0; c <= ss.children; ++c) {
+        const int64_t id = ss.id + c;
+        const Sequence& s = sched.seq(id);
         const auto& pages = kv.pages(id);
         uint64_t h = 1469598103934665603ull + static_cast<uint64_t>(s.sample) * 7919;
         for (int t = 0; t < ss.start + ss.n; ++t) {
-          int tok = shadow[pages[t / page_size] * page_size + t % page_size];
-          EXPECT_EQ(tok, s.token_at(t)) << "KV of seq " << id << " position " << t << " corrupted";
+          const int tok = shadow[pages[t / page_size] * page_size + t % page_size];
+          const int want = t < s.known() ? s.token_at(t) : device_token.at(id);
+          EXPECT_EQ(tok, want) << "KV of seq " << id << " position " << t << " corrupted";
           h = (h ^ static_cast<uint64_t>(tok + 1)) * 1099511628211ull;
         }
-        s.generated.push_back(static_cast<int>(h % 1000));
-        const Req& r = reqs[s.request];
-        if (static_cast<int>(s.generated.size()) >= r.max_tokens) {
-          out.tokens[{static_cast<int>(s.request), s.sample}] = s.generated;
-          sched.finish(id, StopReason::Length);
-        }
+        sampled.emplace_back(id, static_cast<int>(h % 1000));
       }
+    }
+    for (const auto& [id, tok] : sampled) device_token[id] = tok;
+    const bool stuck = plan.seqs.empty() && in_flight.empty();
+    if (overlap) {
+      collect(in_flight);
+      in_flight = std::move(sampled);
+    } else {
+      collect(sampled);
+    }
+    if (stuck) {
+      std::string state;
+      for (const auto& [id, q] : sched.sequences())
+        if (!q.finished)
+          state += fmt::format(" [seq {} running {} cached {} known {} pending {} fork {}]", id, q.running, q.n_cached,
+                               q.known(), q.pending, q.fork_children);
+      EXPECT_TRUE(sched.done()) << "empty plan with work left:" << state << " free " << kv.pool().free_count()
+                                << " running " << sched.n_running();
+      break;
     }
     if (::testing::Test::HasFailure()) return out;
   }
@@ -130,17 +155,18 @@ TEST(Scheduler, TightPoolsGiveTheUnconstrainedOutputs) {
       r.max_tokens = 1 + rng() % 25;
       max_ctx = std::max<int>(max_ctx, static_cast<int>(r.prompt.size()) + r.max_tokens);
     }
-    const bool chunked = iter % 2;
+    const bool chunked = iter % 2, overlap = (iter / 2) % 2;
     Result want = simulate(reqs, 4000, page_size, 64, chunked);
     if (HasFailure()) return;
     ASSERT_EQ(want.preemptions, 0);
     // Just enough pages for the longest single sample, up to a few more.
     const int tight = (max_ctx + page_size - 1) / page_size + static_cast<int>(rng() % 4);
     const int budget = 3 + static_cast<int>(rng() % 12);
-    Result got = simulate(reqs, tight, page_size, budget, chunked);
+    Result got = simulate(reqs, tight, page_size, budget, chunked, overlap);
     if (HasFailure()) return;
     EXPECT_TRUE(got.errors.empty());
-    EXPECT_EQ(want.tokens, got.tokens) << "iter " << iter << " pages " << tight << " budget " << budget;
+    EXPECT_EQ(want.tokens, got.tokens) << "iter " << iter << " pages " << tight << " budget " << budget
+                                       << (overlap ? " (overlap)" : "");
     total_preemptions += got.preemptions;
   }
   EXPECT_GT(total_preemptions, 50);  // the tight runs really preempt

@@ -41,7 +41,7 @@ TEST(Trace, ReadsKineticsBlockTopk) {
   EXPECT_EQ(t.sample_count(), 6u);
 
   const cost::AttnSpec a = cost::attn_spec_from_json(t.header.attn, t.path);
-  EXPECT_EQ(a.kind, cost::AttnKind::BlockTopk);
+  EXPECT_EQ(a.formula, cost::Formula::BlockTopk);
   EXPECT_EQ(a.local_tokens, 32);
   EXPECT_EQ(a.page_size, 16);
   EXPECT_EQ(a.topk_pages, 8);
@@ -54,12 +54,12 @@ TEST(Trace, ReadsKineticsSummaryAndTopk) {
   EXPECT_EQ(s.format, TraceFormat::Kinetics);
   EXPECT_EQ(s.header.dataset, "aime24");
   EXPECT_EQ(s.problems.size(), 2u);
-  EXPECT_EQ(cost::attn_spec_from_json(s.header.attn, s.path).kind, cost::AttnKind::Dense);
+  EXPECT_EQ(cost::attn_spec_from_json(s.header.attn, s.path).formula, cost::Formula::Dense);
   EXPECT_EQ(cost::model_shape_for_trace(s)->name, "qwen3-8b");
 
   const Trace k = read_trace(kDir + "kinetics_topk.jsonl");
   const cost::AttnSpec a = cost::attn_spec_from_json(k.header.attn, k.path);
-  EXPECT_EQ(a.kind, cost::AttnKind::Sparse);
+  EXPECT_EQ(a.formula, cost::Formula::Sparse);
   EXPECT_EQ(a.budget, 128 + 64);
   EXPECT_FALSE(cost::model_shape_for_trace(k).has_value());
 }
@@ -71,7 +71,7 @@ TEST(Trace, KineticsNullTopkMeansLocalOnly) {
       "mem");
   EXPECT_EQ(t.problems.at(0).answer, "3");  // numeric gold kept as text
   const cost::AttnSpec a = cost::attn_spec_from_json(t.header.attn, "mem");
-  EXPECT_EQ(a.kind, cost::AttnKind::Sparse);
+  EXPECT_EQ(a.formula, cost::Formula::Sparse);
   EXPECT_EQ(a.budget, 256);
 }
 
@@ -129,16 +129,16 @@ TEST(Trace, KinferRoundTrip) {
   EXPECT_TRUE(t.has_token_counts());
 
   const cost::AttnSpec a = cost::attn_spec_from_json(t.header.attn, path);
-  EXPECT_EQ(a.kind, cost::AttnKind::BlockTopk);
+  EXPECT_EQ(a.formula, cost::Formula::BlockTopk);
   EXPECT_EQ(a.local_tokens, 16 * 3);  // sink page + 2 local pages
   EXPECT_EQ(a.topk_pages, 8);
 }
 
 TEST(Trace, KinferPolicies) {
   using nlohmann::json;
-  EXPECT_EQ(cost::attn_spec_from_json(json{{"policy", "dense"}}, "x").kind, cost::AttnKind::Dense);
+  EXPECT_EQ(cost::attn_spec_from_json(json{{"policy", "dense"}}, "x").formula, cost::Formula::Dense);
   const cost::AttnSpec local = cost::attn_spec_from_json(json{{"policy", "local"}, {"page_size", 16}, {"local_pages", 4}}, "x");
-  EXPECT_EQ(local.kind, cost::AttnKind::Sparse);
+  EXPECT_EQ(local.formula, cost::Formula::Sparse);
   EXPECT_EQ(local.budget, 80);
   const cost::AttnSpec topk = cost::attn_spec_from_json(
       json{{"policy", "topk"}, {"page_size", 16}, {"local_pages", 4}, {"topk_pages", 64}}, "x");

@@ -141,7 +141,6 @@ void cpu_attention(const Tensor& q, const KvLayer& kv, const AttnBatch& batch,
   const int G = n_heads / Hkv;
   KF_CHECK(G <= kMaxGroup, "attention: {} query heads per KV head exceeds {}", G, kMaxGroup);
   KF_CHECK(G * D <= kMaxGroupDim, "attention: group {} x head_dim {} exceeds {}", G, D, kMaxGroupDim);
-  attn::check_policy(policy);
 
   const int n_seqs = batch.n_seqs, max_pages = batch.max_pages;
   KF_CHECK(n_seqs >= 0 && max_pages >= 0, "attention: bad batch ({} seqs, {} pages)", n_seqs, max_pages);
@@ -165,6 +164,29 @@ void cpu_attention(const Tensor& q, const KvLayer& kv, const AttnBatch& batch,
                s, i, pg, p.n_pages);
     }
   }
+  // Each sequence's decode policy: its row of seq_policy, or the step's.
+  const int32_t* seq_pol = nullptr;
+  if (batch.seq_policy.data) {
+    check_i32(batch.seq_policy, "attention seq_policy", static_cast<int64_t>(n_seqs) * 3);
+    seq_pol = batch.seq_policy.ptr<int32_t>();
+  }
+  auto policy_of = [&](int s) {
+    if (!seq_pol) return policy;
+    AttnPolicy p;
+    KF_CHECK(seq_pol[3 * s] >= 0 && seq_pol[3 * s] <= static_cast<int>(AttnKind::TopK),
+             "attention: sequence {} has policy kind {}", s, seq_pol[3 * s]);
+    p.kind = static_cast<AttnKind>(seq_pol[3 * s]);
+    p.local_pages = seq_pol[3 * s + 1];
+    p.topk_pages = seq_pol[3 * s + 2];
+    return p;
+  };
+  bool selects = false, by_token = false;
+  for (int s = 0; s < n_seqs; ++s) {
+    const AttnPolicy ps = policy_of(s);
+    attn::check_policy(ps);
+    selects |= ps.kind != AttnKind::Dense;
+    by_token |= ps.kind == AttnKind::TopK;
+  }
   if (sel) {
     check_i32(sel->pages, "PageSelection pages", static_cast<int64_t>(n_seqs) * Hkv * max_pages);
     check_i32(sel->counts, "PageSelection counts", static_cast<int64_t>(n_seqs) * Hkv);
@@ -181,8 +203,6 @@ void cpu_attention(const Tensor& q, const KvLayer& kv, const AttnBatch& batch,
   const int64_t head_elems = static_cast<int64_t>(P) * D;  // one (page, kv head) block
 
   // Phase 1: decode rows of selecting policies choose their spans per (seq, KV head).
-  const bool selects = policy.kind != AttnKind::Dense;
-  const bool by_token = policy.kind == AttnKind::TopK;
   const int64_t ctx_cap = static_cast<int64_t>(max_pages) * P;
   const int64_t span_cap = by_token ? ctx_cap : max_pages;
   const int64_t ints_cap = by_token ? ctx_cap : 2 * static_cast<int64_t>(max_pages);
@@ -201,6 +221,8 @@ void cpu_attention(const Tensor& q, const KvLayer& kv, const AttnBatch& batch,
       int s = static_cast<int>(task / Hkv), h = static_cast<int>(task % Hkv);
       ws.span_counts[task] = 0;
       if (q_start[s + 1] - q_start[s] != 1) return;  // prefill: dense, no selection
+      const AttnPolicy policy = policy_of(s);
+      if (policy.kind == AttnKind::Dense) return;
       const int T = ctx_len[s];
       const int32_t* pt = table + static_cast<int64_t>(s) * max_pages;
       attn::Span* spans = ws.spans.data() + task * span_cap;
@@ -243,7 +265,7 @@ void cpu_attention(const Tensor& q, const KvLayer& kv, const AttnBatch& batch,
       int32_t* dst = sel_pages + task * max_pages;
       std::fill(dst, dst + max_pages, -1);
       int k = 0;
-      if (selects && q_start[s + 1] - q_start[s] == 1) {
+      if (policy_of(s).kind != AttnKind::Dense && q_start[s + 1] - q_start[s] == 1) {
         const attn::Span* spans = ws.spans.data() + task * span_cap;
         for (int j = 0; j < ws.span_counts[task]; ++j)
           if (k == 0 || dst[k - 1] != pt[spans[j].page]) dst[k++] = pt[spans[j].page];
@@ -303,7 +325,7 @@ void cpu_attention(const Tensor& q, const KvLayer& kv, const AttnBatch& batch,
     };
 
     const int64_t task1 = static_cast<int64_t>(s) * Hkv + h;
-    if (selects && rows == 1) {
+    if (rows == 1 && policy_of(s).kind != AttnKind::Dense) {
       const attn::Span* spans = ws.spans.data() + task1 * span_cap;
       for (int j = 0; j < ws.span_counts[task1]; ++j) visit(spans[j]);
     } else {  // dense causal: every page up to and including this row's position

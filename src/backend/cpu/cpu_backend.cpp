@@ -1,5 +1,7 @@
 #include "backend/cpu/cpu_backend.h"
 
+#include <unistd.h>
+
 #ifndef KINFER_NO_BLAS  // the standalone CUDA build (dev/cuda) has no OpenBLAS
 #include <cblas.h>
 #endif
@@ -12,7 +14,7 @@
 #include <fmt/format.h>
 
 #include "backend/cpu/attention.h"
-#include "engine/sampler.h"
+#include "backend/sampler.h"
 #include "util/thread_pool.h"
 
 // The batch-invariance argument below relies on each product being rounded
@@ -130,6 +132,12 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(const CpuOptions& opt) : pool_(opt.n_threads), use_blas_(opt.use_blas) {}
 
   Device device() const override { return Device::CPU; }
+  Memory memory() const override {
+    const int64_t page = sysconf(_SC_PAGESIZE);
+    return {static_cast<int64_t>(sysconf(_SC_AVPHYS_PAGES)) * page, static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * page};
+  }
+  void* allocate(size_t bytes) override { return host_allocator().allocate(bytes); }
+  void deallocate(void* p) noexcept override { host_allocator().deallocate(p); }
   std::string name() const override {
     return fmt::format("cpu ({} threads{})", pool_.size(), use_blas_ ? ", OpenBLAS matmul" : "");
   }
@@ -353,31 +361,97 @@ class CpuBackend final : public Backend {
     cpu_attention(q, kv, batch, policy, scale, out, sel, attn_ws_, pf);
   }
 
-  // One row at a time through kf::Sampler (no penalties, so the logits are
-  // only read). logits [m, vocab] F32, a.* [m], tokens [m] I32.
+  // One row at a time through kf::Sampler, after its penalties (apply_penalties),
+  // so the logits are only read. logits [rows, vocab] F32, a.* [m], tokens [m] I32.
   void sample(const Tensor& logits, const SampleArgs& a, const Tensor& tokens) override {
     check_f32(logits, "sample", "logits");
-    KF_CHECK(logits.ndim == 2, "cpu sample: logits must be [m, vocab], got {}", logits.shape_str());
-    const int64_t m = logits.dim(0), vocab = logits.dim(1);
+    KF_CHECK(logits.ndim == 2, "cpu sample: logits must be [rows, vocab], got {}", logits.shape_str());
+    const int64_t rows = logits.dim(0), vocab = logits.dim(1), m = tokens.numel();
     check_i32(tokens, "sample", "tokens", m);
     check_i32(a.top_k, "sample", "top_k", m);
+    check_i32(a.logit_row, "sample", "logit_row", m);
+    check_i32(a.forced, "sample", "forced", m);
     for (const Tensor* t : {&a.temperature, &a.top_p, &a.min_p, &a.uniform}) {
       check_f32(*t, "sample", "a parameter");
       KF_CHECK(t->numel() == m, "cpu sample: parameter {} for {} rows", t->shape_str(), m);
     }
     const float *temp = a.temperature.ptr<float>(), *top_p = a.top_p.ptr<float>();
     const float *min_p = a.min_p.ptr<float>(), *u = a.uniform.ptr<float>();
-    const int32_t* top_k = a.top_k.ptr<int32_t>();
+    const int32_t *top_k = a.top_k.ptr<int32_t>(), *lrow = a.logit_row.ptr<int32_t>(), *forced = a.forced.ptr<int32_t>();
     int32_t* out = tokens.ptr<int32_t>();
     for (int64_t r = 0; r < m; ++r) {
+      KF_CHECK(lrow[r] >= 0 && lrow[r] < rows, "cpu sample: row {} reads logits row {} of {}", r, lrow[r], rows);
+      if (forced[r] >= 0) {
+        out[r] = forced[r];
+        continue;
+      }
       SamplingParams p;
       p.temperature = temp[r];
       p.top_k = top_k[r];
       p.top_p = top_p[r];
       p.min_p = min_p[r];
       p.validate();
+      row_.assign(logits.ptr<float>() + lrow[r] * vocab, logits.ptr<float>() + (lrow[r] + 1) * vocab);
+      out[r] = sampler_.sample(row_, p, {}, {}, u[r]);
+    }
+  }
+
+  void apply_penalties(const Tensor& logits, const PenaltyArgs& a, const AttnBatch& batch,
+                       const Tensor& token_pool) override {
+    check_f32(logits, "apply_penalties", "logits");
+    const int64_t m = logits.dim(0), vocab = logits.dim(1);
+    for (const Tensor* t : {&a.seq, &a.prompt_len}) check_i32(*t, "apply_penalties", "seq/prompt_len", m);
+    for (const Tensor* t : {&a.repetition, &a.presence, &a.frequency}) {
+      check_f32(*t, "apply_penalties", "a penalty");
+      KF_CHECK(t->numel() == m, "cpu apply_penalties: penalty {} for {} rows", t->shape_str(), m);
+    }
+    const int64_t P = token_pool.dim(1);
+    const int32_t* pool = token_pool.ptr<int32_t>();
+    const int32_t* table = batch.page_table.ptr<int32_t>();
+    const int32_t* ctx = batch.ctx_len.ptr<int32_t>();
+    for (int64_t r = 0; r < m; ++r) {
+      SamplingParams p;
+      p.repetition_penalty = a.repetition.ptr<float>()[r];
+      p.presence_penalty = a.presence.ptr<float>()[r];
+      p.frequency_penalty = a.frequency.ptr<float>()[r];
+      if (p.repetition_penalty == 1.f && p.presence_penalty == 0.f && p.frequency_penalty == 0.f) continue;
+      const int s = a.seq.ptr<int32_t>()[r];
+      KF_CHECK(s >= 0 && s < batch.n_seqs, "cpu apply_penalties: row {} names sequence {} of {}", r, s, batch.n_seqs);
+      const int T = ctx[s], prompt_len = std::min(a.prompt_len.ptr<int32_t>()[r], T);
+      history_.resize(T);
+      for (int t = 0; t < T; ++t) history_[t] = pool[table[static_cast<int64_t>(s) * batch.max_pages + t / P] * P + t % P];
       std::span<float> row(logits.ptr<float>() + r * vocab, static_cast<size_t>(vocab));
-      out[r] = sampler_.sample(row, p, {}, {}, u[r]);
+      sampler_.apply_penalties(row, p, history_, std::span<const int>(history_).subspan(prompt_len));
+    }
+  }
+
+  void resolve_tokens(const Tensor& ids, const Tensor& prev, const Tensor& slots, const Tensor& token_pool) override {
+    const int64_t n = ids.numel(), slots_in_pool = token_pool.numel();
+    check_i32(ids, "resolve_tokens", "ids", n);
+    check_i32(slots, "resolve_tokens", "slots", n);
+    int32_t* id = ids.ptr<int32_t>();
+    for (int64_t i = 0; i < n; ++i) {
+      if (id[i] < 0) {
+        const int64_t k = -static_cast<int64_t>(id[i]) - 1;
+        KF_CHECK(k < prev.numel(), "resolve_tokens: row {} takes sampled row {} of {}", i, k, prev.numel());
+        id[i] = prev.ptr<int32_t>()[k];
+      }
+      const int32_t slot = slots.ptr<int32_t>()[i];
+      if (slot >= 0 && slot < slots_in_pool) token_pool.ptr<int32_t>()[slot] = id[i];
+    }
+  }
+
+  void copy_rows(const Tensor& t, const Tensor& src, const Tensor& dst) override {
+    KF_CHECK(t.device == Device::CPU && t.ndim == 2 && t.is_contiguous(), "cpu copy_rows: t must be a 2-D CPU tensor");
+    const int64_t n = src.numel(), rows = t.dim(0);
+    check_i32(src, "copy_rows", "src", n);
+    check_i32(dst, "copy_rows", "dst", n);
+    const size_t row_bytes = dtype_bytes(t.dtype, t.dim(1));
+    char* base = static_cast<char*>(t.data);
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t a = src.ptr<int32_t>()[i], b = dst.ptr<int32_t>()[i];
+      KF_CHECK(a >= 0 && a < rows && b >= 0 && b < rows, "cpu copy_rows: {} -> {} outside [0, {})", a, b, rows);
+      if (a != b) std::memcpy(base + b * row_bytes, base + a * row_bytes, row_bytes);
     }
   }
 
@@ -396,6 +470,8 @@ class CpuBackend final : public Backend {
   bool use_blas_ = false;
   CpuAttnWorkspace attn_ws_;
   Sampler sampler_;
+  std::vector<float> row_;       // one logits row for the sampler (grow-only)
+  std::vector<int> history_;     // a sequence's tokens for its penalties (grow-only)
   std::vector<float> k_tmp_, v_tmp_;  // qkv_rope_write's split k and v (grow-only)
 };
 

@@ -19,32 +19,16 @@
 #include "backend/backend.h"
 #include "backend/cuda/cuda_util.h"
 #include "backend/cuda/kernels.h"
-#include "util/device_alloc.h"
 
 namespace kf {
 
-void* cuda_alloc(size_t bytes) {
-  if (bytes == 0) return nullptr;
-  void* p = nullptr;
-  cudaError_t e = cudaMalloc(&p, bytes);
-  if (e != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky-free error state of a failed allocation
-    fail("cudaMalloc of {} bytes failed: {}", bytes, cudaGetErrorString(e));
-  }
-  return p;
-}
-
-void cuda_free(void* p) {
-  if (p) cudaFree(p);
-}
-
-bool cuda_available() {
+int cuda_device_count() {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {
     cudaGetLastError();
-    return false;
+    return 0;
   }
-  return n > 0;
+  return n;
 }
 
 namespace {
@@ -91,6 +75,7 @@ struct GemmPlan {
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(int dev) : dev_(dev) {
+    device_index_ = dev;
     int n = 0;
     const cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess || n == 0) {
@@ -108,7 +93,7 @@ class CudaBackend final : public Backend {
     const char* tune = std::getenv("KINFER_GEMM_TUNE");
     tune_gemms_ = tune && std::string(tune) == "1";
     check_lt(cublasLtCreate(&lt_), "cublasLtCreate");
-    lt_ws_ = Buffer(DType::U8, {kLtWorkspace}, Device::CUDA);
+    lt_ws_ = Buffer(DType::U8, {kLtWorkspace}, *this);
   }
   ~CudaBackend() override {
     if (stream_) cudaStreamSynchronize(stream_);
@@ -121,6 +106,31 @@ class CudaBackend final : public Backend {
   CudaBackend& operator=(const CudaBackend&) = delete;
 
   Device device() const override { return Device::CUDA; }
+  // On this backend's GPU whatever GPU is current (replicas share a process).
+  void* allocate(size_t bytes) override {
+    KF_CUDA(cudaSetDevice(dev_));
+    void* p = nullptr;
+    const cudaError_t e = cudaMalloc(&p, bytes);
+    if (e != cudaSuccess) {
+      cudaGetLastError();  // clear the error state of a failed allocation
+      size_t free_b = 0, total_b = 0;
+      cudaMemGetInfo(&free_b, &total_b);
+      fail("out of GPU memory on cuda:{}: {:.2f} GB asked, {:.2f} GB free of {:.2f} GB ({})", dev_, bytes / 1e9,
+           free_b / 1e9, total_b / 1e9, cudaGetErrorString(e));
+    }
+    return p;
+  }
+  Memory memory() const override {
+    KF_CUDA(cudaSetDevice(dev_));
+    size_t free_b = 0, total_b = 0;
+    KF_CUDA(cudaMemGetInfo(&free_b, &total_b));
+    return {static_cast<int64_t>(free_b), static_cast<int64_t>(total_b)};
+  }
+  void deallocate(void* p) noexcept override {
+    if (!p) return;
+    cudaSetDevice(dev_);
+    cudaFree(p);
+  }
   std::string name() const override { return name_; }
   cudaStream_t stream() const { return stream_; }
 
@@ -415,7 +425,7 @@ class CudaBackend final : public Backend {
     if (n <= 0) return b.empty() ? nullptr : b.view().data;
     if (b.empty() || b.view().numel() < n) {
       KF_CHECK(!capturing_, "CUDA graph capture: scratch must not grow while recording (run the ops once first)");
-      b = Buffer(t, {n}, Device::CUDA);
+      b = Buffer(t, {n}, *this);
       ++scratch_generation_;
     }
     return b.view().data;

@@ -1,7 +1,6 @@
 // Token sampling from one row of logits: penalties, temperature, top-k,
 // top-p, min-p, then one Philox uniform keyed by (seed, request, sample,
 // step), so a sample's tokens never depend on the rest of the batch.
-// Also the repetition-loop detector used as a stop condition.
 #pragma once
 #include <cstdint>
 #include <span>
@@ -16,21 +15,12 @@ struct SamplingParams {
   float top_p = 1.f;                // 1 = off
   float min_p = 0.f;                // 0 = off; keep p >= min_p * p_max
   float repetition_penalty = 1.f;   // HF style over prompt + generated: l>0 ? l/r : l*r
-  float presence_penalty = 0.f;     // OpenAI style over generated tokens: l -= penalty
+  float presence_penalty = 0.f;     // OpenAI style over generated tokens: l -= penalty (once per distinct token)
+  float frequency_penalty = 0.f;    // OpenAI style over generated tokens: l -= penalty per occurrence
   uint64_t seed = 0;
 
   void validate() const;  // throws kf::Error naming the bad field
 };
-
-// "The last `block` tokens occur `min_repeats` times within the last `window`
-// tokens" (the Kinetics runs' defaults).
-struct RepetitionParams {
-  bool enabled = true;
-  int block = 64;
-  int min_repeats = 15;
-  int window = 1024;
-};
-bool is_repetition_loop(std::span<const int> tokens, const RepetitionParams& p);
 
 // Keeps its scratch between calls (no allocation once warm). One per thread.
 class Sampler {
@@ -43,6 +33,11 @@ class Sampler {
   // GPU can scan without sorting: Backend::sample gives the same token).
   int sample(std::span<float> logits, const SamplingParams& p, std::span<const int> context,
              std::span<const int> generated, double u);
+
+  // The penalties alone, in place: repetition over context, then presence
+  // and frequency over generated (what Backend::apply_penalties computes).
+  void apply_penalties(std::span<float> logits, const SamplingParams& p, std::span<const int> context,
+                       std::span<const int> generated);
 
   // Probabilities after penalties/temperature/top-k/top-p/min-p, for tests:
   // the kept ids in ascending id order (the draw order of sample()) and their

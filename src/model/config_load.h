@@ -1,5 +1,6 @@
-// ModelConfig from a Hugging Face config.json or from GGUF metadata, for the
-// Llama, Qwen2 and Qwen3 families. Both call ModelConfig::validate().
+// ModelConfig from a checkpoint's raw config (a Hugging Face config.json or
+// GGUF metadata), for the Llama, Qwen2 and Qwen3 families. All call
+// ModelConfig::validate(). io/ reads the files; this layer gives them meaning.
 #pragma once
 #include <string>
 
@@ -7,7 +8,11 @@
 
 namespace kf {
 
+class Checkpoint;
 class GgufFile;
+
+// The config of an opened checkpoint (config.json or GGUF metadata).
+ModelConfig load_config(const Checkpoint& ckpt);
 
 // `path`: a config.json, or a directory containing one.
 ModelConfig load_hf_config(const std::string& path);

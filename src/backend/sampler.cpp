@@ -1,4 +1,4 @@
-#include "engine/sampler.h"
+#include "backend/sampler.h"
 
 #include <algorithm>
 #include <cmath>
@@ -14,24 +14,12 @@ void SamplingParams::validate() const {
   KF_CHECK(min_p >= 0.f && min_p <= 1.f, "min-p must be in [0, 1] (got {})", min_p);
   KF_CHECK(repetition_penalty > 0.f, "repetition penalty must be > 0 (got {})", repetition_penalty);
   KF_CHECK(std::isfinite(presence_penalty), "presence penalty must be finite");
+  KF_CHECK(std::isfinite(frequency_penalty), "frequency penalty must be finite");
 }
 
-bool is_repetition_loop(std::span<const int> tokens, const RepetitionParams& p) {
-  if (!p.enabled || p.block <= 0 || p.min_repeats <= 1) return false;
-  const int64_t n = static_cast<int64_t>(tokens.size());
-  if (n < static_cast<int64_t>(p.block) * p.min_repeats) return false;
-  const int64_t lo = std::max<int64_t>(0, n - p.window);
-  const int* last = tokens.data() + n - p.block;
-  int seen = 0;
-  for (int64_t i = n - p.block; i >= lo; --i)
-    if (std::equal(last, last + p.block, tokens.data() + i) && ++seen >= p.min_repeats) return true;
-  return false;
-}
-
-int Sampler::filter(std::span<float> logits, const SamplingParams& p, std::span<const int> context,
-                    std::span<const int> generated) {
+void Sampler::apply_penalties(std::span<float> logits, const SamplingParams& p, std::span<const int> context,
+                              std::span<const int> generated) {
   const int vocab = static_cast<int>(logits.size());
-  KF_CHECK(vocab > 0, "sampling from empty logits");
   auto penalise = [&](std::span<const int> toks, auto&& fn) {
     mark_.assign(vocab, 0);
     for (int t : toks)
@@ -43,6 +31,18 @@ int Sampler::filter(std::span<float> logits, const SamplingParams& p, std::span<
   if (p.repetition_penalty != 1.f)
     penalise(context, [&](float& l) { l = l > 0.f ? l / p.repetition_penalty : l * p.repetition_penalty; });
   if (p.presence_penalty != 0.f) penalise(generated, [&](float& l) { l -= p.presence_penalty; });
+  // One subtraction per occurrence, in order: the same floats whatever order a
+  // parallel backend adds them in (every term is the same -frequency).
+  if (p.frequency_penalty != 0.f)
+    for (int t : generated)
+      if (t >= 0 && t < vocab) logits[t] -= p.frequency_penalty;
+}
+
+int Sampler::filter(std::span<float> logits, const SamplingParams& p, std::span<const int> context,
+                    std::span<const int> generated) {
+  const int vocab = static_cast<int>(logits.size());
+  KF_CHECK(vocab > 0, "sampling from empty logits");
+  apply_penalties(logits, p, context, generated);
 
   ids_.resize(vocab);
   probs_.resize(vocab);

@@ -9,7 +9,7 @@
 #include <string>
 
 #include "io/gguf.h"
-#include "io/hf_config.h"
+#include "model/config_load.h"
 
 namespace kf {
 namespace {

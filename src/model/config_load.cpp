@@ -1,4 +1,4 @@
-#include "io/hf_config.h"
+#include "model/config_load.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "io/checkpoint.h"
 #include "io/gguf.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -207,6 +208,11 @@ ModelConfig config_from_gguf(const GgufFile& g) {
   }
   c.validate(src);
   return c;
+}
+
+ModelConfig load_config(const Checkpoint& ckpt) {
+  if (ckpt.gguf()) return config_from_gguf(*ckpt.gguf());
+  return load_hf_config(ckpt.path());
 }
 
 }  // namespace kf
