@@ -37,6 +37,7 @@ int bench_decode(int argc, char** argv) {
   int page_size = 16, topk_pages = 64, local_pages = 4;
   double copy_gbps = 0;
   bool blas = false, json = false, no_graphs = false, profile = false;
+  std::string dense_layers;
   app.add_option("--model", model_spec, "GGUF file, HF directory, 'default' or random:PRESET")
       ->capture_default_str();
   app.add_option("--batch", batch, "sequences decoding together")->capture_default_str();
@@ -50,6 +51,7 @@ int bench_decode(int argc, char** argv) {
   app.add_option("--page-size", page_size, "KV page size in tokens")->capture_default_str();
   app.add_option("--topk-pages", topk_pages, "pages selected (blocktopk)")->capture_default_str();
   app.add_option("--local-pages", local_pages, "most recent pages always read")->capture_default_str();
+  app.add_option("--dense-layers", dense_layers, "layers kept dense under any policy, e.g. 0");
   app.add_option("--device", device, "cpu or cuda")->capture_default_str();
   app.add_option("--copy-gbps", copy_gbps, "copy bandwidth for the roofline (0 = measure on CUDA)");
   app.add_flag("--no-graphs", no_graphs, "launch every op instead of replaying CUDA graphs");
@@ -90,6 +92,7 @@ int bench_decode(int argc, char** argv) {
   ec.max_seqs = batch;
   ec.graphs = !no_graphs && be->device() == Device::CUDA;
   ec.policy = policy;
+  ec.dense_layers = parse_layer_list(dense_layers);
   StepExecutor exec(model, *be, ec);
   // Pages reversed and interleaved across sequences: real, scattered page tables.
   std::vector<std::vector<int>> pages(batch);
@@ -180,9 +183,12 @@ int bench_decode(int argc, char** argv) {
   // Bytes one step reads at the timed steps' mean context (the step's own token included).
   const int mean_ctx = start_ctx + warmup + (tokens + 1) / 2 + 1;
   const attn::Reads r = attn::reads_per_head(mean_ctx, page_size, policy);
+  const attn::Reads rd = attn::reads_per_head(mean_ctx, page_size, AttnPolicy{});
   const int64_t elem = dtype_bytes(be->act_dtype(), 1);
   const int64_t per_head = (2 * r.kv_tokens + r.k_tokens + r.summaries) * cfg.head_dim * elem;
-  const int64_t kv_bytes = per_head * cfg.n_kv_heads * cfg.n_layers * batch;
+  const int64_t per_dense_head = 2 * rd.kv_tokens * cfg.head_dim * elem;
+  const int64_t n_dense = static_cast<int64_t>(ec.dense_layers.size());
+  const int64_t kv_bytes = (per_head * (cfg.n_layers - n_dense) + per_dense_head * n_dense) * cfg.n_kv_heads * batch;
   const int64_t weight_bytes = model.weights().bytes_per_step();
   const int64_t bytes = kv_bytes + weight_bytes;
   const double step_s = secs / tokens;
@@ -197,7 +203,7 @@ int bench_decode(int argc, char** argv) {
       {"context", start_ctx},
       {"context_kind", context > 0 ? "synthetic" : "prefill"},
       {"attn", {{"kind", attn_kind_name(policy.kind)}, {"page_size", page_size}, {"topk_pages", topk_pages},
-                {"local_pages", local_pages}}},
+                {"local_pages", local_pages}, {"dense_layers", ec.dense_layers}}},
       {"graphs", !no_graphs && be->device() == Device::CUDA},
       {"tokens", tokens},
       {"step_ms", step_s * 1e3},

@@ -121,7 +121,11 @@ int64_t Engine::submit(Request r) {
   KF_CHECK(r.max_tokens >= 1, "generate: --max-tokens must be >= 1 (got {})", r.max_tokens);
   r.sampling.validate();
   KF_CHECK(r.stop_strings.empty() || cfg_.token_bytes, "generate: stop strings need a tokenizer");
-  if (r.policy) attn::check_policy(*r.policy);
+  if (r.policy) {
+    attn::check_policy(*r.policy);
+    KF_CHECK(r.policy->kind != AttnKind::TopK || *r.policy == cfg_.policy,
+             "generate: the topk oracle policy cannot share a batch with other policies; make it the engine's --attn");
+  }
   const int vocab = model_.config().vocab_size;
   for (int t : r.prompt) KF_CHECK(t >= 0 && t < vocab, "generate: prompt token {} is outside the vocabulary ({})", t, vocab);
   if (r.stream) r.stream->expect_samples(r.n);

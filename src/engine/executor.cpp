@@ -342,6 +342,10 @@ StepHandle StepExecutor::launch() {
   reserve_table(int64_t(n_seqs_run) * stride);
   bool penalties = false;
   for (const LogitsEntry& le : logits_rows_) penalties |= le.pen.active();
+  // Per-sequence policies only when some sequence differs from the default:
+  // a uniform batch keeps the one-kernel attention path.
+  bool mixed = false;
+  for (const SeqEntry& e : seqs_) mixed |= !(e.policy == cfg_.policy);
 
   be_.record(*f.start);
   stage(f, graph, n_seqs_run, stride);
@@ -361,7 +365,8 @@ StepHandle StepExecutor::launch() {
   batch_.q_start = dev_i32(lay_.q_start, n_seqs_run + 1);
   batch_.ctx_len = dev_i32(lay_.ctx, n_seqs_run);
   batch_.page_table = Tensor(table_.ptr<int32_t>(), DType::I32, {n_seqs_run, stride}, be_.device());
-  batch_.seq_policy = Tensor(packed_.ptr<int32_t>() + lay_.seq_policy, DType::I32, {n_seqs_run, 3}, be_.device());
+  if (mixed)
+    batch_.seq_policy = Tensor(packed_.ptr<int32_t>() + lay_.seq_policy, DType::I32, {n_seqs_run, 3}, be_.device());
   input_ = StepInput{};
   input_.token_ids = dev_i32(lay_.ids, n_rows_run);
   input_.positions = dev_i32(lay_.pos, n_rows_run);
@@ -372,7 +377,7 @@ StepHandle StepExecutor::launch() {
   input_.layer_dense = layer_dense_;
 
   if (graph) {
-    const GraphKey key{n_seqs_run, stride, penalties};
+    const GraphKey key{n_seqs_run, stride, penalties, mixed};
     auto it = graphs_.find(key);
     if (it != graphs_.end() && it->second.epoch != be_.scratch_epoch()) {
       graphs_.erase(it);

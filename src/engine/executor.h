@@ -111,7 +111,7 @@ class StepExecutor {
  private:
   struct GraphKey {
     int rows = 0, pages = 0;
-    bool penalties = false;
+    bool penalties = false, mixed_policies = false;
     auto operator<=>(const GraphKey&) const = default;
   };
   struct Recorded {

@@ -84,53 +84,40 @@ struct Loader {
   }
 };
 
-// splitmix64: a tiny, fast, well-mixed generator; one stream per tensor.
-struct SplitMix {
-  uint64_t s;
-  uint64_t next() {
-    uint64_t z = (s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
-  float uniform() { return static_cast<float>(next() >> 40) * (1.f / 16777216.f) * 2.f - 1.f; }  // [-1, 1)
-};
-
+// Random weights drawn on the device by Backend::fill_uniform (a pure function
+// of seed and element index, the same values on every backend up to the
+// storage rounding), so a random 32B model takes seconds, not minutes of host
+// generation.
 struct RandomMaker {
   Backend& be;
   uint64_t seed;
   uint64_t counter = 0;
+  uint64_t next_seed() { return seed * 0x100000001b3ull + (++counter) * 0x9e3779b97f4a7c15ull; }
   // Values center + half_width * U(-1, 1).
   Buffer operator()(std::initializer_list<int64_t> shape, float center, float half_width) {
-    SplitMix rng{seed * 0x100000001b3ull + (++counter) * 0x9e3779b97f4a7c15ull};
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    return make_weight(
-        be, shape,
-        [&](float* dst) {
-          for (int64_t i = 0; i < n; ++i) dst[i] = center + half_width * rng.uniform();
-        },
-        [&](uint16_t* dst) {
-          for (int64_t i = 0; i < n; ++i) dst[i] = f32_to_bf16(center + half_width * rng.uniform());
-        });
+    Buffer b(be.act_dtype(), shape, be);
+    be.fill_uniform(b.view(), next_seed(), center - half_width, center + half_width);
+    return b;
   }
   // Uniform with std 1/sqrt(fan_in): half width sqrt(3/fan_in).
   Buffer linear(int64_t out, int64_t in) { return (*this)({out, in}, 0.f, std::sqrt(3.f / in)); }
-  // A stacking part with the values operator() would give [rows, cols] (cols 0 = 1-D).
-  Part part(int64_t rows, int64_t cols, float center, float half_width) {
-    const uint64_t s = seed * 0x100000001b3ull + (++counter) * 0x9e3779b97f4a7c15ull;
-    const int64_t n = rows * std::max<int64_t>(cols, 1);
-    return Part{rows,
-                [=](float* dst) {
-                  SplitMix rng{s};
-                  for (int64_t i = 0; i < n; ++i) dst[i] = center + half_width * rng.uniform();
-                },
-                [=](uint16_t* dst) {
-                  SplitMix rng{s};
-                  for (int64_t i = 0; i < n; ++i) dst[i] = f32_to_bf16(center + half_width * rng.uniform());
-                }};
+  // Parts stacked by rows into one matrix [sum of rows, cols] (cols 0 = 1-D).
+  struct Part {
+    int64_t rows;
+    float center, half_width;
+  };
+  Buffer stacked(std::initializer_list<Part> parts, int64_t cols) {
+    int64_t rows = 0;
+    for (const Part& p : parts) rows += p.rows;
+    Buffer b = cols > 0 ? Buffer(be.act_dtype(), {rows, cols}, be) : Buffer(be.act_dtype(), {rows}, be);
+    int64_t at = 0;
+    for (const Part& p : parts) {
+      be.fill_uniform(b.view().rows(at, p.rows), next_seed(), p.center - p.half_width, p.center + p.half_width);
+      at += p.rows;
+    }
+    return b;
   }
-  Part linear_part(int64_t out, int64_t in) { return part(out, in, 0.f, std::sqrt(3.f / in)); }
+  static Part linear_part(int64_t out, int64_t in) { return Part{out, 0.f, std::sqrt(3.f / in)}; }
 };
 
 int64_t bytes_of(const Buffer& b) { return b.empty() ? 0 : static_cast<int64_t>(b.view().nbytes()); }
@@ -200,9 +187,8 @@ Weights random_weights(const ModelConfig& cfg, Backend& be, uint64_t seed) {
   w.layers.resize(cfg.n_layers);
   for (LayerWeights& l : w.layers) {
     l.attn_norm = rnd({d}, 1.f, 0.1f);
-    l.wqkv = make_stacked(be, {rnd.linear_part(q, d), rnd.linear_part(kv, d), rnd.linear_part(kv, d)}, d);
-    if (cfg.qkv_bias)
-      l.bqkv = make_stacked(be, {rnd.part(q, 0, 0.f, 0.1f), rnd.part(kv, 0, 0.f, 0.1f), rnd.part(kv, 0, 0.f, 0.1f)}, 0);
+    l.wqkv = rnd.stacked({RandomMaker::linear_part(q, d), RandomMaker::linear_part(kv, d), RandomMaker::linear_part(kv, d)}, d);
+    if (cfg.qkv_bias) l.bqkv = rnd.stacked({{q, 0.f, 0.1f}, {kv, 0.f, 0.1f}, {kv, 0.f, 0.1f}}, 0);
     if (cfg.qk_norm) {
       l.q_norm = rnd({hd}, 1.f, 0.1f);
       l.k_norm = rnd({hd}, 1.f, 0.1f);
@@ -210,9 +196,10 @@ Weights random_weights(const ModelConfig& cfg, Backend& be, uint64_t seed) {
     // o_proj and down_proj scaled down by the depth so the residual stream stays O(1).
     l.wo = rnd({d, q}, 0.f, std::sqrt(3.f / q) / std::sqrt(2.f * cfg.n_layers));
     l.mlp_norm = rnd({d}, 1.f, 0.1f);
-    l.w_gate_up = make_stacked(be, {rnd.linear_part(ff, d), rnd.linear_part(ff, d)}, d);
+    l.w_gate_up = rnd.stacked({RandomMaker::linear_part(ff, d), RandomMaker::linear_part(ff, d)}, d);
     l.w_down = rnd({d, ff}, 0.f, std::sqrt(3.f / ff) / std::sqrt(2.f * cfg.n_layers));
   }
+  be.synchronize();
   return w;
 }
 

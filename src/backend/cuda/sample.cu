@@ -250,7 +250,11 @@ __global__ void __launch_bounds__(kThreads)
     sample_kernel(const T* logits, int n, SampleRows a, int32_t* tokens) {
   __shared__ Shared sh;
   const int r = blockIdx.x;
-  const T* row = logits + static_cast<int64_t>(r) * n;
+  if (a.forced[r] >= 0) {  // budget forcing and the like: no draw
+    if (threadIdx.x == 0) tokens[r] = a.forced[r];
+    return;
+  }
+  const T* row = logits + static_cast<int64_t>(a.logit_row[r]) * n;
   float mx;
   int arg;
   block_argmax(row, n, sh, mx, arg);

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The project on the GPU machine, step by step, in one device call:
+#   bash dev/cuda/gpu.sh STEP [STEP...]          (carry build-devdeps)
+# Steps:
+#   build       configure + build everything with CUDA (-Werror) in $B (default /tmp/kbuild)
+#   tests       ctest -L 'kernels|model' (every CUDA op vs the CPU, HF parity, engine on the GPU)
+#   diag32k     the long-context rows with KINFER_CUDA_SYNC=1 (a fault names its op)
+#   decode      kinfer bench decode rows (Qwen3 shapes, dense and blocktopk, 16K-40K)
+#   generate    kinfer bench generate rows with --profile, and the HF generate baseline
+#   eval        the SmolLM2 GSM8K eval job (needs $GGUF) and its HF baseline
+# Logs and JSON lines go to $OUT; a short table is printed at the end.
+# Debian packages the GPU image lacks (pcre2, utf8proc) are unpacked from
+# build-devdeps/debs (made here with `apt-get download`).
+set -uo pipefail
+OUT=${OUT:-$PWD/out}
+B=${B:-/tmp/kbuild}
+K=$B/kinfer
+mkdir -p "$OUT"
+T0=$(date +%s)
+R=/tmp/devroot
+for f in build-devdeps/debs/*.deb; do dpkg -x "$f" $R; done
+export PKG_CONFIG_PATH=$R/usr/lib/x86_64-linux-gnu/pkgconfig PKG_CONFIG_SYSROOT_DIR=$R
+export LD_LIBRARY_PATH=$R/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+J="$OUT/results.jsonl"
+log() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a "$OUT/steps.log"; }
+
+step_build() {
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv > "$OUT/env.txt" 2>&1
+  nvcc --version | tail -1 >> "$OUT/env.txt"
+  if ! { cmake -S . -B $B -G Ninja -DKINFER_CUDA=ON -DKINFER_WERROR=ON -DKINFER_TEST_LAYERS="unit;model;kernels" \
+           > "$OUT/build.log" 2>&1 && ninja -C $B -j16 >> "$OUT/build.log" 2>&1; }; then
+    grep -E 'error' "$OUT/build.log" | head -30
+    tail -20 "$OUT/build.log"
+    exit 1
+  fi
+  log "built"
+}
+
+step_tests() {
+  ctest --test-dir $B -L 'kernels|model' --output-on-failure -j4 --timeout 600 > "$OUT/tests.log" 2>&1
+  grep -E 'tests passed|tests failed|Failed|\*\*\*' "$OUT/tests.log" | head -30
+  grep -hE '^\[ (sample|attn) ' "$OUT/tests.log" | head -20
+  log "tests done"
+}
+
+dec() {  # preset batch context attn [extra]
+  $K bench decode --device cuda --model random:$1 --batch $2 --context $3 --attn $4 --topk-pages 64 --local-pages 4 \
+    --page-size 16 --tokens ${DECODE_TOKENS:-20} --copy-gbps "$COPY" --json "${@:5}" 2>>"$OUT/decode.err" | tee -a "$J" |
+    python3 -c "import json,sys
+for l in sys.stdin:
+  j=json.loads(l); print(f\"decode {j['model']} B{j['batch']}x{j['context']} {j['attn']['kind']}: {j['step_ms']:.2f} ms/step, {j['roofline_fraction']:.2f} of roofline\")"
+}
+
+copy_bw() { COPY=$($K bench copy --json | tee -a "$J" | python3 -c "import json,sys; print(json.load(sys.stdin)['copy_gbps'])"); }
+
+step_diag32k() {
+  copy_bw
+  KINFER_CUDA_SYNC=1 DECODE_TOKENS=3 dec qwen3-0.6b 16 32768 dense --warmup 1 || tail -3 "$OUT/decode.err"
+  DECODE_TOKENS=5 dec qwen3-0.6b 32 32768 dense --warmup 1 || tail -3 "$OUT/decode.err"
+  DECODE_TOKENS=5 dec qwen3-0.6b 4 40960 blocktopk --warmup 1 || tail -3 "$OUT/decode.err"
+  log "diag32k done"
+}
+
+step_decode() {
+  copy_bw
+  for a in dense blocktopk; do
+    dec qwen3-0.6b 32 16384 $a
+    dec qwen3-0.6b 64 16384 $a
+    dec qwen3-8b 32 16384 $a
+    dec qwen3-0.6b 32 32768 $a
+    dec qwen3-0.6b 4 40960 $a
+  done
+  dec qwen3-0.6b 32 16384 blocktopk --dense-layers 0
+  dec qwen3-8b 128 4096 dense
+  dec qwen3-32b 16 16384 dense
+  dec qwen3-0.6b 32 16384 blocktopk --profile > /dev/null
+  tail -1 "$J" | python3 -c "import json,sys; p=json.load(sys.stdin)['profile']; [print(f'  {k}: {v[\"ms_per_step\"]:.3f} ms') for k,v in sorted(p.items(), key=lambda kv: -kv[1]['ms'])[:12]]"
+  log "decode done"
+}
+
+gen() {  # extra flags
+  $K bench generate --device cuda --model random:qwen3-0.6b --ignore-eos --profile --json "$@" 2>>"$OUT/gen.err" |
+    python3 -c "import json,sys; j=json.load(sys.stdin); print(json.dumps(j))" | tee -a "$J" | python3 -c "import json,sys
+j=json.loads(sys.stdin.read()); p=j.get('profile',{})
+print(f\"generate n={j['n']}: {j['gen_tok_s']:.0f} tok/s overall, decode {j['decode_tok_s']:.0f}, steps {j['steps']}, running peak {j['running_peak']}, roofline {p.get('roofline_fraction',0):.2f} (device {p.get('device_roofline_fraction',0):.2f}), host {p.get('host_ms_per_step',{}).get('total',0):.3f} ms/step, device {p.get('device_ms_per_step',0):.3f} ms/step\")"
+}
+
+step_generate() {
+  gen -n 256 --max-tokens 256
+  gen -n 1024 --max-tokens 2048
+  gen -n 1024 --max-tokens 2048 --attn blocktopk --topk-pages 64 --local-pages 4
+  PYTHONUNBUFFERED=1 python3 tools/bench_hf_generate.py synthetic --preset qwen3-0.6b --batch 256 --prompt 512 \
+    --new 256 2>"$OUT/hf_gen.err" | tee -a "$J" || tail -3 "$OUT/hf_gen.err"
+  log "generate done"
+}
+
+step_eval() {
+  [[ -s ${GGUF:-} ]] || { echo "eval: set GGUF to the SmolLM2 GGUF"; return; }
+  for a in dense blocktopk; do
+    $K eval --device cuda --model "$GGUF" --dataset gsm8k --limit 400 -n 16 --max-tokens 320 --seed 0 --attn $a \
+      --topk-pages 2 --local-pages 1 --profile --json --out "$OUT/eval_$a.jsonl" 2>>"$OUT/eval.err" | tee -a "$J" |
+      python3 -c "import json,sys
+j=json.load(sys.stdin); r=j['run']; e=r['engine']; s=j['summary']
+print(f\"eval {j['attn']['policy']}: {r['tok_s']:.0f} gen tok/s, wall {r['wall_s']:.1f} s, steps {e['steps']}, running peak {e['running_peak']}, summary {json.dumps(s)[:200]}\")"
+  done
+  if python3 -c "import gguf" 2>/dev/null; then
+    PYTHONUNBUFFERED=1 python3 tools/bench_hf_generate.py eval --gguf "$(basename "$GGUF")" --gguf-dir "$(dirname "$GGUF")" \
+      --data data/gsm8k.jsonl --problems 96 -n 16 2>"$OUT/hf_eval.err" | tee -a "$J" || tail -3 "$OUT/hf_eval.err"
+  fi
+  log "eval done"
+}
+
+for s in "$@"; do "step_$s"; done
