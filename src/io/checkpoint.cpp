@@ -156,16 +156,23 @@ std::vector<TensorInfo> Checkpoint::tensors() const {
   return out;
 }
 
-template <typename Out>
-void Checkpoint::read_as(const std::string& hf_name, Out* dst, std::initializer_list<int64_t> expected) const {
+const std::string& Checkpoint::file(const std::string& hf_name) const { return *entry(hf_name).file; }
+
+void Checkpoint::check(const std::string& hf_name, const std::vector<int64_t>& expected) const {
   const Entry& e = entry(hf_name);
   const TensorInfo& ti = e.info;
-  const std::vector<int64_t> want(expected);
   const std::string stored = ti.stored_name != ti.name ? fmt::format(" (stored as '{}')", ti.stored_name) : "";
-  KF_CHECK(want == ti.shape, "{}: tensor '{}'{}: expected shape {} but found {}", *e.file, hf_name, stored,
-           shape_str(want), shape_str(ti.shape));
+  KF_CHECK(expected == ti.shape, "{}: tensor '{}'{}: expected shape {} but found {}", *e.file, hf_name, stored,
+           shape_str(expected), shape_str(ti.shape));
   KF_CHECK(can_dequantize(ti.dtype), "{}: tensor '{}': dtype {} cannot be read as floating point", *e.file, hf_name,
            dtype_name(ti.dtype));
+}
+
+template <typename Out>
+void Checkpoint::read_as(const std::string& hf_name, Out* dst, const std::vector<int64_t>& expected) const {
+  check(hf_name, expected);
+  const Entry& e = entry(hf_name);
+  const TensorInfo& ti = e.info;
   auto convert = [&](const void* src, Out* out, int64_t n) {
     if constexpr (std::is_same_v<Out, float>) dequantize(ti.dtype, src, out, n);
     else dequantize_bf16(ti.dtype, src, out, n);
@@ -188,11 +195,11 @@ void Checkpoint::read_as(const std::string& hf_name, Out* dst, std::initializer_
   }
 }
 
-void Checkpoint::read_f32(const std::string& hf_name, float* dst, std::initializer_list<int64_t> shape) const {
+void Checkpoint::read_f32(const std::string& hf_name, float* dst, const std::vector<int64_t>& shape) const {
   read_as(hf_name, dst, shape);
 }
 
-void Checkpoint::read_bf16(const std::string& hf_name, uint16_t* dst, std::initializer_list<int64_t> shape) const {
+void Checkpoint::read_bf16(const std::string& hf_name, uint16_t* dst, const std::vector<int64_t>& shape) const {
   read_as(hf_name, dst, shape);
 }
 

@@ -32,17 +32,25 @@ struct ModelConfig {
   float rms_eps = 1e-6f;
   float rope_theta = 10000.f;
   RopeScaling rope_scaling;
+  // RoPE rotates the first rotary_dim dims of each head (rotate_half within
+  // them) and passes the rest: head_dim * partial_rotary_factor. 0 = head_dim.
+  int rotary_dim = 0;
   bool qk_norm = false;          // Qwen3: RMSNorm over each head of q and k before RoPE
   bool qkv_bias = false;         // Qwen2: bias on q, k, v projections
   bool tied_embeddings = false;  // lm_head shares the embedding matrix
   int sliding_window = 0;        // 0 = none (recorded; not used by the families above by default)
   int bos_token_id = -1;
   std::vector<int> eos_token_ids;
+  // Fields the checkpoint's config did not give, which took the family's
+  // documented default (HF names, e.g. "rope_theta"); `kinfer info` shows them.
+  std::vector<std::string> defaulted;
 
   // Throws kf::Error naming the field if a value is missing or inconsistent.
   void validate(const std::string& source) const;
-  // Inverse RoPE frequencies [head_dim/2] with scaling applied.
+  int rope_dim() const { return rotary_dim > 0 ? rotary_dim : head_dim; }
+  // Inverse RoPE frequencies [rope_dim()/2] with scaling applied.
   std::vector<float> rope_inv_freq() const;
+  bool was_defaulted(const std::string& field) const;
   // Parameter count with the Kinetics convention (embedding and lm_head both
   // counted even when tied) and the plain count (tied counted once).
   int64_t params_kinetics() const;

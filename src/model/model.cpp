@@ -84,7 +84,7 @@ void Model::forward(Backend& be, Workspace& ws, const std::vector<KvLayer>& kv, 
 
   RopeParams rope;
   rope.theta = cfg_.rope_theta;
-  rope.rotary_dim = static_cast<int>(hd);
+  rope.rotary_dim = cfg_.rope_dim();  // < head_dim with partial_rotary_factor
   rope.inv_freq = inv_freq_.data();
   AttnPolicy dense;
   dense.kind = AttnKind::Dense;

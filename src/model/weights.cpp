@@ -2,10 +2,13 @@
 
 #include <cmath>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <functional>
+#include <set>
 #include <string>
 
 #include "io/checkpoint.h"
+#include "util/error.h"
 
 namespace kf {
 namespace {
@@ -61,26 +64,20 @@ Buffer make_stacked(Backend& be, const std::vector<Part>& parts, int64_t cols) {
   return cols > 0 ? make_weight(be, {rows, cols}, f32, bf16) : make_weight(be, {rows}, f32, bf16);
 }
 
+// Reads tensors as specified (check_weights has checked them all).
 struct Loader {
   const Checkpoint& ckpt;
   Backend& be;
-  Buffer operator()(const std::string& name, std::initializer_list<int64_t> shape) const {
-    return make_weight(
-        be, shape, [&](float* dst) { ckpt.read_f32(name, dst, shape); },
-        [&](uint16_t* dst) { ckpt.read_bf16(name, dst, shape); });
-  }
-  // The tensor `name` of shape [rows, cols] ([rows] when cols is 0), as a stacking part.
-  Part part(const std::string& name, int64_t rows, int64_t cols) const {
+  Buffer operator()(const WeightSpec& t) const { return stacked({t}); }
+  // The tensors (1-D or 2-D) stacked by rows into one weight.
+  Buffer stacked(const std::vector<WeightSpec>& ts) const {
+    std::vector<Part> parts;
     const Checkpoint* c = &ckpt;
-    return Part{rows,
-                [=](float* dst) {
-                  if (cols > 0) c->read_f32(name, dst, {rows, cols});
-                  else c->read_f32(name, dst, {rows});
-                },
-                [=](uint16_t* dst) {
-                  if (cols > 0) c->read_bf16(name, dst, {rows, cols});
-                  else c->read_bf16(name, dst, {rows});
-                }};
+    for (const WeightSpec& t : ts) {
+      parts.push_back(Part{t.shape[0], [c, t](float* dst) { c->read_f32(t.name, dst, t.shape); },
+                           [c, t](uint16_t* dst) { c->read_bf16(t.name, dst, t.shape); }});
+    }
+    return make_stacked(be, parts, ts[0].shape.size() > 1 ? ts[0].shape[1] : 0);
   }
 };
 
@@ -138,39 +135,90 @@ int64_t Weights::total_bytes() const {
   return bytes_per_step() + (tied() ? 0 : bytes_of(embed));  // tied: lm_head() is the embedding
 }
 
-Weights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, Backend& be) {
-  const Loader load{ckpt, be};
+std::vector<const WeightSpec*> WeightsSpec::all() const {
+  std::vector<const WeightSpec*> out = {&embed, &final_norm, &lm_head};
+  for (const LayerSpec& l : layers) {
+    for (const WeightSpec* t : {&l.attn_norm, &l.q_norm, &l.k_norm, &l.wo, &l.mlp_norm, &l.w_down}) out.push_back(t);
+    for (const std::vector<WeightSpec>* v : {&l.wqkv, &l.bqkv, &l.w_gate_up})
+      for (const WeightSpec& t : *v) out.push_back(&t);
+  }
+  std::erase_if(out, [](const WeightSpec* t) { return t->name.empty(); });
+  return out;
+}
+
+WeightsSpec weights_spec(const Checkpoint& ckpt, const ModelConfig& cfg) {
   const int64_t d = cfg.hidden_size, q = int64_t(cfg.n_heads) * cfg.head_dim,
                 kv = int64_t(cfg.n_kv_heads) * cfg.head_dim, ff = cfg.intermediate_size,
                 vocab = cfg.vocab_size, hd = cfg.head_dim;
-  Weights w;
-  w.embed = load("model.embed_tokens.weight", {vocab, d});
-  w.final_norm = load("model.norm.weight", {d});
+  WeightsSpec s;
+  s.embed = {"model.embed_tokens.weight", {vocab, d}};
+  s.final_norm = {"model.norm.weight", {d}};
   const bool gguf_without_head = ckpt.format() == "gguf" && !ckpt.has("lm_head.weight");
-  if (!cfg.tied_embeddings && !gguf_without_head) w.lm_head_own = load("lm_head.weight", {vocab, d});
-  w.layers.resize(cfg.n_layers);
+  if (!cfg.tied_embeddings && !gguf_without_head) s.lm_head = {"lm_head.weight", {vocab, d}};
+  s.layers.resize(cfg.n_layers);
   for (int i = 0; i < cfg.n_layers; ++i) {
-    LayerWeights& l = w.layers[i];
+    LayerSpec& l = s.layers[i];
     const std::string p = fmt::format("model.layers.{}.", i);
-    l.attn_norm = load(p + "input_layernorm.weight", {d});
-    l.wqkv = make_stacked(be,
-                          {load.part(p + "self_attn.q_proj.weight", q, d), load.part(p + "self_attn.k_proj.weight", kv, d),
-                           load.part(p + "self_attn.v_proj.weight", kv, d)},
-                          d);
+    l.attn_norm = {p + "input_layernorm.weight", {d}};
+    l.wqkv = {{p + "self_attn.q_proj.weight", {q, d}},
+              {p + "self_attn.k_proj.weight", {kv, d}},
+              {p + "self_attn.v_proj.weight", {kv, d}}};
     if (cfg.qkv_bias) {
-      l.bqkv = make_stacked(be,
-                            {load.part(p + "self_attn.q_proj.bias", q, 0), load.part(p + "self_attn.k_proj.bias", kv, 0),
-                             load.part(p + "self_attn.v_proj.bias", kv, 0)},
-                            0);
+      l.bqkv = {{p + "self_attn.q_proj.bias", {q}}, {p + "self_attn.k_proj.bias", {kv}}, {p + "self_attn.v_proj.bias", {kv}}};
     }
     if (cfg.qk_norm) {
-      l.q_norm = load(p + "self_attn.q_norm.weight", {hd});
-      l.k_norm = load(p + "self_attn.k_norm.weight", {hd});
+      l.q_norm = {p + "self_attn.q_norm.weight", {hd}};
+      l.k_norm = {p + "self_attn.k_norm.weight", {hd}};
     }
-    l.wo = load(p + "self_attn.o_proj.weight", {d, q});
-    l.mlp_norm = load(p + "post_attention_layernorm.weight", {d});
-    l.w_gate_up = make_stacked(be, {load.part(p + "mlp.gate_proj.weight", ff, d), load.part(p + "mlp.up_proj.weight", ff, d)}, d);
-    l.w_down = load(p + "mlp.down_proj.weight", {d, ff});
+    l.wo = {p + "self_attn.o_proj.weight", {d, q}};
+    l.mlp_norm = {p + "post_attention_layernorm.weight", {d}};
+    l.w_gate_up = {{p + "mlp.gate_proj.weight", {ff, d}}, {p + "mlp.up_proj.weight", {ff, d}}};
+    l.w_down = {p + "mlp.down_proj.weight", {d, ff}};
+  }
+  return s;
+}
+
+void check_weights(const Checkpoint& ckpt, const ModelConfig& cfg) {
+  const WeightsSpec spec = weights_spec(ckpt, cfg);
+  std::set<std::string> used;
+  for (const WeightSpec* t : spec.all()) {
+    if (t->name == "lm_head.weight" && !ckpt.has(t->name) && cfg.was_defaulted("tie_word_embeddings")) {
+      fail("{}: missing tensor 'lm_head.weight' (config.json has no 'tie_word_embeddings', which defaults to false; "
+           "set it to true if the model shares its embedding)", ckpt.path());
+    }
+    ckpt.check(t->name, t->shape);
+    used.insert(t->name);
+  }
+  for (const TensorInfo& t : ckpt.tensors()) {
+    if (used.count(t.name)) continue;
+    // Ignored as transformers ignores them: a tied model's stored lm_head, old rotary buffers.
+    if ((t.name == "lm_head.weight" && cfg.tied_embeddings) || t.name.ends_with(".rotary_emb.inv_freq")) continue;
+    fail("{}: tensor '{}' [{}] is not used by a {} model with this config (kinfer does not implement it and would "
+         "compute something else)", ckpt.file(t.name), t.name, fmt::join(t.shape, ", "), cfg.arch);
+  }
+}
+
+Weights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, Backend& be) {
+  check_weights(ckpt, cfg);
+  const WeightsSpec s = weights_spec(ckpt, cfg);
+  const Loader load{ckpt, be};
+  Weights w;
+  w.embed = load(s.embed);
+  w.final_norm = load(s.final_norm);
+  if (!s.lm_head.name.empty()) w.lm_head_own = load(s.lm_head);
+  w.layers.resize(cfg.n_layers);
+  for (int i = 0; i < cfg.n_layers; ++i) {
+    const LayerSpec& ls = s.layers[i];
+    LayerWeights& l = w.layers[i];
+    l.attn_norm = load(ls.attn_norm);
+    l.wqkv = load.stacked(ls.wqkv);
+    if (!ls.bqkv.empty()) l.bqkv = load.stacked(ls.bqkv);
+    if (!ls.q_norm.name.empty()) l.q_norm = load(ls.q_norm);
+    if (!ls.k_norm.name.empty()) l.k_norm = load(ls.k_norm);
+    l.wo = load(ls.wo);
+    l.mlp_norm = load(ls.mlp_norm);
+    l.w_gate_up = load.stacked(ls.w_gate_up);
+    l.w_down = load(ls.w_down);
   }
   return w;
 }

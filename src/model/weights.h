@@ -2,6 +2,7 @@
 // BF16 on CUDA), named after the HF tensors they come from.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "backend/backend.h"
@@ -39,9 +40,36 @@ struct Weights {
   int64_t total_bytes() const;  // everything held (tied lm_head counted once)
 };
 
-// Reads every tensor the config needs from the checkpoint (errors name the
-// tensor and the file). A GGUF without output.weight ties lm_head to the
-// embedding, as llama.cpp does.
+// A tensor the model reads: its HF name and the shape the config implies.
+struct WeightSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+
+// Every tensor a config reads, field by field as in LayerWeights and
+// Weights; stacked parts in stacking order; an optional tensor the config
+// does not use has an empty name (an empty vector for stacked ones).
+struct LayerSpec {
+  WeightSpec attn_norm, q_norm, k_norm, wo, mlp_norm, w_down;
+  std::vector<WeightSpec> wqkv, bqkv, w_gate_up;
+};
+struct WeightsSpec {
+  WeightSpec embed, final_norm, lm_head;
+  std::vector<LayerSpec> layers;
+  std::vector<const WeightSpec*> all() const;  // every tensor read
+};
+
+// What `cfg` reads from `ckpt`. A GGUF without output.weight ties lm_head to
+// the embedding, as llama.cpp does.
+WeightsSpec weights_spec(const Checkpoint& ckpt, const ModelConfig& cfg);
+
+// Checks, before anything is read, that the checkpoint has every tensor the
+// config needs with exactly its shape and a float-readable dtype, and no
+// tensor the model would silently ignore (an o_proj or MLP bias, say).
+// Errors name the tensor and the file. load_weights runs it; so does `kinfer info`.
+void check_weights(const Checkpoint& ckpt, const ModelConfig& cfg);
+
+// Reads every tensor the config needs from the checkpoint after check_weights.
 Weights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, Backend& backend);
 
 // Random weights with the config's shapes for benchmarks and property tests:

@@ -1,7 +1,8 @@
 // The whole model and engine on the CUDA backend (bf16 weights, KV and
 // activations) against independent references:
 // - logits of the tiny HF checkpoints with GPU head sizes (tests/fixtures/models/
-//   {qwen3_hd128,llama_hd64}, made by tools/make_model_fixtures.py with
+//   {qwen3_hd128,llama_hd64} and the transformers-5 layout {qwen3_v5_hd128,
+//   llama3_v5_hd64}, made by tools/make_model_fixtures.py with
 //   transformers in fp32) within bf16 error,
 //   for one-shot prefill and for token-by-token decode through graph replay;
 // - graph replay gives the same bits as launching every op;
@@ -92,7 +93,7 @@ TEST_P(CudaHfParity, PrefillAndGraphDecodeWithinBf16) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaHfParity,
-                         ::testing::Values("qwen3_hd128", "llama_hd64"));
+                         ::testing::Values("qwen3_hd128", "llama_hd64", "qwen3_v5_hd128", "llama3_v5_hd64"));
 
 // Replaying a recorded step must give exactly what launching its ops gives:
 // two runners in the same state, one with graphs, one without.

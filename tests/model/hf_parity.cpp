@@ -3,8 +3,12 @@
 // the whole sequence, chunked prefill and token-by-token decode must each be
 // within 1e-3 of HF's fp32 logits at every position. Decode and chunked
 // prefill must also equal the one-shot prefill bitwise (batch invariance).
+// Where the fixture has HF's greedy continuation, greedy decoding must give
+// the same ids. The *_v5 fixtures keep config.json as transformers >= 5
+// writes it (RoPE only in rope_parameters).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -82,11 +86,38 @@ TEST_P(HfParity, PrefillAndDecodeMatchTransformers) {
       << ")";
   EXPECT_EQ(0, std::memcmp(chunks.data(), prefill.data(), prefill.size() * sizeof(float)))
       << name << ": chunked prefill differs from prefill";
+
+  // 4) greedy decoding after the sequence gives HF's ids.
+  if (fx.greedy.empty()) return;
+  test::StepDriver gen(model, *be, 1, static_cast<int>(n + fx.greedy.size()), 16);
+  std::vector<float> l = gen.prefill(0, fx.tokens, false);
+  std::vector<int32_t> ids;
+  while (ids.size() < fx.greedy.size()) {
+    ids.push_back(static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin()));
+    l = gen.decode({ids.back()});
+  }
+  EXPECT_EQ(ids, fx.greedy) << name << ": greedy ids differ from HF's";
+}
+
+// The *_v5 fixtures test the transformers >= 5 layout only if they have it.
+TEST(HfParityFixtures, V5ConfigsHaveRopeOnlyInRopeParameters) {
+  for (const char* name : {"qwen3_v5", "qwen2_v5", "llama3_v5", "llama_partial_v5", "qwen3_v5_hd128",
+                           "llama3_v5_hd64"}) {
+    std::ifstream in(kDir + name + "/config.json");
+    ASSERT_TRUE(in.good()) << name;
+    const auto j = nlohmann::json::parse(in);
+    EXPECT_FALSE(j.contains("rope_theta")) << name;
+    EXPECT_FALSE(j.contains("rope_scaling")) << name;
+    ASSERT_TRUE(j.contains("rope_parameters")) << name;
+    EXPECT_NE(j["rope_parameters"]["rope_theta"].get<double>(), 10000.0) << name;  // a default would not show
+    EXPECT_NE(j["head_dim"].get<int>(), j["hidden_size"].get<int>() / j["num_attention_heads"].get<int>()) << name;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, HfParity,
                          ::testing::Values("qwen3_tied", "qwen2_untied", "llama3_untied", "llama_tied", "qwen3_hd128",
-                                           "llama_hd64"));
+                                           "llama_hd64", "qwen3_v5", "qwen2_v5", "llama3_v5", "llama_partial_v5",
+                                           "qwen3_v5_hd128", "llama3_v5_hd64"));
 
 TEST(HfParityErrors, MissingTensorNamesTensorAndFile) {
   // A config that promises more layers than the safetensors holds.
