@@ -5,6 +5,7 @@
 #   build       configure + build everything with CUDA (-Werror) in $B (default /tmp/kbuild)
 #   tests       ctest -L 'kernels|model' (every CUDA op vs the CPU, HF parity, engine on the GPU)
 #   diag32k     the long-context rows with KINFER_CUDA_SYNC=1 (a fault names its op)
+#   quick       two decode rows, a profile and one generate row
 #   decode      kinfer bench decode rows (Qwen3 shapes, dense and blocktopk, 16K-40K)
 #   generate    kinfer bench generate rows with --profile, and the HF generate baseline
 #   eval        the SmolLM2 GSM8K eval job (needs $GGUF) and its HF baseline
@@ -77,6 +78,16 @@ step_decode() {
   dec qwen3-0.6b 32 16384 blocktopk --profile > /dev/null
   tail -1 "$J" | python3 -c "import json,sys; p=json.load(sys.stdin)['profile']; [print(f'  {k}: {v[\"ms_per_step\"]:.3f} ms') for k,v in sorted(p.items(), key=lambda kv: -kv[1]['ms'])[:12]]"
   log "decode done"
+}
+
+step_quick() {
+  copy_bw
+  dec qwen3-0.6b 32 16384 dense
+  dec qwen3-0.6b 32 16384 blocktopk
+  dec qwen3-0.6b 32 16384 blocktopk --profile > /dev/null
+  tail -1 "$J" | python3 -c "import json,sys; p=json.load(sys.stdin)['profile']; [print(f'  {k}: {v[\"ms_per_step\"]:.3f} ms') for k,v in sorted(p.items(), key=lambda kv: -kv[1]['ms'])[:10]]"
+  gen -n 256 --max-tokens 256
+  log "quick done"
 }
 
 gen() {  # extra flags
