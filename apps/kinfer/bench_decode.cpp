@@ -110,7 +110,9 @@ int bench_decode(int argc, char** argv) {
   };
 
   // Deterministic pseudo-text: the token ids do not change the work done.
-  auto token_at = [&](int seq, int pos) { return static_cast<int32_t>((seq * 7919 + pos * 104729) % cfg.vocab_size); };
+  auto token_at = [&](int seq, int pos) {
+    return static_cast<int32_t>((int64_t{seq} * 7919 + int64_t{pos} * 104729) % cfg.vocab_size);
+  };
   double prefill_s = 0;
   if (context > 0) {
     exec.fill_synthetic();

@@ -170,7 +170,7 @@ void StepExecutor::add_copy(int src_page, int dst_page) {
 
 // Fills the staging of `f`: every array of the step at its Layout offset, the
 // page tables, and the logical -> physical maps of logits and sampled rows.
-void StepExecutor::stage(InFlight& f, bool graph, int n_seqs_run, int stride) {
+void StepExecutor::stage(InFlight& f, bool padded, int n_seqs_run, int stride) {
   const int n_seqs = static_cast<int>(seqs_.size());
   const int P = cfg_.page_size;
   int32_t* ids = words(f, lay_.ids);
@@ -211,11 +211,11 @@ void StepExecutor::stage(InFlight& f, bool graph, int n_seqs_run, int stride) {
     else std::copy(seqs_[i].pages.begin(), seqs_[i].pages.end(), row);
   }
 
-  // Logits rows: in a graph step every sequence's (only) row, in order.
-  const int n_logits = graph ? n_seqs_run : static_cast<int>(logits_rows_.size());
+  // Logits rows: in a padded step every sequence's (only) row, in order.
+  const int n_logits = padded ? n_seqs_run : static_cast<int>(logits_rows_.size());
   int32_t* logit_rows = words(f, lay_.logit_rows);
   f.logits_phys.assign(logits_rows_.size(), 0);
-  if (graph) {
+  if (padded) {
     for (int i = 0; i < n_logits; ++i) logit_rows[i] = i;
     for (size_t j = 0; j < logits_rows_.size(); ++j) f.logits_phys[j] = logits_rows_[j].seq;
   } else {
@@ -231,7 +231,7 @@ void StepExecutor::stage(InFlight& f, bool graph, int n_seqs_run, int stride) {
   float* p_pres = reinterpret_cast<float*>(words(f, lay_.p_pres));
   float* p_freq = reinterpret_cast<float*>(words(f, lay_.p_freq));
   for (int j = 0; j < n_logits; ++j) {
-    p_seq[j] = graph ? j : logits_rows_[j].seq;
+    p_seq[j] = padded ? j : logits_rows_[j].seq;
     p_prompt[j] = 0;
     p_rep[j] = 1.f;
     p_pres[j] = 0.f;
@@ -246,8 +246,8 @@ void StepExecutor::stage(InFlight& f, bool graph, int n_seqs_run, int stride) {
     p_freq[ph] = pen.frequency;
   }
 
-  // Sampled rows: in a graph step row i samples logits row i (padding: greedy, ignored).
-  const int n_samples = graph ? n_seqs_run : static_cast<int>(samples_.size());
+  // Sampled rows: in a padded step row i samples logits row i (padding: greedy, ignored).
+  const int n_samples = padded ? n_seqs_run : static_cast<int>(samples_.size());
   int32_t* s_row = words(f, lay_.s_row);
   float* s_temp = reinterpret_cast<float*>(words(f, lay_.s_temp));
   int32_t* s_topk = words(f, lay_.s_topk);
@@ -256,7 +256,7 @@ void StepExecutor::stage(InFlight& f, bool graph, int n_seqs_run, int stride) {
   float* s_u = reinterpret_cast<float*>(words(f, lay_.s_u));
   int32_t* s_forced = words(f, lay_.s_forced);
   for (int r = 0; r < n_samples; ++r) {
-    s_row[r] = graph ? r : 0;
+    s_row[r] = padded ? r : 0;
     s_temp[r] = 0.f;
     s_topk[r] = 0;
     s_topp[r] = 1.f;
@@ -267,7 +267,7 @@ void StepExecutor::stage(InFlight& f, bool graph, int n_seqs_run, int stride) {
   f.sample_phys.assign(samples_.size(), 0);
   for (size_t k = 0; k < samples_.size(); ++k) {
     const auto& [lrow, s] = samples_[k];
-    const int ph = graph ? f.logits_phys[lrow] : static_cast<int>(k);
+    const int ph = padded ? f.logits_phys[lrow] : static_cast<int>(k);
     f.sample_phys[k] = ph;
     s_row[ph] = f.logits_phys[lrow];
     s_temp[ph] = s.temperature;
@@ -325,20 +325,20 @@ StepHandle StepExecutor::launch() {
 
   int max_pages = 1;
   for (const SeqEntry& e : seqs_) max_pages = std::max(max_pages, static_cast<int>(e.pages.size()));
+  // Padding needs at most one logits row (a sequence's last) and one sample per sequence.
   bool one_sample_per_seq = true;
-  {
-    std::vector<uint8_t> seen(seqs_.size(), 0);
-    for (const auto& [lrow, s] : samples_) {
-      const int seq = logits_rows_[lrow].seq;
-      if (seen[seq]++) one_sample_per_seq = false;
-    }
-    std::vector<uint8_t> seen_logits(seqs_.size(), 0);
-    for (const LogitsEntry& le : logits_rows_)
-      if (seen_logits[le.seq]++ || le.row != seqs_[le.seq].first_row + seqs_[le.seq].rows - 1) one_sample_per_seq = false;
-  }
-  const bool graph = cfg_.graphs && n_rows_ == n_seqs && one_sample_per_seq;
-  const int n_seqs_run = graph ? rows_bucket(n_seqs, cfg_.max_seqs) : n_seqs;
-  const int stride = graph ? pages_bucket(max_pages) : max_pages;
+  seen_.assign(2 * seqs_.size(), 0);
+  for (const auto& [lrow, s] : samples_)
+    if (seen_[logits_rows_[lrow].seq]++) one_sample_per_seq = false;
+  for (const LogitsEntry& le : logits_rows_)
+    if (seen_[seqs_.size() + le.seq]++ || le.row != seqs_[le.seq].first_row + seqs_[le.seq].rows - 1)
+      one_sample_per_seq = false;
+  // A pure decode step is padded to a bucket of rows and columns, and
+  // replayed as a graph when graphs are on.
+  const bool padded = (cfg_.graphs || cfg_.pad_decode) && n_rows_ == n_seqs && one_sample_per_seq;
+  const bool graph = padded && cfg_.graphs;
+  const int n_seqs_run = padded ? rows_bucket(n_seqs, cfg_.max_seqs) : n_seqs;
+  const int stride = padded ? pages_bucket(max_pages) : max_pages;
   reserve_table(int64_t(n_seqs_run) * stride);
   bool penalties = false;
   for (const LogitsEntry& le : logits_rows_) penalties |= le.pen.active();
@@ -348,7 +348,7 @@ StepHandle StepExecutor::launch() {
   for (const SeqEntry& e : seqs_) mixed |= !(e.policy == cfg_.policy);
 
   be_.record(*f.start);
-  stage(f, graph, n_seqs_run, stride);
+  stage(f, padded, n_seqs_run, stride);
   if (!copies_.empty()) {
     const int nc = static_cast<int>(copies_.size());
     const Tensor src = dev_i32(lay_.copy_src, nc), dst = dev_i32(lay_.copy_dst, nc);
@@ -356,9 +356,9 @@ StepHandle StepExecutor::launch() {
     be_.copy_rows(token_pool_.view(), src, dst);
   }
 
-  const int n_rows_run = graph ? n_seqs_run : n_rows_;
-  const int n_logits = graph ? n_seqs_run : static_cast<int>(logits_rows_.size());
-  const int n_samples = graph ? n_seqs_run : static_cast<int>(samples_.size());
+  const int n_rows_run = padded ? n_seqs_run : n_rows_;
+  const int n_logits = padded ? n_seqs_run : static_cast<int>(logits_rows_.size());
+  const int n_samples = padded ? n_seqs_run : static_cast<int>(samples_.size());
   batch_ = AttnBatch{};
   batch_.n_seqs = n_seqs_run;
   batch_.max_pages = stride;

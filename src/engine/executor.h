@@ -36,6 +36,7 @@ struct ExecutorConfig {
   int max_seqs = 256;         // sequences in one step, and sampled rows
   int max_logit_rows = 0;     // logits rows in one step (0 = max_seqs)
   bool graphs = false;        // replay pure decode steps as graphs (padded to buckets)
+  bool pad_decode = false;    // pad pure decode steps as graph steps are, even without graphs (tests)
   AttnPolicy policy;          // decode policy of sequences added without one
   std::vector<int> dense_layers;  // layers that stay dense under any policy
 };
@@ -144,7 +145,7 @@ class StepExecutor {
     bool busy = false, want_logits = false;
   };
 
-  void stage(InFlight& f, bool graph, int n_seqs_run, int stride);
+  void stage(InFlight& f, bool padded, int n_seqs_run, int stride);
   void run_forward(int n_logits, int n_samples, bool penalties);
   int32_t* words(InFlight& f, int64_t off) { return f.staging.ptr<int32_t>() + off; }
   Tensor dev_i32(int64_t off, int64_t n) const;
@@ -180,6 +181,7 @@ class StepExecutor {
   std::vector<std::pair<int, int>> copies_;
   bool want_logits_ = false;
   int n_rows_ = 0;
+  std::vector<uint8_t> seen_;  // launch()'s per-sequence counts (kept: no allocation per step)
 
   InFlight flight_[2];
   int next_flight_ = 0;

@@ -72,11 +72,13 @@ TEST_F(CudaTokens, PenaltiesMatchCpuBitwise) {
 
 TEST_F(CudaTokens, ResolveTokensAndCopyRows) {
   const int P = 16, n_pages = 50, n = 40;
-  std::vector<int32_t> prev(30), ids(n), slots(n), pool(size_t(n_pages) * P, -9);
+  std::vector<int32_t> prev(30), ids(n), slots(n), pool(size_t(n_pages) * P, -9), free_slots(n_pages * P);
   for (int32_t& t : prev) t = static_cast<int32_t>(rng() % 1000);
+  std::iota(free_slots.begin(), free_slots.end(), 0);
+  std::shuffle(free_slots.begin(), free_slots.end(), rng);  // distinct slots, as a step's rows have
   for (int i = 0; i < n; ++i) {
     ids[i] = i % 3 == 0 ? -static_cast<int32_t>(rng() % prev.size()) - 1 : static_cast<int32_t>(rng() % 1000);
-    slots[i] = i == 7 ? -1 : i == 9 ? n_pages * P + 5 : static_cast<int32_t>(rng() % (n_pages * P));
+    slots[i] = i == 7 ? -1 : i == 9 ? n_pages * P + 5 : free_slots[i];
   }
   std::vector<int32_t> got_ids[2], got_pool[2];
   for (int b = 0; b < 2; ++b) {

@@ -234,7 +234,7 @@ class CudaBackend final : public Backend {
     need(out, DType::BF16, "embed out");
     const int n = static_cast<int>(ids.numel()), d = static_cast<int>(table.dim(-1));
     KF_CHECK(out.numel() == static_cast<int64_t>(n) * d, "embed: out {} != [{}, {}]", out.shape_str(), n, d);
-    cuda::embed(bptr(table), iptr(ids), bptr(out), n, d, stream_);
+    cuda::embed(bptr(table), table.dim(0), iptr(ids), bptr(out), n, d, stream_);
     op.done();
   }
 
@@ -459,8 +459,10 @@ class CudaBackend final : public Backend {
     r.top_p = static_cast<const float*>(a.top_p.data);
     r.min_p = static_cast<const float*>(a.min_p.data);
     r.uniform = static_cast<const float*>(a.uniform.data);
+    uint32_t* scratch = static_cast<uint32_t*>(
+        grow(sample_cand_, DType::I32, 2 * cuda::sample_scratch_words(static_cast<int>(m), static_cast<int>(vocab))));
     cuda::sample(logits.data, logits.dtype == DType::BF16, static_cast<int>(m), static_cast<int>(vocab), r,
-                 iptr(tokens), stream_);
+                 iptr(tokens), scratch, stream_);
     op.done();
   }
 
@@ -719,7 +721,7 @@ class CudaBackend final : public Backend {
   cublasLtHandle_t lt_ = nullptr;
   Buffer lt_ws_;
   std::map<std::tuple<int64_t, int64_t, int64_t, bool, int, bool>, std::unique_ptr<GemmPlan>> plans_;
-  Buffer part_acc_, part_ml_, list_, list_count_, list_mask_, keys_, penalty_bits_;
+  Buffer part_acc_, part_ml_, list_, list_count_, list_mask_, keys_, penalty_bits_, sample_cand_;
 
   // Page-locked host memory (cudaMallocHost) for the executor's overlapped copies.
   struct PinnedAllocator final : Allocator {

@@ -27,10 +27,17 @@ void check_launch(const char* what) { check(cudaGetLastError(), what); }
 namespace {
 
 // out[i, :] = table[ids[i], :]; one block per row, 16-byte copies when d % 8 == 0.
-__global__ void embed_kernel(const bf16_t* table, const int32_t* ids, bf16_t* out, int d, bool vec) {
+// An id outside [0, table_rows) (which the host never sends) gives a zero
+// row rather than a read outside the table.
+__global__ void embed_kernel(const bf16_t* table, int64_t table_rows, const int32_t* ids, bf16_t* out, int d,
+                             bool vec) {
   const int64_t row = ids[blockIdx.x];
-  const bf16_t* src = table + row * d;
   bf16_t* dst = out + static_cast<int64_t>(blockIdx.x) * d;
+  if (row < 0 || row >= table_rows) {
+    for (int i = threadIdx.x; i < d; i += blockDim.x) dst[i] = 0;
+    return;
+  }
+  const bf16_t* src = table + row * d;
   if (vec) {
     for (int i = threadIdx.x; i < d / 8; i += blockDim.x)
       reinterpret_cast<uint4*>(dst)[i] = reinterpret_cast<const uint4*>(src)[i];
@@ -196,9 +203,9 @@ __global__ void fill_kernel(bf16_t* x, int64_t n, uint64_t seed, float lo, float
 
 }  // namespace
 
-void embed(const bf16_t* table, const int32_t* ids, bf16_t* out, int n, int d, cudaStream_t st) {
+void embed(const bf16_t* table, int64_t table_rows, const int32_t* ids, bf16_t* out, int n, int d, cudaStream_t st) {
   if (n == 0) return;
-  embed_kernel<<<n, 128, 0, st>>>(table, ids, out, d, d % 8 == 0 && aligned16({table, out}));
+  embed_kernel<<<n, 128, 0, st>>>(table, table_rows, ids, out, d, d % 8 == 0 && aligned16({table, out}));
   check_launch("embed");
 }
 

@@ -24,7 +24,8 @@ bool sync_checks();
 using bf16_t = uint16_t;
 
 // ---- elementwise.cu ----------------------------------------------------------
-void embed(const bf16_t* table, const int32_t* ids, bf16_t* out, int n, int d, cudaStream_t st);
+// out[i] = table[ids[i]] (a zero row for an id outside [0, table_rows)).
+void embed(const bf16_t* table, int64_t table_rows, const int32_t* ids, bf16_t* out, int n, int d, cudaStream_t st);
 void rmsnorm(const bf16_t* x, const bf16_t* w, bf16_t* y, int rows, int d, float eps, cudaStream_t st);
 void add(bf16_t* x, const bf16_t* y, int64_t n, cudaStream_t st);
 // out [n / f rows, f] from gate_up [rows, 2f] (gate | up per row); n = out elements.
@@ -114,12 +115,15 @@ struct SampleRows {
   const float* top_p = nullptr;
   const float* min_p = nullptr;
   const float* uniform = nullptr;
+  bool fast_path = false;  // set by sample(): small-top-k rows take the two-stage path
 };
 // tokens[r] = Backend::sample's token for sampled row r, from logits row
 // a.logit_row[r] ([*, vocab], bf16 or f32). One block per row, shared memory
 // only; vocab <= 2^19.
+// `scratch`: 2 * sample_scratch_words(rows, vocab) words (the top-k path's candidates).
 void sample(const void* logits, bool bf16_logits, int rows, int vocab, const SampleRows& a, int32_t* tokens,
-            cudaStream_t st);
+            uint32_t* scratch, cudaStream_t st);
+int64_t sample_scratch_words(int rows, int vocab);
 
 // ---- tokens.cu -----------------------------------------------------------------
 // Backend::apply_penalties on F32 logits [rows, vocab], in place. `bits` is
