@@ -3,9 +3,9 @@
 // SIGINT/SIGTERM: stop accepting, let in-flight requests finish within
 // --shutdown-timeout (then cancel them), exit 0. --json prints one line when
 // listening ({"event": "listening", "host", "port", ...}) and one at shutdown.
-#include <pthread.h>
 #include <sys/resource.h>
 
+#include <atomic>
 #include <csignal>
 
 #include <CLI/CLI.hpp>
@@ -23,6 +23,9 @@
 #include "util/error.h"
 
 namespace kf::cli {
+namespace {
+std::atomic<int> g_signal{0};  // the SIGINT/SIGTERM received (lock-free: safe in a handler)
+}  // namespace
 
 int cmd_serve(int argc, char** argv) {
   CLI::App app{"OpenAI-compatible HTTP server (completions, chat, streaming, Best-of-N) over one engine",
@@ -54,12 +57,13 @@ int cmd_serve(int argc, char** argv) {
     if (const char* k = std::getenv("KINFER_API_KEY")) so.api_key = k;
   so.model_name = served_name.empty() ? o.model : served_name;
 
-  // Signals go to this thread only (sigwait below): block them before any thread starts.
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  // SIGINT/SIGTERM only set a flag (any thread may take them: OpenBLAS starts
+  // its threads before main); this thread polls it.
+  struct sigaction sa {};
+  sa.sa_handler = [](int sig) { g_signal.store(sig); };
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
   rlimit files{};  // one descriptor per open connection: take the hard limit
   if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
@@ -92,8 +96,8 @@ int cmd_serve(int argc, char** argv) {
   std::fprintf(stderr, "kinfer serve: %s on http://%s:%d/v1 (%s, %d KV pages of %d tokens)\n", so.model_name.c_str(),
                http.host.c_str(), port, g.backend->name().c_str(), kv_pages, o.page_size);
 
-  int sig = 0;
-  sigwait(&sigs, &sig);
+  while (g_signal.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const int sig = g_signal.load();
   std::fprintf(stderr, "kinfer serve: %s: finishing in-flight requests (at most %.0f s)\n",
                sig == SIGINT ? "SIGINT" : "SIGTERM", shutdown_timeout);
   const auto t0 = std::chrono::steady_clock::now();

@@ -87,15 +87,16 @@ def make_jobs(rng):
     jobs = []
     for i in range(REQUESTS):
         kind = rng.choice(kinds)
-        prompt = [rng.randrange(300, 40000) for _ in range(rng.randrange(3, 9))]
-        base = {"model": "default", "prompt": prompt, "max_tokens": rng.randrange(1, 4), "temperature": 0.7,
+        prompt = [rng.randrange(300, 40000) for _ in range(rng.randrange(2, 6))]
+        base = {"model": "default", "prompt": prompt, "max_tokens": rng.randrange(1, 3), "temperature": 0.7,
                 "seed": i, "ignore_eos": True}
         if kind == "stream":
             base.update(stream=True, stream_options={"include_usage": True})
         elif kind == "best_of":
-            base.update(n=3)
+            base.update(n=3, max_tokens=2)
         elif kind == "chat":
-            base = {"model": "default", "messages": [{"role": "user", "content": "Say %d." % i}], "max_tokens": 2,
+            msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": str(i)}]
+            base = {"model": "default", "messages": msgs, "max_tokens": 2,
                     "stream": rng.random() < 0.5, "stream_options": {"include_usage": True}}
         elif kind == "bad_json":
             base = '{"model": "default", "prompt": [1, 2'
