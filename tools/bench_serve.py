@@ -127,7 +127,7 @@ async def run_level(args, host, port, prompt, concurrency=None, rate=None):
 
 
 def launch(args):
-    cmd = [args.kinfer, "serve", "--port", "0", "--json", *shlex.split(args.server_args)]
+    cmd = [args.kinfer, "serve", "--port", "0", "--json", *shlex.split(args.server_args), *shlex.split(args.serve_extra)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line:
@@ -149,6 +149,7 @@ def main():
     ap.add_argument("--url", help="a running server (else --kinfer launches one with --server-args)")
     ap.add_argument("--kinfer", default="build/kinfer")
     ap.add_argument("--server-args", default="--model default", help="kinfer serve / bench generate model+engine flags")
+    ap.add_argument("--serve-extra", default="", help="flags for kinfer serve only (e.g. --http-threads 4)")
     ap.add_argument("--model-name", default=None, help="the served model name (default: what the server lists)")
     ap.add_argument("--concurrency", default="", help="comma list, e.g. 1,16,64,256")
     ap.add_argument("--request-rate", default="", help="comma list of requests/s (inf = all at once)")
@@ -176,7 +177,7 @@ def main():
         with urllib.request.urlopen(f"http://{host}:{port}/v1/models") as r:
             listed = json.load(r)["data"][0]
         args.model_name = args.model_name or listed["id"]
-        vocab = 151936 if "qwen" in args.server_args else 49152
+        vocab = listed.get("vocab_size", 32000)
         prompt = [(i * 7919 + 13) % vocab for i in range(args.input_len)]  # as `kinfer bench generate` on random:
         levels = []
         for c in filter(None, args.concurrency.split(",")):

@@ -261,7 +261,7 @@ Reply Server::handle(const HttpRequest& req, const Notifier& wake) {
   if (models) {
     if (!get) return error_reply(405, "use GET /v1/models");
     const json card = {{"id", opt_.model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "kinfer"},
-                       {"max_model_len", limits_.max_model_len}};
+                       {"max_model_len", limits_.max_model_len}, {"vocab_size", limits_.vocab}};
     if (path == "/v1/models") return json_reply(200, {{"object", "list"}, {"data", json::array({card})}});
     if (path.substr(11) != opt_.model_name)
       return error_reply(404, fmt::format("The model `{}` does not exist", path.substr(11)), "model");

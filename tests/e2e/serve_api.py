@@ -282,6 +282,28 @@ def test_waiting_limit_and_graceful_shutdown():
             small.proc.kill()
 
 
+def test_thousand_open_connections_do_not_starve_new_requests():
+    # 1,000 clients that sent half a request hold their connections open (a
+    # server with a thread per connection from a fixed pool would stall);
+    # health checks and completions still answer at once.
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    socks = []
+    try:
+        for _ in range(1000):
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+            socks.append(s)
+        t0 = time.time()
+        assert request(srv.port, "GET", "/health")[0] == 200
+        r = complete(max_tokens=2)
+        assert r.choices[0].text and time.time() - t0 < 30, time.time() - t0
+    finally:
+        for s in socks:
+            s.close()
+
+
 def test_cli():
     h = subprocess.run([KINFER, "serve", "--help"], capture_output=True, text=True)
     assert h.returncode == 0 and "--served-model-name" in h.stdout and "--max-waiting" in h.stdout
@@ -299,7 +321,8 @@ try:
                test_streaming_equals_non_streaming, test_chat_and_chat_streaming, test_logprobs,
                test_echo_scores_the_prompt, test_stop_strings_and_stop_tokens,
                test_seed_reproducibility_and_generate_parity, test_per_request_policy_and_usage, test_errors,
-               test_hangup_cancels_and_frees_pages, test_waiting_limit_and_graceful_shutdown, test_cli):
+               test_hangup_cancels_and_frees_pages, test_waiting_limit_and_graceful_shutdown,
+               test_thousand_open_connections_do_not_starve_new_requests, test_cli):
         checks.run(fn)
     checks.run(lambda: wait_idle(srv.port))
 finally:
