@@ -208,7 +208,8 @@ void Engine::add_request(int64_t id, Request r) {
   if (limit > 0 && prompt_len >= limit) {  // fails alone; the others go on
     const std::string why = fmt::format("prompt of {} tokens leaves no room to generate within the context limit of {} "
                                         "tokens (max_position_embeddings, or --max-model-len)", prompt_len, limit);
-    for (int i = 0; i < it->second.req.n; ++i) end_sample(it->second, i, nullptr, StopReason::Error, why);
+    const int n = it->second.req.n;  // the last end_sample releases the request
+    for (int i = 0; i < n; ++i) end_sample(it->second, i, nullptr, StopReason::Error, why);
     return;
   }
   sched_.add(std::move(s));
