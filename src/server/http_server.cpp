@@ -2,6 +2,11 @@
 
 #include <sys/socket.h>
 
+// Asio 1.22 looks for co_await on clang only through libc++'s
+// <experimental/coroutine>; clang with libstdc++'s <coroutine> has it too.
+#if defined(__clang__) && defined(__cpp_impl_coroutine) && !defined(ASIO_HAS_CO_AWAIT)
+#define ASIO_HAS_CO_AWAIT 1
+#endif
 #include <asio.hpp>
 #include <atomic>
 #include <cerrno>
