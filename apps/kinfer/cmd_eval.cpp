@@ -56,7 +56,7 @@ nlohmann::json attn_json(const GenerateOptions& o) {
 double tidy(float v) { return std::round(static_cast<double>(v) * 1e6) / 1e6; }
 
 nlohmann::json sampling_json(const GenerateOptions& o, bool thinking) {
-  return {{"n", o.n},
+  nlohmann::json j = {{"n", o.n},
           {"max_tokens", o.max_tokens},
           {"temperature", tidy(o.temp)},
           {"top_k", o.top_k},
@@ -67,6 +67,8 @@ nlohmann::json sampling_json(const GenerateOptions& o, bool thinking) {
           {"seed", o.seed},
           {"thinking", thinking},
           {"repetition_stop", !o.no_repetition_stop}};
+  if (o.thinking_budget >= 0) j["thinking_budget"] = o.thinking_budget;  // (absent: older traces resume)
+  return j;
 }
 
 // One problem being generated: where its samples go once they are all done.
@@ -102,6 +104,7 @@ int cmd_eval(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   KF_CHECK(o.n >= 1, "-n must be >= 1 (got {})", o.n);
   KF_CHECK(o.max_tokens >= 1, "--max-tokens must be >= 1 (got {})", o.max_tokens);
+  KF_CHECK(o.thinking_budget < 0 || !e.no_thinking, "--thinking-budget needs thinking on (drop --no-thinking)");
   const auto intensity = cost::hardware_intensity(e.hardware);
   KF_CHECK(intensity.has_value(), "--hardware '{}': not a known preset (b200, h200, h100)", e.hardware);
 
@@ -195,6 +198,7 @@ int cmd_eval(int argc, char** argv) {
       ts.prompt_tokens = pend.prompt_tokens;
       ts.gen_tokens = static_cast<int64_t>(s.tokens.size());
       ts.stop_reason = stop_reason_name(s.stop);
+      ts.thinking_cut = s.thinking_cut;
       if (s.stop == StopReason::Error) ++errors;
       tp.samples.push_back(std::move(ts));
     }

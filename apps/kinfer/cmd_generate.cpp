@@ -84,6 +84,7 @@ int cmd_generate(int argc, char** argv) {
       nlohmann::json js = {{"text", sample_text(g, s, o)}, {"tokens", s.tokens},
                            {"stop_reason", stop_reason_name(s.stop)}};
       if (!s.error.empty()) js["error"] = s.error;
+      if (s.thinking_cut >= 0) js["thinking_cut"] = s.thinking_cut;
       arr.push_back(js);
     }
     nlohmann::json j = {{"prompt_tokens", ids.size()}, {"samples", arr}, {"stats", stats}};

@@ -21,10 +21,8 @@ const Tokenizer& need_tokenizer(const GenerateSetup& g, const char* what) {
 }
 }  // namespace
 
-void add_generate_options(CLI::App& app, GenerateOptions& o) {
+void add_engine_options(CLI::App& app, GenerateOptions& o) {
   app.add_option("--model", o.model, "GGUF file, HF directory, 'default' or random:PRESET")->capture_default_str();
-  app.add_option("-n", o.n, "samples (Best-of-N; the prompt is prefilled once)")->capture_default_str();
-  app.add_option("--max-tokens", o.max_tokens, "generated tokens per sample at most")->capture_default_str();
   app.add_option("--attn", o.attn, "decode attention: dense|local|blocktopk|topk")->capture_default_str();
   app.add_option("--page-size", o.page_size, "KV page size in tokens")->capture_default_str();
   app.add_option("--topk-pages", o.topk_pages, "pages (blocktopk) or pages' worth of tokens (topk) selected")
@@ -33,21 +31,8 @@ void add_generate_options(CLI::App& app, GenerateOptions& o) {
   app.add_option("--kv-pages", o.kv_pages, "KV pool capacity in pages per layer (0 = fit all samples)")
       ->capture_default_str();
   app.add_option("--dense-layers", o.dense_layers, "layers kept dense under any policy, e.g. 0,1");
-  app.add_option("--seed", o.seed, "random seed (Philox key)")->capture_default_str();
-  app.add_option("--temp", o.temp, "temperature (0 = greedy)")->capture_default_str();
-  app.add_option("--top-k", o.top_k, "keep the k most likely tokens (0 = off)")->capture_default_str();
-  app.add_option("--top-p", o.top_p, "nucleus: keep the smallest set with this mass (1 = off)")->capture_default_str();
-  app.add_option("--min-p", o.min_p, "keep tokens with p >= min-p * p_max (0 = off)")->capture_default_str();
-  app.add_option("--repetition-penalty", o.repetition_penalty, "HF repetition penalty (1 = off)")
-      ->capture_default_str();
-  app.add_option("--presence-penalty", o.presence_penalty, "subtracted from seen tokens' logits (0 = off)")
-      ->capture_default_str();
-  app.add_option("--stop", o.stop, "stop string (repeatable)");
-  app.add_flag("--ignore-eos", o.ignore_eos, "keep generating past EOS (benchmarks)");
   app.add_flag("--no-repetition-stop", o.no_repetition_stop,
                "do not stop samples that loop (64-token block seen 15 times in 1024)");
-  app.add_option("--frequency-penalty", o.frequency_penalty, "subtracted per occurrence of a generated token (0 = off)")
-      ->capture_default_str();
   app.add_option("--max-step-tokens", o.max_step_tokens,
                  "rows per forward step: decode rows plus prefill chunks of many prompts (0 = 512 CPU, 8192 GPU)")
       ->capture_default_str();
@@ -64,6 +49,29 @@ void add_generate_options(CLI::App& app, GenerateOptions& o) {
   app.add_flag("--no-overlap", o.no_overlap, "CUDA: wait for each step before preparing the next");
   app.add_flag("--profile", o.profile,
                "report host time per step by phase, device time and the bandwidth roofline in the stats");
+}
+
+void add_generate_options(CLI::App& app, GenerateOptions& o) {
+  add_engine_options(app, o);
+  app.add_option("-n", o.n, "samples (Best-of-N; the prompt is prefilled once)")->capture_default_str();
+  app.add_option("--max-tokens", o.max_tokens, "generated tokens per sample at most")->capture_default_str();
+  app.add_option("--seed", o.seed, "random seed (Philox key)")->capture_default_str();
+  app.add_option("--temp", o.temp, "temperature (0 = greedy)")->capture_default_str();
+  app.add_option("--top-k", o.top_k, "keep the k most likely tokens (0 = off)")->capture_default_str();
+  app.add_option("--top-p", o.top_p, "nucleus: keep the smallest set with this mass (1 = off)")->capture_default_str();
+  app.add_option("--min-p", o.min_p, "keep tokens with p >= min-p * p_max (0 = off)")->capture_default_str();
+  app.add_option("--repetition-penalty", o.repetition_penalty, "HF repetition penalty (1 = off)")
+      ->capture_default_str();
+  app.add_option("--presence-penalty", o.presence_penalty, "subtracted from seen tokens' logits (0 = off)")
+      ->capture_default_str();
+  app.add_option("--frequency-penalty", o.frequency_penalty, "subtracted per occurrence of a generated token (0 = off)")
+      ->capture_default_str();
+  app.add_option("--stop", o.stop, "stop string (repeatable)");
+  app.add_flag("--ignore-eos", o.ignore_eos, "keep generating past EOS (benchmarks)");
+  app.add_option("--thinking-budget", o.thinking_budget,
+                 "Qwen3 budget forcing: after this many generated tokens without </think>, insert </think> "
+                 "(-1 = off)")
+      ->capture_default_str();
 }
 
 GenerateSetup setup_generate(const GenerateOptions& o) {
@@ -135,6 +143,13 @@ Request make_request(const GenerateOptions& o, const GenerateSetup& g, const std
   r.stop_strings = o.stop;
   r.ignore_eos = o.ignore_eos;
   r.rng_key = 0;
+  if (o.thinking_budget >= 0) {
+    KF_CHECK(g.text, "--thinking-budget needs a tokenizer with </think>; model '{}' has none", g.model->source());
+    r.think_end_token = g.text->tok.token_id("</think>");
+    KF_CHECK(r.think_end_token >= 0, "--thinking-budget: model '{}' has no </think> token (not a thinking model)",
+             g.model->source());
+    r.thinking_budget = o.thinking_budget;
+  }
   return r;
 }
 
@@ -248,16 +263,13 @@ nlohmann::json stats_json(const Engine& e, const GenerateSetup& g, int prompt_to
 nlohmann::json efflops_json(const Engine& e, const GenerateSetup& g, int prompt_tokens,
                             const std::vector<SampleResult>& samples) {
   const EngineConfig& c = e.config();
-  const cost::AttnSpec spec = cost::spec_of(c.policy, c.page_size);
-  const ModelConfig& mc = g.model->config();
   std::vector<int64_t> lens;
   for (const SampleResult& s : samples) lens.push_back(static_cast<int64_t>(s.tokens.size()));
   const double intensity = cost::hardware_intensity(cost::kDefaultHardware).value_or(0.0);
-  cost::Cost price = cost::expected_cost(cost::shape_of(mc, static_cast<double>(mc.params_kinetics())), spec,
-                                         intensity, prompt_tokens, lens, static_cast<int64_t>(samples.size()));
-  nlohmann::json j = cost::cost_json(price);
+  nlohmann::json j = cost::cost_json(
+      cost::price_samples(g.model->config(), c.policy, c.page_size, intensity, prompt_tokens, lens));
   j["hardware"] = cost::kDefaultHardware;
-  j["attn"] = spec.label();
+  j["attn"] = cost::spec_of(c.policy, c.page_size).label();
   return j;
 }
 

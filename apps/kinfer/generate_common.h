@@ -44,8 +44,12 @@ struct GenerateOptions {
   bool no_graphs = false;
   bool no_overlap = false;
   bool profile = false;  // per-step host/device times and the bandwidth roofline in the stats
+  int thinking_budget = -1;  // Qwen3 budget forcing: </think> after this many generated tokens (-1 = off)
 };
 
+// The model, device and engine flags (what `kinfer serve` takes too).
+void add_engine_options(CLI::App& app, GenerateOptions& o);
+// Engine flags plus one request's samples and sampling (generate, eval, bench generate).
 void add_generate_options(CLI::App& app, GenerateOptions& o);
 
 struct GenerateSetup {

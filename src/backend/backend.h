@@ -215,6 +215,17 @@ class Backend : public Allocator {
   // I32 holds the token of every KV slot (resolve_tokens writes it).
   virtual void apply_penalties(const Tensor& logits, const PenaltyArgs& a, const AttnBatch& batch,
                                const Tensor& token_pool) = 0;
+  // Log-probabilities where the logits are (no vocabulary-sized download).
+  // For each of m entries i: the log-softmax of logits row rows[i] ([rows,
+  // vocab] F32, or the activation dtype) at token targets[i] goes to
+  // values[i, 0] / ids[i, 0]; the k largest log-probabilities of that row
+  // (descending, ties -> lower id) go to values[i, 1..k] / ids[i, 1..k].
+  // A target -j-1 < 0 names the token sampled in row j of this step
+  // (sampled [>= j+1] I32, what sample() wrote). rows, targets [m] I32;
+  // values [m, k+1] F32, ids [m, k+1] I32; 0 <= k <= kMaxTopLogprobs.
+  static constexpr int kMaxTopLogprobs = 20;
+  virtual void token_logprobs(const Tensor& logits, const Tensor& rows, const Tensor& targets,
+                              const Tensor& sampled, int k, const Tensor& values, const Tensor& ids) = 0;
   // The step's input tokens ids [n] I32, in place: an entry -k-1 < 0 becomes
   // prev[k], the token sampled in row k of the previous step (so a step can be
   // launched before the previous one's tokens reach the host). Then every

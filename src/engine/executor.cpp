@@ -29,6 +29,7 @@ StepExecutor::StepExecutor(const Model& model, Backend& be, ExecutorConfig cfg)
       cfg_(std::move(cfg)),
       max_rows_(std::max(cfg_.max_step_tokens, cfg_.max_seqs)),
       max_logits_(std::min(std::max(cfg_.max_logit_rows, cfg_.max_seqs), max_rows_)),
+      max_logprobs_(cfg_.max_logprobs > 0 ? cfg_.max_logprobs : cfg_.max_seqs + max_logits_),
       ws_(model.config(), be, max_rows_, max_logits_) {
   const ModelConfig& mc = model.config();
   KF_CHECK(cfg_.kv_pages > 0 && cfg_.page_size > 0, "executor: kv_pages {} and page_size {} must be positive",
@@ -66,16 +67,21 @@ StepExecutor::StepExecutor(const Model& model, Backend& be, ExecutorConfig cfg)
   lay_.s_minp = take(S), lay_.s_u = take(S), lay_.s_forced = take(S);
   lay_.p_seq = take(L), lay_.p_prompt = take(L), lay_.p_rep = take(L), lay_.p_pres = take(L), lay_.p_freq = take(L);
   lay_.copy_src = take(S), lay_.copy_dst = take(S);
+  lay_.lp_row = take(max_logprobs_), lay_.lp_target = take(max_logprobs_);
   lay_.words = at;
   packed_ = Buffer(DType::I32, {lay_.words}, be);
   for (InFlight& f : flight_) {
     f.staging = Buffer(DType::I32, {lay_.words}, be.pinned());
     f.tokens_out = Buffer(DType::I32, {S}, be.pinned());
+    f.lp_values_out = Buffer(DType::F32, {max_logprobs_, Backend::kMaxTopLogprobs + 1}, be.pinned());
+    f.lp_ids_out = Buffer(DType::I32, {max_logprobs_, Backend::kMaxTopLogprobs + 1}, be.pinned());
     f.start = be.make_event();
     f.end = be.make_event();
   }
   logits_ = Buffer(DType::F32, {L, int64_t(mc.vocab_size)}, be);
   sampled_ = Buffer(DType::I32, {S}, be);
+  lp_values_ = Buffer(DType::F32, {max_logprobs_, Backend::kMaxTopLogprobs + 1}, be);
+  lp_ids_ = Buffer(DType::I32, {max_logprobs_, Backend::kMaxTopLogprobs + 1}, be);
   reserve_table(S * 64);
 }
 
@@ -109,6 +115,7 @@ void StepExecutor::begin() {
   logits_rows_.clear();
   samples_.clear();
   copies_.clear();
+  logprobs_.clear();
   want_logits_ = false;
   n_rows_ = 0;
 }
@@ -160,6 +167,19 @@ int StepExecutor::add_sample(int logits_row, const SampleRow& s) {
            cfg_.max_seqs);
   samples_.emplace_back(logits_row, s);
   return static_cast<int>(samples_.size()) - 1;
+}
+
+int StepExecutor::add_logprob(int logits_row, int32_t target, int k) {
+  KF_CHECK(logits_row >= 0 && logits_row < static_cast<int>(logits_rows_.size()),
+           "executor: no logits row {} in this step", logits_row);
+  KF_CHECK(k >= 0 && k <= Backend::kMaxTopLogprobs, "executor: {} top logprobs, at most {}", k,
+           Backend::kMaxTopLogprobs);
+  KF_CHECK(target >= 0 ? target < vocab() : -target - 1 < static_cast<int>(samples_.size()),
+           "executor: logprob target {} is neither a token nor a sampled row of this step", target);
+  KF_CHECK(static_cast<int>(logprobs_.size()) < max_logprobs_, "executor: more than {} logprob entries in one step",
+           max_logprobs_);
+  logprobs_.push_back(LogprobEntry{logits_row, target, k});
+  return static_cast<int>(logprobs_.size()) - 1;
 }
 
 void StepExecutor::add_copy(int src_page, int dst_page) {
@@ -277,6 +297,14 @@ void StepExecutor::stage(InFlight& f, bool padded, int n_seqs_run, int stride) {
     s_u[ph] = s.uniform;
     s_forced[ph] = s.forced;
   }
+  // Logprob entries: physical logits rows, and sampled targets by their physical row.
+  int32_t* lp_row = words(f, lay_.lp_row);
+  int32_t* lp_target = words(f, lay_.lp_target);
+  for (size_t j = 0; j < logprobs_.size(); ++j) {
+    const LogprobEntry& e = logprobs_[j];
+    lp_row[j] = f.logits_phys[e.logits_row];
+    lp_target[j] = e.target >= 0 ? e.target : sampled_target(f.sample_phys[-e.target - 1]);
+  }
   int32_t* c_src = words(f, lay_.copy_src);
   int32_t* c_dst = words(f, lay_.copy_dst);
   for (size_t i = 0; i < copies_.size(); ++i) {
@@ -313,6 +341,21 @@ void StepExecutor::run_forward(int n_logits, int n_samples, bool penalties) {
     sa.forced = dev_i32(lay_.s_forced, n_samples);
     be_.sample(logits, sa, sampled_.view().rows(0, n_samples));
   }
+}
+
+// After the step's sampling (outside any graph): the entries' logprobs, on the
+// device, and their download.
+void StepExecutor::run_logprobs(InFlight& f, int n_logits) {
+  const int m = static_cast<int>(logprobs_.size());
+  int k = 0;
+  for (const LogprobEntry& e : logprobs_) k = std::max(k, e.k);
+  f.lp_cols = k + 1;
+  const Tensor values = lp_values_.view().reshape({lp_values_.view().numel()}).rows(0, int64_t(m) * f.lp_cols);
+  const Tensor ids = lp_ids_.view().reshape({lp_ids_.view().numel()}).rows(0, int64_t(m) * f.lp_cols);
+  be_.token_logprobs(logits_.view().rows(0, n_logits), dev_i32(lay_.lp_row, m), dev_i32(lay_.lp_target, m),
+                     sampled_.view(), k, values.reshape({m, k + 1}), ids.reshape({m, k + 1}));
+  be_.download_async(f.lp_values_out.ptr<float>(), values);
+  be_.download_async(f.lp_ids_out.ptr<int32_t>(), ids);
 }
 
 StepHandle StepExecutor::launch() {
@@ -395,6 +438,8 @@ StepHandle StepExecutor::launch() {
     run_forward(n_logits, n_samples, penalties);
   }
   if (n_samples > 0) be_.download_async(f.tokens_out.ptr<int32_t>(), sampled_.view().rows(0, n_samples));
+  f.logprobs = logprobs_;
+  if (!logprobs_.empty()) run_logprobs(f, n_logits);
   be_.record(*f.end);
 
   f.busy = true;
@@ -417,6 +462,16 @@ const StepOutput& StepExecutor::collect(StepHandle h) {
   f.out.device_ms = be_.ms_between(*f.start, *f.end);
   f.out.tokens.resize(f.sample_phys.size());
   for (size_t k = 0; k < f.sample_phys.size(); ++k) f.out.tokens[k] = f.tokens_out.ptr<int32_t>()[f.sample_phys[k]];
+  f.out.logprobs.resize(f.logprobs.size());
+  for (size_t j = 0; j < f.logprobs.size(); ++j) {
+    const float* val = f.lp_values_out.ptr<float>() + j * f.lp_cols;
+    const int32_t* id = f.lp_ids_out.ptr<int32_t>() + j * f.lp_cols;
+    TokenLogprob& lp = f.out.logprobs[j];
+    lp.token = id[0];
+    lp.logprob = val[0];
+    lp.top.clear();
+    for (int c = 1; c <= f.logprobs[j].k; ++c) lp.top.emplace_back(id[c], val[c]);
+  }
   if (f.want_logits) {
     KF_CHECK(&f == last_launched_, "executor: logits of a step can only be collected before the next launch");
     const int64_t vocab = model_.config().vocab_size;

@@ -132,12 +132,14 @@ json header_json(const TraceHeader& h) {
 json problem_json(const TraceProblem& p) {
   json samples = json::array();
   for (const TraceSample& s : p.samples) {
-    samples.push_back({{"text", s.text},
-                       {"prediction", s.prediction},
-                       {"correct", s.correct},
-                       {"prompt_tokens", s.prompt_tokens},
-                       {"gen_tokens", s.gen_tokens},
-                       {"stop_reason", s.stop_reason}});
+    json sj = {{"text", s.text},
+               {"prediction", s.prediction},
+               {"correct", s.correct},
+               {"prompt_tokens", s.prompt_tokens},
+               {"gen_tokens", s.gen_tokens},
+               {"stop_reason", s.stop_reason}};
+    if (s.thinking_cut >= 0) sj["thinking_cut"] = s.thinking_cut;
+    samples.push_back(std::move(sj));
   }
   json j = {{"id", p.id}, {"question", p.question}, {"answer", p.answer}, {"samples", samples}};
   if (!p.efflops.is_null() && !p.efflops.empty()) j["efflops"] = p.efflops;
@@ -196,6 +198,7 @@ TraceProblem parse_problem(const json& j, const std::string& where) {
     s.prompt_tokens = opt_int(sj, "prompt_tokens", at, -1);
     s.gen_tokens = opt_int(sj, "gen_tokens", at, -1);
     s.stop_reason = opt_string(sj, "stop_reason", at);
+    s.thinking_cut = opt_int(sj, "thinking_cut", at, -1);
     p.samples.push_back(std::move(s));
   }
   if (auto it = j.find("efflops"); it != j.end() && !it->is_null()) p.efflops = *it;

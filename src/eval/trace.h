@@ -6,7 +6,8 @@
 //    "prompt_template", "git", "created"}
 // then one line per problem
 //   {"id", "question", "answer", "samples": [{"text", "prediction", "correct",
-//    "prompt_tokens", "gen_tokens", "stop_reason"}], "efflops": {...}}.
+//    "prompt_tokens", "gen_tokens", "stop_reason"[, "thinking_cut"]}], "efflops": {...}}
+// ("thinking_cut": where --thinking-budget forced </think>, a token index).
 // The header's "attn" uses the CLI's names: {"policy": "dense"|"local"|
 // "blocktopk"|"topk", "page_size", "topk_pages", "local_pages"}, optionally
 // "dense_layers"; a header may carry "cost_model": {"params", "n_heads",
@@ -40,6 +41,7 @@ struct TraceSample {
   int64_t prompt_tokens = -1;  // -1: unknown
   int64_t gen_tokens = -1;     // -1: unknown
   std::string stop_reason;     // eos, length, stop, repetition ("" if unknown)
+  int64_t thinking_cut = -1;   // --thinking-budget: the token index of the forced </think> (-1: not cut)
 };
 
 struct TraceProblem {

@@ -740,6 +740,28 @@ class CudaBackend final : public Backend {
     }
   };
   PinnedAllocator pinned_;
+
+ public:
+  void token_logprobs(const Tensor& logits, const Tensor& rows, const Tensor& targets, const Tensor& sampled, int k,
+                      const Tensor& values, const Tensor& ids) override {
+    OpScope op(this, "token_logprobs", [&] { return fmt::format("{} rows of {}", rows.numel(), logits.shape_str()); });
+    KF_CHECK(logits.device == Device::CUDA && (logits.dtype == DType::BF16 || logits.dtype == DType::F32) &&
+                 logits.is_contiguous() && logits.ndim == 2,
+             "token_logprobs: logits must be a contiguous [rows, vocab] BF16 or F32 CUDA tensor, got {} {}",
+             dtype_name(logits.dtype), logits.shape_str());
+    const int64_t m = rows.numel();
+    need(rows, DType::I32, "token_logprobs rows");
+    need(targets, DType::I32, "token_logprobs targets");
+    need(sampled, DType::I32, "token_logprobs sampled");
+    need(values, DType::F32, "token_logprobs values");
+    need(ids, DType::I32, "token_logprobs ids");
+    KF_CHECK(targets.numel() == m && values.numel() == m * (k + 1) && ids.numel() == m * (k + 1),
+             "token_logprobs: {} entries need targets [{}] and values/ids [{}, {}]", m, m, m, k + 1);
+    cuda::token_logprobs(logits.data, logits.dtype == DType::BF16, static_cast<int>(logits.dim(1)), iptr(rows),
+                         iptr(targets), iptr(sampled), static_cast<int>(m), k, static_cast<float*>(values.data),
+                         iptr(ids), stream_);
+    op.done();
+  }
 };
 
 }  // namespace

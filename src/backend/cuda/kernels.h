@@ -151,4 +151,11 @@ void resolve_tokens(int32_t* ids, const int32_t* prev, const int32_t* slots, int
 // Backend::copy_rows: rows src[i] -> dst[i] of a [rows, row_bytes] array.
 void copy_rows(void* base, int64_t row_bytes, const int32_t* src, const int32_t* dst, int n, cudaStream_t st);
 
+// ---- logprobs.cu ------------------------------------------------------------------
+// Backend::token_logprobs: for entry e, log-softmax of logits row rows[e]
+// ([*, vocab], bf16 or f32) at targets[e] (< 0: sampled[-t-1]) -> values/ids
+// [e, 0], and the row's top k (<= 20) -> [e, 1..k]. values, ids [m, k+1].
+void token_logprobs(const void* logits, bool bf16_logits, int vocab, const int32_t* rows, const int32_t* targets,
+                    const int32_t* sampled, int m, int k, float* values, int32_t* ids, cudaStream_t st);
+
 }  // namespace kf::cuda
