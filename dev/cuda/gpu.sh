@@ -9,6 +9,7 @@
 #   decode      kinfer bench decode rows (Qwen3 shapes, dense and blocktopk, 16K-40K)
 #   generate    kinfer bench generate rows with --profile, and the HF generate baseline
 #   eval        the SmolLM2 GSM8K eval job (needs $GGUF) and its HF baseline
+#   serve       the serving benchmark (tools/bench_serve.py) against bench generate
 # Logs and JSON lines go to $OUT; a short table is printed at the end.
 # Debian packages the GPU image lacks (pcre2, utf8proc) are unpacked from
 # build-devdeps/debs (made here with `apt-get download`).
@@ -108,18 +109,25 @@ step_generate() {
 
 step_eval() {
   [[ -s ${GGUF:-} ]] || { echo "eval: set GGUF to the SmolLM2 GGUF"; return; }
-  for a in dense blocktopk; do
-    $K eval --device cuda --model "$GGUF" --dataset gsm8k --limit 400 -n 16 --max-tokens 320 --seed 0 --attn $a \
-      --topk-pages 2 --local-pages 1 --profile --json --out "$OUT/eval_$a.jsonl" 2>>"$OUT/eval.err" | tee -a "$J" |
+  for cfg in "dense 2" "blocktopk 2" "blocktopk 6"; do
+    set -- $cfg
+    $K eval --device cuda --model "$GGUF" --dataset gsm8k --limit 400 -n 16 --max-tokens 320 --seed 0 --attn $1 \
+      --topk-pages $2 --local-pages 1 --profile --json --out "$OUT/eval_$1_k$2.jsonl" 2>>"$OUT/eval.err" | tee -a "$J" |
       python3 -c "import json,sys
-j=json.load(sys.stdin); r=j['run']; e=r['engine']; s=j['summary']
-print(f\"eval {j['attn']['policy']}: {r['tok_s']:.0f} gen tok/s, wall {r['wall_s']:.1f} s, steps {e['steps']}, running peak {e['running_peak']}, summary {json.dumps(s)[:200]}\")"
+j=json.load(sys.stdin); r=j['run']; e=r['engine']; s=j['summary']; p=e.get('profile',{})
+print(f\"eval {j['attn']['policy']} k{j['attn']['topk_pages']}: {r['tok_s']:.0f} gen tok/s, wall {r['wall_s']:.1f} s, steps {e['steps']} ({e['graph_steps']} graphs), pass@16 {s['pass_at_k']['16']:.3f} acc {s['accuracy']:.4f}, {s['tera_efflops_per_problem']:.2f} TeFLOPs/problem, host {p.get('host_ms_per_step',{}).get('total',0):.3f} device {p.get('device_ms_per_step',0):.3f} ms/step\")"
   done
   if python3 -c "import gguf" 2>/dev/null; then
     PYTHONUNBUFFERED=1 python3 tools/bench_hf_generate.py eval --gguf "$(basename "$GGUF")" --gguf-dir "$(dirname "$GGUF")" \
       --data data/gsm8k.jsonl --problems 96 -n 16 2>"$OUT/hf_eval.err" | tee -a "$J" || tail -3 "$OUT/hf_eval.err"
   fi
   log "eval done"
+}
+
+step_serve() {
+  PYTHONUNBUFFERED=1 python3 tools/bench_serve.py --kinfer $K --server-args "--device cuda --model random:qwen3-0.6b" \
+    --concurrency 1,64,256,1024 --output-len 256 --compare-generate --out "$OUT/serve_cuda.json" 2>&1 | tail -12
+  log "serve done"
 }
 
 for s in "$@"; do "step_$s"; done

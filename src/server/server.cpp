@@ -33,7 +33,7 @@ Reply error_reply(int status, const std::string& message, const std::string& par
 }  // namespace
 
 Server::Server(const Model& model, Backend& backend, const Tokenizer* tok, EngineConfig cfg, ServerOptions opt)
-    : model_(model), tok_(tok), opt_(std::move(opt)) {
+    : tok_(tok), opt_(std::move(opt)) {
   const std::optional<double> intensity = cost::hardware_intensity(opt_.hardware);
   KF_CHECK(intensity.has_value(), "--hardware '{}': not a known preset (b200, h200, h100)", opt_.hardware);
   KF_CHECK(opt_.max_waiting >= 0, "--max-waiting must be >= 0 (got {})", opt_.max_waiting);

@@ -55,7 +55,6 @@ class Server {
   void job_done(const JobTotals& t);
   void count(int status);
 
-  const Model& model_;
   const Tokenizer* tok_;
   ServerOptions opt_;
   JobContext ctx_;
