@@ -34,6 +34,7 @@
 #include "backend/backend.h"
 #include "backend/sampler.h"
 #include "engine/executor.h"
+#include "engine/executor_group.h"
 #include "engine/repetition.h"
 #include "engine/scheduler.h"
 #include "engine/sequence.h"
@@ -103,6 +104,10 @@ struct Request {
   bool ignore_eos = false;              // benchmarks: run to max_tokens
   std::vector<std::string> stop_strings;
   int64_t rng_key = -1;   // Philox request coordinate; -1 = the request id
+  // These n samples are samples [first_sample, first_sample + n) of a larger
+  // Best-of-N (their Philox streams): data parallelism splits one request's
+  // samples over replicas and gets the tokens one engine would give.
+  int first_sample = 0;
   std::optional<AttnPolicy> policy;     // this request's decode policy (default: the engine's)
   std::shared_ptr<RequestStream> stream;  // optional: tokens as they are sampled
 };
@@ -145,11 +150,16 @@ struct EngineStats {
 class Engine {
  public:
   Engine(const Model& model, Backend& backend, EngineConfig cfg);
+  // Tensor parallelism: ranks[r] is shard r of the model on rank r of a
+  // group of backends (make_tp_group); one scheduler, every rank runs every
+  // step (engine/executor_group.h). One rank is the constructor above.
+  Engine(std::vector<ExecutorRank> ranks, EngineConfig cfg);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
   int64_t submit(Request r);    // thread-safe; throws kf::Error on a malformed request
+  void check_request(const Request& r) const;  // what submit checks (thread-safe)
   void cancel(int64_t request);  // thread-safe; unknown or finished ids are ignored
   bool step();                   // one step; false when nothing is left (idle)
   void run();                    // steps until idle
@@ -170,7 +180,7 @@ class Engine {
   size_t tracked_sequences() const { return sched_.sequences().size(); }
   const EngineStats& stats() const { return stats_; }
   const EngineConfig& config() const { return cfg_; }
-  const StepExecutor& executor() const { return exec_; }
+  const StepExecutor& executor() const { return exec_.rank(0); }
 
  private:
   struct ReqState {
@@ -195,12 +205,13 @@ class Engine {
   void end_sample(ReqState& st, int sample, Sequence* s, StopReason why, const std::string& error = {});
   void fail_sequence(int64_t seq_id);
 
-  const Model& model_;
+  const Model& model_;  // rank 0's (the whole model without tensor parallelism)
   Backend& be_;
   EngineConfig cfg_;
   KvCache kv_;
   Scheduler sched_;
-  StepExecutor exec_;
+  ExecutorGroup exec_;
+  int64_t kv_heads_ = 0, weight_bytes_ = 0;  // over all ranks: what a step reads
   bool overlap_ = false;
   std::unordered_map<int64_t, ReqState> reqs_;
   std::vector<FinishedRequest> finished_;
