@@ -137,8 +137,8 @@ struct EngineStats {
   int running_peak = 0;
   // Decode reads: pages per (decode row, layer, KV head), summed.
   int64_t decode_page_reads = 0, decode_head_rows = 0;
-  int64_t kv_bytes_read = 0;  // K+V (+ keys and summaries scored) bytes read by decode rows
-  int64_t weight_bytes_read = 0;  // the weights once per step
+  int64_t kv_bytes_read = 0;  // K+V (+ keys and summaries scored) bytes read by decode rows (all TP ranks)
+  int64_t weight_bytes_read = 0;  // the weights once per step (every TP rank its shard)
   // Host time of the step loop, by phase, and device time of the steps.
   double host_schedule_s = 0, host_launch_s = 0, host_wait_s = 0, host_postprocess_s = 0;
   double device_s = 0;
