@@ -24,21 +24,12 @@ namespace {
 
 std::vector<int> parse_gpus(const std::string& s) {
   std::vector<int> out;
-  size_t at = 0;
-  while (at <= s.size()) {
-    const size_t comma = std::min(s.find(',', at), s.size());
-    const std::string item = s.substr(at, comma - at);
-    size_t used = 0;
-    int v = -1;
-    try {
-      v = std::stoi(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    KF_CHECK(!item.empty() && used == item.size() && v >= 0, "--devices '{}': '{}' is not a GPU number", s, item);
-    out.push_back(v);
-    at = comma + 1;
+  try {
+    out = parse_layer_list(s);  // the same "0,1,5" syntax
+  } catch (const Error&) {
+    out.clear();
   }
+  KF_CHECK(!out.empty(), "--devices '{}': expected GPU numbers separated by commas, e.g. 0,1", s);
   return out;
 }
 

@@ -406,7 +406,7 @@ TEST(Placement, FlagsAreCheckedWithClearErrors) {
   f.devices = "1,1";
   expect_error([&] { make(f); }, {"GPU 1 is named twice"});
   f.devices = "0,x";
-  expect_error([&] { make(f); }, {"'x' is not a GPU number"});
+  expect_error([&] { make(f); }, {"--devices '0,x': expected GPU numbers"});
   f = {};
   f.device = "cuda";
   expect_error([&] { make(f, 0); }, {"no GPU is visible"});
