@@ -10,6 +10,13 @@
 // plus the K/V and summaries the attention policy reads, at the mean context
 // of the timed steps) over the measured copy bandwidth. Every step samples
 // its next tokens on the device and brings only those back, as the engine does.
+//
+// --tp K runs the model's K tensor-parallel shards on K GPUs (--devices names
+// them; default 0..K-1) through the engine's executor group: every rank
+// launches every step from its own thread, with the NCCL all-reduces inside
+// the decode graphs. Bytes and the roofline are then per GPU, and the JSON
+// adds the all-reduce time of a step (its 2 x layers all-reduces of
+// [batch, hidden], replayed as one graph on every rank).
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -19,10 +26,10 @@
 #include <vector>
 
 #include "attn/policy.h"
-#include "backend/cpu/cpu_backend.h"
 #include "bench.h"
+#include "dist/placement.h"
+#include "engine/executor_group.h"
 #include "model/model.h"
-#include "engine/executor.h"
 #include "util/philox.h"
 #ifdef KINFER_HAVE_CUDA
 #include "backend/cuda/cuda_util.h"
@@ -32,8 +39,8 @@ namespace kf::cli {
 
 int bench_decode(int argc, char** argv) {
   CLI::App app{"Decode throughput: tokens/s and the bandwidth roofline", "kinfer bench decode"};
-  std::string model_spec = "default", device = "cpu", attn = "dense";
-  int batch = 1, tokens = 32, prompt_len = 32, context = 0, threads = 0, warmup = 2;
+  std::string model_spec = "default", device = "cpu", attn = "dense", devices;
+  int batch = 1, tokens = 32, prompt_len = 32, context = 0, threads = 0, warmup = 2, tp = 1;
   int page_size = 16, topk_pages = 64, local_pages = 4;
   double copy_gbps = 0;
   bool blas = false, json = false, no_graphs = false, profile = false;
@@ -53,6 +60,8 @@ int bench_decode(int argc, char** argv) {
   app.add_option("--local-pages", local_pages, "most recent pages always read")->capture_default_str();
   app.add_option("--dense-layers", dense_layers, "layers kept dense under any policy, e.g. 0");
   app.add_option("--device", device, "cpu or cuda")->capture_default_str();
+  app.add_option("--tp", tp, "tensor parallelism: the model's shards on this many GPUs (NCCL)")->capture_default_str();
+  app.add_option("--devices", devices, "the GPUs of the --tp shards, e.g. 0,1 (default 0..tp-1)");
   app.add_option("--copy-gbps", copy_gbps, "copy bandwidth for the roofline (0 = measure on CUDA)");
   app.add_flag("--no-graphs", no_graphs, "launch every op instead of replaying CUDA graphs");
   app.add_flag("--profile", profile, "CUDA: after the timed steps, time each op of 5 more steps (no graphs)");
@@ -62,7 +71,6 @@ int bench_decode(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   KF_CHECK(batch >= 1 && tokens >= 1 && prompt_len >= 1 && warmup >= 0 && context >= 0,
            "--batch, --tokens and --prompt-len must be positive, --warmup and --context >= 0");
-  KF_CHECK(device == "cpu" || device == "cuda", "--device must be cpu or cuda (got '{}')", device);
   KF_CHECK(page_size >= 1, "--page-size must be >= 1 (got {})", page_size);
   AttnPolicy policy;
   policy.kind = parse_attn_kind(attn);
@@ -70,18 +78,20 @@ int bench_decode(int argc, char** argv) {
   policy.local_pages = local_pages;
   attn::check_policy(policy);
 
-  std::unique_ptr<Backend> be;
-  if (device == "cuda") {
-    be = make_cuda_backend(0);
-  } else {
-    CpuOptions opt;
-    opt.n_threads = threads;
-    opt.use_blas = blas;
-    be = make_cpu_backend(opt);
-  }
+  dist::PlacementFlags pf;
+  pf.device = device;
+  pf.devices = devices;
+  pf.tp = tp;
+  pf.threads = threads;
+  dist::Placement placement = dist::make_placement(pf, cuda_device_count(), cuda_tp_available());
+  KF_CHECK(placement.replicas() == 1, "bench decode runs one replica: --devices must name exactly --tp ({}) GPUs", tp);
+  placement.cpu_blas = blas;
+  std::vector<dist::Replica> replicas = dist::load_replicas(placement, model_spec);
+  Backend* be = &replicas[0].backend();  // rank 0's
+  be->bind_thread();
   if (copy_gbps <= 0 && be->device() == Device::CUDA) copy_gbps = measure_copy_gbps(*be);
-  const Model model = Model::load(model_spec, *be);
-  const ModelConfig& cfg = model.config();
+  const Model& model = replicas[0].model();
+  const ModelConfig& cfg = model.config();  // a shard's with --tp: heads, KV and weights per GPU
   const int start_ctx = context > 0 ? context : prompt_len;
   const int max_ctx = start_ctx + warmup + tokens + 6;  // + the profiled steps
   const int pages_per_seq = (max_ctx + page_size - 1) / page_size;
@@ -93,7 +103,7 @@ int bench_decode(int argc, char** argv) {
   ec.graphs = !no_graphs && be->device() == Device::CUDA;
   ec.policy = policy;
   ec.dense_layers = parse_layer_list(dense_layers);
-  StepExecutor exec(model, *be, ec);
+  ExecutorGroup exec(replicas[0].ranks(), ec);
   // Pages reversed and interleaved across sequences: real, scattered page tables.
   std::vector<std::vector<int>> pages(batch);
   for (int s = 0; s < batch; ++s)
@@ -115,7 +125,7 @@ int bench_decode(int argc, char** argv) {
   };
   double prefill_s = 0;
   if (context > 0) {
-    exec.fill_synthetic();
+    exec.on_ranks([](int, StepExecutor& e) { e.fill_synthetic(); });
     std::fill(ctx.begin(), ctx.end(), context);
   } else {
     const auto tp = std::chrono::steady_clock::now();
@@ -130,7 +140,7 @@ int bench_decode(int argc, char** argv) {
         ctx[s] += n;
         done += n;
       }
-    be->synchronize();
+    exec.synchronize();
     prefill_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - tp).count();
   }
   // Each step samples on the device with Qwen3's thinking defaults (T 0.6,
@@ -166,11 +176,33 @@ int bench_decode(int argc, char** argv) {
   drain();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
+  // Tensor parallelism: the all-reduce time of one step, measured alone as
+  // the step has them (2 per layer, [batch, hidden], in a graph) on every rank.
+  double allreduce_ms = 0;
+  if (exec.size() > 1) {
+    constexpr int kIters = 20;
+    exec.on_ranks([&](int r, StepExecutor& e) {
+      Backend& b = e.backend();
+      Buffer x(b.act_dtype(), {int64_t(batch), int64_t(cfg.hidden_size)}, b);
+      b.fill_uniform(x, 3, -1.f, 1.f);
+      const std::unique_ptr<Graph> g = b.record([&] {
+        for (int l = 0; l < 2 * cfg.n_layers; ++l) b.all_reduce(x);
+      });
+      const auto start = b.make_event(), end = b.make_event();
+      b.replay(*g);  // warm-up
+      b.record(*start);
+      for (int i = 0; i < kIters; ++i) b.replay(*g);
+      b.record(*end);
+      b.wait(*end);
+      if (r == 0) allreduce_ms = b.ms_between(*start, *end) / kIters;
+    });
+  }
+
   nlohmann::json prof;
   if (profile) {
 #ifdef KINFER_HAVE_CUDA
     KF_CHECK(be->device() == Device::CUDA, "--profile needs --device cuda");
-    exec.set_graphs(false);
+    for (int r = 0; r < exec.size(); ++r) exec.rank(r).set_graphs(false);
     cuda_profile(*be, true);
     for (int i = 0; i < 5; ++i) do_step(step++);
     drain();
@@ -207,6 +239,8 @@ int bench_decode(int argc, char** argv) {
       {"attn", {{"kind", attn_kind_name(policy.kind)}, {"page_size", page_size}, {"topk_pages", topk_pages},
                 {"local_pages", local_pages}, {"dense_layers", ec.dense_layers}}},
       {"graphs", !no_graphs && be->device() == Device::CUDA},
+      {"tp", exec.size()},
+      {"gpus", placement.gpus},
       {"tokens", tokens},
       {"step_ms", step_s * 1e3},
       {"tokens_per_s", batch / step_s},
@@ -220,6 +254,10 @@ int bench_decode(int argc, char** argv) {
       {"roofline_fraction", roofline_s > 0 ? roofline_s / step_s : 0.0},
   };
   if (profile) j["profile"] = prof;
+  if (exec.size() > 1) {  // bytes and the roofline above are per GPU
+    j["allreduce_ms_per_step"] = allreduce_ms;
+    j["allreduce_fraction"] = allreduce_ms / (step_s * 1e3);
+  }
   if (json) {
     std::printf("%s\n", j.dump().c_str());
   } else {
@@ -231,6 +269,9 @@ int bench_decode(int argc, char** argv) {
     if (roofline_s > 0)
       std::printf(", roofline %.3f ms at %.0f GB/s copy = %.2f of it", roofline_s * 1e3, copy_gbps,
                   roofline_s / step_s);
+    if (exec.size() > 1)
+      std::printf("\ntp %d (per GPU above): all-reduces %.3f ms/step (%.0f%% of the step)", exec.size(), allreduce_ms,
+                  100 * allreduce_ms / (step_s * 1e3));
     std::printf("\n");
   }
   return 0;

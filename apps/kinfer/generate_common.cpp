@@ -1,6 +1,8 @@
 #include "generate_common.h"
 
-#include "backend/cpu/cpu_backend.h"
+#include <chrono>
+#include <map>
+
 #include "bench.h"
 #include "cost/cost.h"
 #include "cost/presets.h"
@@ -16,7 +18,7 @@ struct GenerateSetup::Text {
 
 namespace {
 const Tokenizer& need_tokenizer(const GenerateSetup& g, const char* what) {
-  KF_CHECK(g.text, "{} needs a tokenizer, and model '{}' has none: use --prompt-ids", what, g.model->source());
+  KF_CHECK(g.text, "{} needs a tokenizer, and model '{}' has none: use --prompt-ids", what, g.model().source());
   return g.text->tok;
 }
 }  // namespace
@@ -45,6 +47,13 @@ void add_engine_options(CLI::App& app, GenerateOptions& o) {
       ->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0 = all cores)")->capture_default_str();
   app.add_option("--device", o.device, "cpu or cuda (bf16 weights and KV on GPU 0)")->capture_default_str();
+  app.add_option("--devices", o.devices,
+                 "GPUs to use, e.g. 0,1: one engine replica per GPU (per --tp GPUs), requests spread by load");
+  app.add_option("--num-gpus", o.num_gpus, "use GPUs 0..N-1 (as --devices)");
+  app.add_option("--tp", o.tp, "tensor parallelism: split the model's heads and MLP over this many GPUs (NCCL)")
+      ->capture_default_str();
+  app.add_option("--replicas", o.replicas, "CPU: engine replicas (the data-parallel path without GPUs; tests)")
+      ->capture_default_str();
   app.add_flag("--no-graphs", o.no_graphs, "CUDA: launch every op instead of replaying decode-step graphs");
   app.add_flag("--no-overlap", o.no_overlap, "CUDA: wait for each step before preparing the next");
   app.add_flag("--profile", o.profile,
@@ -74,20 +83,31 @@ void add_generate_options(CLI::App& app, GenerateOptions& o) {
       ->capture_default_str();
 }
 
+dist::PlacementFlags placement_flags(const GenerateOptions& o) {
+  dist::PlacementFlags f;
+  f.device = o.device;
+  f.devices = o.devices;
+  f.num_gpus = o.num_gpus;
+  f.tp = o.tp;
+  f.replicas = o.replicas;
+  f.threads = o.threads;
+  return f;
+}
+
 GenerateSetup setup_generate(const GenerateOptions& o) {
   GenerateSetup g;
-  KF_CHECK(o.device == "cpu" || o.device == "cuda", "--device must be cpu or cuda (got '{}')", o.device);
-  if (o.device == "cuda") {
-    g.backend = make_cuda_backend(0);
-  } else {
-    CpuOptions opt;
-    opt.n_threads = o.threads;
-    g.backend = make_cpu_backend(opt);
-  }
-  g.model = std::make_unique<Model>(Model::load(o.model, *g.backend));
+  g.placement = dist::make_placement(placement_flags(o), cuda_device_count(), cuda_tp_available());
+  g.replicas = dist::load_replicas(g.placement, o.model);
+  g.config = g.model().config().whole();
   if (o.model.rfind("random:", 0) != 0) g.text = std::make_shared<GenerateSetup::Text>(GenerateSetup::Text{load_tokenizer(o.model)});
-  if (o.profile && g.backend->device() == Device::CUDA) g.copy_gbps = measure_copy_gbps(*g.backend);
+  g.backend().bind_thread();  // this thread's own CUDA calls (the copy benchmark) go to the first GPU
+  if (o.profile && g.backend().device() == Device::CUDA) g.copy_gbps = measure_copy_gbps(g.backend());
   return g;
+}
+
+std::string GenerateSetup::backend_name() const {
+  const bool several = placement.device == Device::CUDA ? placement.gpus.size() > 1 : placement.cpu_replicas > 1;
+  return several ? fmt::format("{} on {}", backend().name(), placement.describe()) : backend().name();
 }
 
 const Tokenizer* GenerateSetup::tokenizer() const { return text ? &text->tok : nullptr; }
@@ -144,17 +164,17 @@ Request make_request(const GenerateOptions& o, const GenerateSetup& g, const std
   r.ignore_eos = o.ignore_eos;
   r.rng_key = 0;
   if (o.thinking_budget >= 0) {
-    KF_CHECK(g.text, "--thinking-budget needs a tokenizer with </think>; model '{}' has none", g.model->source());
+    KF_CHECK(g.text, "--thinking-budget needs a tokenizer with </think>; model '{}' has none", g.model().source());
     r.think_end_token = g.text->tok.token_id("</think>");
     KF_CHECK(r.think_end_token >= 0, "--thinking-budget: model '{}' has no </think> token (not a thinking model)",
-             g.model->source());
+             g.model().source());
     r.thinking_budget = o.thinking_budget;
   }
   return r;
 }
 
 EngineConfig engine_config(const GenerateOptions& o, const GenerateSetup& g, const std::vector<Request>& reqs) {
-  const bool gpu = g.backend->device() == Device::CUDA;
+  const bool gpu = g.backend().device() == Device::CUDA;
   EngineConfig c;
   c.page_size = o.page_size;
   c.policy.kind = parse_attn_kind(o.attn);
@@ -176,11 +196,16 @@ EngineConfig engine_config(const GenerateOptions& o, const GenerateSetup& g, con
   KF_CHECK(o.gpu_memory > 0 && o.gpu_memory <= 1, "--gpu-memory must be in (0, 1] (got {})", o.gpu_memory);
   KF_CHECK(o.max_model_len >= 0, "--max-model-len must be >= 0 (got {})", o.max_model_len);
   // The pool may take a fraction of the free device memory (half the free
-  // RAM on the CPU), less what the step's activations and logits need.
-  const ModelConfig& mc = g.model->config();
-  const int elem = static_cast<int>(dtype_bytes(g.backend->act_dtype(), 1));
+  // RAM on the CPU, shared by CPU replicas), less what the step's activations
+  // and logits need. Every replica gets the same pool, sized on the GPU with
+  // the least free memory; a --tp rank holds its shard's heads of every page.
+  const ModelConfig& mc = g.model().config();
+  const int elem = static_cast<int>(dtype_bytes(g.backend().act_dtype(), 1));
   const int64_t page_bytes = kv_page_bytes(mc, o.page_size, elem);
-  const Backend::Memory mem = g.backend->memory();
+  Backend::Memory mem = g.backend().memory();
+  for (const dist::Replica& r : g.replicas)
+    for (const auto& b : r.backends) mem.free = std::min(mem.free, b->memory().free);
+  if (!gpu) mem.free /= g.placement.replicas();
   const int64_t step_bytes = int64_t(c.max_seqs) * mc.vocab_size * 4 +
                              int64_t(std::max(c.max_step_tokens, c.max_seqs)) *
                                  (4 * int64_t(mc.hidden_size) + 3 * int64_t(mc.n_heads + 2 * mc.n_kv_heads) * mc.head_dim +
@@ -191,7 +216,7 @@ EngineConfig engine_config(const GenerateOptions& o, const GenerateSetup& g, con
   if (o.kv_pages > 0) {
     KF_CHECK(o.kv_pages <= fit,
              "--kv-pages {} needs {:.1f} GB, but at most {} pages ({:.1f} GB) fit in {} with these weights{}", o.kv_pages,
-             o.kv_pages * page_bytes / 1e9, fit, fit * page_bytes / 1e9, g.backend->name(),
+             o.kv_pages * page_bytes / 1e9, fit, fit * page_bytes / 1e9, g.backend().name(),
              gpu ? fmt::format(" at --gpu-memory {}", o.gpu_memory) : std::string());
     c.kv_pages = o.kv_pages;
   } else {
@@ -205,15 +230,41 @@ EngineConfig engine_config(const GenerateOptions& o, const GenerateSetup& g, con
   return c;
 }
 
-nlohmann::json stats_json(const Engine& e, const GenerateSetup& g, int prompt_tokens, const GenerateOptions& o) {
-  const EngineStats& s = e.stats();
-  const EngineConfig& c = e.config();
+void run_requests(dist::ReplicaSet& set, std::vector<Request> reqs,
+                  const std::function<void(size_t, FinishedRequest&)>& on_finished,
+                  const std::function<void()>& on_tick) {
+  std::map<int64_t, size_t> index;
+  for (size_t i = 0; i < reqs.size(); ++i) index[set.submit(std::move(reqs[i]))] = i;
+  size_t done = 0;
+  while (done < index.size()) {
+    for (FinishedRequest& f : set.wait_finished(std::chrono::milliseconds(20))) {
+      on_finished(index.at(f.id), f);
+      ++done;
+    }
+    if (on_tick) on_tick();
+  }
+}
+
+std::vector<SampleResult> run_split(dist::ReplicaSet& set, const Request& req, const std::function<void()>& on_tick) {
+  const std::vector<Request> parts = dist::split_samples(req, set.size());
+  std::vector<std::vector<SampleResult>> got(parts.size());
+  run_requests(set, parts, [&](size_t i, FinishedRequest& f) { got[i] = std::move(f.samples); }, on_tick);
+  std::vector<SampleResult> out;
+  for (auto& part : got)
+    for (SampleResult& s : part) out.push_back(std::move(s));
+  return out;
+}
+
+nlohmann::json stats_json(const dist::ReplicaSet& set, const GenerateSetup& g, int prompt_tokens,
+                          const GenerateOptions& o) {
+  const EngineStats s = set.stats();
+  const EngineConfig& c = set.config();
   nlohmann::json attn = {{"kind", attn_kind_name(c.policy.kind)}, {"page_size", c.page_size},
                          {"topk_pages", c.policy.topk_pages}, {"local_pages", c.policy.local_pages},
                          {"dense_layers", c.dense_layers}};
   nlohmann::json j = {
-      {"model", g.model->source()},
-      {"backend", g.backend->name()},
+      {"model", g.model().source()},
+      {"backend", g.backend_name()},
       {"attn", attn},
       {"n", o.n},
       {"prompt_tokens", prompt_tokens},
@@ -234,8 +285,18 @@ nlohmann::json stats_json(const Engine& e, const GenerateSetup& g, int prompt_to
       {"pages_read_per_step", s.pages_read_per_step()},
       {"kv_bytes_read_per_token", s.decode_tokens ? static_cast<double>(s.kv_bytes_read) / s.decode_tokens : 0.0},
   };
-  if (o.profile) {
-    const double steps = std::max<int64_t>(1, s.steps);
+  if (g.placement.tp > 1) j["tp"] = g.placement.tp;
+  if (set.size() > 1) {  // how the work spread over the replicas
+    nlohmann::json reps = nlohmann::json::array();
+    for (const dist::ReplicaStats& r : set.replica_stats())
+      reps.push_back({{"backend", r.backend}, {"requests", r.requests}, {"samples", r.samples},
+                      {"generated_tokens", r.engine.generated_tokens}, {"steps", r.engine.steps},
+                      {"wall_s", r.engine.wall_seconds}, {"preemptions", r.engine.preemptions}});
+    j["replicas"] = reps;
+  }
+  if (o.profile) {  // per step of one replica (replicas run side by side), roofline over all GPUs
+    const double steps = std::max<double>(1, static_cast<double>(s.steps) / set.size());
+    const double devices = std::max<size_t>(1, g.placement.gpus.size());
     const double host = s.host_schedule_s + s.host_launch_s + s.host_postprocess_s;
     nlohmann::json p = {
         {"host_ms_per_step", {{"schedule", 1e3 * s.host_schedule_s / steps},
@@ -249,7 +310,7 @@ nlohmann::json stats_json(const Engine& e, const GenerateSetup& g, int prompt_to
         {"weight_bytes_read", s.weight_bytes_read},
     };
     if (g.copy_gbps > 0) {
-      const double roofline_s = (s.kv_bytes_read + s.weight_bytes_read) / (g.copy_gbps * 1e9);
+      const double roofline_s = (s.kv_bytes_read + s.weight_bytes_read) / (g.copy_gbps * 1e9 * devices);
       p["copy_gbps"] = g.copy_gbps;
       p["roofline_s"] = roofline_s;
       p["roofline_fraction"] = s.wall_seconds > 0 ? roofline_s / s.wall_seconds : 0.0;
@@ -260,14 +321,13 @@ nlohmann::json stats_json(const Engine& e, const GenerateSetup& g, int prompt_to
   return j;
 }
 
-nlohmann::json efflops_json(const Engine& e, const GenerateSetup& g, int prompt_tokens,
+nlohmann::json efflops_json(const EngineConfig& c, const GenerateSetup& g, int prompt_tokens,
                             const std::vector<SampleResult>& samples) {
-  const EngineConfig& c = e.config();
   std::vector<int64_t> lens;
   for (const SampleResult& s : samples) lens.push_back(static_cast<int64_t>(s.tokens.size()));
   const double intensity = cost::hardware_intensity(cost::kDefaultHardware).value_or(0.0);
   nlohmann::json j = cost::cost_json(
-      cost::price_samples(g.model->config(), c.policy, c.page_size, intensity, prompt_tokens, lens));
+      cost::price_samples(g.config, c.policy, c.page_size, intensity, prompt_tokens, lens));
   j["hardware"] = cost::kDefaultHardware;
   j["attn"] = cost::spec_of(c.policy, c.page_size).label();
   return j;

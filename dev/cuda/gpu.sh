@@ -10,6 +10,12 @@
 #   generate    kinfer bench generate rows with --profile, and the HF generate baseline
 #   eval        the SmolLM2 GSM8K eval job (needs $GGUF) and its HF baseline
 #   serve       the serving benchmark (tools/bench_serve.py) against bench generate
+#   dist        more than one GPU (kind nvidia-h200-x2) = dist_tests dist_decode dist_eval:
+#   dist_tests  the multi-GPU tests (kernels_cuda_dist: NCCL, --tp 2 vs --tp 1, data parallel)
+#   dist_decode bench decode --tp 2 vs --tp 1 (qwen3-8b, qwen3-32b; dense, blocktopk), all-reduce time
+#   dist_eval   eval on 2 GPUs vs 1, same job (needs $GGUF; DIST_DATASET/N/TOKENS/SEQS size it)
+#               NCCL: the pip package nvidia-nccl-cu13, found by CMake through python3
+#               (or -DKINFER_NCCL_ROOT); NCCL_NVLS_ENABLE=0 is exported above
 # Logs and JSON lines go to $OUT; a short table is printed at the end.
 # Debian packages the GPU image lacks (pcre2, utf8proc) are unpacked from
 # build-devdeps/debs (made here with `apt-get download`).
@@ -128,6 +134,66 @@ step_serve() {
   PYTHONUNBUFFERED=1 python3 tools/bench_serve.py --kinfer $K --server-args "--device cuda --model random:qwen3-0.6b" \
     --concurrency 1,64,256,1024 --output-len 256 --compare-generate --out "$OUT/serve_cuda.json" 2>&1 | tail -12
   log "serve done"
+}
+
+dtp() {  # preset batch context attn tp [extra]: one bench decode row with its all-reduce time
+  $K bench decode --device cuda --model random:$1 --batch $2 --context $3 --attn $4 --tp $5 --topk-pages 64 \
+    --local-pages 4 --page-size 16 --tokens ${DECODE_TOKENS:-20} --copy-gbps "$COPY" --json "${@:6}" \
+    2>>"$OUT/dist.err" | tee -a "$J" | python3 -c "import json,sys
+for l in sys.stdin:
+  j=json.loads(l); print(f\"decode {j['model']} B{j['batch']}x{j['context']} {j['attn']['kind']} tp {j['tp']}: {j['step_ms']:.2f} ms/step, all-reduce {j.get('allreduce_ms_per_step',0):.3f} ms/step, {j['roofline_fraction']:.2f} of the per-GPU roofline\")" ||
+    tail -3 "$OUT/dist.err"
+}
+
+dist_eval() {  # label flags...: the eval throughput job on the SmolLM2 GGUF
+  $K eval --model "$GGUF" --dataset ${DIST_DATASET:-aime24} -n ${DIST_N:-32} --max-tokens ${DIST_TOKENS:-2048} \
+    --seed 0 --max-seqs ${DIST_SEQS:-256} --json --no-progress --out "$OUT/dist_eval_$1.jsonl" "${@:2}" \
+    2>>"$OUT/dist.err" | tee -a "$J" | tee "$OUT/dist_eval_$1.json" | python3 -c "import json,sys
+j=json.load(sys.stdin); r=j['run']; e=r['engine']
+print(f\"eval $1: {r['tok_s']:.0f} gen tok/s, wall {r['wall_s']:.1f} s, replicas {[ (x['requests'], x['generated_tokens']) for x in e.get('replicas', [])]}\")"
+}
+
+step_dist() { step_dist_tests; step_dist_decode; step_dist_eval; }
+
+step_dist_tests() {
+  nvidia-smi -L | tee "$OUT/gpus.txt"
+  echo "NCCL_NVLS_ENABLE=$NCCL_NVLS_ENABLE" | tee -a "$OUT/gpus.txt"
+  grep -E "^NCCL_LIBRARY" "$B/CMakeCache.txt" | tee -a "$OUT/gpus.txt"
+  "$B/kernels_cuda_dist" > "$OUT/dist_tests.log" 2>&1
+  grep -E '^\[  (PASSED|FAILED|SKIPPED) |^\[  FAILED|--tp 2 vs|vs HF|data parallel|Failure' "$OUT/dist_tests.log" | head -30
+  log "dist tests done"
+}
+
+step_dist_decode() {
+  copy_bw
+  for a in dense blocktopk; do
+    dtp qwen3-8b 32 16384 $a 1
+    dtp qwen3-8b 32 16384 $a 2
+    dtp qwen3-32b 16 16384 $a 1   # B32x16K of qwen3-32b does not fit one H200 (65 GB weights + 137 GB KV)
+    dtp qwen3-32b 16 16384 $a 2
+    dtp qwen3-32b 32 16384 $a 2
+  done
+  log "tp decode done"
+}
+
+step_dist_eval() {
+  if [[ -s ${GGUF:-} ]]; then
+    dist_eval 1gpu --device cuda
+    dist_eval 2gpu --devices 0,1
+    python3 - "$OUT" <<'PY'
+import json, sys
+o = sys.argv[1]
+a, b = ({r["id"]: r for r in map(json.loads, list(open(f"{o}/dist_eval_{k}.jsonl"))[1:])} for k in ("1gpu", "2gpu"))
+same = sum(x["text"] == y["text"] for k in a for x, y in zip(a[k]["samples"], b[k]["samples"]))
+r1, r2 = (json.load(open(f"{o}/dist_eval_{k}.json"))["run"] for k in ("1gpu", "2gpu"))
+print(f"eval 2 GPUs vs 1: {r2['tok_s'] / r1['tok_s']:.2f}x tok/s, {r1['wall_s'] / r2['wall_s']:.2f}x wall (target >= 1.9); "
+      f"{len(b)} of {len(a)} problems, {same} of {sum(len(r['samples']) for r in a.values())} samples identical "
+      "(bf16 GEMMs differ by batch)")
+PY
+  else
+    echo "dist: set GGUF to the SmolLM2 GGUF for the eval throughput job"
+  fi
+  log "dist eval done"
 }
 
 for s in "$@"; do "step_$s"; done

@@ -97,15 +97,22 @@ double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 }  // namespace
 
 Engine::Engine(const Model& model, Backend& backend, EngineConfig cfg)
-    : model_(model),
-      be_(backend),
+    : Engine(std::vector<ExecutorRank>{ExecutorRank{&model, &backend}}, std::move(cfg)) {}
+
+Engine::Engine(std::vector<ExecutorRank> ranks, EngineConfig cfg)
+    : model_(*ranks.at(0).model),
+      be_(*ranks.at(0).backend),
       cfg_(std::move(cfg)),
       kv_(cfg_.kv_pages, cfg_.page_size),
       sched_(kv_, sched_config(cfg_)),
-      exec_(model, backend, executor_config(cfg_, backend)) {
+      exec_(ranks, executor_config(cfg_, be_)) {
+  for (const ExecutorRank& r : ranks) {  // tensor parallelism: each rank reads its heads' KV and its weights
+    kv_heads_ += r.model->config().n_kv_heads;
+    weight_bytes_ += r.model->weights().bytes_per_step();
+  }
   attn::check_policy(cfg_.policy);
   KF_CHECK(cfg_.max_seqs >= 1, "--max-seqs must be >= 1 (got {})", cfg_.max_seqs);
-  if (cfg_.max_model_len <= 0) cfg_.max_model_len = model.config().max_position;
+  if (cfg_.max_model_len <= 0) cfg_.max_model_len = model_.config().max_position;
   overlap_ = cfg_.overlap == EngineConfig::Mode::Always ||
              (cfg_.overlap == EngineConfig::Mode::Auto && be_.device() != Device::CPU);
   stats_.kv_pages = cfg_.kv_pages;
@@ -113,12 +120,13 @@ Engine::Engine(const Model& model, Backend& backend, EngineConfig cfg)
 }
 
 Engine::~Engine() {
-  if (in_flight_) be_.synchronize();  // its buffers go with the executor
+  if (in_flight_) exec_.synchronize();  // its buffers go with the executor
 }
 
-int64_t Engine::submit(Request r) {
+void Engine::check_request(const Request& r) const {
   KF_CHECK(!r.prompt.empty(), "generate: the prompt is empty");
   KF_CHECK(r.n >= 1, "generate: -n must be >= 1 (got {})", r.n);
+  KF_CHECK(r.first_sample >= 0, "generate: first_sample must be >= 0 (got {})", r.first_sample);
   KF_CHECK(r.n <= cfg_.max_seqs, "generate: -n {} exceeds the {} sequences that may run at once (--max-seqs)", r.n,
            cfg_.max_seqs);
   KF_CHECK(r.max_tokens >= 0, "generate: --max-tokens must be >= 0 (got {})", r.max_tokens);
@@ -130,11 +138,16 @@ int64_t Engine::submit(Request r) {
   KF_CHECK(r.stop_strings.empty() || cfg_.token_bytes, "generate: stop strings need a tokenizer");
   if (r.policy) {
     attn::check_policy(*r.policy);
+    ExecutorGroup::check_policy(model_.config(), *r.policy);
     KF_CHECK(r.policy->kind != AttnKind::TopK || *r.policy == cfg_.policy,
              "generate: the topk oracle policy cannot share a batch with other policies; make it the engine's --attn");
   }
   const int vocab = model_.config().vocab_size;
   for (int t : r.prompt) KF_CHECK(t >= 0 && t < vocab, "generate: prompt token {} is outside the vocabulary ({})", t, vocab);
+}
+
+int64_t Engine::submit(Request r) {
+  check_request(r);
   if (r.stream) r.stream->expect_samples(r.n);
   int64_t id = 0;
   {
@@ -370,12 +383,12 @@ Engine::Launched Engine::launch(const StepPlan& plan) {
       dense.kind = AttnKind::Dense;
       const attn::Reads rdense = attn::reads_per_head(ctx, cfg_.page_size, dense);
       const int64_t n_dense = static_cast<int64_t>(cfg_.dense_layers.size()), n_sparse = mc.n_layers - n_dense;
-      const int64_t bytes = int64_t(mc.n_kv_heads) * mc.head_dim * elem *
+      const int64_t bytes = kv_heads_ * mc.head_dim * elem *
                             (n_sparse * (2 * rd.kv_tokens + rd.k_tokens + rd.summaries) + n_dense * 2 * rdense.kv_tokens);
       stats_.kv_bytes_read += bytes;
       st.kv_bytes += bytes;
-      stats_.decode_page_reads += int64_t(mc.n_kv_heads) * (n_sparse * rd.pages + n_dense * rdense.pages);
-      stats_.decode_head_rows += int64_t(mc.n_kv_heads) * mc.n_layers;
+      stats_.decode_page_reads += kv_heads_ * (n_sparse * rd.pages + n_dense * rdense.pages);
+      stats_.decode_head_rows += kv_heads_ * mc.n_layers;
     } else {
       l.prefill_rows += ss.n;
     }
@@ -394,7 +407,7 @@ Engine::Launched Engine::launch(const StepPlan& plan) {
       sr.top_p = r.sampling.top_p;
       sr.min_p = r.sampling.min_p;
       const int index = static_cast<int>(t.generated.size()) + t.pending - 1;  // of the token this row samples
-      sr.uniform = draw(r, t.sample, index);
+      sr.uniform = draw(r, r.first_sample + t.sample, index);
       const bool force = r.thinking_budget >= 0 && index == r.thinking_budget && !st.think_closed[t.sample];
       if (force) sr.forced = r.think_end_token;
       t.pending_row = exec_.add_sample(lrow, sr);
@@ -409,7 +422,7 @@ Engine::Launched Engine::launch(const StepPlan& plan) {
   l.handle = exec_.launch();
   l.launch_s = since(t0);
   stats_.host_launch_s += l.launch_s;
-  stats_.weight_bytes_read += model_.weights().bytes_per_step();
+  stats_.weight_bytes_read += weight_bytes_;
   return l;
 }
 

@@ -34,6 +34,7 @@
 #include "backend/backend.h"
 #include "backend/sampler.h"
 #include "engine/executor.h"
+#include "engine/executor_group.h"
 #include "engine/repetition.h"
 #include "engine/scheduler.h"
 #include "engine/sequence.h"
@@ -109,6 +110,10 @@ struct Request {
   bool ignore_eos = false;              // benchmarks: run to max_tokens
   std::vector<std::string> stop_strings;
   int64_t rng_key = -1;   // Philox request coordinate; -1 = the request id
+  // These n samples are samples [first_sample, first_sample + n) of a larger
+  // Best-of-N (their Philox streams): data parallelism splits one request's
+  // samples over replicas and gets the tokens one engine would give.
+  int first_sample = 0;
   std::optional<AttnPolicy> policy;     // this request's decode policy (default: the engine's)
   // Logprobs (engine/executor.h TokenLogprob): >= 0 gives every generated
   // token's log-probability and its `logprobs` most likely alternatives
@@ -156,8 +161,8 @@ struct EngineStats {
   int running_peak = 0;
   // Decode reads: pages per (decode row, layer, KV head), summed.
   int64_t decode_page_reads = 0, decode_head_rows = 0;
-  int64_t kv_bytes_read = 0;  // K+V (+ keys and summaries scored) bytes read by decode rows
-  int64_t weight_bytes_read = 0;  // the weights once per step
+  int64_t kv_bytes_read = 0;  // K+V (+ keys and summaries scored) bytes read by decode rows (all TP ranks)
+  int64_t weight_bytes_read = 0;  // the weights once per step (every TP rank its shard)
   // Host time of the step loop, by phase, and device time of the steps.
   double host_schedule_s = 0, host_launch_s = 0, host_wait_s = 0, host_postprocess_s = 0;
   double device_s = 0;
@@ -169,11 +174,16 @@ struct EngineStats {
 class Engine {
  public:
   Engine(const Model& model, Backend& backend, EngineConfig cfg);
+  // Tensor parallelism: ranks[r] is shard r of the model on rank r of a
+  // group of backends (make_tp_group); one scheduler, every rank runs every
+  // step (engine/executor_group.h). One rank is the constructor above.
+  Engine(std::vector<ExecutorRank> ranks, EngineConfig cfg);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
   int64_t submit(Request r);    // thread-safe; throws kf::Error on a malformed request
+  void check_request(const Request& r) const;  // what submit checks (thread-safe)
   void cancel(int64_t request);  // thread-safe; unknown or finished ids are ignored
   bool step();                   // one step; false when nothing is left (idle)
   void run();                    // steps until idle
@@ -194,7 +204,7 @@ class Engine {
   size_t tracked_sequences() const { return sched_.sequences().size(); }
   const EngineStats& stats() const { return stats_; }
   const EngineConfig& config() const { return cfg_; }
-  const StepExecutor& executor() const { return exec_; }
+  const StepExecutor& executor() const { return exec_.rank(0); }
 
  private:
   struct ReqState {
@@ -233,12 +243,13 @@ class Engine {
   void end_sample(ReqState& st, int sample, Sequence* s, StopReason why, const std::string& error = {});
   void fail_sequence(int64_t seq_id);
 
-  const Model& model_;
+  const Model& model_;  // rank 0's (the whole model without tensor parallelism)
   Backend& be_;
   EngineConfig cfg_;
   KvCache kv_;
   Scheduler sched_;
-  StepExecutor exec_;
+  ExecutorGroup exec_;
+  int64_t kv_heads_ = 0, weight_bytes_ = 0;  // over all ranks: what a step reads
   bool overlap_ = false;
   std::unordered_map<int64_t, ReqState> reqs_;
   std::vector<FinishedRequest> finished_;

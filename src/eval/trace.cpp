@@ -126,6 +126,7 @@ json header_json(const TraceHeader& h) {
   j["git"] = h.git;
   j["created"] = h.created;
   if (!h.cost_model.is_null()) j["cost_model"] = h.cost_model;
+  if (!h.shard.is_null()) j["shard"] = h.shard;
   return j;
 }
 
@@ -167,9 +168,13 @@ TraceHeader parse_header(const json& j, const std::string& where) {
     KF_CHECK(it->is_object(), "{}: field 'cost_model' must be an object", where);
     h.cost_model = *it;
   }
+  if (auto it = j.find("shard"); it != j.end() && !it->is_null()) {
+    KF_CHECK(it->is_object(), "{}: field 'shard' must be an object", where);
+    h.shard = *it;
+  }
   for (auto it = j.begin(); it != j.end(); ++it) {
     static constexpr std::string_view kKnown[] = {"kinfer_trace", "model", "dataset", "attn", "sampling",
-                                                  "prompt_template", "git", "created", "cost_model"};
+                                                  "prompt_template", "git", "created", "cost_model", "shard"};
     bool known = false;
     for (std::string_view k : kKnown) known = known || it.key() == k;
     if (!known) h.extra[it.key()] = it.value();

@@ -36,6 +36,36 @@ bool ModelConfig::was_defaulted(const std::string& field) const {
   return std::find(defaulted.begin(), defaulted.end(), field) != defaulted.end();
 }
 
+ModelConfig ModelConfig::sharded(int rank, int size) const {
+  KF_CHECK(shard.size == 1, "--tp: {} is already a shard ({} of {})", name, shard.rank, shard.size);
+  KF_CHECK(size >= 1, "--tp must be >= 1 (got {})", size);
+  KF_CHECK(rank >= 0 && rank < size, "tensor parallelism: rank {} outside [0, {})", rank, size);
+  KF_CHECK(n_kv_heads % size == 0 || size % n_kv_heads == 0,
+           "--tp {}: {} has {} KV heads, which do not split evenly over {} GPUs (--tp must divide {}, or be a "
+           "multiple of it: then each GPU holds one KV head)", size, name, n_kv_heads, size, n_kv_heads);
+  KF_CHECK(n_heads % size == 0, "--tp {}: {}'s {} attention heads do not split evenly over {} GPUs", size, name,
+           n_heads, size);
+  KF_CHECK(intermediate_size % size == 0,
+           "--tp {}: {}'s MLP intermediate size {} does not split evenly over {} GPUs", size, name, intermediate_size,
+           size);
+  ModelConfig c = *this;
+  c.n_heads /= size;
+  c.n_kv_heads = std::max(1, n_kv_heads / size);
+  c.intermediate_size /= size;
+  c.shard = TpShard{rank, size, n_kv_heads};
+  return c;
+}
+
+ModelConfig ModelConfig::whole() const {
+  if (shard.size == 1) return *this;
+  ModelConfig c = *this;
+  c.n_heads *= shard.size;
+  c.n_kv_heads = shard.kv_heads;
+  c.intermediate_size *= shard.size;
+  c.shard = TpShard{};
+  return c;
+}
+
 std::vector<float> ModelConfig::rope_inv_freq() const {
   // As HF: the exponents are over the rotated dims only (dim = head_dim * partial_rotary_factor).
   const int dim = rope_dim(), half = dim / 2;
@@ -65,6 +95,7 @@ std::vector<float> ModelConfig::rope_inv_freq() const {
 }
 
 int64_t ModelConfig::params_plain() const {
+  if (shard.size > 1) return whole().params_plain();
   const int64_t d = hidden_size, q = int64_t(n_heads) * head_dim, kv = int64_t(n_kv_heads) * head_dim;
   int64_t layer = d * q + 2 * d * kv + q * d   // q, k, v, o
                   + 3 * d * intermediate_size  // gate, up, down

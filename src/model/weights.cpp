@@ -6,6 +6,7 @@
 #include <functional>
 #include <set>
 #include <string>
+#include <type_traits>
 
 #include "io/checkpoint.h"
 #include "util/error.h"
@@ -64,44 +65,86 @@ Buffer make_stacked(Backend& be, const std::vector<Part>& parts, int64_t cols) {
   return cols > 0 ? make_weight(be, {rows, cols}, f32, bf16) : make_weight(be, {rows}, f32, bf16);
 }
 
-// Reads tensors as specified (check_weights has checked them all).
+// The part of a [R, C] (or [R]) tensor a tensor-parallel shard holds: rows
+// [row0, row0 + rows) and columns [col0, col0 + cols); -1 = all of them.
+struct Slice {
+  int64_t row0 = 0, rows = -1, col0 = 0, cols = -1;
+  bool whole() const { return rows < 0 && cols < 0; }
+};
+int64_t rows_of(const WeightSpec& t, const Slice& s) { return s.rows >= 0 ? s.rows : t.shape[0]; }
+int64_t cols_of(const WeightSpec& t, const Slice& s) {
+  return t.shape.size() < 2 ? 0 : s.cols >= 0 ? s.cols : t.shape[1];
+}
+
+// Shard `sh` of `n` rows (or columns): [rank * n / size, (rank + 1) * n / size).
+Slice row_slice(int64_t n, const TpShard& sh) { return sh.size == 1 ? Slice{} : Slice{sh.rank * (n / sh.size), n / sh.size}; }
+Slice col_slice(int64_t n, const TpShard& sh) {
+  return sh.size == 1 ? Slice{} : Slice{0, -1, sh.rank * (n / sh.size), n / sh.size};
+}
+
+// Reads tensor t (its slice s) into dst, as T (float or bf16 bits).
+template <typename T>
+void read_slice(const Checkpoint& c, const WeightSpec& t, const Slice& s, T* dst) {
+  auto read = [&](T* out) {
+    if constexpr (std::is_same_v<T, float>) c.read_f32(t.name, out, t.shape);
+    else c.read_bf16(t.name, out, t.shape);
+  };
+  if (s.whole()) {
+    read(dst);
+    return;
+  }
+  int64_t numel = 1;
+  for (int64_t d : t.shape) numel *= d;
+  std::vector<T> full(static_cast<size_t>(numel));  // a shard reads the whole tensor, then keeps its part
+  read(full.data());
+  const int64_t width = t.shape.size() > 1 ? t.shape[1] : 1, rows = rows_of(t, s);
+  const int64_t cols = std::max<int64_t>(cols_of(t, s), 1), col0 = t.shape.size() > 1 ? s.col0 : 0;
+  for (int64_t r = 0; r < rows; ++r)
+    std::copy_n(full.data() + (s.row0 + r) * width + col0, cols, dst + r * cols);
+}
+
+// Reads tensors as specified (check_weights has checked them all), each
+// whole or the slice a shard holds.
 struct Loader {
   const Checkpoint& ckpt;
   Backend& be;
-  Buffer operator()(const WeightSpec& t) const { return stacked({t}); }
-  // The tensors (1-D or 2-D) stacked by rows into one weight.
-  Buffer stacked(const std::vector<WeightSpec>& ts) const {
+  Buffer operator()(const WeightSpec& t, const Slice& s = {}) const { return stacked({t}, {s}); }
+  // The tensors (1-D or 2-D; their slices, when given) stacked by rows into one weight.
+  Buffer stacked(const std::vector<WeightSpec>& ts, std::vector<Slice> slices = {}) const {
+    slices.resize(ts.size());
     std::vector<Part> parts;
     const Checkpoint* c = &ckpt;
-    for (const WeightSpec& t : ts) {
-      parts.push_back(Part{t.shape[0], [c, t](float* dst) { c->read_f32(t.name, dst, t.shape); },
-                           [c, t](uint16_t* dst) { c->read_bf16(t.name, dst, t.shape); }});
+    for (size_t i = 0; i < ts.size(); ++i) {
+      const WeightSpec t = ts[i];
+      const Slice sl = slices[i];
+      parts.push_back(Part{rows_of(t, sl), [c, t, sl](float* dst) { read_slice(*c, t, sl, dst); },
+                           [c, t, sl](uint16_t* dst) { read_slice(*c, t, sl, dst); }});
     }
-    return make_stacked(be, parts, ts[0].shape.size() > 1 ? ts[0].shape[1] : 0);
+    return make_stacked(be, parts, cols_of(ts[0], slices[0]));
   }
 };
 
 // Random weights drawn on the device by Backend::fill_uniform (a pure function
 // of seed and element index, the same values on every backend up to the
 // storage rounding), so a random 32B model takes seconds, not minutes of host
-// generation.
+// generation. A shard fills its slices at their element indices in the full
+// tensors (FillIndex), so it equals those slices of the full random model.
 struct RandomMaker {
   Backend& be;
   uint64_t seed;
   uint64_t counter = 0;
   uint64_t next_seed() { return seed * 0x100000001b3ull + (++counter) * 0x9e3779b97f4a7c15ull; }
-  // Values center + half_width * U(-1, 1).
-  Buffer operator()(std::initializer_list<int64_t> shape, float center, float half_width) {
+  // Values center + half_width * U(-1, 1), placed in the full tensor by `at`.
+  Buffer operator()(std::initializer_list<int64_t> shape, float center, float half_width, const FillIndex& at = {}) {
     Buffer b(be.act_dtype(), shape, be);
-    be.fill_uniform(b.view(), next_seed(), center - half_width, center + half_width);
+    be.fill_uniform(b.view(), next_seed(), center - half_width, center + half_width, at);
     return b;
   }
-  // Uniform with std 1/sqrt(fan_in): half width sqrt(3/fan_in).
-  Buffer linear(int64_t out, int64_t in) { return (*this)({out, in}, 0.f, std::sqrt(3.f / in)); }
   // Parts stacked by rows into one matrix [sum of rows, cols] (cols 0 = 1-D).
   struct Part {
     int64_t rows;
     float center, half_width;
+    FillIndex at;
   };
   Buffer stacked(std::initializer_list<Part> parts, int64_t cols) {
     int64_t rows = 0;
@@ -109,12 +152,11 @@ struct RandomMaker {
     Buffer b = cols > 0 ? Buffer(be.act_dtype(), {rows, cols}, be) : Buffer(be.act_dtype(), {rows}, be);
     int64_t at = 0;
     for (const Part& p : parts) {
-      be.fill_uniform(b.view().rows(at, p.rows), next_seed(), p.center - p.half_width, p.center + p.half_width);
+      be.fill_uniform(b.view().rows(at, p.rows), next_seed(), p.center - p.half_width, p.center + p.half_width, p.at);
       at += p.rows;
     }
     return b;
   }
-  static Part linear_part(int64_t out, int64_t in) { return Part{out, 0.f, std::sqrt(3.f / in)}; }
 };
 
 int64_t bytes_of(const Buffer& b) { return b.empty() ? 0 : static_cast<int64_t>(b.view().nbytes()); }
@@ -199,8 +241,16 @@ void check_weights(const Checkpoint& ckpt, const ModelConfig& cfg) {
 }
 
 Weights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, Backend& be) {
-  check_weights(ckpt, cfg);
-  const WeightsSpec s = weights_spec(ckpt, cfg);
+  const ModelConfig full = cfg.whole();  // a shard checks and reads the whole model's tensors, keeps its slices
+  const TpShard sh = cfg.shard;
+  check_weights(ckpt, full);
+  const WeightsSpec s = weights_spec(ckpt, full);
+  const int64_t q = int64_t(full.n_heads) * full.head_dim, ff = full.intermediate_size;
+  // The K and V rows of the shard's KV heads (copies when --tp exceeds them).
+  const Slice kv_rows = sh.size == 1 ? Slice{}
+                                     : Slice{int64_t(sh.first_kv_head()) * full.head_dim,
+                                             int64_t(cfg.n_kv_heads) * full.head_dim};
+  const std::vector<Slice> qkv = {row_slice(q, sh), kv_rows, kv_rows};
   const Loader load{ckpt, be};
   Weights w;
   w.embed = load(s.embed);
@@ -211,41 +261,61 @@ Weights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, Backend& be
     const LayerSpec& ls = s.layers[i];
     LayerWeights& l = w.layers[i];
     l.attn_norm = load(ls.attn_norm);
-    l.wqkv = load.stacked(ls.wqkv);
-    if (!ls.bqkv.empty()) l.bqkv = load.stacked(ls.bqkv);
+    l.wqkv = load.stacked(ls.wqkv, qkv);  // q, k, v rows of the shard's heads
+    if (!ls.bqkv.empty()) l.bqkv = load.stacked(ls.bqkv, qkv);
     if (!ls.q_norm.name.empty()) l.q_norm = load(ls.q_norm);
     if (!ls.k_norm.name.empty()) l.k_norm = load(ls.k_norm);
-    l.wo = load(ls.wo);
+    l.wo = load(ls.wo, col_slice(q, sh));  // the columns its heads' outputs meet
     l.mlp_norm = load(ls.mlp_norm);
-    l.w_gate_up = load.stacked(ls.w_gate_up);
-    l.w_down = load(ls.w_down);
+    l.w_gate_up = load.stacked(ls.w_gate_up, {row_slice(ff, sh), row_slice(ff, sh)});
+    l.w_down = load(ls.w_down, col_slice(ff, sh));
   }
   return w;
 }
 
 Weights random_weights(const ModelConfig& cfg, Backend& be, uint64_t seed) {
+  const ModelConfig full = cfg.whole();  // shapes and scales of the whole model; a shard fills its slices
+  const TpShard sh = cfg.shard;
   RandomMaker rnd{be, seed};
-  const int64_t d = cfg.hidden_size, q = int64_t(cfg.n_heads) * cfg.head_dim,
-                kv = int64_t(cfg.n_kv_heads) * cfg.head_dim, ff = cfg.intermediate_size,
-                vocab = cfg.vocab_size, hd = cfg.head_dim;
+  const int64_t d = full.hidden_size, q = int64_t(full.n_heads) * full.head_dim, ff = full.intermediate_size,
+                vocab = full.vocab_size, hd = full.head_dim;
+  // The shard's rows or columns (its KV heads may be copies: see TpShard).
+  const int64_t qs = q / sh.size, kvs = int64_t(cfg.n_kv_heads) * hd, ffs = ff / sh.size;
+  const int64_t kv0 = int64_t(sh.first_kv_head()) * hd;  // its first K (and V) row
+  // Where a shard's n rows from row r0 of a [*, cols] weight (cols 0: a
+  // vector), or its n columns of a [*, full_cols] weight, sit in the full tensor.
+  auto rows_from = [&](int64_t r0, int64_t cols) {
+    if (sh.size == 1) return FillIndex{};
+    return cols > 0 ? FillIndex{r0, 0, cols} : FillIndex{0, r0, 1};
+  };
+  auto rows_at = [&](int64_t n, int64_t cols) { return rows_from(sh.rank * n, cols); };
+  auto cols_at = [&](int64_t n, int64_t full_cols) {
+    return sh.size == 1 ? FillIndex{} : FillIndex{0, sh.rank * n, full_cols};
+  };
+  auto linear_part = [&](int64_t rows, int64_t in, FillIndex at) {
+    return RandomMaker::Part{rows, 0.f, std::sqrt(3.f / in), at};
+  };
   Weights w;
   w.embed = rnd({vocab, d}, 0.f, 1.f);
   w.final_norm = rnd({d}, 1.f, 0.1f);
-  if (!cfg.tied_embeddings) w.lm_head_own = rnd.linear(vocab, d);
-  w.layers.resize(cfg.n_layers);
+  if (!full.tied_embeddings) w.lm_head_own = rnd({vocab, d}, 0.f, std::sqrt(3.f / d));
+  w.layers.resize(full.n_layers);
   for (LayerWeights& l : w.layers) {
     l.attn_norm = rnd({d}, 1.f, 0.1f);
-    l.wqkv = rnd.stacked({RandomMaker::linear_part(q, d), RandomMaker::linear_part(kv, d), RandomMaker::linear_part(kv, d)}, d);
-    if (cfg.qkv_bias) l.bqkv = rnd.stacked({{q, 0.f, 0.1f}, {kv, 0.f, 0.1f}, {kv, 0.f, 0.1f}}, 0);
-    if (cfg.qk_norm) {
+    l.wqkv = rnd.stacked({linear_part(qs, d, rows_at(qs, d)), linear_part(kvs, d, rows_from(kv0, d)),
+                          linear_part(kvs, d, rows_from(kv0, d))}, d);
+    if (full.qkv_bias)
+      l.bqkv = rnd.stacked({{qs, 0.f, 0.1f, rows_at(qs, 0)}, {kvs, 0.f, 0.1f, rows_from(kv0, 0)},
+                            {kvs, 0.f, 0.1f, rows_from(kv0, 0)}}, 0);
+    if (full.qk_norm) {
       l.q_norm = rnd({hd}, 1.f, 0.1f);
       l.k_norm = rnd({hd}, 1.f, 0.1f);
     }
     // o_proj and down_proj scaled down by the depth so the residual stream stays O(1).
-    l.wo = rnd({d, q}, 0.f, std::sqrt(3.f / q) / std::sqrt(2.f * cfg.n_layers));
+    l.wo = rnd({d, qs}, 0.f, std::sqrt(3.f / q) / std::sqrt(2.f * full.n_layers), cols_at(qs, q));
     l.mlp_norm = rnd({d}, 1.f, 0.1f);
-    l.w_gate_up = rnd.stacked({RandomMaker::linear_part(ff, d), RandomMaker::linear_part(ff, d)}, d);
-    l.w_down = rnd({d, ff}, 0.f, std::sqrt(3.f / ff) / std::sqrt(2.f * cfg.n_layers));
+    l.w_gate_up = rnd.stacked({linear_part(ffs, d, rows_at(ffs, d)), linear_part(ffs, d, rows_at(ffs, d))}, d);
+    l.w_down = rnd({d, ffs}, 0.f, std::sqrt(3.f / ff) / std::sqrt(2.f * full.n_layers), cols_at(ffs, ff));
   }
   be.synchronize();
   return w;

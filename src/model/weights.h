@@ -70,11 +70,16 @@ WeightsSpec weights_spec(const Checkpoint& ckpt, const ModelConfig& cfg);
 void check_weights(const Checkpoint& ckpt, const ModelConfig& cfg);
 
 // Reads every tensor the config needs from the checkpoint after check_weights.
+// A shard's config (ModelConfig::sharded) checks the whole model's tensors and
+// keeps its slices: the q, k, v rows (and biases) of its heads, the o_proj
+// columns they feed, its gate and up rows and down_proj columns; embeddings,
+// norms and the lm_head stay whole (replicated).
 Weights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, Backend& backend);
 
 // Random weights with the config's shapes for benchmarks and property tests:
 // uniform with unit-gain scaling (std 1/sqrt(fan_in)), norms near 1, small
-// biases, from a fixed seed (same seed, same weights).
+// biases, from a fixed seed (same seed, same weights). A shard's config gives
+// exactly the slices load_weights would keep of the whole random model.
 Weights random_weights(const ModelConfig& cfg, Backend& backend, uint64_t seed);
 
 }  // namespace kf

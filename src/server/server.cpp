@@ -33,20 +33,24 @@ Reply error_reply(int status, const std::string& message, const std::string& par
 }  // namespace
 
 Server::Server(const Model& model, Backend& backend, const Tokenizer* tok, EngineConfig cfg, ServerOptions opt)
+    : Server({ExecutorRank{&model, &backend}}, model.config(), tok, std::move(cfg), std::move(opt)) {}
+
+Server::Server(std::vector<ExecutorRank> ranks, const ModelConfig& whole, const Tokenizer* tok, EngineConfig cfg,
+               ServerOptions opt)
     : tok_(tok), opt_(std::move(opt)) {
   const std::optional<double> intensity = cost::hardware_intensity(opt_.hardware);
   KF_CHECK(intensity.has_value(), "--hardware '{}': not a known preset (b200, h200, h100)", opt_.hardware);
   KF_CHECK(opt_.max_waiting >= 0, "--max-waiting must be >= 0 (got {})", opt_.max_waiting);
-  engine_ = std::make_unique<Engine>(model, backend, std::move(cfg));
+  engine_ = std::make_unique<Engine>(std::move(ranks), std::move(cfg));
   const EngineConfig& c = engine_->config();
   ctx_.tok = tok;
-  ctx_.model = &model.config();
+  ctx_.model = &whole;
   ctx_.model_name = opt_.model_name;
   ctx_.default_policy = c.policy;
   ctx_.page_size = c.page_size;
   ctx_.intensity = *intensity;
   ctx_.hardware = opt_.hardware;
-  limits_.vocab = model.config().vocab_size;
+  limits_.vocab = whole.vocab_size;
   limits_.max_model_len = c.max_model_len;
   limits_.max_seqs = c.max_seqs;
   limits_.kv_tokens = static_cast<int64_t>(c.kv_pages) * c.page_size;

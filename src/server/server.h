@@ -35,6 +35,10 @@ class Server {
  public:
   // tok may be null (random:PRESET models: token-id prompts only).
   Server(const Model& model, Backend& backend, const Tokenizer* tok, EngineConfig cfg, ServerOptions opt);
+  // Tensor parallel: one engine over the ranks of a --tp replica; `whole` is
+  // the whole model's config (what requests are checked and priced against).
+  Server(std::vector<ExecutorRank> ranks, const ModelConfig& whole, const Tokenizer* tok, EngineConfig cfg,
+         ServerOptions opt);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

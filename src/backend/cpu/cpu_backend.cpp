@@ -10,10 +10,12 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <vector>
 #include <fmt/format.h>
 
 #include "backend/cpu/attention.h"
+#include "backend/cpu/host_group.h"
 #include "backend/sampler.h"
 #include "util/thread_pool.h"
 
@@ -142,6 +144,12 @@ class CpuBackend final : public Backend {
     return fmt::format("cpu ({} threads{})", pool_.size(), use_blas_ ? ", OpenBLAS matmul" : "");
   }
 
+  void all_reduce(const Tensor& x) override {
+    if (!group_) return;
+    check_f32(x, "all_reduce", "x");
+    group_->all_reduce(tp_rank_, x.ptr<float>(), x.numel());
+  }
+
   void upload(const Tensor& dst, const void* host) override {
     KF_CHECK(dst.device == Device::CPU, "cpu upload: destination is not a CPU tensor");
     if (dst.data != host) std::memcpy(dst.data, host, dst.nbytes());
@@ -151,12 +159,13 @@ class CpuBackend final : public Backend {
     if (src.data != host) std::memcpy(host, src.data, src.nbytes());
   }
 
-  void fill_uniform(const Tensor& t, uint64_t seed, float lo, float hi) override {
+  void fill_uniform(const Tensor& t, uint64_t seed, float lo, float hi, const FillIndex& at) override {
     check_f32(t, "fill_uniform", "t");
     float* x = static_cast<float*>(t.data);
-    const int64_t n = t.numel();
+    const int64_t n = t.numel(), cols = last_dim(t);
     for (int64_t i = 0; i < n; ++i) {  // the CUDA fill's values, before rounding to bf16
-      uint64_t z = seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(i);
+      const int64_t index = at.full_cols > 0 ? (at.row0 + i / cols) * at.full_cols + at.col0 + i % cols : i;
+      uint64_t z = seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(index);
       z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
       z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
       z ^= z >> 31;
@@ -509,6 +518,18 @@ class CpuBackend final : public Backend {
     }
   }
 
+ protected:
+  void form_tp_group(const std::vector<Backend*>& ranks) override {
+    auto group = std::make_shared<HostGroup>(static_cast<int>(ranks.size()));
+    for (size_t i = 0; i < ranks.size(); ++i) {
+      auto* cpu = dynamic_cast<CpuBackend*>(ranks[i]);
+      KF_CHECK(cpu != nullptr, "tensor parallelism: {} cannot join a group of CPU backends", ranks[i]->name());
+      cpu->group_ = group;
+      cpu->tp_rank_ = static_cast<int>(i);
+      cpu->tp_size_ = static_cast<int>(ranks.size());
+    }
+  }
+
  private:
   static constexpr int kMaxRotary = 1024;
 
@@ -527,6 +548,7 @@ class CpuBackend final : public Backend {
   std::vector<float> row_;       // one logits row for the sampler (grow-only)
   std::vector<int> history_;     // a sequence's tokens for its penalties (grow-only)
   std::vector<float> k_tmp_, v_tmp_;  // qkv_rope_write's split k and v (grow-only)
+  std::shared_ptr<HostGroup> group_;  // tensor parallelism (make_tp_group), shared by the ranks
 };
 
 }  // namespace

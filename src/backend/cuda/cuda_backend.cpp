@@ -4,6 +4,16 @@
 // a decode step can be captured into a CUDA graph. Scratch (attention splits,
 // page lists) grows on first use and is reused, so steady-state steps do not
 // allocate.
+//
+// Devices: allocation binds the backend's GPU by itself; every other call
+// (streams, events, cuBLASLt, graphs, kernel launches) runs on the calling
+// thread's current device, which must be this backend's: a thread that drives
+// it calls bind_thread() first (replicas and tensor-parallel ranks run one
+// thread per backend). KINFER_CUDA_SYNC=1 also checks the binding at every op.
+//
+// Tensor parallelism: make_tp_group puts backends in one NCCL communicator
+// (ncclCommInitAll); all_reduce is an in-place ncclAllReduce on the backend's
+// stream, so decode graphs capture it.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 #include <fmt/format.h>
@@ -19,6 +29,7 @@
 #include "backend/backend.h"
 #include "backend/cuda/cuda_util.h"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/nccl.h"
 
 namespace kf {
 
@@ -109,6 +120,7 @@ class CudaBackend final : public Backend {
     lt_ws_ = Buffer(DType::U8, {kLtWorkspace}, *this);
   }
   ~CudaBackend() override {
+    cudaSetDevice(dev_);
     if (stream_) cudaStreamSynchronize(stream_);
     plans_.clear();
     if (lt_) cublasLtDestroy(lt_);
@@ -118,6 +130,7 @@ class CudaBackend final : public Backend {
   CudaBackend& operator=(const CudaBackend&) = delete;
 
   Device device() const override { return Device::CUDA; }
+  void bind_thread() override { KF_CUDA(cudaSetDevice(dev_)); }
   // On this backend's GPU whatever GPU is current (replicas share a process).
   void* allocate(size_t bytes) override {
     KF_CUDA(cudaSetDevice(dev_));
@@ -168,6 +181,7 @@ class CudaBackend final : public Backend {
     }
   };
   std::unique_ptr<Event> make_event() override {
+    check_bound("make_event");
     auto ev = std::make_unique<CudaEvent>();
     KF_CUDA(cudaEventCreate(&ev->e));
     return ev;
@@ -193,6 +207,7 @@ class CudaBackend final : public Backend {
   // outside the capture), then records the same ops; the recording is not
   // executed now.
   std::unique_ptr<Graph> record(std::function<void()> ops) override {
+    check_bound("graph recording");
     ops();
     cudaGraph_t graph = nullptr;
     KF_CUDA(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
@@ -222,9 +237,17 @@ class CudaBackend final : public Backend {
   }
   uint64_t scratch_epoch() const override { return scratch_generation_; }
 
-  void fill_uniform(const Tensor& t, uint64_t seed, float lo, float hi) override {
+  void fill_uniform(const Tensor& t, uint64_t seed, float lo, float hi, const FillIndex& at) override {
     need(t, DType::BF16, "fill_uniform");
-    cuda::fill_uniform(bptr(t), t.numel(), seed, lo, hi, stream_);
+    cuda::fill_uniform(bptr(t), t.numel(), seed, lo, hi, stream_, t.ndim > 0 ? t.dim(-1) : 1, at.row0, at.col0,
+                       at.full_cols);
+  }
+
+  void all_reduce(const Tensor& x) override {
+    if (!nccl_) return;
+    OpScope op(this, "all_reduce", [&] { return x.shape_str(); });
+    cuda::nccl_all_reduce(*nccl_, x, stream_);
+    op.done();
   }
 
   void embed(const Tensor& table, const Tensor& ids, const Tensor& out) override {
@@ -520,8 +543,35 @@ class CudaBackend final : public Backend {
     op.done();
   }
 
+ protected:
+  void form_tp_group(const std::vector<Backend*>& ranks) override {
+    std::vector<CudaBackend*> members;
+    std::vector<int> devs;
+    for (Backend* b : ranks) {
+      auto* cb = dynamic_cast<CudaBackend*>(b);
+      KF_CHECK(cb != nullptr, "tensor parallelism: {} cannot join a group of CUDA backends", b->name());
+      members.push_back(cb);
+      devs.push_back(cb->dev_);
+    }
+    std::vector<std::shared_ptr<cuda::NcclRank>> comms = cuda::nccl_group(devs);
+    for (size_t i = 0; i < members.size(); ++i) {
+      members[i]->nccl_ = comms[i];
+      members[i]->tp_rank_ = static_cast<int>(i);
+      members[i]->tp_size_ = static_cast<int>(members.size());
+    }
+    KF_CUDA(cudaSetDevice(dev_));  // ncclCommInitAll moved this thread's current device
+  }
+
  private:
   static constexpr int64_t kLtWorkspace = 32 << 20;
+
+  // Throws when the calling thread's current device is not this backend's.
+  void check_bound(const char* what) const {
+    int cur = -1;
+    KF_CUDA(cudaGetDevice(&cur));
+    KF_CHECK(cur == dev_, "{} on {} from a thread bound to GPU {}: call Backend::bind_thread() first", what, name_,
+             cur);
+  }
 
   cuda::KvPool pool_of(const KvLayer& kv) const {
     need(kv.k, DType::BF16, "kv.k");
@@ -676,6 +726,7 @@ class CudaBackend final : public Backend {
     Describe describe;
     int idx = -1;
     OpScope(CudaBackend* b, const char* name, Describe d) : be(b), op(name), describe(std::move(d)) {
+      if (cuda::sync_checks()) be->check_bound(op);
       if (!be->profiling_ || be->capturing_) return;
       Span sp{fmt::format("{} {}", op, describe())};
       cudaEventCreate(&sp.a);
@@ -722,6 +773,7 @@ class CudaBackend final : public Backend {
   Buffer lt_ws_;
   std::map<std::tuple<int64_t, int64_t, int64_t, bool, int, bool>, std::unique_ptr<GemmPlan>> plans_;
   Buffer part_acc_, part_ml_, list_, list_count_, list_mask_, keys_, penalty_bits_, sample_cand_;
+  std::shared_ptr<cuda::NcclRank> nccl_;  // tensor parallelism: this rank's communicator
 
   // Page-locked host memory (cudaMallocHost) for the executor's overlapped copies.
   struct PinnedAllocator final : Allocator {
@@ -768,29 +820,6 @@ class CudaBackend final : public Backend {
 
 std::unique_ptr<Backend> make_cuda_backend(int device) { return std::make_unique<CudaBackend>(device); }
 
-void cuda_fill_uniform(const Tensor& t, uint64_t seed, float lo, float hi) {
-  KF_CHECK(t.device == Device::CUDA && t.dtype == DType::BF16, "cuda_fill_uniform: expected a CUDA BF16 tensor");
-  cuda::fill_uniform(bptr(t), t.numel(), seed, lo, hi, nullptr);
-  KF_CUDA(cudaDeviceSynchronize());
-}
-
-CudaTimer::CudaTimer() {
-  KF_CUDA(cudaEventCreate(reinterpret_cast<cudaEvent_t*>(&start_)));
-  KF_CUDA(cudaEventCreate(reinterpret_cast<cudaEvent_t*>(&stop_)));
-}
-CudaTimer::~CudaTimer() {
-  cudaEventDestroy(static_cast<cudaEvent_t>(start_));
-  cudaEventDestroy(static_cast<cudaEvent_t>(stop_));
-}
-void CudaTimer::start(Backend& b) { KF_CUDA(cudaEventRecord(static_cast<cudaEvent_t>(start_), static_cast<cudaStream_t>(stream_of(b)))); }
-double CudaTimer::stop_ms(Backend& b) {
-  KF_CUDA(cudaEventRecord(static_cast<cudaEvent_t>(stop_), static_cast<cudaStream_t>(stream_of(b))));
-  KF_CUDA(cudaEventSynchronize(static_cast<cudaEvent_t>(stop_)));
-  float ms = 0.f;
-  KF_CUDA(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(start_), static_cast<cudaEvent_t>(stop_)));
-  return ms;
-}
-
 void cuda_profile(Backend& b, bool on) {
   auto* cb = dynamic_cast<CudaBackend*>(&b);
   KF_CHECK(cb != nullptr, "not a CUDA backend: {}", b.name());
@@ -807,37 +836,6 @@ void* stream_of(Backend& b) {
   auto* cb = dynamic_cast<CudaBackend*>(&b);
   KF_CHECK(cb != nullptr, "not a CUDA backend: {}", b.name());
   return cb->stream();
-}
-
-double cuda_copy_ms(const Tensor& dst, const Tensor& src, int iters) {
-  KF_CHECK(dst.device == Device::CUDA && src.device == Device::CUDA && dst.nbytes() == src.nbytes(),
-           "cuda_copy_ms: two CUDA tensors of equal size");
-  cudaEvent_t a, b;
-  KF_CUDA(cudaEventCreate(&a));
-  KF_CUDA(cudaEventCreate(&b));
-  KF_CUDA(cudaMemcpyAsync(dst.data, src.data, src.nbytes(), cudaMemcpyDeviceToDevice, nullptr));  // warm-up
-  KF_CUDA(cudaEventRecord(a, nullptr));
-  for (int i = 0; i < iters; ++i)
-    KF_CUDA(cudaMemcpyAsync(dst.data, src.data, src.nbytes(), cudaMemcpyDeviceToDevice, nullptr));
-  KF_CUDA(cudaEventRecord(b, nullptr));
-  KF_CUDA(cudaEventSynchronize(b));
-  float ms = 0.f;
-  KF_CUDA(cudaEventElapsedTime(&ms, a, b));
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  return ms / iters;
-}
-
-int64_t cuda_free_bytes() {
-  size_t free_b = 0, total_b = 0;
-  KF_CUDA(cudaMemGetInfo(&free_b, &total_b));
-  return static_cast<int64_t>(free_b);
-}
-
-std::string cuda_device_name(int device) {
-  cudaDeviceProp prop{};
-  KF_CUDA(cudaGetDeviceProperties(&prop, device));
-  return fmt::format("{} ({} SMs, {} MB L2)", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
 }
 
 }  // namespace kf

@@ -192,10 +192,14 @@ __device__ __forceinline__ uint64_t mix64(uint64_t z) {
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);
 }
-__global__ void fill_kernel(bf16_t* x, int64_t n, uint64_t seed, float lo, float hi) {
+// Element i of x (viewed as [*, cols]) draws index (row0 + i / cols) * full_cols
+// + col0 + i % cols, or i when full_cols is 0 (Backend::fill_uniform's FillIndex).
+__global__ void fill_kernel(bf16_t* x, int64_t n, uint64_t seed, float lo, float hi, int64_t cols, int64_t row0,
+                            int64_t col0, int64_t full_cols) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const uint64_t r = mix64(seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(i));
+    const int64_t index = full_cols > 0 ? (row0 + i / cols) * full_cols + col0 + i % cols : i;
+    const uint64_t r = mix64(seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(index));
     const float u = static_cast<float>(r >> 40) * (1.f / 16777216.f);
     x[i] = to_bf(lo + (hi - lo) * u);
   }
@@ -257,9 +261,10 @@ void rope(bf16_t* x, const int32_t* pos, int n, int heads, int head_dim, int rot
   check_launch("rope");
 }
 
-void fill_uniform(bf16_t* x, int64_t n, uint64_t seed, float lo, float hi, cudaStream_t st) {
+void fill_uniform(bf16_t* x, int64_t n, uint64_t seed, float lo, float hi, cudaStream_t st, int64_t cols,
+                  int64_t row0, int64_t col0, int64_t full_cols) {
   if (n == 0) return;
-  fill_kernel<<<1024, 256, 0, st>>>(x, n, seed, lo, hi);
+  fill_kernel<<<1024, 256, 0, st>>>(x, n, seed, lo, hi, cols > 0 ? cols : 1, row0, col0, full_cols);
   check_launch("fill_uniform");
 }
 

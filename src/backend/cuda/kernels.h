@@ -36,8 +36,11 @@ void add_rmsnorm(bf16_t* x, const bf16_t* y, const bf16_t* w, bf16_t* out, int r
 constexpr int kMaxRopeHalf = 256;  // rotary_dim / 2 held in the kernel's parameters
 void rope(bf16_t* x, const int32_t* pos, int n, int heads, int head_dim, int rotary_dim,
           const float* inv_freq_host, cudaStream_t st);
-// Fills n bf16 values with uniform random numbers in [lo, hi) (benchmarks, tests).
-void fill_uniform(bf16_t* x, int64_t n, uint64_t seed, float lo, float hi, cudaStream_t st);
+// Fills n bf16 values with uniform random numbers in [lo, hi), by element
+// index; with full_cols > 0, element i of x (as [*, cols]) draws index
+// (row0 + i / cols) * full_cols + col0 + i % cols (Backend::fill_uniform).
+void fill_uniform(bf16_t* x, int64_t n, uint64_t seed, float lo, float hi, cudaStream_t st, int64_t cols = 1,
+                  int64_t row0 = 0, int64_t col0 = 0, int64_t full_cols = 0);
 
 // ---- kv.cu -------------------------------------------------------------------
 struct KvPool {
