@@ -17,7 +17,7 @@
 #               NCCL: the pip package nvidia-nccl-cu13, found by CMake through python3
 #               (or -DKINFER_NCCL_ROOT); NCCL_NVLS_ENABLE=0 is exported above
 # Logs and JSON lines go to $OUT; a short table is printed at the end.
-# Debian packages the GPU image lacks (pcre2, utf8proc) are unpacked from
+# Debian packages the GPU image lacks (pcre2, utf8proc, asio) are unpacked from
 # build-devdeps/debs (made here with `apt-get download`).
 set -uo pipefail
 OUT=${OUT:-$PWD/out}
@@ -36,7 +36,7 @@ log() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a "$OUT/steps.log"; }
 step_build() {
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv > "$OUT/env.txt" 2>&1
   nvcc --version | tail -1 >> "$OUT/env.txt"
-  if ! { cmake -S . -B $B -G Ninja -DKINFER_CUDA=ON -DKINFER_WERROR=${WERROR:-OFF} -DKINFER_TEST_LAYERS="unit;model;kernels" \
+  if ! { cmake -S . -B $B -G Ninja -DKINFER_CUDA=ON -DKINFER_WERROR=${WERROR:-OFF} -DASIO_INCLUDE_DIR=$R/usr/include -DKINFER_TEST_LAYERS="unit;model;kernels" \
            > "$OUT/build.log" 2>&1 && ninja -C $B -j16 >> "$OUT/build.log" 2>&1; }; then
     grep -E 'error' "$OUT/build.log" | head -30
     tail -20 "$OUT/build.log"
@@ -123,7 +123,7 @@ step_eval() {
 j=json.load(sys.stdin); r=j['run']; e=r['engine']; s=j['summary']; p=e.get('profile',{})
 print(f\"eval {j['attn']['policy']} k{j['attn']['topk_pages']}: {r['tok_s']:.0f} gen tok/s, wall {r['wall_s']:.1f} s, steps {e['steps']} ({e['graph_steps']} graphs), pass@16 {s['pass_at_k']['16']:.3f} acc {s['accuracy']:.4f}, {s['tera_efflops_per_problem']:.2f} TeFLOPs/problem, host {p.get('host_ms_per_step',{}).get('total',0):.3f} device {p.get('device_ms_per_step',0):.3f} ms/step\")"
   done
-  if python3 -c "import gguf" 2>/dev/null; then
+  if [[ ${HF_EVAL:-1} == 1 ]] && python3 -c "import gguf" 2>/dev/null; then
     PYTHONUNBUFFERED=1 python3 tools/bench_hf_generate.py eval --gguf "$(basename "$GGUF")" --gguf-dir "$(dirname "$GGUF")" \
       --data data/gsm8k.jsonl --problems 96 -n 16 2>"$OUT/hf_eval.err" | tee -a "$J" || tail -3 "$OUT/hf_eval.err"
   fi

@@ -219,8 +219,11 @@ TEST(CudaEngine, BestOf16Over64PromptsOverlapEqualsSynchronous) {
         differing += a[i][j].tokens != b[i][j].tokens;
       }
     EXPECT_EQ(differing, 0) << attn_kind_name(kind) << ": samples that differ with overlap on and off";
-    // Forked siblings share the prompt but sample apart.
-    EXPECT_NE(a[0][0].tokens, a[0][1].tokens);
+    // Forked siblings share the prompt but sample apart (somewhere: the
+    // random model is peaked, penalties spread it).
+    int apart = 0;
+    for (size_t i = 0; i < reqs.size(); ++i) apart += a[i][0].tokens != a[i][1].tokens;
+    EXPECT_GT(apart, 0) << attn_kind_name(kind);
   }
 }
 
