@@ -72,16 +72,13 @@ int cmd_serve(int argc, char** argv) {
   }
 
   GenerateSetup g = setup_generate(o);
-  KF_CHECK(g.replicas.size() == 1,
-           "kinfer serve runs one engine: --devices/--num-gpus/--replicas over {} replicas is not supported "
-           "(use --tp N to serve one model from N GPUs)", g.replicas.size());
   if (o.kv_pages == 0 && g.backend().device() == Device::CPU) {  // a CPU server takes 2 GB of KV, not half the RAM
     const int64_t page = kv_page_bytes(g.config, o.page_size, 4);
     o.kv_pages = static_cast<int>(std::max<int64_t>(64, (int64_t{2} << 30) / std::max<int64_t>(1, page)));
   }
   EngineConfig ec = engine_config(o, g, {});
   const int kv_pages = ec.kv_pages;
-  server::Server srv(g.replicas[0].ranks(), g.config, g.tokenizer(), std::move(ec), so);
+  server::Server srv(g.replicas, g.config, g.tokenizer(), std::move(ec), so);
   server::HttpServer http_server(http, [&srv](const server::HttpRequest& r, const server::Notifier& wake) {
     return srv.handle(r, wake);
   });
@@ -90,14 +87,14 @@ int cmd_serve(int argc, char** argv) {
   const int port = http_server.port();
   if (json) {
     std::printf("%s\n", nlohmann::json{{"event", "listening"}, {"host", http.host}, {"port", port},
-                                       {"model", so.model_name}, {"backend", g.backend().name()},
+                                       {"model", so.model_name}, {"backend", g.backend_name()},
                                        {"kv_pages", kv_pages}, {"page_size", o.page_size}}
                             .dump()
                             .c_str());
     std::fflush(stdout);
   }
   std::fprintf(stderr, "kinfer serve: %s on http://%s:%d/v1 (%s, %d KV pages of %d tokens)\n", so.model_name.c_str(),
-               http.host.c_str(), port, g.backend().name().c_str(), kv_pages, o.page_size);
+               http.host.c_str(), port, g.backend_name().c_str(), kv_pages, o.page_size);
 
   while (g_signal.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   const int sig = g_signal.load();

@@ -40,6 +40,7 @@ ReplicaSet::ReplicaSet(std::vector<Replica>& replicas, const EngineConfig& cfg) 
     for (auto& r : reps_) r->thread.join();
     std::rethrow_exception(error_);
   }
+  resolved_ = reps_[0]->engine->config();  // engines fill the defaults (max_model_len) alike
 }
 
 ReplicaSet::~ReplicaSet() {
@@ -159,6 +160,9 @@ void ReplicaSet::publish(int i, Rep& rep, std::vector<FinishedRequest> done) {
     finished_.push_back(std::move(f));
   }
   rep.stats.engine = rep.engine->stats();
+  rep.stats.running = rep.engine->n_running();
+  rep.stats.waiting = rep.engine->n_waiting();
+  rep.stats.kv_pages_used = rep.engine->kv_pages_used();
 }
 
 void ReplicaSet::loop(int i) {

@@ -46,6 +46,8 @@ struct ReplicaStats {
   std::string backend;  // rank 0's backend name
   int64_t requests = 0, samples = 0;
   EngineStats engine;
+  // Its scheduler's state after its last step (a server's /metrics).
+  int running = 0, waiting = 0, kv_pages_used = 0;
 };
 
 class ReplicaSet {
@@ -57,7 +59,8 @@ class ReplicaSet {
   ReplicaSet& operator=(const ReplicaSet&) = delete;
 
   int size() const { return static_cast<int>(reps_.size()); }
-  const EngineConfig& config() const { return cfg_; }
+  // The engines' config: cfg with the defaults an Engine fills in (max_model_len).
+  const EngineConfig& config() const { return resolved_; }
 
   // Thread-safe. Throws kf::Error on a malformed request (as Engine::submit).
   int64_t submit(Request r);
@@ -82,7 +85,8 @@ class ReplicaSet {
   void publish(int i, Rep& rep, std::vector<FinishedRequest> done);
   void finish_cancelled(int64_t id, Request& r);
 
-  EngineConfig cfg_;
+  EngineConfig cfg_;       // as given (read by the replica threads)
+  EngineConfig resolved_;  // the first engine's, once built (config())
   std::vector<std::unique_ptr<Rep>> reps_;
 
   mutable std::mutex mu_;

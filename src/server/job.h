@@ -55,6 +55,7 @@ class Job : public BodySource {
   std::vector<Request> requests(const std::function<std::function<void()>()>& make_on_push);
   void set_engine_ids(std::vector<int64_t> ids);
   const std::vector<int64_t>& engine_ids() const { return ids_; }
+  int samples_per_request() const { return p_.n; }
   void finish(FinishedRequest f);  // from the engine loop
 
   bool poll(std::string& out, int& status) override;

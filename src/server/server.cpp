@@ -32,17 +32,15 @@ Reply error_reply(int status, const std::string& message, const std::string& par
 
 }  // namespace
 
-Server::Server(const Model& model, Backend& backend, const Tokenizer* tok, EngineConfig cfg, ServerOptions opt)
-    : Server({ExecutorRank{&model, &backend}}, model.config(), tok, std::move(cfg), std::move(opt)) {}
-
-Server::Server(std::vector<ExecutorRank> ranks, const ModelConfig& whole, const Tokenizer* tok, EngineConfig cfg,
+Server::Server(std::vector<dist::Replica>& replicas, const ModelConfig& whole, const Tokenizer* tok, EngineConfig cfg,
                ServerOptions opt)
     : tok_(tok), opt_(std::move(opt)) {
   const std::optional<double> intensity = cost::hardware_intensity(opt_.hardware);
   KF_CHECK(intensity.has_value(), "--hardware '{}': not a known preset (b200, h200, h100)", opt_.hardware);
   KF_CHECK(opt_.max_waiting >= 0, "--max-waiting must be >= 0 (got {})", opt_.max_waiting);
-  engine_ = std::make_unique<Engine>(std::move(ranks), std::move(cfg));
-  const EngineConfig& c = engine_->config();
+  set_ = std::make_unique<dist::ReplicaSet>(replicas, cfg);
+  const EngineConfig& c = set_->config();
+  kv_pages_ = static_cast<int64_t>(c.kv_pages) * set_->size();
   ctx_.tok = tok;
   ctx_.model = &whole;
   ctx_.model_name = opt_.model_name;
@@ -66,25 +64,42 @@ void Server::start() {
 
 void Server::stop() {
   stop_ = true;
-  if (thread_.joinable()) {
-    engine_->cancel(-1);  // wakes wait_for_work
-    thread_.join();
-  }
+  if (thread_.joinable()) thread_.join();  // the loop wakes every 50 ms
 }
 
-// The engine's thread: steps, hands finished requests to their jobs, and
-// publishes the engine's state for /metrics.
+// The loop thread: hands finished requests to their jobs and publishes the
+// replicas' state for /metrics. The replicas step in their own threads.
 void Server::loop() {
   while (!stop_) {
-    bool more = false;
+    std::vector<FinishedRequest> fin;
     try {
-      more = engine_->step();
+      fin = set_->wait_finished(std::chrono::milliseconds(50));
     } catch (const std::exception& e) {
-      spdlog::error("kinfer serve: engine step failed: {}", e.what());
+      // A replica failed (a bug or a device fault): the set is stopped. Jobs in
+      // flight end with the error; new requests get 503.
+      failed_ = e.what();
+      spdlog::error("kinfer serve: engine failed: {}", failed_);
+      broken_ = true;
+      std::vector<std::pair<std::shared_ptr<Job>, int64_t>> left;
+      {
+        std::lock_guard<std::mutex> lock(jobs_mu_);
+        for (auto& [id, job] : by_engine_id_) left.emplace_back(job, id);
+        by_engine_id_.clear();
+      }
+      for (auto& [job, id] : left) {
+        FinishedRequest f;
+        f.id = id;
+        f.samples.resize(job->samples_per_request());
+        for (SampleResult& s : f.samples) {
+          s.stop = StopReason::Error;
+          s.error = "engine failed: " + failed_;
+        }
+        job->finish(std::move(f));
+      }
+      return;
     }
     std::vector<std::pair<std::shared_ptr<Job>, FinishedRequest>> done;
     {
-      std::vector<FinishedRequest> fin = engine_->take_finished();
       std::lock_guard<std::mutex> lock(jobs_mu_);
       for (FinishedRequest& f : fin) {
         auto it = by_engine_id_.find(f.id);
@@ -94,13 +109,18 @@ void Server::loop() {
       }
     }
     for (auto& [job, f] : done) job->finish(std::move(f));
-    const EngineStats& s = engine_->stats();
-    running_ = engine_->n_running();
-    waiting_seqs_ = engine_->n_waiting();
-    kv_used_ = engine_->kv_pages_used();
+    int64_t running = 0, waiting = 0, kv_used = 0;
+    for (const dist::ReplicaStats& r : set_->replica_stats()) {
+      running += r.running;
+      waiting += r.waiting;
+      kv_used += r.kv_pages_used;
+    }
+    const EngineStats s = set_->stats();
+    running_ = running;
+    waiting_seqs_ = waiting;
+    kv_used_ = kv_used;
     preemptions_ = s.preemptions;
     steps_ = s.steps;
-    if (!more) engine_->wait_for_work(std::chrono::milliseconds(50));
   }
 }
 
@@ -163,8 +183,8 @@ std::string Server::metrics() const {
     metric("kinfer_kv_bytes_read_total", "counter", "KV cache bytes read by decode steps of finished requests",
            line("kinfer_kv_bytes_read_total", kv_bytes_read_));
   }
-  const int64_t pages = engine_->config().kv_pages;
-  metric("kinfer_running_sequences", "gauge", "sequences running in the engine",
+  const int64_t pages = kv_pages_;
+  metric("kinfer_running_sequences", "gauge", "sequences running in the engine(s)",
          line("kinfer_running_sequences", running_.load()));
   metric("kinfer_waiting_sequences", "gauge", "sequences waiting (or preempted) in the engine",
          line("kinfer_waiting_sequences", waiting_seqs_.load()));
@@ -185,6 +205,7 @@ Reply Server::generate(Endpoint ep, const HttpRequest& req, const Notifier& wake
     return error_reply(status, message, param);
   };
   if (draining_) return fail(503, "the server is shutting down");
+  if (broken_) return fail(503, "the engine failed (see the server's log); restart the server");
   const json body = json::parse(req.body, nullptr, false);
   if (body.is_discarded()) return fail(400, "the request body is not valid JSON");
   if (body.is_object()) {
@@ -206,7 +227,7 @@ Reply Server::generate(Endpoint ep, const HttpRequest& req, const Notifier& wake
     return fail(429, fmt::format("too many requests waiting (--max-waiting {}): retry later", opt_.max_waiting));
   const bool stream = p.stream;
   auto job = std::make_shared<Job>(
-      std::move(p), ctx_, wake, [this](int64_t id) { engine_->cancel(id); },
+      std::move(p), ctx_, wake, [this](int64_t id) { set_->cancel(id); },
       [this](const JobTotals& t) { job_done(t); });
   std::vector<Request> reqs = job->requests([this, wake] {
     auto first = std::make_shared<std::atomic<bool>>(false);
@@ -221,10 +242,10 @@ Reply Server::generate(Endpoint ep, const HttpRequest& req, const Notifier& wake
     for (Request& r : reqs) {
       ++waiting_;
       try {
-        ids.push_back(engine_->submit(std::move(r)));
+        ids.push_back(set_->submit(std::move(r)));
       } catch (const Error& e) {
         --waiting_;
-        for (int64_t id : ids) engine_->cancel(id);  // (their results are dropped: no job listens)
+        for (int64_t id : ids) set_->cancel(id);  // (their results are dropped: no job listens)
         return fail(400, e.what());
       }
     }

@@ -1,7 +1,9 @@
-// Server: the OpenAI-compatible API over the one Engine. The engine loop runs
-// in one dedicated thread (step, then route finished requests to their jobs);
-// HTTP threads validate, submit (Engine::submit is thread-safe) and poll
-// their job, which the engine's streams wake. Routes:
+// Server: the OpenAI-compatible API over the engine replicas of a
+// dist::ReplicaSet (one engine, or one per GPU with --devices: the same
+// continuous-batching Engine that generate and eval use, each stepped by its
+// replica's thread). The server's loop thread routes finished requests to
+// their jobs; HTTP threads validate, submit (ReplicaSet::submit is
+// thread-safe) and poll their job, which the engine's streams wake. Routes:
 //   GET  /health, /metrics (Prometheus text), /v1/models[/NAME]
 //   POST /v1/completions, /v1/chat/completions
 // Errors are OpenAI error objects: 400 bad JSON / field / range / context,
@@ -18,6 +20,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "dist/replicas.h"
 #include "engine/engine.h"
 #include "server/http.h"
 #include "server/job.h"
@@ -33,23 +36,23 @@ struct ServerOptions {
 
 class Server {
  public:
+  // One engine per replica (dist::load_replicas; a --tp replica's engine
+  // spans its ranks); `replicas` must outlive the server. `whole` is the
+  // whole model's config (what requests are checked and priced against).
   // tok may be null (random:PRESET models: token-id prompts only).
-  Server(const Model& model, Backend& backend, const Tokenizer* tok, EngineConfig cfg, ServerOptions opt);
-  // Tensor parallel: one engine over the ranks of a --tp replica; `whole` is
-  // the whole model's config (what requests are checked and priced against).
-  Server(std::vector<ExecutorRank> ranks, const ModelConfig& whole, const Tokenizer* tok, EngineConfig cfg,
+  Server(std::vector<dist::Replica>& replicas, const ModelConfig& whole, const Tokenizer* tok, EngineConfig cfg,
          ServerOptions opt);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  void start();  // the engine loop thread
+  void start();  // the loop thread
   Reply handle(const HttpRequest& req, const Notifier& wake);  // the HTTP handler (any I/O thread)
 
   // Graceful shutdown: new generation requests get 503; waits up to `timeout`
   // for the jobs in flight, then cancels what is left. Returns the jobs cancelled.
   int drain(std::chrono::milliseconds timeout);
-  void stop();  // joins the engine loop
+  void stop();  // joins the loop
   int64_t jobs_in_flight() const;
   std::string metrics() const;
 
@@ -63,10 +66,12 @@ class Server {
   ServerOptions opt_;
   JobContext ctx_;
   ApiLimits limits_;
-  std::atomic<int64_t> waiting_{0};  // engine requests without a first event (declared before engine_)
-  std::unique_ptr<Engine> engine_;
+  std::atomic<int64_t> waiting_{0};  // engine requests without a first event (declared before set_)
+  std::unique_ptr<dist::ReplicaSet> set_;
+  int64_t kv_pages_ = 0;  // over all replicas
+  std::string failed_;    // the replica set's error, once it failed (loop thread only)
   std::thread thread_;
-  std::atomic<bool> stop_{false}, draining_{false};
+  std::atomic<bool> stop_{false}, draining_{false}, broken_{false};
 
   mutable std::mutex jobs_mu_;
   std::unordered_map<int64_t, std::shared_ptr<Job>> by_engine_id_;  // engine request -> job

@@ -1,4 +1,4 @@
-"""`kinfer serve` through the official openai client (and raw HTTP for the
+"""`kinfer serve` (one engine, and two replicas) through the official openai client (and raw HTTP for the
 errors a client library would not send), on the embedded SmolLM2."""
 import json
 import math
@@ -304,6 +304,37 @@ def test_thousand_open_connections_do_not_starve_new_requests():
             s.close()
 
 
+def test_data_parallel_replicas_serve_the_same_samples():
+    # Two engine replicas (--replicas 2: the CPU's data-parallel path, as
+    # --devices 0,1 on GPUs) behind one server: requests spread over both,
+    # and every sample is the one engine's (Philox keyed by seed, request,
+    # sample and token; CPU ops are batch-invariant).
+    two = Server("--replicas", "2", "--kv-pages", "256", "--max-seqs", "16")
+    try:
+        c = OpenAI(base_url=two.url + "/v1", api_key="x", max_retries=0, timeout=120)
+        kw = dict(prompt=PROMPT, max_tokens=12, temperature=0.9, top_p=0.95, n=3, extra_body={"top_k": 20})
+        got, want = {}, {}
+
+        def one(i):
+            got[i] = [ch.text for ch in c.completions.create(model="default", seed=100 + i, **kw).choices]
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        for i in range(6):
+            want[i] = [ch.text for ch in complete(seed=100 + i, **dict(kw, model="smol")).choices]
+        assert got == want, (got, want)
+        m = wait_idle(two.port, timeout=60)
+        assert m['kinfer_requests_total{status="200"}'] == 6, m
+        assert m["kinfer_kv_pages_free"] == 2 * 256, m  # both replicas' pools, all free again
+        code, _, err = two.stop(timeout=60)
+        assert code == 0, err[-1000:]
+    finally:
+        if two.proc.poll() is None:
+            two.proc.kill()
+
+
 def test_cli():
     h = subprocess.run([KINFER, "serve", "--help"], capture_output=True, text=True)
     assert h.returncode == 0 and "--served-model-name" in h.stdout and "--max-waiting" in h.stdout
@@ -322,7 +353,8 @@ try:
                test_echo_scores_the_prompt, test_stop_strings_and_stop_tokens,
                test_seed_reproducibility_and_generate_parity, test_per_request_policy_and_usage, test_errors,
                test_hangup_cancels_and_frees_pages, test_waiting_limit_and_graceful_shutdown,
-               test_thousand_open_connections_do_not_starve_new_requests, test_cli):
+               test_thousand_open_connections_do_not_starve_new_requests,
+               test_data_parallel_replicas_serve_the_same_samples, test_cli):
         checks.run(fn)
     checks.run(lambda: wait_idle(srv.port))
 finally:
