@@ -23,6 +23,7 @@
 #include "bench.h"
 #include "model/model.h"
 #include "engine/executor.h"
+#include "generate_common.h"
 #include "util/philox.h"
 #ifdef KINFER_HAVE_CUDA
 #include "backend/cuda/cuda_util.h"
@@ -32,7 +33,7 @@ namespace kf::cli {
 
 int bench_decode(int argc, char** argv) {
   CLI::App app{"Decode throughput: tokens/s and the bandwidth roofline", "kinfer bench decode"};
-  std::string model_spec = "default", device = "cpu", attn = "dense";
+  std::string model_spec = "default", device = "cpu", attn = "dense", cpu_weights = "auto";
   int batch = 1, tokens = 32, prompt_len = 32, context = 0, threads = 0, warmup = 2;
   int page_size = 16, topk_pages = 64, local_pages = 4;
   double copy_gbps = 0;
@@ -55,7 +56,8 @@ int bench_decode(int argc, char** argv) {
   app.add_flag("--no-graphs", no_graphs, "launch every op instead of replaying CUDA graphs");
   app.add_flag("--profile", profile, "CUDA: after the timed steps, time each op of 5 more steps (no graphs)");
   app.add_option("--threads", threads, "CPU threads (0 = all cores)")->capture_default_str();
-  app.add_flag("--blas", blas, "CPU: OpenBLAS sgemm matmul (not batch-invariant; for comparison)");
+  app.add_flag("--blas", blas, "CPU: OpenBLAS sgemm for F32 weights (not batch-invariant; with --cpu-weights f32)");
+  add_cpu_weights_option(app, cpu_weights);
   app.add_flag("--json", json, "print one JSON object");
   CLI11_PARSE(app, argc, argv);
   KF_CHECK(batch >= 1 && tokens >= 1 && prompt_len >= 1 && warmup >= 0 && context >= 0,
@@ -68,6 +70,7 @@ int bench_decode(int argc, char** argv) {
   policy.local_pages = local_pages;
   attn::check_policy(policy);
 
+  if (blas && cpu_weights == "auto") cpu_weights = "f32";  // sgemm takes F32 weights
   std::unique_ptr<Backend> be;
   if (device == "cuda") {
     be = make_cuda_backend(0);
@@ -78,7 +81,7 @@ int bench_decode(int argc, char** argv) {
     be = make_cpu_backend(opt);
   }
   if (copy_gbps <= 0 && be->device() == Device::CUDA) copy_gbps = measure_copy_gbps(*be);
-  const Model model = Model::load(model_spec, *be);
+  const Model model = Model::load(model_spec, *be, parse_weight_format(cpu_weights));
   const ModelConfig& cfg = model.config();
   const int start_ctx = context > 0 ? context : prompt_len;
   const int max_ctx = start_ctx + warmup + tokens + 6;  // + the profiled steps
@@ -113,19 +116,31 @@ int bench_decode(int argc, char** argv) {
     exec.fill_synthetic();
     std::fill(ctx.begin(), ctx.end(), context);
   } else {
+    // Every sequence's prompt in chunks of max_step_tokens, the last chunk
+    // with its last row's logits (what a real prefill computes). With
+    // --warmup > 0 a first untimed pass writes the same slots: the timed one
+    // then runs warm, as llama-bench's pp does.
+    auto prefill = [&] {
+      for (int s = 0; s < batch; ++s)
+        for (int done = 0; done < prompt_len;) {
+          const int n = std::min(prompt_len - done, ec.max_step_tokens);
+          std::vector<int32_t> chunk(n);
+          for (int i = 0; i < n; ++i) chunk[i] = token_at(s, done + i);
+          exec.begin();
+          const int seq = exec.add_seq(pages[s], ctx[s], chunk, slots_for(s, n));
+          if (done + n == prompt_len) exec.add_logits(seq);
+          exec.collect(exec.launch());
+          ctx[s] += n;
+          done += n;
+        }
+      be->synchronize();
+    };
+    if (warmup > 0) {
+      prefill();
+      std::fill(ctx.begin(), ctx.end(), 0);
+    }
     const auto tp = std::chrono::steady_clock::now();
-    for (int s = 0; s < batch; ++s)
-      for (int done = 0; done < prompt_len;) {
-        const int n = std::min(prompt_len - done, ec.max_step_tokens);
-        std::vector<int32_t> chunk(n);
-        for (int i = 0; i < n; ++i) chunk[i] = token_at(s, done + i);
-        exec.begin();
-        exec.add_seq(pages[s], ctx[s], chunk, slots_for(s, n));
-        exec.collect(exec.launch());
-        ctx[s] += n;
-        done += n;
-      }
-    be->synchronize();
+    prefill();
     prefill_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - tp).count();
   }
   // Each step samples on the device with Qwen3's thinking defaults (T 0.6,
@@ -193,6 +208,7 @@ int bench_decode(int argc, char** argv) {
       {"model_name", cfg.name},
       {"backend", be->name()},
       {"dtype", dtype_name(be->act_dtype())},
+      {"weights", model.weights().matrix_dtypes()},
       {"batch", batch},
       {"context", start_ctx},
       {"context_kind", context > 0 ? "synthetic" : "prefill"},
@@ -215,11 +231,15 @@ int bench_decode(int argc, char** argv) {
   if (json) {
     std::printf("%s\n", j.dump().c_str());
   } else {
-    std::printf("%s on %s, %s attention: batch %d at context %d (%s), %.3f ms/step, %.1f tokens/s\n"
-                "reads %.1f MB/step (weights %.1f, KV %.1f): %.1f GB/s",
-                model.source().c_str(), be->name().c_str(), attn_kind_name(policy.kind), batch, start_ctx,
-                context > 0 ? "synthetic" : "prefilled", step_s * 1e3, batch / step_s, bytes / 1e6,
-                weight_bytes / 1e6, kv_bytes / 1e6, bytes / step_s / 1e9);
+    std::printf("%s (%s weights) on %s, %s attention: batch %d at context %d (%s), %.3f ms/step, %.1f tokens/s\n",
+                model.source().c_str(), model.weights().matrix_dtypes().c_str(), be->name().c_str(),
+                attn_kind_name(policy.kind), batch, start_ctx, context > 0 ? "synthetic" : "prefilled", step_s * 1e3,
+                batch / step_s);
+    if (prefill_s > 0)
+      std::printf("prefill: %d x %d tokens in %.3f s, %.1f tokens/s\n", batch, prompt_len, prefill_s,
+                  static_cast<double>(batch) * prompt_len / prefill_s);
+    std::printf("reads %.1f MB/step (weights %.1f, KV %.1f): %.1f GB/s", bytes / 1e6, weight_bytes / 1e6,
+                kv_bytes / 1e6, bytes / step_s / 1e9);
     if (roofline_s > 0)
       std::printf(", roofline %.3f ms at %.0f GB/s copy = %.2f of it", roofline_s * 1e3, copy_gbps,
                   roofline_s / step_s);

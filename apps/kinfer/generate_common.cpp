@@ -21,6 +21,14 @@ const Tokenizer& need_tokenizer(const GenerateSetup& g, const char* what) {
 }
 }  // namespace
 
+void add_cpu_weights_option(CLI::App& app, std::string& value) {
+  app.add_option("--cpu-weights", value,
+                 "CPU matrix storage: auto (GGUF keeps its format, e.g. Q4_1; safetensors F32 -> bf16), "
+                 "native (as stored), bf16, f32 (the exact reference)")
+      ->check(CLI::IsMember({"auto", "native", "bf16", "f32"}))
+      ->capture_default_str();
+}
+
 void add_generate_options(CLI::App& app, GenerateOptions& o) {
   app.add_option("--model", o.model, "GGUF file, HF directory, 'default' or random:PRESET")->capture_default_str();
   app.add_option("-n", o.n, "samples (Best-of-N; the prompt is prefilled once)")->capture_default_str();
@@ -59,6 +67,7 @@ void add_generate_options(CLI::App& app, GenerateOptions& o) {
   app.add_option("--gpu-memory", o.gpu_memory, "fraction of the GPU's free memory the KV pool may take")
       ->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0 = all cores)")->capture_default_str();
+  add_cpu_weights_option(app, o.cpu_weights);
   app.add_option("--device", o.device, "cpu or cuda (bf16 weights and KV on GPU 0)")->capture_default_str();
   app.add_flag("--no-graphs", o.no_graphs, "CUDA: launch every op instead of replaying decode-step graphs");
   app.add_flag("--no-overlap", o.no_overlap, "CUDA: wait for each step before preparing the next");
@@ -76,7 +85,7 @@ GenerateSetup setup_generate(const GenerateOptions& o) {
     opt.n_threads = o.threads;
     g.backend = make_cpu_backend(opt);
   }
-  g.model = std::make_unique<Model>(Model::load(o.model, *g.backend));
+  g.model = std::make_unique<Model>(Model::load(o.model, *g.backend, parse_weight_format(o.cpu_weights)));
   if (o.model.rfind("random:", 0) != 0) g.text = std::make_shared<GenerateSetup::Text>(GenerateSetup::Text{load_tokenizer(o.model)});
   if (o.profile && g.backend->device() == Device::CUDA) g.copy_gbps = measure_copy_gbps(*g.backend);
   return g;

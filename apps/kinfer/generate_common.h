@@ -40,6 +40,7 @@ struct GenerateOptions {
   int max_model_len = 0;    // 0 = the model's max_position_embeddings
   double gpu_memory = 0.9;  // fraction of the GPU's free memory the KV pool may take
   int threads = 0;
+  std::string cpu_weights = "auto";  // WeightFormat: auto | native | bf16 | f32
   std::string device = "cpu";  // cpu | cuda
   bool no_graphs = false;
   bool no_overlap = false;
@@ -47,6 +48,8 @@ struct GenerateOptions {
 };
 
 void add_generate_options(CLI::App& app, GenerateOptions& o);
+// --cpu-weights auto|native|bf16|f32 into `value` (model/weights.h WeightFormat).
+void add_cpu_weights_option(CLI::App& app, std::string& value);
 
 struct GenerateSetup {
   std::unique_ptr<Backend> backend;

@@ -1,12 +1,14 @@
 #include "io/checkpoint.h"
 
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <type_traits>
 
-#include "io/dequant.h"
+#include "util/dequant.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "util/error.h"
@@ -156,6 +158,7 @@ std::vector<TensorInfo> Checkpoint::tensors() const {
   return out;
 }
 
+// Out: float (dequantised), uint16_t (bf16) or std::byte (the stored bytes as they are).
 template <typename Out>
 void Checkpoint::read_as(const std::string& hf_name, Out* dst, std::initializer_list<int64_t> expected) const {
   const Entry& e = entry(hf_name);
@@ -164,12 +167,16 @@ void Checkpoint::read_as(const std::string& hf_name, Out* dst, std::initializer_
   const std::string stored = ti.stored_name != ti.name ? fmt::format(" (stored as '{}')", ti.stored_name) : "";
   KF_CHECK(want == ti.shape, "{}: tensor '{}'{}: expected shape {} but found {}", *e.file, hf_name, stored,
            shape_str(want), shape_str(ti.shape));
-  KF_CHECK(can_dequantize(ti.dtype), "{}: tensor '{}': dtype {} cannot be read as floating point", *e.file, hf_name,
-           dtype_name(ti.dtype));
+  constexpr bool raw = std::is_same_v<Out, std::byte>;
+  KF_CHECK(raw || can_dequantize(ti.dtype), "{}: tensor '{}': dtype {} cannot be read as floating point", *e.file,
+           hf_name, dtype_name(ti.dtype));
+  // n elements from src to out; out advances by elements (float, bf16) or by stored bytes (raw).
   auto convert = [&](const void* src, Out* out, int64_t n) {
-    if constexpr (std::is_same_v<Out, float>) dequantize(ti.dtype, src, out, n);
+    if constexpr (raw) std::memcpy(out, src, dtype_bytes(ti.dtype, n));
+    else if constexpr (std::is_same_v<Out, float>) dequantize(ti.dtype, src, out, n);
     else dequantize_bf16(ti.dtype, src, out, n);
   };
+  auto out_offset = [&](int64_t elements) { return raw ? static_cast<int64_t>(dtype_bytes(ti.dtype, elements)) : elements; };
   if (e.permute_heads == 0) {
     convert(e.data, dst, ti.numel);
     return;
@@ -184,7 +191,7 @@ void Checkpoint::read_as(const std::string& hf_name, Out* dst, std::initializer_
   for (int64_t g = 0; g < rows; ++g) {
     const int64_t h = g / hd, i = (g % hd) / 2, j = g % 2;
     const int64_t r = h * hd + j * half + i;
-    convert(static_cast<const uint8_t*>(e.data) + g * row_bytes, dst + r * cols, cols);
+    convert(static_cast<const uint8_t*>(e.data) + g * row_bytes, dst + out_offset(r * cols), cols);
   }
 }
 
@@ -194,6 +201,10 @@ void Checkpoint::read_f32(const std::string& hf_name, float* dst, std::initializ
 
 void Checkpoint::read_bf16(const std::string& hf_name, uint16_t* dst, std::initializer_list<int64_t> shape) const {
   read_as(hf_name, dst, shape);
+}
+
+void Checkpoint::read_raw(const std::string& hf_name, void* dst, std::initializer_list<int64_t> shape) const {
+  read_as(hf_name, static_cast<std::byte*>(dst), shape);
 }
 
 ParamCounts count_params(const Checkpoint& ck) {

@@ -46,6 +46,9 @@ class Checkpoint {
   // Same, to bf16 (for the GPU weights).
   void read_bf16(const std::string& hf_name, uint16_t* dst,
                  std::initializer_list<int64_t> expected_shape) const;
+  // The stored bytes as they are (info().dtype's layout, HF row order: llama.cpp's
+  // Q/K row permutation undone row by row, which keeps quantised blocks whole).
+  void read_raw(const std::string& hf_name, void* dst, std::initializer_list<int64_t> expected_shape) const;
 
  private:
   friend Checkpoint open_checkpoint(const std::string& spec);

@@ -32,24 +32,24 @@ Model::Model(ModelConfig cfg, Weights w) : cfg_(std::move(cfg)), w_(std::move(w)
   inv_freq_ = cfg_.rope_inv_freq();
 }
 
-Model Model::load(const std::string& spec, Backend& be) {
+Model Model::load(const std::string& spec, Backend& be, WeightFormat format) {
   if (spec.rfind("random:", 0) == 0) {
-    Model m = random(preset_config(spec.substr(7)), be, 1);
+    Model m = random(preset_config(spec.substr(7)), be, 1, format);
     m.source_ = spec;
     return m;
   }
   Checkpoint ckpt = open_checkpoint(spec);
   ModelConfig cfg = load_config(ckpt);
   cfg.validate(ckpt.path());
-  Weights w = load_weights(ckpt, cfg, be);
+  Weights w = load_weights(ckpt, cfg, be, format);
   Model m(std::move(cfg), std::move(w));
   m.source_ = ckpt.path();
   return m;
 }
 
-Model Model::random(const ModelConfig& cfg, Backend& be, uint64_t seed) {
+Model Model::random(const ModelConfig& cfg, Backend& be, uint64_t seed, WeightFormat format) {
   cfg.validate("random model config");
-  Model m(cfg, random_weights(cfg, be, seed));
+  Model m(cfg, random_weights(cfg, be, seed, format));
   m.source_ = "random:" + cfg.name;
   return m;
 }

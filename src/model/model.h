@@ -51,10 +51,12 @@ struct StepInput {
 
 class Model {
  public:
-  // spec: a GGUF file, an HF directory, "default", or "random:PRESET".
-  static Model load(const std::string& spec, Backend& backend);
+  // spec: a GGUF file, an HF directory, "default", or "random:PRESET";
+  // `format` picks how matrices are stored (model/weights.h).
+  static Model load(const std::string& spec, Backend& backend, WeightFormat format = WeightFormat::Auto);
   // Random weights for a config (benchmarks, property tests).
-  static Model random(const ModelConfig& cfg, Backend& backend, uint64_t seed = 1);
+  static Model random(const ModelConfig& cfg, Backend& backend, uint64_t seed = 1,
+                      WeightFormat format = WeightFormat::Auto);
   Model(ModelConfig cfg, Weights w);
 
   const ModelConfig& config() const { return cfg_; }

@@ -15,7 +15,7 @@
 
 #include "io/checkpoint.h"
 #include "model/config_load.h"
-#include "io/dequant.h"
+#include "util/dequant.h"
 #include "io/gguf.h"
 
 namespace kf {
