@@ -12,6 +12,7 @@
 
 #include "attn/policy.h"
 #include "backend/cpu/attention.h"
+#include "backend/cpu/attention_kernels.h"
 
 using namespace kf;
 
@@ -363,4 +364,33 @@ TEST(AttnCpu, BadInputsThrow) {
   std::vector<float> kk(c.Hkv * c.D);
   Tensor kt(kk.data(), DType::F32, {1, c.Hkv, c.D});
   EXPECT_THROW(cpu_kv_write(c.kv, kt, kt, Tensor(&slot, DType::I32, {1})), Error);
+}
+
+// The attention inner loops at the AVX2 level against the portable level, for
+// head sizes with and without a tail of 8 and chunks of every length.
+TEST(AttnCpu, Avx2KernelsMatchPortable) {
+  const cpu::AttnKernels* avx2 = cpu::avx2_attn_kernels();
+  if (!avx2) GTEST_SKIP() << "this CPU has no AVX2/FMA";
+  const cpu::AttnKernels& port = cpu::portable_attn_kernels();
+  std::mt19937 rng(5);
+  for (int d : {8, 13, 64, 72, 128}) {
+    for (int n : {1, 3, 4, 7, 32}) {
+      std::vector<float> q(d), k(n * d), v(n * d), w(n);
+      for (float& x : q) x = randn(rng);
+      for (float& x : k) x = randn(rng);
+      for (float& x : v) x = randn(rng);
+      for (float& x : w) x = std::fabs(randn(rng));
+      std::vector<float> la(n), lp(n);
+      avx2->logits(q.data(), k.data(), n, d, 0.125f, la.data());
+      port.logits(q.data(), k.data(), n, d, 0.125f, lp.data());
+      for (int j = 0; j < n; ++j) ASSERT_NEAR(la[j], lp[j], 1e-5 * std::sqrt(double(d))) << "d=" << d << " n=" << n;
+      for (float rescale : {1.f, 0.25f}) {
+        std::vector<float> aa(d), ap(d);
+        for (int i = 0; i < d; ++i) aa[i] = ap[i] = randn(rng);
+        avx2->accumulate(aa.data(), rescale, w.data(), v.data(), n, d);
+        port.accumulate(ap.data(), rescale, w.data(), v.data(), n, d);
+        for (int i = 0; i < d; ++i) ASSERT_NEAR(aa[i], ap[i], 1e-5 * n) << "d=" << d << " n=" << n << " i=" << i;
+      }
+    }
+  }
 }
