@@ -169,17 +169,18 @@ struct Rows32 {
   const int16_t* sums(int64_t r) const { return x.sums + r * nb; }
 };
 
-// Q4_1: w = d*nibble + m, so a block adds (dw dx) * Σ nibble*q + mw * sx.
+// Q4_1: w = d*nibble + m, so a block adds (dw dx) * Σ nibble*q + mw * sx;
+// the second term is summed in lane 1 of its own accumulator.
 struct Q4_1 {
-  static constexpr int kRows = 4, kCols = 2, kRowCols = 4;
+  static constexpr int kRows = 3, kCols = 2, kRowCols = 4;
   template <int R, int C>
   KF_AVX2 static void run(const ActRows& xa, int64_t r, const WeightRows& w, int64_t c, const float* bias, float* y,
                           int64_t ldy) {
     const Rows32 x{xa, xa.k / kQ8Block32};
     const __m128i m4 = _mm_set1_epi8(0x0F);
-    __m128 acc[R][C];
+    __m128 acc[R][C], acc_min[R][C];
     for (int i = 0; i < R; ++i)
-      for (int j = 0; j < C; ++j) acc[i][j] = _mm_setzero_ps();
+      for (int j = 0; j < C; ++j) acc[i][j] = acc_min[i][j] = _mm_setzero_ps();
     for (int64_t b = 0; b < x.nb; ++b) {
       for (int j = 0; j < C; ++j) {
         const uint8_t* blk = w.data + (c + j) * w.row_bytes + b * kQ4_1Bytes;
@@ -191,10 +192,12 @@ struct Q4_1 {
           const __m128 f = _mm_cvtepi32_ps(dot_u4x32(lo, hi, x.q(r + i) + 32 * b));
           const __m128 sc = _mm_mul_ps(dm, f32x2(x.ds(r + i) + 2 * b));  // dw dx, mw sx
           acc[i][j] = _mm_fmadd_ps(_mm_broadcastss_ps(sc), f, acc[i][j]);
-          acc[i][j] = _mm_add_ps(acc[i][j], _mm_insert_ps(sc, sc, 0x4E));  // + (mw sx, 0, 0, 0)
+          acc_min[i][j] = _mm_add_ps(acc_min[i][j], sc);
         }
       }
     }
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < C; ++j) acc[i][j] = _mm_add_ss(acc[i][j], _mm_movehdup_ps(acc_min[i][j]));  // lane 0 += Σ mw sx
     store<R, C>(acc, r, c, bias, y, ldy);
   }
 };
