@@ -3,15 +3,17 @@
 //
 // parallel_for(n, fn) splits [0, n) into at most size() contiguous chunks and
 // runs fn(begin, end) on the workers and the calling thread, returning when all
-// are done. parallel_for_dynamic(n, fn, grain) hands out chunks of `grain`
-// indices on demand instead, so a thread the OS delays (a busy machine) does
-// less of the work. Which index runs where is not specified, so fn must make
-// each index's result independent of the split (the CPU ops do). The first
-// exception thrown by fn is rethrown in the caller. A nested or concurrent
-// call runs serially on its caller instead of deadlocking.
+// are done. parallel_for_dynamic(n, fn, grain) uses chunks of `grain` indices.
+// Which index runs where is not specified, so fn must make each index's result
+// independent of the split (the CPU ops do). The first exception thrown by fn
+// is rethrown in the caller. A nested or concurrent call runs serially on its
+// caller instead of deadlocking.
 //
-// Workers spin for a short while (kSpin) after each job before they sleep, so
-// the many small parallel loops of a decode step do not each pay a wake-up.
+// Threads take chunks on demand, and the caller closes the job once every
+// chunk is taken: a worker the OS has not scheduled yet (a busy machine) never
+// holds the caller up, it just finds the job closed. Idle workers spin for a
+// short while (kSpin) before they sleep, so the many small loops of a decode
+// step do not each pay a wake-up.
 #pragma once
 #include <atomic>
 #include <chrono>
@@ -41,33 +43,33 @@ class ThreadPool {
 
   // Chunks hold at least min_chunk indices (fewer threads are used for small n).
   void parallel_for(int64_t n, const RangeFn& fn, int64_t min_chunk = 1);
-  // Threads take chunks of `grain` indices in order until none are left; runs
-  // serially when n <= grain.
+  // Chunks of `grain` indices, taken in order; serial when n <= grain.
   void parallel_for_dynamic(int64_t n, const RangeFn& fn, int64_t grain);
 
  private:
-  void run(int64_t n, const RangeFn& fn, int chunks, int64_t grain);
-  void worker_loop(int worker_index);
-  void work(int participant);  // this thread's share of the current job
-  void wait_for_workers();
+  void run(int64_t n, const RangeFn& fn, int64_t grain);
+  void take_chunks();  // runs chunks of the open job until none are left
+  void worker_loop();
 
   std::vector<std::thread> workers_;
   std::mutex mu_;
-  std::condition_variable start_cv_;
-  std::condition_variable done_cv_;
-  std::atomic<uint64_t> generation_{0};  // bumped for each job
+  std::condition_variable start_cv_, done_cv_;
   std::atomic<bool> stop_{false};
-  std::atomic<int> pending_{0};          // workers not yet done with the current job
+  // The open job's number (0 = none open); a worker joins by counting itself
+  // in active_ and then reading it (both seq_cst, so the caller's close and
+  // its read of active_ cannot miss a worker that joined).
+  std::atomic<uint64_t> open_job_{0};
+  std::atomic<int> active_{0};
   std::atomic<int> sleeping_workers_{0};
   std::atomic<bool> caller_sleeping_{false};
-  std::exception_ptr error_;             // guarded by mu_
+  std::exception_ptr error_;  // guarded by mu_
   std::atomic<bool> busy_{false};
+  uint64_t jobs_ = 0;         // jobs started (the caller's)
 
-  // The current job, written before generation_ is bumped.
+  // The current job, written before open_job_ is set.
   const RangeFn* fn_ = nullptr;
   int64_t n_ = 0;
-  int n_chunks_ = 0;              // static split: chunk i runs on participant i
-  int64_t grain_ = 0;             // dynamic: > 0, chunks taken from next_
+  int64_t grain_ = 1;
   std::atomic<int64_t> next_{0};
 };
 

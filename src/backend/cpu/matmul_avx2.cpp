@@ -17,6 +17,7 @@
 #define KF_HAVE_AVX2_KERNELS 1
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "backend/cpu/quant_blocks.h"
@@ -169,66 +170,94 @@ struct Rows32 {
   const int16_t* sums(int64_t r) const { return x.sums + r * nb; }
 };
 
-// Q4_1: w = d*nibble + m, so a block adds (dw dx) * Σ nibble*q + mw * sx;
-// the second term is summed in lane 1 of its own accumulator.
-struct Q4_1 {
-  static constexpr int kRows = 3, kCols = 2, kRowCols = 4;
-  template <int R, int C>
-  KF_AVX2 static void run(const ActRows& xa, int64_t r, const WeightRows& w, int64_t c, const float* bias, float* y,
-                          int64_t ldy) {
-    const Rows32 x{xa, xa.k / kQ8Block32};
-    const __m128i m4 = _mm_set1_epi8(0x0F);
-    __m128 acc[R][C], acc_min[R][C];
-    for (int i = 0; i < R; ++i)
-      for (int j = 0; j < C; ++j) acc[i][j] = acc_min[i][j] = _mm_setzero_ps();
-    for (int64_t b = 0; b < x.nb; ++b) {
-      for (int j = 0; j < C; ++j) {
-        const uint8_t* blk = w.data + (c + j) * w.row_bytes + b * kQ4_1Bytes;
-        prefetch(blk + kPrefetchTiles * C * w.row_bytes, kQ4_1Bytes);
-        const __m128 dm = f16x2(blk);  // dw, mw
-        const __m128i raw = load128(blk + 4);
-        const __m128i lo = _mm_and_si128(raw, m4), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), m4);
-        for (int i = 0; i < R; ++i) {
-          const __m128 f = _mm_cvtepi32_ps(dot_u4x32(lo, hi, x.q(r + i) + 32 * b));
-          const __m128 sc = _mm_mul_ps(dm, f32x2(x.ds(r + i) + 2 * b));  // dw dx, mw sx
-          acc[i][j] = _mm_fmadd_ps(_mm_broadcastss_ps(sc), f, acc[i][j]);
-          acc_min[i][j] = _mm_add_ps(acc_min[i][j], sc);
-        }
-      }
-    }
-    for (int i = 0; i < R; ++i)
-      for (int j = 0; j < C; ++j) acc[i][j] = _mm_add_ss(acc[i][j], _mm_movehdup_ps(acc_min[i][j]));  // lane 0 += Σ mw sx
-    store<R, C>(acc, r, c, bias, y, ldy);
-  }
-};
+// Q4_0 and Q4_1 with one weight row per vector lane: four rows of w go
+// through a block together, their four sums of nibble*q reduced to one
+// vector, so the block's float work (its scales, the FMA) is one vector op
+// for four outputs. Q4_1 (w = d*nibble + m) adds (dw dx) Σ nibble*q + mw sx
+// per block; Q4_0 (w = d*(nibble - 8)) adds (dw dx) (Σ nibble*q - 8 Σq).
+// Short tiles repeat their last weight row in the spare lanes.
+template <bool kHasMin>
+struct Q4Lanes {
+  static constexpr int kBlockBytes = kHasMin ? kQ4_1Bytes : kQ4_0Bytes;
+  static constexpr int kQs = kHasMin ? 4 : 2;  // offset of the nibbles in a block
+  static constexpr int kRows = 2, kLanes = 4;
 
-// Q4_0: w = d*(nibble - 8), so a block adds (dw dx) * (Σ nibble*q - 8 Σq).
-struct Q4_0 {
-  static constexpr int kRows = 4, kCols = 2, kRowCols = 4;
-  template <int R, int C>
-  KF_AVX2 static void run(const ActRows& xa, int64_t r, const WeightRows& w, int64_t c, const float* bias, float* y,
-                          int64_t ldy) {
-    const Rows32 x{xa, xa.k / kQ8Block32};
-    const __m128i m4 = _mm_set1_epi8(0x0F);
-    __m128 acc[R][C];
-    for (int i = 0; i < R; ++i)
-      for (int j = 0; j < C; ++j) acc[i][j] = _mm_setzero_ps();
+  // Scales of block b of the four rows: (dw, mw) per lane.
+  KF_AVX2 static void scales(const uint8_t* const (&row)[kLanes], int64_t b, __m128& d, __m128& m) {
+    if constexpr (kHasMin) {
+      const __m128i dm = _mm_setr_epi32(static_cast<int>(load_u32(row[0] + b * kBlockBytes)),
+                                        static_cast<int>(load_u32(row[1] + b * kBlockBytes)),
+                                        static_cast<int>(load_u32(row[2] + b * kBlockBytes)),
+                                        static_cast<int>(load_u32(row[3] + b * kBlockBytes)));
+      // f16 pairs (d, m) per lane -> d0..d3 | m0..m3
+      const __m128i split = _mm_shuffle_epi8(dm, _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15));
+      d = _mm_cvtph_ps(split);
+      m = _mm_cvtph_ps(_mm_srli_si128(split, 8));
+    } else {
+      d = _mm_cvtph_ps(_mm_setr_epi16(static_cast<int16_t>(load_u16(row[0] + b * kBlockBytes)),
+                                      static_cast<int16_t>(load_u16(row[1] + b * kBlockBytes)),
+                                      static_cast<int16_t>(load_u16(row[2] + b * kBlockBytes)),
+                                      static_cast<int16_t>(load_u16(row[3] + b * kBlockBytes)), 0, 0, 0, 0));
+      m = _mm_setzero_ps();
+    }
+  }
+
+  // Rows [r, r + R) of x against the four weight rows `row`; sums into acc.
+  template <int R>
+  KF_AVX2 static void run(const Rows32& x, int64_t r, const uint8_t* const (&row)[kLanes], size_t ahead,
+                          __m128 (&acc)[R]) {
+    const __m128i m4 = _mm_set1_epi8(0x0F), ones = _mm_set1_epi16(1);
+    for (int i = 0; i < R; ++i) acc[i] = _mm_setzero_ps();
     for (int64_t b = 0; b < x.nb; ++b) {
-      for (int j = 0; j < C; ++j) {
-        const uint8_t* blk = w.data + (c + j) * w.row_bytes + b * kQ4_0Bytes;
-        prefetch(blk + kPrefetchTiles * C * w.row_bytes, kQ4_0Bytes);
-        const __m128 d = f16x1(blk);
-        const __m128i raw = load128(blk + 2);
-        const __m128i lo = _mm_and_si128(raw, m4), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), m4);
-        for (int i = 0; i < R; ++i) {
-          const __m128i offset = _mm_cvtsi32_si128(8 * x.sums(r + i)[b]);
-          const __m128 f = _mm_cvtepi32_ps(_mm_sub_epi32(dot_u4x32(lo, hi, x.q(r + i) + 32 * b), offset));
-          const __m128 sc = _mm_mul_ps(d, f32x2(x.ds(r + i) + 2 * b));
-          acc[i][j] = _mm_fmadd_ps(_mm_broadcastss_ps(sc), f, acc[i][j]);
-        }
+      __m128i lo[kLanes], hi[kLanes];
+      for (int j = 0; j < kLanes; ++j) {
+        const uint8_t* blk = row[j] + b * kBlockBytes;
+        prefetch(blk + ahead, kBlockBytes);
+        const __m128i raw = load128(blk + kQs);
+        lo[j] = _mm_and_si128(raw, m4);
+        hi[j] = _mm_and_si128(_mm_srli_epi16(raw, 4), m4);
+      }
+      __m128 d, m;
+      scales(row, b, d, m);
+      for (int i = 0; i < R; ++i) {
+        const int8_t* xq = x.q(r + i) + 32 * b;
+        const __m128i xl = load128(xq), xh = load128(xq + 16);
+        __m128i p[kLanes];  // i16 sums of 4 products (|.| <= 4*15*127)
+        for (int j = 0; j < kLanes; ++j)
+          p[j] = _mm_add_epi16(_mm_maddubs_epi16(lo[j], xl), _mm_maddubs_epi16(hi[j], xh));
+        // Lane j <- Σ p[j]: pairs, then quads (|.| <= 30480, still i16), then i32.
+        const __m128i quads = _mm_hadd_epi16(_mm_hadd_epi16(p[0], p[1]), _mm_hadd_epi16(p[2], p[3]));
+        __m128i isum = _mm_madd_epi16(quads, ones);
+        const float* ds = x.ds(r + i) + 2 * b;
+        if constexpr (!kHasMin) isum = _mm_sub_epi32(isum, _mm_set1_epi32(8 * x.sums(r + i)[b]));
+        acc[i] = _mm_fmadd_ps(_mm_mul_ps(d, _mm_broadcast_ss(ds)), _mm_cvtepi32_ps(isum), acc[i]);
+        if constexpr (kHasMin) acc[i] = _mm_fmadd_ps(m, _mm_broadcast_ss(ds + 1), acc[i]);
       }
     }
-    store<R, C>(acc, r, c, bias, y, ldy);
+  }
+
+  template <int R>
+  KF_AVX2 static void rows(const Rows32& x, int64_t r, const WeightRows& w, int64_t c0, int64_t c1, const float* bias,
+                           float* y, int64_t ldy) {
+    for (int64_t c = c0; c < c1; c += kLanes) {
+      const uint8_t* row[kLanes];
+      for (int j = 0; j < kLanes; ++j) row[j] = w.data + std::min(c + j, c1 - 1) * w.row_bytes;
+      __m128 acc[R];
+      run<R>(x, r, row, kPrefetchTiles * kLanes * w.row_bytes, acc);
+      for (int i = 0; i < R; ++i) {
+        alignas(16) float v[kLanes];
+        _mm_store_ps(v, acc[i]);
+        for (int j = 0; j < kLanes && c + j < c1; ++j) y[(r + i) * ldy + c + j] = bias ? v[j] + bias[c + j] : v[j];
+      }
+    }
+  }
+
+  KF_AVX2 static void tile(const ActRows& xa, int64_t r0, int64_t r1, const WeightRows& w, int64_t c0, int64_t c1,
+                           const float* bias, float* y, int64_t ldy) {
+    const Rows32 x{xa, xa.k / kQ8Block32};
+    int64_t r = r0;
+    for (; r + kRows <= r1; r += kRows) rows<kRows>(x, r, w, c0, c1, bias, y, ldy);
+    for (; r < r1; ++r) rows<1>(x, r, w, c0, c1, bias, y, ldy);
   }
 };
 
@@ -459,8 +488,8 @@ const MatmulKernels* avx2_kernels() {
     m.f16 = tile<FloatW<LoadF16>>;
     m.bf16 = tile<FloatW<LoadBF16>>;
     m.q8_0 = tile<Q8_0>;
-    m.q4_0 = tile<Q4_0>;
-    m.q4_1 = tile<Q4_1>;
+    m.q4_0 = Q4Lanes<false>::tile;
+    m.q4_1 = Q4Lanes<true>::tile;
     m.q4_k = tile<Q4_K>;
     m.q6_k = tile<Q6_K>;
     return m;
