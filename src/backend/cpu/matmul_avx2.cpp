@@ -44,7 +44,7 @@ KF_AVX2 inline __m128 f32x2(const float* p) { return _mm_castsi128_ps(load64(p))
 // Weight rows are read C at a time, a block of each in turn: C short
 // interleaved streams that the hardware prefetcher does not pick up in time,
 // so each block also prefetches the same block kPrefetchTiles tiles ahead.
-constexpr int kPrefetchTiles = 2;
+constexpr int kPrefetchTiles = 4;
 KF_AVX2 inline void prefetch(const uint8_t* p, size_t bytes) {
   for (size_t off = 0; off < bytes; off += 64) _mm_prefetch(reinterpret_cast<const char*>(p + off), _MM_HINT_T0);
 }
@@ -180,7 +180,7 @@ template <bool kHasMin>
 struct Q4Lanes {
   static constexpr int kBlockBytes = kHasMin ? kQ4_1Bytes : kQ4_0Bytes;
   static constexpr int kQs = kHasMin ? 4 : 2;  // offset of the nibbles in a block
-  static constexpr int kRows = 2, kLanes = 4;
+  static constexpr int kRows = 4, kLanes = 4;
 
   // Scales of block b of the four rows: (dw, mw) per lane.
   KF_AVX2 static void scales(const uint8_t* const (&row)[kLanes], int64_t b, __m128& d, __m128& m) {
