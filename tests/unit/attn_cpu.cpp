@@ -12,7 +12,7 @@
 
 #include "attn/policy.h"
 #include "backend/cpu/attention.h"
-#include "backend/cpu/attention_kernels.h"
+#include "backend/cpu/vector_kernels.h"
 
 using namespace kf;
 
@@ -369,9 +369,9 @@ TEST(AttnCpu, BadInputsThrow) {
 // The attention inner loops at the AVX2 level against the portable level, for
 // head sizes with and without a tail of 8 and chunks of every length.
 TEST(AttnCpu, Avx2KernelsMatchPortable) {
-  const cpu::AttnKernels* avx2 = cpu::avx2_attn_kernels();
+  const cpu::VectorKernels* avx2 = cpu::avx2_vector_kernels();
   if (!avx2) GTEST_SKIP() << "this CPU has no AVX2/FMA";
-  const cpu::AttnKernels& port = cpu::portable_attn_kernels();
+  const cpu::VectorKernels& port = cpu::portable_vector_kernels();
   std::mt19937 rng(5);
   for (int d : {8, 13, 64, 72, 128}) {
     for (int n : {1, 3, 4, 7, 32}) {

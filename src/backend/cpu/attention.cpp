@@ -5,7 +5,7 @@
 #include <cstring>
 #include <limits>
 
-#include "backend/cpu/attention_kernels.h"
+#include "backend/cpu/vector_kernels.h"
 #include "util/error.h"
 
 namespace kf {
@@ -267,7 +267,7 @@ void cpu_attention(const Tensor& q, const KvLayer& kv, const AttnBatch& batch,
   }
 
   // Phase 2: each (row, KV head) attends for the G query heads of its group.
-  const cpu::AttnKernels& kernels = cpu::best_attn_kernels();
+  const cpu::VectorKernels& kernels = cpu::best_vector_kernels();
   run(static_cast<int64_t>(n_rows) * Hkv, [&](int64_t task) {
     const int r = static_cast<int>(task / Hkv), h = static_cast<int>(task % Hkv);
     const int s = static_cast<int>(std::upper_bound(q_start, q_start + n_seqs + 1, r) - q_start) - 1;

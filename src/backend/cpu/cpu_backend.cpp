@@ -15,6 +15,7 @@
 
 #include "backend/cpu/attention.h"
 #include "backend/cpu/matmul.h"
+#include "backend/cpu/vector_kernels.h"
 #include "backend/sampler.h"
 #include "util/dequant.h"
 #include "util/thread_pool.h"
@@ -212,16 +213,8 @@ class CpuBackend final : public Backend {
              "cpu silu_mul: gate_up {} is not [rows, 2 x {}] for out {}", gate_up.shape_str(), f, out.shape_str());
     const float* gu = gate_up.ptr<float>();
     float* o = out.ptr<float>();
-    pool_.parallel_for(
-        out.numel(),
-        [&](int64_t b, int64_t e) {
-          for (int64_t i = b; i < e; ++i) {
-            const int64_t r = i / f, c = i % f;
-            const float g = gu[r * 2 * f + c], u = gu[r * 2 * f + f + c];
-            o[i] = g / (1.f + std::exp(-g)) * u;
-          }
-        },
-        1 << 12);
+    const auto silu_mul_row = vectors_.silu_mul;
+    for_rows(out.numel() / f, f, [&](int64_t r) { silu_mul_row(gu + r * 2 * f, gu + r * 2 * f + f, o + r * f, f); });
   }
 
   // The reference composes the separate ops on copies of q, k and v, so its
@@ -380,6 +373,7 @@ class CpuBackend final : public Backend {
   ThreadPool pool_;
   bool use_blas_ = false;
   cpu::Matmul matmul_;
+  const cpu::VectorKernels& vectors_ = cpu::best_vector_kernels();
   CpuAttnWorkspace attn_ws_;
   Sampler sampler_;
   std::vector<float> row_;       // one logits row for the sampler (grow-only)

@@ -1,6 +1,8 @@
-#include "backend/cpu/attention_kernels.h"
+#include "backend/cpu/vector_kernels.h"
 
+#include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "backend/cpu/matmul_kernels.h"
@@ -37,6 +39,10 @@ void accumulate_portable(float* acc, float rescale, const float* w, const float*
     const float* vj = v + static_cast<int64_t>(j) * d;
     for (int i = 0; i < d; ++i) acc[i] += w[j] * vj[i];
   }
+}
+
+void silu_mul_portable(const float* gate, const float* up, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.f + std::exp(-gate[i])) * up[i];
 }
 
 // ---- AVX2 + FMA ------------------------------------------------------------------
@@ -110,27 +116,62 @@ KF_AVX2 void accumulate_avx2(float* acc, float rescale, const float* w, const fl
     acc[i] = a;
   }
 }
+// e^x for 8 lanes: x = n ln2 + r with |r| <= ln2/2 (ln2 in two parts, so
+// n ln2 is exact to float precision), e^r by its degree-6 Taylor polynomial
+// (relative error < 2e-7 on that range), times 2^n built in the exponent
+// bits. x is clamped to [-87, 88], where 2^n stays a normal float.
+KF_AVX2 inline __m256 exp8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.f)), _mm256_set1_ps(88.f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);  // ln2 high part: 9 bits, exact product
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);      // ln2 low part
+  __m256 p = _mm256_set1_ps(1.f / 720.f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 120.f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 24.f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 6.f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+  const __m256i pow2n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(pow2n));
+}
+
+KF_AVX2 void silu_mul_avx2(const float* gate, const float* up, float* out, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 g = _mm256_loadu_ps(gate + i);
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.f), e)), _mm256_loadu_ps(up + i)));
+  }
+  if (i < n) {  // the tail through padded copies: the same arithmetic per element
+    alignas(32) float g[8] = {}, u[8] = {}, o[8];
+    std::memcpy(g, gate + i, (n - i) * sizeof(float));
+    std::memcpy(u, up + i, (n - i) * sizeof(float));
+    silu_mul_avx2(g, u, o, 8);
+    std::memcpy(out + i, o, (n - i) * sizeof(float));
+  }
+}
 #endif
 
 }  // namespace
 
-const AttnKernels& portable_attn_kernels() {
-  static const AttnKernels k{"portable", logits_portable, accumulate_portable};
+const VectorKernels& portable_vector_kernels() {
+  static const VectorKernels k{"portable", logits_portable, accumulate_portable, silu_mul_portable};
   return k;
 }
 
-const AttnKernels* avx2_attn_kernels() {
+const VectorKernels* avx2_vector_kernels() {
 #ifdef KF_HAVE_AVX2_KERNELS
-  static const AttnKernels k{"avx2", logits_avx2, accumulate_avx2};
+  static const VectorKernels k{"avx2", logits_avx2, accumulate_avx2, silu_mul_avx2};
   return avx2_kernels() ? &k : nullptr;  // the same CPU check as the matmul kernels
 #else
   return nullptr;
 #endif
 }
 
-const AttnKernels& best_attn_kernels() {
-  const AttnKernels* avx2 = avx2_attn_kernels();
-  return std::string(best_kernels().isa) == "avx2" && avx2 ? *avx2 : portable_attn_kernels();
+const VectorKernels& best_vector_kernels() {
+  const VectorKernels* avx2 = avx2_vector_kernels();
+  return std::string(best_kernels().isa) == "avx2" && avx2 ? *avx2 : portable_vector_kernels();
 }
 
 }  // namespace kf::cpu
