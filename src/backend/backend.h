@@ -108,6 +108,10 @@ class Backend : public Allocator {
   // Whether matmul and embed take weights stored as t (every backend takes
   // act_dtype()), so a loader can keep a checkpoint's tensors in their format.
   virtual bool takes_weight(DType t) const { return t == act_dtype(); }
+  // A matrix [rows, cols] in a dtype it takes, rearranged into the layout its
+  // matmul reads fastest, values unchanged (the CPU: Q8_0, Q4_0, Q4_1 with
+  // four rows interleaved, backend/cpu/packed_weights.h). By default as is.
+  virtual Buffer pack_weight(Buffer w) { return w; }
 
   // Device memory: bytes free now and in all (the CPU: available and total RAM).
   struct Memory {

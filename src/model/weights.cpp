@@ -105,11 +105,18 @@ struct Loader {
                   else fail("{}: tensor '{}' cannot be converted to {}", c->path(), name, dtype_name(dt));
                 }};
   }
-  Buffer matrix(const std::string& name, int64_t rows, int64_t cols) const {
-    return make_stacked(be, src, format, {part(name, rows, cols)}, cols);
+  // A matrix only the matmul reads, in the backend's matmul layout.
+  Buffer matrix(const std::string& name, int64_t rows, int64_t cols) const { return stacked({part(name, rows, cols)}, cols); }
+  // The embedding: only gathered when it has its own lm_head, so kept plain then.
+  Buffer embedding(int64_t vocab, int64_t d, bool tied) const {
+    Buffer b = make_stacked(be, src, format, {part("model.embed_tokens.weight", vocab, d)}, d);
+    if (!tied) return b;
+    return be.pack_weight(std::move(b));
   }
   Buffer vector(const std::string& name, int64_t n) const { return make_stacked(be, src, format, {part(name, n, 0)}, 0); }
-  Buffer stacked(const std::vector<Part>& parts, int64_t cols) const { return make_stacked(be, src, format, parts, cols); }
+  Buffer stacked(const std::vector<Part>& parts, int64_t cols) const {
+    return be.pack_weight(make_stacked(be, src, format, parts, cols));
+  }
 };
 
 // splitmix64: a tiny, fast, well-mixed generator; one stream per tensor.
@@ -195,10 +202,11 @@ Weights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, Backend& be
                 kv = int64_t(cfg.n_kv_heads) * cfg.head_dim, ff = cfg.intermediate_size,
                 vocab = cfg.vocab_size, hd = cfg.head_dim;
   Weights w;
-  w.embed = load.matrix("model.embed_tokens.weight", vocab, d);
-  w.final_norm = load.vector("model.norm.weight", d);
   const bool gguf_without_head = ckpt.format() == "gguf" && !ckpt.has("lm_head.weight");
-  if (!cfg.tied_embeddings && !gguf_without_head) w.lm_head_own = load.matrix("lm_head.weight", vocab, d);
+  const bool own_head = !cfg.tied_embeddings && !gguf_without_head;
+  w.embed = load.embedding(vocab, d, !own_head);
+  w.final_norm = load.vector("model.norm.weight", d);
+  if (own_head) w.lm_head_own = load.matrix("lm_head.weight", vocab, d);
   w.layers.resize(cfg.n_layers);
   for (int i = 0; i < cfg.n_layers; ++i) {
     LayerWeights& l = w.layers[i];

@@ -7,7 +7,10 @@
 //   results equal up to float summation order);
 // - batch invariance through the backend: a row alone == the same row in any
 //   batch, tile and thread count, bitwise;
-// - embedding rows of a quantised table == the reference dequantisation.
+// - embedding rows of a quantised table == the reference dequantisation;
+// - the interleaved layouts (packed_weights.h): pack/unpack round trip, the
+//   packed AVX2 kernels against the plain ones, and through the backend
+//   (pack_weight) batch invariance and embedding rows.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -17,6 +20,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/matmul_kernels.h"
+#include "backend/cpu/packed_weights.h"
 #include "util/dequant.h"
 
 namespace kf {
@@ -268,6 +272,124 @@ TEST(CpuMatmulKernels, BackendTakesEveryWeightFormatAndRejectsOthers) {
   EXPECT_THROW(be->matmul(Tensor(x.data(), DType::F32, {1, 2}), Tensor(w.data(), DType::I32, {2, 2}), nullptr,
                           Tensor(y.data(), DType::F32, {1, 2})),
                Error);
+}
+
+// ---- interleaved (packed) weights ------------------------------------------------
+
+constexpr DType kPackable[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1};
+
+// Random plain weights with no Q8_0 value of -128 (which can_pack refuses).
+std::vector<uint8_t> packable_weights(DType t, int64_t out, int64_t k, uint32_t seed) {
+  auto w = random_weights(t, out, k, seed);
+  if (t == DType::Q8_0)
+    for (size_t off = 0; off < w.size(); off += 34)
+      for (int j = 2; j < 34; ++j)
+        if (w[off + j] == 0x80) w[off + j] = 0x81;
+  return w;
+}
+
+TEST(CpuPackedWeights, PackThenUnpackGivesEveryRowBack) {
+  for (DType t : kPackable) {
+    const int64_t rows = 12, k = 96;
+    const auto w = packable_weights(t, rows, k, 41);
+    ASSERT_TRUE(cpu::can_pack(t, rows, k, w.data())) << dtype_name(t);
+    EXPECT_FALSE(cpu::can_pack(t, rows - 1, k, w.data())) << dtype_name(t);  // not whole groups of 4 rows
+    std::vector<uint8_t> packed(w.size()), row(dtype_bytes(t, k));
+    cpu::pack_rows(t, rows, k, w.data(), packed.data());
+    EXPECT_NE(packed, w) << dtype_name(t);
+    for (int64_t r = 0; r < rows; ++r) {
+      cpu::unpack_row(cpu::packed_dtype(t), k, packed.data(), r, row.data());
+      ASSERT_EQ(0, std::memcmp(row.data(), w.data() + r * row.size(), row.size())) << dtype_name(t) << " row " << r;
+    }
+  }
+  auto w = packable_weights(DType::Q8_0, 4, 32, 42);
+  w[34 + 5] = 0x80;  // a -128 in row 1
+  EXPECT_FALSE(cpu::can_pack(DType::Q8_0, 4, 32, w.data()));
+  EXPECT_FALSE(cpu::can_pack(DType::Q4_K, 4, 256, w.data()));  // no interleaved layout
+}
+
+TEST(CpuPackedWeights, PackedKernelsMatchPlainKernels) {
+  const MatmulKernels* avx2 = cpu::avx2_kernels();
+  if (!avx2) GTEST_SKIP() << "this CPU has no AVX2/FMA/F16C";
+  for (DType t : kPackable) {
+    const DType pt = cpu::packed_dtype(t);
+    for (const Shape& s : {Shape{1, 32, 4}, Shape{3, 64, 8}, Shape{5, 96, 28}, Shape{9, 32, 12}, Shape{4, 128, 24}}) {
+      const auto w = packable_weights(t, s.out, s.k, 9 + s.out);
+      std::vector<uint8_t> packed(w.size());
+      cpu::pack_rows(t, s.out, s.k, w.data(), packed.data());
+      const auto x = randn(s.n * s.k, 13 + s.k);
+      const auto bias = randn(s.out, 4);
+      Quantized xq(*avx2, t, x, s.n, s.k);
+      std::vector<int8_t> pieces(s.n * 4 * s.k);
+      for (int64_t r = 0; r < s.n; ++r) avx2->spread(xq.q.data() + r * s.k, s.k, pieces.data() + r * 4 * s.k);
+      ActRows rows = xq.rows;
+      rows.pieces = pieces.data();
+      const auto yp = run_kernel(*avx2, pt, rows, s.n, packed, s.out, bias.data());
+      const auto y = run_kernel(*avx2, t, xq.rows, s.n, w, s.out, bias.data());
+      for (int64_t i = 0; i < s.n * s.out; ++i)
+        ASSERT_NEAR(yp[i], y[i], 1e-5 * (std::fabs(y[i]) + 1.0))
+            << dtype_name(pt) << " n=" << s.n << " k=" << s.k << " out=" << s.out << " at " << i;
+      // A column range starting inside the matrix (a thread's share) writes only its columns.
+      std::vector<float> part(s.n * s.out, NAN);
+      avx2->tile(pt)(rows, 0, s.n, cpu::WeightRows{packed.data(), dtype_bytes(t, s.k), s.k}, 4, s.out - 1, nullptr,
+                     part.data(), s.out);
+      for (int64_t r = 0; r < s.n; ++r)
+        for (int64_t c = 0; c < s.out; ++c) {
+          const float got = part[r * s.out + c];
+          if (c < 4 || c >= s.out - 1) EXPECT_TRUE(std::isnan(got)) << dtype_name(pt) << " wrote column " << c;
+          else ASSERT_NEAR(got, y[r * s.out + c] - bias[c], 1e-5 * (std::fabs(y[r * s.out + c]) + 1.0));
+        }
+    }
+  }
+}
+
+TEST(CpuPackedWeights, BackendPacksAndStaysBatchInvariant) {
+  const int64_t kRows = 21, out = 44, k = 96;
+  for (DType t : kPackable) {
+    auto single = make_cpu_backend(CpuOptions{1, false});
+    Buffer w(t, {out, k}, *single);
+    const auto host = packable_weights(t, out, k, 51);
+    std::memcpy(w.view().data, host.data(), host.size());
+    const Buffer plain_w = [&] {
+      Buffer b(t, {out, k}, *single);
+      std::memcpy(b.view().data, host.data(), host.size());
+      return b;
+    }();
+    Buffer pw = single->pack_weight(std::move(w));
+    if (!cpu::has_matmul_kernel(cpu::packed_dtype(t))) {  // the portable level keeps plain weights
+      EXPECT_EQ(pw.view().dtype, t);
+      continue;
+    }
+    ASSERT_EQ(pw.view().dtype, cpu::packed_dtype(t)) << dtype_name(t);
+    const auto x = randn(kRows * k, 52);
+    std::vector<float> alone(kRows * out), plain(kRows * out);
+    single->matmul(Tensor(const_cast<float*>(x.data()), DType::F32, {kRows, k}), plain_w, nullptr,
+                   Tensor(plain.data(), DType::F32, {kRows, out}));
+    for (int64_t r = 0; r < kRows; ++r)
+      single->matmul(Tensor(const_cast<float*>(x.data()) + r * k, DType::F32, {1, k}), pw, nullptr,
+                     Tensor(alone.data() + r * out, DType::F32, {1, out}));
+    for (int64_t i = 0; i < kRows * out; ++i) ASSERT_NEAR(alone[i], plain[i], 1e-5 * (std::fabs(plain[i]) + 1.0));
+    for (int threads : {1, 2, 3}) {
+      auto be = make_cpu_backend(CpuOptions{threads, false});
+      for (int64_t batch : {2, 5, 8, 21}) {
+        for (int64_t r0 = 0; r0 + batch <= kRows; r0 += batch) {
+          std::vector<float> y(batch * out);
+          be->matmul(Tensor(const_cast<float*>(x.data()) + r0 * k, DType::F32, {batch, k}), pw, nullptr,
+                     Tensor(y.data(), DType::F32, {batch, out}));
+          ASSERT_EQ(0, std::memcmp(y.data(), alone.data() + r0 * out, y.size() * sizeof(float)))
+              << dtype_name(pw.view().dtype) << " batch " << batch << " at row " << r0 << " with " << threads
+              << " threads";
+        }
+      }
+    }
+    // A packed table embeds the same rows as the plain one.
+    std::vector<int32_t> ids = {43, 0, 5, 5, 17};
+    std::vector<float> e(ids.size() * k), ep(ids.size() * k);
+    const Tensor idt(ids.data(), DType::I32, {int64_t(ids.size())});
+    single->embed(plain_w, idt, Tensor(e.data(), DType::F32, {int64_t(ids.size()), k}));
+    single->embed(pw, idt, Tensor(ep.data(), DType::F32, {int64_t(ids.size()), k}));
+    EXPECT_EQ(0, std::memcmp(e.data(), ep.data(), e.size() * sizeof(float))) << dtype_name(t);
+  }
 }
 
 }  // namespace

@@ -276,7 +276,8 @@ void cpu_attention(const Tensor& q, const KvLayer& kv, const AttnBatch& batch,
     const int32_t* pt = table + static_cast<int64_t>(s) * max_pages;
 
     float acc[kMaxGroupDim];
-    float m[kMaxGroup], l[kMaxGroup];
+    float m[kMaxGroup], l[kMaxGroup], rescale[kMaxGroup];
+    float logit[kMaxGroup * kChunk];  // [G, kChunk]
     for (int g = 0; g < G; ++g) {
       m[g] = -std::numeric_limits<float>::infinity();
       l[g] = 0.f;
@@ -290,22 +291,22 @@ void cpu_attention(const Tensor& q, const KvLayer& kv, const AttnBatch& batch,
         const int nc = std::min(kChunk, span.start + span.count - off);
         const float* kc = kp + base + static_cast<int64_t>(off) * D;
         const float* vc = vp + base + static_cast<int64_t>(off) * D;
+        kernels.logits(qrow, G, kc, nc, D, scale, logit, kChunk);  // [G, kChunk]
         for (int g = 0; g < G; ++g) {
-          float logit[kChunk];
-          kernels.logits(qrow + static_cast<int64_t>(g) * D, kc, nc, D, scale, logit);
-          const float cmax = *std::max_element(logit, logit + nc);
-          float rescale = 1.f;
+          float* lg = logit + g * kChunk;
+          const float cmax = *std::max_element(lg, lg + nc);
+          rescale[g] = 1.f;
           if (cmax > m[g]) {  // rescale the running sums to the new maximum
-            rescale = std::exp(m[g] - cmax);
-            l[g] *= rescale;
+            rescale[g] = std::exp(m[g] - cmax);
+            l[g] *= rescale[g];
             m[g] = cmax;
           }
           for (int j = 0; j < nc; ++j) {  // logits become the softmax weights
-            logit[j] = std::exp(logit[j] - m[g]);
-            l[g] += logit[j];
+            lg[j] = std::exp(lg[j] - m[g]);
+            l[g] += lg[j];
           }
-          kernels.accumulate(acc + g * D, rescale, logit, vc, nc, D);
         }
+        kernels.accumulate(acc, G, rescale, logit, kChunk, vc, nc, D);
       }
     };
 

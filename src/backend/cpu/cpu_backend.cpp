@@ -15,6 +15,7 @@
 
 #include "backend/cpu/attention.h"
 #include "backend/cpu/matmul.h"
+#include "backend/cpu/packed_weights.h"
 #include "backend/cpu/vector_kernels.h"
 #include "backend/sampler.h"
 #include "util/dequant.h"
@@ -60,6 +61,15 @@ class CpuBackend final : public Backend {
   }
   bool takes_weight(DType t) const override { return cpu::has_matmul_kernel(t); }
 
+  Buffer pack_weight(Buffer w) override {
+    const Tensor& t = w.view();
+    const DType packed = cpu::packed_dtype(t.dtype);
+    if (t.ndim != 2 || !takes_weight(packed) || !cpu::can_pack(t.dtype, t.dim(0), t.dim(1), t.data)) return w;
+    Buffer out(packed, {t.dim(0), t.dim(1)}, *this);
+    cpu::pack_rows(t.dtype, t.dim(0), t.dim(1), t.data, out.view().data);
+    return out;
+  }
+
   void upload(const Tensor& dst, const void* host) override {
     KF_CHECK(dst.device == Device::CPU, "cpu upload: destination is not a CPU tensor");
     if (dst.data != host) std::memcpy(dst.data, host, dst.nbytes());
@@ -95,9 +105,16 @@ class CpuBackend final : public Backend {
     const size_t row_bytes = dtype_bytes(table.dtype, d);
     const auto* src = static_cast<const uint8_t*>(table.data);
     float* dst = out.ptr<float>();
+    const DType plain = cpu::plain_dtype(table.dtype);
+    if (plain != table.dtype) plain_row_.resize(row_bytes);
     for (int64_t i = 0; i < n; ++i) {
       KF_CHECK(id[i] >= 0 && id[i] < vocab, "cpu embed: id {} at row {} is outside [0, {})", id[i], i, vocab);
-      dequantize(table.dtype, src + int64_t(id[i]) * row_bytes, dst + i * d, d);
+      if (plain == table.dtype) {
+        dequantize(table.dtype, src + int64_t(id[i]) * row_bytes, dst + i * d, d);
+      } else {  // interleaved rows: the row's plain blocks first
+        cpu::unpack_row(table.dtype, d, src, id[i], plain_row_.data());
+        dequantize(plain, plain_row_.data(), dst + i * d, d);
+      }
     }
   }
 
@@ -377,6 +394,7 @@ class CpuBackend final : public Backend {
   CpuAttnWorkspace attn_ws_;
   Sampler sampler_;
   std::vector<float> row_;       // one logits row for the sampler (grow-only)
+  std::vector<uint8_t> plain_row_;  // embed: a row of an interleaved table as plain blocks (grow-only)
   std::vector<int> history_;     // a sequence's tokens for its penalties (grow-only)
   std::vector<float> k_tmp_, v_tmp_;  // qkv_rope_write's split k and v (grow-only)
 };

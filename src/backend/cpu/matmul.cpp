@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "backend/cpu/packed_weights.h"
 #include "util/error.h"
 
 namespace kf::cpu {
@@ -23,21 +24,26 @@ T* grow(std::vector<T>& v, int64_t n) {
 
 }  // namespace
 
-ActRows Matmul::quantize(const float* x, int64_t n, int64_t k, ActFormat f) {
+ActRows Matmul::quantize(const float* x, int64_t n, int64_t k, ActFormat f, bool with_pieces) {
   const int64_t nscale = act_scale_floats(f, k), nsums = act_sum_count(f, k);
   ActRows a;
   a.k = k;
   a.q = grow(q_, n * k);
   a.scale = grow(scale_, n * nscale);
   a.sums = grow(sums_, n * nsums);
+  if (with_pieces) a.pieces = grow(pieces_, n * 4 * k);
   const QuantizeFn quantize_row = kernels_.quantize(f);
-  int8_t* q = q_.data();
+  const SpreadFn spread = kernels_.spread;
+  int8_t *q = q_.data(), *pieces = with_pieces ? pieces_.data() : nullptr;
   float* scale = scale_.data();
   int16_t* sums = sums_.data();
   pool_.parallel_for(
       n,
       [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) quantize_row(x + r * k, k, q + r * k, scale + r * nscale, sums + r * nsums);
+        for (int64_t r = r0; r < r1; ++r) {
+          quantize_row(x + r * k, k, q + r * k, scale + r * nscale, sums + r * nsums);
+          if (pieces) spread(q + r * k, k, pieces + r * 4 * k);
+        }
       },
       std::max<int64_t>(1, 16384 / k));
   return a;
@@ -55,7 +61,7 @@ void Matmul::run(const Tensor& x, const Tensor& w, const float* bias, const Tens
     a.k = k;
     a.f32 = x.ptr<float>();
   } else {
-    a = quantize(x.ptr<float>(), n, k, f);
+    a = quantize(x.ptr<float>(), n, k, f, is_packed(w.dtype));
   }
   const WeightRows wr{static_cast<const uint8_t*>(w.data), dtype_bytes(w.dtype, k), k};
   float* yp = y.ptr<float>();

@@ -24,7 +24,8 @@ class Matmul {
   void run(const Tensor& x, const Tensor& w, const float* bias, const Tensor& y);
 
  private:
-  ActRows quantize(const float* x, int64_t n, int64_t k, ActFormat f);
+  // with_pieces: also the pieces interleaved weights read (ActRows::pieces).
+  ActRows quantize(const float* x, int64_t n, int64_t k, ActFormat f, bool with_pieces);
 
   ThreadPool& pool_;
   const MatmulKernels& kernels_;
@@ -32,6 +33,7 @@ class Matmul {
   std::vector<int8_t> q_;
   std::vector<float> scale_;
   std::vector<int16_t> sums_;
+  std::vector<int8_t> pieces_;
 };
 
 }  // namespace kf::cpu

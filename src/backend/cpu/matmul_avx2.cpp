@@ -20,49 +20,14 @@
 #include <algorithm>
 #include <cmath>
 
+#include "backend/cpu/avx2_util.h"
 #include "backend/cpu/quant_blocks.h"
 #endif
 
 namespace kf::cpu {
 
 #ifdef KF_HAVE_AVX2_KERNELS
-#define KF_AVX2 __attribute__((target("avx2,fma,f16c")))
-
 namespace {
-
-// ---- small helpers -------------------------------------------------------------
-
-KF_AVX2 inline __m128i load128(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
-KF_AVX2 inline __m128i load64(const void* p) { return _mm_loadl_epi64(static_cast<const __m128i*>(p)); }
-// Two f16 at p (four bytes) -> lanes 0 and 1 (2 and 3 are zero).
-KF_AVX2 inline __m128 f16x2(const uint8_t* p) { return _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(load_u32(p)))); }
-// One f16 at p -> lane 0 (the others are zero).
-KF_AVX2 inline __m128 f16x1(const uint8_t* p) { return _mm_cvtph_ps(_mm_cvtsi32_si128(load_u16(p))); }
-// Lanes 0, 1 of a float pair at p.
-KF_AVX2 inline __m128 f32x2(const float* p) { return _mm_castsi128_ps(load64(p)); }
-
-// Weight rows are read C at a time, a block of each in turn: C short
-// interleaved streams that the hardware prefetcher does not pick up in time,
-// so each block also prefetches the same block kPrefetchTiles tiles ahead.
-constexpr int kPrefetchTiles = 4;
-KF_AVX2 inline void prefetch(const uint8_t* p, size_t bytes) {
-  for (size_t off = 0; off < bytes; off += 64) _mm_prefetch(reinterpret_cast<const char*>(p + off), _MM_HINT_T0);
-}
-
-// (a0 + a2) + (a1 + a3)
-KF_AVX2 inline float hsum4(__m128 a) {
-  const __m128 s = _mm_add_ps(a, _mm_movehl_ps(a, a));
-  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
-}
-// ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))
-KF_AVX2 inline float hsum8(__m256 a) { return hsum4(_mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1))); }
-
-// Sum of u8 x s8 products over 32 elements as 4 i32 lanes: the low and high
-// halves of w (unsigned, < 16 for 4-bit formats) against x[0..15], x[16..31].
-KF_AVX2 inline __m128i dot_u4x32(__m128i lo, __m128i hi, const int8_t* x) {
-  const __m128i p = _mm_add_epi16(_mm_maddubs_epi16(lo, load128(x)), _mm_maddubs_epi16(hi, load128(x + 16)));
-  return _mm_madd_epi16(p, _mm_set1_epi16(1));  // pairs of i16 (|.| <= 4*15*127) -> i32
-}
 
 // ---- the tile driver -------------------------------------------------------------
 
@@ -161,15 +126,6 @@ KF_AVX2 void quantize_q8_256(const float* x, int64_t k, int8_t* q, float* scale,
 
 // ---- 32-element block formats (x in Q8_32) -----------------------------------------
 
-// x row r's block b: q at xq(r) + 32 b, (d, s) at xs(r) + 2 b.
-struct Rows32 {
-  const ActRows& x;
-  int64_t nb;
-  const int8_t* q(int64_t r) const { return x.q + r * x.k; }
-  const float* ds(int64_t r) const { return x.scale + r * 2 * nb; }
-  const int16_t* sums(int64_t r) const { return x.sums + r * nb; }
-};
-
 // Q4_0 and Q4_1 with one weight row per vector lane: four rows of w go
 // through a block together, their four sums of nibble*q reduced to one
 // vector, so the block's float work (its scales, the FMA) is one vector op
@@ -244,11 +200,7 @@ struct Q4Lanes {
       for (int j = 0; j < kLanes; ++j) row[j] = w.data + std::min(c + j, c1 - 1) * w.row_bytes;
       __m128 acc[R];
       run<R>(x, r, row, kPrefetchTiles * kLanes * w.row_bytes, acc);
-      for (int i = 0; i < R; ++i) {
-        alignas(16) float v[kLanes];
-        _mm_store_ps(v, acc[i]);
-        for (int j = 0; j < kLanes && c + j < c1; ++j) y[(r + i) * ldy + c + j] = bias ? v[j] + bias[c + j] : v[j];
-      }
+      store_lanes<R>(acc, r, c, c1, bias, y, ldy);
     }
   }
 
@@ -492,6 +444,10 @@ const MatmulKernels* avx2_kernels() {
     m.q4_1 = Q4Lanes<true>::tile;
     m.q4_k = tile<Q4_K>;
     m.q6_k = tile<Q6_K>;
+    m.spread = spread_q8_avx2;
+    m.q8_0x4 = q8_0x4_tile_avx2;
+    m.q4_0x4 = q4_0x4_tile_avx2;
+    m.q4_1x4 = q4_1x4_tile_avx2;
     return m;
   }();
   static const bool supported = cpu_has_avx2();

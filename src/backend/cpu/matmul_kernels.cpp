@@ -11,7 +11,10 @@ ActFormat act_format(DType weight) {
   switch (weight) {
     case DType::Q8_0:
     case DType::Q4_0:
-    case DType::Q4_1: return ActFormat::Q8_32;
+    case DType::Q4_1:
+    case DType::Q8_0x4:
+    case DType::Q4_0x4:
+    case DType::Q4_1x4: return ActFormat::Q8_32;
     case DType::Q4_K:
     case DType::Q6_K: return ActFormat::Q8_256;
     default: return ActFormat::F32;
@@ -44,6 +47,9 @@ TileFn MatmulKernels::tile(DType weight) const {
     case DType::Q4_1: return q4_1;
     case DType::Q4_K: return q4_k;
     case DType::Q6_K: return q6_k;
+    case DType::Q8_0x4: return q8_0x4;
+    case DType::Q4_0x4: return q4_0x4;
+    case DType::Q4_1x4: return q4_1x4;
     default: return nullptr;
   }
 }
@@ -62,6 +68,6 @@ const MatmulKernels& best_kernels() {
   return best;
 }
 
-bool has_matmul_kernel(DType t) { return portable_kernels().tile(t) != nullptr; }
+bool has_matmul_kernel(DType t) { return best_kernels().tile(t) != nullptr; }
 
 }  // namespace kf::cpu

@@ -38,6 +38,9 @@ struct ActRows {
   const int8_t* q = nullptr;   // [n, k]                              quantised values
   const float* scale = nullptr;  // Q8_32: [n, k/32, 2] (d, s); Q8_256: [n, k/256] d
   const int16_t* sums = nullptr;  // Q8_32: [n, k/32] Σq per block; Q8_256: [n, k/16] Σq per 16
+  // For interleaved weights (packed_weights.h): [n, k/4, 16] piece p of a row
+  // is q[4p .. 4p+3] repeated 4 times.
+  const int8_t* pieces = nullptr;
 };
 
 // Floats and int16s of quantisation data per row of k elements in format f.
@@ -56,6 +59,8 @@ using TileFn = void (*)(const ActRows& x, int64_t r0, int64_t r1, const WeightRo
                         int64_t c1, const float* bias, float* y, int64_t ldy);
 // Quantises one row x[k] into q[k], scale and sums (the layouts of ActRows).
 using QuantizeFn = void (*)(const float* x, int64_t k, int8_t* q, float* scale, int16_t* sums);
+// One row's quantised values q[k] -> its pieces [k/4, 16] (ActRows::pieces).
+using SpreadFn = void (*)(const int8_t* q, int64_t k, int8_t* pieces);
 
 struct MatmulKernels {
   const char* isa = "";                // "avx2" or "portable"
@@ -63,6 +68,9 @@ struct MatmulKernels {
   QuantizeFn quantize_q8_256 = nullptr;
   TileFn f32 = nullptr, f16 = nullptr, bf16 = nullptr;
   TileFn q8_0 = nullptr, q4_0 = nullptr, q4_1 = nullptr, q4_k = nullptr, q6_k = nullptr;
+  // Interleaved weights (packed_weights.h), with pieces of x: AVX2 only.
+  SpreadFn spread = nullptr;
+  TileFn q8_0x4 = nullptr, q4_0x4 = nullptr, q4_1x4 = nullptr;
 
   TileFn tile(DType weight) const;  // null when the dtype has no kernel
   QuantizeFn quantize(ActFormat f) const { return f == ActFormat::Q8_32 ? quantize_q8_32 : quantize_q8_256; }
@@ -74,7 +82,7 @@ const MatmulKernels* avx2_kernels();
 // The best level this CPU runs; KINFER_CPU_ISA=portable forces the portable one.
 const MatmulKernels& best_kernels();
 
-// Whether matmul has a kernel for weights of dtype t.
+// Whether the best kernels multiply weights of dtype t.
 bool has_matmul_kernel(DType t);
 
 }  // namespace kf::cpu

@@ -1,5 +1,6 @@
 #include "backend/cpu/vector_kernels.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -28,16 +29,22 @@ float dot8(const float* a, const float* b, int n) {
   return ((lane[0] + lane[4]) + (lane[1] + lane[5])) + ((lane[2] + lane[6]) + (lane[3] + lane[7]));
 }
 
-void logits_portable(const float* q, const float* k, int n, int d, float scale, float* out) {
-  for (int j = 0; j < n; ++j) out[j] = scale * dot8(q, k + static_cast<int64_t>(j) * d, d);
+void logits_portable(const float* q, int heads, const float* k, int n, int d, float scale, float* out, int ld) {
+  for (int j = 0; j < n; ++j)
+    for (int g = 0; g < heads; ++g)
+      out[g * ld + j] = scale * dot8(q + static_cast<int64_t>(g) * d, k + static_cast<int64_t>(j) * d, d);
 }
 
-void accumulate_portable(float* acc, float rescale, const float* w, const float* v, int n, int d) {
-  if (rescale != 1.f)
-    for (int i = 0; i < d; ++i) acc[i] *= rescale;
-  for (int j = 0; j < n; ++j) {
-    const float* vj = v + static_cast<int64_t>(j) * d;
-    for (int i = 0; i < d; ++i) acc[i] += w[j] * vj[i];
+void accumulate_portable(float* acc, int heads, const float* rescale, const float* w, int ld, const float* v, int n,
+                         int d) {
+  for (int g = 0; g < heads; ++g) {
+    float* a = acc + static_cast<int64_t>(g) * d;
+    if (rescale[g] != 1.f)
+      for (int i = 0; i < d; ++i) a[i] *= rescale[g];
+    for (int j = 0; j < n; ++j) {
+      const float* vj = v + static_cast<int64_t>(j) * d;
+      for (int i = 0; i < d; ++i) a[i] += w[g * ld + j] * vj[i];
+    }
   }
 }
 
@@ -56,66 +63,67 @@ KF_AVX2 inline float hsum8(__m256 a) {
   return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
-// q . k_j over 8 lanes for four keys at a time, the tail of d in lane order.
-KF_AVX2 void logits_avx2(const float* q, const float* k, int n, int d, float scale, float* out) {
+// q_g . k_j over 8 lanes, the tail of d in lane order; each key is loaded
+// once for all the heads of the group.
+KF_AVX2 void logits_avx2(const float* q, int heads, const float* k, int n, int d, float scale, float* out, int ld) {
   const int d8 = d / 8 * 8;
-  int j = 0;
-  for (; j + 4 <= n; j += 4) {
+  for (int j = 0; j < n; ++j) {
     const float* kj = k + static_cast<int64_t>(j) * d;
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (int i = 0; i < d8; i += 8) {
-      const __m256 qv = _mm256_loadu_ps(q + i);
-      a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kj + i), a0);
-      a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kj + d + i), a1);
-      a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kj + 2 * d + i), a2);
-      a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kj + 3 * d + i), a3);
+    for (int g0 = 0; g0 < heads; g0 += 4) {
+      const int gn = std::min(4, heads - g0);
+      __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+      for (int i = 0; i < d8; i += 8) {
+        const __m256 kv = _mm256_loadu_ps(kj + i);
+        for (int g = 0; g < gn; ++g) a[g] = _mm256_fmadd_ps(_mm256_loadu_ps(q + static_cast<int64_t>(g0 + g) * d + i), kv, a[g]);
+      }
+      for (int g = 0; g < gn; ++g) {
+        const float* qg = q + static_cast<int64_t>(g0 + g) * d;
+        float s = hsum8(a[g]);
+        for (int i = d8; i < d; ++i) s += qg[i] * kj[i];
+        out[(g0 + g) * ld + j] = scale * s;
+      }
     }
-    float s[4] = {hsum8(a0), hsum8(a1), hsum8(a2), hsum8(a3)};
-    for (int t = 0; t < 4; ++t) {
-      for (int i = d8; i < d; ++i) s[t] += q[i] * kj[static_cast<int64_t>(t) * d + i];
-      out[j + t] = scale * s[t];
-    }
-  }
-  for (; j < n; ++j) {
-    const float* kj = k + static_cast<int64_t>(j) * d;
-    __m256 a = _mm256_setzero_ps();
-    for (int i = 0; i < d8; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(kj + i), a);
-    float s = hsum8(a);
-    for (int i = d8; i < d; ++i) s += q[i] * kj[i];
-    out[j] = scale * s;
   }
 }
 
-// Slabs of 32 accumulators stay in registers while every key adds to them.
-KF_AVX2 void accumulate_avx2(float* acc, float rescale, const float* w, const float* v, int n, int d) {
-  const __m256 r = _mm256_set1_ps(rescale);
-  const bool rescaled = rescale != 1.f;
-  int i = 0;
-  for (; i + 32 <= d; i += 32) {
-    __m256 a[4];
-    for (int t = 0; t < 4; ++t) {
-      a[t] = _mm256_loadu_ps(acc + i + 8 * t);
-      if (rescaled) a[t] = _mm256_mul_ps(a[t], r);
+// Slabs of 16 accumulators for up to 4 heads stay in registers while every
+// key adds to them; each value row is loaded once for all heads.
+KF_AVX2 void accumulate_avx2(float* acc, int heads, const float* rescale, const float* w, int ld, const float* v, int n,
+                             int d) {
+  for (int g0 = 0; g0 < heads; g0 += 4) {
+    const int gn = std::min(4, heads - g0);
+    int i = 0;
+    for (; i + 16 <= d; i += 16) {
+      __m256 a[4][2];
+      for (int g = 0; g < gn; ++g) {
+        float* ag = acc + static_cast<int64_t>(g0 + g) * d + i;
+        for (int t = 0; t < 2; ++t) {
+          a[g][t] = _mm256_loadu_ps(ag + 8 * t);
+          if (rescale[g0 + g] != 1.f) a[g][t] = _mm256_mul_ps(a[g][t], _mm256_set1_ps(rescale[g0 + g]));
+        }
+      }
+      for (int j = 0; j < n; ++j) {
+        const float* vj = v + static_cast<int64_t>(j) * d + i;
+        const __m256 v0 = _mm256_loadu_ps(vj), v1 = _mm256_loadu_ps(vj + 8);
+        for (int g = 0; g < gn; ++g) {
+          const __m256 wj = _mm256_set1_ps(w[(g0 + g) * ld + j]);
+          a[g][0] = _mm256_fmadd_ps(wj, v0, a[g][0]);
+          a[g][1] = _mm256_fmadd_ps(wj, v1, a[g][1]);
+        }
+      }
+      for (int g = 0; g < gn; ++g)
+        for (int t = 0; t < 2; ++t) _mm256_storeu_ps(acc + static_cast<int64_t>(g0 + g) * d + i + 8 * t, a[g][t]);
     }
-    for (int j = 0; j < n; ++j) {
-      const __m256 wj = _mm256_set1_ps(w[j]);
-      const float* vj = v + static_cast<int64_t>(j) * d + i;
-      for (int t = 0; t < 4; ++t) a[t] = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vj + 8 * t), a[t]);
-    }
-    for (int t = 0; t < 4; ++t) _mm256_storeu_ps(acc + i + 8 * t, a[t]);
-  }
-  for (; i + 8 <= d; i += 8) {
-    __m256 a = _mm256_loadu_ps(acc + i);
-    if (rescaled) a = _mm256_mul_ps(a, r);
-    for (int j = 0; j < n; ++j) a = _mm256_fmadd_ps(_mm256_set1_ps(w[j]), _mm256_loadu_ps(v + static_cast<int64_t>(j) * d + i), a);
-    _mm256_storeu_ps(acc + i, a);
-  }
-  for (; i < d; ++i) {
-    float a = rescaled ? acc[i] * rescale : acc[i];
-    for (int j = 0; j < n; ++j) a += w[j] * v[static_cast<int64_t>(j) * d + i];
-    acc[i] = a;
+    for (; i < d; ++i)  // the tail of d, one element of each head at a time
+      for (int g = g0; g < g0 + gn; ++g) {
+        float& ag = acc[static_cast<int64_t>(g) * d + i];
+        float a = rescale[g] != 1.f ? ag * rescale[g] : ag;
+        for (int j = 0; j < n; ++j) a += w[g * ld + j] * v[static_cast<int64_t>(j) * d + i];
+        ag = a;
+      }
   }
 }
+
 // e^x for 8 lanes: x = n ln2 + r with |r| <= ln2/2 (ln2 in two parts, so
 // n ln2 is exact to float precision), e^r by its degree-6 Taylor polynomial
 // (relative error < 2e-7 on that range), times 2^n built in the exponent

@@ -11,11 +11,14 @@ namespace kf::cpu {
 
 struct VectorKernels {
   const char* isa = "";
-  // out[j] = scale * (q . k_j) for keys j < n, k_j = k + j * d.
-  void (*logits)(const float* q, const float* k, int n, int d, float scale, float* out) = nullptr;
-  // acc[i] = acc[i] * rescale + sum_j w[j] * v_j[i] for i < d, keys j < n in
-  // order, v_j = v + j * d.
-  void (*accumulate)(float* acc, float rescale, const float* w, const float* v, int n, int d) = nullptr;
+  // Query-key logits of one query-head group against n keys:
+  // out[g * ld + j] = scale * (q_g . k_j) for heads g < heads, keys j < n,
+  // q_g = q + g * d, k_j = k + j * d.
+  void (*logits)(const float* q, int heads, const float* k, int n, int d, float scale, float* out, int ld) = nullptr;
+  // Value accumulation of the group: acc_g[i] = acc_g[i] * rescale[g] +
+  // sum_j w[g * ld + j] * v_j[i] for i < d, keys j < n in order, acc_g = acc + g * d, v_j = v + j * d.
+  void (*accumulate)(float* acc, int heads, const float* rescale, const float* w, int ld, const float* v, int n,
+                     int d) = nullptr;
   // out[i] = silu(gate[i]) * up[i] = gate[i] / (1 + exp(-gate[i])) * up[i] for i < n.
   void (*silu_mul)(const float* gate, const float* up, float* out, int64_t n) = nullptr;
 };
