@@ -10,15 +10,15 @@
 # CPU only, GGML_NATIVE) outside the repository.
 #
 #   tools/bench_llamacpp.sh [--model GGUF] [--kinfer BIN] [--reps N] [--out DIR] [--fixture]
-# Writes DIR/llamacpp_vs_kinfer.json (every run, the commands, the machine and
-# its load) and DIR/llamacpp_vs_kinfer.md (the table); DIR defaults to
-# bench/results/llamacpp. --fixture also remakes the greedy-text fixture
+# Writes DIR/cpu_llamacpp.json (every run, the commands, the machine and
+# its load) and DIR/cpu_llamacpp.md (the table); DIR defaults to
+# bench/results. --fixture also remakes the greedy-text fixture
 # tests/fixtures/llamacpp/smollm2_greedy.json with llama.cpp.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cmdline="tools/bench_llamacpp.sh $*"
 model="${KINFER_DEFAULT_MODEL:-$HOME/.cache/kinfer/SmolLM2-135M-Instruct.Q4_1.gguf}"
-kinfer="$ROOT/build/kinfer" reps=5 out="$ROOT/bench/results/llamacpp" fixture=0
+kinfer="$ROOT/build/kinfer" reps=5 out="$ROOT/bench/results" fixture=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --model) model=$2; shift ;;
@@ -111,13 +111,13 @@ result = {
     "runs": runs,
 }
 os.makedirs(out, exist_ok=True)
-with open(f"{out}/llamacpp_vs_kinfer.json", "w") as f:
+with open(f"{out}/cpu_llamacpp.json", "w") as f:
     json.dump(result, f, indent=1)
 md = [f"kinfer vs llama.cpp ({result['llama_cpp']['pypi']}, commit {result['llama_cpp']['commit']}) on "
       f"{result['model']}, {cpu}, {os.cpu_count()} cores; median of {reps} alternating runs; "
       f"load average {load_before} before, {load_after} after.", "",
       "| test | llama.cpp tok/s | kinfer tok/s | kinfer / llama.cpp |", "|---|---|---|---|"]
 md += [f"| {w} | {l:.1f} | {k:.1f} | {r:.2f}x |" for w, l, k, r in rows]
-open(f"{out}/llamacpp_vs_kinfer.md", "w").write("\n".join(md) + "\n")
+open(f"{out}/cpu_llamacpp.md", "w").write("\n".join(md) + "\n")
 print("\n".join(md))
 PY
