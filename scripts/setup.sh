@@ -9,7 +9,7 @@ kf_log() { printf '\033[1m[kinfer]\033[0m %s\n' "$*" >&2; }
 
 KF_DEB_PACKAGES=(cmake ninja-build g++ clang libclang-rt-14-dev pkg-config python3 python3-pip
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libpcre2-dev libutf8proc-dev
-  libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev gnuplot-nox)
+  libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev gnuplot-nox libasio-dev)
 
 kf_install_debs() {
   local missing=()
@@ -41,6 +41,15 @@ kf_fetch_model() {
   ln -sf "$src" "$dst"
 }
 
+# The openai client (with its dependencies) for the server's end-to-end tests.
+kf_install_py_test_deps() {
+  local py; py="$(command -v python3)"
+  if ! "$py" -c "import openai" 2>/dev/null; then
+    kf_log "installing the openai Python client (PyPI) for the server tests"
+    "$py" -m pip install -q openai 2>&1 | grep -v "Running pip as the 'root'" || true
+  fi
+}
+
 kf_build() {
   local extra=("$@")
   kf_log "building in $KF_BUILD"
@@ -51,6 +60,7 @@ kf_build() {
 kf_setup() {
   kf_install_debs
   kf_fetch_model
+  kf_install_py_test_deps
   export KINFER_DEFAULT_MODEL="$KF_CACHE/SmolLM2-135M-Instruct.Q4_1.gguf"
   kf_build "$@"
 }

@@ -1,7 +1,7 @@
 // The HF logits fixtures made by tools/make_model_fixtures.py
 // (tests/fixtures/models/NAME/{config.json, model.safetensors, meta.json,
-// logits.bin}): the token ids, transformers' fp32 logits [n, vocab] and its
-// RoPE inverse frequencies. Shared by tests/model/hf_parity.cpp (CPU) and
+// logits.bin}): the token ids, transformers' fp32 logits [n, vocab], its
+// RoPE inverse frequencies and (newer fixtures) its greedy continuation. Shared by tests/model/hf_parity.cpp (CPU) and
 // tests/kernels/cuda_model.cpp (GPU).
 #pragma once
 #include <gtest/gtest.h>
@@ -20,6 +20,7 @@ struct HfFixture {
   std::vector<int32_t> tokens;
   std::vector<float> logits;  // [n, vocab]
   std::vector<double> inv_freq;
+  std::vector<int32_t> greedy;  // HF's greedy ids after `tokens`; empty in older fixtures
   int vocab = 0;
 };
 
@@ -32,6 +33,7 @@ inline HfFixture read_hf_fixture(const std::string& name) {
   for (int t : j["tokens"]) f.tokens.push_back(t);
   f.vocab = j["logits_shape"][1];
   for (double v : j["hf_inv_freq"]) f.inv_freq.push_back(v);
+  for (int t : j.value("greedy", std::vector<int>{})) f.greedy.push_back(t);
   f.logits.resize(f.tokens.size() * f.vocab);
   std::ifstream bin(kHfFixtureDir + name + "/logits.bin", std::ios::binary);
   bin.read(reinterpret_cast<char*>(f.logits.data()), static_cast<std::streamsize>(f.logits.size() * sizeof(float)));

@@ -18,7 +18,7 @@ class StepDriver {
   // max_ctx: tokens per sequence; max_step_tokens: rows per step (longer
   // prefills are split); 0 = max(max_ctx, n_seqs).
   StepDriver(const Model& model, Backend& be, int n_seqs, int max_ctx, int page_size = 16, int max_step_tokens = 0,
-             bool graphs = true, AttnPolicy policy = {}, std::vector<int> dense_layers = {})
+             bool graphs = true, AttnPolicy policy = {}, std::vector<int> dense_layers = {}, bool pad_decode = false)
       : n_seqs_(n_seqs), max_ctx_(max_ctx), page_size_(page_size),
         pages_per_seq_((max_ctx + page_size - 1) / page_size), ctx_(n_seqs, 0) {
     KF_CHECK(n_seqs > 0 && max_ctx > 0, "driver: n_seqs {} and max_ctx {} must be positive", n_seqs, max_ctx);
@@ -29,6 +29,7 @@ class StepDriver {
     c.max_seqs = n_seqs;
     c.max_logit_rows = c.max_step_tokens;
     c.graphs = graphs;
+    c.pad_decode = pad_decode;
     c.policy = policy;
     c.dense_layers = std::move(dense_layers);
     max_step_ = c.max_step_tokens;

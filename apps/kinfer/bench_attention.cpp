@@ -85,7 +85,7 @@ int bench_attention(int argc, char** argv) {
   be->upload(dq_start, q_start.data());
   be->upload(dctx, ctx.data());
   be->upload(dtable, perm.data());
-  AttnBatch ab{batch, pps, dq_start, dctx, dtable};
+  AttnBatch ab{batch, pps, dq_start, dctx, dtable, {}};
   AttnPolicy pol;
   pol.kind = kind;
   pol.topk_pages = topk_pages;

@@ -10,6 +10,13 @@
 // plus the K/V and summaries the attention policy reads, at the mean context
 // of the timed steps) over the measured copy bandwidth. Every step samples
 // its next tokens on the device and brings only those back, as the engine does.
+//
+// --tp K runs the model's K tensor-parallel shards on K GPUs (--devices names
+// them; default 0..K-1) through the engine's executor group: every rank
+// launches every step from its own thread, with the NCCL all-reduces inside
+// the decode graphs. Bytes and the roofline are then per GPU, and the JSON
+// adds the all-reduce time of a step (its 2 x layers all-reduces of
+// [batch, hidden], replayed as one graph on every rank).
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
@@ -21,8 +28,9 @@
 #include <vector>
 
 #include "attn/policy.h"
-#include "backend/cpu/cpu_backend.h"
 #include "bench.h"
+#include "dist/placement.h"
+#include "engine/executor_group.h"
 #include "model/model.h"
 #include "engine/executor.h"
 #include "generate_common.h"
@@ -44,11 +52,12 @@ double process_cpu_seconds() {
 
 int bench_decode(int argc, char** argv) {
   CLI::App app{"Decode throughput: tokens/s and the bandwidth roofline", "kinfer bench decode"};
-  std::string model_spec = "default", device = "cpu", attn = "dense", cpu_weights = "auto";
-  int batch = 1, tokens = 32, prompt_len = 32, context = 0, threads = 0, warmup = 2;
+  std::string model_spec = "default", device = "cpu", attn = "dense", devices, cpu_weights = "auto";
+  int batch = 1, tokens = 32, prompt_len = 32, context = 0, threads = 0, warmup = 2, tp = 1;
   int page_size = 16, topk_pages = 64, local_pages = 4;
   double copy_gbps = 0;
   bool blas = false, json = false, no_graphs = false, profile = false;
+  std::string dense_layers;
   app.add_option("--model", model_spec, "GGUF file, HF directory, 'default' or random:PRESET")
       ->capture_default_str();
   app.add_option("--batch", batch, "sequences decoding together")->capture_default_str();
@@ -62,7 +71,10 @@ int bench_decode(int argc, char** argv) {
   app.add_option("--page-size", page_size, "KV page size in tokens")->capture_default_str();
   app.add_option("--topk-pages", topk_pages, "pages selected (blocktopk)")->capture_default_str();
   app.add_option("--local-pages", local_pages, "most recent pages always read")->capture_default_str();
+  app.add_option("--dense-layers", dense_layers, "layers kept dense under any policy, e.g. 0");
   app.add_option("--device", device, "cpu or cuda")->capture_default_str();
+  app.add_option("--tp", tp, "tensor parallelism: the model's shards on this many GPUs (NCCL)")->capture_default_str();
+  app.add_option("--devices", devices, "the GPUs of the --tp shards, e.g. 0,1 (default 0..tp-1)");
   app.add_option("--copy-gbps", copy_gbps, "copy bandwidth for the roofline (0 = measure on CUDA)");
   app.add_flag("--no-graphs", no_graphs, "launch every op instead of replaying CUDA graphs");
   app.add_flag("--profile", profile, "CUDA: after the timed steps, time each op of 5 more steps (no graphs)");
@@ -73,7 +85,6 @@ int bench_decode(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   KF_CHECK(batch >= 1 && tokens >= 1 && prompt_len >= 1 && warmup >= 0 && context >= 0,
            "--batch, --tokens and --prompt-len must be positive, --warmup and --context >= 0");
-  KF_CHECK(device == "cpu" || device == "cuda", "--device must be cpu or cuda (got '{}')", device);
   KF_CHECK(page_size >= 1, "--page-size must be >= 1 (got {})", page_size);
   AttnPolicy policy;
   policy.kind = parse_attn_kind(attn);
@@ -82,18 +93,21 @@ int bench_decode(int argc, char** argv) {
   attn::check_policy(policy);
 
   if (blas && cpu_weights == "auto") cpu_weights = "f32";  // sgemm takes F32 weights
-  std::unique_ptr<Backend> be;
-  if (device == "cuda") {
-    be = make_cuda_backend(0);
-  } else {
-    CpuOptions opt;
-    opt.n_threads = threads;
-    opt.use_blas = blas;
-    be = make_cpu_backend(opt);
-  }
+  dist::PlacementFlags pf;
+  pf.device = device;
+  pf.devices = devices;
+  pf.tp = tp;
+  pf.threads = threads;
+  dist::Placement placement = dist::make_placement(pf, cuda_device_count(), cuda_tp_available());
+  KF_CHECK(placement.replicas() == 1, "bench decode runs one replica: --devices must name exactly --tp ({}) GPUs", tp);
+  placement.cpu_blas = blas;
+  placement.weight_format = parse_weight_format(cpu_weights);
+  std::vector<dist::Replica> replicas = dist::load_replicas(placement, model_spec);
+  Backend* be = &replicas[0].backend();  // rank 0's
+  be->bind_thread();
   if (copy_gbps <= 0 && be->device() == Device::CUDA) copy_gbps = measure_copy_gbps(*be);
-  const Model model = Model::load(model_spec, *be, parse_weight_format(cpu_weights));
-  const ModelConfig& cfg = model.config();
+  const Model& model = replicas[0].model();
+  const ModelConfig& cfg = model.config();  // a shard's with --tp: heads, KV and weights per GPU
   const int start_ctx = context > 0 ? context : prompt_len;
   const int max_ctx = start_ctx + warmup + tokens + 6;  // + the profiled steps
   const int pages_per_seq = (max_ctx + page_size - 1) / page_size;
@@ -104,7 +118,8 @@ int bench_decode(int argc, char** argv) {
   ec.max_seqs = batch;
   ec.graphs = !no_graphs && be->device() == Device::CUDA;
   ec.policy = policy;
-  StepExecutor exec(model, *be, ec);
+  ec.dense_layers = parse_layer_list(dense_layers);
+  ExecutorGroup exec(replicas[0].ranks(), ec);
   // Pages reversed and interleaved across sequences: real, scattered page tables.
   std::vector<std::vector<int>> pages(batch);
   for (int s = 0; s < batch; ++s)
@@ -121,10 +136,12 @@ int bench_decode(int argc, char** argv) {
   };
 
   // Deterministic pseudo-text: the token ids do not change the work done.
-  auto token_at = [&](int seq, int pos) { return static_cast<int32_t>((seq * 7919 + pos * 104729) % cfg.vocab_size); };
+  auto token_at = [&](int seq, int pos) {
+    return static_cast<int32_t>((int64_t{seq} * 7919 + int64_t{pos} * 104729) % cfg.vocab_size);
+  };
   double prefill_s = 0;
   if (context > 0) {
-    exec.fill_synthetic();
+    exec.on_ranks([](int, StepExecutor& e) { e.fill_synthetic(); });
     std::fill(ctx.begin(), ctx.end(), context);
   } else {
     // Every sequence's prompt in chunks of max_step_tokens, the last chunk
@@ -144,15 +161,15 @@ int bench_decode(int argc, char** argv) {
           ctx[s] += n;
           done += n;
         }
-      be->synchronize();
+      exec.synchronize();
     };
     if (warmup > 0) {
       prefill();
       std::fill(ctx.begin(), ctx.end(), 0);
     }
-    const auto tp = std::chrono::steady_clock::now();
+    const auto t_prefill = std::chrono::steady_clock::now();
     prefill();
-    prefill_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - tp).count();
+    prefill_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_prefill).count();
   }
   // Each step samples on the device with Qwen3's thinking defaults (T 0.6,
   // top-k 20, top-p 0.95) and the next step reads those tokens there: the
@@ -189,11 +206,33 @@ int bench_decode(int argc, char** argv) {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double cpu_secs = process_cpu_seconds() - cpu0;
 
+  // Tensor parallelism: the all-reduce time of one step, measured alone as
+  // the step has them (2 per layer, [batch, hidden], in a graph) on every rank.
+  double allreduce_ms = 0;
+  if (exec.size() > 1) {
+    constexpr int kIters = 20;
+    exec.on_ranks([&](int r, StepExecutor& e) {
+      Backend& b = e.backend();
+      Buffer x(b.act_dtype(), {int64_t(batch), int64_t(cfg.hidden_size)}, b);
+      b.fill_uniform(x, 3, -1.f, 1.f);
+      const std::unique_ptr<Graph> g = b.record([&] {
+        for (int l = 0; l < 2 * cfg.n_layers; ++l) b.all_reduce(x);
+      });
+      const auto start = b.make_event(), end = b.make_event();
+      b.replay(*g);  // warm-up
+      b.record(*start);
+      for (int i = 0; i < kIters; ++i) b.replay(*g);
+      b.record(*end);
+      b.wait(*end);
+      if (r == 0) allreduce_ms = b.ms_between(*start, *end) / kIters;
+    });
+  }
+
   nlohmann::json prof;
   if (profile) {
 #ifdef KINFER_HAVE_CUDA
     KF_CHECK(be->device() == Device::CUDA, "--profile needs --device cuda");
-    exec.set_graphs(false);
+    for (int r = 0; r < exec.size(); ++r) exec.rank(r).set_graphs(false);
     cuda_profile(*be, true);
     for (int i = 0; i < 5; ++i) do_step(step++);
     drain();
@@ -208,9 +247,12 @@ int bench_decode(int argc, char** argv) {
   // Bytes one step reads at the timed steps' mean context (the step's own token included).
   const int mean_ctx = start_ctx + warmup + (tokens + 1) / 2 + 1;
   const attn::Reads r = attn::reads_per_head(mean_ctx, page_size, policy);
+  const attn::Reads rd = attn::reads_per_head(mean_ctx, page_size, AttnPolicy{});
   const int64_t elem = dtype_bytes(be->act_dtype(), 1);
   const int64_t per_head = (2 * r.kv_tokens + r.k_tokens + r.summaries) * cfg.head_dim * elem;
-  const int64_t kv_bytes = per_head * cfg.n_kv_heads * cfg.n_layers * batch;
+  const int64_t per_dense_head = 2 * rd.kv_tokens * cfg.head_dim * elem;
+  const int64_t n_dense = static_cast<int64_t>(ec.dense_layers.size());
+  const int64_t kv_bytes = (per_head * (cfg.n_layers - n_dense) + per_dense_head * n_dense) * cfg.n_kv_heads * batch;
   const int64_t weight_bytes = model.weights().bytes_per_step();
   const int64_t bytes = kv_bytes + weight_bytes;
   const double step_s = secs / tokens;
@@ -226,8 +268,10 @@ int bench_decode(int argc, char** argv) {
       {"context", start_ctx},
       {"context_kind", context > 0 ? "synthetic" : "prefill"},
       {"attn", {{"kind", attn_kind_name(policy.kind)}, {"page_size", page_size}, {"topk_pages", topk_pages},
-                {"local_pages", local_pages}}},
+                {"local_pages", local_pages}, {"dense_layers", ec.dense_layers}}},
       {"graphs", !no_graphs && be->device() == Device::CUDA},
+      {"tp", exec.size()},
+      {"gpus", placement.gpus},
       {"tokens", tokens},
       {"step_ms", step_s * 1e3},
       // CPU time of the whole process per step (all threads, spinning included):
@@ -244,6 +288,10 @@ int bench_decode(int argc, char** argv) {
       {"roofline_fraction", roofline_s > 0 ? roofline_s / step_s : 0.0},
   };
   if (profile) j["profile"] = prof;
+  if (exec.size() > 1) {  // bytes and the roofline above are per GPU
+    j["allreduce_ms_per_step"] = allreduce_ms;
+    j["allreduce_fraction"] = allreduce_ms / (step_s * 1e3);
+  }
   if (json) {
     std::printf("%s\n", j.dump().c_str());
   } else {
@@ -259,6 +307,9 @@ int bench_decode(int argc, char** argv) {
     if (roofline_s > 0)
       std::printf(", roofline %.3f ms at %.0f GB/s copy = %.2f of it", roofline_s * 1e3, copy_gbps,
                   roofline_s / step_s);
+    if (exec.size() > 1)
+      std::printf("\ntp %d (per GPU above): all-reduces %.3f ms/step (%.0f%% of the step)", exec.size(), allreduce_ms,
+                  100 * allreduce_ms / (step_s * 1e3));
     std::printf("\n");
   }
   return 0;

@@ -7,7 +7,7 @@
 #include <string>
 
 #include "bench.h"
-#include "engine/engine.h"
+#include "dist/replicas.h"
 #include "generate_common.h"
 
 namespace kf::cli {
@@ -31,26 +31,24 @@ int bench_generate(int argc, char** argv) {
   if (g.text) {
     ids = encode_prompt(g, chat, true);
   } else {  // random:PRESET: a fixed pseudo-prompt of 64 ids
-    for (int i = 0; i < 64; ++i) ids.push_back((i * 7919 + 13) % g.model->config().vocab_size);
+    for (int i = 0; i < 64; ++i) ids.push_back((i * 7919 + 13) % g.config.vocab_size);
   }
   Request req = make_request(o, g, ids);
-  Engine engine(*g.model, *g.backend, engine_config(o, g, {req}));
-  engine.submit(req);
-  engine.run();
-  const std::vector<FinishedRequest> done = engine.take_finished();
+  dist::ReplicaSet set(g.replicas, engine_config(o, g, {req}));
+  const std::vector<SampleResult> samples = run_split(set, req);  // the samples shared out over the replicas
 
-  nlohmann::json j = stats_json(engine, g, static_cast<int>(ids.size()), o);
-  const EngineStats& s = engine.stats();
+  nlohmann::json j = stats_json(set, g, static_cast<int>(ids.size()), o);
+  const EngineStats s = set.stats();
   j["bench"] = "generate";
   j["max_tokens"] = o.max_tokens;
   j["threads"] = o.threads;
   j["kv_bytes_read_total"] = s.kv_bytes_read;
-  j["efflops"] = efflops_json(engine, g, static_cast<int>(ids.size()), done.at(0).samples);
+  j["efflops"] = efflops_json(set.config(), g, static_cast<int>(ids.size()), samples);
   if (json) {
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     std::printf("generate %s n=%d max_tokens=%d (%s): %.1f tok/s overall, decode %.1f tok/s, prefill %.1f tok/s\n",
-                attn_kind_name(engine.config().policy.kind), o.n, o.max_tokens, g.backend->name().c_str(),
+                attn_kind_name(set.config().policy.kind), o.n, o.max_tokens, g.backend_name().c_str(),
                 j["gen_tok_s"].get<double>(), s.decode_tok_s(), s.prefill_tok_s());
     std::printf("  KV read per decoded token %.0f bytes, pages per (row, layer, head) %.2f, KV pages peak %d\n",
                 j["kv_bytes_read_per_token"].get<double>(), s.pages_read_per_step(), s.kv_pages_peak);

@@ -2,6 +2,9 @@
 // continuous batch; each problem is graded and appended to the trace the
 // moment its last sample ends, so a killed run loses only problems in flight
 // and --resume picks up where it stopped. Prints a summary (--json: one object).
+// With several replicas (--devices) problems go to the replicas by load, all
+// samples of a problem on one; --shard I/N runs one shard of the problems
+// (eval/shard.h; kinfer merge joins the shards' traces).
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cmath>
@@ -17,11 +20,13 @@
 #include "commands.h"
 #include "cost/presets.h"
 #include "cost/trace_runs.h"
+#include "dist/replicas.h"
 #include "engine/engine.h"
 #include "eval/dataset.h"
 #include "eval/eval_run.h"
 #include "eval/grade.h"
 #include "eval/prompt.h"
+#include "eval/shard.h"
 #include "eval/summary.h"
 #include "eval/trace.h"
 #include "generate_common.h"
@@ -36,6 +41,7 @@ struct EvalOptions {
   std::string out;
   std::string question_field, answer_field;
   std::string ids;
+  std::string shard;
   std::size_t limit = 0, offset = 0;
   std::string prompt_template = "kinetics-math";
   std::string hardware = cost::kDefaultHardware;
@@ -56,7 +62,7 @@ nlohmann::json attn_json(const GenerateOptions& o) {
 double tidy(float v) { return std::round(static_cast<double>(v) * 1e6) / 1e6; }
 
 nlohmann::json sampling_json(const GenerateOptions& o, bool thinking) {
-  return {{"n", o.n},
+  nlohmann::json j = {{"n", o.n},
           {"max_tokens", o.max_tokens},
           {"temperature", tidy(o.temp)},
           {"top_k", o.top_k},
@@ -67,6 +73,8 @@ nlohmann::json sampling_json(const GenerateOptions& o, bool thinking) {
           {"seed", o.seed},
           {"thinking", thinking},
           {"repetition_stop", !o.no_repetition_stop}};
+  if (o.thinking_budget >= 0) j["thinking_budget"] = o.thinking_budget;  // (absent: older traces resume)
+  return j;
 }
 
 // One problem being generated: where its samples go once they are all done.
@@ -90,6 +98,8 @@ int cmd_eval(int argc, char** argv) {
   app.add_option("--limit", e.limit, "at most this many problems (0 = all)");
   app.add_option("--offset", e.offset, "skip this many problems first");
   app.add_option("--ids", e.ids, "only these problem ids, comma-separated");
+  app.add_option("--shard", e.shard,
+                 "I/N: run every N-th selected problem from the I-th (0-based) into --out; kinfer merge joins the N");
   app.add_option("--question-field", e.question_field, "JSONL field holding the question (default problem|question)");
   app.add_option("--answer-field", e.answer_field, "JSONL field holding the gold answer (default answer)");
   app.add_option("--prompt-template", e.prompt_template, "kinetics-math, plain, boxed, or a file with {question}")
@@ -102,6 +112,7 @@ int cmd_eval(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   KF_CHECK(o.n >= 1, "-n must be >= 1 (got {})", o.n);
   KF_CHECK(o.max_tokens >= 1, "--max-tokens must be >= 1 (got {})", o.max_tokens);
+  KF_CHECK(o.thinking_budget < 0 || !e.no_thinking, "--thinking-budget needs thinking on (drop --no-thinking)");
   const auto intensity = cost::hardware_intensity(e.hardware);
   KF_CHECK(intensity.has_value(), "--hardware '{}': not a known preset (b200, h200, h100)", e.hardware);
 
@@ -111,8 +122,10 @@ int cmd_eval(int argc, char** argv) {
   sel.ids = eval::split_ids(e.ids);
   sel.offset = e.offset;
   if (e.limit > 0) sel.limit = e.limit;
-  const std::vector<eval::Problem> problems = eval::select_problems(ds.problems, sel);
-  KF_CHECK(!problems.empty(), "no problems selected from '{}'", e.dataset);
+  const std::vector<eval::Problem> selected = eval::select_problems(ds.problems, sel);
+  KF_CHECK(!selected.empty(), "no problems selected from '{}'", e.dataset);
+  const eval::Shard shard = e.shard.empty() ? eval::Shard{} : eval::parse_shard(e.shard);
+  const std::vector<eval::Problem> problems = eval::shard_problems(selected, shard);
   std::map<std::string, int64_t> dataset_index;  // the Philox key: stable across --resume and selections
   for (std::size_t i = 0; i < ds.problems.size(); ++i) dataset_index[ds.problems[i].id] = static_cast<int64_t>(i);
   const eval::PromptTemplate tmpl = eval::find_prompt_template(e.prompt_template);
@@ -123,7 +136,7 @@ int cmd_eval(int argc, char** argv) {
   const Tokenizer& tok = *g.tokenizer();
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
 
-  const ModelConfig& mc = g.model->config();
+  const ModelConfig& mc = g.config;
   eval::TraceHeader header;
   header.model = o.model;
   header.dataset = ds.name;
@@ -138,6 +151,7 @@ int cmd_eval(int argc, char** argv) {
                        {"head_dim", shape.head_dim},      {"n_layers", shape.n_layers},
                        {"name", mc.name.empty() ? o.model : mc.name}};
   header.extra = {{"answer_style", eval::answer_style_name(ds.style)}, {"dataset_path", ds.path}};
+  if (!shard.whole()) header.shard = eval::shard_json(shard, selected.size(), problems);
   const cost::AttnSpec attn_spec = cost::attn_spec_from_json(header.attn, "--attn");
 
   // Resume: keep finished problems, append the rest.
@@ -177,12 +191,10 @@ int cmd_eval(int argc, char** argv) {
   int errors = 0;
   // --json keeps stderr quiet unless --progress asks for the bar.
   eval::EvalProgress bar(total, e.progress, e.no_progress || (e.json && !e.progress));
-  std::optional<Engine> engine;
-  std::map<int64_t, std::size_t> slot_of_request;
 
   // Grades a problem whose samples are all done and writes it out at once.
-  auto finish_problem = [&](const FinishedRequest& fin) {
-    Pending& pend = pending[slot_of_request.at(fin.id)];
+  auto finish_problem = [&](size_t slot, const FinishedRequest& fin) {
+    Pending& pend = pending[slot];
     pend.done = o.n;
     eval::TraceProblem tp;
     tp.id = pend.problem->id;
@@ -197,6 +209,7 @@ int cmd_eval(int argc, char** argv) {
       ts.prompt_tokens = pend.prompt_tokens;
       ts.gen_tokens = static_cast<int64_t>(s.tokens.size());
       ts.stop_reason = stop_reason_name(s.stop);
+      ts.thinking_cut = s.thinking_cut;
       if (s.stop == StopReason::Error) ++errors;
       tp.samples.push_back(std::move(ts));
     }
@@ -211,31 +224,29 @@ int cmd_eval(int argc, char** argv) {
   double wall_s = 0;
   nlohmann::json engine_stats = nlohmann::json::object();
   if (!requests.empty()) {
-    engine.emplace(*g.model, *g.backend, engine_config(o, g, requests));
-    for (std::size_t i = 0; i < requests.size(); ++i) slot_of_request[engine->submit(std::move(requests[i]))] = i;
+    // One engine per replica; problems go to them by load (all samples of a
+    // problem on one), are graded and written here as they finish.
+    dist::ReplicaSet set(g.replicas, engine_config(o, g, requests));
     bar.update(problems_done, tokens);
     const auto t0 = std::chrono::steady_clock::now();
-    // Problems are graded and written as they finish, while the engine runs on.
-    bool more = true;
-    while (more) {
-      more = engine->step();
-      for (const FinishedRequest& fin : engine->take_finished()) finish_problem(fin);
-      tokens = engine->stats().generated_tokens;
+    run_requests(set, std::move(requests), finish_problem, [&] {
+      tokens = set.generated_tokens();
       bar.update(problems_done, tokens);
-    }
+    });
+    tokens = set.generated_tokens();
     wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    engine_stats = stats_json(*engine, g, 0, o);
+    engine_stats = stats_json(set, g, 0, o);
     engine_stats.erase("prompt_tokens");
   }
   bar.finish();
   for (const Pending& p : pending) KF_CHECK(p.done == o.n, "problem '{}' did not finish", p.problem->id);
 
-  // Summary over the selected problems, in data set order.
+  // Summary over this run's problems (the shard's with --shard), in data set order.
   std::map<std::string, const eval::TraceProblem*> by_id;
   for (const eval::TraceProblem& p : finished) by_id[p.id] = &p;
-  std::vector<eval::TraceProblem> selected;
-  for (const eval::Problem& p : problems) selected.push_back(*by_id.at(p.id));
-  const eval::Summary summary = eval::summarize(selected);
+  std::vector<eval::TraceProblem> ours;
+  for (const eval::Problem& p : problems) ours.push_back(*by_id.at(p.id));
+  const eval::Summary summary = eval::summarize(ours);
   nlohmann::json run = {{"problems_run", pending.size()},
                         {"problems_resumed", problems.size() - pending.size()},
                         {"generated_tokens", tokens},
@@ -243,6 +254,7 @@ int cmd_eval(int argc, char** argv) {
                         {"load_s", load_s},
                         {"tok_s", wall_s > 0 ? static_cast<double>(tokens) / wall_s : 0.0},
                         {"hardware", e.hardware},
+                        {"shard", shard.whole() ? nlohmann::json() : nlohmann::json(e.shard)},
                         {"engine", engine_stats}};
   if (e.json) {
     const nlohmann::json j = {{"out", e.out},          {"model", o.model},

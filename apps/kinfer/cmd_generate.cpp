@@ -1,5 +1,6 @@
 // `kinfer generate`: sample one prompt n times (Best-of-N) through the engine:
 // paged KV cache shared by the samples, attention policy, sampling, stop rules.
+// With several replicas (--devices) the samples are shared out over them.
 // Streams text (n = 1) or prints each sample; --json prints one object
 // {"samples":[{"text","tokens","stop_reason"}...],"stats":{...}}.
 #include <CLI/CLI.hpp>
@@ -9,11 +10,10 @@
 #include <string>
 #include <vector>
 
-#include "backend/cpu/cpu_backend.h"
 #include "commands.h"
+#include "dist/replicas.h"
 #include "engine/engine.h"
 #include "generate_common.h"
-#include "model/model.h"
 #include "util/progress.h"
 
 namespace kf::cli {
@@ -38,33 +38,30 @@ int cmd_generate(int argc, char** argv) {
   auto t_load = std::chrono::steady_clock::now();
   GenerateSetup g = setup_generate(o);
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
-  std::vector<int> ids = !prompt_ids.empty() ? parse_token_ids(prompt_ids, g.model->config().vocab_size)
+  std::vector<int> ids = !prompt_ids.empty() ? parse_token_ids(prompt_ids, g.config.vocab_size)
                                               : encode_prompt(g, chat.empty() ? prompt : chat, !chat.empty());
 
   Request req = make_request(o, g, ids);
-  Engine engine(*g.model, *g.backend, engine_config(o, g, {req}));
+  // One engine per replica; the samples are shared out over them.
+  dist::ReplicaSet set(g.replicas, engine_config(o, g, {req}));
   // Stream text when one sample goes to stdout; otherwise show progress.
   const bool stream = !json && o.n == 1;
   TextStream streamer(g);
   Progress bar("generate", static_cast<int64_t>(o.n) * o.max_tokens, "tok", progress);
   const bool show_bar = bar.enabled() && !no_progress && !stream;
-  req.stream = std::make_shared<RequestStream>();
+  if (stream) req.stream = std::make_shared<RequestStream>();
   std::shared_ptr<RequestStream> events = req.stream;
-  int64_t produced = 0;
   auto drain = [&] {
-    for (const StreamEvent& ev : events->wait(std::chrono::milliseconds(0))) {
-      produced += static_cast<int64_t>(ev.tokens.size());
-      for (int token : ev.tokens)
-        if (stream) {
+    if (events)
+      for (const StreamEvent& ev : events->wait(std::chrono::milliseconds(0)))
+        for (int token : ev.tokens) {
           const std::string piece = streamer.push(token);
           std::fwrite(piece.data(), 1, piece.size(), stdout);
           std::fflush(stdout);
         }
-    }
-    if (show_bar) bar.update(produced);
+    if (show_bar) bar.update(set.generated_tokens());
   };
-  engine.submit(req);
-  while (engine.step()) drain();
+  const std::vector<SampleResult> samples = run_split(set, req, drain);
   drain();
   bar.finish();
   if (stream) {
@@ -72,18 +69,16 @@ int cmd_generate(int argc, char** argv) {
     std::fwrite(rest.data(), 1, rest.size(), stdout);
   }
 
-  std::vector<FinishedRequest> done = engine.take_finished();
-  KF_CHECK(done.size() == 1, "generate: the request did not finish");
-  const std::vector<SampleResult>& samples = done[0].samples;
-  nlohmann::json stats = stats_json(engine, g, static_cast<int>(ids.size()), o);
+  nlohmann::json stats = stats_json(set, g, static_cast<int>(ids.size()), o);
   stats["load_s"] = load_s;
-  stats["efflops"] = efflops_json(engine, g, static_cast<int>(ids.size()), samples);
+  stats["efflops"] = efflops_json(set.config(), g, static_cast<int>(ids.size()), samples);
   if (json) {
     nlohmann::json arr = nlohmann::json::array();
     for (const SampleResult& s : samples) {
       nlohmann::json js = {{"text", sample_text(g, s, o)}, {"tokens", s.tokens},
                            {"stop_reason", stop_reason_name(s.stop)}};
       if (!s.error.empty()) js["error"] = s.error;
+      if (s.thinking_cut >= 0) js["thinking_cut"] = s.thinking_cut;
       arr.push_back(js);
     }
     nlohmann::json j = {{"prompt_tokens", ids.size()}, {"samples", arr}, {"stats", stats}};
@@ -96,10 +91,10 @@ int cmd_generate(int argc, char** argv) {
       if (!s.error.empty()) std::fprintf(stderr, "kinfer generate: sample %zu failed: %s\n", i, s.error.c_str());
     }
     if (stream) std::printf("\n");
+    const EngineStats st = set.stats();
     std::fprintf(stderr, "[%lld tokens in %.2f s: prefill %.1f tok/s, decode %.1f tok/s, KV pages peak %d of %d]\n",
-                 static_cast<long long>(engine.stats().generated_tokens), engine.stats().wall_seconds,
-                 engine.stats().prefill_tok_s(), engine.stats().decode_tok_s(), engine.stats().kv_pages_peak,
-                 engine.stats().kv_pages);
+                 static_cast<long long>(st.generated_tokens), st.wall_seconds, st.prefill_tok_s(), st.decode_tok_s(),
+                 st.kv_pages_peak, st.kv_pages);
   }
   for (const SampleResult& s : samples)
     if (s.stop == StopReason::Error) return 1;

@@ -1,13 +1,16 @@
-// kinfer info --model M [--json]: config, parameter counts, tensor dtypes and
-// the memory the weights and the KV cache need.
+// kinfer info --model M [--json]: config (and which fields took defaults),
+// parameter counts, tensor dtypes and the memory the weights and the KV cache
+// need. Every tensor is checked against the config exactly as loading does.
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <fmt/ranges.h>
 #include <map>
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
 #include "io/checkpoint.h"
 #include "model/config_load.h"
+#include "model/weights.h"
 
 namespace kf::cli {
 
@@ -39,15 +42,18 @@ nlohmann::json config_json(const ModelConfig& c) {
           {"num_key_value_heads", c.n_kv_heads},
           {"head_dim", c.head_dim},
           {"max_position_embeddings", c.max_position},
+          {"hidden_act", "silu"},
           {"rms_norm_eps", c.rms_eps},
           {"rope_theta", c.rope_theta},
           {"rope_scaling", rs},
+          {"rotary_dim", c.rope_dim()},
           {"qk_norm", c.qk_norm},
           {"qkv_bias", c.qkv_bias},
           {"tie_word_embeddings", c.tied_embeddings},
           {"sliding_window", c.sliding_window},
           {"bos_token_id", c.bos_token_id},
-          {"eos_token_ids", c.eos_token_ids}};
+          {"eos_token_ids", c.eos_token_ids},
+          {"defaulted", c.defaulted}};
 }
 
 std::string human_bytes(double b) {
@@ -69,6 +75,7 @@ int cmd_info(int argc, char** argv) {
 
   const Checkpoint ck = open_checkpoint(model);
   const ModelConfig c = load_config(ck);
+  check_weights(ck, c);  // exactly what loading checks: a bad tensor fails here too
   const ParamCounts params = count_params(ck);
   std::map<std::string, int> by_dtype;
   size_t stored_bytes = 0;
@@ -95,7 +102,16 @@ int cmd_info(int argc, char** argv) {
     return 0;
   }
   std::printf("model      %s (%s)\n", ck.path().c_str(), ck.format().c_str());
-  for (const auto& [k, v] : j["config"].items()) std::printf("  %-26s %s\n", k.c_str(), v.dump().c_str());
+  const char* missing = ck.gguf() ? "not in the GGUF metadata" : "not in config.json";
+  for (const auto& [k, v] : j["config"].items()) {
+    if (k == "defaulted") continue;
+    std::printf("  %-26s %s%s\n", k.c_str(), v.dump().c_str(),
+                c.was_defaulted(k) ? fmt::format(" (default: {})", missing).c_str() : "");
+  }
+  if (!c.defaulted.empty()) {
+    std::printf("defaulted  %s: %s, so %s defaults were used\n", fmt::format("{}", fmt::join(c.defaulted, ", ")).c_str(),
+                missing, ck.gguf() ? "llama.cpp's" : "the family's transformers");
+  }
   std::printf("parameters %.4g (Kinetics convention, embedding and lm_head both counted), %.4g stored\n",
               double(params.kinetics), double(params.plain));
   std::printf("tensors    %zu:", ck.tensors().size());

@@ -75,6 +75,10 @@ int cmd_regrade(int argc, char** argv) {
   const std::vector<int64_t> budgets = parse_budgets(budgets_csv);
 
   eval::Trace trace = eval::read_trace(path);
+  if (!trace.header.shard.is_null())
+    std::fprintf(stderr, "kinfer regrade: note: %s is shard %d/%d of a run (eval --shard): this covers its problems "
+                 "only; kinfer merge joins the shards\n", path.c_str(), trace.header.shard.value("index", 0),
+                 trace.header.shard.value("count", 0));
   const eval::AnswerStyle style = style_name == "numeric" ? eval::AnswerStyle::Numeric
                                   : style_name == "math"  ? eval::AnswerStyle::Math
                                                           : eval::style_for_golds(trace.problems);

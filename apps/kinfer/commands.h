@@ -14,7 +14,9 @@ int cmd_generate(int argc, char** argv);
 int cmd_cost(int argc, char** argv);
 int cmd_frontier(int argc, char** argv);
 int cmd_plan(int argc, char** argv);
+int cmd_merge(int argc, char** argv);
 int cmd_tokenize(int argc, char** argv);
 int cmd_detokenize(int argc, char** argv);
+int cmd_serve(int argc, char** argv);
 // Add one line per subcommand here and one row in main.cpp's kCommands.
 }  // namespace kf::cli

@@ -1,6 +1,8 @@
 #include "generate_common.h"
 
-#include "backend/cpu/cpu_backend.h"
+#include <chrono>
+#include <map>
+
 #include "bench.h"
 #include "cost/cost.h"
 #include "cost/presets.h"
@@ -16,7 +18,7 @@ struct GenerateSetup::Text {
 
 namespace {
 const Tokenizer& need_tokenizer(const GenerateSetup& g, const char* what) {
-  KF_CHECK(g.text, "{} needs a tokenizer, and model '{}' has none: use --prompt-ids", what, g.model->source());
+  KF_CHECK(g.text, "{} needs a tokenizer, and model '{}' has none: use --prompt-ids", what, g.model().source());
   return g.text->tok;
 }
 }  // namespace
@@ -29,10 +31,8 @@ void add_cpu_weights_option(CLI::App& app, std::string& value) {
       ->capture_default_str();
 }
 
-void add_generate_options(CLI::App& app, GenerateOptions& o) {
+void add_engine_options(CLI::App& app, GenerateOptions& o) {
   app.add_option("--model", o.model, "GGUF file, HF directory, 'default' or random:PRESET")->capture_default_str();
-  app.add_option("-n", o.n, "samples (Best-of-N; the prompt is prefilled once)")->capture_default_str();
-  app.add_option("--max-tokens", o.max_tokens, "generated tokens per sample at most")->capture_default_str();
   app.add_option("--attn", o.attn, "decode attention: dense|local|blocktopk|topk")->capture_default_str();
   app.add_option("--page-size", o.page_size, "KV page size in tokens")->capture_default_str();
   app.add_option("--topk-pages", o.topk_pages, "pages (blocktopk) or pages' worth of tokens (topk) selected")
@@ -41,21 +41,8 @@ void add_generate_options(CLI::App& app, GenerateOptions& o) {
   app.add_option("--kv-pages", o.kv_pages, "KV pool capacity in pages per layer (0 = fit all samples)")
       ->capture_default_str();
   app.add_option("--dense-layers", o.dense_layers, "layers kept dense under any policy, e.g. 0,1");
-  app.add_option("--seed", o.seed, "random seed (Philox key)")->capture_default_str();
-  app.add_option("--temp", o.temp, "temperature (0 = greedy)")->capture_default_str();
-  app.add_option("--top-k", o.top_k, "keep the k most likely tokens (0 = off)")->capture_default_str();
-  app.add_option("--top-p", o.top_p, "nucleus: keep the smallest set with this mass (1 = off)")->capture_default_str();
-  app.add_option("--min-p", o.min_p, "keep tokens with p >= min-p * p_max (0 = off)")->capture_default_str();
-  app.add_option("--repetition-penalty", o.repetition_penalty, "HF repetition penalty (1 = off)")
-      ->capture_default_str();
-  app.add_option("--presence-penalty", o.presence_penalty, "subtracted from seen tokens' logits (0 = off)")
-      ->capture_default_str();
-  app.add_option("--stop", o.stop, "stop string (repeatable)");
-  app.add_flag("--ignore-eos", o.ignore_eos, "keep generating past EOS (benchmarks)");
   app.add_flag("--no-repetition-stop", o.no_repetition_stop,
                "do not stop samples that loop (64-token block seen 15 times in 1024)");
-  app.add_option("--frequency-penalty", o.frequency_penalty, "subtracted per occurrence of a generated token (0 = off)")
-      ->capture_default_str();
   app.add_option("--max-step-tokens", o.max_step_tokens,
                  "rows per forward step: decode rows plus prefill chunks of many prompts (0 = 512 CPU, 8192 GPU)")
       ->capture_default_str();
@@ -69,26 +56,68 @@ void add_generate_options(CLI::App& app, GenerateOptions& o) {
   app.add_option("--threads", o.threads, "CPU threads (0 = all cores)")->capture_default_str();
   add_cpu_weights_option(app, o.cpu_weights);
   app.add_option("--device", o.device, "cpu or cuda (bf16 weights and KV on GPU 0)")->capture_default_str();
+  app.add_option("--devices", o.devices,
+                 "GPUs to use, e.g. 0,1: one engine replica per GPU (per --tp GPUs), requests spread by load");
+  app.add_option("--num-gpus", o.num_gpus, "use GPUs 0..N-1 (as --devices)");
+  app.add_option("--tp", o.tp, "tensor parallelism: split the model's heads and MLP over this many GPUs (NCCL)")
+      ->capture_default_str();
+  app.add_option("--replicas", o.replicas, "CPU: engine replicas (the data-parallel path without GPUs; tests)")
+      ->capture_default_str();
   app.add_flag("--no-graphs", o.no_graphs, "CUDA: launch every op instead of replaying decode-step graphs");
   app.add_flag("--no-overlap", o.no_overlap, "CUDA: wait for each step before preparing the next");
   app.add_flag("--profile", o.profile,
                "report host time per step by phase, device time and the bandwidth roofline in the stats");
 }
 
+void add_generate_options(CLI::App& app, GenerateOptions& o) {
+  add_engine_options(app, o);
+  app.add_option("-n", o.n, "samples (Best-of-N; the prompt is prefilled once)")->capture_default_str();
+  app.add_option("--max-tokens", o.max_tokens, "generated tokens per sample at most")->capture_default_str();
+  app.add_option("--seed", o.seed, "random seed (Philox key)")->capture_default_str();
+  app.add_option("--temp", o.temp, "temperature (0 = greedy)")->capture_default_str();
+  app.add_option("--top-k", o.top_k, "keep the k most likely tokens (0 = off)")->capture_default_str();
+  app.add_option("--top-p", o.top_p, "nucleus: keep the smallest set with this mass (1 = off)")->capture_default_str();
+  app.add_option("--min-p", o.min_p, "keep tokens with p >= min-p * p_max (0 = off)")->capture_default_str();
+  app.add_option("--repetition-penalty", o.repetition_penalty, "HF repetition penalty (1 = off)")
+      ->capture_default_str();
+  app.add_option("--presence-penalty", o.presence_penalty, "subtracted from seen tokens' logits (0 = off)")
+      ->capture_default_str();
+  app.add_option("--frequency-penalty", o.frequency_penalty, "subtracted per occurrence of a generated token (0 = off)")
+      ->capture_default_str();
+  app.add_option("--stop", o.stop, "stop string (repeatable)");
+  app.add_flag("--ignore-eos", o.ignore_eos, "keep generating past EOS (benchmarks)");
+  app.add_option("--thinking-budget", o.thinking_budget,
+                 "Qwen3 budget forcing: after this many generated tokens without </think>, insert </think> "
+                 "(-1 = off)")
+      ->capture_default_str();
+}
+
+dist::PlacementFlags placement_flags(const GenerateOptions& o) {
+  dist::PlacementFlags f;
+  f.device = o.device;
+  f.devices = o.devices;
+  f.num_gpus = o.num_gpus;
+  f.tp = o.tp;
+  f.replicas = o.replicas;
+  f.threads = o.threads;
+  return f;
+}
+
 GenerateSetup setup_generate(const GenerateOptions& o) {
   GenerateSetup g;
-  KF_CHECK(o.device == "cpu" || o.device == "cuda", "--device must be cpu or cuda (got '{}')", o.device);
-  if (o.device == "cuda") {
-    g.backend = make_cuda_backend(0);
-  } else {
-    CpuOptions opt;
-    opt.n_threads = o.threads;
-    g.backend = make_cpu_backend(opt);
-  }
-  g.model = std::make_unique<Model>(Model::load(o.model, *g.backend, parse_weight_format(o.cpu_weights)));
+  g.placement = dist::make_placement(placement_flags(o), cuda_device_count(), cuda_tp_available());
+  g.placement.weight_format = parse_weight_format(o.cpu_weights);
+  g.replicas = dist::load_replicas(g.placement, o.model);
+  g.config = g.model().config().whole();
   if (o.model.rfind("random:", 0) != 0) g.text = std::make_shared<GenerateSetup::Text>(GenerateSetup::Text{load_tokenizer(o.model)});
-  if (o.profile && g.backend->device() == Device::CUDA) g.copy_gbps = measure_copy_gbps(*g.backend);
+  g.backend().bind_thread();  // this thread's own CUDA calls (the copy benchmark) go to the first GPU
+  if (o.profile && g.backend().device() == Device::CUDA) g.copy_gbps = measure_copy_gbps(g.backend());
   return g;
+}
+
+std::string GenerateSetup::backend_name() const {
+  const bool several = placement.device == Device::CUDA ? placement.gpus.size() > 1 : placement.cpu_replicas > 1;
+  return several ? fmt::format("{} on {}", backend().name(), placement.describe()) : backend().name();
 }
 
 const Tokenizer* GenerateSetup::tokenizer() const { return text ? &text->tok : nullptr; }
@@ -144,11 +173,18 @@ Request make_request(const GenerateOptions& o, const GenerateSetup& g, const std
   r.stop_strings = o.stop;
   r.ignore_eos = o.ignore_eos;
   r.rng_key = 0;
+  if (o.thinking_budget >= 0) {
+    KF_CHECK(g.text, "--thinking-budget needs a tokenizer with </think>; model '{}' has none", g.model().source());
+    r.think_end_token = g.text->tok.token_id("</think>");
+    KF_CHECK(r.think_end_token >= 0, "--thinking-budget: model '{}' has no </think> token (not a thinking model)",
+             g.model().source());
+    r.thinking_budget = o.thinking_budget;
+  }
   return r;
 }
 
 EngineConfig engine_config(const GenerateOptions& o, const GenerateSetup& g, const std::vector<Request>& reqs) {
-  const bool gpu = g.backend->device() == Device::CUDA;
+  const bool gpu = g.backend().device() == Device::CUDA;
   EngineConfig c;
   c.page_size = o.page_size;
   c.policy.kind = parse_attn_kind(o.attn);
@@ -170,11 +206,16 @@ EngineConfig engine_config(const GenerateOptions& o, const GenerateSetup& g, con
   KF_CHECK(o.gpu_memory > 0 && o.gpu_memory <= 1, "--gpu-memory must be in (0, 1] (got {})", o.gpu_memory);
   KF_CHECK(o.max_model_len >= 0, "--max-model-len must be >= 0 (got {})", o.max_model_len);
   // The pool may take a fraction of the free device memory (half the free
-  // RAM on the CPU), less what the step's activations and logits need.
-  const ModelConfig& mc = g.model->config();
-  const int elem = static_cast<int>(dtype_bytes(g.backend->act_dtype(), 1));
+  // RAM on the CPU, shared by CPU replicas), less what the step's activations
+  // and logits need. Every replica gets the same pool, sized on the GPU with
+  // the least free memory; a --tp rank holds its shard's heads of every page.
+  const ModelConfig& mc = g.model().config();
+  const int elem = static_cast<int>(dtype_bytes(g.backend().act_dtype(), 1));
   const int64_t page_bytes = kv_page_bytes(mc, o.page_size, elem);
-  const Backend::Memory mem = g.backend->memory();
+  Backend::Memory mem = g.backend().memory();
+  for (const dist::Replica& r : g.replicas)
+    for (const auto& b : r.backends) mem.free = std::min(mem.free, b->memory().free);
+  if (!gpu) mem.free /= g.placement.replicas();
   const int64_t step_bytes = int64_t(c.max_seqs) * mc.vocab_size * 4 +
                              int64_t(std::max(c.max_step_tokens, c.max_seqs)) *
                                  (4 * int64_t(mc.hidden_size) + 3 * int64_t(mc.n_heads + 2 * mc.n_kv_heads) * mc.head_dim +
@@ -185,7 +226,7 @@ EngineConfig engine_config(const GenerateOptions& o, const GenerateSetup& g, con
   if (o.kv_pages > 0) {
     KF_CHECK(o.kv_pages <= fit,
              "--kv-pages {} needs {:.1f} GB, but at most {} pages ({:.1f} GB) fit in {} with these weights{}", o.kv_pages,
-             o.kv_pages * page_bytes / 1e9, fit, fit * page_bytes / 1e9, g.backend->name(),
+             o.kv_pages * page_bytes / 1e9, fit, fit * page_bytes / 1e9, g.backend().name(),
              gpu ? fmt::format(" at --gpu-memory {}", o.gpu_memory) : std::string());
     c.kv_pages = o.kv_pages;
   } else {
@@ -199,15 +240,41 @@ EngineConfig engine_config(const GenerateOptions& o, const GenerateSetup& g, con
   return c;
 }
 
-nlohmann::json stats_json(const Engine& e, const GenerateSetup& g, int prompt_tokens, const GenerateOptions& o) {
-  const EngineStats& s = e.stats();
-  const EngineConfig& c = e.config();
+void run_requests(dist::ReplicaSet& set, std::vector<Request> reqs,
+                  const std::function<void(size_t, FinishedRequest&)>& on_finished,
+                  const std::function<void()>& on_tick) {
+  std::map<int64_t, size_t> index;
+  for (size_t i = 0; i < reqs.size(); ++i) index[set.submit(std::move(reqs[i]))] = i;
+  size_t done = 0;
+  while (done < index.size()) {
+    for (FinishedRequest& f : set.wait_finished(std::chrono::milliseconds(20))) {
+      on_finished(index.at(f.id), f);
+      ++done;
+    }
+    if (on_tick) on_tick();
+  }
+}
+
+std::vector<SampleResult> run_split(dist::ReplicaSet& set, const Request& req, const std::function<void()>& on_tick) {
+  const std::vector<Request> parts = dist::split_samples(req, set.size());
+  std::vector<std::vector<SampleResult>> got(parts.size());
+  run_requests(set, parts, [&](size_t i, FinishedRequest& f) { got[i] = std::move(f.samples); }, on_tick);
+  std::vector<SampleResult> out;
+  for (auto& part : got)
+    for (SampleResult& s : part) out.push_back(std::move(s));
+  return out;
+}
+
+nlohmann::json stats_json(const dist::ReplicaSet& set, const GenerateSetup& g, int prompt_tokens,
+                          const GenerateOptions& o) {
+  const EngineStats s = set.stats();
+  const EngineConfig& c = set.config();
   nlohmann::json attn = {{"kind", attn_kind_name(c.policy.kind)}, {"page_size", c.page_size},
                          {"topk_pages", c.policy.topk_pages}, {"local_pages", c.policy.local_pages},
                          {"dense_layers", c.dense_layers}};
   nlohmann::json j = {
-      {"model", g.model->source()},
-      {"backend", g.backend->name()},
+      {"model", g.model().source()},
+      {"backend", g.backend_name()},
       {"attn", attn},
       {"n", o.n},
       {"prompt_tokens", prompt_tokens},
@@ -228,8 +295,18 @@ nlohmann::json stats_json(const Engine& e, const GenerateSetup& g, int prompt_to
       {"pages_read_per_step", s.pages_read_per_step()},
       {"kv_bytes_read_per_token", s.decode_tokens ? static_cast<double>(s.kv_bytes_read) / s.decode_tokens : 0.0},
   };
-  if (o.profile) {
-    const double steps = std::max<int64_t>(1, s.steps);
+  if (g.placement.tp > 1) j["tp"] = g.placement.tp;
+  if (set.size() > 1) {  // how the work spread over the replicas
+    nlohmann::json reps = nlohmann::json::array();
+    for (const dist::ReplicaStats& r : set.replica_stats())
+      reps.push_back({{"backend", r.backend}, {"requests", r.requests}, {"samples", r.samples},
+                      {"generated_tokens", r.engine.generated_tokens}, {"steps", r.engine.steps},
+                      {"wall_s", r.engine.wall_seconds}, {"preemptions", r.engine.preemptions}});
+    j["replicas"] = reps;
+  }
+  if (o.profile) {  // per step of one replica (replicas run side by side), roofline over all GPUs
+    const double steps = std::max<double>(1, static_cast<double>(s.steps) / set.size());
+    const double devices = std::max<size_t>(1, g.placement.gpus.size());
     const double host = s.host_schedule_s + s.host_launch_s + s.host_postprocess_s;
     nlohmann::json p = {
         {"host_ms_per_step", {{"schedule", 1e3 * s.host_schedule_s / steps},
@@ -243,7 +320,7 @@ nlohmann::json stats_json(const Engine& e, const GenerateSetup& g, int prompt_to
         {"weight_bytes_read", s.weight_bytes_read},
     };
     if (g.copy_gbps > 0) {
-      const double roofline_s = (s.kv_bytes_read + s.weight_bytes_read) / (g.copy_gbps * 1e9);
+      const double roofline_s = (s.kv_bytes_read + s.weight_bytes_read) / (g.copy_gbps * 1e9 * devices);
       p["copy_gbps"] = g.copy_gbps;
       p["roofline_s"] = roofline_s;
       p["roofline_fraction"] = s.wall_seconds > 0 ? roofline_s / s.wall_seconds : 0.0;
@@ -254,19 +331,15 @@ nlohmann::json stats_json(const Engine& e, const GenerateSetup& g, int prompt_to
   return j;
 }
 
-nlohmann::json efflops_json(const Engine& e, const GenerateSetup& g, int prompt_tokens,
+nlohmann::json efflops_json(const EngineConfig& c, const GenerateSetup& g, int prompt_tokens,
                             const std::vector<SampleResult>& samples) {
-  const EngineConfig& c = e.config();
-  const cost::AttnSpec spec = cost::spec_of(c.policy, c.page_size);
-  const ModelConfig& mc = g.model->config();
   std::vector<int64_t> lens;
   for (const SampleResult& s : samples) lens.push_back(static_cast<int64_t>(s.tokens.size()));
   const double intensity = cost::hardware_intensity(cost::kDefaultHardware).value_or(0.0);
-  cost::Cost price = cost::expected_cost(cost::shape_of(mc, static_cast<double>(mc.params_kinetics())), spec,
-                                         intensity, prompt_tokens, lens, static_cast<int64_t>(samples.size()));
-  nlohmann::json j = cost::cost_json(price);
+  nlohmann::json j = cost::cost_json(
+      cost::price_samples(g.config, c.policy, c.page_size, intensity, prompt_tokens, lens));
   j["hardware"] = cost::kDefaultHardware;
-  j["attn"] = spec.label();
+  j["attn"] = cost::spec_of(c.policy, c.page_size).label();
   return j;
 }
 

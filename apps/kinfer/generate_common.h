@@ -2,12 +2,15 @@
 // model/backend setup, prompt encoding, text decoding and stats as JSON.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "backend/backend.h"
+#include "dist/placement.h"
+#include "dist/replicas.h"
 #include "engine/engine.h"
 #include "model/model.h"
 
@@ -42,24 +45,39 @@ struct GenerateOptions {
   int threads = 0;
   std::string cpu_weights = "auto";  // WeightFormat: auto | native | bf16 | f32
   std::string device = "cpu";  // cpu | cuda
+  std::string devices;         // GPU ordinals, one replica each (or per --tp GPUs)
+  int num_gpus = 0;            // GPUs 0..n-1
+  int tp = 1;                  // tensor parallelism: GPUs per replica
+  int replicas = 1;            // CPU engine replicas (tests)
   bool no_graphs = false;
   bool no_overlap = false;
   bool profile = false;  // per-step host/device times and the bandwidth roofline in the stats
+  int thinking_budget = -1;  // Qwen3 budget forcing: </think> after this many generated tokens (-1 = off)
 };
 
+// The model, device and engine flags (what `kinfer serve` takes too).
+void add_engine_options(CLI::App& app, GenerateOptions& o);
+// Engine flags plus one request's samples and sampling (generate, eval, bench generate).
 void add_generate_options(CLI::App& app, GenerateOptions& o);
 // --cpu-weights auto|native|bf16|f32 into `value` (model/weights.h WeightFormat).
 void add_cpu_weights_option(CLI::App& app, std::string& value);
 
+// The devices (placement), the model loaded on each replica, the tokenizer.
 struct GenerateSetup {
-  std::unique_ptr<Backend> backend;
-  std::unique_ptr<Model> model;
+  dist::Placement placement;
+  std::vector<dist::Replica> replicas;
+  ModelConfig config;  // the whole model's (a --tp replica runs shards of it)
   struct Text;  // tokenizer, when the model has one
   std::shared_ptr<Text> text;
   const Tokenizer* tokenizer() const;  // null for random:PRESET models
   double copy_gbps = 0;                // measured with --profile on a GPU
+  Backend& backend() const { return replicas.at(0).backend(); }  // the first replica's (rank 0)
+  const Model& model() const { return replicas.at(0).model(); }
+  std::string backend_name() const;  // the backend, and the placement when it has several devices
 };
 GenerateSetup setup_generate(const GenerateOptions& o);
+// Placement flags only (bench decode shares them).
+dist::PlacementFlags placement_flags(const GenerateOptions& o);
 
 std::vector<int> parse_token_ids(const std::string& s, int vocab);
 // Tokenizes a prompt; chat = wrap as a user message in the chat template.
@@ -81,15 +99,30 @@ class TextStream {
 };
 
 Request make_request(const GenerateOptions& o, const GenerateSetup& g, const std::vector<int>& prompt);
-// Engine config for these requests (sizes the KV pool when --kv-pages is 0).
+// Engine config for these requests (sizes each replica's KV pool when
+// --kv-pages is 0: its share of the requests, in the free memory of its GPUs).
 EngineConfig engine_config(const GenerateOptions& o, const GenerateSetup& g, const std::vector<Request>& reqs);
+
+// Submits `reqs` to the replicas and runs them: on_finished(request index,
+// result) as each one ends and on_tick() about every 20 ms, both on the
+// calling thread, until every request has finished.
+void run_requests(dist::ReplicaSet& set, std::vector<Request> reqs,
+                  const std::function<void(size_t, FinishedRequest&)>& on_finished,
+                  const std::function<void()>& on_tick = {});
+// One request's samples shared out over the replicas (dist::split_samples):
+// the same samples, in order, as one engine gives.
+std::vector<SampleResult> run_split(dist::ReplicaSet& set, const Request& req,
+                                    const std::function<void()>& on_tick = {});
+
 // The run's price in the Kinetics cost model (eFLOPs at the default hardware
 // intensity), from the samples' real lengths.
-nlohmann::json efflops_json(const Engine& e, const GenerateSetup& g, int prompt_tokens,
+nlohmann::json efflops_json(const EngineConfig& c, const GenerateSetup& g, int prompt_tokens,
                             const std::vector<SampleResult>& samples);
-// Engine stats; with --profile also the host time per step by phase, the
+// Engine stats (summed over replicas, with each replica's share when there
+// are several); with --profile also the host time per step by phase, the
 // device time, and the run's bandwidth roofline (bytes the policy reads plus
 // the weights, every step, over the copy bandwidth) with the achieved fraction.
-nlohmann::json stats_json(const Engine& e, const GenerateSetup& g, int prompt_tokens, const GenerateOptions& o);
+nlohmann::json stats_json(const dist::ReplicaSet& set, const GenerateSetup& g, int prompt_tokens,
+                          const GenerateOptions& o);
 
 }  // namespace kf::cli

@@ -28,6 +28,8 @@ constexpr Command kCommands[] = {
     {"cost", kf::cli::cmd_cost, "Kinetics eFLOPs of N samples of L tokens (compute, memory, breakdown)"},
     {"frontier", kf::cli::cmd_frontier, "accuracy vs eFLOPs over traces (pass@N, maj@N, long-CoT budgets), Pareto frontier, plot"},
     {"plan", kf::cli::cmd_plan, "best model / N / length / attention within an eFLOPs budget"},
+    {"serve", kf::cli::cmd_serve, "OpenAI-compatible server: completions, chat, streaming, Best-of-N, eFLOPs in usage"},
+    {"merge", kf::cli::cmd_merge, "join the shard traces of eval --shard I/N into one trace (checks gaps, overlaps)"},
 };
 
 void usage(FILE* out) {

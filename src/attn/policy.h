@@ -18,7 +18,9 @@ struct AttnPolicy {
   AttnKind kind = AttnKind::Dense;
   int local_pages = 4;  // last pages always read (the partial page counts as one)
   int topk_pages = 64;  // selected pages (BlockTopK) or topk_pages*page_size tokens (TopK)
-  bool operator==(const AttnPolicy&) const = default;
+  bool operator==(const AttnPolicy& o) const {  // spelled out: the .cu files are C++17
+    return kind == o.kind && local_pages == o.local_pages && topk_pages == o.topk_pages;
+  }
 };
 const char* attn_kind_name(AttnKind k);
 AttnKind parse_attn_kind(const std::string& s);  // dense|local|blocktopk|topk

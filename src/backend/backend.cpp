@@ -1,5 +1,7 @@
 #include "backend/backend.h"
 
+#include <set>
+
 namespace kf {
 
 namespace {
@@ -20,6 +22,27 @@ void Backend::replay(Graph& graph) {
   auto* g = dynamic_cast<CallGraph*>(&graph);
   KF_CHECK(g != nullptr, "{}: replay of a graph recorded by another backend", name());
   g->ops();
+}
+
+void Backend::form_tp_group(const std::vector<Backend*>& ranks) {
+  fail("tensor parallelism: {} has no collectives ({} ranks asked)", name(), ranks.size());
+}
+
+void make_tp_group(const std::vector<Backend*>& ranks) {
+  KF_CHECK(!ranks.empty(), "tensor parallelism: a group needs at least one rank");
+  std::set<const Backend*> seen;
+  std::set<int> gpus;
+  for (const Backend* b : ranks) {
+    KF_CHECK(b != nullptr && seen.insert(b).second, "tensor parallelism: a backend is named twice in one group");
+    KF_CHECK(b->device() == ranks[0]->device(), "tensor parallelism: {} and {} cannot form one group", ranks[0]->name(),
+             b->name());
+    KF_CHECK(b->tp_size() == 1, "tensor parallelism: {} is already in a group", b->name());
+    if (b->device() == Device::CUDA)
+      KF_CHECK(gpus.insert(b->device_index()).second, "tensor parallelism: GPU {} is named twice in one group",
+               b->device_index());
+  }
+  if (ranks.size() == 1) return;  // a group of one: all_reduce stays a no-op
+  ranks[0]->form_tp_group(ranks);
 }
 
 void download_f32(Backend& be, const Tensor& src, float* dst, std::vector<uint16_t>& staging) {

@@ -88,6 +88,16 @@ struct PenaltyArgs {
   Tensor frequency;   // [m] F32, OpenAI over generated (l -= f per occurrence); 0 = off
 };
 
+// Where the elements of a tensor sit in a bigger [*, full_cols] matrix whose
+// random values are drawn by element index (Backend::fill_uniform): element
+// (r, c) of t, viewed as [rows, t.dim(-1)], draws index
+// (row0 + r) * full_cols + col0 + c. full_cols 0 = t is the whole tensor. A
+// tensor-parallel shard fills its slice of a random weight with it, so the
+// shard equals that slice of the full random model.
+struct FillIndex {
+  int64_t row0 = 0, col0 = 0, full_cols = 0;
+};
+
 // A recorded step that replays without host work (a CUDA graph).
 class Graph {
  public:
@@ -119,8 +129,20 @@ class Backend : public Allocator {
   };
   virtual Memory memory() const = 0;
 
-  // Sums x over the ranks of a tensor-parallel group, in place. One rank (the
-  // default) has nothing to add: a no-op.
+  // Makes the calling thread's work go to this backend's device (CUDA:
+  // cudaSetDevice). A thread that drives a backend whose GPU may not be the
+  // current one (replicas and tensor-parallel ranks, one thread each) calls
+  // it before any other call; allocation binds by itself.
+  virtual void bind_thread() {}
+
+  // Tensor parallelism: this backend's rank in its group and the group's size
+  // (0 of 1 until make_tp_group puts it in one).
+  int tp_rank() const { return tp_rank_; }
+  int tp_size() const { return tp_size_; }
+  // Sums x over the ranks of the tensor-parallel group, in place; every rank
+  // ends with the same bits. Each rank calls it from its own thread, in the
+  // same order as the others (CUDA: an NCCL all-reduce on the backend's
+  // stream, which graphs capture). One rank (the default) has nothing to add: a no-op.
   virtual void all_reduce(const Tensor& x) { (void)x; }
 
   // Host <-> device copies (bytes = dst.nbytes()), in order with the ops.
@@ -163,8 +185,9 @@ class Backend : public Allocator {
   virtual uint64_t scratch_epoch() const { return 0; }
 
   // Fills t (activation dtype) with uniform values in [lo, hi), a pure
-  // function of (seed, element index). Benchmarks and synthetic KV contexts.
-  virtual void fill_uniform(const Tensor& t, uint64_t seed, float lo, float hi) = 0;
+  // function of (seed, element index); `at` places t's elements in a bigger
+  // tensor (a shard's slice). Random weights, benchmarks, synthetic KV contexts.
+  virtual void fill_uniform(const Tensor& t, uint64_t seed, float lo, float hi, const FillIndex& at = {}) = 0;
 
   // out[i, :] = table[ids[i], :]. table [vocab, d] (a weight dtype), ids [n] I32, out [n, d]
   virtual void embed(const Tensor& table, const Tensor& ids, const Tensor& out) = 0;
@@ -224,6 +247,17 @@ class Backend : public Allocator {
   // I32 holds the token of every KV slot (resolve_tokens writes it).
   virtual void apply_penalties(const Tensor& logits, const PenaltyArgs& a, const AttnBatch& batch,
                                const Tensor& token_pool) = 0;
+  // Log-probabilities where the logits are (no vocabulary-sized download).
+  // For each of m entries i: the log-softmax of logits row rows[i] ([rows,
+  // vocab] F32, or the activation dtype) at token targets[i] goes to
+  // values[i, 0] / ids[i, 0]; the k largest log-probabilities of that row
+  // (descending, ties -> lower id) go to values[i, 1..k] / ids[i, 1..k].
+  // A target -j-1 < 0 names the token sampled in row j of this step
+  // (sampled [>= j+1] I32, what sample() wrote). rows, targets [m] I32;
+  // values [m, k+1] F32, ids [m, k+1] I32; 0 <= k <= kMaxTopLogprobs.
+  static constexpr int kMaxTopLogprobs = 20;
+  virtual void token_logprobs(const Tensor& logits, const Tensor& rows, const Tensor& targets,
+                              const Tensor& sampled, int k, const Tensor& values, const Tensor& ids) = 0;
   // The step's input tokens ids [n] I32, in place: an entry -k-1 < 0 becomes
   // prev[k], the token sampled in row k of the previous step (so a step can be
   // launched before the previous one's tokens reach the host). Then every
@@ -233,8 +267,23 @@ class Backend : public Allocator {
                               const Tensor& token_pool) = 0;
 
  protected:
+  friend void make_tp_group(const std::vector<Backend*>& ranks);
+  // Joins `ranks` (all of this backend's type; ranks[i] becomes rank i) into
+  // one group whose all_reduce sums over them; sets their tp_rank_/tp_size_.
+  virtual void form_tp_group(const std::vector<Backend*>& ranks);
+
   int device_index_ = 0;
+  int tp_rank_ = 0, tp_size_ = 1;
 };
+
+// Makes ranks[i] rank i of one tensor-parallel group: afterwards all_reduce
+// on each sums over all of them. CUDA backends (one per GPU) join one NCCL
+// communicator (NCCL_NVLS_ENABLE defaults to 0: no NVLink multicast); CPU
+// backends a host group, the reference the tests compare with. Throws for
+// mixed backends, a GPU named twice, or a build without NCCL.
+void make_tp_group(const std::vector<Backend*>& ranks);
+// Whether this build can form tensor-parallel groups of CUDA backends (NCCL).
+bool cuda_tp_available();
 
 // Downloads src (F32 or BF16, any device) into dst as F32; BF16 goes through
 // `staging`, which only grows.

@@ -162,4 +162,11 @@ nlohmann::json cost_json(const Cost& c) {
             {"efflops", c.efflops() * t}}}};
 }
 
+Cost price_samples(const ModelConfig& model, const AttnPolicy& policy, int page_size, double intensity,
+                   int64_t prompt_len, std::span<const int64_t> gen_lens) {
+  if (gen_lens.empty()) return Cost{0, 0, 0, 0, 0, intensity};
+  return expected_cost(shape_of(model, static_cast<double>(model.params_kinetics())), spec_of(policy, page_size),
+                       intensity, prompt_len, gen_lens, static_cast<int64_t>(gen_lens.size()));
+}
+
 }  // namespace kf::cost

@@ -93,6 +93,12 @@ Cost cost(const ModelShape& model, const AttnSpec& attn, double intensity, int64
 Cost expected_cost(const ModelShape& model, const AttnSpec& attn, double intensity, int64_t prompt_len,
                    std::span<const int64_t> gen_lens, int64_t n_samples);
 
+// The price of one engine request: N = gen_lens.size() samples of a model
+// (parameters in the Kinetics convention) under an engine policy, priced by
+// their real lengths (expected_cost). An empty list costs nothing.
+Cost price_samples(const ModelConfig& model, const AttnPolicy& policy, int page_size, double intensity,
+                   int64_t prompt_len, std::span<const int64_t> gen_lens);
+
 // {"compute", "memory", "intensity", "efflops", "breakdown": {...}, "tera": {...}}
 nlohmann::json cost_json(const Cost& c);
 

@@ -7,6 +7,7 @@
 #include "cost/options.h"
 #include "cost/trace_runs.h"
 #include "eval/grade.h"
+#include "eval/shard.h"
 #include "eval/trace.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
@@ -38,6 +39,7 @@ std::vector<FrontierPoint> sweep_traces(const SweepOptions& o) {
   std::vector<FrontierPoint> points;
   for (const std::string& path : o.traces) {
     eval::Trace trace = eval::read_trace(path);
+    eval::require_whole(trace, "frontier and plan");
     if (!trace.has_token_counts()) {
       KF_CHECK(tok != nullptr,
                "{}: the trace has no token counts ({}); give --tokenizer (e.g. the model's tokenizer.json) to "

@@ -34,6 +34,7 @@ void RequestStream::push(StreamEvent e) {
     events_.push_back(std::move(e));
   }
   cv_.notify_all();
+  if (on_push_) on_push_();
 }
 
 std::vector<StreamEvent> RequestStream::wait(std::chrono::milliseconds timeout) {
@@ -63,9 +64,10 @@ SchedulerConfig sched_config(const EngineConfig& c) {
   s.max_step_tokens = c.max_step_tokens;
   s.max_running = c.max_seqs;
   // Dense decode rows compute exactly what a prefill row does, so recompute
-  // may replay generated tokens in chunks; sparse policies replay row by row
-  // (and so does a run whose requests may bring their own policies).
-  s.chunked_replay = c.policy.kind == AttnKind::Dense && c.dense_layers.empty();
+  // may replay generated tokens in chunks; sequences under a sparse policy
+  // (the engine's or their request's) replay row by row (Sequence::row_replay).
+  s.chunked_replay = true;
+  s.max_echo_rows = c.max_echo_rows;
   return s;
 }
 
@@ -75,6 +77,7 @@ ExecutorConfig executor_config(const EngineConfig& c, const Backend& be) {
   e.kv_pages = c.kv_pages;
   e.max_step_tokens = c.max_step_tokens;
   e.max_seqs = std::min(c.max_seqs, c.max_step_tokens);
+  e.max_logit_rows = e.max_seqs + std::max(0, c.max_echo_rows);
   e.graphs = c.graphs == EngineConfig::Mode::Always || (c.graphs == EngineConfig::Mode::Auto && be.device() != Device::CPU);
   e.policy = c.policy;
   e.dense_layers = c.dense_layers;
@@ -94,15 +97,22 @@ double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 }  // namespace
 
 Engine::Engine(const Model& model, Backend& backend, EngineConfig cfg)
-    : model_(model),
-      be_(backend),
+    : Engine(std::vector<ExecutorRank>{ExecutorRank{&model, &backend}}, std::move(cfg)) {}
+
+Engine::Engine(std::vector<ExecutorRank> ranks, EngineConfig cfg)
+    : model_(*ranks.at(0).model),
+      be_(*ranks.at(0).backend),
       cfg_(std::move(cfg)),
       kv_(cfg_.kv_pages, cfg_.page_size),
       sched_(kv_, sched_config(cfg_)),
-      exec_(model, backend, executor_config(cfg_, backend)) {
+      exec_(ranks, executor_config(cfg_, be_)) {
+  for (const ExecutorRank& r : ranks) {  // tensor parallelism: each rank reads its heads' KV and its weights
+    kv_heads_ += r.model->config().n_kv_heads;
+    weight_bytes_ += r.model->weights().bytes_per_step();
+  }
   attn::check_policy(cfg_.policy);
   KF_CHECK(cfg_.max_seqs >= 1, "--max-seqs must be >= 1 (got {})", cfg_.max_seqs);
-  if (cfg_.max_model_len <= 0) cfg_.max_model_len = model.config().max_position;
+  if (cfg_.max_model_len <= 0) cfg_.max_model_len = model_.config().max_position;
   overlap_ = cfg_.overlap == EngineConfig::Mode::Always ||
              (cfg_.overlap == EngineConfig::Mode::Auto && be_.device() != Device::CPU);
   stats_.kv_pages = cfg_.kv_pages;
@@ -110,20 +120,34 @@ Engine::Engine(const Model& model, Backend& backend, EngineConfig cfg)
 }
 
 Engine::~Engine() {
-  if (in_flight_) be_.synchronize();  // its buffers go with the executor
+  if (in_flight_) exec_.synchronize();  // its buffers go with the executor
+}
+
+void Engine::check_request(const Request& r) const {
+  KF_CHECK(!r.prompt.empty(), "generate: the prompt is empty");
+  KF_CHECK(r.n >= 1, "generate: -n must be >= 1 (got {})", r.n);
+  KF_CHECK(r.first_sample >= 0, "generate: first_sample must be >= 0 (got {})", r.first_sample);
+  KF_CHECK(r.n <= cfg_.max_seqs, "generate: -n {} exceeds the {} sequences that may run at once (--max-seqs)", r.n,
+           cfg_.max_seqs);
+  KF_CHECK(r.max_tokens >= 0, "generate: --max-tokens must be >= 0 (got {})", r.max_tokens);
+  KF_CHECK(r.logprobs >= -1 && r.logprobs <= Backend::kMaxTopLogprobs, "generate: logprobs {} outside [0, {}]",
+           r.logprobs, Backend::kMaxTopLogprobs);
+  KF_CHECK(r.thinking_budget < 0 || r.think_end_token >= 0,
+           "generate: a thinking budget needs the model's </think> token");
+  r.sampling.validate();
+  KF_CHECK(r.stop_strings.empty() || cfg_.token_bytes, "generate: stop strings need a tokenizer");
+  if (r.policy) {
+    attn::check_policy(*r.policy);
+    ExecutorGroup::check_policy(model_.config(), *r.policy);
+    KF_CHECK(r.policy->kind != AttnKind::TopK || *r.policy == cfg_.policy,
+             "generate: the topk oracle policy cannot share a batch with other policies; make it the engine's --attn");
+  }
+  const int vocab = model_.config().vocab_size;
+  for (int t : r.prompt) KF_CHECK(t >= 0 && t < vocab, "generate: prompt token {} is outside the vocabulary ({})", t, vocab);
 }
 
 int64_t Engine::submit(Request r) {
-  KF_CHECK(!r.prompt.empty(), "generate: the prompt is empty");
-  KF_CHECK(r.n >= 1, "generate: -n must be >= 1 (got {})", r.n);
-  KF_CHECK(r.n <= cfg_.max_seqs, "generate: -n {} exceeds the {} sequences that may run at once (--max-seqs)", r.n,
-           cfg_.max_seqs);
-  KF_CHECK(r.max_tokens >= 1, "generate: --max-tokens must be >= 1 (got {})", r.max_tokens);
-  r.sampling.validate();
-  KF_CHECK(r.stop_strings.empty() || cfg_.token_bytes, "generate: stop strings need a tokenizer");
-  if (r.policy) attn::check_policy(*r.policy);
-  const int vocab = model_.config().vocab_size;
-  for (int t : r.prompt) KF_CHECK(t >= 0 && t < vocab, "generate: prompt token {} is outside the vocabulary ({})", t, vocab);
+  check_request(r);
   if (r.stream) r.stream->expect_samples(r.n);
   int64_t id = 0;
   {
@@ -179,6 +203,10 @@ void Engine::add_request(int64_t id, Request r) {
   st.remaining = r.n;
   if (r.rng_key < 0) r.rng_key = id;
   const int prompt_len = static_cast<int>(r.prompt.size());
+  st.think_closed.assign(r.n, 0);
+  if (r.prompt_logprobs) st.prompt_lp.resize(prompt_len - 1);
+  st.prefill_only = r.max_tokens == 0;
+  if (st.prefill_only) r.max_tokens = 1;  // sampled (its logits row is the prompt's last) and dropped
   const int limit = cfg_.max_model_len;
   Sequence s;
   s.id = st.first_seq;
@@ -186,6 +214,8 @@ void Engine::add_request(int64_t id, Request r) {
   s.arrival = next_arrival_;
   s.prompt = r.prompt;
   s.fork_children = r.n - 1;
+  s.row_replay = (r.policy ? *r.policy : cfg_.policy).kind != AttnKind::Dense;
+  s.echo = r.prompt_logprobs && prompt_len > 1;
   s.max_new = limit > 0 ? std::min(r.max_tokens, limit - prompt_len) : r.max_tokens;
   next_seq_ += r.n;  // sample i gets sequence id first_seq + i
   next_arrival_ += r.n;
@@ -195,7 +225,8 @@ void Engine::add_request(int64_t id, Request r) {
   if (limit > 0 && prompt_len >= limit) {  // fails alone; the others go on
     const std::string why = fmt::format("prompt of {} tokens leaves no room to generate within the context limit of {} "
                                         "tokens (max_position_embeddings, or --max-model-len)", prompt_len, limit);
-    for (int i = 0; i < it->second.req.n; ++i) end_sample(it->second, i, nullptr, StopReason::Error, why);
+    const int n = it->second.req.n;  // the last end_sample releases the request
+    for (int i = 0; i < n; ++i) end_sample(it->second, i, nullptr, StopReason::Error, why);
     return;
   }
   sched_.add(std::move(s));
@@ -248,12 +279,15 @@ void Engine::end_sample(ReqState& st, int sample, Sequence* s, StopReason why, c
   }
   out.stop = why;
   out.error = error;
-  if (st.req.stream) st.req.stream->push(StreamEvent{sample, {}, true, why, error});
+  if (st.req.stream) st.req.stream->push(StreamEvent{sample, {}, {}, true, why, error});
   if (--st.remaining > 0) return;
   FinishedRequest f;
   f.id = st.id;
   f.samples = std::move(st.samples);
   f.prompt_tokens = static_cast<int>(st.req.prompt.size());
+  f.prompt_logprobs = std::move(st.prompt_lp);
+  f.policy = st.req.policy ? *st.req.policy : cfg_.policy;
+  f.kv_bytes_read = st.kv_bytes;
   for (int i = 0; i < st.req.n; ++i) sched_.release(st.first_seq + i);
   reqs_.erase(st.id);  // st is gone from here on
   ++stats_.requests_finished;
@@ -267,11 +301,17 @@ void Engine::fail_sequence(int64_t seq_id) {
   end_sample(st, s.sample, &s, s.stop, s.error);
 }
 
-void Engine::accept(Sequence& s, int token) {
+void Engine::accept(Sequence& s, int token, const TokenLogprob* lp, bool forced) {
   ReqState& st = reqs_.at(s.request);
   const Request& r = st.req;
   const auto& eos = model_.config().eos_token_ids;
   SampleResult& out = st.samples[s.sample];
+  if (st.prefill_only) {  // max_tokens 0: the prompt was all the work
+    end_sample(st, s.sample, &s, StopReason::Length);
+    return;
+  }
+  if (forced) out.thinking_cut = static_cast<int>(out.tokens.size());
+  if (token == r.think_end_token) st.think_closed[s.sample] = 1;
   if ((!r.ignore_eos && std::find(eos.begin(), eos.end(), token) != eos.end()) ||
       std::find(r.stop_tokens.begin(), r.stop_tokens.end(), token) != r.stop_tokens.end()) {
     end_sample(st, s.sample, &s, StopReason::Eos);
@@ -279,8 +319,13 @@ void Engine::accept(Sequence& s, int token) {
   }
   s.generated.push_back(token);
   out.tokens.push_back(token);
+  if (lp) out.logprobs.push_back(*lp);
   ++stats_.generated_tokens;
-  if (r.stream) r.stream->push(StreamEvent{s.sample, {token}, false, StopReason::None, {}});
+  if (r.stream) {
+    StreamEvent ev{s.sample, {token}, {}, false, StopReason::None, {}};
+    if (lp) ev.logprobs.push_back(*lp);
+    r.stream->push(std::move(ev));
+  }
   if (!r.stop_strings.empty()) {
     std::string& text = st.text[s.sample];
     const size_t before = text.size();
@@ -320,6 +365,15 @@ Engine::Launched Engine::launch(const StepPlan& plan) {
     const int seq = exec_.add_seq(kv_.pages(ss.id), ss.start, tokens_,
                                   std::span<const int32_t>(plan.slots).subspan(slot, ss.n), &policy);
     slot += ss.n;
+    // Echo: row p's logits score prompt token p + 1 (each position once, also across recompute).
+    for (int i = 0; r.prompt_logprobs && i < ss.n; ++i) {
+      const int pos = ss.start + i;
+      if (pos < st.prompt_lp_asked || pos + 1 >= static_cast<int>(r.prompt.size())) continue;
+      const int echo_lrow = exec_.add_logits(seq, i);
+      l.echo.push_back({st.id, pos, exec_.add_logprob(echo_lrow, r.prompt[pos + 1], std::max(r.logprobs, 0))});
+      st.prompt_lp_asked = pos + 1;
+    }
+    if (st.prompt_lp_asked + 1 >= static_cast<int>(r.prompt.size())) s.echo = false;
     if (ss.n == 1) {
       ++l.decode_rows;
       // What the row reads, from its policy (the same for every layer but the dense ones).
@@ -329,10 +383,12 @@ Engine::Launched Engine::launch(const StepPlan& plan) {
       dense.kind = AttnKind::Dense;
       const attn::Reads rdense = attn::reads_per_head(ctx, cfg_.page_size, dense);
       const int64_t n_dense = static_cast<int64_t>(cfg_.dense_layers.size()), n_sparse = mc.n_layers - n_dense;
-      stats_.kv_bytes_read += int64_t(mc.n_kv_heads) * mc.head_dim * elem *
-                              (n_sparse * (2 * rd.kv_tokens + rd.k_tokens + rd.summaries) + n_dense * 2 * rdense.kv_tokens);
-      stats_.decode_page_reads += int64_t(mc.n_kv_heads) * (n_sparse * rd.pages + n_dense * rdense.pages);
-      stats_.decode_head_rows += int64_t(mc.n_kv_heads) * mc.n_layers;
+      const int64_t bytes = kv_heads_ * mc.head_dim * elem *
+                            (n_sparse * (2 * rd.kv_tokens + rd.k_tokens + rd.summaries) + n_dense * 2 * rdense.kv_tokens);
+      stats_.kv_bytes_read += bytes;
+      st.kv_bytes += bytes;
+      stats_.decode_page_reads += kv_heads_ * (n_sparse * rd.pages + n_dense * rdense.pages);
+      stats_.decode_head_rows += kv_heads_ * mc.n_layers;
     } else {
       l.prefill_rows += ss.n;
     }
@@ -350,16 +406,23 @@ Engine::Launched Engine::launch(const StepPlan& plan) {
       sr.top_k = r.sampling.top_k;
       sr.top_p = r.sampling.top_p;
       sr.min_p = r.sampling.min_p;
-      sr.uniform = draw(r, t.sample, static_cast<int>(t.generated.size()) + t.pending - 1);
+      const int index = static_cast<int>(t.generated.size()) + t.pending - 1;  // of the token this row samples
+      sr.uniform = draw(r, r.first_sample + t.sample, index);
+      const bool force = r.thinking_budget >= 0 && index == r.thinking_budget && !st.think_closed[t.sample];
+      if (force) sr.forced = r.think_end_token;
       t.pending_row = exec_.add_sample(lrow, sr);
       l.sampled.push_back(t.id);
+      l.forced.push_back(force ? 1 : 0);
+      l.sampled_lp.push_back(r.logprobs >= 0 && !st.prefill_only
+                                 ? exec_.add_logprob(lrow, StepExecutor::sampled_target(t.pending_row), r.logprobs)
+                                 : -1);
     }
   }
   for (const PageCopy& c : plan.copies) exec_.add_copy(c.src, c.dst);
   l.handle = exec_.launch();
   l.launch_s = since(t0);
   stats_.host_launch_s += l.launch_s;
-  stats_.weight_bytes_read += model_.weights().bytes_per_step();
+  stats_.weight_bytes_read += weight_bytes_;
   return l;
 }
 
@@ -368,12 +431,17 @@ void Engine::collect(const Launched& l) {
   const StepOutput& out = exec_.collect(l.handle);
   const auto t1 = Clock::now();
   stats_.host_wait_s += std::chrono::duration<double>(t1 - t0).count();
+  for (const Launched::Echo& e : l.echo) {  // before the samples: a prefill-only request ends with its last one
+    auto it = reqs_.find(e.request);
+    if (it != reqs_.end()) it->second.prompt_lp[e.pos] = out.logprobs[e.entry];
+  }
   for (size_t k = 0; k < l.sampled.size(); ++k) {
     if (!sched_.has(l.sampled[k])) continue;  // its request ended and was released
     Sequence& s = sched_.seq(l.sampled[k]);
     --s.pending;
     if (s.finished) continue;  // ended (stopped, cancelled) after this step was launched
-    accept(s, out.tokens[k]);
+    const int e = l.sampled_lp[k];
+    accept(s, out.tokens[k], e >= 0 ? &out.logprobs[e] : nullptr, l.forced[k] != 0);
   }
   stats_.host_postprocess_s += since(t1);
   stats_.device_s += out.device_ms / 1e3;

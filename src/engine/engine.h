@@ -34,6 +34,7 @@
 #include "backend/backend.h"
 #include "backend/sampler.h"
 #include "engine/executor.h"
+#include "engine/executor_group.h"
 #include "engine/repetition.h"
 #include "engine/scheduler.h"
 #include "engine/sequence.h"
@@ -50,6 +51,7 @@ struct EngineConfig {
   int max_step_tokens = 512;      // rows per step: decode rows plus prefill chunks of many requests
   int max_seqs = 256;             // running sequences at most (--max-seqs)
   int max_model_len = 0;          // prompt + generated tokens per sample at most (0 = the model's max_position)
+  int max_echo_rows = 128;        // prompt rows per step whose logprobs are computed (echo requests)
   // Decode steps as graphs, padded to a few batch sizes. Auto = on CUDA only;
   // Always also pads on the CPU (whose graphs just rerun the ops: tests).
   enum class Mode { Auto, Always, Off };
@@ -73,6 +75,7 @@ int64_t kv_page_bytes(const ModelConfig& cfg, int page_size, int elem_bytes);
 struct StreamEvent {
   int sample = 0;
   std::vector<int> tokens;  // new tokens (EOS excluded)
+  std::vector<TokenLogprob> logprobs;  // theirs, when the request asked for logprobs
   bool done = false;
   StopReason stop = StopReason::None;
   std::string error;
@@ -81,6 +84,9 @@ struct StreamEvent {
 // Thread-safe queue of a request's events: the engine pushes, a consumer waits.
 class RequestStream {
  public:
+  // Called (on the engine's thread, without the stream's lock) after each
+  // push: an event loop that cannot block in wait() learns of new events.
+  explicit RequestStream(std::function<void()> on_push = {}) : on_push_(std::move(on_push)) {}
   void push(StreamEvent e);
   // Every event so far, waiting up to `timeout` for one; empty on timeout.
   std::vector<StreamEvent> wait(std::chrono::milliseconds timeout);
@@ -92,23 +98,43 @@ class RequestStream {
   std::condition_variable cv_;
   std::vector<StreamEvent> events_;
   int samples_ = 1, ended_ = 0;
+  std::function<void()> on_push_;
 };
 
 struct Request {
   std::vector<int> prompt;
   int n = 1;              // samples (Best-of-N)
-  int max_tokens = 256;   // generated tokens per sample
+  int max_tokens = 256;   // generated tokens per sample (0: prefill only, e.g. to score the prompt)
   SamplingParams sampling;
   std::vector<int> stop_tokens;         // in addition to the model's EOS ids
   bool ignore_eos = false;              // benchmarks: run to max_tokens
   std::vector<std::string> stop_strings;
   int64_t rng_key = -1;   // Philox request coordinate; -1 = the request id
+  // These n samples are samples [first_sample, first_sample + n) of a larger
+  // Best-of-N (their Philox streams): data parallelism splits one request's
+  // samples over replicas and gets the tokens one engine would give.
+  int first_sample = 0;
   std::optional<AttnPolicy> policy;     // this request's decode policy (default: the engine's)
+  // Logprobs (engine/executor.h TokenLogprob): >= 0 gives every generated
+  // token's log-probability and its `logprobs` most likely alternatives
+  // (<= Backend::kMaxTopLogprobs); prompt_logprobs (echo) gives every prompt
+  // token's after the first, with `max(logprobs, 0)` alternatives.
+  int logprobs = -1;
+  bool prompt_logprobs = false;
+  // Budget forcing: a sample that has generated thinking_budget tokens
+  // without think_end_token gets think_end_token as its next token (the
+  // count starts at the first generated token). With the engine's overlap the
+  // decision is made before the previous token is known: a sample whose own
+  // think_end lands exactly as token thinking_budget - 1 gets a second one.
+  int thinking_budget = -1;  // -1 = off
+  int think_end_token = -1;
   std::shared_ptr<RequestStream> stream;  // optional: tokens as they are sampled
 };
 
 struct SampleResult {
   std::vector<int> tokens;  // generated tokens, without the EOS that ended it
+  std::vector<TokenLogprob> logprobs;  // [tokens] when the request asked for logprobs
+  int thinking_cut = -1;    // index in tokens of the think_end the budget forced (-1: none)
   StopReason stop = StopReason::None;
   std::string error;
   int preemptions = 0;
@@ -118,6 +144,9 @@ struct FinishedRequest {
   int64_t id = 0;
   std::vector<SampleResult> samples;
   int prompt_tokens = 0;
+  std::vector<TokenLogprob> prompt_logprobs;  // prompt_logprobs: of prompt tokens 1..n-1
+  AttnPolicy policy;            // the decode policy its samples used
+  int64_t kv_bytes_read = 0;    // by its decode rows (as EngineStats::kv_bytes_read)
 };
 
 struct EngineStats {
@@ -132,8 +161,8 @@ struct EngineStats {
   int running_peak = 0;
   // Decode reads: pages per (decode row, layer, KV head), summed.
   int64_t decode_page_reads = 0, decode_head_rows = 0;
-  int64_t kv_bytes_read = 0;  // K+V (+ keys and summaries scored) bytes read by decode rows
-  int64_t weight_bytes_read = 0;  // the weights once per step
+  int64_t kv_bytes_read = 0;  // K+V (+ keys and summaries scored) bytes read by decode rows (all TP ranks)
+  int64_t weight_bytes_read = 0;  // the weights once per step (every TP rank its shard)
   // Host time of the step loop, by phase, and device time of the steps.
   double host_schedule_s = 0, host_launch_s = 0, host_wait_s = 0, host_postprocess_s = 0;
   double device_s = 0;
@@ -145,11 +174,16 @@ struct EngineStats {
 class Engine {
  public:
   Engine(const Model& model, Backend& backend, EngineConfig cfg);
+  // Tensor parallelism: ranks[r] is shard r of the model on rank r of a
+  // group of backends (make_tp_group); one scheduler, every rank runs every
+  // step (engine/executor_group.h). One rank is the constructor above.
+  Engine(std::vector<ExecutorRank> ranks, EngineConfig cfg);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
   int64_t submit(Request r);    // thread-safe; throws kf::Error on a malformed request
+  void check_request(const Request& r) const;  // what submit checks (thread-safe)
   void cancel(int64_t request);  // thread-safe; unknown or finished ids are ignored
   bool step();                   // one step; false when nothing is left (idle)
   void run();                    // steps until idle
@@ -170,7 +204,7 @@ class Engine {
   size_t tracked_sequences() const { return sched_.sequences().size(); }
   const EngineStats& stats() const { return stats_; }
   const EngineConfig& config() const { return cfg_; }
-  const StepExecutor& executor() const { return exec_; }
+  const StepExecutor& executor() const { return exec_.rank(0); }
 
  private:
   struct ReqState {
@@ -178,12 +212,25 @@ class Engine {
     Request req;
     std::vector<SampleResult> samples;
     std::vector<std::string> text;  // bytes so far per sample (only with stop strings)
+    std::vector<uint8_t> think_closed;  // per sample: think_end generated (thinking budget)
+    std::vector<TokenLogprob> prompt_lp;
+    int prompt_lp_asked = 0;  // prompt positions whose logprob entries were launched
     int64_t first_seq = 0;
     int remaining = 0;
+    int64_t kv_bytes = 0;
+    bool prefill_only = false;  // max_tokens 0: the sampled token is dropped
   };
   struct Launched {
     StepHandle handle = 0;
     std::vector<int64_t> sampled;  // sequence of each sampled row
+    std::vector<int> sampled_lp;   // its logprob entry (-1: none)
+    std::vector<uint8_t> forced;   // its token was forced by the thinking budget
+    struct Echo {
+      int64_t request = 0;
+      int pos = 0;    // prompt position whose row scores token pos + 1
+      int entry = 0;  // its logprob entry
+    };
+    std::vector<Echo> echo;
     int64_t prefill_rows = 0, decode_rows = 0;
     double launch_s = 0;
   };
@@ -191,16 +238,18 @@ class Engine {
   void add_request(int64_t id, Request r);
   Launched launch(const StepPlan& plan);
   void collect(const Launched& l);
-  void accept(Sequence& s, int token);  // appends a sampled token and applies stop rules
+  // Appends a sampled token (lp: its logprob, if asked) and applies stop rules.
+  void accept(Sequence& s, int token, const TokenLogprob* lp, bool forced);
   void end_sample(ReqState& st, int sample, Sequence* s, StopReason why, const std::string& error = {});
   void fail_sequence(int64_t seq_id);
 
-  const Model& model_;
+  const Model& model_;  // rank 0's (the whole model without tensor parallelism)
   Backend& be_;
   EngineConfig cfg_;
   KvCache kv_;
   Scheduler sched_;
-  StepExecutor exec_;
+  ExecutorGroup exec_;
+  int64_t kv_heads_ = 0, weight_bytes_ = 0;  // over all ranks: what a step reads
   bool overlap_ = false;
   std::unordered_map<int64_t, ReqState> reqs_;
   std::vector<FinishedRequest> finished_;

@@ -29,6 +29,7 @@ StepExecutor::StepExecutor(const Model& model, Backend& be, ExecutorConfig cfg)
       cfg_(std::move(cfg)),
       max_rows_(std::max(cfg_.max_step_tokens, cfg_.max_seqs)),
       max_logits_(std::min(std::max(cfg_.max_logit_rows, cfg_.max_seqs), max_rows_)),
+      max_logprobs_(cfg_.max_logprobs > 0 ? cfg_.max_logprobs : cfg_.max_seqs + max_logits_),
       ws_(model.config(), be, max_rows_, max_logits_) {
   const ModelConfig& mc = model.config();
   KF_CHECK(cfg_.kv_pages > 0 && cfg_.page_size > 0, "executor: kv_pages {} and page_size {} must be positive",
@@ -66,16 +67,21 @@ StepExecutor::StepExecutor(const Model& model, Backend& be, ExecutorConfig cfg)
   lay_.s_minp = take(S), lay_.s_u = take(S), lay_.s_forced = take(S);
   lay_.p_seq = take(L), lay_.p_prompt = take(L), lay_.p_rep = take(L), lay_.p_pres = take(L), lay_.p_freq = take(L);
   lay_.copy_src = take(S), lay_.copy_dst = take(S);
+  lay_.lp_row = take(max_logprobs_), lay_.lp_target = take(max_logprobs_);
   lay_.words = at;
   packed_ = Buffer(DType::I32, {lay_.words}, be);
   for (InFlight& f : flight_) {
     f.staging = Buffer(DType::I32, {lay_.words}, be.pinned());
     f.tokens_out = Buffer(DType::I32, {S}, be.pinned());
+    f.lp_values_out = Buffer(DType::F32, {max_logprobs_, Backend::kMaxTopLogprobs + 1}, be.pinned());
+    f.lp_ids_out = Buffer(DType::I32, {max_logprobs_, Backend::kMaxTopLogprobs + 1}, be.pinned());
     f.start = be.make_event();
     f.end = be.make_event();
   }
   logits_ = Buffer(DType::F32, {L, int64_t(mc.vocab_size)}, be);
   sampled_ = Buffer(DType::I32, {S}, be);
+  lp_values_ = Buffer(DType::F32, {max_logprobs_, Backend::kMaxTopLogprobs + 1}, be);
+  lp_ids_ = Buffer(DType::I32, {max_logprobs_, Backend::kMaxTopLogprobs + 1}, be);
   reserve_table(S * 64);
 }
 
@@ -109,6 +115,7 @@ void StepExecutor::begin() {
   logits_rows_.clear();
   samples_.clear();
   copies_.clear();
+  logprobs_.clear();
   want_logits_ = false;
   n_rows_ = 0;
 }
@@ -162,6 +169,19 @@ int StepExecutor::add_sample(int logits_row, const SampleRow& s) {
   return static_cast<int>(samples_.size()) - 1;
 }
 
+int StepExecutor::add_logprob(int logits_row, int32_t target, int k) {
+  KF_CHECK(logits_row >= 0 && logits_row < static_cast<int>(logits_rows_.size()),
+           "executor: no logits row {} in this step", logits_row);
+  KF_CHECK(k >= 0 && k <= Backend::kMaxTopLogprobs, "executor: {} top logprobs, at most {}", k,
+           Backend::kMaxTopLogprobs);
+  KF_CHECK(target >= 0 ? target < vocab() : -target - 1 < static_cast<int>(samples_.size()),
+           "executor: logprob target {} is neither a token nor a sampled row of this step", target);
+  KF_CHECK(static_cast<int>(logprobs_.size()) < max_logprobs_, "executor: more than {} logprob entries in one step",
+           max_logprobs_);
+  logprobs_.push_back(LogprobEntry{logits_row, target, k});
+  return static_cast<int>(logprobs_.size()) - 1;
+}
+
 void StepExecutor::add_copy(int src_page, int dst_page) {
   KF_CHECK(static_cast<int>(copies_.size()) < cfg_.max_seqs, "executor: more than {} page copies in one step",
            cfg_.max_seqs);
@@ -170,7 +190,7 @@ void StepExecutor::add_copy(int src_page, int dst_page) {
 
 // Fills the staging of `f`: every array of the step at its Layout offset, the
 // page tables, and the logical -> physical maps of logits and sampled rows.
-void StepExecutor::stage(InFlight& f, bool graph, int n_seqs_run, int stride) {
+void StepExecutor::stage(InFlight& f, bool padded, int n_seqs_run, int stride) {
   const int n_seqs = static_cast<int>(seqs_.size());
   const int P = cfg_.page_size;
   int32_t* ids = words(f, lay_.ids);
@@ -211,11 +231,11 @@ void StepExecutor::stage(InFlight& f, bool graph, int n_seqs_run, int stride) {
     else std::copy(seqs_[i].pages.begin(), seqs_[i].pages.end(), row);
   }
 
-  // Logits rows: in a graph step every sequence's (only) row, in order.
-  const int n_logits = graph ? n_seqs_run : static_cast<int>(logits_rows_.size());
+  // Logits rows: in a padded step every sequence's (only) row, in order.
+  const int n_logits = padded ? n_seqs_run : static_cast<int>(logits_rows_.size());
   int32_t* logit_rows = words(f, lay_.logit_rows);
   f.logits_phys.assign(logits_rows_.size(), 0);
-  if (graph) {
+  if (padded) {
     for (int i = 0; i < n_logits; ++i) logit_rows[i] = i;
     for (size_t j = 0; j < logits_rows_.size(); ++j) f.logits_phys[j] = logits_rows_[j].seq;
   } else {
@@ -231,7 +251,7 @@ void StepExecutor::stage(InFlight& f, bool graph, int n_seqs_run, int stride) {
   float* p_pres = reinterpret_cast<float*>(words(f, lay_.p_pres));
   float* p_freq = reinterpret_cast<float*>(words(f, lay_.p_freq));
   for (int j = 0; j < n_logits; ++j) {
-    p_seq[j] = graph ? j : logits_rows_[j].seq;
+    p_seq[j] = padded ? j : logits_rows_[j].seq;
     p_prompt[j] = 0;
     p_rep[j] = 1.f;
     p_pres[j] = 0.f;
@@ -246,8 +266,8 @@ void StepExecutor::stage(InFlight& f, bool graph, int n_seqs_run, int stride) {
     p_freq[ph] = pen.frequency;
   }
 
-  // Sampled rows: in a graph step row i samples logits row i (padding: greedy, ignored).
-  const int n_samples = graph ? n_seqs_run : static_cast<int>(samples_.size());
+  // Sampled rows: in a padded step row i samples logits row i (padding: greedy, ignored).
+  const int n_samples = padded ? n_seqs_run : static_cast<int>(samples_.size());
   int32_t* s_row = words(f, lay_.s_row);
   float* s_temp = reinterpret_cast<float*>(words(f, lay_.s_temp));
   int32_t* s_topk = words(f, lay_.s_topk);
@@ -256,7 +276,7 @@ void StepExecutor::stage(InFlight& f, bool graph, int n_seqs_run, int stride) {
   float* s_u = reinterpret_cast<float*>(words(f, lay_.s_u));
   int32_t* s_forced = words(f, lay_.s_forced);
   for (int r = 0; r < n_samples; ++r) {
-    s_row[r] = graph ? r : 0;
+    s_row[r] = padded ? r : 0;
     s_temp[r] = 0.f;
     s_topk[r] = 0;
     s_topp[r] = 1.f;
@@ -267,7 +287,7 @@ void StepExecutor::stage(InFlight& f, bool graph, int n_seqs_run, int stride) {
   f.sample_phys.assign(samples_.size(), 0);
   for (size_t k = 0; k < samples_.size(); ++k) {
     const auto& [lrow, s] = samples_[k];
-    const int ph = graph ? f.logits_phys[lrow] : static_cast<int>(k);
+    const int ph = padded ? f.logits_phys[lrow] : static_cast<int>(k);
     f.sample_phys[k] = ph;
     s_row[ph] = f.logits_phys[lrow];
     s_temp[ph] = s.temperature;
@@ -276,6 +296,14 @@ void StepExecutor::stage(InFlight& f, bool graph, int n_seqs_run, int stride) {
     s_minp[ph] = s.min_p;
     s_u[ph] = s.uniform;
     s_forced[ph] = s.forced;
+  }
+  // Logprob entries: physical logits rows, and sampled targets by their physical row.
+  int32_t* lp_row = words(f, lay_.lp_row);
+  int32_t* lp_target = words(f, lay_.lp_target);
+  for (size_t j = 0; j < logprobs_.size(); ++j) {
+    const LogprobEntry& e = logprobs_[j];
+    lp_row[j] = f.logits_phys[e.logits_row];
+    lp_target[j] = e.target >= 0 ? e.target : sampled_target(f.sample_phys[-e.target - 1]);
   }
   int32_t* c_src = words(f, lay_.copy_src);
   int32_t* c_dst = words(f, lay_.copy_dst);
@@ -315,6 +343,21 @@ void StepExecutor::run_forward(int n_logits, int n_samples, bool penalties) {
   }
 }
 
+// After the step's sampling (outside any graph): the entries' logprobs, on the
+// device, and their download.
+void StepExecutor::run_logprobs(InFlight& f, int n_logits) {
+  const int m = static_cast<int>(logprobs_.size());
+  int k = 0;
+  for (const LogprobEntry& e : logprobs_) k = std::max(k, e.k);
+  f.lp_cols = k + 1;
+  const Tensor values = lp_values_.view().reshape({lp_values_.view().numel()}).rows(0, int64_t(m) * f.lp_cols);
+  const Tensor ids = lp_ids_.view().reshape({lp_ids_.view().numel()}).rows(0, int64_t(m) * f.lp_cols);
+  be_.token_logprobs(logits_.view().rows(0, n_logits), dev_i32(lay_.lp_row, m), dev_i32(lay_.lp_target, m),
+                     sampled_.view(), k, values.reshape({m, k + 1}), ids.reshape({m, k + 1}));
+  be_.download_async(f.lp_values_out.ptr<float>(), values);
+  be_.download_async(f.lp_ids_out.ptr<int32_t>(), ids);
+}
+
 StepHandle StepExecutor::launch() {
   const int n_seqs = static_cast<int>(seqs_.size());
   KF_CHECK(n_seqs > 0, "executor: launch of an empty step");
@@ -325,26 +368,30 @@ StepHandle StepExecutor::launch() {
 
   int max_pages = 1;
   for (const SeqEntry& e : seqs_) max_pages = std::max(max_pages, static_cast<int>(e.pages.size()));
+  // Padding needs at most one logits row (a sequence's last) and one sample per sequence.
   bool one_sample_per_seq = true;
-  {
-    std::vector<uint8_t> seen(seqs_.size(), 0);
-    for (const auto& [lrow, s] : samples_) {
-      const int seq = logits_rows_[lrow].seq;
-      if (seen[seq]++) one_sample_per_seq = false;
-    }
-    std::vector<uint8_t> seen_logits(seqs_.size(), 0);
-    for (const LogitsEntry& le : logits_rows_)
-      if (seen_logits[le.seq]++ || le.row != seqs_[le.seq].first_row + seqs_[le.seq].rows - 1) one_sample_per_seq = false;
-  }
-  const bool graph = cfg_.graphs && n_rows_ == n_seqs && one_sample_per_seq;
-  const int n_seqs_run = graph ? rows_bucket(n_seqs, cfg_.max_seqs) : n_seqs;
-  const int stride = graph ? pages_bucket(max_pages) : max_pages;
+  seen_.assign(2 * seqs_.size(), 0);
+  for (const auto& [lrow, s] : samples_)
+    if (seen_[logits_rows_[lrow].seq]++) one_sample_per_seq = false;
+  for (const LogitsEntry& le : logits_rows_)
+    if (seen_[seqs_.size() + le.seq]++ || le.row != seqs_[le.seq].first_row + seqs_[le.seq].rows - 1)
+      one_sample_per_seq = false;
+  // A pure decode step is padded to a bucket of rows and columns, and
+  // replayed as a graph when graphs are on.
+  const bool padded = (cfg_.graphs || cfg_.pad_decode) && n_rows_ == n_seqs && one_sample_per_seq;
+  const bool graph = padded && cfg_.graphs;
+  const int n_seqs_run = padded ? rows_bucket(n_seqs, cfg_.max_seqs) : n_seqs;
+  const int stride = padded ? pages_bucket(max_pages) : max_pages;
   reserve_table(int64_t(n_seqs_run) * stride);
   bool penalties = false;
   for (const LogitsEntry& le : logits_rows_) penalties |= le.pen.active();
+  // Per-sequence policies only when some sequence differs from the default:
+  // a uniform batch keeps the one-kernel attention path.
+  bool mixed = false;
+  for (const SeqEntry& e : seqs_) mixed |= !(e.policy == cfg_.policy);
 
   be_.record(*f.start);
-  stage(f, graph, n_seqs_run, stride);
+  stage(f, padded, n_seqs_run, stride);
   if (!copies_.empty()) {
     const int nc = static_cast<int>(copies_.size());
     const Tensor src = dev_i32(lay_.copy_src, nc), dst = dev_i32(lay_.copy_dst, nc);
@@ -352,16 +399,17 @@ StepHandle StepExecutor::launch() {
     be_.copy_rows(token_pool_.view(), src, dst);
   }
 
-  const int n_rows_run = graph ? n_seqs_run : n_rows_;
-  const int n_logits = graph ? n_seqs_run : static_cast<int>(logits_rows_.size());
-  const int n_samples = graph ? n_seqs_run : static_cast<int>(samples_.size());
+  const int n_rows_run = padded ? n_seqs_run : n_rows_;
+  const int n_logits = padded ? n_seqs_run : static_cast<int>(logits_rows_.size());
+  const int n_samples = padded ? n_seqs_run : static_cast<int>(samples_.size());
   batch_ = AttnBatch{};
   batch_.n_seqs = n_seqs_run;
   batch_.max_pages = stride;
   batch_.q_start = dev_i32(lay_.q_start, n_seqs_run + 1);
   batch_.ctx_len = dev_i32(lay_.ctx, n_seqs_run);
   batch_.page_table = Tensor(table_.ptr<int32_t>(), DType::I32, {n_seqs_run, stride}, be_.device());
-  batch_.seq_policy = Tensor(packed_.ptr<int32_t>() + lay_.seq_policy, DType::I32, {n_seqs_run, 3}, be_.device());
+  if (mixed)
+    batch_.seq_policy = Tensor(packed_.ptr<int32_t>() + lay_.seq_policy, DType::I32, {n_seqs_run, 3}, be_.device());
   input_ = StepInput{};
   input_.token_ids = dev_i32(lay_.ids, n_rows_run);
   input_.positions = dev_i32(lay_.pos, n_rows_run);
@@ -372,7 +420,7 @@ StepHandle StepExecutor::launch() {
   input_.layer_dense = layer_dense_;
 
   if (graph) {
-    const GraphKey key{n_seqs_run, stride, penalties};
+    const GraphKey key{n_seqs_run, stride, penalties, mixed};
     auto it = graphs_.find(key);
     if (it != graphs_.end() && it->second.epoch != be_.scratch_epoch()) {
       graphs_.erase(it);
@@ -390,6 +438,8 @@ StepHandle StepExecutor::launch() {
     run_forward(n_logits, n_samples, penalties);
   }
   if (n_samples > 0) be_.download_async(f.tokens_out.ptr<int32_t>(), sampled_.view().rows(0, n_samples));
+  f.logprobs = logprobs_;
+  if (!logprobs_.empty()) run_logprobs(f, n_logits);
   be_.record(*f.end);
 
   f.busy = true;
@@ -412,6 +462,16 @@ const StepOutput& StepExecutor::collect(StepHandle h) {
   f.out.device_ms = be_.ms_between(*f.start, *f.end);
   f.out.tokens.resize(f.sample_phys.size());
   for (size_t k = 0; k < f.sample_phys.size(); ++k) f.out.tokens[k] = f.tokens_out.ptr<int32_t>()[f.sample_phys[k]];
+  f.out.logprobs.resize(f.logprobs.size());
+  for (size_t j = 0; j < f.logprobs.size(); ++j) {
+    const float* val = f.lp_values_out.ptr<float>() + j * f.lp_cols;
+    const int32_t* id = f.lp_ids_out.ptr<int32_t>() + j * f.lp_cols;
+    TokenLogprob& lp = f.out.logprobs[j];
+    lp.token = id[0];
+    lp.logprob = val[0];
+    lp.top.clear();
+    for (int c = 1; c <= f.logprobs[j].k; ++c) lp.top.emplace_back(id[c], val[c]);
+  }
   if (f.want_logits) {
     KF_CHECK(&f == last_launched_, "executor: logits of a step can only be collected before the next launch");
     const int64_t vocab = model_.config().vocab_size;

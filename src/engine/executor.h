@@ -1,9 +1,9 @@
 // StepExecutor: owns every device-side buffer of a step and turns a step's
 // description into kernel launches (the only driver of Model::forward).
 //
-//   begin(); add_seq(...); add_logits(...); add_sample(...); add_copy(...);
-//   StepHandle h = launch();          // uploads, forward, penalties, sampling
-//   const StepOutput& out = collect(h);  // waits; sampled tokens (+ logits)
+//   begin(); add_seq(...); add_logits(...); add_sample(...); add_logprob(...); add_copy(...);
+//   StepHandle h = launch();          // uploads, forward, penalties, sampling, logprobs
+//   const StepOutput& out = collect(h);  // waits; sampled tokens (+ logprobs, logits)
 //
 // It owns the KV pool (and the token pool beside it: the token of every KV
 // slot, which device-side penalties read), the activations, the logits and
@@ -35,7 +35,9 @@ struct ExecutorConfig {
   int max_step_tokens = 512;  // query rows in one step
   int max_seqs = 256;         // sequences in one step, and sampled rows
   int max_logit_rows = 0;     // logits rows in one step (0 = max_seqs)
+  int max_logprobs = 0;       // add_logprob entries in one step (0 = max_seqs + logits rows)
   bool graphs = false;        // replay pure decode steps as graphs (padded to buckets)
+  bool pad_decode = false;    // pad pure decode steps as graph steps are, even without graphs (tests)
   AttnPolicy policy;          // decode policy of sequences added without one
   std::vector<int> dense_layers;  // layers that stay dense under any policy
 };
@@ -56,8 +58,17 @@ struct PenaltyRow {
   bool active() const { return repetition != 1.f || presence != 0.f || frequency != 0.f; }
 };
 
+// The log-probability of one token (after the row's penalties, before
+// temperature) and the row's most likely tokens, most likely first.
+struct TokenLogprob {
+  int token = -1;
+  float logprob = 0.f;
+  std::vector<std::pair<int32_t, float>> top;
+};
+
 struct StepOutput {
   std::vector<int32_t> tokens;  // [sampled rows] in add_sample order
+  std::vector<TokenLogprob> logprobs;  // [add_logprob entries] in add_logprob order
   std::vector<float> logits;    // [logits rows, vocab] in add_logits order, when download_logits()
   int rows = 0, decode_rows = 0, seqs = 0;
   bool graph = false;
@@ -94,6 +105,12 @@ class StepExecutor {
   int add_logits(int seq, int row = -1, const PenaltyRow* penalties = nullptr);
   // One sampled token from a logits row; returns its sampled row.
   int add_sample(int logits_row, const SampleRow& s);
+  // The log-probability of `target` in a logits row and the row's top k
+  // (k <= Backend::kMaxTopLogprobs), computed on the device after sampling.
+  // target: a token id, or sampled_target(k): what sampled row k of this
+  // step draws. Returns the entry's index in StepOutput::logprobs.
+  static constexpr int32_t sampled_target(int k) { return -k - 1; }
+  int add_logprob(int logits_row, int32_t target, int k);
   void add_copy(int src_page, int dst_page);  // copy-on-write, before the step writes
   void download_logits() { want_logits_ = true; }  // collect() brings the logits to the host
 
@@ -111,7 +128,7 @@ class StepExecutor {
  private:
   struct GraphKey {
     int rows = 0, pages = 0;
-    bool penalties = false;
+    bool penalties = false, mixed_policies = false;
     auto operator<=>(const GraphKey&) const = default;
   };
   struct Recorded {
@@ -127,16 +144,24 @@ class StepExecutor {
     int seq = 0, row = 0;  // step row
     PenaltyRow pen;
   };
+  struct LogprobEntry {
+    int logits_row = 0;
+    int32_t target = 0;
+    int k = 0;
+  };
   // Sections of the packed step staging, in 4-byte words.
   struct Layout {
     int64_t ids, pos, slots, logit_rows, q_start, ctx, seq_policy;
     int64_t s_row, s_temp, s_topk, s_topp, s_minp, s_u, s_forced;
     int64_t p_seq, p_prompt, p_rep, p_pres, p_freq;
-    int64_t copy_src, copy_dst, words;
+    int64_t copy_src, copy_dst, lp_row, lp_target, words;
   };
   struct InFlight {
     Buffer staging;                        // pinned, Layout
     Buffer tokens_out;                     // pinned [max_seqs] I32
+    Buffer lp_values_out, lp_ids_out;      // pinned [max_logprobs, kMaxTopLogprobs + 1]
+    std::vector<LogprobEntry> logprobs;    // the step's entries (k per entry)
+    int lp_cols = 0;                       // k + 1 of the step's token_logprobs call
     std::unique_ptr<Backend::Event> start, end;
     std::vector<int> sample_phys;          // logical sampled row -> physical
     std::vector<int> logits_phys;          // logical logits row -> physical
@@ -144,8 +169,9 @@ class StepExecutor {
     bool busy = false, want_logits = false;
   };
 
-  void stage(InFlight& f, bool graph, int n_seqs_run, int stride);
+  void stage(InFlight& f, bool padded, int n_seqs_run, int stride);
   void run_forward(int n_logits, int n_samples, bool penalties);
+  void run_logprobs(InFlight& f, int n_logits);
   int32_t* words(InFlight& f, int64_t off) { return f.staging.ptr<int32_t>() + off; }
   Tensor dev_i32(int64_t off, int64_t n) const;
   Tensor dev_f32(int64_t off, int64_t n) const;
@@ -155,7 +181,7 @@ class StepExecutor {
   Backend& be_;
   ExecutorConfig cfg_;
   Layout lay_{};
-  int max_rows_ = 0, max_logits_ = 0;
+  int max_rows_ = 0, max_logits_ = 0, max_logprobs_ = 0;
   std::vector<uint8_t> layer_dense_;
 
   // Device state.
@@ -168,6 +194,7 @@ class StepExecutor {
   Buffer table_host_;   // pinned
   Buffer logits_;       // [max_logits, vocab] F32
   Buffer sampled_;      // [max_seqs] I32: the last step's sampled tokens (from_previous reads them)
+  Buffer lp_values_, lp_ids_;  // [max_logprobs, kMaxTopLogprobs + 1] token_logprobs outputs
   AttnBatch batch_;
   StepInput input_;
   std::map<GraphKey, Recorded> graphs_;
@@ -178,8 +205,10 @@ class StepExecutor {
   std::vector<LogitsEntry> logits_rows_;
   std::vector<std::pair<int, SampleRow>> samples_;  // (logits row, params)
   std::vector<std::pair<int, int>> copies_;
+  std::vector<LogprobEntry> logprobs_;
   bool want_logits_ = false;
   int n_rows_ = 0;
+  std::vector<uint8_t> seen_;  // launch()'s per-sequence counts (kept: no allocation per step)
 
   InFlight flight_[2];
   int next_flight_ = 0;

@@ -38,7 +38,8 @@ const Sequence& Scheduler::seq(int64_t id) const {
 
 int Scheduler::next_rows(const Sequence& s, int budget) const {
   const int total = s.total();
-  const int chunk_end = cfg_.chunked_replay ? total : static_cast<int>(s.prompt.size());
+  const bool chunked = cfg_.chunked_replay && !s.row_replay;
+  const int chunk_end = chunked ? total : static_cast<int>(s.prompt.size());
   int n = 0;
   if (s.n_cached >= chunk_end) {
     n = budget >= 1 && s.n_cached < total ? 1 : 0;  // decode row (or replay of one token)
@@ -46,7 +47,7 @@ int Scheduler::next_rows(const Sequence& s, int budget) const {
     const int rest = chunk_end - s.n_cached;
     if (rest <= budget) {
       n = rest;
-    } else if (cfg_.chunked_replay) {
+    } else if (chunked) {
       n = budget;
     } else {
       // A prefill chunk must not be a single row: one row is a decode row and
@@ -84,6 +85,7 @@ void Scheduler::fork_children(Sequence& parent) {
     child.generated = parent.generated;
     child.pending = parent.pending;
     child.max_new = parent.max_new;
+    child.row_replay = parent.row_replay;
     child.n_cached = parent.n_cached;
     child.running = true;
     kv_.fork(parent.id, child.id);
@@ -97,6 +99,14 @@ void Scheduler::fork_children(Sequence& parent) {
 StepPlan Scheduler::schedule() {
   StepPlan plan;
   int budget = cfg_.max_step_tokens;
+  int echo_budget = cfg_.max_echo_rows;
+  // Rows a sequence may take: its echo prompt rows within the echo budget.
+  auto rows_for = [&](const Sequence& s) {
+    const bool echo_rows = s.echo && s.n_cached < static_cast<int>(s.prompt.size());
+    const int n = next_rows(s, echo_rows ? std::min(budget, echo_budget) : budget);
+    if (echo_rows) echo_budget -= n;
+    return n;
+  };
   const int capacity = kv_.pool().capacity();
   bool preempted = false;
   auto add_rows = [&](Sequence& s, int n) {
@@ -116,7 +126,7 @@ StepPlan Scheduler::schedule() {
     if (!running_.count(k)) continue;  // preempted for an older sequence
     if (static_cast<int>(plan.seqs.size()) >= cfg_.max_running || budget <= 0) break;
     Sequence& s = seq(k.second);
-    const int n = next_rows(s, budget);
+    const int n = rows_for(s);
     if (n == 0) continue;
     if (pages_for(s.n_cached + n) > capacity) {  // could not fit even alone
       finish(s.id, StopReason::KvFull);
@@ -148,7 +158,7 @@ StepPlan Scheduler::schedule() {
       continue;
     }
     if (std::min(need, capacity) > kv_.pool().free_count()) break;
-    const int n = next_rows(s, budget);
+    const int n = rows_for(s);
     if (n == 0) break;
     waiting_.erase(waiting_.begin());
     running_.insert(key(s));

@@ -9,7 +9,8 @@
 // sequence needs a page and none is free, the youngest running sequence is
 // preempted: its pages are freed and it waits to be recomputed. Recompute runs
 // the prompt as prefill and replays generated tokens one decode row each (or
-// in prefill chunks with `chunked_replay`, valid for dense attention), so
+// in prefill chunks with `chunked_replay`, valid for dense attention, unless
+// the sequence asks for row_replay: a sparse request in a dense run), so
 // every token sees exactly the attention it saw the first time and outputs do
 // not change. A context that cannot fit even in an empty pool fails alone.
 //
@@ -34,6 +35,7 @@ struct SchedulerConfig {
   int max_step_tokens = 512;  // query rows per step (decode rows + prefill chunks)
   int max_running = 256;      // running sequences (and so sequences and sampled rows in one step)
   bool chunked_replay = false;
+  int max_echo_rows = 128;  // prompt rows of `echo` sequences per step (their logits are kept)
 };
 
 // Compute positions [start, start + n) of sequence `id`; if `sample`, the last

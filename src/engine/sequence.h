@@ -39,6 +39,12 @@ struct Sequence {
   // Best-of-N: samples to fork from this one when its prompt is done; they
   // take the ids id+1 .. id+fork_children (reserved when the request arrives).
   int fork_children = 0;
+  // Recompute replays generated tokens one decode row each, even where the
+  // scheduler may replay in chunks: its decode rows follow a sparse policy.
+  bool row_replay = false;
+  // Its prompt rows' logits are wanted (echo logprobs): prefill chunks count
+  // against the step's SchedulerConfig::max_echo_rows.
+  bool echo = false;
   bool running = false;
   bool finished = false;
   StopReason stop = StopReason::None;

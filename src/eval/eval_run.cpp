@@ -66,6 +66,7 @@ void check_resume_compatible(const TraceHeader& existing, const TraceHeader& wan
   same("attn", existing.attn, wanted.attn);
   same("sampling", existing.sampling, wanted.sampling);
   same("prompt_template", existing.prompt_template, wanted.prompt_template);
+  same("shard", existing.shard, wanted.shard);
 }
 
 TraceAppender::TraceAppender(const std::string& path) : path_(path), out_(path, std::ios::app | std::ios::binary) {

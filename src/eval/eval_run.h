@@ -25,7 +25,8 @@ std::string utc_now();
 std::optional<Trace> load_for_resume(const std::string& path);
 
 // Throws kf::Error naming the field when a trace being resumed was made with
-// different settings (model, dataset, attention, sampling, prompt template).
+// different settings (model, dataset, attention, sampling, prompt template,
+// shard).
 void check_resume_compatible(const TraceHeader& existing, const TraceHeader& wanted, const std::string& path);
 
 // Appends problem lines to an existing trace, flushing each one.

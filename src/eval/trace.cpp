@@ -126,18 +126,21 @@ json header_json(const TraceHeader& h) {
   j["git"] = h.git;
   j["created"] = h.created;
   if (!h.cost_model.is_null()) j["cost_model"] = h.cost_model;
+  if (!h.shard.is_null()) j["shard"] = h.shard;
   return j;
 }
 
 json problem_json(const TraceProblem& p) {
   json samples = json::array();
   for (const TraceSample& s : p.samples) {
-    samples.push_back({{"text", s.text},
-                       {"prediction", s.prediction},
-                       {"correct", s.correct},
-                       {"prompt_tokens", s.prompt_tokens},
-                       {"gen_tokens", s.gen_tokens},
-                       {"stop_reason", s.stop_reason}});
+    json sj = {{"text", s.text},
+               {"prediction", s.prediction},
+               {"correct", s.correct},
+               {"prompt_tokens", s.prompt_tokens},
+               {"gen_tokens", s.gen_tokens},
+               {"stop_reason", s.stop_reason}};
+    if (s.thinking_cut >= 0) sj["thinking_cut"] = s.thinking_cut;
+    samples.push_back(std::move(sj));
   }
   json j = {{"id", p.id}, {"question", p.question}, {"answer", p.answer}, {"samples", samples}};
   if (!p.efflops.is_null() && !p.efflops.empty()) j["efflops"] = p.efflops;
@@ -165,9 +168,13 @@ TraceHeader parse_header(const json& j, const std::string& where) {
     KF_CHECK(it->is_object(), "{}: field 'cost_model' must be an object", where);
     h.cost_model = *it;
   }
+  if (auto it = j.find("shard"); it != j.end() && !it->is_null()) {
+    KF_CHECK(it->is_object(), "{}: field 'shard' must be an object", where);
+    h.shard = *it;
+  }
   for (auto it = j.begin(); it != j.end(); ++it) {
     static constexpr std::string_view kKnown[] = {"kinfer_trace", "model", "dataset", "attn", "sampling",
-                                                  "prompt_template", "git", "created", "cost_model"};
+                                                  "prompt_template", "git", "created", "cost_model", "shard"};
     bool known = false;
     for (std::string_view k : kKnown) known = known || it.key() == k;
     if (!known) h.extra[it.key()] = it.value();
@@ -196,6 +203,7 @@ TraceProblem parse_problem(const json& j, const std::string& where) {
     s.prompt_tokens = opt_int(sj, "prompt_tokens", at, -1);
     s.gen_tokens = opt_int(sj, "gen_tokens", at, -1);
     s.stop_reason = opt_string(sj, "stop_reason", at);
+    s.thinking_cut = opt_int(sj, "thinking_cut", at, -1);
     p.samples.push_back(std::move(s));
   }
   if (auto it = j.find("efflops"); it != j.end() && !it->is_null()) p.efflops = *it;

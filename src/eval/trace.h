@@ -6,11 +6,13 @@
 //    "prompt_template", "git", "created"}
 // then one line per problem
 //   {"id", "question", "answer", "samples": [{"text", "prediction", "correct",
-//    "prompt_tokens", "gen_tokens", "stop_reason"}], "efflops": {...}}.
+//    "prompt_tokens", "gen_tokens", "stop_reason"[, "thinking_cut"]}], "efflops": {...}}
+// ("thinking_cut": where --thinking-budget forced </think>, a token index).
 // The header's "attn" uses the CLI's names: {"policy": "dense"|"local"|
 // "blocktopk"|"topk", "page_size", "topk_pages", "local_pages"}, optionally
 // "dense_layers"; a header may carry "cost_model": {"params", "n_heads",
-// "n_kv_heads", "head_dim", "n_layers"} so non-preset models can be priced.
+// "n_kv_heads", "head_dim", "n_layers"} so non-preset models can be priced,
+// and "shard" when it holds one shard of a run (eval --shard, eval/shard.h).
 //
 // Kinetics traces (github.com/Infini-AI-Lab/Kinetics): the first line is a
 // metadata dict (attn_local, attn_block_size, attn_block_topk, attn_topk) or a
@@ -40,6 +42,7 @@ struct TraceSample {
   int64_t prompt_tokens = -1;  // -1: unknown
   int64_t gen_tokens = -1;     // -1: unknown
   std::string stop_reason;     // eos, length, stop, repetition ("" if unknown)
+  int64_t thinking_cut = -1;   // --thinking-budget: the token index of the forced </think> (-1: not cut)
 };
 
 struct TraceProblem {
@@ -59,6 +62,10 @@ struct TraceHeader {
   std::string git;
   std::string created;
   nlohmann::json cost_model;  // optional, see above (null when absent)
+  // eval --shard I/N: {"index": I, "count": N, "selected": problems in the
+  // whole run's selection, "ids": this shard's problem ids in order}; null for
+  // a whole run (eval/shard.h; kinfer merge joins the shards).
+  nlohmann::json shard;
   nlohmann::json extra = nlohmann::json::object();  // any other header keys, kept on rewrite
 };
 

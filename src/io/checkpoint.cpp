@@ -158,18 +158,31 @@ std::vector<TensorInfo> Checkpoint::tensors() const {
   return out;
 }
 
-// Out: float (dequantised), uint16_t (bf16) or std::byte (the stored bytes as they are).
-template <typename Out>
-void Checkpoint::read_as(const std::string& hf_name, Out* dst, std::initializer_list<int64_t> expected) const {
+const std::string& Checkpoint::file(const std::string& hf_name) const { return *entry(hf_name).file; }
+
+void Checkpoint::check_shape(const std::string& hf_name, const std::vector<int64_t>& expected) const {
   const Entry& e = entry(hf_name);
   const TensorInfo& ti = e.info;
-  const std::vector<int64_t> want(expected);
   const std::string stored = ti.stored_name != ti.name ? fmt::format(" (stored as '{}')", ti.stored_name) : "";
-  KF_CHECK(want == ti.shape, "{}: tensor '{}'{}: expected shape {} but found {}", *e.file, hf_name, stored,
-           shape_str(want), shape_str(ti.shape));
+  KF_CHECK(expected == ti.shape, "{}: tensor '{}'{}: expected shape {} but found {}", *e.file, hf_name, stored,
+           shape_str(expected), shape_str(ti.shape));
+}
+
+void Checkpoint::check(const std::string& hf_name, const std::vector<int64_t>& expected) const {
+  check_shape(hf_name, expected);
+  const Entry& e = entry(hf_name);
+  KF_CHECK(can_dequantize(e.info.dtype), "{}: tensor '{}': dtype {} cannot be read as floating point", *e.file,
+           hf_name, dtype_name(e.info.dtype));
+}
+
+// Out: float (dequantised), uint16_t (bf16) or std::byte (the stored bytes as they are).
+template <typename Out>
+void Checkpoint::read_as(const std::string& hf_name, Out* dst, const std::vector<int64_t>& expected) const {
   constexpr bool raw = std::is_same_v<Out, std::byte>;
-  KF_CHECK(raw || can_dequantize(ti.dtype), "{}: tensor '{}': dtype {} cannot be read as floating point", *e.file,
-           hf_name, dtype_name(ti.dtype));
+  if constexpr (raw) check_shape(hf_name, expected);
+  else check(hf_name, expected);
+  const Entry& e = entry(hf_name);
+  const TensorInfo& ti = e.info;
   // n elements from src to out; out advances by elements (float, bf16) or by stored bytes (raw).
   auto convert = [&](const void* src, Out* out, int64_t n) {
     if constexpr (raw) std::memcpy(out, src, dtype_bytes(ti.dtype, n));
@@ -195,15 +208,15 @@ void Checkpoint::read_as(const std::string& hf_name, Out* dst, std::initializer_
   }
 }
 
-void Checkpoint::read_f32(const std::string& hf_name, float* dst, std::initializer_list<int64_t> shape) const {
+void Checkpoint::read_f32(const std::string& hf_name, float* dst, const std::vector<int64_t>& shape) const {
   read_as(hf_name, dst, shape);
 }
 
-void Checkpoint::read_bf16(const std::string& hf_name, uint16_t* dst, std::initializer_list<int64_t> shape) const {
+void Checkpoint::read_bf16(const std::string& hf_name, uint16_t* dst, const std::vector<int64_t>& shape) const {
   read_as(hf_name, dst, shape);
 }
 
-void Checkpoint::read_raw(const std::string& hf_name, void* dst, std::initializer_list<int64_t> shape) const {
+void Checkpoint::read_raw(const std::string& hf_name, void* dst, const std::vector<int64_t>& shape) const {
   read_as(hf_name, static_cast<std::byte*>(dst), shape);
 }
 

@@ -5,7 +5,6 @@
 // ggml's reversed dims and llama.cpp's Q/K row permutation are undone here.
 #pragma once
 #include <cstdint>
-#include <initializer_list>
 #include <map>
 #include <memory>
 #include <string>
@@ -40,22 +39,26 @@ class Checkpoint {
   bool has(const std::string& hf_name) const;
   TensorInfo info(const std::string& hf_name) const;  // throws naming tensor and file
   std::vector<TensorInfo> tensors() const;            // every tensor, HF names, file order
-  // Converts/dequantises the whole tensor to f32 after checking its shape
-  // against expected_shape (error names tensor, file, expected and found).
-  void read_f32(const std::string& hf_name, float* dst, std::initializer_list<int64_t> expected_shape) const;
+  const std::string& file(const std::string& hf_name) const;  // the file holding the tensor
+  // Throws unless the tensor exists with exactly expected_shape and a dtype
+  // that reads as floating point (errors name tensor, file, expected and found).
+  void check(const std::string& hf_name, const std::vector<int64_t>& expected_shape) const;
+  // Converts/dequantises the whole tensor to f32 after check().
+  void read_f32(const std::string& hf_name, float* dst, const std::vector<int64_t>& expected_shape) const;
   // Same, to bf16 (for the GPU weights).
-  void read_bf16(const std::string& hf_name, uint16_t* dst,
-                 std::initializer_list<int64_t> expected_shape) const;
+  void read_bf16(const std::string& hf_name, uint16_t* dst, const std::vector<int64_t>& expected_shape) const;
   // The stored bytes as they are (info().dtype's layout, HF row order: llama.cpp's
   // Q/K row permutation undone row by row, which keeps quantised blocks whole).
-  void read_raw(const std::string& hf_name, void* dst, std::initializer_list<int64_t> expected_shape) const;
+  // Checks the shape only (any stored dtype).
+  void read_raw(const std::string& hf_name, void* dst, const std::vector<int64_t>& expected_shape) const;
 
  private:
   friend Checkpoint open_checkpoint(const std::string& spec);
   struct Entry;  // one tensor's location
   const Entry& entry(const std::string& hf_name) const;
+  void check_shape(const std::string& hf_name, const std::vector<int64_t>& expected) const;
   template <typename Out>
-  void read_as(const std::string& hf_name, Out* dst, std::initializer_list<int64_t> expected) const;
+  void read_as(const std::string& hf_name, Out* dst, const std::vector<int64_t>& expected) const;
 
   std::string path_;
   std::string format_;

@@ -32,15 +32,17 @@ Model::Model(ModelConfig cfg, Weights w) : cfg_(std::move(cfg)), w_(std::move(w)
   inv_freq_ = cfg_.rope_inv_freq();
 }
 
-Model Model::load(const std::string& spec, Backend& be, WeightFormat format) {
+Model Model::load(const std::string& spec, Backend& be, TpShard shard, WeightFormat format) {
+  auto shard_of = [&](const ModelConfig& c) { return shard.size > 1 ? c.sharded(shard.rank, shard.size) : c; };
   if (spec.rfind("random:", 0) == 0) {
-    Model m = random(preset_config(spec.substr(7)), be, 1, format);
+    Model m = random(shard_of(preset_config(spec.substr(7))), be, 1, format);
     m.source_ = spec;
     return m;
   }
   Checkpoint ckpt = open_checkpoint(spec);
-  ModelConfig cfg = load_config(ckpt);
-  cfg.validate(ckpt.path());
+  ModelConfig whole = load_config(ckpt);
+  whole.validate(ckpt.path());
+  const ModelConfig cfg = shard_of(whole);
   Weights w = load_weights(ckpt, cfg, be, format);
   Model m(std::move(cfg), std::move(w));
   m.source_ = ckpt.path();
@@ -48,7 +50,7 @@ Model Model::load(const std::string& spec, Backend& be, WeightFormat format) {
 }
 
 Model Model::random(const ModelConfig& cfg, Backend& be, uint64_t seed, WeightFormat format) {
-  cfg.validate("random model config");
+  cfg.whole().validate("random model config");
   Model m(cfg, random_weights(cfg, be, seed, format));
   m.source_ = "random:" + cfg.name;
   return m;
@@ -84,7 +86,7 @@ void Model::forward(Backend& be, Workspace& ws, const std::vector<KvLayer>& kv, 
 
   RopeParams rope;
   rope.theta = cfg_.rope_theta;
-  rope.rotary_dim = static_cast<int>(hd);
+  rope.rotary_dim = cfg_.rope_dim();  // < head_dim with partial_rotary_factor
   rope.inv_freq = inv_freq_.data();
   AttnPolicy dense;
   dense.kind = AttnKind::Dense;
@@ -94,6 +96,10 @@ void Model::forward(Backend& be, Workspace& ws, const std::vector<KvLayer>& kv, 
            "forward: layer_dense has {} entries for {} layers", in.layer_dense.size(), cfg_.n_layers);
   const float scale = 1.f / std::sqrt(static_cast<float>(hd));
   const float eps = cfg_.rms_eps;
+  const bool shard = cfg_.shard.size > 1;  // the o_proj and down_proj outputs are partial sums
+  KF_CHECK(be.tp_size() == cfg_.shard.size && be.tp_rank() == cfg_.shard.rank,
+           "forward: shard {} of {} runs on {}, which is rank {} of a group of {} (make_tp_group)", cfg_.shard.rank,
+           cfg_.shard.size, be.name(), be.tp_rank(), be.tp_size());
 
   // Each residual add is fused with the norm after it: the attention block's
   // add with the MLP norm, the MLP's add with the next layer's input norm.
@@ -109,11 +115,13 @@ void Model::forward(Backend& be, Workspace& ws, const std::vector<KvLayer>& kv, 
     be.attention(q_heads, kv[l], dense_layer ? dense_batch : *in.batch, dense_layer ? dense : in.policy, scale, att_heads,
                  in.selections.empty() ? nullptr : &in.selections[l]);
     be.matmul(att, lw.wo, nullptr, h);
+    if (shard) be.all_reduce(h);
     be.add_rmsnorm(x, h, lw.mlp_norm, eps, h);
     // MLP block.
     be.matmul(h, lw.w_gate_up, nullptr, gate_up);
     be.silu_mul(gate_up, ffn);
     be.matmul(ffn, lw.w_down, nullptr, h);
+    if (shard) be.all_reduce(h);
     if (l + 1 < cfg_.n_layers) be.add_rmsnorm(x, h, w_.layers[l + 1].attn_norm, eps, h);
     else be.add(x, h);
   }

@@ -51,10 +51,14 @@ struct StepInput {
 
 class Model {
  public:
-  // spec: a GGUF file, an HF directory, "default", or "random:PRESET";
+  // spec: a GGUF file, an HF directory, "default", or "random:PRESET".
+  // shard: load rank shard.rank of shard.size tensor-parallel shards (its
+  // heads and MLP slice; see ModelConfig::sharded and load_weights);
   // `format` picks how matrices are stored (model/weights.h).
-  static Model load(const std::string& spec, Backend& backend, WeightFormat format = WeightFormat::Auto);
-  // Random weights for a config (benchmarks, property tests).
+  static Model load(const std::string& spec, Backend& backend, TpShard shard = {},
+                    WeightFormat format = WeightFormat::Auto);
+  // Random weights for a config (benchmarks, property tests); a shard's
+  // config gives the shard's slices of the whole random model.
   static Model random(const ModelConfig& cfg, Backend& backend, uint64_t seed = 1,
                       WeightFormat format = WeightFormat::Auto);
   Model(ModelConfig cfg, Weights w);
@@ -63,7 +67,10 @@ class Model {
   const Weights& weights() const { return w_; }
   const std::string& source() const { return source_; }
 
-  // Runs one step and writes logits [m, vocab] (F32, or the backend's activation dtype).
+  // Runs one step and writes logits [m, vocab] (F32, or the backend's
+  // activation dtype). A shard sums its attention and MLP outputs over the
+  // group (Backend::all_reduce after o_proj and after down_proj), so every
+  // rank holds the whole residual stream and the same logits.
   void forward(Backend& backend, Workspace& ws, const std::vector<KvLayer>& kv, const StepInput& in,
                const Tensor& logits) const;
 

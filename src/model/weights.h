@@ -60,15 +60,51 @@ struct Weights {
   std::string matrix_dtypes() const;
 };
 
-// Reads every tensor the config needs from the checkpoint (errors name the
-// tensor and the file). A GGUF without output.weight ties lm_head to the
-// embedding, as llama.cpp does.
+// A tensor the model reads: its HF name and the shape the config implies.
+struct WeightSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+
+// Every tensor a config reads, field by field as in LayerWeights and
+// Weights; stacked parts in stacking order; an optional tensor the config
+// does not use has an empty name (an empty vector for stacked ones).
+struct LayerSpec {
+  WeightSpec attn_norm, q_norm, k_norm, wo, mlp_norm, w_down;
+  std::vector<WeightSpec> wqkv, bqkv, w_gate_up;
+};
+struct WeightsSpec {
+  WeightSpec embed, final_norm, lm_head;
+  std::vector<LayerSpec> layers;
+  std::vector<const WeightSpec*> all() const;  // every tensor read
+};
+
+// What `cfg` reads from `ckpt`. A GGUF without output.weight ties lm_head to
+// the embedding, as llama.cpp does.
+WeightsSpec weights_spec(const Checkpoint& ckpt, const ModelConfig& cfg);
+
+// Checks, before anything is read, that the checkpoint has every tensor the
+// config needs with exactly its shape and a float-readable dtype, and no
+// tensor the model would silently ignore (an o_proj or MLP bias, say).
+// Errors name the tensor and the file. load_weights runs it; so does `kinfer info`.
+void check_weights(const Checkpoint& ckpt, const ModelConfig& cfg);
+
+// Reads every tensor the config needs from the checkpoint after check_weights.
+// A shard's config (ModelConfig::sharded) checks the whole model's tensors and
+// keeps its slices: the q, k, v rows (and biases) of its heads, the o_proj
+// columns they feed, its gate and up rows and down_proj columns; embeddings,
+// norms and the lm_head stay whole (replicated). Matrices are stored as
+// `format` picks; on the CPU, a shard's column slices (o_proj, down_proj) of a
+// quantised matrix are converted to BF16/F32, since a slice may split blocks.
 Weights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, Backend& backend,
                      WeightFormat format = WeightFormat::Auto);
 
 // Random weights with the config's shapes for benchmarks and property tests:
 // uniform with unit-gain scaling (std 1/sqrt(fan_in)), norms near 1, small
-// biases, from a fixed seed (same seed, same weights).
+// biases, from a fixed seed (same seed, same weights). A shard's config gives
+// exactly the slices load_weights would keep of the whole random model.
+// Values are drawn by Backend::fill_uniform in the activation dtype; on the
+// CPU, `format` bf16 then converts the matrices to BF16.
 Weights random_weights(const ModelConfig& cfg, Backend& backend, uint64_t seed,
                        WeightFormat format = WeightFormat::Auto);
 

@@ -21,6 +21,11 @@ struct Case {
   int topk_pages = 64, local_pages = 4;
   bool summary_bf16 = true;
   uint32_t seed = 1;
+  // Per-sequence policies (AttnBatch::seq_policy); empty: every sequence has `kind`.
+  std::vector<AttnPolicy> seq_policies;
+  // The GPU pool gets this many extra pages before the used ones, so page ids
+  // (and element offsets, past 2^31 with enough of them) are large.
+  int64_t page_offset = 0;
 };
 
 std::string describe(const Case& c) {
@@ -76,19 +81,36 @@ void run_case(Backend& be, const Case& c) {
   Buffer csel(DType::I32, {S, Hkv, max_pages}), ccnt(DType::I32, {S, Hkv});
   PageSelection cpu_sel{csel, ccnt};
   CpuAttnWorkspace ws;
-  AttnBatch cb{S, max_pages, cqs, cctx, ctab};
+  std::vector<int32_t> seq_pol;
+  for (const AttnPolicy& sp : c.seq_policies) {
+    seq_pol.push_back(static_cast<int32_t>(sp.kind));
+    seq_pol.push_back(sp.local_pages);
+    seq_pol.push_back(sp.topk_pages);
+  }
+  Buffer cpol(DType::I32, {std::max(1, S * 3)});
+  std::copy(seq_pol.begin(), seq_pol.end(), cpol.ptr<int32_t>());
+  AttnBatch cb{S, max_pages, cqs, cctx, ctab, seq_pol.empty() ? Tensor() : cpol.view().rows(0, S * 3)};
   cpu_attention(cq, KvLayer{ck, cv, cs}, cb, pol, scale, cout, &cpu_sel, ws);
 
-  // GPU.
-  Buffer gk = test::dev_bf16(be, k, {n_pages, Hkv, P, D}), gv = test::dev_bf16(be, v, {n_pages, Hkv, P, D});
-  Buffer gs = c.summary_bf16 ? test::dev_bf16(be, sum, {n_pages, Hkv, D}) : test::dev_f32(be, sum, {n_pages, Hkv, D});
+  // GPU: the same pages at ids shifted by page_offset.
+  const int64_t off = c.page_offset, pool_pages = n_pages + off;
+  Buffer gk(DType::BF16, {pool_pages, Hkv, P, D}, be), gv(DType::BF16, {pool_pages, Hkv, P, D}, be);
+  Buffer gs(c.summary_bf16 ? DType::BF16 : DType::F32, {pool_pages, Hkv, D}, be);
+  be.upload(gk.view().rows(off, n_pages), test::to_bf16(k).data());
+  be.upload(gv.view().rows(off, n_pages), test::to_bf16(v).data());
+  if (c.summary_bf16) be.upload(gs.view().rows(off, n_pages), test::to_bf16(sum).data());
+  else be.upload(gs.view().rows(off, n_pages), sum.data());
+  std::vector<int32_t> gtable = table;
+  for (int32_t& pg : gtable)
+    if (pg >= 0) pg = static_cast<int32_t>(pg + off);
   Buffer gq = test::dev_bf16(be, q, {n_rows, Hq, D}), gout(DType::BF16, {n_rows, Hq, D}, be);
   test::poison(be, gout);
   Buffer gqs = test::dev_i32(be, q_start, {S + 1}), gctx = test::dev_i32(be, ctx, {S});
-  Buffer gtab = test::dev_i32(be, table, {S, max_pages});
+  Buffer gtab = test::dev_i32(be, gtable, {S, max_pages});
+  Buffer gpol = test::dev_i32(be, seq_pol.empty() ? std::vector<int32_t>(3, 0) : seq_pol, {std::max(1, S * 3)});
   Buffer gsel(DType::I32, {S, Hkv, max_pages}, be), gcnt(DType::I32, {S, Hkv}, be);
   PageSelection gpu_sel{gsel, gcnt};
-  AttnBatch gb{S, max_pages, gqs, gctx, gtab};
+  AttnBatch gb{S, max_pages, gqs, gctx, gtab, seq_pol.empty() ? Tensor() : gpol.view().rows(0, S * 3)};
   be.attention(gq, KvLayer{gk, gv, gs}, gb, pol, scale, gout, &gpu_sel);
 
   std::vector<float> ref(cout.ptr<float>(), cout.ptr<float>() + cout.view().numel());
@@ -108,7 +130,7 @@ void run_case(Backend& be, const Case& c) {
         continue;
       }
       for (int i = 0; i < max_pages; ++i)
-        if (g_pages[pair * max_pages + i] != csel.ptr<int32_t>()[pair * max_pages + i]) {
+        if (g_pages[pair * max_pages + i] - (i < n ? off : 0) != csel.ptr<int32_t>()[pair * max_pages + i]) {
           if (mismatches++ < 4)
             ADD_FAILURE() << "seq " << s << " head " << h << " entry " << i << ": page "
                           << g_pages[pair * max_pages + i] << ", CPU " << csel.ptr<int32_t>()[pair * max_pages + i];
@@ -215,6 +237,48 @@ TEST_F(CudaAttention, LocalAndOracleTopK) {
     c.topk_pages = 8;
     c.local_pages = 2;
     c.ctx = {100, 300, 2000, 4100};
+    run_case(*be, c);
+  }
+}
+
+// Requests with different policies share one batch: each sequence follows its
+// own (dense, blocktopk with its k, local), in pure decode batches (the fused
+// sparse kernel beside the split-K one) and next to prefill chunks.
+TEST_F(CudaAttention, MixedPoliciesPerSequence) {
+  AttnPolicy dense, topk3, local1, topk8;
+  topk3.kind = AttnKind::BlockTopK;
+  topk3.topk_pages = 3;
+  topk3.local_pages = 2;
+  local1.kind = AttnKind::Local;
+  local1.local_pages = 1;
+  topk8.kind = AttnKind::BlockTopK;
+  topk8.topk_pages = 8;
+  topk8.local_pages = 4;
+  for (int D : {64, 128}) {
+    Case c;
+    c.head_dim = D;
+    c.n_heads = D == 64 ? 8 : 16;
+    c.n_kv_heads = D == 64 ? 2 : 8;
+    c.ctx = {5000, 700, 16384, 300, 2000, 17};
+    c.seq_policies = {dense, topk3, local1, topk8, dense, topk3};
+    run_case(*be, c);  // pure decode
+    c.rows = {1, 7, 1, 300, 0, 1};
+    c.seed = 3;
+    run_case(*be, c);  // with prefill chunks
+  }
+}
+
+// Long contexts past the shared-memory candidate limit of block top-k (2,560+
+// pages per sequence) in a pool whose element offsets pass 2^31: every offset
+// must be computed in 64 bits.
+TEST_F(CudaAttention, LongContextsInAPoolPast2To31Elements) {
+  const int64_t page_elems = 8 * 16 * 128;  // Hkv 8, P 16, D 128
+  for (AttnKind kind : {AttnKind::Dense, AttnKind::BlockTopK, AttnKind::Local, AttnKind::TopK}) {
+    Case c;
+    c.kind = kind;
+    c.ctx = {41000, 40960, 1234, 41007};
+    c.page_offset = (int64_t{1} << 31) / page_elems + 17;
+    if (kind == AttnKind::TopK) c.ctx = {41000, 300};  // the oracle ranks every token: keep it short
     run_case(*be, c);
   }
 }

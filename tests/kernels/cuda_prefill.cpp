@@ -87,7 +87,7 @@ void run_case(Backend& be, const Case& c) {
   std::copy(ctx.begin(), ctx.end(), cctx.ptr<int32_t>());
   std::copy(table.begin(), table.end(), ctab.ptr<int32_t>());
   CpuAttnWorkspace ws;
-  cpu_attention(cq, KvLayer{ck, cv, cs}, AttnBatch{S, max_pages, cqs, cctx, ctab}, pol, scale, cout, nullptr, ws,
+  cpu_attention(cq, KvLayer{ck, cv, cs}, AttnBatch{S, max_pages, cqs, cctx, ctab, {}}, pol, scale, cout, nullptr, ws,
                 parallel);
 
   // GPU, output poisoned with NaN so an unwritten row fails.
@@ -97,7 +97,7 @@ void run_case(Backend& be, const Case& c) {
   test::poison(be, gout);
   Buffer gqs = test::dev_i32(be, q_start, {S + 1}), gctx = test::dev_i32(be, ctx, {S});
   Buffer gtab = test::dev_i32(be, table, {S, max_pages});
-  be.attention(gq, KvLayer{gk, gv, gs}, AttnBatch{S, max_pages, gqs, gctx, gtab}, pol, scale, gout, nullptr);
+  be.attention(gq, KvLayer{gk, gv, gs}, AttnBatch{S, max_pages, gqs, gctx, gtab, {}}, pol, scale, gout, nullptr);
 
   const float* ref = cout.ptr<float>();
   auto got = test::host_bf16(be, gout);

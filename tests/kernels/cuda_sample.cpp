@@ -83,6 +83,17 @@ bool near_boundary(const float* l, int vocab, const Mix& m, double u, double tol
   return false;
 }
 
+// Identity logits rows and no forced tokens for `rows` sampled rows.
+struct Rows {
+  Buffer row, forced;
+  Rows(Backend& b, int rows) {
+    std::vector<int32_t> id(rows), none(rows, -1);
+    for (int r = 0; r < rows; ++r) id[r] = r;
+    row = test::dev_i32(b, id, {rows});
+    forced = test::dev_i32(b, none, {rows});
+  }
+};
+
 struct CudaSample : ::testing::Test {
   void SetUp() override {
     KF_REQUIRE_CUDA();
@@ -98,7 +109,7 @@ struct CudaSample : ::testing::Test {
     for (int r = 0; r < rows; ++r)
       temp[r] = mix[r].temp, top_k[r] = mix[r].top_k, top_p[r] = mix[r].top_p, min_p[r] = mix[r].min_p;
     for (Backend* b : {gpu.get(), cpu.get()}) {
-      const Device d = b->device();
+      Backend& d = *b;
       Buffer lg(b == gpu.get() ? DType::BF16 : DType::F32, {rows, vocab}, d);
       if (b == gpu.get()) {
         std::vector<uint16_t> h = test::to_bf16(logits);
@@ -115,7 +126,8 @@ struct CudaSample : ::testing::Test {
       b->upload(bu, u.data());
       std::vector<int32_t> poison(rows, -7);
       b->upload(tok, poison.data());
-      SampleArgs a{bt.view(), bk.view(), bp.view(), bm.view(), bu.view()};
+      const Rows rw(*b, rows);
+      SampleArgs a{rw.row.view(), bt.view(), bk.view(), bp.view(), bm.view(), bu.view(), rw.forced.view()};
       b->sample(lg, a, tok);
       std::vector<int32_t>& out = b == gpu.get() ? got_gpu : got_cpu;
       out.resize(rows);
@@ -219,8 +231,31 @@ TEST_F(CudaSample, DeterministicAndBatchIndependent) {
   Buffer bt = test::dev_f32(*gpu, temp, {rows}), bp = test::dev_f32(*gpu, tp, {rows}),
          bm = test::dev_f32(*gpu, mp, {rows}), bu = test::dev_f32(*gpu, u, {rows});
   Buffer bk = test::dev_i32(*gpu, tk, {rows}), tok(DType::I32, {rows}, *gpu);
-  gpu->sample(lg, SampleArgs{bt.view(), bk.view(), bp.view(), bm.view(), bu.view()}, tok);
+  const Rows rw(*gpu, rows);
+  gpu->sample(lg, SampleArgs{rw.row.view(), bt.view(), bk.view(), bp.view(), bm.view(), bu.view(), rw.forced.view()},
+              tok);
   EXPECT_EQ(test::host_i32(*gpu, tok), first);
+  // Sampled rows read the logits row they are given (Best-of-N siblings share
+  // their parent's), and a forced row emits its token without a draw.
+  std::vector<int32_t> lrow(rows), forced(rows, -1);
+  for (int r = 0; r < rows; ++r) lrow[r] = (r * 5 + 2) % rows;
+  forced[4] = 77;
+  Buffer brow = test::dev_i32(*gpu, lrow, {rows}), bforced = test::dev_i32(*gpu, forced, {rows});
+  std::vector<float> u2(rows);
+  for (int r = 0; r < rows; ++r) u2[r] = u[lrow[r]];
+  Buffer bu2 = test::dev_f32(*gpu, u2, {rows});
+  std::vector<float> t2(rows), tp2(rows), mp2(rows);
+  std::vector<int32_t> tk2(rows);
+  for (int r = 0; r < rows; ++r) {
+    const Mix& m = mix[lrow[r]];
+    t2[r] = m.temp, tk2[r] = m.top_k, tp2[r] = m.top_p, mp2[r] = m.min_p;
+  }
+  Buffer bt2 = test::dev_f32(*gpu, t2, {rows}), bp2 = test::dev_f32(*gpu, tp2, {rows}),
+         bm2 = test::dev_f32(*gpu, mp2, {rows}), bk2 = test::dev_i32(*gpu, tk2, {rows});
+  gpu->sample(lg, SampleArgs{brow.view(), bt2.view(), bk2.view(), bp2.view(), bm2.view(), bu2.view(), bforced.view()},
+              tok);
+  const std::vector<int32_t> got = test::host_i32(*gpu, tok);
+  for (int r = 0; r < rows; ++r) EXPECT_EQ(got[r], r == 4 ? 77 : first[lrow[r]]) << "row " << r;
 }
 
 TEST_F(CudaSample, Timing) {
@@ -236,7 +271,8 @@ TEST_F(CudaSample, Timing) {
       Buffer bu = test::dev_f32(*gpu, std::vector<float>(rows, 0.5f), {rows});
       Buffer bk = test::dev_i32(*gpu, std::vector<int32_t>(rows, m.top_k), {rows});
       Buffer tok(DType::I32, {rows}, *gpu);
-      const SampleArgs a{bt.view(), bk.view(), bp.view(), bm.view(), bu.view()};
+      const Rows rw(*gpu, rows);
+      const SampleArgs a{rw.row.view(), bt.view(), bk.view(), bp.view(), bm.view(), bu.view(), rw.forced.view()};
       gpu->sample(lg, a, tok);
       gpu->synchronize();
       const int iters = 20;

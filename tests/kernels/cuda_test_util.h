@@ -10,12 +10,11 @@
 #include <vector>
 
 #include "backend/backend.h"
-#include "backend/backend.h"
 #include "util/tensor.h"
 
 #define KF_REQUIRE_CUDA()                                                   \
   do {                                                                      \
-    if (!::kf::(cuda_device_count() > 0)) GTEST_SKIP() << "no CUDA device: CUDA kernel tests skipped"; \
+    if (::kf::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device: CUDA kernel tests skipped"; \
   } while (0)
 
 namespace kf::test {

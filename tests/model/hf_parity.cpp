@@ -6,8 +6,12 @@
 // (BF16 kernels); its reference is the F32 path (checked against HF above)
 // on the same weights rounded to bf16, also within 1e-3. Decode and chunked
 // prefill must equal the one-shot prefill bitwise (batch invariance) in both.
+// Where the fixture has HF's greedy continuation, greedy decoding (F32
+// weights) must give the same ids. The *_v5 fixtures keep config.json as
+// transformers >= 5 writes it (RoPE only in rope_parameters).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -95,7 +99,7 @@ TEST_P(HfParity, PrefillAndDecodeMatchTransformers) {
   const std::string name = GetParam();
   const HfFixture fx = test::read_hf_fixture(name);
   auto be = make_cpu_backend(2);
-  const Model model = Model::load(kDir + name, *be, WeightFormat::F32);
+  const Model model = Model::load(kDir + name, *be, {}, WeightFormat::F32);
   const ModelConfig& cfg = model.config();
   ASSERT_EQ(cfg.vocab_size, fx.vocab);
   EXPECT_EQ(model.weights().matrix_dtypes(), "F32");
@@ -106,6 +110,18 @@ TEST_P(HfParity, PrefillAndDecodeMatchTransformers) {
   for (size_t i = 0; i < inv.size(); ++i) EXPECT_NEAR(inv[i], fx.inv_freq[i], 1e-6 * fx.inv_freq[i]) << i;
 
   expect_runs_match(run_all(model, *be, fx.tokens), fx.logits, fx.vocab, 1e-3, name + " (F32 weights) vs HF");
+
+  // Greedy decoding after the sequence gives HF's ids.
+  if (fx.greedy.empty()) return;
+  const size_t n = fx.tokens.size();
+  test::StepDriver gen(model, *be, 1, static_cast<int>(n + fx.greedy.size()), 16);
+  std::vector<float> l = gen.prefill(0, fx.tokens, false);
+  std::vector<int32_t> ids;
+  while (ids.size() < fx.greedy.size()) {
+    ids.push_back(static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin()));
+    l = gen.decode({ids.back()});
+  }
+  EXPECT_EQ(ids, fx.greedy) << name << ": greedy ids differ from HF's";
 }
 
 TEST_P(HfParity, Bf16WeightsMatchTheF32PathOnRoundedWeights) {
@@ -128,9 +144,25 @@ TEST_P(HfParity, Bf16WeightsMatchTheF32PathOnRoundedWeights) {
                     name + " (BF16 weights) vs F32 path on bf16-rounded weights");
 }
 
+// The *_v5 fixtures test the transformers >= 5 layout only if they have it.
+TEST(HfParityFixtures, V5ConfigsHaveRopeOnlyInRopeParameters) {
+  for (const char* name : {"qwen3_v5", "qwen2_v5", "llama3_v5", "llama_partial_v5", "qwen3_v5_hd128",
+                           "llama3_v5_hd64"}) {
+    std::ifstream in(kDir + name + "/config.json");
+    ASSERT_TRUE(in.good()) << name;
+    const auto j = nlohmann::json::parse(in);
+    EXPECT_FALSE(j.contains("rope_theta")) << name;
+    EXPECT_FALSE(j.contains("rope_scaling")) << name;
+    ASSERT_TRUE(j.contains("rope_parameters")) << name;
+    EXPECT_NE(j["rope_parameters"]["rope_theta"].get<double>(), 10000.0) << name;  // a default would not show
+    EXPECT_NE(j["head_dim"].get<int>(), j["hidden_size"].get<int>() / j["num_attention_heads"].get<int>()) << name;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, HfParity,
                          ::testing::Values("qwen3_tied", "qwen2_untied", "llama3_untied", "llama_tied", "qwen3_hd128",
-                                           "llama_hd64"));
+                                           "llama_hd64", "qwen3_v5", "qwen2_v5", "llama3_v5", "llama_partial_v5",
+                                           "qwen3_v5_hd128", "llama3_v5_hd64"));
 
 TEST(HfParityErrors, MissingTensorNamesTensorAndFile) {
   // A config that promises more layers than the safetensors holds.

@@ -15,6 +15,7 @@
 
 #include "io/checkpoint.h"
 #include "model/config_load.h"
+#include "model/weights.h"
 #include "util/dequant.h"
 #include "io/gguf.h"
 
@@ -149,8 +150,11 @@ struct TempDir {
 
 // A 1-layer llama (hidden 8, 2 heads of 4, 1 KV head, ffn 16, vocab 10, untied)
 // written as safetensors; every tensor F32 except k_proj (BF16). Values: index * 0.5 + tensor id.
-void write_hf_llama(const fs::path& dir, bool with_lm_head, const std::string& bad_shape_tensor = "") {
-  const std::vector<std::pair<std::string, std::vector<int64_t>>> tensors = {
+// `extra` tensors (F32) are appended.
+using Shapes = std::vector<std::pair<std::string, std::vector<int64_t>>>;
+void write_hf_llama(const fs::path& dir, bool with_lm_head, const std::string& bad_shape_tensor = "",
+                    const Shapes& extra = {}) {
+  Shapes tensors = {
       {"model.embed_tokens.weight", {10, 8}},
       {"model.layers.0.input_layernorm.weight", {8}},
       {"model.layers.0.self_attn.q_proj.weight", {8, 8}},
@@ -164,6 +168,7 @@ void write_hf_llama(const fs::path& dir, bool with_lm_head, const std::string& b
       {"model.norm.weight", {8}},
       {"lm_head.weight", {10, 8}},
   };
+  tensors.insert(tensors.end(), extra.begin(), extra.end());
   nlohmann::json header = {{"__metadata__", {{"format", "pt"}}}};
   std::vector<uint8_t> data;
   int id = 0;
@@ -231,6 +236,59 @@ TEST(Checkpoint, HfDirectoryTiedAndWrongShape) {
   std::vector<float> buf(17 * 8);
   expect_error([&] { ck.read_f32("model.layers.0.mlp.up_proj.weight", buf.data(), {16, 8}); },
                {(t.path / "model.safetensors").string(), "model.layers.0.mlp.up_proj.weight", "[16, 8]", "[17, 8]"});
+}
+
+// check_weights: what loading checks, before anything is read (kinfer info runs it too).
+TEST(CheckWeights, WrongShapeNamesTensorFileAndShapes) {
+  TempDir t;
+  write_hf_llama(t.path, true, "model.layers.0.self_attn.q_proj.weight");
+  const Checkpoint ck = open_checkpoint(t.path.string());
+  const ModelConfig cfg = load_config(ck);
+  expect_error([&] { check_weights(ck, cfg); },
+               {(t.path / "model.safetensors").string(), "model.layers.0.self_attn.q_proj.weight", "[8, 8]", "[9, 8]"});
+  auto be = make_cpu_backend(1);
+  expect_error([&] { load_weights(ck, cfg, *be); }, {"model.layers.0.self_attn.q_proj.weight", "[9, 8]"});
+}
+
+TEST(CheckWeights, GoodCheckpointsPass) {
+  TempDir t;
+  write_hf_llama(t.path, true);
+  const Checkpoint ck = open_checkpoint(t.path.string());
+  check_weights(ck, load_config(ck));
+  for (const char* g : {"tiny_llama.gguf", "tiny_qwen2.gguf", "tiny_qwen3.gguf"}) {
+    const Checkpoint gk = open_checkpoint(kDir + g);
+    check_weights(gk, load_config(gk));
+  }
+}
+
+TEST(CheckWeights, TensorTheModelWouldIgnoreIsAnError) {
+  TempDir t;
+  write_hf_llama(t.path, true, "", {{"model.layers.0.self_attn.o_proj.bias", {8}}});
+  const Checkpoint ck = open_checkpoint(t.path.string());
+  expect_error([&] { check_weights(ck, load_config(ck)); },
+               {(t.path / "model.safetensors").string(), "model.layers.0.self_attn.o_proj.bias", "[8]", "not used"});
+  // ignored as transformers ignores them: old rotary buffers
+  TempDir u;
+  write_hf_llama(u.path, true, "", {{"model.layers.0.self_attn.rotary_emb.inv_freq", {2}}});
+  const Checkpoint uk = open_checkpoint(u.path.string());
+  check_weights(uk, load_config(uk));
+}
+
+TEST(CheckWeights, MissingLmHeadExplainsTheTieDefault) {
+  TempDir t;
+  write_hf_llama(t.path, false);
+  nlohmann::json cfg = nlohmann::json::parse(std::ifstream(t.path / "config.json"));
+  cfg.erase("tie_word_embeddings");
+  std::ofstream(t.path / "config.json") << cfg.dump();
+  const Checkpoint ck = open_checkpoint(t.path.string());
+  expect_error([&] { check_weights(ck, load_config(ck)); }, {t.path.string(), "lm_head.weight", "tie_word_embeddings"});
+  // a tied model that stores lm_head anyway is fine (transformers ignores it too)
+  cfg["tie_word_embeddings"] = true;
+  TempDir u;
+  write_hf_llama(u.path, true);
+  std::ofstream(u.path / "config.json") << cfg.dump();
+  const Checkpoint uk = open_checkpoint(u.path.string());
+  check_weights(uk, load_config(uk));
 }
 
 TEST(Checkpoint, DefaultModelResolution) {

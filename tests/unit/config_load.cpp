@@ -4,6 +4,7 @@
 
 #include "test_util.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -145,6 +146,174 @@ TEST(HfConfig, Errors) {
                {"c.json", "hidden_act", "gelu"});
   expect_error([&] { parse_hf_config("{oops", "c.json"); }, {"c.json", "JSON"});
   expect_error([&] { load_hf_config("/nonexistent/dir"); }, {"/nonexistent/dir"});
+}
+
+// ---- transformers >= 5: RoPE in rope_parameters; defaults recorded ----------------
+
+// Qwen3-0.6B as transformers 5 saves it: no top-level rope_theta.
+const char* kQwen3V5 = R"({
+  "architectures": ["Qwen3ForCausalLM"], "head_dim": 128, "hidden_act": "silu", "hidden_size": 1024,
+  "intermediate_size": 3072, "max_position_embeddings": 40960, "model_type": "qwen3",
+  "num_attention_heads": 16, "num_hidden_layers": 28, "num_key_value_heads": 8, "rms_norm_eps": 1e-06,
+  "rope_parameters": {"rope_theta": 1000000.0, "rope_type": "default"},
+  "tie_word_embeddings": true, "vocab_size": 151936})";
+
+// kQwen3V5 with `from` replaced by `to` (which must occur).
+std::string v5_with(const std::string& from, const std::string& to) {
+  std::string t = kQwen3V5;
+  const size_t at = t.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  return at == std::string::npos ? t : t.replace(at, from.size(), to);
+}
+const std::string kV5Rope = R"("rope_parameters": {"rope_theta": 1000000.0, "rope_type": "default"})";
+
+TEST(HfConfigV5, RopeParametersOnly) {
+  const ModelConfig c = parse_hf_config(kQwen3V5, "q.json");
+  EXPECT_FLOAT_EQ(c.rope_theta, 1e6f);  // not the 10000 of a loader reading only the top level
+  EXPECT_EQ(c.rope_scaling.type, RopeScalingType::None);
+  EXPECT_EQ(c.rope_dim(), 128);
+  EXPECT_TRUE(c.defaulted.empty()) << c.defaulted.size();
+}
+
+TEST(HfConfigV5, BothLayoutsAgree) {
+  // transformers 4 writes an int theta, 5 a float: the same value.
+  const ModelConfig c = parse_hf_config(v5_with(kV5Rope, kV5Rope + R"(, "rope_theta": 1000000, "rope_scaling": null)"),
+                                        "q.json");
+  EXPECT_FLOAT_EQ(c.rope_theta, 1e6f);
+  const ModelConfig l = parse_hf_config(
+      v5_with(kV5Rope, R"("rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
+                           "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+          "rope_scaling": {"type": "llama3", "factor": 32, "low_freq_factor": 1.0, "high_freq_factor": 4.0},
+          "rope_theta": 500000)"),
+      "l.json");
+  EXPECT_EQ(l.rope_scaling.type, RopeScalingType::Llama3);
+  EXPECT_FLOAT_EQ(l.rope_scaling.factor, 32.f);
+  EXPECT_EQ(l.rope_scaling.original_max_position, 8192);
+  EXPECT_FLOAT_EQ(l.rope_theta, 5e5f);
+}
+
+TEST(HfConfigV5, DisagreementNamesBothFieldsAndValues) {
+  expect_error([] { parse_hf_config(v5_with(kV5Rope, kV5Rope + R"(, "rope_theta": 10000.0)"), "q.json"); },
+               {"q.json", "rope_parameters.rope_theta", "1000000.0", "'rope_theta'", "10000.0"});
+  expect_error(
+      [] {
+        parse_hf_config(v5_with(kV5Rope, R"("rope_parameters": {"rope_type": "linear", "factor": 2.0},
+                                            "rope_scaling": {"type": "linear", "factor": 4.0})"),
+                        "q.json");
+      },
+      {"q.json", "rope_parameters.factor", "2.0", "rope_scaling.factor", "4.0"});
+  expect_error(
+      [] {
+        parse_hf_config(v5_with(kV5Rope, R"("rope_parameters": {"rope_type": "default", "rope_theta": 1e6},
+                                            "rope_scaling": {"rope_type": "linear", "factor": 4.0})"),
+                        "q.json");
+      },
+      {"q.json", "rope_parameters.rope_type", "default", "rope_scaling.rope_type", "linear"});
+  // the legacy spelling and the new one inside rope_scaling
+  expect_error([] { parse_hf_config(v5_with(kV5Rope, R"("rope_scaling": {"rope_type": "linear", "type": "llama3", "factor": 2})"), "q.json"); },
+               {"rope_scaling.rope_type", "rope_scaling.type", "llama3"});
+  expect_error([] { parse_hf_config(v5_with(kV5Rope, R"("rope_parameters": {"rope_theta": 1e6, "partial_rotary_factor": 0.5}, "partial_rotary_factor": 0.25)"), "q.json"); },
+               {"rope_parameters.partial_rotary_factor", "0.5", "'partial_rotary_factor'", "0.25"});
+}
+
+TEST(HfConfigV5, UnsupportedRopeTypesNameFieldAndValue) {
+  for (const char* type : {"yarn", "dynamic", "longrope", "proportional"}) {
+    const std::string t = type;
+    expect_error([&] { parse_hf_config(v5_with(kV5Rope, R"("rope_parameters": {"rope_theta": 1e6, "factor": 4.0, "rope_type": ")" + t + "\"}"), "q.json"); },
+                 {"q.json", "'rope_parameters.rope_type'", "'" + t + "'", "not supported"});
+    expect_error([&] { parse_hf_config(v5_with(kV5Rope, R"("rope_theta": 1e6, "rope_scaling": {"factor": 4.0, "type": ")" + t + "\"}"), "q.json"); },
+                 {"q.json", "'rope_scaling.type'", "'" + t + "'", "not supported"});
+  }
+  expect_error([] { parse_hf_config(v5_with(kV5Rope, R"("rope_parameters": {"full_attention": {"rope_type": "default"}})"), "q.json"); },
+               {"q.json", "rope_parameters.full_attention", "per layer type"});
+  expect_error([] { parse_hf_config(v5_with(kV5Rope, R"("rope_parameters": [1])"), "q.json"); }, {"q.json", "rope_parameters"});
+}
+
+TEST(HfConfigV5, ScalingFieldsRequiredAsTransformersRequires) {
+  expect_error([] { parse_hf_config(v5_with(kV5Rope, R"("rope_parameters": {"rope_type": "linear", "rope_theta": 1e6})"), "q.json"); },
+               {"q.json", "rope_parameters.rope_type", "linear", "needs field 'factor'"});
+  expect_error([] { parse_hf_config(v5_with(kV5Rope, R"("rope_parameters": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0})"), "q.json"); },
+               {"q.json", "llama3", "needs field 'high_freq_factor'"});
+  // transformers fills original_max_position_embeddings from max_position_embeddings; so do we, recording it.
+  const ModelConfig c = parse_hf_config(
+      v5_with(kV5Rope, R"("rope_parameters": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "rope_theta": 5e5})"),
+      "q.json");
+  EXPECT_EQ(c.rope_scaling.original_max_position, 40960);
+  EXPECT_TRUE(c.was_defaulted("original_max_position_embeddings"));
+  EXPECT_FALSE(c.was_defaulted("rope_theta"));
+  const ModelConfig lin = parse_hf_config(v5_with(kV5Rope, R"("rope_parameters": {"rope_type": "linear", "factor": 2.5})"), "q.json");
+  EXPECT_EQ(lin.rope_scaling.type, RopeScalingType::Linear);
+  EXPECT_FLOAT_EQ(lin.rope_scaling.factor, 2.5f);
+  EXPECT_TRUE(lin.was_defaulted("rope_theta"));  // rope_parameters without a theta
+}
+
+TEST(HfConfigV5, PartialRotaryFactor) {
+  for (const std::string& rope : {std::string(R"("rope_parameters": {"rope_theta": 1e6, "partial_rotary_factor": 0.25})"),
+                                  std::string(R"("rope_theta": 1e6, "partial_rotary_factor": 0.25)")}) {
+    const ModelConfig c = parse_hf_config(v5_with(kV5Rope, rope), "q.json");
+    EXPECT_EQ(c.rotary_dim, 32) << rope;  // 128 * 0.25
+    EXPECT_EQ(c.rope_dim(), 32);
+    // As transformers: the frequencies span the rotated dims only.
+    const std::vector<float> inv = c.rope_inv_freq();
+    ASSERT_EQ(inv.size(), 16u);
+    EXPECT_FLOAT_EQ(inv[0], 1.f);
+    EXPECT_FLOAT_EQ(inv[8], static_cast<float>(1.0 / std::pow(1e6, 16.0 / 32)));
+  }
+  EXPECT_EQ(parse_hf_config(v5_with(kV5Rope, R"("rope_parameters": {"rope_theta": 1e6, "partial_rotary_factor": 1.0})"), "q.json").rope_dim(), 128);
+  for (const char* bad : {"0", "0.0", "1.5", "0.01", "-0.5"}) {
+    expect_error([&] { parse_hf_config(v5_with(kV5Rope, std::string(R"("rope_parameters": {"rope_theta": 1e6, "partial_rotary_factor": )") + bad + "}"), "q.json"); },
+                 {"q.json", "rope_parameters.partial_rotary_factor", bad});
+  }
+  // head_dim 128 * 0.3 = 38.4 -> 38 (truncated as transformers does): even, accepted; 0.33 -> 42; 0.35 -> 44.8 -> 44.
+  EXPECT_EQ(parse_hf_config(v5_with(kV5Rope, R"("rope_parameters": {"rope_theta": 1e6, "partial_rotary_factor": 0.3})"), "q.json").rotary_dim, 38);
+  // an odd rotary width cannot be split in halves
+  expect_error([] { parse_hf_config(v5_with(kV5Rope, R"("rope_parameters": {"rope_theta": 1e6, "partial_rotary_factor": 0.31})"), "q.json"); },
+               {"partial_rotary_factor", "39 rotary dims"});
+}
+
+TEST(HfConfigDefaults, AbsentFieldsTakeTheFamilyDefaultAndAreRecorded) {
+  const char* minimal = R"({"model_type": "%s", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                           "num_attention_heads": 4, "vocab_size": 100})";
+  auto parse = [&](const char* arch) {
+    std::string t = minimal;
+    t.replace(t.find("%s"), 2, arch);
+    return parse_hf_config(t, "m.json");
+  };
+  const std::vector<std::string> all = {"hidden_act", "num_key_value_heads", "head_dim", "max_position_embeddings",
+                                        "rms_norm_eps", "rope_theta", "tie_word_embeddings"};
+  // LlamaConfig: kv heads = heads, head_dim = hidden / heads, 2048 positions.
+  const ModelConfig l = parse("llama");
+  EXPECT_EQ(l.defaulted, all);
+  EXPECT_EQ(l.n_kv_heads, 4);
+  EXPECT_EQ(l.head_dim, 16);
+  EXPECT_EQ(l.max_position, 2048);
+  EXPECT_FLOAT_EQ(l.rms_eps, 1e-6f);
+  EXPECT_FLOAT_EQ(l.rope_theta, 10000.f);
+  EXPECT_FALSE(l.tied_embeddings);
+  // Qwen3Config: 32 kv heads, head_dim 128 (not hidden / heads), 32768 positions.
+  const ModelConfig q3 = parse_hf_config(
+      R"({"model_type": "qwen3", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+          "num_attention_heads": 32, "vocab_size": 100})", "m.json");
+  EXPECT_EQ(q3.defaulted, all);
+  EXPECT_EQ(q3.n_kv_heads, 32);
+  EXPECT_EQ(q3.head_dim, 128);
+  EXPECT_EQ(q3.max_position, 32768);
+  // Qwen2Config: 32 kv heads too, head_dim = hidden / heads; 4 heads over 32 kv heads is an error that says why.
+  expect_error([&] { parse("qwen2"); }, {"m.json", "num_key_value_heads 32", "the family default"});
+  // null kv heads means "as many as the heads" in every family, and is not a default.
+  const ModelConfig qn = parse_hf_config(
+      R"({"model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "num_key_value_heads": null, "vocab_size": 100})", "m.json");
+  EXPECT_EQ(qn.n_kv_heads, 4);
+  EXPECT_EQ(qn.head_dim, 16);
+  EXPECT_FALSE(qn.was_defaulted("num_key_value_heads"));
+  // Published configs give everything.
+  for (const char* full : {kQwen3, kQwen2, kLlama32, kSmol}) {
+    const ModelConfig c = parse_hf_config(full, "c.json");
+    for (const std::string& d : c.defaulted) EXPECT_TRUE(d == "head_dim") << "defaulted " << d;  // Qwen2, SmolLM2: no head_dim
+  }
+  expect_error([] { parse_hf_config(v5_with("\"vocab_size\"", "\"mlp_bias\": true, \"vocab_size\""), "q.json"); },
+               {"q.json", "mlp_bias"});
 }
 
 TEST(HfConfig, LoadFromDirectory) {

@@ -3,6 +3,7 @@
 // thread count, bitwise), and the thread pool.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -35,6 +36,52 @@ std::unique_ptr<Backend> cpu(int threads) {
   CpuOptions o;
   o.n_threads = threads;
   return make_cpu_backend(o);
+}
+
+// token_logprobs: the target's log-softmax and the top k in (value desc, id
+// asc) order, against a brute force; sampled targets (-j-1); ties; k = 0; a
+// vocabulary smaller than k.
+TEST(CpuOps, TokenLogprobsMatchBruteForce) {
+  auto be = cpu(1);
+  const int64_t rows = 3, vocab = 50;
+  std::vector<float> logits = randn(rows * vocab, 11, 2.f);
+  logits[1 * vocab + 7] = logits[1 * vocab + 30] = 9.f;  // a tie at the top: 7 before 30
+  std::vector<int32_t> row = {0, 1, 2, 1}, target = {5, -2, 49, 30}, sampled = {3, 12};
+  for (int k : {0, 1, 5, 20}) {
+    std::vector<float> values((k + 1) * 4, NAN);
+    std::vector<int32_t> ids((k + 1) * 4, -7);
+    be->token_logprobs(view(logits, {rows, vocab}), view(row, {4}), view(target, {4}), view(sampled, {2}), k,
+                       view(values, {4, k + 1}), view(ids, {4, k + 1}));
+    for (int e = 0; e < 4; ++e) {
+      const float* l = logits.data() + row[e] * vocab;
+      double mx = -INFINITY, sum = 0;
+      for (int v = 0; v < vocab; ++v) mx = std::max(mx, double(l[v]));
+      for (int v = 0; v < vocab; ++v) sum += std::exp(l[v] - mx);
+      const double lse = mx + std::log(sum);
+      const int t = target[e] >= 0 ? target[e] : sampled[-target[e] - 1];
+      EXPECT_EQ(ids[e * (k + 1)], t);
+      EXPECT_NEAR(values[e * (k + 1)], l[t] - lse, 1e-5);
+      std::vector<int> order(vocab);
+      for (int v = 0; v < vocab; ++v) order[v] = v;
+      std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return l[a] > l[b]; });
+      for (int j = 0; j < k; ++j) {
+        EXPECT_EQ(ids[e * (k + 1) + 1 + j], order[j]) << "entry " << e << " rank " << j << " k " << k;
+        EXPECT_NEAR(values[e * (k + 1) + 1 + j], l[order[j]] - lse, 1e-5);
+      }
+    }
+  }
+  // Fewer tokens than k: the rest is -inf / -1.
+  std::vector<float> small = {0.f, 1.f};
+  std::vector<int32_t> r0 = {0}, t0 = {0};
+  std::vector<float> values(4);
+  std::vector<int32_t> ids(4);
+  be->token_logprobs(view(small, {1, 2}), view(r0, {1}), view(t0, {1}), view(t0, {1}), 3, view(values, {1, 4}),
+                     view(ids, {1, 4}));
+  EXPECT_EQ(ids[1], 1);
+  EXPECT_EQ(ids[2], 0);
+  EXPECT_EQ(ids[3], -1);
+  EXPECT_TRUE(std::isinf(values[3]));
+  EXPECT_NEAR(values[1] - values[2], 1.f, 1e-6);
 }
 
 TEST(CpuOps, MatmulMatchesDoubleReference) {

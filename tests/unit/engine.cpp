@@ -385,3 +385,214 @@ TEST(Engine, MemoryStaysFlatOverManyRequests) {
   }
   EXPECT_EQ(finished, 100000);
 }
+
+// ---- logprobs, echo, thinking budget, per-request policy and KV reads ----------
+
+namespace {
+
+// log-softmax of a logits row in double.
+std::vector<double> log_softmax(const float* l, int vocab) {
+  double mx = -INFINITY, sum = 0;
+  for (int v = 0; v < vocab; ++v) mx = std::max(mx, double(l[v]));
+  for (int v = 0; v < vocab; ++v) sum += std::exp(l[v] - mx);
+  std::vector<double> out(vocab);
+  for (int v = 0; v < vocab; ++v) out[v] = l[v] - mx - std::log(sum);
+  return out;
+}
+
+FinishedRequest run_one(EngineConfig cfg, const Request& r) {
+  Engine e(fx().model, *fx().be, cfg);
+  e.submit(r);
+  e.run();
+  std::vector<FinishedRequest> done = e.take_finished();
+  EXPECT_EQ(done.size(), 1u);
+  EXPECT_EQ(e.kv_pages_used(), 0);
+  return done.empty() ? FinishedRequest{} : std::move(done[0]);
+}
+
+}  // namespace
+
+// Every generated token's logprob and top k are the log-softmax of the logits
+// the sampler saw (recomputed here with the step driver), for each sample of a
+// Best-of-N request, with overlap and graphs on or off.
+TEST(Engine, LogprobsOfSampledTokensMatchTheLogits) {
+  Request r = request(9, 50, 3, 12);
+  r.logprobs = 4;
+  for (auto mode : {EngineConfig::Mode::Off, EngineConfig::Mode::Always}) {
+    EngineConfig c = config(AttnKind::Dense, 400);
+    c.overlap = mode;
+    c.graphs = mode;
+    const FinishedRequest f = run_one(c, r);
+    ASSERT_EQ(f.samples.size(), 3u);
+    for (const SampleResult& s : f.samples) {
+      ASSERT_EQ(s.logprobs.size(), s.tokens.size());
+      test::StepDriver d(fx().model, *fx().be, 1, 64, 4);
+      std::vector<float> logits = d.prefill(0, std::vector<int32_t>(r.prompt.begin(), r.prompt.end()), false);
+      for (size_t t = 0; t < s.tokens.size(); ++t) {
+        const std::vector<double> ls = log_softmax(logits.data(), 97);
+        const TokenLogprob& lp = s.logprobs[t];
+        EXPECT_EQ(lp.token, s.tokens[t]);
+        EXPECT_NEAR(lp.logprob, ls[s.tokens[t]], 1e-4);
+        ASSERT_EQ(lp.top.size(), 4u);
+        for (size_t j = 0; j < 4; ++j) {
+          EXPECT_NEAR(lp.top[j].second, ls[lp.top[j].first], 1e-4);
+          if (j > 0) {
+            EXPECT_GE(lp.top[j - 1].second, lp.top[j].second);
+          }
+        }
+        EXPECT_NEAR(lp.top[0].second, *std::max_element(ls.begin(), ls.end()), 1e-4);
+        if (t + 1 < s.tokens.size()) logits = d.decode({s.tokens[t]});
+      }
+    }
+  }
+}
+
+// echo: every prompt token after the first gets its logprob from the previous
+// row's logits, once, across prefill chunks smaller than the prompt (a small
+// echo budget) and across preemption; max_tokens 0 generates nothing.
+TEST(Engine, PromptLogprobsForScoring) {
+  Request r = request(37, 51, 1, 0);
+  r.prompt_logprobs = true;
+  r.logprobs = 2;
+  test::StepDriver d(fx().model, *fx().be, 1, 64, 4);
+  const std::vector<float> all = d.prefill(0, std::vector<int32_t>(r.prompt.begin(), r.prompt.end()), true);
+  for (int echo_rows : {128, 5}) {
+    EngineConfig c = config(AttnKind::Dense, 400);
+    c.max_echo_rows = echo_rows;
+    const FinishedRequest f = run_one(c, r);
+    ASSERT_EQ(f.samples.size(), 1u);
+    EXPECT_TRUE(f.samples[0].tokens.empty());
+    EXPECT_EQ(f.samples[0].stop, StopReason::Length);
+    ASSERT_EQ(f.prompt_logprobs.size(), r.prompt.size() - 1);
+    for (size_t p = 0; p + 1 < r.prompt.size(); ++p) {
+      const std::vector<double> ls = log_softmax(all.data() + p * 97, 97);
+      EXPECT_EQ(f.prompt_logprobs[p].token, r.prompt[p + 1]);
+      EXPECT_NEAR(f.prompt_logprobs[p].logprob, ls[r.prompt[p + 1]], 1e-4) << "position " << p + 1;
+      EXPECT_EQ(f.prompt_logprobs[p].top.size(), 2u);
+    }
+  }
+  // With generation, preemption and other requests: the same prompt logprobs and tokens.
+  Request g = request(37, 51, 2, 20);
+  g.prompt_logprobs = true;
+  Engine big(fx().model, *fx().be, config(AttnKind::Dense, 400));
+  Engine small(fx().model, *fx().be, config(AttnKind::Dense, 24, 16));
+  std::vector<FinishedRequest> res[2];
+  int i = 0;
+  for (Engine* e : {&big, &small}) {
+    e->submit(request(20, 52, 2, 25));
+    e->submit(g);
+    e->run();
+    res[i++] = e->take_finished();
+  }
+  EXPECT_GT(small.stats().preemptions, 0);
+  ASSERT_EQ(res[0].size(), 2u);
+  ASSERT_EQ(res[1].size(), 2u);
+  auto of = [](std::vector<FinishedRequest>& v, int64_t id) -> FinishedRequest& {
+    return v[0].id == id ? v[0] : v[1];
+  };
+  const FinishedRequest &a = of(res[0], 1), &b = of(res[1], 1);
+  ASSERT_EQ(b.prompt_logprobs.size(), r.prompt.size() - 1);
+  for (size_t p = 0; p < b.prompt_logprobs.size(); ++p) {
+    EXPECT_EQ(a.prompt_logprobs[p].logprob, b.prompt_logprobs[p].logprob);
+    EXPECT_TRUE(b.prompt_logprobs[p].top.empty());
+  }
+  for (int j = 0; j < 2; ++j) EXPECT_EQ(a.samples[j].tokens, b.samples[j].tokens);
+}
+
+// Budget forcing: after `budget` tokens without </think> the next token is
+// </think>; the samples agree with an unforced run up to the cut; a sample
+// that closed thinking itself is left alone. With overlap the decision cannot
+// see the token in flight: a </think> generated as token budget - 1 gets a
+// second one (documented in Request).
+TEST(Engine, ThinkingBudgetForcesTheEndOfThinking) {
+  const int budget = 5;
+  for (uint32_t seed = 60; seed < 90; ++seed) {
+    Request r = request(8, seed, 2, 12);
+    const FinishedRequest base = run_one(config(AttnKind::Dense, 400), r);
+    const std::vector<int>& t0 = base.samples[0].tokens;
+    ASSERT_EQ(t0.size(), 12u);
+    // A token absent from both samples' first budget + 1 tokens: forced at index budget.
+    int absent = -1;
+    for (int v = 0; v < 97 && absent < 0; ++v) {
+      bool seen = false;
+      for (const SampleResult& s : base.samples)
+        for (int i = 0; i <= budget; ++i) seen |= s.tokens[i] == v;
+      if (!seen) absent = v;
+    }
+    // The model's own token budget - 1, not seen before it in sample 0.
+    const int own = t0[budget - 1];
+    if (absent < 0 || std::find(t0.begin(), t0.begin() + budget - 1, own) != t0.begin() + budget - 1) continue;
+    for (auto overlap : {EngineConfig::Mode::Off, EngineConfig::Mode::Always}) {
+      SCOPED_TRACE(overlap == EngineConfig::Mode::Off ? "overlap off" : "overlap on");
+      EngineConfig c = config(AttnKind::Dense, 400);
+      c.overlap = overlap;
+      Request forced = r;
+      forced.thinking_budget = budget;
+      forced.think_end_token = absent;
+      const FinishedRequest f = run_one(c, forced);
+      for (int j = 0; j < 2; ++j) {
+        const SampleResult& s = f.samples[j];
+        EXPECT_EQ(std::vector<int>(s.tokens.begin(), s.tokens.begin() + budget),
+                  std::vector<int>(base.samples[j].tokens.begin(), base.samples[j].tokens.begin() + budget));
+        EXPECT_EQ(s.tokens[budget], absent);
+        EXPECT_EQ(s.thinking_cut, budget);
+      }
+      Request closed = r;  // sample 0 ends thinking itself at token budget - 1
+      closed.thinking_budget = budget;
+      closed.think_end_token = own;
+      const SampleResult s = run_one(c, closed).samples[0];
+      if (overlap == EngineConfig::Mode::Off) {
+        EXPECT_EQ(s.tokens, t0);
+        EXPECT_EQ(s.thinking_cut, -1);
+      } else {
+        EXPECT_EQ(std::vector<int>(s.tokens.begin(), s.tokens.begin() + budget),
+                  std::vector<int>(t0.begin(), t0.begin() + budget));
+        EXPECT_EQ(s.tokens[budget], own);  // the duplicate
+        EXPECT_EQ(s.thinking_cut, budget);
+      }
+    }
+    return;
+  }
+  FAIL() << "no seed gave a usable sample";
+}
+
+// A dense run serving a block top-k request: the sparse request replays its
+// generated tokens row by row under preemption (a prefill chunk would read
+// every page), so its tokens do not change with the pool size; per-request
+// KV reads add up to the engine's and the sparse request reads less.
+TEST(Engine, PerRequestPolicyIsExactUnderPreemptionAndCountsItsReads) {
+  std::vector<Request> reqs = {request(13, 70, 2, 30), request(22, 71, 2, 28), request(9, 72, 1, 35)};
+  AttnPolicy sparse;
+  sparse.kind = AttnKind::BlockTopK;
+  sparse.topk_pages = 1;
+  sparse.local_pages = 1;
+  reqs[1].policy = sparse;
+  reqs[2].policy = sparse;
+  EngineStats sb, ss;
+  const Outputs big = run_all(config(AttnKind::Dense, 400), reqs, &sb);
+  const Outputs small = run_all(config(AttnKind::Dense, 20, 16), reqs, &ss);
+  EXPECT_GT(ss.preemptions, 0);
+  expect_same(big, small);
+  // The sparse policy changed the tokens (it is really applied).
+  std::vector<Request> dense_only = reqs;
+  dense_only[1].policy.reset();
+  EXPECT_NE(run_all(config(AttnKind::Dense, 400), dense_only)[1][0].tokens, big[1][0].tokens);
+
+  Request d = request(30, 73, 1, 30), b = d;
+  b.policy = sparse;
+  Engine e(fx().model, *fx().be, config(AttnKind::Dense, 400));
+  const int64_t id_d = e.submit(d), id_b = e.submit(b);
+  e.run();
+  int64_t sum = 0, bytes_d = 0, bytes_b = 0;
+  for (const FinishedRequest& f : e.take_finished()) {
+    sum += f.kv_bytes_read;
+    if (f.id == id_d) bytes_d = f.kv_bytes_read;
+    if (f.id == id_b) {
+      bytes_b = f.kv_bytes_read;
+      EXPECT_EQ(f.policy.kind, AttnKind::BlockTopK);
+    }
+  }
+  EXPECT_EQ(sum, e.stats().kv_bytes_read);
+  EXPECT_GT(bytes_b, 0);
+  EXPECT_LT(bytes_b, bytes_d);
+}

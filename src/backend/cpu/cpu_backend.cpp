@@ -10,10 +10,12 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <vector>
 #include <fmt/format.h>
 
 #include "backend/cpu/attention.h"
+#include "backend/cpu/host_group.h"
 #include "backend/cpu/matmul.h"
 #include "backend/cpu/packed_weights.h"
 #include "backend/cpu/vector_kernels.h"
@@ -70,6 +72,12 @@ class CpuBackend final : public Backend {
     return out;
   }
 
+  void all_reduce(const Tensor& x) override {
+    if (!group_) return;
+    check_f32(x, "all_reduce", "x");
+    group_->all_reduce(tp_rank_, x.ptr<float>(), x.numel());
+  }
+
   void upload(const Tensor& dst, const void* host) override {
     KF_CHECK(dst.device == Device::CPU, "cpu upload: destination is not a CPU tensor");
     if (dst.data != host) std::memcpy(dst.data, host, dst.nbytes());
@@ -79,12 +87,13 @@ class CpuBackend final : public Backend {
     if (src.data != host) std::memcpy(host, src.data, src.nbytes());
   }
 
-  void fill_uniform(const Tensor& t, uint64_t seed, float lo, float hi) override {
+  void fill_uniform(const Tensor& t, uint64_t seed, float lo, float hi, const FillIndex& at) override {
     check_f32(t, "fill_uniform", "t");
     float* x = static_cast<float*>(t.data);
-    const int64_t n = t.numel();
+    const int64_t n = t.numel(), cols = last_dim(t);
     for (int64_t i = 0; i < n; ++i) {  // the CUDA fill's values, before rounding to bf16
-      uint64_t z = seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(i);
+      const int64_t index = at.full_cols > 0 ? (at.row0 + i / cols) * at.full_cols + at.col0 + i % cols : i;
+      uint64_t z = seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(index);
       z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
       z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
       z ^= z >> 31;
@@ -362,6 +371,60 @@ class CpuBackend final : public Backend {
     }
   }
 
+  // Per entry: log-sum-exp in double over the row, the target's value, and
+  // the top k by (value desc, id asc) through a small insertion list.
+  void token_logprobs(const Tensor& logits, const Tensor& rows, const Tensor& targets, const Tensor& sampled, int k,
+                      const Tensor& values, const Tensor& ids) override {
+    check_f32(logits, "token_logprobs", "logits");
+    KF_CHECK(logits.ndim == 2, "cpu token_logprobs: logits must be [rows, vocab], got {}", logits.shape_str());
+    KF_CHECK(k >= 0 && k <= kMaxTopLogprobs, "token_logprobs: k {} outside [0, {}]", k, kMaxTopLogprobs);
+    const int64_t n_rows = logits.dim(0), vocab = logits.dim(1), m = rows.numel();
+    check_i32(rows, "token_logprobs", "rows", m);
+    check_i32(targets, "token_logprobs", "targets", m);
+    check_f32(values, "token_logprobs", "values");
+    KF_CHECK(values.numel() == m * (k + 1) && ids.numel() == m * (k + 1),
+             "cpu token_logprobs: values/ids must be [{}, {}]", m, k + 1);
+    for (int64_t i = 0; i < m; ++i) {
+      const int32_t row = rows.ptr<int32_t>()[i];
+      int32_t target = targets.ptr<int32_t>()[i];
+      KF_CHECK(row >= 0 && row < n_rows, "cpu token_logprobs: entry {} reads logits row {} of {}", i, row, n_rows);
+      if (target < 0) {
+        const int64_t j = -static_cast<int64_t>(target) - 1;
+        KF_CHECK(j < sampled.numel(), "cpu token_logprobs: entry {} takes sampled row {} of {}", i, j, sampled.numel());
+        target = sampled.ptr<int32_t>()[j];
+      }
+      KF_CHECK(target >= 0 && target < vocab, "cpu token_logprobs: target {} outside the vocabulary", target);
+      const float* l = logits.ptr<float>() + row * vocab;
+      float* val = values.ptr<float>() + i * (k + 1);
+      int32_t* id = ids.ptr<int32_t>() + i * (k + 1);
+      float mx = -INFINITY;
+      for (int64_t v = 0; v < vocab; ++v) mx = std::max(mx, l[v]);
+      double sum = 0;
+      for (int64_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(l[v]) - mx);
+      const double lse = mx + std::log(sum);
+      val[0] = static_cast<float>(l[target] - lse);
+      id[0] = target;
+      float top_l[kMaxTopLogprobs];
+      int32_t top_i[kMaxTopLogprobs];
+      int have = 0;  // the best `have` logits so far, best first (equal values: lower id first)
+      for (int64_t v = 0; v < vocab && k > 0; ++v) {
+        const float x = l[v];
+        if (have == k && !(x > top_l[k - 1])) continue;
+        int at = have < k ? have++ : k - 1;
+        for (; at > 0 && x > top_l[at - 1]; --at) {
+          top_l[at] = top_l[at - 1];
+          top_i[at] = top_i[at - 1];
+        }
+        top_l[at] = x;
+        top_i[at] = static_cast<int32_t>(v);
+      }
+      for (int j = 0; j < k; ++j) {  // a vocabulary smaller than k leaves -inf / -1
+        val[j + 1] = j < have ? static_cast<float>(top_l[j] - lse) : -INFINITY;
+        id[j + 1] = j < have ? top_i[j] : -1;
+      }
+    }
+  }
+
   void copy_rows(const Tensor& t, const Tensor& src, const Tensor& dst) override {
     KF_CHECK(t.device == Device::CPU && t.ndim == 2 && t.is_contiguous(), "cpu copy_rows: t must be a 2-D CPU tensor");
     const int64_t n = src.numel(), rows = t.dim(0);
@@ -373,6 +436,18 @@ class CpuBackend final : public Backend {
       const int32_t a = src.ptr<int32_t>()[i], b = dst.ptr<int32_t>()[i];
       KF_CHECK(a >= 0 && a < rows && b >= 0 && b < rows, "cpu copy_rows: {} -> {} outside [0, {})", a, b, rows);
       if (a != b) std::memcpy(base + b * row_bytes, base + a * row_bytes, row_bytes);
+    }
+  }
+
+ protected:
+  void form_tp_group(const std::vector<Backend*>& ranks) override {
+    auto group = std::make_shared<HostGroup>(static_cast<int>(ranks.size()));
+    for (size_t i = 0; i < ranks.size(); ++i) {
+      auto* cpu = dynamic_cast<CpuBackend*>(ranks[i]);
+      KF_CHECK(cpu != nullptr, "tensor parallelism: {} cannot join a group of CPU backends", ranks[i]->name());
+      cpu->group_ = group;
+      cpu->tp_rank_ = static_cast<int>(i);
+      cpu->tp_size_ = static_cast<int>(ranks.size());
     }
   }
 
@@ -397,6 +472,7 @@ class CpuBackend final : public Backend {
   std::vector<uint8_t> plain_row_;  // embed: a row of an interleaved table as plain blocks (grow-only)
   std::vector<int> history_;     // a sequence's tokens for its penalties (grow-only)
   std::vector<float> k_tmp_, v_tmp_;  // qkv_rope_write's split k and v (grow-only)
+  std::shared_ptr<HostGroup> group_;  // tensor parallelism (make_tp_group), shared by the ranks
 };
 
 }  // namespace

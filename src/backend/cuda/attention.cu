@@ -69,7 +69,16 @@ struct DecodeParams {
   int n_seqs, max_pages, n_heads, n_kv_heads, page_size, splits;
   int by_seq;        // 1: block slot = sequence, multi-row sequences skipped (prefill.cu)
   float scale_log2;  // softmax scale * log2(e): logits live in base 2
+  // Per-sequence policies (AttnArgs::seq_policy) or null. skip_selecting: this
+  // launch serves dense sequences only (the fused sparse kernel serves the others).
+  const int32_t* seq_policy;
+  int skip_selecting;
 };
+
+// Whether sequence s of a batch reads a page list (a selecting policy).
+__device__ __forceinline__ bool selecting(const int32_t* seq_policy, int s, bool all_select) {
+  return seq_policy ? seq_policy[3 * s] != static_cast<int>(AttnKind::Dense) : all_select;
+}
 
 // What one (row, KV head) reads: logical pages list[0..n_items) (or 0..n_items)
 // of a sequence whose causal length is T.
@@ -283,10 +292,12 @@ __global__ void __launch_bounds__(kWarps * 32, MINB) decode_kernel(DecodeParams 
   const int s = p.by_seq ? slot : seq_of_row(p.q_start, p.n_seqs, slot);
   const int q0 = p.q_start[s], rows = p.q_start[s + 1] - q0;
   if (p.by_seq && rows != 1) return;  // empty, or a prefill chunk (prefill.cu)
+  const bool sel = rows == 1 && selecting(p.seq_policy, s, p.list != nullptr);
+  if (p.skip_selecting && sel) return;  // the fused sparse kernel serves it
   const int r = p.by_seq ? q0 : slot;
   const int P = p.page_size, Hkv = p.n_kv_heads;
   const int64_t pair = static_cast<int64_t>(s) * Hkv + h;
-  const bool use_list = p.list != nullptr && rows == 1;
+  const bool use_list = p.list != nullptr && sel;
   RowPages rp;
   rp.pt = p.table + static_cast<int64_t>(s) * p.max_pages;
   rp.T = p.ctx_len[s] - rows + (r - q0) + 1;  // causal length of this row
@@ -317,6 +328,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectPara
   __shared__ float sm_m[NW][G], sm_l[NW][G];
   const int s = blockIdx.x, h = blockIdx.y;
   const int warp = threadIdx.x >> 5, c = (threadIdx.x & 31) % (D / 8);
+  if (!selecting(sp.seq_policy, s, true)) return;  // a dense sequence: the split-K kernel serves it
   select_pages<D, NW * 32>(sp, s, h, sel);
   __syncthreads();  // the list (global memory) is complete
   const int q0 = p.q_start[s], rows = p.q_start[s + 1] - q0;
@@ -351,7 +363,7 @@ __global__ void __launch_bounds__(kSelThreads) select_kernel(SelectParams p) {
 // One block per (slot, head): merge the splits' partials. Slot = row, or
 // sequence when by_seq (then only single-row sequences have partials).
 __global__ void reduce_kernel(const float* part_acc, const float* part_ml, bf16_t* out, int splits, int D,
-                              const int32_t* q_start, int by_seq, int n_heads) {
+                              const int32_t* q_start, int by_seq, int n_heads, const int32_t* skip_policy) {
   const int64_t rh = blockIdx.x;  // partial index: slot * n_heads + head
   int64_t orow = rh / n_heads;
   if (by_seq) {
@@ -359,6 +371,9 @@ __global__ void reduce_kernel(const float* part_acc, const float* part_ml, bf16_
     if (q_start[s + 1] - q_start[s] != 1) return;
     orow = q_start[s];
   }
+  // Mixed policies, pure decode (slot = row = sequence): rows of selecting
+  // sequences were written by the fused sparse kernel.
+  if (skip_policy && skip_policy[3 * orow] != static_cast<int>(AttnKind::Dense)) return;
   const int64_t oh = orow * n_heads + rh % n_heads;
   const float* ml = part_ml + rh * splits * 2;
   const float* pa = part_acc + rh * splits * D;
@@ -379,11 +394,12 @@ __global__ void reduce_kernel(const float* part_acc, const float* part_ml, bf16_
 // PageSelection output: physical pages each (sequence, KV head) read, -1 padded.
 __global__ void write_selection_kernel(const int32_t* q_start, const int32_t* ctx_len, const int32_t* table,
                                        const int32_t* list, const int32_t* list_count, int max_pages,
-                                       int n_kv_heads, int page_size, int32_t* sel_pages, int32_t* sel_counts) {
+                                       int n_kv_heads, int page_size, const int32_t* seq_policy, int32_t* sel_pages,
+                                       int32_t* sel_counts) {
   const int s = blockIdx.x, h = blockIdx.y;
   const int64_t pair = static_cast<int64_t>(s) * n_kv_heads + h;
   const int rows = q_start[s + 1] - q_start[s];
-  const bool use_list = list != nullptr && rows == 1;
+  const bool use_list = list != nullptr && rows == 1 && selecting(seq_policy, s, true);
   const int count = use_list ? list_count[pair] : rows > 0 ? (ctx_len[s] + page_size - 1) / page_size : 0;
   const int32_t* pt = table + static_cast<int64_t>(s) * max_pages;
   for (int i = threadIdx.x; i < max_pages; i += blockDim.x)
@@ -431,8 +447,10 @@ void check_attention_shape(int head_dim, int group) {
 }
 
 // A pure decode batch (one row per sequence, as far as the host can tell)
-// under a selecting policy takes the fused select+attend kernel.
-static bool fused_sparse(const AttnArgs& a) { return a.kind != 0 && a.n_rows == a.n_seqs; }
+// under a selecting policy takes the fused select+attend kernel; with mixed
+// policies, the selecting sequences do (and the split-K kernel the dense ones).
+static bool mixed(const AttnArgs& a) { return a.seq_policy != nullptr; }
+static bool fused_sparse(const AttnArgs& a) { return (mixed(a) || a.kind != AttnKind::Dense) && a.n_rows == a.n_seqs; }
 // More rows than sequences: some sequence has several rows, so prefill.cu
 // runs and the decode kernel takes one slot per sequence (single-row ones only).
 static bool has_prefill(const AttnArgs& a) { return a.n_rows > a.n_seqs; }
@@ -440,7 +458,7 @@ static bool has_prefill(const AttnArgs& a) { return a.n_rows > a.n_seqs; }
 ScratchSize attention_scratch(const AttnArgs& a, int num_sms) {
   ScratchSize z;
   const int Hkv = a.kv.n_kv_heads, P = a.kv.page_size, D = a.kv.head_dim;
-  const bool selects = a.kind != 0, by_token = a.kind == 3;
+  const bool selects = mixed(a) || a.kind != AttnKind::Dense, by_token = a.kind == AttnKind::TopK;
   if (selects) {
     const int64_t n_pairs = static_cast<int64_t>(a.n_seqs) * Hkv;
     z.list = n_pairs * a.max_pages;
@@ -448,7 +466,7 @@ ScratchSize attention_scratch(const AttnArgs& a, int num_sms) {
     z.list_mask = by_token ? n_pairs * a.max_pages : 0;
     z.keys = n_pairs * a.max_pages * (by_token ? P : 1);
   }
-  if (fused_sparse(a)) return z;  // one block per (sequence, KV head), no splits
+  if (fused_sparse(a) && !mixed(a)) return z;  // one block per (sequence, KV head), no splits
   // Splits: enough blocks for ~8 waves (short tail), at least 4 tiles per warp.
   const int tiles = a.max_pages * ((P + kTile - 1) / kTile);
   const int slots = has_prefill(a) ? a.n_seqs : a.n_rows;  // decode kernel slots (rows or sequences)
@@ -467,16 +485,17 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
   const int Hkv = a.kv.n_kv_heads, P = a.kv.page_size, D = a.kv.head_dim;
   const int G = a.n_heads / Hkv;
   check_attention_shape(D, G);
-  KF_CHECK(a.kind != 3 || P <= 32, "topk attention on CUDA needs page_size <= 32 (got {})", P);
+  KF_CHECK(a.kind != AttnKind::TopK || P <= 32, "topk attention on CUDA needs page_size <= 32 (got {})", P);
+  KF_CHECK(!mixed(a) || a.kind != AttnKind::TopK, "the topk oracle cannot share a batch with other policies");
   if (a.n_seqs == 0) return;
   const ScratchSize z = attention_scratch(a, num_sms);
-  const bool selects = a.kind != 0;
+  const bool selects = mixed(a) || a.kind != AttnKind::Dense;
   SelectParams sp{};
   sp.q = a.q;
   sp.k = a.kv.k;
   sp.summary = a.kv.summary;
   sp.summary_bf16 = a.kv.summary_bf16;
-  sp.by_token = a.kind == 3;
+  sp.by_token = a.kind == AttnKind::TopK;
   sp.q_start = a.q_start;
   sp.ctx_len = a.ctx_len;
   sp.table = a.page_table;
@@ -486,7 +505,8 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
   sp.n_kv_heads = Hkv;
   sp.page_size = P;
   sp.local_pages = a.local_pages;
-  sp.topk_pages = a.kind == 1 ? 0 : a.topk_pages;  // local = blocktopk with k = 0
+  sp.topk_pages = a.kind == AttnKind::Local ? 0 : a.topk_pages;  // local = blocktopk with k = 0
+  sp.seq_policy = a.seq_policy;
   sp.keys = s.keys;
   sp.key_cap = static_cast<int64_t>(a.max_pages) * (sp.by_token ? P : 1);
   sp.list = s.list;
@@ -502,7 +522,7 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
   dp.table = a.page_table;
   dp.list = selects ? s.list : nullptr;
   dp.list_count = selects ? s.list_count : nullptr;
-  dp.list_mask = a.kind == 3 ? s.list_mask : nullptr;
+  dp.list_mask = a.kind == AttnKind::TopK ? s.list_mask : nullptr;
   dp.part_acc = s.part_acc;
   dp.part_ml = s.part_ml;
   dp.n_seqs = a.n_seqs;
@@ -513,12 +533,30 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
   dp.splits = z.splits;
   dp.by_seq = has_prefill(a) ? 1 : 0;
   dp.scale_log2 = a.scale * kLog2e;
+  dp.seq_policy = a.seq_policy;
+  dp.skip_selecting = 0;
 
   if (fused_sparse(a)) {
     const dim3 grid(a.n_seqs, Hkv);
     if (D == 64) launch_grouped<64, SparseDecode>(G, grid, st, sp, dp);
     else launch_grouped<128, SparseDecode>(G, grid, st, sp, dp);
     check_launch("attention sparse decode");
+    if (mixed(a)) {  // the dense sequences of the batch, split-K
+      DecodeParams dd = dp;
+      dd.list = nullptr;
+      dd.list_count = nullptr;
+      dd.list_mask = nullptr;
+      dd.skip_selecting = 1;
+      const dim3 dgrid(static_cast<unsigned>(a.n_rows) * z.splits, Hkv);
+      if (D == 64) launch_grouped<64, Decode>(G, dgrid, st, dd);
+      else launch_grouped<128, Decode>(G, dgrid, st, dd);
+      check_launch("attention decode (dense sequences)");
+      if (z.splits > 1) {
+        reduce_kernel<<<static_cast<unsigned>(a.n_rows) * a.n_heads, D, 0, st>>>(
+            s.part_acc, s.part_ml, a.out, z.splits, D, a.q_start, 0, a.n_heads, a.seq_policy);
+        check_launch("attention reduce (dense sequences)");
+      }
+    }
   } else {
     if (selects) {
       const dim3 grid(a.n_seqs, Hkv);
@@ -534,7 +572,7 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
       check_launch("attention decode");
       if (z.splits > 1) {
         reduce_kernel<<<static_cast<unsigned>(slots) * a.n_heads, D, 0, st>>>(s.part_acc, s.part_ml, a.out, z.splits,
-                                                                               D, a.q_start, dp.by_seq, a.n_heads);
+                                                                               D, a.q_start, dp.by_seq, a.n_heads, nullptr);
         check_launch("attention reduce");
       }
     }
@@ -543,7 +581,8 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
   if (a.sel_pages) {
     write_selection_kernel<<<dim3(a.n_seqs, Hkv), 128, 0, st>>>(a.q_start, a.ctx_len, a.page_table,
                                                                selects ? s.list : nullptr, s.list_count,
-                                                               a.max_pages, Hkv, P, a.sel_pages, a.sel_counts);
+                                                               a.max_pages, Hkv, P, a.seq_policy, a.sel_pages,
+                                                               a.sel_counts);
     check_launch("attention selection output");
   }
 }

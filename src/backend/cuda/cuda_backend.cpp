@@ -4,6 +4,16 @@
 // a decode step can be captured into a CUDA graph. Scratch (attention splits,
 // page lists) grows on first use and is reused, so steady-state steps do not
 // allocate.
+//
+// Devices: allocation binds the backend's GPU by itself; every other call
+// (streams, events, cuBLASLt, graphs, kernel launches) runs on the calling
+// thread's current device, which must be this backend's: a thread that drives
+// it calls bind_thread() first (replicas and tensor-parallel ranks run one
+// thread per backend). KINFER_CUDA_SYNC=1 also checks the binding at every op.
+//
+// Tensor parallelism: make_tp_group puts backends in one NCCL communicator
+// (ncclCommInitAll); all_reduce is an in-place ncclAllReduce on the backend's
+// stream, so decode graphs capture it.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 #include <fmt/format.h>
@@ -19,6 +29,7 @@
 #include "backend/backend.h"
 #include "backend/cuda/cuda_util.h"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/nccl.h"
 
 namespace kf {
 
@@ -35,8 +46,21 @@ namespace {
 
 using cuda::bf16_t;
 
+const char* lt_status_name(cublasStatus_t s) {
+  switch (s) {
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "not initialized";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "allocation failed";
+    case CUBLAS_STATUS_INVALID_VALUE: return "invalid value";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "architecture mismatch";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "execution failed (often an earlier kernel's fault: rerun with KINFER_CUDA_SYNC=1)";
+    case CUBLAS_STATUS_INTERNAL_ERROR: return "internal error";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "not supported";
+    default: return "error";
+  }
+}
+
 void check_lt(cublasStatus_t s, const char* what) {
-  if (s != CUBLAS_STATUS_SUCCESS) fail("cuBLASLt error in {}: status {}", what, static_cast<int>(s));
+  if (s != CUBLAS_STATUS_SUCCESS) fail("cuBLASLt {}: {} (status {})", what, lt_status_name(s), static_cast<int>(s));
 }
 
 void need(const Tensor& t, DType dt, const char* what) {
@@ -96,8 +120,8 @@ class CudaBackend final : public Backend {
     lt_ws_ = Buffer(DType::U8, {kLtWorkspace}, *this);
   }
   ~CudaBackend() override {
+    cudaSetDevice(dev_);
     if (stream_) cudaStreamSynchronize(stream_);
-    destroy_graphs();
     plans_.clear();
     if (lt_) cublasLtDestroy(lt_);
     if (stream_) cudaStreamDestroy(stream_);
@@ -106,6 +130,7 @@ class CudaBackend final : public Backend {
   CudaBackend& operator=(const CudaBackend&) = delete;
 
   Device device() const override { return Device::CUDA; }
+  void bind_thread() override { KF_CUDA(cudaSetDevice(dev_)); }
   // On this backend's GPU whatever GPU is current (replicas share a process).
   void* allocate(size_t bytes) override {
     KF_CUDA(cudaSetDevice(dev_));
@@ -139,24 +164,50 @@ class CudaBackend final : public Backend {
     KF_CUDA(cudaMemcpyAsync(dst.data, host, dst.nbytes(), cudaMemcpyHostToDevice, stream_));
   }
   void download(void* host, const Tensor& src) override {
+    download_async(host, src);
+    sync("download");
+  }
+  void download_async(void* host, const Tensor& src) override {
     KF_CHECK(src.device == Device::CUDA, "download: source is not a CUDA tensor");
     KF_CUDA(cudaMemcpyAsync(host, src.data, src.nbytes(), cudaMemcpyDeviceToHost, stream_));
-    KF_CUDA(cudaStreamSynchronize(stream_));
   }
-  void synchronize() override { KF_CUDA(cudaStreamSynchronize(stream_)); }
+  void synchronize() override { sync("synchronize"); }
+  Allocator& pinned() override { return pinned_; }
 
-  void replay(uint64_t key, const std::function<void()>& ops) override {
-    auto it = graphs_.find(key);
-    if (it != graphs_.end() && it->second.generation == scratch_generation_) {
-      KF_CUDA(cudaGraphLaunch(it->second.exec, stream_));
-      return;
+  struct CudaEvent final : Event {
+    cudaEvent_t e = nullptr;
+    ~CudaEvent() override {
+      if (e) cudaEventDestroy(e);
     }
-    if (it != graphs_.end()) {
-      cudaGraphExecDestroy(it->second.exec);
-      graphs_.erase(it);
+  };
+  std::unique_ptr<Event> make_event() override {
+    check_bound("make_event");
+    auto ev = std::make_unique<CudaEvent>();
+    KF_CUDA(cudaEventCreate(&ev->e));
+    return ev;
+  }
+  void record(Event& e) override { KF_CUDA(cudaEventRecord(static_cast<CudaEvent&>(e).e, stream_)); }
+  void wait(Event& e) override {
+    const cudaError_t err = cudaEventSynchronize(static_cast<CudaEvent&>(e).e);
+    if (err != cudaSuccess) fail_fault("waiting for a step", err);
+  }
+  double ms_between(Event& a, Event& b) override {
+    float ms = 0.f;
+    KF_CUDA(cudaEventElapsedTime(&ms, static_cast<CudaEvent&>(a).e, static_cast<CudaEvent&>(b).e));
+    return ms;
+  }
+
+  struct CudaGraph final : Graph {
+    cudaGraphExec_t exec = nullptr;
+    ~CudaGraph() override {
+      if (exec) cudaGraphExecDestroy(exec);
     }
-    // Run once for real (scratch grows and GEMM plans are chosen outside the
-    // capture), then record the same ops; the recording is not executed now.
+  };
+  // Runs the ops once for real (scratch grows and GEMM plans are chosen
+  // outside the capture), then records the same ops; the recording is not
+  // executed now.
+  std::unique_ptr<Graph> record(std::function<void()> ops) override {
+    check_bound("graph recording");
     ops();
     cudaGraph_t graph = nullptr;
     KF_CUDA(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
@@ -172,34 +223,50 @@ class CudaBackend final : public Backend {
     }
     capturing_ = false;
     KF_CUDA(cudaStreamEndCapture(stream_, &graph));
-    Graph g;
-    g.generation = scratch_generation_;
-    const cudaError_t e = cudaGraphInstantiate(&g.exec, graph, 0);
+    auto g = std::make_unique<CudaGraph>();
+    const cudaError_t e = cudaGraphInstantiate(&g->exec, graph, 0);
     cudaGraphDestroy(graph);
     KF_CUDA(e);
-    graphs_[key] = g;
+    return g;
   }
-  void clear_graphs() override { destroy_graphs(); }
+  void replay(Graph& graph) override {
+    auto* g = dynamic_cast<CudaGraph*>(&graph);
+    KF_CHECK(g != nullptr, "{}: replay of a graph recorded by another backend", name_);
+    KF_CUDA(cudaGraphLaunch(g->exec, stream_));
+    if (cuda::sync_checks()) sync("a recorded decode step");
+  }
+  uint64_t scratch_epoch() const override { return scratch_generation_; }
 
-  void fill_uniform(const Tensor& t, uint64_t seed, float lo, float hi) override {
+  void fill_uniform(const Tensor& t, uint64_t seed, float lo, float hi, const FillIndex& at) override {
     need(t, DType::BF16, "fill_uniform");
-    cuda::fill_uniform(bptr(t), t.numel(), seed, lo, hi, stream_);
+    cuda::fill_uniform(bptr(t), t.numel(), seed, lo, hi, stream_, t.ndim > 0 ? t.dim(-1) : 1, at.row0, at.col0,
+                       at.full_cols);
+  }
+
+  void all_reduce(const Tensor& x) override {
+    if (!nccl_) return;
+    OpScope op(this, "all_reduce", [&] { return x.shape_str(); });
+    cuda::nccl_all_reduce(*nccl_, x, stream_);
+    op.done();
   }
 
   void embed(const Tensor& table, const Tensor& ids, const Tensor& out) override {
-    const ProfScope prof(this, "embed");
+    OpScope op(this, "embed", [&] { return fmt::format("ids {} table {}", ids.shape_str(), table.shape_str()); });
     need(table, DType::BF16, "embed table");
     need(ids, DType::I32, "embed ids");
     need(out, DType::BF16, "embed out");
     const int n = static_cast<int>(ids.numel()), d = static_cast<int>(table.dim(-1));
     KF_CHECK(out.numel() == static_cast<int64_t>(n) * d, "embed: out {} != [{}, {}]", out.shape_str(), n, d);
-    cuda::embed(bptr(table), iptr(ids), bptr(out), n, d, stream_);
+    cuda::embed(bptr(table), table.dim(0), iptr(ids), bptr(out), n, d, stream_);
+    op.done();
   }
 
   void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) override {
     need(x, DType::BF16, "matmul x");
     need(w, DType::BF16, "matmul w");
-    need(y, DType::BF16, "matmul y");
+    KF_CHECK(y.dtype == DType::BF16 || y.dtype == DType::F32, "matmul: y must be BF16 or F32, got {}",
+             dtype_name(y.dtype));
+    need(y, y.dtype, "matmul y");
     KF_CHECK(w.ndim == 2, "matmul: w must be 2-D, got {}", w.shape_str());
     const int64_t k = w.dim(1), m = w.dim(0);  // in, out
     KF_CHECK(x.dim(-1) == k, "matmul: x {} does not match w {}", x.shape_str(), w.shape_str());
@@ -208,16 +275,21 @@ class CudaBackend final : public Backend {
     if (bias) {
       need(*bias, DType::BF16, "matmul bias");
       KF_CHECK(bias->numel() == m, "matmul: bias {} != [{}]", bias->shape_str(), m);
+      KF_CHECK(y.dtype == DType::BF16, "matmul: a bias needs a BF16 output");
     }
     if (n == 0) return;
     const int al = alignment({x.data, w.data, y.data, bias ? bias->data : nullptr});
-    const ProfScope prof(this, fmt::format("matmul {}x{}", m, k));
+    OpScope op(this, "matmul", [&] { return fmt::format("{}x{}, {} rows", m, k, n); });
     GemmPlan& p = plan(m, n, k, bias, al, x, w, y);
-    check_lt(run_gemm(p, bias, x, w, y, p.algo), "cublasLtMatmul");
+    const cublasStatus_t st = run_gemm(p, bias, x, w, y, p.algo);
+    if (st != CUBLAS_STATUS_SUCCESS)
+      fail("cuBLASLt matmul of {} rows x [{}, {}] ({} out) failed: {} (status {})", n, m, k, dtype_name(y.dtype),
+           lt_status_name(st), static_cast<int>(st));
+    op.done();
   }
 
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& y) override {
-    const ProfScope prof(this, "rmsnorm");
+    OpScope op(this, "rmsnorm", [&] { return x.shape_str(); });
     need(x, DType::BF16, "rmsnorm x");
     need(weight, DType::BF16, "rmsnorm weight");
     need(y, DType::BF16, "rmsnorm y");
@@ -226,14 +298,16 @@ class CudaBackend final : public Backend {
              weight.shape_str(), y.shape_str());
     cuda::rmsnorm(bptr(x), bptr(weight), bptr(y), static_cast<int>(x.numel() / d), static_cast<int>(d), eps,
                   stream_);
+    op.done();
   }
 
   void add(const Tensor& x, const Tensor& y) override {
-    const ProfScope prof(this, "add");
+    OpScope op(this, "add", [&] { return x.shape_str(); });
     need(x, DType::BF16, "add x");
     need(y, DType::BF16, "add y");
     KF_CHECK(x.numel() == y.numel(), "add: {} vs {}", x.shape_str(), y.shape_str());
     cuda::add(bptr(x), bptr(y), x.numel(), stream_);
+    op.done();
   }
 
   void rope(const Tensor& x, const Tensor& positions, const RopeParams& p) override {
@@ -247,7 +321,7 @@ class CudaBackend final : public Backend {
   }
 
   void add_rmsnorm(const Tensor& x, const Tensor& y, const Tensor& weight, float eps, const Tensor& out) override {
-    const ProfScope prof(this, "add_rmsnorm");
+    OpScope op(this, "add_rmsnorm", [&] { return x.shape_str(); });
     need(x, DType::BF16, "add_rmsnorm x");
     need(y, DType::BF16, "add_rmsnorm y");
     need(weight, DType::BF16, "add_rmsnorm weight");
@@ -258,22 +332,24 @@ class CudaBackend final : public Backend {
              weight.shape_str(), out.shape_str());
     cuda::add_rmsnorm(bptr(x), bptr(y), bptr(weight), bptr(out), static_cast<int>(x.numel() / d),
                       static_cast<int>(d), eps, stream_);
+    op.done();
   }
 
   void silu_mul(const Tensor& gate_up, const Tensor& out) override {
-    const ProfScope prof(this, "silu_mul");
+    OpScope op(this, "silu_mul", [&] { return gate_up.shape_str(); });
     need(gate_up, DType::BF16, "silu_mul gate_up");
     need(out, DType::BF16, "silu_mul out");
     const int64_t f = out.dim(-1);
     KF_CHECK(gate_up.numel() == 2 * out.numel() && gate_up.dim(-1) == 2 * f,
              "silu_mul: gate_up {} is not [rows, 2 x {}] for out {}", gate_up.shape_str(), f, out.shape_str());
     cuda::silu_mul(bptr(gate_up), bptr(out), out.numel(), f, stream_);
+    op.done();
   }
 
   void qkv_rope_write(const Tensor& qkv, const Tensor* q_norm, const Tensor* k_norm, float eps,
                       const Tensor& positions, const RopeParams& rope_p, const KvLayer& kv, const Tensor& slots,
                       const Tensor& q_out) override {
-    const ProfScope prof(this, "qkv_rope_write");
+    OpScope op(this, "qkv_rope_write", [&] { return fmt::format("qkv {} pool {}", qkv.shape_str(), kv.k.shape_str()); });
     const cuda::KvPool pool = pool_of(kv);
     need(qkv, DType::BF16, "qkv_rope_write qkv");
     need(q_out, DType::BF16, "qkv_rope_write q_out");
@@ -295,6 +371,7 @@ class CudaBackend final : public Backend {
     cuda::qkv_rope_write(bptr(qkv), q_norm ? bptr(*q_norm) : nullptr, k_norm ? bptr(*k_norm) : nullptr, eps,
                          iptr(positions), rope_p.inv_freq, rope_p.rotary_dim > 0 ? rope_p.rotary_dim : pool.head_dim,
                          pool, iptr(slots), bptr(q_out), static_cast<int>(n), static_cast<int>(hq), stream_);
+    op.done();
   }
 
   void kv_write(const KvLayer& kv, const Tensor& k, const Tensor& v, const Tensor& slots) override {
@@ -318,7 +395,10 @@ class CudaBackend final : public Backend {
 
   void attention(const Tensor& q, const KvLayer& kv, const AttnBatch& batch, const AttnPolicy& policy,
                  float scale, const Tensor& out, PageSelection* sel) override {
-    const ProfScope prof(this, std::string("attention ") + attn_kind_name(policy.kind));
+    OpScope op(this, "attention", [&] {
+      return fmt::format("{}, q {}, {} sequences x {} pages, pool {}", attn_kind_name(policy.kind), q.shape_str(),
+                         batch.n_seqs, batch.max_pages, kv.k.shape_str());
+    });
     cuda::AttnArgs a;
     a.kv = pool_of(kv);
     need(q, DType::BF16, "attention q");
@@ -345,7 +425,13 @@ class CudaBackend final : public Backend {
     a.max_pages = batch.max_pages;
     a.n_rows = static_cast<int>(q.dim(0));
     a.n_heads = static_cast<int>(q.dim(1));
-    a.kind = static_cast<int>(policy.kind);
+    a.kind = policy.kind;
+    if (batch.seq_policy.data) {
+      need(batch.seq_policy, DType::I32, "attention seq_policy");
+      KF_CHECK(batch.seq_policy.numel() == static_cast<int64_t>(batch.n_seqs) * 3,
+               "attention: seq_policy {} for {} sequences", batch.seq_policy.shape_str(), batch.n_seqs);
+      a.seq_policy = iptr(batch.seq_policy);
+    }
     a.local_pages = policy.local_pages;
     a.topk_pages = policy.topk_pages;
     a.scale = scale;
@@ -368,35 +454,124 @@ class CudaBackend final : public Backend {
     s.list_mask = static_cast<uint32_t*>(grow(list_mask_, DType::I32, z.list_mask));
     s.keys = static_cast<uint32_t*>(grow(keys_, DType::I32, z.keys));
     cuda::attention(a, s, num_sms_, stream_);
+    op.done();
   }
 
   void sample(const Tensor& logits, const SampleArgs& a, const Tensor& tokens) override {
-    const ProfScope prof(this, "sample");
+    OpScope op(this, "sample", [&] { return fmt::format("{} rows of {}", tokens.numel(), logits.shape_str()); });
     KF_CHECK(logits.device == Device::CUDA && (logits.dtype == DType::BF16 || logits.dtype == DType::F32) &&
                  logits.is_contiguous() && logits.ndim == 2,
-             "sample: logits must be a contiguous [m, vocab] BF16 or F32 CUDA tensor, got {} {}",
+             "sample: logits must be a contiguous [rows, vocab] BF16 or F32 CUDA tensor, got {} {}",
              dtype_name(logits.dtype), logits.shape_str());
-    const int64_t m = logits.dim(0), vocab = logits.dim(1);
+    const int64_t m = tokens.numel(), vocab = logits.dim(1);
     need(tokens, DType::I32, "sample tokens");
+    need(a.logit_row, DType::I32, "sample logit_row");
+    need(a.forced, DType::I32, "sample forced");
     need(a.top_k, DType::I32, "sample top_k");
     need(a.temperature, DType::F32, "sample temperature");
     need(a.top_p, DType::F32, "sample top_p");
     need(a.min_p, DType::F32, "sample min_p");
     need(a.uniform, DType::F32, "sample uniform");
-    for (const Tensor* t : {&tokens, &a.top_k, &a.temperature, &a.top_p, &a.min_p, &a.uniform})
+    for (const Tensor* t : {&a.logit_row, &a.forced, &a.top_k, &a.temperature, &a.top_p, &a.min_p, &a.uniform})
       KF_CHECK(t->numel() == m, "sample: {} values for {} rows", t->numel(), m);
     cuda::SampleRows r;
+    r.logit_row = iptr(a.logit_row);
+    r.forced = iptr(a.forced);
     r.temperature = static_cast<const float*>(a.temperature.data);
     r.top_k = iptr(a.top_k);
     r.top_p = static_cast<const float*>(a.top_p.data);
     r.min_p = static_cast<const float*>(a.min_p.data);
     r.uniform = static_cast<const float*>(a.uniform.data);
+    uint32_t* scratch = static_cast<uint32_t*>(
+        grow(sample_cand_, DType::I32, 2 * cuda::sample_scratch_words(static_cast<int>(m), static_cast<int>(vocab))));
     cuda::sample(logits.data, logits.dtype == DType::BF16, static_cast<int>(m), static_cast<int>(vocab), r,
-                 iptr(tokens), stream_);
+                 iptr(tokens), scratch, stream_);
+    op.done();
+  }
+
+  void apply_penalties(const Tensor& logits, const PenaltyArgs& a, const AttnBatch& batch,
+                       const Tensor& token_pool) override {
+    OpScope op(this, "apply_penalties", [&] { return logits.shape_str(); });
+    need(logits, DType::F32, "apply_penalties logits");
+    KF_CHECK(logits.ndim == 2, "apply_penalties: logits must be [rows, vocab], got {}", logits.shape_str());
+    const int64_t m = logits.dim(0);
+    for (const Tensor* t : {&a.seq, &a.prompt_len}) need(*t, DType::I32, "apply_penalties seq/prompt_len");
+    for (const Tensor* t : {&a.repetition, &a.presence, &a.frequency}) need(*t, DType::F32, "apply_penalties penalty");
+    for (const Tensor* t : {&a.seq, &a.prompt_len, &a.repetition, &a.presence, &a.frequency})
+      KF_CHECK(t->numel() == m, "apply_penalties: {} values for {} rows", t->numel(), m);
+    need(token_pool, DType::I32, "apply_penalties token_pool");
+    KF_CHECK(token_pool.ndim == 2, "apply_penalties: token_pool must be [pages, page_size]");
+    cuda::PenaltyArgs p;
+    p.logits = static_cast<float*>(logits.data);
+    p.rows = static_cast<int>(m);
+    p.vocab = static_cast<int>(logits.dim(1));
+    p.seq = iptr(a.seq);
+    p.prompt_len = iptr(a.prompt_len);
+    p.repetition = static_cast<const float*>(a.repetition.data);
+    p.presence = static_cast<const float*>(a.presence.data);
+    p.frequency = static_cast<const float*>(a.frequency.data);
+    p.page_table = iptr(batch.page_table);
+    p.ctx_len = iptr(batch.ctx_len);
+    p.max_pages = batch.max_pages;
+    p.token_pool = iptr(token_pool);
+    p.page_size = static_cast<int>(token_pool.dim(1));
+    p.bits = static_cast<uint32_t*>(grow(penalty_bits_, DType::I32, cuda::penalty_scratch_words(p.rows, p.vocab)));
+    cuda::apply_penalties(p, stream_);
+    op.done();
+  }
+
+  void resolve_tokens(const Tensor& ids, const Tensor& prev, const Tensor& slots, const Tensor& token_pool) override {
+    OpScope op(this, "resolve_tokens", [&] { return ids.shape_str(); });
+    need(ids, DType::I32, "resolve_tokens ids");
+    need(prev, DType::I32, "resolve_tokens prev");
+    need(slots, DType::I32, "resolve_tokens slots");
+    need(token_pool, DType::I32, "resolve_tokens token_pool");
+    KF_CHECK(slots.numel() == ids.numel(), "resolve_tokens: {} slots for {} rows", slots.numel(), ids.numel());
+    cuda::resolve_tokens(iptr(ids), iptr(prev), iptr(slots), static_cast<int>(ids.numel()), iptr(token_pool),
+                         token_pool.numel(), stream_);
+    op.done();
+  }
+
+  void copy_rows(const Tensor& t, const Tensor& src, const Tensor& dst) override {
+    OpScope op(this, "copy_rows", [&] { return t.shape_str(); });
+    KF_CHECK(t.device == Device::CUDA && t.ndim == 2 && t.is_contiguous(), "copy_rows: t must be a 2-D CUDA tensor");
+    need(src, DType::I32, "copy_rows src");
+    need(dst, DType::I32, "copy_rows dst");
+    KF_CHECK(src.numel() == dst.numel(), "copy_rows: {} sources, {} destinations", src.numel(), dst.numel());
+    cuda::copy_rows(t.data, static_cast<int64_t>(dtype_bytes(t.dtype, t.dim(1))), iptr(src), iptr(dst),
+                    static_cast<int>(src.numel()), stream_);
+    op.done();
+  }
+
+ protected:
+  void form_tp_group(const std::vector<Backend*>& ranks) override {
+    std::vector<CudaBackend*> members;
+    std::vector<int> devs;
+    for (Backend* b : ranks) {
+      auto* cb = dynamic_cast<CudaBackend*>(b);
+      KF_CHECK(cb != nullptr, "tensor parallelism: {} cannot join a group of CUDA backends", b->name());
+      members.push_back(cb);
+      devs.push_back(cb->dev_);
+    }
+    std::vector<std::shared_ptr<cuda::NcclRank>> comms = cuda::nccl_group(devs);
+    for (size_t i = 0; i < members.size(); ++i) {
+      members[i]->nccl_ = comms[i];
+      members[i]->tp_rank_ = static_cast<int>(i);
+      members[i]->tp_size_ = static_cast<int>(members.size());
+    }
+    KF_CUDA(cudaSetDevice(dev_));  // ncclCommInitAll moved this thread's current device
   }
 
  private:
   static constexpr int64_t kLtWorkspace = 32 << 20;
+
+  // Throws when the calling thread's current device is not this backend's.
+  void check_bound(const char* what) const {
+    int cur = -1;
+    KF_CUDA(cudaGetDevice(&cur));
+    KF_CHECK(cur == dev_, "{} on {} from a thread bound to GPU {}: call Backend::bind_thread() first", what, name_,
+             cur);
+  }
 
   cuda::KvPool pool_of(const KvLayer& kv) const {
     need(kv.k, DType::BF16, "kv.k");
@@ -450,7 +625,8 @@ class CudaBackend final : public Backend {
   GemmPlan& plan(int64_t m, int64_t n, int64_t k, const Tensor* bias_t, int align, const Tensor& x, const Tensor& w,
                  const Tensor& y) {
     const bool bias = bias_t != nullptr;
-    const auto key = std::make_tuple(m, n, k, bias, align);
+    const bool f32_out = y.dtype == DType::F32;
+    const auto key = std::make_tuple(m, n, k, bias, align, f32_out);
     auto it = plans_.find(key);
     if (it != plans_.end()) return *it->second;
     auto p = std::make_unique<GemmPlan>();
@@ -467,7 +643,7 @@ class CudaBackend final : public Backend {
     }
     check_lt(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, k, m, k), "layout w");
     check_lt(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, k, n, k), "layout x");
-    check_lt(cublasLtMatrixLayoutCreate(&p->c, CUDA_R_16BF, m, n, m), "layout y");
+    check_lt(cublasLtMatrixLayoutCreate(&p->c, f32_out ? CUDA_R_32F : CUDA_R_16BF, m, n, m), "layout y");
     cublasLtMatmulPreference_t pref = nullptr;
     check_lt(cublasLtMatmulPreferenceCreate(&pref), "preference");
     const uint64_t ws = kLtWorkspace;
@@ -539,78 +715,110 @@ class CudaBackend final : public Backend {
     std::string name;
     cudaEvent_t a = nullptr, b = nullptr;
   };
-  struct ProfScope {
+  // Around every op: CUDA events when profiling (bench decode --profile), and
+  // with KINFER_CUDA_SYNC=1 a wait for the device once the op is issued, so a
+  // fault is reported with this op's name and shapes, not by a later library
+  // call. `describe` (the shapes) only runs when one of them is on.
+  template <typename Describe>
+  struct OpScope {
     CudaBackend* be;
+    const char* op;
+    Describe describe;
     int idx = -1;
-    ProfScope(CudaBackend* b, std::string name) : be(b) {
+    OpScope(CudaBackend* b, const char* name, Describe d) : be(b), op(name), describe(std::move(d)) {
+      if (cuda::sync_checks()) be->check_bound(op);
       if (!be->profiling_ || be->capturing_) return;
-      Span sp{std::move(name)};
+      Span sp{fmt::format("{} {}", op, describe())};
       cudaEventCreate(&sp.a);
       cudaEventCreate(&sp.b);
       cudaEventRecord(sp.a, be->stream_);
       be->spans_.push_back(sp);
       idx = static_cast<int>(be->spans_.size()) - 1;
     }
-    ~ProfScope() {
+    // Call when the op's launches are issued.
+    void done() {
+      if (idx >= 0) cudaEventRecord(be->spans_[idx].b, be->stream_);
+      idx = -1;
+      if (!cuda::sync_checks() || be->capturing_) return;
+      const cudaError_t e = cudaStreamSynchronize(be->stream_);
+      if (e != cudaSuccess) be->fail_fault(fmt::format("{} ({})", op, describe()), e);
+    }
+    ~OpScope() {
       if (idx >= 0) cudaEventRecord(be->spans_[idx].b, be->stream_);
     }
-    ProfScope(const ProfScope&) = delete;
-    ProfScope& operator=(const ProfScope&) = delete;
+    OpScope(const OpScope&) = delete;
+    OpScope& operator=(const OpScope&) = delete;
   };
+  [[noreturn]] void fail_fault(const std::string& where, cudaError_t e) {
+    cudaGetLastError();
+    fail("CUDA fault in {} on {}: {} (kinfer cannot continue on this GPU; KINFER_CUDA_SYNC=1 names the op that "
+         "caused it)", where, name_, cudaGetErrorString(e));
+  }
+  void sync(const char* what) {
+    const cudaError_t e = cudaStreamSynchronize(stream_);
+    if (e != cudaSuccess) fail_fault(what, e);
+  }
+
   bool profiling_ = false;
   bool tune_gemms_ = false;
   std::vector<Span> spans_;
 
-  // One recorded decode step: replayable while no scratch was reallocated since.
-  struct Graph {
-    cudaGraphExec_t exec = nullptr;
-    uint64_t generation = 0;
-  };
-  void destroy_graphs() {
-    for (auto& [key, g] : graphs_)
-      if (g.exec) cudaGraphExecDestroy(g.exec);
-    graphs_.clear();
-  }
-
   int dev_ = 0;
   int num_sms_ = 0;
-  std::map<uint64_t, Graph> graphs_;
   uint64_t scratch_generation_ = 0;
   bool capturing_ = false;
   std::string name_;
   cudaStream_t stream_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
   Buffer lt_ws_;
-  std::map<std::tuple<int64_t, int64_t, int64_t, bool, int>, std::unique_ptr<GemmPlan>> plans_;
-  Buffer part_acc_, part_ml_, list_, list_count_, list_mask_, keys_;
+  std::map<std::tuple<int64_t, int64_t, int64_t, bool, int, bool>, std::unique_ptr<GemmPlan>> plans_;
+  Buffer part_acc_, part_ml_, list_, list_count_, list_mask_, keys_, penalty_bits_, sample_cand_;
+  std::shared_ptr<cuda::NcclRank> nccl_;  // tensor parallelism: this rank's communicator
+
+  // Page-locked host memory (cudaMallocHost) for the executor's overlapped copies.
+  struct PinnedAllocator final : Allocator {
+    Device device() const override { return Device::CPU; }
+    void* allocate(size_t bytes) override {
+      void* p = nullptr;
+      const cudaError_t e = cudaMallocHost(&p, bytes);
+      if (e != cudaSuccess) {
+        cudaGetLastError();
+        fail("cudaMallocHost of {} bytes failed: {}", bytes, cudaGetErrorString(e));
+      }
+      return p;
+    }
+    void deallocate(void* p) noexcept override {
+      if (p) cudaFreeHost(p);
+    }
+  };
+  PinnedAllocator pinned_;
+
+ public:
+  void token_logprobs(const Tensor& logits, const Tensor& rows, const Tensor& targets, const Tensor& sampled, int k,
+                      const Tensor& values, const Tensor& ids) override {
+    OpScope op(this, "token_logprobs", [&] { return fmt::format("{} rows of {}", rows.numel(), logits.shape_str()); });
+    KF_CHECK(logits.device == Device::CUDA && (logits.dtype == DType::BF16 || logits.dtype == DType::F32) &&
+                 logits.is_contiguous() && logits.ndim == 2,
+             "token_logprobs: logits must be a contiguous [rows, vocab] BF16 or F32 CUDA tensor, got {} {}",
+             dtype_name(logits.dtype), logits.shape_str());
+    const int64_t m = rows.numel();
+    need(rows, DType::I32, "token_logprobs rows");
+    need(targets, DType::I32, "token_logprobs targets");
+    need(sampled, DType::I32, "token_logprobs sampled");
+    need(values, DType::F32, "token_logprobs values");
+    need(ids, DType::I32, "token_logprobs ids");
+    KF_CHECK(targets.numel() == m && values.numel() == m * (k + 1) && ids.numel() == m * (k + 1),
+             "token_logprobs: {} entries need targets [{}] and values/ids [{}, {}]", m, m, m, k + 1);
+    cuda::token_logprobs(logits.data, logits.dtype == DType::BF16, static_cast<int>(logits.dim(1)), iptr(rows),
+                         iptr(targets), iptr(sampled), static_cast<int>(m), k, static_cast<float*>(values.data),
+                         iptr(ids), stream_);
+    op.done();
+  }
 };
 
 }  // namespace
 
 std::unique_ptr<Backend> make_cuda_backend(int device) { return std::make_unique<CudaBackend>(device); }
-
-void cuda_fill_uniform(const Tensor& t, uint64_t seed, float lo, float hi) {
-  KF_CHECK(t.device == Device::CUDA && t.dtype == DType::BF16, "cuda_fill_uniform: expected a CUDA BF16 tensor");
-  cuda::fill_uniform(bptr(t), t.numel(), seed, lo, hi, nullptr);
-  KF_CUDA(cudaDeviceSynchronize());
-}
-
-CudaTimer::CudaTimer() {
-  KF_CUDA(cudaEventCreate(reinterpret_cast<cudaEvent_t*>(&start_)));
-  KF_CUDA(cudaEventCreate(reinterpret_cast<cudaEvent_t*>(&stop_)));
-}
-CudaTimer::~CudaTimer() {
-  cudaEventDestroy(static_cast<cudaEvent_t>(start_));
-  cudaEventDestroy(static_cast<cudaEvent_t>(stop_));
-}
-void CudaTimer::start(Backend& b) { KF_CUDA(cudaEventRecord(static_cast<cudaEvent_t>(start_), static_cast<cudaStream_t>(stream_of(b)))); }
-double CudaTimer::stop_ms(Backend& b) {
-  KF_CUDA(cudaEventRecord(static_cast<cudaEvent_t>(stop_), static_cast<cudaStream_t>(stream_of(b))));
-  KF_CUDA(cudaEventSynchronize(static_cast<cudaEvent_t>(stop_)));
-  float ms = 0.f;
-  KF_CUDA(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(start_), static_cast<cudaEvent_t>(stop_)));
-  return ms;
-}
 
 void cuda_profile(Backend& b, bool on) {
   auto* cb = dynamic_cast<CudaBackend*>(&b);
@@ -628,37 +836,6 @@ void* stream_of(Backend& b) {
   auto* cb = dynamic_cast<CudaBackend*>(&b);
   KF_CHECK(cb != nullptr, "not a CUDA backend: {}", b.name());
   return cb->stream();
-}
-
-double cuda_copy_ms(const Tensor& dst, const Tensor& src, int iters) {
-  KF_CHECK(dst.device == Device::CUDA && src.device == Device::CUDA && dst.nbytes() == src.nbytes(),
-           "cuda_copy_ms: two CUDA tensors of equal size");
-  cudaEvent_t a, b;
-  KF_CUDA(cudaEventCreate(&a));
-  KF_CUDA(cudaEventCreate(&b));
-  KF_CUDA(cudaMemcpyAsync(dst.data, src.data, src.nbytes(), cudaMemcpyDeviceToDevice, nullptr));  // warm-up
-  KF_CUDA(cudaEventRecord(a, nullptr));
-  for (int i = 0; i < iters; ++i)
-    KF_CUDA(cudaMemcpyAsync(dst.data, src.data, src.nbytes(), cudaMemcpyDeviceToDevice, nullptr));
-  KF_CUDA(cudaEventRecord(b, nullptr));
-  KF_CUDA(cudaEventSynchronize(b));
-  float ms = 0.f;
-  KF_CUDA(cudaEventElapsedTime(&ms, a, b));
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  return ms / iters;
-}
-
-int64_t cuda_free_bytes() {
-  size_t free_b = 0, total_b = 0;
-  KF_CUDA(cudaMemGetInfo(&free_b, &total_b));
-  return static_cast<int64_t>(free_b);
-}
-
-std::string cuda_device_name(int device) {
-  cudaDeviceProp prop{};
-  KF_CUDA(cudaGetDeviceProperties(&prop, device));
-  return fmt::format("{} ({} SMs, {} MB L2)", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
 }
 
 }  // namespace kf

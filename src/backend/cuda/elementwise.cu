@@ -1,7 +1,9 @@
 // Elementwise and row-wise ops of the CUDA backend: embed, rmsnorm, add,
 // silu_mul, rope, and a random fill for tests and benchmarks. bf16 storage,
 // fp32 arithmetic, one rounding per output element.
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "backend/cuda/common.cuh"
 #include "util/error.h"
@@ -12,13 +14,30 @@ void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) fail("CUDA error in {}: {} ({})", what, cudaGetErrorString(e), static_cast<int>(e));
 }
 
+bool sync_checks() {
+  static const bool on = [] {  // read once: the environment does not change under a run
+    const char* v = std::getenv("KINFER_CUDA_SYNC");
+    return v != nullptr && std::string(v) == "1";
+  }();
+  return on;
+}
+
+void check_launch(const char* what) { check(cudaGetLastError(), what); }
+
 namespace {
 
 // out[i, :] = table[ids[i], :]; one block per row, 16-byte copies when d % 8 == 0.
-__global__ void embed_kernel(const bf16_t* table, const int32_t* ids, bf16_t* out, int d, bool vec) {
+// An id outside [0, table_rows) (which the host never sends) gives a zero
+// row rather than a read outside the table.
+__global__ void embed_kernel(const bf16_t* table, int64_t table_rows, const int32_t* ids, bf16_t* out, int d,
+                             bool vec) {
   const int64_t row = ids[blockIdx.x];
-  const bf16_t* src = table + row * d;
   bf16_t* dst = out + static_cast<int64_t>(blockIdx.x) * d;
+  if (row < 0 || row >= table_rows) {
+    for (int i = threadIdx.x; i < d; i += blockDim.x) dst[i] = 0;
+    return;
+  }
+  const bf16_t* src = table + row * d;
   if (vec) {
     for (int i = threadIdx.x; i < d / 8; i += blockDim.x)
       reinterpret_cast<uint4*>(dst)[i] = reinterpret_cast<const uint4*>(src)[i];
@@ -173,10 +192,14 @@ __device__ __forceinline__ uint64_t mix64(uint64_t z) {
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);
 }
-__global__ void fill_kernel(bf16_t* x, int64_t n, uint64_t seed, float lo, float hi) {
+// Element i of x (viewed as [*, cols]) draws index (row0 + i / cols) * full_cols
+// + col0 + i % cols, or i when full_cols is 0 (Backend::fill_uniform's FillIndex).
+__global__ void fill_kernel(bf16_t* x, int64_t n, uint64_t seed, float lo, float hi, int64_t cols, int64_t row0,
+                            int64_t col0, int64_t full_cols) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const uint64_t r = mix64(seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(i));
+    const int64_t index = full_cols > 0 ? (row0 + i / cols) * full_cols + col0 + i % cols : i;
+    const uint64_t r = mix64(seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(index));
     const float u = static_cast<float>(r >> 40) * (1.f / 16777216.f);
     x[i] = to_bf(lo + (hi - lo) * u);
   }
@@ -184,9 +207,9 @@ __global__ void fill_kernel(bf16_t* x, int64_t n, uint64_t seed, float lo, float
 
 }  // namespace
 
-void embed(const bf16_t* table, const int32_t* ids, bf16_t* out, int n, int d, cudaStream_t st) {
+void embed(const bf16_t* table, int64_t table_rows, const int32_t* ids, bf16_t* out, int n, int d, cudaStream_t st) {
   if (n == 0) return;
-  embed_kernel<<<n, 128, 0, st>>>(table, ids, out, d, d % 8 == 0 && aligned16({table, out}));
+  embed_kernel<<<n, 128, 0, st>>>(table, table_rows, ids, out, d, d % 8 == 0 && aligned16({table, out}));
   check_launch("embed");
 }
 
@@ -238,9 +261,10 @@ void rope(bf16_t* x, const int32_t* pos, int n, int heads, int head_dim, int rot
   check_launch("rope");
 }
 
-void fill_uniform(bf16_t* x, int64_t n, uint64_t seed, float lo, float hi, cudaStream_t st) {
+void fill_uniform(bf16_t* x, int64_t n, uint64_t seed, float lo, float hi, cudaStream_t st, int64_t cols,
+                  int64_t row0, int64_t col0, int64_t full_cols) {
   if (n == 0) return;
-  fill_kernel<<<1024, 256, 0, st>>>(x, n, seed, lo, hi);
+  fill_kernel<<<1024, 256, 0, st>>>(x, n, seed, lo, hi, cols > 0 ? cols : 1, row0, col0, full_cols);
   check_launch("fill_uniform");
 }
 

@@ -7,18 +7,25 @@
 
 #include <cstdint>
 
+#include "attn/policy.h"
+
 namespace kf::cuda {
 
 // Throws kf::Error naming `what` when e is not cudaSuccess.
 void check(cudaError_t e, const char* what);
 #define KF_CUDA(x) ::kf::cuda::check((x), #x)
 // Checks the last launch error (cheap, no sync).
-inline void check_launch(const char* what) { check(cudaGetLastError(), what); }
+void check_launch(const char* what);
+// KINFER_CUDA_SYNC=1 in the environment: the backend waits for the device
+// after every op, so a fault is reported with the op (and its shapes) that
+// caused it rather than at a later library call.
+bool sync_checks();
 
 using bf16_t = uint16_t;
 
 // ---- elementwise.cu ----------------------------------------------------------
-void embed(const bf16_t* table, const int32_t* ids, bf16_t* out, int n, int d, cudaStream_t st);
+// out[i] = table[ids[i]] (a zero row for an id outside [0, table_rows)).
+void embed(const bf16_t* table, int64_t table_rows, const int32_t* ids, bf16_t* out, int n, int d, cudaStream_t st);
 void rmsnorm(const bf16_t* x, const bf16_t* w, bf16_t* y, int rows, int d, float eps, cudaStream_t st);
 void add(bf16_t* x, const bf16_t* y, int64_t n, cudaStream_t st);
 // out [n / f rows, f] from gate_up [rows, 2f] (gate | up per row); n = out elements.
@@ -29,8 +36,11 @@ void add_rmsnorm(bf16_t* x, const bf16_t* y, const bf16_t* w, bf16_t* out, int r
 constexpr int kMaxRopeHalf = 256;  // rotary_dim / 2 held in the kernel's parameters
 void rope(bf16_t* x, const int32_t* pos, int n, int heads, int head_dim, int rotary_dim,
           const float* inv_freq_host, cudaStream_t st);
-// Fills n bf16 values with uniform random numbers in [lo, hi) (benchmarks, tests).
-void fill_uniform(bf16_t* x, int64_t n, uint64_t seed, float lo, float hi, cudaStream_t st);
+// Fills n bf16 values with uniform random numbers in [lo, hi), by element
+// index; with full_cols > 0, element i of x (as [*, cols]) draws index
+// (row0 + i / cols) * full_cols + col0 + i % cols (Backend::fill_uniform).
+void fill_uniform(bf16_t* x, int64_t n, uint64_t seed, float lo, float hi, cudaStream_t st, int64_t cols = 1,
+                  int64_t row0 = 0, int64_t col0 = 0, int64_t full_cols = 0);
 
 // ---- kv.cu -------------------------------------------------------------------
 struct KvPool {
@@ -71,8 +81,12 @@ struct AttnArgs {
   const int32_t* ctx_len = nullptr;
   const int32_t* page_table = nullptr;
   int n_seqs = 0, max_pages = 0, n_rows = 0, n_heads = 0;
-  int kind = 0;  // AttnKind as int: 0 dense, 1 local, 2 blocktopk, 3 topk
+  AttnKind kind = AttnKind::Dense;  // every sequence's policy, unless seq_policy is given
   int local_pages = 4, topk_pages = 64;
+  // Per-sequence policies [n_seqs, 3] (AttnKind, local_pages, topk_pages), or
+  // null. With it, dense and selecting sequences share the batch: each kernel
+  // serves its own kind and skips the others.
+  const int32_t* seq_policy = nullptr;
   float scale = 1.f;
   int32_t* sel_pages = nullptr;   // optional PageSelection outputs
   int32_t* sel_counts = nullptr;
@@ -97,15 +111,54 @@ void prefill_attention(const AttnArgs& a, cudaStream_t st);
 // ---- sample.cu -------------------------------------------------------------------
 // Per-row sampling parameters, [rows] device arrays each (Backend::SampleArgs).
 struct SampleRows {
+  const int32_t* logit_row = nullptr;  // the logits row each sampled row reads
+  const int32_t* forced = nullptr;     // >= 0: emit this token instead of sampling
   const float* temperature = nullptr;
   const int32_t* top_k = nullptr;
   const float* top_p = nullptr;
   const float* min_p = nullptr;
   const float* uniform = nullptr;
+  bool fast_path = false;  // set by sample(): small-top-k rows take the two-stage path
 };
-// tokens[r] = Backend::sample's token for logits row r ([rows, vocab], bf16 or
-// f32). One block per row, shared memory only; vocab <= 2^19.
+// tokens[r] = Backend::sample's token for sampled row r, from logits row
+// a.logit_row[r] ([*, vocab], bf16 or f32). One block per row, shared memory
+// only; vocab <= 2^19.
+// `scratch`: 2 * sample_scratch_words(rows, vocab) words (the top-k path's candidates).
 void sample(const void* logits, bool bf16_logits, int rows, int vocab, const SampleRows& a, int32_t* tokens,
-            cudaStream_t st);
+            uint32_t* scratch, cudaStream_t st);
+int64_t sample_scratch_words(int rows, int vocab);
+
+// ---- tokens.cu -----------------------------------------------------------------
+// Backend::apply_penalties on F32 logits [rows, vocab], in place. `bits` is
+// scratch of rows * 2 * ceil(vocab / 32) words.
+struct PenaltyArgs {
+  float* logits = nullptr;
+  int rows = 0, vocab = 0;
+  const int32_t* seq = nullptr;         // [rows] the batch sequence whose history a row penalises
+  const int32_t* prompt_len = nullptr;  // [rows]
+  const float* repetition = nullptr;    // [rows]
+  const float* presence = nullptr;
+  const float* frequency = nullptr;
+  const int32_t* page_table = nullptr;  // [n_seqs, max_pages]
+  const int32_t* ctx_len = nullptr;     // [n_seqs]
+  int max_pages = 0;
+  const int32_t* token_pool = nullptr;  // [pool pages, page_size]
+  int page_size = 0;
+  uint32_t* bits = nullptr;
+};
+void apply_penalties(const PenaltyArgs& a, cudaStream_t st);
+int64_t penalty_scratch_words(int rows, int vocab);
+// Backend::resolve_tokens: ids[i] < 0 -> prev[-ids[i]-1]; token_pool[slots[i]] = ids[i].
+void resolve_tokens(int32_t* ids, const int32_t* prev, const int32_t* slots, int n, int32_t* token_pool,
+                    int64_t pool_slots, cudaStream_t st);
+// Backend::copy_rows: rows src[i] -> dst[i] of a [rows, row_bytes] array.
+void copy_rows(void* base, int64_t row_bytes, const int32_t* src, const int32_t* dst, int n, cudaStream_t st);
+
+// ---- logprobs.cu ------------------------------------------------------------------
+// Backend::token_logprobs: for entry e, log-softmax of logits row rows[e]
+// ([*, vocab], bf16 or f32) at targets[e] (< 0: sampled[-t-1]) -> values/ids
+// [e, 0], and the row's top k (<= 20) -> [e, 1..k]. values, ids [m, k+1].
+void token_logprobs(const void* logits, bool bf16_logits, int vocab, const int32_t* rows, const int32_t* targets,
+                    const int32_t* sampled, int m, int k, float* values, int32_t* ids, cudaStream_t st);
 
 }  // namespace kf::cuda

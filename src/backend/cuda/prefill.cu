@@ -315,11 +315,10 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(PrefillParams p) {
 
 template <int D>
 void launch_prefill(const PrefillParams& p, dim3 grid, cudaStream_t st) {
-  static const bool attr_set = [] {
-    KF_CUDA(cudaFuncSetAttribute(prefill_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes<D>()));
-    return true;
-  }();
-  (void)attr_set;
+  // The attribute belongs to the current device, not the process: set it on
+  // every launch (a host-side call of ~1 us, once per layer of a prefill
+  // step) so a second GPU in the process gets it too.
+  KF_CUDA(cudaFuncSetAttribute(prefill_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes<D>()));
   prefill_kernel<D><<<grid, kThreads, smem_bytes<D>(), st>>>(p);
 }
 

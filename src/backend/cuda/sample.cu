@@ -32,6 +32,14 @@ constexpr int kV = 8;                    // consecutive elements per thread in a
 constexpr int kTile = kThreads * kV;     // elements per tile (ascending id)
 constexpr float kMassScale = 17592186044416.f;  // 2^44
 constexpr int kMaxVocab = 1 << 19;       // kMaxVocab * 2^44 fits in uint64
+// The two-stage top-k path (rows with 1 <= top_k <= kMaxFastK, greedy or
+// forced): stage 1 keeps each chunk's top k logits, stage 2 ranks the
+// candidates of a row and draws. Many blocks per row instead of one.
+constexpr int kMaxFastK = 64;
+constexpr int kChunk = 8192;            // logits per stage-1 block
+constexpr int kChunkThreads = 256;
+constexpr int kCandCap = 2048;           // stage-2 candidates per row (ceil(vocab / kChunk) * k <= this)
+constexpr int kRankThreads = 512;
 
 struct Shared {
   unsigned long long mass[256];  // radix histogram of masses
@@ -245,12 +253,23 @@ __device__ int find_first(const T* row, int n, unsigned long long target, W w, S
   return -1;
 }
 
+// Rows the two-stage top-k path serves (when the vocabulary fits it): forced,
+// greedy, or 1 <= top_k <= kMaxFastK.
+__device__ __forceinline__ bool fast_row(const SampleRows& a, int r) {
+  return a.fast_path && (a.forced[r] >= 0 || a.temperature[r] <= 0.f || (a.top_k[r] >= 1 && a.top_k[r] <= kMaxFastK));
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     sample_kernel(const T* logits, int n, SampleRows a, int32_t* tokens) {
   __shared__ Shared sh;
   const int r = blockIdx.x;
-  const T* row = logits + static_cast<int64_t>(r) * n;
+  if (fast_row(a, r)) return;  // topk_chunks_kernel / topk_draw_kernel serve it
+  if (a.forced[r] >= 0) {      // budget forcing and the like: no draw
+    if (threadIdx.x == 0) tokens[r] = a.forced[r];
+    return;
+  }
+  const T* row = logits + static_cast<int64_t>(a.logit_row[r]) * n;
   float mx;
   int arg;
   block_argmax(row, n, sh, mx, arg);
@@ -315,12 +334,219 @@ __global__ void __launch_bounds__(kThreads)
   if (threadIdx.x == 0) tokens[r] = tok >= 0 ? tok : arg;
 }
 
+
+__device__ __forceinline__ float as_float(bf16_t h) { return bf(h); }
+__device__ __forceinline__ float as_float(float f) { return f; }
+
+// Order key of a logit: larger logit, larger key; NaN lowest, -0 == +0.
+__device__ __forceinline__ uint32_t logit_key(float f) {
+  if (f != f) return 0u;
+  if (f == 0.f) f = 0.f;
+  const uint32_t u = __float_as_uint(f);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+__device__ __forceinline__ float key_logit(uint32_t k) {
+  return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+
+struct ChunkSmem {
+  uint32_t keys[kChunk];
+  int hist[256];
+  uint32_t prefix;
+  int krem, n_gt, n_eq;
+};
+
+// Stage 1: block (row, chunk) writes the chunk's k largest logits (ties ->
+// lower id) as (key, id) pairs to cand[row][chunk][0..k), padded with key 0.
+template <typename T>
+__global__ void __launch_bounds__(kChunkThreads)
+    topk_chunks_kernel(const T* logits, int n, SampleRows a, int n_chunks, uint32_t* cand_key, int32_t* cand_id) {
+  __shared__ ChunkSmem sm;
+  const int r = blockIdx.x, chunk = blockIdx.y, tid = threadIdx.x;
+  if (!fast_row(a, r) || a.forced[r] >= 0) return;
+  const int k = a.temperature[r] <= 0.f ? 1 : a.top_k[r];
+  const T* row = logits + static_cast<int64_t>(a.logit_row[r]) * n;
+  const int c0 = chunk * kChunk, m = min(kChunk, n - c0);
+  for (int i = tid; i < kChunk; i += kChunkThreads) sm.keys[i] = i < m ? logit_key(as_float(row[c0 + i])) : 0u;
+  // Radix select of the k-th largest key, 8 bits at a time from the top.
+  uint32_t prefix = 0, mask = 0;
+  int krem = min(k, m);
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int b = tid; b < 256; b += kChunkThreads) sm.hist[b] = 0;
+    __syncthreads();
+    for (int i = tid; i < m; i += kChunkThreads)
+      if ((sm.keys[i] & mask) == prefix) atomicAdd(&sm.hist[(sm.keys[i] >> shift) & 255u], 1);
+    __syncthreads();
+    if (tid == 0) {
+      int above = 0, b = 255;
+      while (b > 0 && above + sm.hist[b] < krem) above += sm.hist[b--];
+      sm.prefix = prefix | (static_cast<uint32_t>(b) << shift);
+      sm.krem = krem - above;
+    }
+    __syncthreads();
+    prefix = sm.prefix;
+    krem = sm.krem;
+    mask |= 255u << shift;
+    __syncthreads();
+  }
+  // Keys above the threshold, then the first krem keys equal to it (ascending id).
+  uint32_t* ok = cand_key + (static_cast<int64_t>(r) * n_chunks + chunk) * kMaxFastK;
+  int32_t* oi = cand_id + (static_cast<int64_t>(r) * n_chunks + chunk) * kMaxFastK;
+  if (tid == 0) sm.n_gt = 0, sm.n_eq = 0;
+  __syncthreads();
+  for (int i = tid; i < m; i += kChunkThreads)
+    if (sm.keys[i] > prefix) {
+      const int at = atomicAdd(&sm.n_gt, 1);
+      ok[at] = sm.keys[i];
+      oi[at] = c0 + i;
+    }
+  __syncthreads();
+  const int n_gt = sm.n_gt;
+  if (tid < 32) {  // ties at the threshold, in id order, by one warp
+    int taken = 0;
+    for (int base = 0; base < m && taken < krem; base += 32) {
+      const int i = base + tid;
+      const bool eq = i < m && sm.keys[i] == prefix;
+      const unsigned ballot = __ballot_sync(0xffffffffu, eq);
+      const int rank = __popc(ballot & ((1u << tid) - 1u));
+      if (eq && taken + rank < krem) {
+        ok[n_gt + taken + rank] = prefix;
+        oi[n_gt + taken + rank] = c0 + i;
+      }
+      taken += __popc(ballot);
+    }
+  }
+  for (int j = n_gt + krem + tid; j < kMaxFastK; j += kChunkThreads) ok[j] = 0u, oi[j] = 0x7fffffff;  // padding
+}
+
+// Stage 2: block per row ranks its chunks' candidates by (logit desc, id asc),
+// keeps the top k, applies temperature, top-p and min-p on fixed-point masses
+// as sample_kernel does, and draws over the kept ids in ascending id order.
+__global__ void __launch_bounds__(kRankThreads)
+    topk_draw_kernel(SampleRows a, int n_chunks, const uint32_t* cand_key, const int32_t* cand_id, int32_t* tokens) {
+  __shared__ unsigned long long sk[kCandCap];  // (key << 32) | ~id: descending = (logit desc, id asc)
+  __shared__ unsigned long long mass[kMaxFastK];
+  __shared__ int ids[kMaxFastK];
+  const int r = blockIdx.x, tid = threadIdx.x;
+  if (!fast_row(a, r)) return;
+  if (a.forced[r] >= 0) {
+    if (tid == 0) tokens[r] = a.forced[r];
+    return;
+  }
+  const bool greedy = a.temperature[r] <= 0.f;
+  const int k = greedy ? 1 : a.top_k[r];
+  const int total = n_chunks * kMaxFastK;
+  int size = 1;
+  while (size < total) size <<= 1;
+  const uint32_t* ck = cand_key + static_cast<int64_t>(r) * total;
+  const int32_t* ci = cand_id + static_cast<int64_t>(r) * total;
+  for (int i = tid; i < size; i += kRankThreads)
+    sk[i] = i < total && ck[i] ? (static_cast<unsigned long long>(ck[i]) << 32) | (0xffffffffu - static_cast<uint32_t>(ci[i]))
+                               : 0ull;
+  __syncthreads();
+  // Bitonic sort, descending.
+  for (int len = 2; len <= size; len <<= 1)
+    for (int stride = len >> 1; stride > 0; stride >>= 1) {
+      for (int i = tid; i < size; i += kRankThreads) {
+        const int j = i ^ stride;
+        if (j > i) {
+          const bool desc = (i & len) == 0;
+          const unsigned long long x = sk[i], y = sk[j];
+          if (desc ? x < y : x > y) sk[i] = y, sk[j] = x;
+        }
+      }
+      __syncthreads();
+    }
+  const float mx = key_logit(static_cast<uint32_t>(sk[0] >> 32));
+  if (greedy || k == 1) {
+    if (tid == 0) tokens[r] = static_cast<int>(0xffffffffu - static_cast<uint32_t>(sk[0]));
+    return;
+  }
+  const float k2 = 1.4426950408889634f / a.temperature[r];
+  if (tid < kMaxFastK) {
+    const bool in = tid < k && sk[tid] != 0ull;
+    const float p = in ? prob(key_logit(static_cast<uint32_t>(sk[tid] >> 32)), mx, k2) : 0.f;
+    mass[tid] = in ? mass_of(p) : 0ull;
+    ids[tid] = in ? static_cast<int>(0xffffffffu - static_cast<uint32_t>(sk[tid])) : 0x7fffffff;
+  }
+  __syncthreads();
+  if (tid == 0) {  // top-p over the ranked prefix, then min-p (k <= 64: one thread is cheap)
+    unsigned long long tot = 0;
+    for (int j = 0; j < k; ++j) tot += mass[j];
+    int keep = k;
+    const float top_p = a.top_p[r];
+    if (top_p < 1.f && tot > 0) {
+      unsigned long long target = static_cast<unsigned long long>(ceil(static_cast<double>(top_p) * tot));
+      target = min(max(target, 1ull), tot);
+      unsigned long long cum = 0;
+      for (int j = 0; j < k; ++j) {
+        cum += mass[j];
+        if (cum >= target) {
+          keep = j + 1;
+          break;
+        }
+      }
+    }
+    const float min_p = a.min_p[r];
+    const unsigned long long min_mass = min_p > 0.f ? mass_of(min_p) : 0ull;
+    int n = 0;
+    for (int j = 0; j < keep; ++j)
+      if (mass[j] > 0 && (min_p <= 0.f || mass[j] >= min_mass)) mass[n] = mass[j], ids[n] = ids[j], ++n;
+    // Ascending id order (insertion sort of <= 64), then the inverse-CDF draw.
+    for (int j = 1; j < n; ++j) {
+      const int id = ids[j];
+      const unsigned long long q = mass[j];
+      int i = j - 1;
+      while (i >= 0 && ids[i] > id) ids[i + 1] = ids[i], mass[i + 1] = mass[i], --i;
+      ids[i + 1] = id, mass[i + 1] = q;
+    }
+    unsigned long long kept = 0;
+    for (int j = 0; j < n; ++j) kept += mass[j];
+    const double u = a.uniform[r];
+    unsigned long long target = u > 0.0 ? static_cast<unsigned long long>(u * static_cast<double>(kept)) : 0;
+    if (kept > 0 && target >= kept) target = kept - 1;
+    int tok = ids[0];
+    unsigned long long cum = 0;
+    for (int j = 0; j < n; ++j) {
+      cum += mass[j];
+      if (cum > target) {
+        tok = ids[j];
+        break;
+      }
+    }
+    tokens[r] = n > 0 ? tok : static_cast<int>(0xffffffffu - static_cast<uint32_t>(sk[0]));
+  }
+}
+
 }  // namespace
 
-void sample(const void* logits, bool bf16_logits, int rows, int vocab, const SampleRows& a, int32_t* tokens,
-            cudaStream_t st) {
+int64_t sample_scratch_words(int rows, int vocab) {
+  return static_cast<int64_t>(rows) * ((vocab + kChunk - 1) / kChunk) * kMaxFastK;
+}
+
+void sample(const void* logits, bool bf16_logits, int rows, int vocab, const SampleRows& rows_in, int32_t* tokens,
+            uint32_t* scratch, cudaStream_t st) {
   KF_CHECK(vocab > 0 && vocab <= kMaxVocab, "cuda sample: vocab {} outside [1, {}]", vocab, kMaxVocab);
+  const int n_chunks = (vocab + kChunk - 1) / kChunk;
   if (rows <= 0) return;
+  SampleRows a = rows_in;
+  a.fast_path = n_chunks * kMaxFastK <= kCandCap;  // else every row takes the general kernel
+  // Rows with a small top-k (the Qwen3 defaults), greedy or forced rows: two
+  // stages with many blocks per row; the general kernel skips them.
+  uint32_t* cand_key = scratch;
+  int32_t* cand_id = reinterpret_cast<int32_t*>(scratch + sample_scratch_words(rows, vocab));
+  if (a.fast_path) {
+    const dim3 grid(rows, n_chunks);
+    if (bf16_logits)
+      topk_chunks_kernel<<<grid, kChunkThreads, 0, st>>>(static_cast<const bf16_t*>(logits), vocab, a, n_chunks,
+                                                         cand_key, cand_id);
+    else
+      topk_chunks_kernel<<<grid, kChunkThreads, 0, st>>>(static_cast<const float*>(logits), vocab, a, n_chunks,
+                                                         cand_key, cand_id);
+    check_launch("sample top-k chunks");
+    topk_draw_kernel<<<rows, kRankThreads, 0, st>>>(a, n_chunks, cand_key, cand_id, tokens);
+    check_launch("sample top-k draw");
+  }
   if (bf16_logits)
     sample_kernel<<<rows, kThreads, 0, st>>>(static_cast<const bf16_t*>(logits), vocab, a, tokens);
   else

@@ -25,6 +25,9 @@ struct SelectParams {
   const int32_t* ctx_len;
   const int32_t* table;
   int n_seqs, max_pages, n_heads, n_kv_heads, page_size, local_pages, topk_pages;
+  // [n_seqs, 3] (AttnKind, local_pages, topk_pages) per sequence, or null:
+  // then every sequence has local_pages / topk_pages (topk_pages 0 = local).
+  const int32_t* seq_policy;
   uint32_t* keys;  // global scratch when the keys do not fit in shared memory
   int64_t key_cap;
   int32_t* list;
@@ -154,12 +157,22 @@ __device__ void select_pages(const SelectParams& p, int s, int h, SelectSmem<D, 
     if (tid == 0) p.list_count[pair] = 0;
     return;
   }
+  int local_pages = p.local_pages, topk_pages = p.topk_pages;
+  if (p.seq_policy) {
+    const int kind = p.seq_policy[3 * s];
+    if (kind == static_cast<int>(AttnKind::Dense)) {  // served by the dense kernel: no list
+      if (tid == 0) p.list_count[pair] = 0;
+      return;
+    }
+    local_pages = p.seq_policy[3 * s + 1];
+    topk_pages = kind == static_cast<int>(AttnKind::Local) ? 0 : p.seq_policy[3 * s + 2];
+  }
   const int T = p.ctx_len[s];
   const int n = (T + P - 1) / P;
-  const int first = 1, end = max(1, n - p.local_pages);
+  const int first = 1, end = max(1, n - local_pages);
   const int m_pages = max(0, end - first);
   const int unit = p.by_token ? P : 1;  // ranked items per candidate page
-  const int m = m_pages * unit, k = p.topk_pages * unit;
+  const int m = m_pages * unit, k = topk_pages * unit;
   int32_t* out = p.list + pair * p.max_pages;
   uint32_t* omask = p.by_token ? p.list_mask + pair * p.max_pages : nullptr;
   if (m <= k) {  // few candidates: every page (= dense)

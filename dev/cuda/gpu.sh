@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# The project on the GPU machine, step by step, in one device call:
+#   bash dev/cuda/gpu.sh STEP [STEP...]          (carry build-devdeps)
+# Steps:
+#   build       configure + build everything with CUDA (-Werror) in $B (default /tmp/kbuild)
+#   tests       ctest -L 'kernels|model' (every CUDA op vs the CPU, HF parity, engine on the GPU)
+#   diag32k     the long-context rows with KINFER_CUDA_SYNC=1 (a fault names its op)
+#   quick       two decode rows, a profile and one generate row
+#   decode      kinfer bench decode rows (Qwen3 shapes, dense and blocktopk, 16K-40K)
+#   generate    kinfer bench generate rows with --profile, and the HF generate baseline
+#   eval        the SmolLM2 GSM8K eval job (needs $GGUF) and its HF baseline
+#   serve       the serving benchmark (tools/bench_serve.py) against bench generate
+#   dist        more than one GPU (kind nvidia-h200-x2) = dist_tests dist_decode dist_eval:
+#   dist_tests  the multi-GPU tests (kernels_cuda_dist: NCCL, --tp 2 vs --tp 1, data parallel)
+#   dist_decode bench decode --tp 2 vs --tp 1 (qwen3-8b, qwen3-32b; dense, blocktopk), all-reduce time
+#   dist_eval   eval on 2 GPUs vs 1, same job (needs $GGUF; DIST_DATASET/N/TOKENS/SEQS size it)
+#               NCCL: the pip package nvidia-nccl-cu13, found by CMake through python3
+#               (or -DKINFER_NCCL_ROOT); NCCL_NVLS_ENABLE=0 is exported above
+# Logs and JSON lines go to $OUT; a short table is printed at the end.
+# Debian packages the GPU image lacks (pcre2, utf8proc, asio) are unpacked from
+# build-devdeps/debs (made here with `apt-get download`).
+set -uo pipefail
+OUT=${OUT:-$PWD/out}
+B=${B:-/tmp/kbuild}
+K=$B/kinfer
+mkdir -p "$OUT"
+T0=$(date +%s)
+R=/tmp/devroot
+for f in build-devdeps/debs/*.deb; do dpkg -x "$f" $R; done
+export PKG_CONFIG_PATH=$R/usr/lib/x86_64-linux-gnu/pkgconfig PKG_CONFIG_SYSROOT_DIR=$R
+export LD_LIBRARY_PATH=$R/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+J="$OUT/results.jsonl"
+log() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a "$OUT/steps.log"; }
+
+step_build() {
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv > "$OUT/env.txt" 2>&1
+  nvcc --version | tail -1 >> "$OUT/env.txt"
+  if ! { cmake -S . -B $B -G Ninja -DKINFER_CUDA=ON -DKINFER_WERROR=${WERROR:-OFF} -DASIO_INCLUDE_DIR=$R/usr/include -DKINFER_TEST_LAYERS="unit;model;kernels" \
+           > "$OUT/build.log" 2>&1 && ninja -C $B -j16 >> "$OUT/build.log" 2>&1; }; then
+    grep -E 'error' "$OUT/build.log" | head -30
+    tail -20 "$OUT/build.log"
+    exit 1
+  fi
+  log "built"
+}
+
+step_tests() {
+  ctest --test-dir $B -L 'kernels|model' --output-on-failure -j4 --timeout 600 > "$OUT/tests.log" 2>&1
+  grep -E 'tests passed|tests failed|Failed|\*\*\*' "$OUT/tests.log" | head -30
+  grep -hE '^\[ (sample|attn) ' "$OUT/tests.log" | head -20
+  log "tests done"
+}
+
+dec() {  # preset batch context attn [extra]
+  $K bench decode --device cuda --model random:$1 --batch $2 --context $3 --attn $4 --topk-pages 64 --local-pages 4 \
+    --page-size 16 --tokens ${DECODE_TOKENS:-20} --copy-gbps "$COPY" --json "${@:5}" 2>>"$OUT/decode.err" | tee -a "$J" |
+    python3 -c "import json,sys
+for l in sys.stdin:
+  j=json.loads(l); print(f\"decode {j['model']} B{j['batch']}x{j['context']} {j['attn']['kind']}: {j['step_ms']:.2f} ms/step, {j['roofline_fraction']:.2f} of roofline\")"
+}
+
+copy_bw() { COPY=$($K bench copy --json | tee -a "$J" | python3 -c "import json,sys; print(json.load(sys.stdin)['copy_gbps'])"); }
+
+step_diag32k() {
+  copy_bw
+  KINFER_CUDA_SYNC=1 DECODE_TOKENS=3 dec qwen3-0.6b 16 32768 dense --warmup 1 || tail -3 "$OUT/decode.err"
+  DECODE_TOKENS=5 dec qwen3-0.6b 32 32768 dense --warmup 1 || tail -3 "$OUT/decode.err"
+  DECODE_TOKENS=5 dec qwen3-0.6b 4 40960 blocktopk --warmup 1 || tail -3 "$OUT/decode.err"
+  log "diag32k done"
+}
+
+step_decode() {
+  copy_bw
+  for a in dense blocktopk; do
+    dec qwen3-0.6b 32 16384 $a
+    dec qwen3-0.6b 64 16384 $a
+    dec qwen3-8b 32 16384 $a
+    dec qwen3-0.6b 32 32768 $a
+    dec qwen3-0.6b 4 40960 $a
+  done
+  dec qwen3-0.6b 32 16384 blocktopk --dense-layers 0
+  dec qwen3-8b 128 4096 dense
+  dec qwen3-32b 16 16384 dense
+  dec qwen3-0.6b 32 16384 blocktopk --profile > /dev/null
+  tail -1 "$J" | python3 -c "import json,sys; p=json.load(sys.stdin)['profile']; [print(f'  {k}: {v[\"ms_per_step\"]:.3f} ms') for k,v in sorted(p.items(), key=lambda kv: -kv[1]['ms'])[:12]]"
+  log "decode done"
+}
+
+step_quick() {
+  copy_bw
+  dec qwen3-0.6b 32 16384 dense
+  dec qwen3-0.6b 32 16384 blocktopk
+  dec qwen3-0.6b 32 16384 blocktopk --profile > /dev/null
+  tail -1 "$J" | python3 -c "import json,sys; p=json.load(sys.stdin)['profile']; [print(f'  {k}: {v[\"ms_per_step\"]:.3f} ms') for k,v in sorted(p.items(), key=lambda kv: -kv[1]['ms'])[:10]]"
+  gen -n 256 --max-tokens 256
+  log "quick done"
+}
+
+gen() {  # extra flags
+  $K bench generate --device cuda --model random:qwen3-0.6b --ignore-eos --profile --json "$@" 2>>"$OUT/gen.err" |
+    python3 -c "import json,sys; j=json.load(sys.stdin); print(json.dumps(j))" | tee -a "$J" | python3 -c "import json,sys
+j=json.loads(sys.stdin.read()); p=j.get('profile',{})
+print(f\"generate n={j['n']}: {j['gen_tok_s']:.0f} tok/s overall, decode {j['decode_tok_s']:.0f}, steps {j['steps']}, running peak {j['running_peak']}, roofline {p.get('roofline_fraction',0):.2f} (device {p.get('device_roofline_fraction',0):.2f}), host {p.get('host_ms_per_step',{}).get('total',0):.3f} ms/step, device {p.get('device_ms_per_step',0):.3f} ms/step\")"
+}
+
+step_generate() {
+  gen -n 256 --max-tokens 256
+  gen -n 1024 --max-tokens 2048
+  gen -n 1024 --max-tokens 2048 --attn blocktopk --topk-pages 64 --local-pages 4
+  PYTHONUNBUFFERED=1 python3 tools/bench_hf_generate.py synthetic --preset qwen3-0.6b --batch 256 --prompt 512 \
+    --new 256 2>"$OUT/hf_gen.err" | tee -a "$J" || tail -3 "$OUT/hf_gen.err"
+  log "generate done"
+}
+
+step_eval() {
+  [[ -s ${GGUF:-} ]] || { echo "eval: set GGUF to the SmolLM2 GGUF"; return; }
+  for cfg in "dense 2" "blocktopk 2" "blocktopk 6"; do
+    set -- $cfg
+    $K eval --device cuda --model "$GGUF" --dataset gsm8k --limit 400 -n 16 --max-tokens 320 --seed 0 --attn $1 \
+      --topk-pages $2 --local-pages 1 --profile --json --out "$OUT/eval_$1_k$2.jsonl" 2>>"$OUT/eval.err" | tee -a "$J" |
+      python3 -c "import json,sys
+j=json.load(sys.stdin); r=j['run']; e=r['engine']; s=j['summary']; p=e.get('profile',{})
+print(f\"eval {j['attn']['policy']} k{j['attn']['topk_pages']}: {r['tok_s']:.0f} gen tok/s, wall {r['wall_s']:.1f} s, steps {e['steps']} ({e['graph_steps']} graphs), pass@16 {s['pass_at_k']['16']:.3f} acc {s['accuracy']:.4f}, {s['tera_efflops_per_problem']:.2f} TeFLOPs/problem, host {p.get('host_ms_per_step',{}).get('total',0):.3f} device {p.get('device_ms_per_step',0):.3f} ms/step\")"
+  done
+  if [[ ${HF_EVAL:-1} == 1 ]] && python3 -c "import gguf" 2>/dev/null; then
+    PYTHONUNBUFFERED=1 python3 tools/bench_hf_generate.py eval --gguf "$(basename "$GGUF")" --gguf-dir "$(dirname "$GGUF")" \
+      --data data/gsm8k.jsonl --problems 96 -n 16 2>"$OUT/hf_eval.err" | tee -a "$J" || tail -3 "$OUT/hf_eval.err"
+  fi
+  log "eval done"
+}
+
+step_serve() {
+  PYTHONUNBUFFERED=1 python3 tools/bench_serve.py --kinfer $K --server-args "--device cuda --model random:qwen3-0.6b" \
+    --concurrency 1,64,256,1024 --output-len 256 --compare-generate --out "$OUT/serve_cuda.json" 2>&1 | tail -12
+  log "serve done"
+}
+
+dtp() {  # preset batch context attn tp [extra]: one bench decode row with its all-reduce time
+  $K bench decode --device cuda --model random:$1 --batch $2 --context $3 --attn $4 --tp $5 --topk-pages 64 \
+    --local-pages 4 --page-size 16 --tokens ${DECODE_TOKENS:-20} --copy-gbps "$COPY" --json "${@:6}" \
+    2>>"$OUT/dist.err" | tee -a "$J" | python3 -c "import json,sys
+for l in sys.stdin:
+  j=json.loads(l); print(f\"decode {j['model']} B{j['batch']}x{j['context']} {j['attn']['kind']} tp {j['tp']}: {j['step_ms']:.2f} ms/step, all-reduce {j.get('allreduce_ms_per_step',0):.3f} ms/step, {j['roofline_fraction']:.2f} of the per-GPU roofline\")" ||
+    tail -3 "$OUT/dist.err"
+}
+
+dist_eval() {  # label flags...: the eval throughput job on the SmolLM2 GGUF
+  $K eval --model "$GGUF" --dataset ${DIST_DATASET:-aime24} -n ${DIST_N:-32} --max-tokens ${DIST_TOKENS:-2048} \
+    --seed 0 --max-seqs ${DIST_SEQS:-256} --json --no-progress --out "$OUT/dist_eval_$1.jsonl" "${@:2}" \
+    2>>"$OUT/dist.err" | tee -a "$J" | tee "$OUT/dist_eval_$1.json" | python3 -c "import json,sys
+j=json.load(sys.stdin); r=j['run']; e=r['engine']
+print(f\"eval $1: {r['tok_s']:.0f} gen tok/s, wall {r['wall_s']:.1f} s, replicas {[ (x['requests'], x['generated_tokens']) for x in e.get('replicas', [])]}\")"
+}
+
+step_dist() { step_dist_tests; step_dist_decode; step_dist_eval; }
+
+step_dist_tests() {
+  nvidia-smi -L | tee "$OUT/gpus.txt"
+  echo "NCCL_NVLS_ENABLE=$NCCL_NVLS_ENABLE" | tee -a "$OUT/gpus.txt"
+  grep -E "^NCCL_LIBRARY" "$B/CMakeCache.txt" | tee -a "$OUT/gpus.txt"
+  "$B/kernels_cuda_dist" > "$OUT/dist_tests.log" 2>&1
+  grep -E '^\[  (PASSED|FAILED|SKIPPED) |^\[  FAILED|--tp 2 vs|vs HF|data parallel|Failure' "$OUT/dist_tests.log" | head -30
+  log "dist tests done"
+}
+
+step_dist_decode() {
+  copy_bw
+  for a in dense blocktopk; do
+    dtp qwen3-8b 32 16384 $a 1
+    dtp qwen3-8b 32 16384 $a 2
+    dtp qwen3-32b 16 16384 $a 1   # B32x16K of qwen3-32b does not fit one H200 (65 GB weights + 137 GB KV)
+    dtp qwen3-32b 16 16384 $a 2
+    dtp qwen3-32b 32 16384 $a 2
+  done
+  log "tp decode done"
+}
+
+step_dist_eval() {
+  if [[ -s ${GGUF:-} ]]; then
+    dist_eval 1gpu --device cuda
+    dist_eval 2gpu --devices 0,1
+    python3 - "$OUT" <<'PY'
+import json, sys
+o = sys.argv[1]
+a, b = ({r["id"]: r for r in map(json.loads, list(open(f"{o}/dist_eval_{k}.jsonl"))[1:])} for k in ("1gpu", "2gpu"))
+same = sum(x["text"] == y["text"] for k in a for x, y in zip(a[k]["samples"], b[k]["samples"]))
+r1, r2 = (json.load(open(f"{o}/dist_eval_{k}.json"))["run"] for k in ("1gpu", "2gpu"))
+print(f"eval 2 GPUs vs 1: {r2['tok_s'] / r1['tok_s']:.2f}x tok/s, {r1['wall_s'] / r2['wall_s']:.2f}x wall (target >= 1.9); "
+      f"{len(b)} of {len(a)} problems, {same} of {sum(len(r['samples']) for r in a.values())} samples identical "
+      "(bf16 GEMMs differ by batch)")
+PY
+  else
+    echo "dist: set GGUF to the SmolLM2 GGUF for the eval throughput job"
+  fi
+  log "dist eval done"
+}
+
+for s in "$@"; do "step_$s"; done

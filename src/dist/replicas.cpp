@@ -1,0 +1,256 @@
+#include "dist/replicas.h"
+
+#include <algorithm>
+
+#include "util/error.h"
+
+namespace kf::dist {
+
+// One replica: its engine (made and driven on its own thread) and what the
+// set knows of it. Fields other than `engine` are guarded by the set's mutex.
+struct ReplicaSet::Rep {
+  Replica* replica = nullptr;
+  std::unique_ptr<Engine> engine;
+  std::thread thread;
+  std::map<int64_t, std::pair<int64_t, int>> taken;  // engine id -> (set id, samples)
+  int64_t outstanding = 0;  // samples of taken, unfinished requests
+  bool room = true;         // its scheduler has nothing waiting (as of its last step)
+  bool ready = false;
+  ReplicaStats stats;
+};
+
+ReplicaSet::ReplicaSet(std::vector<Replica>& replicas, const EngineConfig& cfg) : cfg_(cfg) {
+  KF_CHECK(!replicas.empty(), "replica set: no replicas");
+  for (Replica& r : replicas) {
+    auto rep = std::make_unique<Rep>();
+    rep->replica = &r;
+    rep->stats.backend = r.backend().name();
+    reps_.push_back(std::move(rep));
+  }
+  for (int i = 0; i < size(); ++i) reps_[i]->thread = std::thread([this, i] { loop(i); });
+  // Wait until every engine is built (or one failed).
+  std::unique_lock<std::mutex> lock(mu_);
+  finished_cv_.wait(lock, [&] {
+    return error_ || std::all_of(reps_.begin(), reps_.end(), [](const auto& r) { return r->ready; });
+  });
+  if (error_) {
+    stop_ = true;
+    lock.unlock();
+    work_cv_.notify_all();
+    for (auto& r : reps_) r->thread.join();
+    std::rethrow_exception(error_);
+  }
+}
+
+ReplicaSet::~ReplicaSet() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  work_cv_.notify_all();
+  for (auto& r : reps_)
+    if (r->thread.joinable()) r->thread.join();
+}
+
+int64_t ReplicaSet::submit(Request r) {
+  int64_t id = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (error_) std::rethrow_exception(error_);
+    KF_CHECK(!stop_, "replica set: stopped");
+    reps_[0]->engine->check_request(r);  // engines are alike (and live until stop or an error)
+    id = next_id_++;
+    queue_.emplace_back(id, std::move(r));
+  }
+  work_cv_.notify_all();
+  return id;
+}
+
+void ReplicaSet::finish_cancelled(int64_t id, Request& r) {
+  FinishedRequest f;
+  f.id = id;
+  f.prompt_tokens = static_cast<int>(r.prompt.size());
+  f.samples.resize(r.n);
+  for (int s = 0; s < r.n; ++s) {
+    f.samples[s].stop = StopReason::Cancelled;
+    if (r.stream) r.stream->push(StreamEvent{s, {}, {}, true, StopReason::Cancelled, {}});
+  }
+  finished_.push_back(std::move(f));
+}
+
+void ReplicaSet::cancel(int64_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto q = std::find_if(queue_.begin(), queue_.end(), [&](const auto& e) { return e.first == id; });
+  if (q != queue_.end()) {
+    if (q->second.stream) q->second.stream->expect_samples(q->second.n);
+    finish_cancelled(id, q->second);
+    queue_.erase(q);
+    finished_cv_.notify_all();
+    return;
+  }
+  auto it = placed_.find(id);
+  if (it != placed_.end() && reps_[it->second.first]->engine) reps_[it->second.first]->engine->cancel(it->second.second);
+}
+
+std::vector<FinishedRequest> ReplicaSet::wait_finished(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  finished_cv_.wait_for(lock, timeout, [&] { return !finished_.empty() || error_; });
+  if (error_) std::rethrow_exception(error_);
+  std::vector<FinishedRequest> out;
+  out.swap(finished_);
+  return out;
+}
+
+int64_t ReplicaSet::generated_tokens() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  int64_t n = 0;
+  for (const auto& r : reps_) n += r->stats.engine.generated_tokens;
+  return n;
+}
+
+std::vector<ReplicaStats> ReplicaSet::replica_stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<ReplicaStats> out;
+  for (const auto& r : reps_) out.push_back(r->stats);
+  return out;
+}
+
+EngineStats ReplicaSet::stats() const {
+  std::vector<EngineStats> parts;
+  for (const ReplicaStats& r : replica_stats()) parts.push_back(r.engine);
+  return merge_stats(parts);
+}
+
+// Under mu_: takes requests from the queue while this replica should (see
+// the header), at most a step's worth of prompt tokens at a time.
+void ReplicaSet::take_work(int i, Rep& rep, bool room) {
+  rep.room = room;
+  int64_t prompt_tokens = 0;
+  while (rep.room && !queue_.empty()) {
+    const Request& r = queue_.front().second;
+    if (rep.outstanding > 0 && rep.outstanding + r.n > cfg_.max_seqs) break;
+    if (prompt_tokens > 0 && prompt_tokens + static_cast<int64_t>(r.prompt.size()) > cfg_.max_step_tokens) break;
+    bool lighter_elsewhere = false;
+    for (int j = 0; j < size(); ++j)
+      lighter_elsewhere |= j != i && reps_[j]->room && reps_[j]->outstanding < rep.outstanding;
+    if (lighter_elsewhere) break;
+    auto [id, req] = std::move(queue_.front());
+    queue_.pop_front();
+    const int n = req.n;
+    prompt_tokens += static_cast<int64_t>(req.prompt.size());
+    const int64_t eid = rep.engine->submit(std::move(req));
+    rep.taken[eid] = {id, n};
+    placed_[id] = {i, eid};
+    rep.outstanding += n;
+    rep.stats.requests += 1;
+    rep.stats.samples += n;
+  }
+}
+
+// Under mu_: the replica's finished requests, with the set's ids.
+void ReplicaSet::publish(int i, Rep& rep, std::vector<FinishedRequest> done) {
+  for (FinishedRequest& f : done) {
+    auto it = rep.taken.find(f.id);
+    KF_CHECK(it != rep.taken.end(), "replica set: replica {} finished request {} it never took", i, f.id);
+    f.id = it->second.first;
+    rep.outstanding -= it->second.second;
+    placed_.erase(f.id);
+    rep.taken.erase(it);
+    finished_.push_back(std::move(f));
+  }
+  rep.stats.engine = rep.engine->stats();
+}
+
+void ReplicaSet::loop(int i) {
+  Rep& rep = *reps_[i];
+  try {
+    rep.replica->backend().bind_thread();
+    rep.engine = std::make_unique<Engine>(rep.replica->ranks(), cfg_);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      rep.ready = true;
+    }
+    finished_cv_.notify_all();
+    bool busy = false;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        // An idle replica sleeps until there is something to take (or stop);
+        // a busy one only looks between steps.
+        if (!busy)
+          work_cv_.wait_for(lock, std::chrono::milliseconds(50), [&] { return stop_ || !queue_.empty(); });
+        if (stop_) break;
+        const size_t before = queue_.size();
+        take_work(i, rep, rep.engine->n_waiting() == 0);
+        if (queue_.size() != before) work_cv_.notify_all();  // the others re-check who is lightest
+      }
+      busy = rep.engine->step();
+      std::vector<FinishedRequest> done = rep.engine->take_finished();
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        const bool any = !done.empty();
+        publish(i, rep, std::move(done));
+        if (any) finished_cv_.notify_all();
+      }
+    }
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!error_) error_ = std::current_exception();
+    stop_ = true;
+    finished_cv_.notify_all();
+    work_cv_.notify_all();
+  }
+  std::unique_ptr<Engine> gone;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    gone = std::move(rep.engine);
+  }
+  gone.reset();  // on its own (bound) thread, outside the lock
+}
+
+EngineStats merge_stats(const std::vector<EngineStats>& parts) {
+  EngineStats m;
+  for (const EngineStats& s : parts) {
+    m.steps += s.steps;
+    m.graph_steps += s.graph_steps;
+    m.prefill_tokens += s.prefill_tokens;
+    m.decode_tokens += s.decode_tokens;
+    m.generated_tokens += s.generated_tokens;
+    m.requests_finished += s.requests_finished;
+    m.preemptions += s.preemptions;
+    m.kv_pages += s.kv_pages;
+    m.kv_pages_peak += s.kv_pages_peak;
+    m.page_size = s.page_size;
+    m.running_peak += s.running_peak;
+    m.decode_page_reads += s.decode_page_reads;
+    m.decode_head_rows += s.decode_head_rows;
+    m.kv_bytes_read += s.kv_bytes_read;
+    m.weight_bytes_read += s.weight_bytes_read;
+    // Replicas run side by side: the set takes as long as its slowest.
+    m.prefill_seconds = std::max(m.prefill_seconds, s.prefill_seconds);
+    m.decode_seconds = std::max(m.decode_seconds, s.decode_seconds);
+    m.wall_seconds = std::max(m.wall_seconds, s.wall_seconds);
+    m.host_schedule_s = std::max(m.host_schedule_s, s.host_schedule_s);
+    m.host_launch_s = std::max(m.host_launch_s, s.host_launch_s);
+    m.host_wait_s = std::max(m.host_wait_s, s.host_wait_s);
+    m.host_postprocess_s = std::max(m.host_postprocess_s, s.host_postprocess_s);
+    m.device_s = std::max(m.device_s, s.device_s);
+  }
+  return m;
+}
+
+std::vector<Request> split_samples(const Request& r, int parts) {
+  parts = std::max(1, std::min(parts, r.n));
+  std::vector<Request> out;
+  int first = 0;
+  for (int p = 0; p < parts; ++p) {
+    Request q = r;
+    q.n = r.n / parts + (p < r.n % parts ? 1 : 0);
+    q.first_sample = r.first_sample + first;
+    first += q.n;
+    out.push_back(std::move(q));
+  }
+  return out;
+}
+
+}  // namespace kf::dist

@@ -1,0 +1,108 @@
+// ReplicaSet: data parallelism in one process. One Engine per replica (a GPU,
+// or a tensor-parallel group of GPUs: dist/placement.h), each stepping in its
+// own thread bound to its device, behind one request queue:
+//
+//   ReplicaSet set(replicas, engine_config);   // threads start, engines built on them
+//   int64_t id = set.submit(request);          // any thread; checked at once
+//   set.cancel(id);                            // any thread
+//   for (FinishedRequest& f : set.wait_finished(100ms)) ...   // ids from submit
+//
+// Routing: a request stays in the set's queue until a replica takes it. A
+// replica takes the next request between its steps when its scheduler has
+// nothing waiting (no prompt it could not admit, no preempted sequence), the
+// request keeps its outstanding samples within --max-seqs, and no other
+// replica with room has fewer outstanding samples. All n samples of a request
+// run on one replica (the prompt is prefilled once). So work goes by load:
+// a replica whose requests end sooner takes more, and work a replica cannot
+// start yet stays free for the others.
+//
+// Every sample draws from Philox keyed by (seed, request key, sample, token
+// index), so its tokens do not depend on the replica that runs it: on the
+// CPU (batch-invariant) the results equal one engine's bit for bit.
+//
+// The server uses it as generate and eval do: submit from the HTTP threads,
+// tokens through Request::stream, cancel on disconnect, wait_finished (or
+// take_finished) in a loop to release finished requests; the set runs the
+// engine loops itself (one replica = one engine thread).
+#pragma once
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "dist/placement.h"
+#include "engine/engine.h"
+
+namespace kf::dist {
+
+// What one replica did, for the run's JSON (balance across replicas).
+struct ReplicaStats {
+  std::string backend;  // rank 0's backend name
+  int64_t requests = 0, samples = 0;
+  EngineStats engine;
+};
+
+class ReplicaSet {
+ public:
+  // `replicas` must outlive the set; every engine gets `cfg`.
+  ReplicaSet(std::vector<Replica>& replicas, const EngineConfig& cfg);
+  ~ReplicaSet();  // stops the replicas (requests still running are dropped)
+  ReplicaSet(const ReplicaSet&) = delete;
+  ReplicaSet& operator=(const ReplicaSet&) = delete;
+
+  int size() const { return static_cast<int>(reps_.size()); }
+  const EngineConfig& config() const { return cfg_; }
+
+  // Thread-safe. Throws kf::Error on a malformed request (as Engine::submit).
+  int64_t submit(Request r);
+  // Thread-safe; unknown or finished ids are ignored. A request no replica
+  // took yet finishes at once with every sample cancelled.
+  void cancel(int64_t id);
+  // Finished requests in finishing order (ids from submit), waiting up to
+  // `timeout` for the first. Rethrows the error of a replica that failed.
+  std::vector<FinishedRequest> wait_finished(std::chrono::milliseconds timeout);
+  std::vector<FinishedRequest> take_finished() { return wait_finished(std::chrono::milliseconds(0)); }
+
+  // Tokens generated so far by every replica (progress lines).
+  int64_t generated_tokens() const;
+  // Every replica's stats so far, and their sum (times: the slowest replica's).
+  std::vector<ReplicaStats> replica_stats() const;
+  EngineStats stats() const;
+
+ private:
+  struct Rep;
+  void loop(int i);
+  void take_work(int i, Rep& rep, bool room);
+  void publish(int i, Rep& rep, std::vector<FinishedRequest> done);
+  void finish_cancelled(int64_t id, Request& r);
+
+  EngineConfig cfg_;
+  std::vector<std::unique_ptr<Rep>> reps_;
+
+  mutable std::mutex mu_;
+  std::condition_variable work_cv_;      // replicas wait for requests, cancels, stop
+  std::condition_variable finished_cv_;  // callers of wait_finished
+  std::deque<std::pair<int64_t, Request>> queue_;
+  std::map<int64_t, std::pair<int, int64_t>> placed_;  // set id -> (replica, engine id) until finished
+  std::vector<FinishedRequest> finished_;
+  std::exception_ptr error_;
+  int64_t next_id_ = 0;
+  bool stop_ = false;
+};
+
+// Merged stats of replicas running side by side: counters add up, times are
+// the slowest replica's (so tokens/s are the set's).
+EngineStats merge_stats(const std::vector<EngineStats>& parts);
+
+// One request's n samples as `parts` requests (fewer when n is smaller) over
+// consecutive sample ranges (Request::first_sample), for replicas to share.
+// Their results, concatenated in order, are the request's.
+std::vector<Request> split_samples(const Request& r, int parts);
+
+}  // namespace kf::dist

@@ -1,0 +1,281 @@
+#include "server/server.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "cost/presets.h"
+#include "tokenizer/tokenizer.h"
+#include "util/error.h"
+
+namespace kf::server {
+
+namespace {
+
+using json = nlohmann::json;
+
+Reply json_reply(int status, const json& body) {
+  Reply r;
+  r.status = status;
+  r.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
+  return r;
+}
+
+Reply error_reply(int status, const std::string& message, const std::string& param = {}, const std::string& type = {}) {
+  Reply r;
+  r.status = status;
+  r.body = error_body(status, message, type, param);
+  if (status == 429 || status == 503) r.headers.emplace_back("Retry-After", "1");
+  return r;
+}
+
+}  // namespace
+
+Server::Server(const Model& model, Backend& backend, const Tokenizer* tok, EngineConfig cfg, ServerOptions opt)
+    : Server({ExecutorRank{&model, &backend}}, model.config(), tok, std::move(cfg), std::move(opt)) {}
+
+Server::Server(std::vector<ExecutorRank> ranks, const ModelConfig& whole, const Tokenizer* tok, EngineConfig cfg,
+               ServerOptions opt)
+    : tok_(tok), opt_(std::move(opt)) {
+  const std::optional<double> intensity = cost::hardware_intensity(opt_.hardware);
+  KF_CHECK(intensity.has_value(), "--hardware '{}': not a known preset (b200, h200, h100)", opt_.hardware);
+  KF_CHECK(opt_.max_waiting >= 0, "--max-waiting must be >= 0 (got {})", opt_.max_waiting);
+  engine_ = std::make_unique<Engine>(std::move(ranks), std::move(cfg));
+  const EngineConfig& c = engine_->config();
+  ctx_.tok = tok;
+  ctx_.model = &whole;
+  ctx_.model_name = opt_.model_name;
+  ctx_.default_policy = c.policy;
+  ctx_.page_size = c.page_size;
+  ctx_.intensity = *intensity;
+  ctx_.hardware = opt_.hardware;
+  limits_.vocab = whole.vocab_size;
+  limits_.max_model_len = c.max_model_len;
+  limits_.max_seqs = c.max_seqs;
+  limits_.kv_tokens = static_cast<int64_t>(c.kv_pages) * c.page_size;
+  limits_.think_end_token = tok ? tok->token_id("</think>") : -1;
+}
+
+Server::~Server() { stop(); }
+
+void Server::start() {
+  KF_CHECK(!thread_.joinable(), "server: already started");
+  thread_ = std::thread([this] { loop(); });
+}
+
+void Server::stop() {
+  stop_ = true;
+  if (thread_.joinable()) {
+    engine_->cancel(-1);  // wakes wait_for_work
+    thread_.join();
+  }
+}
+
+// The engine's thread: steps, hands finished requests to their jobs, and
+// publishes the engine's state for /metrics.
+void Server::loop() {
+  while (!stop_) {
+    bool more = false;
+    try {
+      more = engine_->step();
+    } catch (const std::exception& e) {
+      spdlog::error("kinfer serve: engine step failed: {}", e.what());
+    }
+    std::vector<std::pair<std::shared_ptr<Job>, FinishedRequest>> done;
+    {
+      std::vector<FinishedRequest> fin = engine_->take_finished();
+      std::lock_guard<std::mutex> lock(jobs_mu_);
+      for (FinishedRequest& f : fin) {
+        auto it = by_engine_id_.find(f.id);
+        if (it == by_engine_id_.end()) continue;
+        done.emplace_back(it->second, std::move(f));
+        by_engine_id_.erase(it);
+      }
+    }
+    for (auto& [job, f] : done) job->finish(std::move(f));
+    const EngineStats& s = engine_->stats();
+    running_ = engine_->n_running();
+    waiting_seqs_ = engine_->n_waiting();
+    kv_used_ = engine_->kv_pages_used();
+    preemptions_ = s.preemptions;
+    steps_ = s.steps;
+    if (!more) engine_->wait_for_work(std::chrono::milliseconds(50));
+  }
+}
+
+int64_t Server::jobs_in_flight() const {
+  std::lock_guard<std::mutex> lock(jobs_mu_);
+  return static_cast<int64_t>(by_engine_id_.size());
+}
+
+int Server::drain(std::chrono::milliseconds timeout) {
+  draining_ = true;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (jobs_in_flight() > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::vector<std::shared_ptr<Job>> left;
+  {
+    std::lock_guard<std::mutex> lock(jobs_mu_);
+    for (auto& [id, job] : by_engine_id_)
+      if (std::find(left.begin(), left.end(), job) == left.end()) left.push_back(job);
+  }
+  for (const std::shared_ptr<Job>& job : left) job->cancel();
+  const auto grace = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (jobs_in_flight() > 0 && std::chrono::steady_clock::now() < grace)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  return static_cast<int>(left.size());
+}
+
+void Server::count(int status) {
+  std::lock_guard<std::mutex> lock(metrics_mu_);
+  ++requests_by_status_[status];
+}
+
+void Server::job_done(const JobTotals& t) {
+  std::lock_guard<std::mutex> lock(metrics_mu_);
+  ++requests_by_status_[t.status];
+  prompt_tokens_ += t.prompt_tokens;
+  generated_tokens_ += t.completion_tokens;
+  kv_bytes_read_ += t.kv_bytes_read;
+  efflops_ += t.efflops;
+}
+
+std::string Server::metrics() const {
+  std::string out;
+  auto metric = [&](const char* name, const char* type, const char* help, const std::string& lines) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n{}", name, help, name, type, lines);
+  };
+  auto line = [](const char* name, auto v) { return fmt::format("{} {}\n", name, v); };
+  std::string by_status;
+  {
+    std::lock_guard<std::mutex> lock(metrics_mu_);
+    for (const auto& [status, n] : requests_by_status_)
+      by_status += fmt::format("kinfer_requests_total{{status=\"{}\"}} {}\n", status, n);
+    metric("kinfer_requests_total", "counter",
+           "completion and chat requests by HTTP status (499: the client went away first)", by_status);
+    metric("kinfer_prompt_tokens_total", "counter", "prompt tokens of finished requests",
+           line("kinfer_prompt_tokens_total", prompt_tokens_));
+    metric("kinfer_generation_tokens_total", "counter", "tokens generated for finished requests",
+           line("kinfer_generation_tokens_total", generated_tokens_));
+    metric("kinfer_efflops_total", "counter", "eFLOPs served (Kinetics cost model, usage.efflops summed)",
+           line("kinfer_efflops_total", efflops_));
+    metric("kinfer_kv_bytes_read_total", "counter", "KV cache bytes read by decode steps of finished requests",
+           line("kinfer_kv_bytes_read_total", kv_bytes_read_));
+  }
+  const int64_t pages = engine_->config().kv_pages;
+  metric("kinfer_running_sequences", "gauge", "sequences running in the engine",
+         line("kinfer_running_sequences", running_.load()));
+  metric("kinfer_waiting_sequences", "gauge", "sequences waiting (or preempted) in the engine",
+         line("kinfer_waiting_sequences", waiting_seqs_.load()));
+  metric("kinfer_waiting_requests", "gauge", "requests without their first token yet (--max-waiting bounds it)",
+         line("kinfer_waiting_requests", waiting_.load()));
+  metric("kinfer_requests_in_flight", "gauge", "engine requests not finished", line("kinfer_requests_in_flight", jobs_in_flight()));
+  metric("kinfer_kv_pages_used", "gauge", "KV pages in use", line("kinfer_kv_pages_used", kv_used_.load()));
+  metric("kinfer_kv_pages_free", "gauge", "KV pages free", line("kinfer_kv_pages_free", pages - kv_used_.load()));
+  metric("kinfer_preemptions_total", "counter", "sequences preempted for KV pages",
+         line("kinfer_preemptions_total", preemptions_.load()));
+  metric("kinfer_engine_steps_total", "counter", "engine steps", line("kinfer_engine_steps_total", steps_.load()));
+  return out;
+}
+
+Reply Server::generate(Endpoint ep, const HttpRequest& req, const Notifier& wake) {
+  auto fail = [&](int status, const std::string& message, const std::string& param = {}) {
+    count(status);
+    return error_reply(status, message, param);
+  };
+  if (draining_) return fail(503, "the server is shutting down");
+  const json body = json::parse(req.body, nullptr, false);
+  if (body.is_discarded()) return fail(400, "the request body is not valid JSON");
+  if (body.is_object()) {
+    if (auto it = body.find("model"); it != body.end() && !it->is_null()) {
+      if (!it->is_string()) return fail(400, "'model' must be a string", "model");
+      if (it->get<std::string>() != opt_.model_name)
+        return fail(404, fmt::format("The model `{}` does not exist (this server serves `{}`)", it->get<std::string>(),
+                                     opt_.model_name),
+                    "model");
+    }
+  }
+  GenParams p;
+  try {
+    p = parse_request(ep, body, tok_, limits_);
+  } catch (const ApiError& e) {
+    return fail(e.status, e.what(), e.param);
+  }
+  if (waiting_.load() + static_cast<int64_t>(p.prompts.size()) > opt_.max_waiting)
+    return fail(429, fmt::format("too many requests waiting (--max-waiting {}): retry later", opt_.max_waiting));
+  const bool stream = p.stream;
+  auto job = std::make_shared<Job>(
+      std::move(p), ctx_, wake, [this](int64_t id) { engine_->cancel(id); },
+      [this](const JobTotals& t) { job_done(t); });
+  std::vector<Request> reqs = job->requests([this, wake] {
+    auto first = std::make_shared<std::atomic<bool>>(false);
+    return [this, wake, first] {
+      if (!first->exchange(true)) --waiting_;
+      wake();
+    };
+  });
+  {
+    std::lock_guard<std::mutex> lock(jobs_mu_);  // the engine loop routes by id under this lock
+    std::vector<int64_t> ids;
+    for (Request& r : reqs) {
+      ++waiting_;
+      try {
+        ids.push_back(engine_->submit(std::move(r)));
+      } catch (const Error& e) {
+        --waiting_;
+        for (int64_t id : ids) engine_->cancel(id);  // (their results are dropped: no job listens)
+        return fail(400, e.what());
+      }
+    }
+    job->set_engine_ids(ids);
+    for (int64_t id : ids) by_engine_id_[id] = job;
+  }
+  Reply r;
+  r.source = job;
+  r.stream = stream;
+  if (stream) r.content_type = "text/event-stream";
+  return r;
+}
+
+Reply Server::handle(const HttpRequest& req, const Notifier& wake) {
+  const std::string& path = req.path;
+  const bool get = req.method == "GET" || req.method == "HEAD";
+  if (path == "/health") {
+    if (!get) return error_reply(405, "use GET /health");
+    return draining_ ? error_reply(503, "the server is shutting down") : json_reply(200, json::object());
+  }
+  if (path == "/metrics") {
+    if (!get) return error_reply(405, "use GET /metrics");
+    Reply r;
+    r.content_type = "text/plain; version=0.0.4";
+    r.body = metrics();
+    return r;
+  }
+  const bool completions = path == "/v1/completions", chat = path == "/v1/chat/completions";
+  const bool models = path == "/v1/models" || path.rfind("/v1/models/", 0) == 0;
+  if (!completions && !chat && !models) return error_reply(404, fmt::format("no route {} {}", req.method, path));
+  if (!opt_.api_key.empty()) {
+    const std::string* auth = req.header("authorization");
+    if (!auth || *auth != "Bearer " + opt_.api_key) {
+      if (!models) count(401);
+      return error_reply(401, "a valid API key is required (Authorization: Bearer KEY)");
+    }
+  }
+  if (models) {
+    if (!get) return error_reply(405, "use GET /v1/models");
+    const json card = {{"id", opt_.model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "kinfer"},
+                       {"max_model_len", limits_.max_model_len}, {"vocab_size", limits_.vocab}};
+    if (path == "/v1/models") return json_reply(200, {{"object", "list"}, {"data", json::array({card})}});
+    if (path.substr(11) != opt_.model_name)
+      return error_reply(404, fmt::format("The model `{}` does not exist", path.substr(11)), "model");
+    return json_reply(200, card);
+  }
+  if (req.method != "POST") {
+    count(405);
+    return error_reply(405, fmt::format("use POST {}", path));
+  }
+  return generate(completions ? Endpoint::Completions : Endpoint::Chat, req, wake);
+}
+
+}  // namespace kf::server

@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""Serving benchmark for `kinfer serve`, in the manner of vLLM's
+benchmark_serving: streaming completions at a sweep of concurrencies (or
+Poisson request rates), reporting TTFT, inter-token latency (ITL), TPOT,
+end-to-end latency and output tokens/s; optionally the same work through
+`kinfer bench generate` for the throughput ratio.
+
+Standard library only (asyncio HTTP/1.1), so it runs on any machine with
+python3. Prompts are token ids (random:PRESET models have no tokenizer):
+the same 64 pseudo ids `kinfer bench generate` uses, every request runs to
+--output-len (ignore_eos).
+
+  # launch the server itself, sweep, then bench generate on the same work:
+  python3 tools/bench_serve.py --kinfer build/kinfer \\
+      --server-args "--device cuda --model random:qwen3-0.6b" \\
+      --concurrency 1,16,64,256,1024 --output-len 256 --compare-generate \\
+      --out bench/results/serve_cuda_qwen3-0.6b.json
+  # or against a running server:
+  python3 tools/bench_serve.py --url http://127.0.0.1:8000 --request-rate 4,16,inf --num-prompts 256
+"""
+import argparse
+import asyncio
+import json
+import math
+import random
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+
+def percentile(xs, p):
+    if not xs:
+        return 0.0
+    xs = sorted(xs)
+    k = (len(xs) - 1) * p / 100
+    f = math.floor(k)
+    c = min(f + 1, len(xs) - 1)
+    return xs[f] + (xs[c] - xs[f]) * (k - f)
+
+
+def summary_ms(xs):
+    return {"mean": 1e3 * statistics.fmean(xs) if xs else 0.0, "median": 1e3 * percentile(xs, 50),
+            "p99": 1e3 * percentile(xs, 99)}
+
+
+async def one_request(host, port, body):
+    """A streaming completion: (ttft s, [itl s], e2e s, output tokens)."""
+    t0 = time.perf_counter()
+    r, w = await asyncio.open_connection(host, port, limit=1 << 22)
+    data = json.dumps(body).encode()
+    w.write(f"POST /v1/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data)
+    await w.drain()
+    head = await r.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    if status != 200:
+        rest = await r.read()
+        w.close()
+        raise RuntimeError(f"HTTP {status}: {rest[:300]!r}")
+    ttft, last, itl, tokens = None, None, [], 0
+    buf = b""
+    while True:
+        size = int((await r.readline()).strip(), 16)
+        if size == 0:
+            break
+        buf += await r.readexactly(size)
+        await r.readexactly(2)
+        while b"\n\n" in buf:
+            event, buf = buf.split(b"\n\n", 1)
+            payload = event[len(b"data: "):]
+            if payload == b"[DONE]":
+                continue
+            j = json.loads(payload)
+            if j.get("usage"):
+                tokens = j["usage"]["completion_tokens"]
+            if any(c.get("text") for c in j["choices"]):
+                now = time.perf_counter()
+                if ttft is None:
+                    ttft = now - t0
+                else:
+                    itl.append(now - last)
+                last = now
+    w.close()
+    return ttft or 0.0, itl, time.perf_counter() - t0, tokens
+
+
+async def run_level(args, host, port, prompt, concurrency=None, rate=None):
+    n = args.num_prompts or (concurrency if concurrency else 256)
+    if concurrency and args.num_prompts == 0:
+        n = max(concurrency, args.min_prompts)
+    body = {"model": args.model_name, "prompt": prompt, "max_tokens": args.output_len, "temperature": args.temperature,
+            "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+    if args.kinfer_policy:
+        body["kinfer"] = json.loads(args.kinfer_policy)
+    results, errors = [], []
+    sem = asyncio.Semaphore(concurrency or n)
+    rng = random.Random(0)
+
+    async def task(i):
+        async with sem:
+            try:
+                results.append(await one_request(host, port, dict(body, seed=i)))
+            except Exception as e:  # noqa: BLE001 - reported in the results
+                errors.append(repr(e)[:200])
+
+    t0 = time.perf_counter()
+    tasks = []
+    for i in range(n):
+        tasks.append(asyncio.create_task(task(i)))
+        if rate and math.isfinite(rate):
+            await asyncio.sleep(rng.expovariate(rate))
+    await asyncio.gather(*tasks)
+    wall = time.perf_counter() - t0
+    ttft = [r[0] for r in results]
+    itl = [x for r in results for x in r[1]]
+    tpot = [(r[2] - r[0]) / max(1, r[3] - 1) for r in results if r[3] > 1]
+    out_tokens = sum(r[3] for r in results)
+    return {"concurrency": concurrency, "request_rate": rate, "requests": n, "completed": len(results),
+            "errors": len(errors), "error_samples": errors[:3], "wall_s": wall, "output_tokens": out_tokens,
+            "output_tok_s": out_tokens / wall if wall > 0 else 0.0, "request_s": len(results) / wall if wall else 0.0,
+            "ttft_ms": summary_ms(ttft), "itl_ms": summary_ms(itl), "tpot_ms": summary_ms(tpot),
+            "e2e_ms": summary_ms([r[2] for r in results])}
+
+
+def launch(args):
+    cmd = [args.kinfer, "serve", "--port", "0", "--json", *shlex.split(args.server_args), *shlex.split(args.serve_extra)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if not line:
+        raise SystemExit("kinfer serve did not start: " + " ".join(cmd))
+    return proc, json.loads(line)
+
+
+def bench_generate(args, n):
+    cmd = [args.kinfer, "bench", "generate", *shlex.split(args.server_args), "-n", str(n), "--max-tokens",
+           str(args.output_len), "--temp", str(args.temperature), "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    j = json.loads(out.stdout)
+    return {"command": " ".join(cmd), "gen_tok_s": j["gen_tok_s"], "decode_tok_s": j["decode_tok_s"],
+            "wall_s": j["wall_s"], "generated_tokens": j["generated_tokens"]}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--url", help="a running server (else --kinfer launches one with --server-args)")
+    ap.add_argument("--kinfer", default="build/kinfer")
+    ap.add_argument("--server-args", default="--model default", help="kinfer serve / bench generate model+engine flags")
+    ap.add_argument("--serve-extra", default="", help="flags for kinfer serve only (e.g. --http-threads 4)")
+    ap.add_argument("--model-name", default=None, help="the served model name (default: what the server lists)")
+    ap.add_argument("--concurrency", default="", help="comma list, e.g. 1,16,64,256")
+    ap.add_argument("--request-rate", default="", help="comma list of requests/s (inf = all at once)")
+    ap.add_argument("--num-prompts", type=int, default=0, help="requests per level (0: = concurrency, >= --min-prompts)")
+    ap.add_argument("--min-prompts", type=int, default=32)
+    ap.add_argument("--input-len", type=int, default=64)
+    ap.add_argument("--output-len", type=int, default=128)
+    ap.add_argument("--temperature", type=float, default=0.6)
+    ap.add_argument("--kinfer-policy", default="", help='per-request policy JSON, e.g. {"attn":"blocktopk"}')
+    ap.add_argument("--compare-generate", action="store_true",
+                    help="also run `kinfer bench generate -n C` per concurrency C (same prompt, lengths)")
+    ap.add_argument("--out", help="write the results JSON here")
+    args = ap.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    proc = None
+    if args.url:
+        host, port = args.url.split("//")[1].split(":")
+        port = int(port.rstrip("/"))
+    else:
+        proc, info = launch(args)
+        host, port = "127.0.0.1", info["port"]
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/v1/models") as r:
+            listed = json.load(r)["data"][0]
+        args.model_name = args.model_name or listed["id"]
+        vocab = listed.get("vocab_size", 32000)
+        prompt = [(i * 7919 + 13) % vocab for i in range(args.input_len)]  # as `kinfer bench generate` on random:
+        levels = []
+        for c in filter(None, args.concurrency.split(",")):
+            levels.append(asyncio.run(run_level(args, host, port, prompt, concurrency=int(c))))
+            print(json.dumps({k: levels[-1][k] for k in ("concurrency", "completed", "errors", "output_tok_s")}),
+                  file=sys.stderr, flush=True)
+        for r in filter(None, args.request_rate.split(",")):
+            levels.append(asyncio.run(run_level(args, host, port, prompt, rate=float(r))))
+            print(json.dumps({k: levels[-1][k] for k in ("request_rate", "completed", "errors", "output_tok_s")}),
+                  file=sys.stderr, flush=True)
+    finally:
+        if proc:
+            proc.terminate()
+            proc.wait(timeout=120)
+    result = {"bench": "serve", "server_args": args.server_args, "input_len": args.input_len,
+              "output_len": args.output_len, "levels": levels}
+    if args.compare_generate:
+        for lv in levels:
+            if lv["concurrency"]:
+                g = bench_generate(args, lv["concurrency"])
+                lv["bench_generate"] = g
+                lv["ratio_to_generate"] = lv["output_tok_s"] / g["gen_tok_s"] if g["gen_tok_s"] else 0.0
+                # bench generate prefills its prompt once for its n samples; the server prefills
+                # every request's: the decode-phase ratio (C streams / mean ITL) leaves that out.
+                itl = lv["itl_ms"]["mean"] / 1e3
+                lv["decode_tok_s_estimate"] = lv["concurrency"] / itl if itl > 0 else 0.0
+                lv["decode_ratio_to_generate"] = (lv["decode_tok_s_estimate"] / g["decode_tok_s"]
+                                                  if g["decode_tok_s"] else 0.0)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    print(text)
+    for lv in levels:
+        print(f"conc={lv['concurrency']} rate={lv['request_rate']}: {lv['output_tok_s']:.1f} tok/s, "
+              f"TTFT median {lv['ttft_ms']['median']:.1f} ms, ITL median {lv['itl_ms']['median']:.2f} ms"
+              + (f", {lv['ratio_to_generate']:.2f}x bench generate overall, {lv['decode_ratio_to_generate']:.2f}x "
+                 "in decode" if "ratio_to_generate" in lv else ""),
+              file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
