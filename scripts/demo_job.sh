@@ -4,15 +4,17 @@
 # two KV budgets, each run a resumable trace, then the accuracy-vs-eFLOPs
 # frontier (table + PNG) and one results table:
 #   accuracy@1, pass@k, maj@N, eFLOPs per problem, tokens/s, KV bytes read.
-# Defaults: SmolLM2-135M-Instruct on the CPU, a fixed GSM8K subset sized for
-# about 10 minutes on 2 cores. Flags: --full (every problem), --model M,
+# Defaults: SmolLM2-135M-Instruct on the CPU, the first 50 GSM8K problems x 8
+# samples x 112 tokens, sized for about 10 minutes on 2 cores; --quick: 10
+# problems (about 2 minutes). Flags: --quick, --full (every problem), --model M,
 # --dataset D, -n N, --max-tokens L, --limit K, --out DIR, --threads T.
 set -euo pipefail
-KINFER=${1:?usage: demo_job.sh KINFER [--full] [--model M] [--dataset D] [-n N] [--max-tokens L] [--limit K] [--out DIR]}
+KINFER=${1:?usage: demo_job.sh KINFER [--quick|--full] [--model M] [--dataset D] [-n N] [--max-tokens L] [--limit K] [--out DIR]}
 shift
-model=default dataset=gsm8k n=8 max_tokens=160 limit=10 out=out/demo threads=0
+model=default dataset=gsm8k n=8 max_tokens=112 limit=50 out=out/demo threads=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
+    --quick) limit=10 ;;
     --full) limit=0 ;;
     --model) model=$2; shift ;;
     --dataset) dataset=$2; shift ;;
@@ -47,7 +49,7 @@ done
 traces=()
 for r in "${runs[@]}"; do traces+=("$out/${r%%|*}.jsonl"); done
 plot_flag=()
-command -v gnuplot > /dev/null && plot_flag=(--plot "$out/frontier.png" --title "kinfer: $model on $dataset, Best-of-N")
+command -v gnuplot > /dev/null && plot_flag=(--plot "$out/frontier.png" --title "kinfer: Best-of-$n on $dataset, ${limit/#0/all} problems, $max_tokens tokens")
 "$KINFER" frontier "${traces[@]}" "${plot_flag[@]}" > "$out/frontier.txt"
 "$KINFER" frontier "${traces[@]}" --json > "$out/frontier.json"
 

@@ -17,6 +17,8 @@
 // the decode graphs. Bytes and the roofline are then per GPU, and the JSON
 // adds the all-reduce time of a step (its 2 x layers all-reduces of
 // [batch, hidden], replayed as one graph on every rank).
+#include <sys/resource.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -30,16 +32,27 @@
 #include "dist/placement.h"
 #include "engine/executor_group.h"
 #include "model/model.h"
+#include "engine/executor.h"
+#include "generate_common.h"
 #include "util/philox.h"
 #ifdef KINFER_HAVE_CUDA
 #include "backend/cuda/cuda_util.h"
 #endif
 
 namespace kf::cli {
+namespace {
+
+double process_cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_utime.tv_sec + u.ru_stime.tv_sec + 1e-6 * (u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+}  // namespace
 
 int bench_decode(int argc, char** argv) {
   CLI::App app{"Decode throughput: tokens/s and the bandwidth roofline", "kinfer bench decode"};
-  std::string model_spec = "default", device = "cpu", attn = "dense", devices;
+  std::string model_spec = "default", device = "cpu", attn = "dense", devices, cpu_weights = "auto";
   int batch = 1, tokens = 32, prompt_len = 32, context = 0, threads = 0, warmup = 2, tp = 1;
   int page_size = 16, topk_pages = 64, local_pages = 4;
   double copy_gbps = 0;
@@ -66,7 +79,8 @@ int bench_decode(int argc, char** argv) {
   app.add_flag("--no-graphs", no_graphs, "launch every op instead of replaying CUDA graphs");
   app.add_flag("--profile", profile, "CUDA: after the timed steps, time each op of 5 more steps (no graphs)");
   app.add_option("--threads", threads, "CPU threads (0 = all cores)")->capture_default_str();
-  app.add_flag("--blas", blas, "CPU: OpenBLAS sgemm matmul (not batch-invariant; for comparison)");
+  app.add_flag("--blas", blas, "CPU: OpenBLAS sgemm for F32 weights (not batch-invariant; with --cpu-weights f32)");
+  add_cpu_weights_option(app, cpu_weights);
   app.add_flag("--json", json, "print one JSON object");
   CLI11_PARSE(app, argc, argv);
   KF_CHECK(batch >= 1 && tokens >= 1 && prompt_len >= 1 && warmup >= 0 && context >= 0,
@@ -78,6 +92,7 @@ int bench_decode(int argc, char** argv) {
   policy.local_pages = local_pages;
   attn::check_policy(policy);
 
+  if (blas && cpu_weights == "auto") cpu_weights = "f32";  // sgemm takes F32 weights
   dist::PlacementFlags pf;
   pf.device = device;
   pf.devices = devices;
@@ -86,6 +101,7 @@ int bench_decode(int argc, char** argv) {
   dist::Placement placement = dist::make_placement(pf, cuda_device_count(), cuda_tp_available());
   KF_CHECK(placement.replicas() == 1, "bench decode runs one replica: --devices must name exactly --tp ({}) GPUs", tp);
   placement.cpu_blas = blas;
+  placement.weight_format = parse_weight_format(cpu_weights);
   std::vector<dist::Replica> replicas = dist::load_replicas(placement, model_spec);
   Backend* be = &replicas[0].backend();  // rank 0's
   be->bind_thread();
@@ -128,20 +144,32 @@ int bench_decode(int argc, char** argv) {
     exec.on_ranks([](int, StepExecutor& e) { e.fill_synthetic(); });
     std::fill(ctx.begin(), ctx.end(), context);
   } else {
-    const auto tp = std::chrono::steady_clock::now();
-    for (int s = 0; s < batch; ++s)
-      for (int done = 0; done < prompt_len;) {
-        const int n = std::min(prompt_len - done, ec.max_step_tokens);
-        std::vector<int32_t> chunk(n);
-        for (int i = 0; i < n; ++i) chunk[i] = token_at(s, done + i);
-        exec.begin();
-        exec.add_seq(pages[s], ctx[s], chunk, slots_for(s, n));
-        exec.collect(exec.launch());
-        ctx[s] += n;
-        done += n;
-      }
-    exec.synchronize();
-    prefill_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - tp).count();
+    // Every sequence's prompt in chunks of max_step_tokens, the last chunk
+    // with its last row's logits (what a real prefill computes). With
+    // --warmup > 0 a first untimed pass writes the same slots: the timed one
+    // then runs warm, as llama-bench's pp does.
+    auto prefill = [&] {
+      for (int s = 0; s < batch; ++s)
+        for (int done = 0; done < prompt_len;) {
+          const int n = std::min(prompt_len - done, ec.max_step_tokens);
+          std::vector<int32_t> chunk(n);
+          for (int i = 0; i < n; ++i) chunk[i] = token_at(s, done + i);
+          exec.begin();
+          const int seq = exec.add_seq(pages[s], ctx[s], chunk, slots_for(s, n));
+          if (done + n == prompt_len) exec.add_logits(seq);
+          exec.collect(exec.launch());
+          ctx[s] += n;
+          done += n;
+        }
+      exec.synchronize();
+    };
+    if (warmup > 0) {
+      prefill();
+      std::fill(ctx.begin(), ctx.end(), 0);
+    }
+    const auto t_prefill = std::chrono::steady_clock::now();
+    prefill();
+    prefill_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_prefill).count();
   }
   // Each step samples on the device with Qwen3's thinking defaults (T 0.6,
   // top-k 20, top-p 0.95) and the next step reads those tokens there: the
@@ -172,9 +200,11 @@ int bench_decode(int argc, char** argv) {
   for (int i = 0; i < warmup; ++i) do_step(step++);
   drain();
   const auto t0 = std::chrono::steady_clock::now();
+  const double cpu0 = process_cpu_seconds();
   for (int i = 0; i < tokens; ++i) do_step(step++);
   drain();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double cpu_secs = process_cpu_seconds() - cpu0;
 
   // Tensor parallelism: the all-reduce time of one step, measured alone as
   // the step has them (2 per layer, [batch, hidden], in a graph) on every rank.
@@ -233,6 +263,7 @@ int bench_decode(int argc, char** argv) {
       {"model_name", cfg.name},
       {"backend", be->name()},
       {"dtype", dtype_name(be->act_dtype())},
+      {"weights", model.weights().matrix_dtypes()},
       {"batch", batch},
       {"context", start_ctx},
       {"context_kind", context > 0 ? "synthetic" : "prefill"},
@@ -243,6 +274,9 @@ int bench_decode(int argc, char** argv) {
       {"gpus", placement.gpus},
       {"tokens", tokens},
       {"step_ms", step_s * 1e3},
+      // CPU time of the whole process per step (all threads, spinning included):
+      // on a shared machine a steadier measure of the work than wall time.
+      {"cpu_ms_per_step", cpu_secs / tokens * 1e3},
       {"tokens_per_s", batch / step_s},
       {"prefill_tok_s", prefill_s > 0 ? static_cast<double>(batch) * prompt_len / prefill_s : 0.0},
       {"weight_bytes_per_step", weight_bytes},
@@ -261,11 +295,15 @@ int bench_decode(int argc, char** argv) {
   if (json) {
     std::printf("%s\n", j.dump().c_str());
   } else {
-    std::printf("%s on %s, %s attention: batch %d at context %d (%s), %.3f ms/step, %.1f tokens/s\n"
-                "reads %.1f MB/step (weights %.1f, KV %.1f): %.1f GB/s",
-                model.source().c_str(), be->name().c_str(), attn_kind_name(policy.kind), batch, start_ctx,
-                context > 0 ? "synthetic" : "prefilled", step_s * 1e3, batch / step_s, bytes / 1e6,
-                weight_bytes / 1e6, kv_bytes / 1e6, bytes / step_s / 1e9);
+    std::printf("%s (%s weights) on %s, %s attention: batch %d at context %d (%s), %.3f ms/step, %.1f tokens/s\n",
+                model.source().c_str(), model.weights().matrix_dtypes().c_str(), be->name().c_str(),
+                attn_kind_name(policy.kind), batch, start_ctx, context > 0 ? "synthetic" : "prefilled", step_s * 1e3,
+                batch / step_s);
+    if (prefill_s > 0)
+      std::printf("prefill: %d x %d tokens in %.3f s, %.1f tokens/s\n", batch, prompt_len, prefill_s,
+                  static_cast<double>(batch) * prompt_len / prefill_s);
+    std::printf("reads %.1f MB/step (weights %.1f, KV %.1f): %.1f GB/s", bytes / 1e6, weight_bytes / 1e6,
+                kv_bytes / 1e6, bytes / step_s / 1e9);
     if (roofline_s > 0)
       std::printf(", roofline %.3f ms at %.0f GB/s copy = %.2f of it", roofline_s * 1e3, copy_gbps,
                   roofline_s / step_s);

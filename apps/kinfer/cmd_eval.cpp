@@ -146,8 +146,10 @@ int cmd_eval(int argc, char** argv) {
   header.git = eval::source_git_revision();
   header.created = eval::utc_now();
   const cost::ModelShape shape = cost::shape_of(mc, static_cast<double>(mc.params_kinetics()));
+  // name: the model's own name (GGUF general.name, the HF directory), for plot legends.
   header.cost_model = {{"params", shape.params},         {"n_heads", shape.n_heads}, {"n_kv_heads", shape.n_kv_heads},
-                       {"head_dim", shape.head_dim},      {"n_layers", shape.n_layers}};
+                       {"head_dim", shape.head_dim},      {"n_layers", shape.n_layers},
+                       {"name", mc.name.empty() ? o.model : mc.name}};
   header.extra = {{"answer_style", eval::answer_style_name(ds.style)}, {"dataset_path", ds.path}};
   if (!shard.whole()) header.shard = eval::shard_json(shard, selected.size(), problems);
   const cost::AttnSpec attn_spec = cost::attn_spec_from_json(header.attn, "--attn");

@@ -23,6 +23,14 @@ const Tokenizer& need_tokenizer(const GenerateSetup& g, const char* what) {
 }
 }  // namespace
 
+void add_cpu_weights_option(CLI::App& app, std::string& value) {
+  app.add_option("--cpu-weights", value,
+                 "CPU matrix storage: auto (GGUF keeps its format, e.g. Q4_1; safetensors F32 -> bf16), "
+                 "native (as stored), bf16, f32 (the exact reference)")
+      ->check(CLI::IsMember({"auto", "native", "bf16", "f32"}))
+      ->capture_default_str();
+}
+
 void add_engine_options(CLI::App& app, GenerateOptions& o) {
   app.add_option("--model", o.model, "GGUF file, HF directory, 'default' or random:PRESET")->capture_default_str();
   app.add_option("--attn", o.attn, "decode attention: dense|local|blocktopk|topk")->capture_default_str();
@@ -46,6 +54,7 @@ void add_engine_options(CLI::App& app, GenerateOptions& o) {
   app.add_option("--gpu-memory", o.gpu_memory, "fraction of the GPU's free memory the KV pool may take")
       ->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0 = all cores)")->capture_default_str();
+  add_cpu_weights_option(app, o.cpu_weights);
   app.add_option("--device", o.device, "cpu or cuda (bf16 weights and KV on GPU 0)")->capture_default_str();
   app.add_option("--devices", o.devices,
                  "GPUs to use, e.g. 0,1: one engine replica per GPU (per --tp GPUs), requests spread by load");
@@ -97,6 +106,7 @@ dist::PlacementFlags placement_flags(const GenerateOptions& o) {
 GenerateSetup setup_generate(const GenerateOptions& o) {
   GenerateSetup g;
   g.placement = dist::make_placement(placement_flags(o), cuda_device_count(), cuda_tp_available());
+  g.placement.weight_format = parse_weight_format(o.cpu_weights);
   g.replicas = dist::load_replicas(g.placement, o.model);
   g.config = g.model().config().whole();
   if (o.model.rfind("random:", 0) != 0) g.text = std::make_shared<GenerateSetup::Text>(GenerateSetup::Text{load_tokenizer(o.model)});

@@ -43,6 +43,7 @@ struct GenerateOptions {
   int max_model_len = 0;    // 0 = the model's max_position_embeddings
   double gpu_memory = 0.9;  // fraction of the GPU's free memory the KV pool may take
   int threads = 0;
+  std::string cpu_weights = "auto";  // WeightFormat: auto | native | bf16 | f32
   std::string device = "cpu";  // cpu | cuda
   std::string devices;         // GPU ordinals, one replica each (or per --tp GPUs)
   int num_gpus = 0;            // GPUs 0..n-1
@@ -58,6 +59,8 @@ struct GenerateOptions {
 void add_engine_options(CLI::App& app, GenerateOptions& o);
 // Engine flags plus one request's samples and sampling (generate, eval, bench generate).
 void add_generate_options(CLI::App& app, GenerateOptions& o);
+// --cpu-weights auto|native|bf16|f32 into `value` (model/weights.h WeightFormat).
+void add_cpu_weights_option(CLI::App& app, std::string& value);
 
 // The devices (placement), the model loaded on each replica, the tokenizer.
 struct GenerateSetup {

@@ -4,8 +4,10 @@
 //
 // Conventions
 // - Tensors are contiguous row-major views on the backend's device.
-// - Activations are F32 on CPU and BF16 on CUDA; weights likewise (GGUF
-//   weights are dequantised at load). Accumulation is always fp32.
+// - Activations are F32 on CPU and BF16 on CUDA. Weights carry their own
+//   dtype, one the backend takes (takes_weight): CUDA converts every weight to
+//   BF16 at load; the CPU keeps GGUF blocks (Q8_0, Q4_0, Q4_1, Q4_K, Q6_K), F16
+//   and BF16 as they are, or F32. Accumulation is always fp32.
 // - Index tensors (ids, positions, page tables, slots) are I32 on the backend's
 //   device; the engine fills host copies and calls upload() once per step.
 // - No op allocates: outputs and workspaces are Buffers the caller owns.
@@ -113,6 +115,13 @@ class Backend : public Allocator {
   // Activations, KV and logits dtype (F32 on the CPU, BF16 on CUDA). Weights
   // carry their own dtype: matmul dispatches on the weight tensor's format.
   DType act_dtype() const { return device() == Device::CPU ? DType::F32 : DType::BF16; }
+  // Whether matmul and embed take weights stored as t (every backend takes
+  // act_dtype()), so a loader can keep a checkpoint's tensors in their format.
+  virtual bool takes_weight(DType t) const { return t == act_dtype(); }
+  // A matrix [rows, cols] in a dtype it takes, rearranged into the layout its
+  // matmul reads fastest, values unchanged (the CPU: Q8_0, Q4_0, Q4_1 with
+  // four rows interleaved, backend/cpu/packed_weights.h). By default as is.
+  virtual Buffer pack_weight(Buffer w) { return w; }
 
   // Device memory: bytes free now and in all (the CPU: available and total RAM).
   struct Memory {
@@ -180,9 +189,9 @@ class Backend : public Allocator {
   // tensor (a shard's slice). Random weights, benchmarks, synthetic KV contexts.
   virtual void fill_uniform(const Tensor& t, uint64_t seed, float lo, float hi, const FillIndex& at = {}) = 0;
 
-  // out[i, :] = table[ids[i], :]. table [vocab, d], ids [n] I32, out [n, d]
+  // out[i, :] = table[ids[i], :]. table [vocab, d] (a weight dtype), ids [n] I32, out [n, d]
   virtual void embed(const Tensor& table, const Tensor& ids, const Tensor& out) = 0;
-  // y = x @ w^T (+ bias). x [n, in], w [out, in], bias [out] or null, y [n, out]
+  // y = x @ w^T (+ bias). x [n, in], w [out, in] (a weight dtype), bias [out] or null, y [n, out]
   virtual void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) = 0;
   // y[r] = x[r] / rms(x[r]) * weight, rows of the last dim. x,y [rows, d] (may alias), weight [d]
   virtual void rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& y) = 0;

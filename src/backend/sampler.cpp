@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 
 #include "util/error.h"
 
@@ -38,6 +39,37 @@ void Sampler::apply_penalties(std::span<float> logits, const SamplingParams& p, 
       if (t >= 0 && t < vocab) logits[t] -= p.frequency_penalty;
 }
 
+// With top-k, the kept ids are among those whose logit is at least the k-th
+// largest minus a margin: a logit further below has a probability strictly
+// below the k-th's (the margin over T is far above the rounding of z and of
+// exp), so it can neither be kept nor tie. Restricting the work (exp, the
+// selection) to them changes no result. Returns their count in ids_
+// (ascending), or 0 when the shortcut does not apply (no top-k, NaNs in the
+// way, or a k-th probability that underflows to 0, where ties at 0 go by id):
+// then every id is a candidate. mx: the largest logit.
+int Sampler::top_k_candidates(std::span<const float> logits, const SamplingParams& p, float mx) {
+  const int vocab = static_cast<int>(logits.size()), k = p.top_k;
+  if (k <= 0 || k >= vocab / 4 || !std::isfinite(mx)) return 0;
+  heap_.clear();  // min-heap of the k largest logits seen
+  for (float v : logits) {
+    if (std::isnan(v)) return 0;
+    if (static_cast<int>(heap_.size()) < k) {
+      heap_.push_back(v);
+      std::push_heap(heap_.begin(), heap_.end(), std::greater<float>());
+    } else if (v > heap_.front()) {
+      std::pop_heap(heap_.begin(), heap_.end(), std::greater<float>());
+      heap_.back() = v;
+      std::push_heap(heap_.begin(), heap_.end(), std::greater<float>());
+    }
+  }
+  if ((static_cast<double>(heap_.front()) - mx) / p.temperature < -700.0) return 0;
+  const double cut = static_cast<double>(heap_.front()) - 1e-3 * (1.0 + p.temperature);
+  int n = 0;
+  for (int i = 0; i < vocab; ++i)
+    if (static_cast<double>(logits[i]) >= cut) ids_[n++] = i;
+  return n;
+}
+
 int Sampler::filter(std::span<float> logits, const SamplingParams& p, std::span<const int> context,
                     std::span<const int> generated) {
   const int vocab = static_cast<int>(logits.size());
@@ -57,13 +89,16 @@ int Sampler::filter(std::span<float> logits, const SamplingParams& p, std::span<
   // Unnormalised probabilities, indexed by id; ids_ is the candidate order
   // (prob desc, id asc once sorted) until the kept set is known.
   const double inv_t = 1.0 / p.temperature, mx = logits[best];
-  for (int i = 0; i < vocab; ++i) {
-    double z = (static_cast<double>(logits[i]) - mx) * inv_t;
-    probs_[i] = std::isnan(z) ? 0.0 : std::exp(z);
-    ids_[i] = i;
+  int n = top_k_candidates(logits, p, logits[best]);
+  if (n == 0) {
+    n = vocab;
+    for (int i = 0; i < vocab; ++i) ids_[i] = i;
+  }
+  for (int j = 0; j < n; ++j) {
+    const double z = (static_cast<double>(logits[ids_[j]]) - mx) * inv_t;
+    probs_[ids_[j]] = std::isnan(z) ? 0.0 : std::exp(z);
   }
   auto before = [&](int a, int b) { return probs_[a] != probs_[b] ? probs_[a] > probs_[b] : a < b; };
-  int n = vocab;
   bool sorted = false;
   if (p.top_k > 0 && p.top_k < n) {
     std::nth_element(ids_.begin(), ids_.begin() + p.top_k, ids_.begin() + n, before);

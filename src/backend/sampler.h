@@ -48,7 +48,9 @@ class Sampler {
  private:
   int filter(std::span<float> logits, const SamplingParams& p, std::span<const int> context,
              std::span<const int> generated);  // fills ids_/probs_, returns kept count
+  int top_k_candidates(std::span<const float> logits, const SamplingParams& p, float mx);  // fills ids_
   std::vector<int> ids_;
+  std::vector<float> heap_;    // top_k_candidates' k largest logits
   std::vector<double> probs_;  // [vocab] by id
   std::vector<double> kept_;   // [kept] probs of ids_[0..kept), ascending id
   std::vector<uint8_t> mark_;

@@ -51,7 +51,8 @@ std::string frontier_gnuplot_script(const std::vector<FrontierPoint>& points, Me
   s += "set terminal pngcairo size 1100,700 enhanced font 'sans,11'\n";
   s += "set output " + quote(png_path) + "\n";
   s += "set title " + quote(title) + " noenhanced\n";
-  s += "set logscale x 10\nset grid\nset key outside right top noenhanced\n";
+  s += "set logscale x 10\nset grid\nset key inside left top box opaque noenhanced\n";
+  s += "set offsets 0, 0, graph 0.35, 0\n";  // headroom above the curves for the key
   s += "set xlabel 'eFLOPs per problem (x 1e12)'\n";
   s += fmt::format("set ylabel '{}' noenhanced\n", metric == Metric::Coverage ? "coverage (pass@N)" : "majority vote (maj@N)");
   for (size_t c = 0; c < labels.size(); ++c) {

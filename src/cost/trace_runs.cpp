@@ -97,7 +97,9 @@ std::optional<ModelShape> model_shape_for_trace(const eval::Trace& trace) {
       return it->get<double>();
     };
     ModelShape s;
-    s.name = trace.header.model;
+    s.name = cm.contains("name") && cm["name"].is_string() && !cm["name"].get<std::string>().empty()
+                 ? cm["name"].get<std::string>()
+                 : trace.header.model;
     s.params = num("params");
     s.n_heads = int(num("n_heads"));
     s.n_kv_heads = int(num("n_kv_heads"));

@@ -113,7 +113,7 @@ std::vector<Replica> load_replicas(const Placement& p, const std::string& model_
             r.backends[k] = make_cpu_backend(opt);
           }
           r.backends[k]->bind_thread();
-          r.models[k] = std::make_unique<Model>(Model::load(model_spec, *r.backends[k], TpShard{k, tp}));
+          r.models[k] = std::make_unique<Model>(Model::load(model_spec, *r.backends[k], TpShard{k, tp}, p.weight_format));
         } catch (...) {
           errors[static_cast<size_t>(i) * tp + k] = std::current_exception();
         }

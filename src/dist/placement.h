@@ -22,6 +22,7 @@ struct Placement {
   int cpu_replicas = 1;   // CPU engines (tests of the data-parallel path)
   int cpu_threads = 0;    // threads per CPU replica (0 = all cores shared out)
   bool cpu_blas = false;  // CPU: OpenBLAS matmul (not batch-invariant; benchmarks)
+  WeightFormat weight_format = WeightFormat::Auto;  // how the CPU stores matrices (model/weights.h)
   int replicas() const { return device == Device::CUDA ? static_cast<int>(gpus.size()) / tp : cpu_replicas; }
   std::string describe() const;  // "cuda:0,1 (2 replicas)", "cuda:0,1 (tp 2)", "cpu"
 };

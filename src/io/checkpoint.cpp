@@ -1,12 +1,14 @@
 #include "io/checkpoint.h"
 
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <type_traits>
 
-#include "io/dequant.h"
+#include "util/dequant.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "util/error.h"
@@ -158,25 +160,36 @@ std::vector<TensorInfo> Checkpoint::tensors() const {
 
 const std::string& Checkpoint::file(const std::string& hf_name) const { return *entry(hf_name).file; }
 
-void Checkpoint::check(const std::string& hf_name, const std::vector<int64_t>& expected) const {
+void Checkpoint::check_shape(const std::string& hf_name, const std::vector<int64_t>& expected) const {
   const Entry& e = entry(hf_name);
   const TensorInfo& ti = e.info;
   const std::string stored = ti.stored_name != ti.name ? fmt::format(" (stored as '{}')", ti.stored_name) : "";
   KF_CHECK(expected == ti.shape, "{}: tensor '{}'{}: expected shape {} but found {}", *e.file, hf_name, stored,
            shape_str(expected), shape_str(ti.shape));
-  KF_CHECK(can_dequantize(ti.dtype), "{}: tensor '{}': dtype {} cannot be read as floating point", *e.file, hf_name,
-           dtype_name(ti.dtype));
 }
 
+void Checkpoint::check(const std::string& hf_name, const std::vector<int64_t>& expected) const {
+  check_shape(hf_name, expected);
+  const Entry& e = entry(hf_name);
+  KF_CHECK(can_dequantize(e.info.dtype), "{}: tensor '{}': dtype {} cannot be read as floating point", *e.file,
+           hf_name, dtype_name(e.info.dtype));
+}
+
+// Out: float (dequantised), uint16_t (bf16) or std::byte (the stored bytes as they are).
 template <typename Out>
 void Checkpoint::read_as(const std::string& hf_name, Out* dst, const std::vector<int64_t>& expected) const {
-  check(hf_name, expected);
+  constexpr bool raw = std::is_same_v<Out, std::byte>;
+  if constexpr (raw) check_shape(hf_name, expected);
+  else check(hf_name, expected);
   const Entry& e = entry(hf_name);
   const TensorInfo& ti = e.info;
+  // n elements from src to out; out advances by elements (float, bf16) or by stored bytes (raw).
   auto convert = [&](const void* src, Out* out, int64_t n) {
-    if constexpr (std::is_same_v<Out, float>) dequantize(ti.dtype, src, out, n);
+    if constexpr (raw) std::memcpy(out, src, dtype_bytes(ti.dtype, n));
+    else if constexpr (std::is_same_v<Out, float>) dequantize(ti.dtype, src, out, n);
     else dequantize_bf16(ti.dtype, src, out, n);
   };
+  auto out_offset = [&](int64_t elements) { return raw ? static_cast<int64_t>(dtype_bytes(ti.dtype, elements)) : elements; };
   if (e.permute_heads == 0) {
     convert(e.data, dst, ti.numel);
     return;
@@ -191,7 +204,7 @@ void Checkpoint::read_as(const std::string& hf_name, Out* dst, const std::vector
   for (int64_t g = 0; g < rows; ++g) {
     const int64_t h = g / hd, i = (g % hd) / 2, j = g % 2;
     const int64_t r = h * hd + j * half + i;
-    convert(static_cast<const uint8_t*>(e.data) + g * row_bytes, dst + r * cols, cols);
+    convert(static_cast<const uint8_t*>(e.data) + g * row_bytes, dst + out_offset(r * cols), cols);
   }
 }
 
@@ -201,6 +214,10 @@ void Checkpoint::read_f32(const std::string& hf_name, float* dst, const std::vec
 
 void Checkpoint::read_bf16(const std::string& hf_name, uint16_t* dst, const std::vector<int64_t>& shape) const {
   read_as(hf_name, dst, shape);
+}
+
+void Checkpoint::read_raw(const std::string& hf_name, void* dst, const std::vector<int64_t>& shape) const {
+  read_as(hf_name, static_cast<std::byte*>(dst), shape);
 }
 
 ParamCounts count_params(const Checkpoint& ck) {

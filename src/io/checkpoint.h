@@ -47,11 +47,16 @@ class Checkpoint {
   void read_f32(const std::string& hf_name, float* dst, const std::vector<int64_t>& expected_shape) const;
   // Same, to bf16 (for the GPU weights).
   void read_bf16(const std::string& hf_name, uint16_t* dst, const std::vector<int64_t>& expected_shape) const;
+  // The stored bytes as they are (info().dtype's layout, HF row order: llama.cpp's
+  // Q/K row permutation undone row by row, which keeps quantised blocks whole).
+  // Checks the shape only (any stored dtype).
+  void read_raw(const std::string& hf_name, void* dst, const std::vector<int64_t>& expected_shape) const;
 
  private:
   friend Checkpoint open_checkpoint(const std::string& spec);
   struct Entry;  // one tensor's location
   const Entry& entry(const std::string& hf_name) const;
+  void check_shape(const std::string& hf_name, const std::vector<int64_t>& expected) const;
   template <typename Out>
   void read_as(const std::string& hf_name, Out* dst, const std::vector<int64_t>& expected) const;
 

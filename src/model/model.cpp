@@ -32,10 +32,10 @@ Model::Model(ModelConfig cfg, Weights w) : cfg_(std::move(cfg)), w_(std::move(w)
   inv_freq_ = cfg_.rope_inv_freq();
 }
 
-Model Model::load(const std::string& spec, Backend& be, TpShard shard) {
+Model Model::load(const std::string& spec, Backend& be, TpShard shard, WeightFormat format) {
   auto shard_of = [&](const ModelConfig& c) { return shard.size > 1 ? c.sharded(shard.rank, shard.size) : c; };
   if (spec.rfind("random:", 0) == 0) {
-    Model m = random(shard_of(preset_config(spec.substr(7))), be, 1);
+    Model m = random(shard_of(preset_config(spec.substr(7))), be, 1, format);
     m.source_ = spec;
     return m;
   }
@@ -43,15 +43,15 @@ Model Model::load(const std::string& spec, Backend& be, TpShard shard) {
   ModelConfig whole = load_config(ckpt);
   whole.validate(ckpt.path());
   const ModelConfig cfg = shard_of(whole);
-  Weights w = load_weights(ckpt, cfg, be);
+  Weights w = load_weights(ckpt, cfg, be, format);
   Model m(std::move(cfg), std::move(w));
   m.source_ = ckpt.path();
   return m;
 }
 
-Model Model::random(const ModelConfig& cfg, Backend& be, uint64_t seed) {
+Model Model::random(const ModelConfig& cfg, Backend& be, uint64_t seed, WeightFormat format) {
   cfg.whole().validate("random model config");
-  Model m(cfg, random_weights(cfg, be, seed));
+  Model m(cfg, random_weights(cfg, be, seed, format));
   m.source_ = "random:" + cfg.name;
   return m;
 }

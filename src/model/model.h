@@ -53,11 +53,14 @@ class Model {
  public:
   // spec: a GGUF file, an HF directory, "default", or "random:PRESET".
   // shard: load rank shard.rank of shard.size tensor-parallel shards (its
-  // heads and MLP slice; see ModelConfig::sharded and load_weights).
-  static Model load(const std::string& spec, Backend& backend, TpShard shard = {});
+  // heads and MLP slice; see ModelConfig::sharded and load_weights);
+  // `format` picks how matrices are stored (model/weights.h).
+  static Model load(const std::string& spec, Backend& backend, TpShard shard = {},
+                    WeightFormat format = WeightFormat::Auto);
   // Random weights for a config (benchmarks, property tests); a shard's
   // config gives the shard's slices of the whole random model.
-  static Model random(const ModelConfig& cfg, Backend& backend, uint64_t seed = 1);
+  static Model random(const ModelConfig& cfg, Backend& backend, uint64_t seed = 1,
+                      WeightFormat format = WeightFormat::Auto);
   Model(ModelConfig cfg, Weights w);
 
   const ModelConfig& config() const { return cfg_; }

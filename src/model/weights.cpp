@@ -1,68 +1,95 @@
 #include "model/weights.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <functional>
 #include <set>
 #include <string>
-#include <type_traits>
 
 #include "io/checkpoint.h"
 #include "util/error.h"
 
 namespace kf {
+
+WeightFormat parse_weight_format(const std::string& s) {
+  if (s == "auto") return WeightFormat::Auto;
+  if (s == "native") return WeightFormat::Native;
+  if (s == "bf16") return WeightFormat::BF16;
+  if (s == "f32") return WeightFormat::F32;
+  fail("weight format '{}': expected auto, native, bf16 or f32", s);
+}
+
+const char* weight_format_name(WeightFormat f) {
+  switch (f) {
+    case WeightFormat::Native: return "native";
+    case WeightFormat::BF16: return "bf16";
+    case WeightFormat::F32: return "f32";
+    default: return "auto";
+  }
+}
+
 namespace {
 
-// Makes a device Buffer of `shape` in the backend's dtype, filling it through
-// `fill_f32` (host F32) or `fill_bf16` (host BF16) as the dtype requires.
-using FillF32 = std::function<void(float*)>;
-using FillBf16 = std::function<void(uint16_t*)>;
+// Writes a tensor's values into dst in dtype dt: F32, BF16 or the stored dtype.
+using Fill = std::function<void(DType dt, void* dst)>;
 
-Buffer make_weight(Backend& be, std::initializer_list<int64_t> shape, const FillF32& fill_f32,
-                   const FillBf16& fill_bf16) {
-  const DType dt = be.act_dtype();
+// A Buffer of `shape` in dtype dt on the backend, filled through `fill` (in
+// place on the CPU, through a host copy elsewhere).
+Buffer make_weight(Backend& be, DType dt, std::initializer_list<int64_t> shape, const Fill& fill) {
   Buffer buf(dt, shape, be);
-  const int64_t n = buf.view().numel();
-  if (be.device() == Device::CPU && dt == DType::F32) {
-    fill_f32(buf.ptr<float>());  // straight into place, no staging copy
-  } else if (dt == DType::BF16) {
-    std::vector<uint16_t> host(n);
-    fill_bf16(host.data());
-    be.upload(buf.view(), host.data());
+  if (be.device() == Device::CPU) {
+    fill(dt, buf.view().data);  // straight into place, no staging copy
   } else {
-    std::vector<float> host(n);
-    fill_f32(host.data());
+    std::vector<uint8_t> host(buf.view().nbytes());
+    fill(dt, host.data());
     be.upload(buf.view(), host.data());
   }
   return buf;
 }
 
-// Rows of a stacked weight: `rows` rows written by one of the fills.
+// Where the weights come from, for WeightFormat::Auto.
+enum class Source : uint8_t { Gguf, Safetensors, Random };
+
+// The dtype a matrix stored as `stored` is kept in on this backend.
+DType matrix_dtype(DType stored, Source src, WeightFormat f, const Backend& be) {
+  DType want = stored;
+  if (f == WeightFormat::F32) want = DType::F32;
+  else if (f == WeightFormat::BF16) want = DType::BF16;
+  else if (f == WeightFormat::Auto && src == Source::Safetensors && stored == DType::F32) want = DType::BF16;
+  return be.takes_weight(want) ? want : be.act_dtype();
+}
+
+// Rows of a stacked weight: `rows` rows stored as `stored`, written by `fill`.
 struct Part {
   int64_t rows = 0;
-  FillF32 f32;
-  FillBf16 bf16;
+  DType stored = DType::F32;
+  Fill fill;
 };
 
-// One weight [sum of rows, cols] (or [sum of rows] when cols is 0) holding the parts in order.
-Buffer make_stacked(Backend& be, const std::vector<Part>& parts, int64_t cols) {
+// One weight [sum of rows, cols] (or [sum of rows] when cols is 0) holding the
+// parts in order; matrices (cols > 0) in the format `f` picks for their parts.
+Buffer make_stacked(Backend& be, Source src, WeightFormat f, const std::vector<Part>& parts, int64_t cols) {
   int64_t rows = 0;
-  for (const Part& p : parts) rows += p.rows;
-  const int64_t width = std::max<int64_t>(cols, 1);
-  auto f32 = [&](float* dst) {
+  DType dt = be.act_dtype();
+  for (size_t i = 0; i < parts.size(); ++i) {
+    rows += parts[i].rows;
+    if (cols == 0) continue;
+    const DType part_dt = matrix_dtype(parts[i].stored, src, f, be);
+    if (i == 0) dt = part_dt;
+    else if (part_dt != dt) dt = be.takes_weight(DType::BF16) ? DType::BF16 : be.act_dtype();  // mixed formats
+  }
+  const size_t row_bytes = dtype_bytes(dt, std::max<int64_t>(cols, 1));
+  auto fill = [&](DType d, void* dst) {
+    auto* out = static_cast<uint8_t*>(dst);
     for (const Part& p : parts) {
-      p.f32(dst);
-      dst += p.rows * width;
+      p.fill(d, out);
+      out += p.rows * row_bytes;
     }
   };
-  auto bf16 = [&](uint16_t* dst) {
-    for (const Part& p : parts) {
-      p.bf16(dst);
-      dst += p.rows * width;
-    }
-  };
-  return cols > 0 ? make_weight(be, {rows, cols}, f32, bf16) : make_weight(be, {rows}, f32, bf16);
+  return cols > 0 ? make_weight(be, dt, {rows, cols}, fill) : make_weight(be, dt, {rows}, fill);
 }
 
 // The part of a [R, C] (or [R]) tensor a tensor-parallel shard holds: rows
@@ -82,12 +109,15 @@ Slice col_slice(int64_t n, const TpShard& sh) {
   return sh.size == 1 ? Slice{} : Slice{0, -1, sh.rank * (n / sh.size), n / sh.size};
 }
 
-// Reads tensor t (its slice s) into dst, as T (float or bf16 bits).
-template <typename T>
-void read_slice(const Checkpoint& c, const WeightSpec& t, const Slice& s, T* dst) {
-  auto read = [&](T* out) {
-    if constexpr (std::is_same_v<T, float>) c.read_f32(t.name, out, t.shape);
-    else c.read_bf16(t.name, out, t.shape);
+// A shard's slice s of tensor t, read as `stored` (t's own dtype: raw bytes),
+// F32 or BF16 into dst. The whole tensor is read, then the slice kept; column
+// slices of a quantised dtype must keep its blocks whole (Loader::part).
+void read_slice(const Checkpoint& c, const WeightSpec& t, const Slice& s, DType stored, DType dt, void* dst) {
+  auto read = [&](void* out) {
+    if (dt == stored) c.read_raw(t.name, out, t.shape);
+    else if (dt == DType::F32) c.read_f32(t.name, static_cast<float*>(out), t.shape);
+    else if (dt == DType::BF16) c.read_bf16(t.name, static_cast<uint16_t*>(out), t.shape);
+    else fail("{}: tensor '{}' cannot be converted to {}", c.path(), t.name, dtype_name(dt));
   };
   if (s.whole()) {
     read(dst);
@@ -95,32 +125,57 @@ void read_slice(const Checkpoint& c, const WeightSpec& t, const Slice& s, T* dst
   }
   int64_t numel = 1;
   for (int64_t d : t.shape) numel *= d;
-  std::vector<T> full(static_cast<size_t>(numel));  // a shard reads the whole tensor, then keeps its part
+  std::vector<uint8_t> full(dtype_bytes(dt, numel));  // a shard reads the whole tensor, then keeps its part
   read(full.data());
   const int64_t width = t.shape.size() > 1 ? t.shape[1] : 1, rows = rows_of(t, s);
   const int64_t cols = std::max<int64_t>(cols_of(t, s), 1), col0 = t.shape.size() > 1 ? s.col0 : 0;
+  const size_t row_bytes = t.shape.size() > 1 ? dtype_bytes(dt, width) : dtype_bytes(dt, 1);
+  const size_t skip = t.shape.size() > 1 ? dtype_bytes(dt, col0) : 0, keep = dtype_bytes(dt, cols);
+  auto* out = static_cast<uint8_t*>(dst);
   for (int64_t r = 0; r < rows; ++r)
-    std::copy_n(full.data() + (s.row0 + r) * width + col0, cols, dst + r * cols);
+    std::memcpy(out + r * keep, full.data() + (s.row0 + r) * row_bytes + skip, keep);
 }
 
-// Reads tensors as specified (check_weights has checked them all), each
-// whole or the slice a shard holds.
+// Reads tensors as specified (check_weights has checked them all), each whole
+// or the slice a shard holds, matrices in the format `format` picks.
 struct Loader {
   const Checkpoint& ckpt;
   Backend& be;
-  Buffer operator()(const WeightSpec& t, const Slice& s = {}) const { return stacked({t}, {s}); }
-  // The tensors (1-D or 2-D; their slices, when given) stacked by rows into one weight.
+  Source src;
+  WeightFormat format;
+  // Tensor t (its slice s) as a stacking part.
+  Part part(const WeightSpec& t, const Slice& s) const {
+    const Checkpoint* c = &ckpt;
+    const DType stored = ckpt.info(t.name).dtype;
+    // A column slice of a quantised matrix (o_proj, down_proj under --tp) that
+    // would split its blocks cannot keep the stored format: such a shard's
+    // matrix is converted to BF16 (F32 when the backend takes no BF16) instead.
+    DType as = stored;
+    const int block = dtype_block(stored);
+    if (t.shape.size() > 1 && s.cols >= 0 && block > 1 && (s.col0 % block != 0 || s.cols % block != 0))
+      as = be.takes_weight(DType::BF16) ? DType::BF16 : DType::F32;
+    return Part{rows_of(t, s), as, [c, t, s, stored](DType dt, void* dst) { read_slice(*c, t, s, stored, dt, dst); }};
+  }
+  Buffer vector(const WeightSpec& t) const { return make_stacked(be, src, format, {part(t, {})}, 0); }
+  // Matrices only the matmul reads, stacked by rows, in the backend's matmul layout.
+  Buffer matrix(const WeightSpec& t, const Slice& s = {}) const { return stacked({t}, {s}); }
   Buffer stacked(const std::vector<WeightSpec>& ts, std::vector<Slice> slices = {}) const {
     slices.resize(ts.size());
     std::vector<Part> parts;
-    const Checkpoint* c = &ckpt;
-    for (size_t i = 0; i < ts.size(); ++i) {
-      const WeightSpec t = ts[i];
-      const Slice sl = slices[i];
-      parts.push_back(Part{rows_of(t, sl), [c, t, sl](float* dst) { read_slice(*c, t, sl, dst); },
-                           [c, t, sl](uint16_t* dst) { read_slice(*c, t, sl, dst); }});
-    }
-    return make_stacked(be, parts, cols_of(ts[0], slices[0]));
+    for (size_t i = 0; i < ts.size(); ++i) parts.push_back(part(ts[i], slices[i]));
+    return be.pack_weight(make_stacked(be, src, format, parts, cols_of(ts[0], slices[0])));
+  }
+  // 1-D parts (biases), stacked.
+  Buffer stacked_vectors(const std::vector<WeightSpec>& ts, const std::vector<Slice>& slices) const {
+    std::vector<Part> parts;
+    for (size_t i = 0; i < ts.size(); ++i) parts.push_back(part(ts[i], slices[i]));
+    return make_stacked(be, src, format, parts, 0);
+  }
+  // The embedding: only gathered when it has its own lm_head, so kept plain then.
+  Buffer embedding(const WeightSpec& t, bool tied) const {
+    Buffer b = make_stacked(be, src, format, {part(t, {})}, t.shape[1]);
+    if (!tied) return b;
+    return be.pack_weight(std::move(b));
   }
 };
 
@@ -129,16 +184,20 @@ struct Loader {
 // storage rounding), so a random 32B model takes seconds, not minutes of host
 // generation. A shard fills its slices at their element indices in the full
 // tensors (FillIndex), so it equals those slices of the full random model.
+// Matrices come out in the activation dtype; on the CPU, WeightFormat bf16
+// converts them to BF16 afterwards (the same values, rounded).
 struct RandomMaker {
   Backend& be;
   uint64_t seed;
+  WeightFormat format;
   uint64_t counter = 0;
   uint64_t next_seed() { return seed * 0x100000001b3ull + (++counter) * 0x9e3779b97f4a7c15ull; }
   // Values center + half_width * U(-1, 1), placed in the full tensor by `at`.
   Buffer operator()(std::initializer_list<int64_t> shape, float center, float half_width, const FillIndex& at = {}) {
     Buffer b(be.act_dtype(), shape, be);
     be.fill_uniform(b.view(), next_seed(), center - half_width, center + half_width, at);
-    return b;
+    if (shape.size() < 2) return b;
+    return as_matrix(std::move(b));
   }
   // Parts stacked by rows into one matrix [sum of rows, cols] (cols 0 = 1-D).
   struct Part {
@@ -155,13 +214,29 @@ struct RandomMaker {
       be.fill_uniform(b.view().rows(at, p.rows), next_seed(), p.center - p.half_width, p.center + p.half_width, p.at);
       at += p.rows;
     }
-    return b;
+    if (cols == 0) return b;
+    return as_matrix(std::move(b));
+  }
+  // A matrix in the dtype `format` picks for F32 values (the activation dtype
+  // unless the CPU is asked for BF16).
+  Buffer as_matrix(Buffer b) {
+    const Tensor& t = b.view();
+    const DType dt = matrix_dtype(DType::F32, Source::Random, format, be);
+    if (dt == t.dtype) return b;
+    KF_CHECK(be.device() == Device::CPU && t.dtype == DType::F32 && dt == DType::BF16,
+             "random weights: cannot store {} values as {}", dtype_name(t.dtype), dtype_name(dt));
+    Buffer out(dt, {t.dim(0), t.dim(1)}, be);
+    const float* x = b.ptr<float>();
+    auto* y = static_cast<uint16_t*>(out.view().data);
+    for (int64_t i = 0, n = t.numel(); i < n; ++i) y[i] = f32_to_bf16(x[i]);
+    return out;
   }
 };
 
 int64_t bytes_of(const Buffer& b) { return b.empty() ? 0 : static_cast<int64_t>(b.view().nbytes()); }
 
 }  // namespace
+
 
 int64_t Weights::bytes_per_step() const {
   int64_t total = bytes_of(final_norm) + static_cast<int64_t>(lm_head().nbytes());
@@ -175,6 +250,21 @@ int64_t Weights::bytes_per_step() const {
 
 int64_t Weights::total_bytes() const {
   return bytes_per_step() + (tied() ? 0 : bytes_of(embed));  // tied: lm_head() is the embedding
+}
+
+std::string Weights::matrix_dtypes() const {
+  std::vector<const Buffer*> mats;
+  for (const LayerWeights& l : layers)
+    for (const Buffer* b : {&l.wqkv, &l.wo, &l.w_gate_up, &l.w_down}) mats.push_back(b);
+  mats.push_back(&embed);
+  mats.push_back(&lm_head_own);
+  std::string out;
+  for (const Buffer* b : mats) {
+    if (b->empty()) continue;
+    const std::string name = dtype_name(b->view().dtype);
+    if ((", " + out + ", ").find(", " + name + ", ") == std::string::npos) out += (out.empty() ? "" : ", ") + name;
+  }
+  return out;
 }
 
 std::vector<const WeightSpec*> WeightsSpec::all() const {
@@ -240,7 +330,7 @@ void check_weights(const Checkpoint& ckpt, const ModelConfig& cfg) {
   }
 }
 
-Weights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, Backend& be) {
+Weights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, Backend& be, WeightFormat format) {
   const ModelConfig full = cfg.whole();  // a shard checks and reads the whole model's tensors, keeps its slices
   const TpShard sh = cfg.shard;
   check_weights(ckpt, full);
@@ -251,32 +341,32 @@ Weights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, Backend& be
                                      : Slice{int64_t(sh.first_kv_head()) * full.head_dim,
                                              int64_t(cfg.n_kv_heads) * full.head_dim};
   const std::vector<Slice> qkv = {row_slice(q, sh), kv_rows, kv_rows};
-  const Loader load{ckpt, be};
+  const Loader load{ckpt, be, ckpt.format() == "gguf" ? Source::Gguf : Source::Safetensors, format};
   Weights w;
-  w.embed = load(s.embed);
-  w.final_norm = load(s.final_norm);
-  if (!s.lm_head.name.empty()) w.lm_head_own = load(s.lm_head);
+  w.embed = load.embedding(s.embed, s.lm_head.name.empty());
+  w.final_norm = load.vector(s.final_norm);
+  if (!s.lm_head.name.empty()) w.lm_head_own = load.matrix(s.lm_head);
   w.layers.resize(cfg.n_layers);
   for (int i = 0; i < cfg.n_layers; ++i) {
     const LayerSpec& ls = s.layers[i];
     LayerWeights& l = w.layers[i];
-    l.attn_norm = load(ls.attn_norm);
+    l.attn_norm = load.vector(ls.attn_norm);
     l.wqkv = load.stacked(ls.wqkv, qkv);  // q, k, v rows of the shard's heads
-    if (!ls.bqkv.empty()) l.bqkv = load.stacked(ls.bqkv, qkv);
-    if (!ls.q_norm.name.empty()) l.q_norm = load(ls.q_norm);
-    if (!ls.k_norm.name.empty()) l.k_norm = load(ls.k_norm);
-    l.wo = load(ls.wo, col_slice(q, sh));  // the columns its heads' outputs meet
-    l.mlp_norm = load(ls.mlp_norm);
+    if (!ls.bqkv.empty()) l.bqkv = load.stacked_vectors(ls.bqkv, qkv);
+    if (!ls.q_norm.name.empty()) l.q_norm = load.vector(ls.q_norm);
+    if (!ls.k_norm.name.empty()) l.k_norm = load.vector(ls.k_norm);
+    l.wo = load.matrix(ls.wo, col_slice(q, sh));  // the columns its heads' outputs meet
+    l.mlp_norm = load.vector(ls.mlp_norm);
     l.w_gate_up = load.stacked(ls.w_gate_up, {row_slice(ff, sh), row_slice(ff, sh)});
-    l.w_down = load(ls.w_down, col_slice(ff, sh));
+    l.w_down = load.matrix(ls.w_down, col_slice(ff, sh));
   }
   return w;
 }
 
-Weights random_weights(const ModelConfig& cfg, Backend& be, uint64_t seed) {
+Weights random_weights(const ModelConfig& cfg, Backend& be, uint64_t seed, WeightFormat format) {
   const ModelConfig full = cfg.whole();  // shapes and scales of the whole model; a shard fills its slices
   const TpShard sh = cfg.shard;
-  RandomMaker rnd{be, seed};
+  RandomMaker rnd{be, seed, format};
   const int64_t d = full.hidden_size, q = int64_t(full.n_heads) * full.head_dim, ff = full.intermediate_size,
                 vocab = full.vocab_size, hd = full.head_dim;
   // The shard's rows or columns (its KV heads may be copies: see TpShard).

@@ -1,5 +1,7 @@
-// Model weights on the backend's device, in its activation dtype (F32 on CPU,
-// BF16 on CUDA), named after the HF tensors they come from.
+// Model weights on the backend's device, named after the HF tensors they come
+// from. Matrices (the projections, the embedding and lm_head) are stored in a
+// dtype the backend's matmul takes, chosen by WeightFormat; norms and biases
+// are in the activation dtype.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -13,8 +15,24 @@ namespace kf {
 
 class Checkpoint;
 
+// How matrices are stored on a backend that takes several formats (the CPU:
+// `--cpu-weights`); a backend that takes one (CUDA: BF16) converts to it.
+//   auto    GGUF tensors keep their own format (Q4_1 stays Q4_1, as llama.cpp
+//           runs it); safetensors F32 becomes BF16, F16/BF16 stay; random:
+//           models stay F32. The default.
+//   native  every tensor keeps its stored format, F32 included.
+//   bf16    everything converted to BF16 (GGUF blocks dequantised).
+//   f32     everything converted to F32: the exact reference, 2x the memory
+//           traffic of bf16 and ~6x that of Q4.
+// A stacked matrix (q|k|v, gate|up) whose parts differ in format is stored as
+// BF16 (GGUF Q4_K_M mixes Q4_K and Q6_K there).
+enum class WeightFormat : uint8_t { Auto, Native, BF16, F32 };
+WeightFormat parse_weight_format(const std::string& s);  // throws naming the choices
+const char* weight_format_name(WeightFormat f);
+
 // Projections that read the same input are stacked by rows into one matrix,
-// so a step runs one GEMM for q, k, v and one for gate, up.
+// so a step runs one GEMM for q, k, v and one for gate, up. Quantised rows
+// stack as whole rows of blocks.
 struct LayerWeights {
   Buffer attn_norm;       // [d]                          input_layernorm
   Buffer wqkv;            // [(Hq + 2*Hkv)*D, d]          self_attn.{q,k,v}_proj stacked
@@ -38,6 +56,8 @@ struct Weights {
   // lm_head (the embedding contributes one row per token, not counted).
   int64_t bytes_per_step() const;
   int64_t total_bytes() const;  // everything held (tied lm_head counted once)
+  // The matrices' storage dtypes, distinct, layers first: "Q4_1, Q8_0".
+  std::string matrix_dtypes() const;
 };
 
 // A tensor the model reads: its HF name and the shape the config implies.
@@ -73,13 +93,19 @@ void check_weights(const Checkpoint& ckpt, const ModelConfig& cfg);
 // A shard's config (ModelConfig::sharded) checks the whole model's tensors and
 // keeps its slices: the q, k, v rows (and biases) of its heads, the o_proj
 // columns they feed, its gate and up rows and down_proj columns; embeddings,
-// norms and the lm_head stay whole (replicated).
-Weights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, Backend& backend);
+// norms and the lm_head stay whole (replicated). Matrices are stored as
+// `format` picks; on the CPU, a shard's column slices (o_proj, down_proj) of a
+// quantised matrix are converted to BF16/F32, since a slice may split blocks.
+Weights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, Backend& backend,
+                     WeightFormat format = WeightFormat::Auto);
 
 // Random weights with the config's shapes for benchmarks and property tests:
 // uniform with unit-gain scaling (std 1/sqrt(fan_in)), norms near 1, small
 // biases, from a fixed seed (same seed, same weights). A shard's config gives
 // exactly the slices load_weights would keep of the whole random model.
-Weights random_weights(const ModelConfig& cfg, Backend& backend, uint64_t seed);
+// Values are drawn by Backend::fill_uniform in the activation dtype; on the
+// CPU, `format` bf16 then converts the matrices to BF16.
+Weights random_weights(const ModelConfig& cfg, Backend& backend, uint64_t seed,
+                       WeightFormat format = WeightFormat::Auto);
 
 }  // namespace kf

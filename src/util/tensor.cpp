@@ -18,6 +18,7 @@ constexpr DTypeInfo kInfo[] = {
     {"F32", 1, 4},   {"F16", 1, 2},   {"BF16", 1, 2},  {"I32", 1, 4},
     {"I64", 1, 8},   {"U8", 1, 1},    {"Q8_0", 32, 34}, {"Q4_0", 32, 18},
     {"Q4_1", 32, 20}, {"Q4_K", 256, 144}, {"Q6_K", 256, 210},
+    {"Q8_0x4", 32, 34}, {"Q4_0x4", 32, 18}, {"Q4_1x4", 32, 20},
 };
 const DTypeInfo& info(DType t) { return kInfo[static_cast<int>(t)]; }
 }  // namespace

@@ -13,9 +13,12 @@ namespace kf {
 
 enum class Device : uint8_t { CPU, CUDA };
 
-// Storage types. Quantised GGUF types are only ever loader inputs: the loader
-// dequantises them to F32 (CPU) or BF16 (CUDA) before the forward sees them.
-enum class DType : uint8_t { F32, F16, BF16, I32, I64, U8, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K };
+// Storage types. The GGUF block types (Q8_0 .. Q6_K, layouts in
+// util/dequant.h) are weights the CPU backend multiplies as they are (CUDA
+// converts them to BF16 at load). Q8_0x4, Q4_0x4 and Q4_1x4 hold the same
+// blocks with four rows interleaved, the CPU's matmul layout (defined in
+// backend/cpu/packed_weights.h); their sizes are those of the plain types.
+enum class DType : uint8_t { F32, F16, BF16, I32, I64, U8, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K, Q8_0x4, Q4_0x4, Q4_1x4 };
 
 const char* dtype_name(DType t);
 // Bytes of n elements (n must be a multiple of the block size for quantised types).

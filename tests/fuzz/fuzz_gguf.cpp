@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
-#include "io/dequant.h"
+#include "util/dequant.h"
 #include "io/gguf.h"
 #include "io/hf_config.h"
 

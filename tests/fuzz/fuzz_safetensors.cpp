@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "io/dequant.h"
+#include "util/dequant.h"
 #include "io/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -12,6 +12,7 @@
 
 #include "attn/policy.h"
 #include "backend/cpu/attention.h"
+#include "backend/cpu/vector_kernels.h"
 
 using namespace kf;
 
@@ -363,4 +364,37 @@ TEST(AttnCpu, BadInputsThrow) {
   std::vector<float> kk(c.Hkv * c.D);
   Tensor kt(kk.data(), DType::F32, {1, c.Hkv, c.D});
   EXPECT_THROW(cpu_kv_write(c.kv, kt, kt, Tensor(&slot, DType::I32, {1})), Error);
+}
+
+// The attention inner loops at the AVX2 level against the portable level, for
+// head sizes with and without a tail of 8 and chunks of every length.
+TEST(AttnCpu, Avx2KernelsMatchPortable) {
+  const cpu::VectorKernels* avx2 = cpu::avx2_vector_kernels();
+  if (!avx2) GTEST_SKIP() << "this CPU has no AVX2/FMA";
+  const cpu::VectorKernels& port = cpu::portable_vector_kernels();
+  std::mt19937 rng(5);
+  for (int d : {8, 13, 64, 72, 128}) {
+    for (int heads : {1, 3, 5}) {
+      for (int n : {1, 3, 7, 32}) {
+        std::vector<float> q(heads * d), k(n * d), v(n * d), w(heads * 32);
+        for (float& x : q) x = randn(rng);
+        for (float& x : k) x = randn(rng);
+        for (float& x : v) x = randn(rng);
+        for (float& x : w) x = std::fabs(randn(rng));
+        std::vector<float> la(heads * 32), lp(heads * 32);
+        avx2->logits(q.data(), heads, k.data(), n, d, 0.125f, la.data(), 32);
+        port.logits(q.data(), heads, k.data(), n, d, 0.125f, lp.data(), 32);
+        for (int g = 0; g < heads; ++g)
+          for (int j = 0; j < n; ++j)
+            ASSERT_NEAR(la[g * 32 + j], lp[g * 32 + j], 1e-5 * std::sqrt(double(d))) << "d=" << d << " n=" << n;
+        std::vector<float> rescale(heads);
+        for (int g = 0; g < heads; ++g) rescale[g] = g % 2 ? 0.25f : 1.f;
+        std::vector<float> aa(heads * d), ap(heads * d);
+        for (int i = 0; i < heads * d; ++i) aa[i] = ap[i] = randn(rng);
+        avx2->accumulate(aa.data(), heads, rescale.data(), w.data(), 32, v.data(), n, d);
+        port.accumulate(ap.data(), heads, rescale.data(), w.data(), 32, v.data(), n, d);
+        for (int i = 0; i < heads * d; ++i) ASSERT_NEAR(aa[i], ap[i], 1e-5 * n) << "d=" << d << " n=" << n << " i=" << i;
+      }
+    }
+  }
 }

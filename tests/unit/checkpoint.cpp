@@ -16,7 +16,7 @@
 #include "io/checkpoint.h"
 #include "model/config_load.h"
 #include "model/weights.h"
-#include "io/dequant.h"
+#include "util/dequant.h"
 #include "io/gguf.h"
 
 namespace kf {

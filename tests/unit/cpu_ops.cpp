@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/vector_kernels.h"
 #include "util/thread_pool.h"
 
 namespace kf {
@@ -259,6 +260,32 @@ TEST(ThreadPool, CoversEveryIndexOnceAndPropagatesErrors) {
       pool.parallel_for(10, [&](int64_t b2, int64_t e2) { total += e2 - b2; });
   });
   EXPECT_EQ(total.load(), 40);
+}
+
+}  // namespace
+}  // namespace kf
+
+namespace kf {
+namespace {
+
+// The vectorised SiLU (its own exp) against std::exp, over the whole useful
+// range and at the clamps, with a length that leaves a tail.
+TEST(CpuOps, SiluMulKernelsMatchStdExp) {
+  std::vector<float> g, u;
+  for (float x = -100.f; x <= 100.f; x += 0.37f) g.push_back(x);
+  for (float x : {-1e30f, -88.5f, 0.f, 1e-30f, 88.5f, 1e30f}) g.push_back(x);
+  for (size_t i = 0; i < g.size(); ++i) u.push_back(1.f + 0.01f * static_cast<float>(i % 7));
+  const int64_t n = static_cast<int64_t>(g.size());
+  for (const cpu::VectorKernels* k : {&cpu::portable_vector_kernels(), cpu::avx2_vector_kernels()}) {
+    if (!k) continue;
+    std::vector<float> out(n);
+    k->silu_mul(g.data(), u.data(), out.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      const double ref = double(g[i]) / (1.0 + std::exp(-double(g[i]))) * u[i];
+      // exp's argument is clamped to [-87, 88]: below -88, silu(g) = g / (1 + e^88) instead of ~0.
+      ASSERT_NEAR(out[i], ref, 1e-6 * std::fabs(ref) + 1e-37 * std::fabs(g[i]) * u[i]) << k->isa << " at g = " << g[i];
+    }
+  }
 }
 
 }  // namespace

@@ -7,7 +7,7 @@
 #include <cstring>
 #include <vector>
 
-#include "io/dequant.h"
+#include "util/dequant.h"
 #include "io/gguf.h"
 
 namespace kf {

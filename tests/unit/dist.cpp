@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <random>
 #include <thread>
 
@@ -42,7 +43,10 @@ ModelConfig tiny_config() {
 
 std::unique_ptr<Backend> cpu() { return make_cpu_backend(CpuOptions{1, false}); }
 
-const float* f32(const Buffer& b) { return b.ptr<float>(); }
+const float* f32(const Buffer& b) {
+  KF_CHECK(b.view().dtype == DType::F32, "expected F32 weights, got {}", dtype_name(b.view().dtype));
+  return b.ptr<float>();
+}
 
 // Rows [r0, r0 + n) of a [*, cols] host matrix equal the shard's rows [s0, s0 + n).
 void expect_rows(const float* full, int64_t r0, const float* shard, int64_t s0, int64_t n, int64_t cols,
@@ -129,9 +133,10 @@ TEST(TensorParallel, LoadedShardIsTheSliceOfTheCheckpoint) {
   auto be = cpu();
   for (const char* name : {"qwen2_untied", "qwen3_tied", "llama_hd64"}) {  // llama_hd64: 1 KV head, copied
     const std::string dir = test::kHfFixtureDir + name;
-    const Model whole = Model::load(dir, *be);
+    // F32 storage (the default for these F32 safetensors is BF16) to compare values as floats.
+    const Model whole = Model::load(dir, *be, {}, WeightFormat::F32);
     for (int rank = 0; rank < 2; ++rank) {
-      const Model shard = Model::load(dir, *be, TpShard{rank, 2});
+      const Model shard = Model::load(dir, *be, TpShard{rank, 2}, WeightFormat::F32);
       expect_shard_is_slice(whole, shard, rank, 2);
     }
   }
@@ -225,6 +230,39 @@ TEST(TensorParallel, TwoCpuRanksComputeTheWholeModel) {
         for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], 1e-4) << "decode " << t << " logit " << i;
       }
     }
+  }
+}
+
+// GGUF shards keep the stored formats (WeightFormat native) where a slice keeps
+// quantised blocks whole (row slices); a column slice (o_proj, down_proj) that
+// would split blocks falls back to BF16 (see Loader::part). Two CPU ranks of
+// the shards compute the whole model's logits.
+TEST(TensorParallel, QuantisedGgufShardsComputeTheWholeModel) {
+  for (const char* name : {"tiny_llama.gguf", "tiny_qwen3.gguf"}) {
+    const std::string path = std::string(KINFER_SOURCE_DIR "/tests/fixtures/gguf/") + name;
+    auto whole_be = cpu(), r0 = cpu(), r1 = cpu();
+    const Model whole = Model::load(path, *whole_be, {}, WeightFormat::Native);
+    const Model s0 = Model::load(path, *r0, TpShard{0, 2}, WeightFormat::Native);
+    const Model s1 = Model::load(path, *r1, TpShard{1, 2}, WeightFormat::Native);
+    std::printf("%s: whole %s, shard %s\n", name, whole.weights().matrix_dtypes().c_str(),
+                s0.weights().matrix_dtypes().c_str());
+    make_tp_group({r0.get(), r1.get()});
+    ExecutorConfig ec;
+    ec.page_size = 4;
+    ec.kv_pages = 16;
+    ec.max_step_tokens = 32;
+    ec.max_seqs = 4;
+    ec.max_logit_rows = 32;
+    ExecutorGroup one({{&whole, whole_be.get()}}, ec), two({{&s0, r0.get()}, {&s1, r1.get()}}, ec);
+    const std::vector<int> pages = {5, 2, 9, 0, 7, 11, 3, 1};
+    std::vector<int32_t> prompt(13);
+    for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 7 + 3) % 16);
+    const std::vector<float> a = step_logits(one, pages, 0, prompt, 4), b = step_logits(two, pages, 0, prompt, 4);
+    ASSERT_EQ(a.size(), b.size());
+    double worst = 0;
+    for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(double(a[i]) - b[i]));
+    std::printf("%s: max |whole - tp 2| logit = %.3g\n", name, worst);
+    EXPECT_LT(worst, 2e-2) << name;
   }
 }
 

@@ -75,6 +75,31 @@ TEST(Sampler, TopKKeepsTheKLargestWithRenormalisedMass) {
   }
 }
 
+// Many exact ties around the k-th logit, masked (-inf) logits, and k close to
+// the number of finite logits: the kept set is still the k most probable with
+// ties to the lowest id (the sampler only looks at the logits near the k-th).
+TEST(Sampler, TopKWithTiesAndMaskedLogits) {
+  Sampler s;
+  std::mt19937 rng(3);
+  for (int k : {1, 3, 7, 20}) {
+    std::vector<float> l(400);
+    for (auto& x : l) x = static_cast<float>(rng() % 3);  // values 0, 1, 2
+    for (int i = 0; i < 400; i += 3) l[i] = -INFINITY;
+    SamplingParams p;
+    p.top_k = k;
+    p.temperature = 0.5f;
+    std::vector<int> ids;
+    std::vector<double> probs;
+    auto copy = l;
+    s.distribution(copy, p, {}, {}, ids, probs);
+    const auto ref = softmax(l, 0.5);
+    const auto order = by_prob(ref);  // stable: ties keep ascending ids
+    std::vector<int> want(order.begin(), order.begin() + k);
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(ids, want) << "k=" << k;
+  }
+}
+
 TEST(Sampler, TopPKeepsTheSmallestNucleus) {
   Sampler s;
   for (float top_p : {0.1f, 0.5f, 0.9f, 0.99f}) {

@@ -134,6 +134,19 @@ TEST(Trace, KinferRoundTrip) {
   EXPECT_EQ(a.topk_pages, 8);
 }
 
+TEST(Trace, CostModelNamesTheModelForLegends) {
+  // kinfer eval writes the model's own name (GGUF general.name) into cost_model;
+  // without one the --model spec ("default") is the name.
+  const std::string head =
+      "{\"kinfer_trace\": 1, \"model\": \"default\", \"cost_model\": {\"params\": 1.3e8, \"n_heads\": 9, "
+      "\"n_kv_heads\": 3, \"head_dim\": 64, \"n_layers\": 30";
+  const std::string problem = "{\"id\": \"1\", \"answer\": \"1\", \"samples\": []}\n";
+  const Trace named = parse_trace(head + ", \"name\": \"SmolLM2 135M Instruct\"}}\n" + problem, "n.jsonl");
+  EXPECT_EQ(cost::model_shape_for_trace(named)->name, "SmolLM2 135M Instruct");
+  const Trace unnamed = parse_trace(head + "}}\n" + problem, "u.jsonl");
+  EXPECT_EQ(cost::model_shape_for_trace(unnamed)->name, "default");
+}
+
 TEST(Trace, KinferPolicies) {
   using nlohmann::json;
   EXPECT_EQ(cost::attn_spec_from_json(json{{"policy", "dense"}}, "x").formula, cost::Formula::Dense);

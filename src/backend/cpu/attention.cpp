@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 
+#include "backend/cpu/vector_kernels.h"
 #include "util/error.h"
 
 namespace kf {
@@ -45,17 +46,6 @@ PoolShape check_pool(const KvLayer& kv) {
   KF_CHECK(p.page_size >= 1 && p.head_dim >= 1 && p.n_kv_heads >= 1, "empty KV pool {}",
            kv.k.shape_str());
   return p;
-}
-
-// Sum of a[i]*b[i] with 8 fixed lanes, combined in a fixed order: fast and
-// the same for a given (a, b) no matter where it is called from.
-inline float dot_lanes(const float* a, const float* b, int n) {
-  float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; ++j) lane[j] += a[i + j] * b[i + j];
-  for (int j = 0; i < n; ++i, ++j) lane[j] += a[i] * b[i];
-  return ((lane[0] + lane[4]) + (lane[1] + lane[5])) + ((lane[2] + lane[6]) + (lane[3] + lane[7]));
 }
 
 // Summary of one page and KV head: mean of its page_size keys, summed in slot order.
@@ -277,6 +267,7 @@ void cpu_attention(const Tensor& q, const KvLayer& kv, const AttnBatch& batch,
   }
 
   // Phase 2: each (row, KV head) attends for the G query heads of its group.
+  const cpu::VectorKernels& kernels = cpu::best_vector_kernels();
   run(static_cast<int64_t>(n_rows) * Hkv, [&](int64_t task) {
     const int r = static_cast<int>(task / Hkv), h = static_cast<int>(task % Hkv);
     const int s = static_cast<int>(std::upper_bound(q_start, q_start + n_seqs + 1, r) - q_start) - 1;
@@ -285,7 +276,8 @@ void cpu_attention(const Tensor& q, const KvLayer& kv, const AttnBatch& batch,
     const int32_t* pt = table + static_cast<int64_t>(s) * max_pages;
 
     float acc[kMaxGroupDim];
-    float m[kMaxGroup], l[kMaxGroup];
+    float m[kMaxGroup], l[kMaxGroup], rescale[kMaxGroup];
+    float logit[kMaxGroup * kChunk];  // [G, kChunk]
     for (int g = 0; g < G; ++g) {
       m[g] = -std::numeric_limits<float>::infinity();
       l[g] = 0.f;
@@ -299,28 +291,22 @@ void cpu_attention(const Tensor& q, const KvLayer& kv, const AttnBatch& batch,
         const int nc = std::min(kChunk, span.start + span.count - off);
         const float* kc = kp + base + static_cast<int64_t>(off) * D;
         const float* vc = vp + base + static_cast<int64_t>(off) * D;
+        kernels.logits(qrow, G, kc, nc, D, scale, logit, kChunk);  // [G, kChunk]
         for (int g = 0; g < G; ++g) {
-          const float* qg = qrow + static_cast<int64_t>(g) * D;
-          float logit[kChunk];
-          float cmax = -std::numeric_limits<float>::infinity();
-          for (int j = 0; j < nc; ++j) {
-            logit[j] = scale * dot_lanes(qg, kc + static_cast<int64_t>(j) * D, D);
-            cmax = std::max(cmax, logit[j]);
-          }
-          float* ag = acc + g * D;
+          float* lg = logit + g * kChunk;
+          const float cmax = *std::max_element(lg, lg + nc);
+          rescale[g] = 1.f;
           if (cmax > m[g]) {  // rescale the running sums to the new maximum
-            float c = std::exp(m[g] - cmax);
-            l[g] *= c;
-            for (int d = 0; d < D; ++d) ag[d] *= c;
+            rescale[g] = std::exp(m[g] - cmax);
+            l[g] *= rescale[g];
             m[g] = cmax;
           }
-          for (int j = 0; j < nc; ++j) {
-            float w = std::exp(logit[j] - m[g]);
-            l[g] += w;
-            const float* vj = vc + static_cast<int64_t>(j) * D;
-            for (int d = 0; d < D; ++d) ag[d] += w * vj[d];
+          for (int j = 0; j < nc; ++j) {  // logits become the softmax weights
+            lg[j] = std::exp(lg[j] - m[g]);
+            l[g] += lg[j];
           }
         }
+        kernels.accumulate(acc, G, rescale, logit, kChunk, vc, nc, D);
       }
     };
 

@@ -16,17 +16,12 @@
 
 #include "backend/cpu/attention.h"
 #include "backend/cpu/host_group.h"
+#include "backend/cpu/matmul.h"
+#include "backend/cpu/packed_weights.h"
+#include "backend/cpu/vector_kernels.h"
 #include "backend/sampler.h"
+#include "util/dequant.h"
 #include "util/thread_pool.h"
-
-// The batch-invariance argument below relies on each product being rounded
-// before it is added: no fused multiply-add contraction. Baseline x86-64 has no
-// FMA; clang is told explicitly, and a GCC build with FMA enabled is refused.
-#if defined(__clang__)
-#pragma STDC FP_CONTRACT OFF
-#elif defined(__FMA__)
-#error "cpu_backend.cpp must be built without FMA (-mfma/-march=...) to stay batch-invariant"
-#endif
 
 namespace kf {
 namespace {
@@ -48,90 +43,12 @@ void check_i32(const Tensor& t, const char* op, const char* what, int64_t n) {
 // [rows, last] view of a tensor's memory, last = the size of its last dim.
 int64_t last_dim(const Tensor& t) { return t.ndim == 0 ? 1 : t.dim(-1); }
 
-// ---- matmul ------------------------------------------------------------------
-
-// 4 floats; GCC/clang vector extensions compile to SSE on baseline x86-64 and
-// act lane-wise with IEEE semantics (no reassociation).
-using v4 = float __attribute__((vector_size(16)));
-
-inline v4 load4(const float* p) {
-  v4 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-
-constexpr int kTileRows = 3;  // rows of x per micro-tile
-constexpr int kTileCols = 4;  // rows of w (outputs) per micro-tile
-
-// y[r, c] = x[r, :] . w[c, :] (+ bias[c]) for an R x C tile. Each element is
-// computed by the same sequence of roundings whatever R and C are: that is the
-// batch-invariance contract of the header.
-template <int R, int C>
-void micro_tile(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t in,
-                const float* bias, float* y, int64_t ldy) {
-  v4 acc[R][C];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) acc[r][c] = v4{0.f, 0.f, 0.f, 0.f};
-  int64_t k = 0;
-  for (; k + 4 <= in; k += 4) {
-    v4 xv[R];
-    for (int r = 0; r < R; ++r) xv[r] = load4(x + r * ldx + k);
-    for (int c = 0; c < C; ++c) {
-      const v4 wv = load4(w + c * ldw + k);
-      for (int r = 0; r < R; ++r) acc[r][c] += xv[r] * wv;
-    }
-  }
-  for (int r = 0; r < R; ++r) {
-    for (int c = 0; c < C; ++c) {
-      float s = (acc[r][c][0] + acc[r][c][1]) + (acc[r][c][2] + acc[r][c][3]);
-      for (int64_t t = k; t < in; ++t) s += x[r * ldx + t] * w[c * ldw + t];
-      if (bias) s += bias[c];
-      y[r * ldy + c] = s;
-    }
-  }
-}
-
-using TileFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, const float*, float*,
-                        int64_t);
-constexpr TileFn kTiles[kTileRows][kTileCols] = {
-    {micro_tile<1, 1>, micro_tile<1, 2>, micro_tile<1, 3>, micro_tile<1, 4>},
-    {micro_tile<2, 1>, micro_tile<2, 2>, micro_tile<2, 3>, micro_tile<2, 4>},
-    {micro_tile<3, 1>, micro_tile<3, 2>, micro_tile<3, 3>, micro_tile<3, 4>},
-};
-
-// Weight rows per cache block: about 192 KiB of w stays hot while every row of
-// x streams past it.
-int64_t cols_per_block(int64_t in) {
-  const int64_t cols = (192 * 1024) / (4 * std::max<int64_t>(in, 1));
-  return std::max<int64_t>(kTileCols, cols / kTileCols * kTileCols);
-}
-
-// Output columns [c0, c1) of y = x w^T (+ bias); x [n, in], w [out, in], y [n, out].
-void matmul_cols(const float* x, const float* w, const float* bias, float* y, int64_t n, int64_t in,
-                 int64_t out, int64_t c0, int64_t c1) {
-  const int64_t block = cols_per_block(in);
-  for (int64_t cb = c0; cb < c1; cb += block) {
-    const int64_t ce = std::min(cb + block, c1);
-    for (int64_t r = 0; r < n; r += kTileRows) {
-      const int rows = static_cast<int>(std::min<int64_t>(kTileRows, n - r));
-      int64_t c = cb;
-      if (rows == 1)  // decode: 8 weight rows stream at once (memory-bound)
-        for (; c + 8 <= ce; c += 8)
-          micro_tile<1, 8>(x + r * in, in, w + c * in, in, in, bias ? bias + c : nullptr, y + r * out + c, out);
-      for (; c < ce; c += kTileCols) {
-        const int cols = static_cast<int>(std::min<int64_t>(kTileCols, ce - c));
-        kTiles[rows - 1][cols - 1](x + r * in, in, w + c * in, in, in, bias ? bias + c : nullptr,
-                                   y + r * out + c, out);
-      }
-    }
-  }
-}
-
 // ---- the backend -------------------------------------------------------------
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(const CpuOptions& opt) : pool_(opt.n_threads), use_blas_(opt.use_blas) {}
+  explicit CpuBackend(const CpuOptions& opt)
+      : pool_(opt.n_threads), use_blas_(opt.use_blas), matmul_(pool_, cpu::best_kernels()) {}
 
   Device device() const override { return Device::CPU; }
   Memory memory() const override {
@@ -141,7 +58,18 @@ class CpuBackend final : public Backend {
   void* allocate(size_t bytes) override { return host_allocator().allocate(bytes); }
   void deallocate(void* p) noexcept override { host_allocator().deallocate(p); }
   std::string name() const override {
-    return fmt::format("cpu ({} threads{})", pool_.size(), use_blas_ ? ", OpenBLAS matmul" : "");
+    return fmt::format("cpu ({} threads, {} kernels{})", pool_.size(), matmul_.kernels().isa,
+                       use_blas_ ? ", OpenBLAS for F32 weights" : "");
+  }
+  bool takes_weight(DType t) const override { return cpu::has_matmul_kernel(t); }
+
+  Buffer pack_weight(Buffer w) override {
+    const Tensor& t = w.view();
+    const DType packed = cpu::packed_dtype(t.dtype);
+    if (t.ndim != 2 || !takes_weight(packed) || !cpu::can_pack(t.dtype, t.dim(0), t.dim(1), t.data)) return w;
+    Buffer out(packed, {t.dim(0), t.dim(1)}, *this);
+    cpu::pack_rows(t.dtype, t.dim(0), t.dim(1), t.data, out.view().data);
+    return out;
   }
 
   void all_reduce(const Tensor& x) override {
@@ -173,29 +101,38 @@ class CpuBackend final : public Backend {
     }
   }
 
+  // Rows of a table in any weight dtype: F32 rows are copied, others dequantised.
   void embed(const Tensor& table, const Tensor& ids, const Tensor& out) override {
-    check_f32(table, "embed", "table");
+    KF_CHECK(table.device == Device::CPU && table.ndim == 2 && table.is_contiguous() && takes_weight(table.dtype),
+             "cpu embed: table must be a [vocab, d] CPU tensor of a weight dtype, got {} {}", dtype_name(table.dtype),
+             table.shape_str());
     check_f32(out, "embed", "out");
-    KF_CHECK(table.ndim == 2, "cpu embed: table must be [vocab, d], got {}", table.shape_str());
     const int64_t vocab = table.dim(0), d = table.dim(1), n = ids.numel();
     check_i32(ids, "embed", "ids", n);
-    KF_CHECK(out.numel() == n * d, "cpu embed: out {} does not hold {} rows of {}", out.shape_str(),
-             n, d);
+    KF_CHECK(out.numel() == n * d, "cpu embed: out {} does not hold {} rows of {}", out.shape_str(), n, d);
     const int32_t* id = ids.ptr<int32_t>();
-    const float* src = table.ptr<float>();
+    const size_t row_bytes = dtype_bytes(table.dtype, d);
+    const auto* src = static_cast<const uint8_t*>(table.data);
     float* dst = out.ptr<float>();
+    const DType plain = cpu::plain_dtype(table.dtype);
+    if (plain != table.dtype) plain_row_.resize(row_bytes);
     for (int64_t i = 0; i < n; ++i) {
-      KF_CHECK(id[i] >= 0 && id[i] < vocab, "cpu embed: id {} at row {} is outside [0, {})", id[i],
-               i, vocab);
-      std::memcpy(dst + i * d, src + int64_t(id[i]) * d, d * sizeof(float));
+      KF_CHECK(id[i] >= 0 && id[i] < vocab, "cpu embed: id {} at row {} is outside [0, {})", id[i], i, vocab);
+      if (plain == table.dtype) {
+        dequantize(table.dtype, src + int64_t(id[i]) * row_bytes, dst + i * d, d);
+      } else {  // interleaved rows: the row's plain blocks first
+        cpu::unpack_row(table.dtype, d, src, id[i], plain_row_.data());
+        dequantize(plain, plain_row_.data(), dst + i * d, d);
+      }
     }
   }
 
   void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) override {
     check_f32(x, "matmul", "x");
-    check_f32(w, "matmul", "w");
     check_f32(y, "matmul", "y");
-    KF_CHECK(w.ndim == 2, "cpu matmul: w must be [out, in], got {}", w.shape_str());
+    KF_CHECK(w.device == Device::CPU && w.ndim == 2 && w.is_contiguous() && takes_weight(w.dtype),
+             "cpu matmul: w must be an [out, in] CPU tensor of a weight dtype, got {} {}", dtype_name(w.dtype),
+             w.shape_str());
     const int64_t out = w.dim(0), in = w.dim(1);
     KF_CHECK(last_dim(x) == in && x.numel() % in == 0, "cpu matmul: x {} does not match w {}",
              x.shape_str(), w.shape_str());
@@ -208,12 +145,12 @@ class CpuBackend final : public Backend {
       b = bias->ptr<float>();
     }
     if (n == 0 || out == 0) return;
-    const float *xp = x.ptr<float>(), *wp = w.ptr<float>();
-    float* yp = y.ptr<float>();
-    if (use_blas_) {
+    if (use_blas_ && w.dtype == DType::F32) {
 #ifdef KINFER_NO_BLAS
       fail("cpu matmul: this build has no OpenBLAS (KINFER_NO_BLAS)");
 #else
+      const float *xp = x.ptr<float>(), *wp = w.ptr<float>();
+      float* yp = y.ptr<float>();
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(out),
                   static_cast<int>(in), 1.f, xp, static_cast<int>(in), wp, static_cast<int>(in), 0.f,
                   yp, static_cast<int>(out));
@@ -223,15 +160,7 @@ class CpuBackend final : public Backend {
       return;
 #endif
     }
-    // Threads split the output columns in whole micro-tiles; tiny products stay serial.
-    const int64_t tiles = (out + kTileCols - 1) / kTileCols;
-    const int64_t min_tiles = std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, n * in * kTileCols));
-    pool_.parallel_for(
-        tiles,
-        [&](int64_t t0, int64_t t1) {
-          matmul_cols(xp, wp, b, yp, n, in, out, t0 * kTileCols, std::min(out, t1 * kTileCols));
-        },
-        min_tiles);
+    matmul_.run(x, w, b, y);
   }
 
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& y) override {
@@ -310,16 +239,8 @@ class CpuBackend final : public Backend {
              "cpu silu_mul: gate_up {} is not [rows, 2 x {}] for out {}", gate_up.shape_str(), f, out.shape_str());
     const float* gu = gate_up.ptr<float>();
     float* o = out.ptr<float>();
-    pool_.parallel_for(
-        out.numel(),
-        [&](int64_t b, int64_t e) {
-          for (int64_t i = b; i < e; ++i) {
-            const int64_t r = i / f, c = i % f;
-            const float g = gu[r * 2 * f + c], u = gu[r * 2 * f + f + c];
-            o[i] = g / (1.f + std::exp(-g)) * u;
-          }
-        },
-        1 << 12);
+    const auto silu_mul_row = vectors_.silu_mul;
+    for_rows(out.numel() / f, f, [&](int64_t r) { silu_mul_row(gu + r * 2 * f, gu + r * 2 * f + f, o + r * f, f); });
   }
 
   // The reference composes the separate ops on copies of q, k and v, so its
@@ -543,9 +464,12 @@ class CpuBackend final : public Backend {
 
   ThreadPool pool_;
   bool use_blas_ = false;
+  cpu::Matmul matmul_;
+  const cpu::VectorKernels& vectors_ = cpu::best_vector_kernels();
   CpuAttnWorkspace attn_ws_;
   Sampler sampler_;
   std::vector<float> row_;       // one logits row for the sampler (grow-only)
+  std::vector<uint8_t> plain_row_;  // embed: a row of an interleaved table as plain blocks (grow-only)
   std::vector<int> history_;     // a sequence's tokens for its penalties (grow-only)
   std::vector<float> k_tmp_, v_tmp_;  // qkv_rope_write's split k and v (grow-only)
   std::shared_ptr<HostGroup> group_;  // tensor parallelism (make_tp_group), shared by the ranks

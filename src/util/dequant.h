@@ -8,6 +8,9 @@
 //               u8 qs[128]                          x = d·sc·nibble − dmin·m
 //   Q6_K (256): u8 ql[128], u8 qh[64], i8 scales[16], f16 d
 //                                                   x = d·scale·(q6 − 32)
+// In util so that the loader (io) and the CPU backend (embedding rows of a
+// quantised table) share it; it is also the reference the CPU backend's
+// quantised matmul kernels are tested against.
 #pragma once
 #include <cstdint>
 

@@ -1,4 +1,4 @@
-#include "io/dequant.h"
+#include "util/dequant.h"
 
 #include <algorithm>
 #include <cstring>
