@@ -8,7 +8,7 @@
 
 #include "util/dequant.h"
 #include "io/gguf.h"
-#include "io/hf_config.h"
+#include "model/config_load.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
