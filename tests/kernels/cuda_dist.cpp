@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "cuda_test_util.h"
+#include "engine_test_util.h"
 #include "dist/placement.h"
 #include "dist/replicas.h"
 #include "engine/engine.h"
@@ -204,39 +205,11 @@ Request request(int len, int n, int max_tokens, uint32_t seed, float temp) {
   return r;
 }
 
-ModelConfig small_config() {  // the GQA test model of cuda_model.cpp
-  ModelConfig c;
-  c.arch = "qwen3";
-  c.name = "small";
-  c.vocab_size = 1000;
-  c.hidden_size = 256;
-  c.intermediate_size = 512;
-  c.n_layers = 4;
-  c.n_heads = 8;
-  c.n_kv_heads = 2;
-  c.head_dim = 64;
-  c.qk_norm = true;
-  c.max_position = 4096;
-  c.rms_eps = 1e-6f;
-  c.rope_theta = 1e6f;
-  c.tied_embeddings = true;
-  return c;
-}
-
-std::vector<std::vector<SampleResult>> run_engine(Engine& e, const std::vector<Request>& reqs) {
-  std::vector<int64_t> ids;
-  for (const Request& r : reqs) ids.push_back(e.submit(r));
-  e.run();
-  std::vector<std::vector<SampleResult>> out;
-  for (int64_t id : ids) out.push_back(e.result(id));
-  return out;
-}
-
 TEST(CudaTp, EngineOnTwoRanksIsDeterministic) {
   KF_REQUIRE_NCCL();
   auto a = make_cuda_backend(0), b = make_cuda_backend(1);
   make_tp_group({a.get(), b.get()});
-  const ModelConfig c = small_config();
+  const ModelConfig c = test::small_gqa_config();
   a->bind_thread();
   Model s0 = Model::random(c.sharded(0, 2), *a, 5);
   b->bind_thread();
@@ -253,12 +226,12 @@ TEST(CudaTp, EngineOnTwoRanksIsDeterministic) {
     std::vector<std::vector<SampleResult>> x, y;
     {
       Engine e({{&s0, a.get()}, {&s1, b.get()}}, ec);
-      x = run_engine(e, reqs);
+      x = test::run_to_end(e, reqs);
       EXPECT_GT(e.stats().graph_steps, 0);
     }
     {
       Engine e({{&s0, a.get()}, {&s1, b.get()}}, ec);
-      y = run_engine(e, reqs);
+      y = test::run_to_end(e, reqs);
     }
     for (size_t i = 0; i < reqs.size(); ++i)
       for (int s = 0; s < reqs[i].n; ++s) {

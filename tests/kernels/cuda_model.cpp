@@ -22,6 +22,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "cuda_test_util.h"
+#include "engine_test_util.h"
 #include "hf_fixture.h"
 #include "engine/engine.h"
 #include "model/model.h"
@@ -31,26 +32,6 @@ namespace kf {
 namespace {
 
 const std::string& kDir = test::kHfFixtureDir;
-
-// A small GQA model (group 4, head_dim 64) for engine and graph tests.
-ModelConfig preset_config_for_test() {
-  ModelConfig c;
-  c.arch = "qwen3";
-  c.name = "small";
-  c.vocab_size = 1000;
-  c.hidden_size = 256;
-  c.intermediate_size = 512;
-  c.n_layers = 4;
-  c.n_heads = 8;
-  c.n_kv_heads = 2;
-  c.head_dim = 64;
-  c.qk_norm = true;
-  c.max_position = 4096;
-  c.rms_eps = 1e-6f;
-  c.rope_theta = 1e6f;
-  c.tied_embeddings = true;
-  return c;
-}
 
 // Error of a row relative to the reference row's spread: max|a - b| / (max b - min b).
 double rel_err(const float* a, const float* b, size_t n) {
@@ -100,7 +81,7 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CudaHfParity,
 TEST(CudaGraphs, ReplayEqualsDirectLaunchBitwise) {
   KF_REQUIRE_CUDA();
   auto be = make_cuda_backend(0);
-  Model model = Model::random(preset_config_for_test(), *be, 3);
+  Model model = Model::random(test::small_gqa_config(), *be, 3);
   for (AttnKind kind : {AttnKind::Dense, AttnKind::BlockTopK}) {
     AttnPolicy pol;
     pol.kind = kind;
@@ -138,12 +119,7 @@ Request greedy_request(int len, int n, int max_tokens, uint32_t seed) {
 std::vector<std::vector<SampleResult>> run_engine(Backend& be, const Model& m, EngineConfig cfg,
                                                   const std::vector<Request>& reqs) {
   Engine e(m, be, cfg);
-  std::vector<int64_t> ids;
-  for (const Request& r : reqs) ids.push_back(e.submit(r));
-  e.run();
-  std::vector<std::vector<SampleResult>> out;
-  for (int64_t id : ids) out.push_back(e.result(id));
-  return out;
+  return test::run_to_end(e, reqs);
 }
 
 // Sampled Best-of-N runs with graphs and padded buckets: deterministic across
@@ -151,7 +127,7 @@ std::vector<std::vector<SampleResult>> run_engine(Backend& be, const Model& m, E
 TEST(CudaEngine, BestOfNWithGraphsIsDeterministic) {
   KF_REQUIRE_CUDA();
   auto be = make_cuda_backend(0);
-  Model model = Model::random(preset_config_for_test(), *be, 5);
+  Model model = Model::random(test::small_gqa_config(), *be, 5);
   for (AttnKind kind : {AttnKind::Dense, AttnKind::BlockTopK}) {
     EngineConfig c;
     c.page_size = 16;
@@ -185,7 +161,7 @@ TEST(CudaEngine, BestOfNWithGraphsIsDeterministic) {
 TEST(CudaEngine, BestOf16Over64PromptsOverlapEqualsSynchronous) {
   KF_REQUIRE_CUDA();
   auto be = make_cuda_backend(0);
-  Model model = Model::random(preset_config_for_test(), *be, 17);
+  Model model = Model::random(test::small_gqa_config(), *be, 17);
   std::vector<Request> reqs;
   for (int p = 0; p < 64; ++p) {
     Request r = greedy_request(20 + (p * 37) % 90, 16, 24 + (p * 11) % 40, 100 + p);
@@ -235,7 +211,7 @@ TEST(CudaEngine, GreedyFollowsCpuReference) {
   KF_REQUIRE_CUDA();
   auto gpu = make_cuda_backend(0);
   auto cpu = make_cpu_backend(CpuOptions{2, false});
-  const ModelConfig cfg = preset_config_for_test();
+  const ModelConfig cfg = test::small_gqa_config();
   Model mg = Model::random(cfg, *gpu, 11), mc = Model::random(cfg, *cpu, 11);
   EngineConfig c;
   c.page_size = 16;
@@ -274,7 +250,7 @@ TEST(CudaEngine, GreedyFollowsCpuReference) {
 TEST(CudaEngine, GeneratesTo32KTokens) {
   KF_REQUIRE_CUDA();
   auto be = make_cuda_backend(0);
-  ModelConfig cfg = preset_config_for_test();
+  ModelConfig cfg = test::small_gqa_config();
   cfg.head_dim = 128;
   cfg.n_layers = 2;
   cfg.max_position = 40960;

@@ -17,6 +17,7 @@
 #include "dist/replicas.h"
 #include "engine/engine.h"
 #include "hf_fixture.h"
+#include "engine_test_util.h"
 #include "test_util.h"
 
 using namespace kf;
@@ -298,22 +299,13 @@ EngineConfig engine_config(int kv_pages = 300) {
   return c;
 }
 
-std::vector<std::vector<SampleResult>> run_engine(Engine& e, const std::vector<Request>& reqs) {
-  std::vector<int64_t> ids;
-  for (const Request& r : reqs) ids.push_back(e.submit(r));
-  e.run();
-  std::vector<std::vector<SampleResult>> out;
-  for (int64_t id : ids) out.push_back(e.result(id));
-  return out;
-}
-
 TEST(TensorParallel, EngineOnTwoCpuRanksSamplesTheWholeModelsTokens) {
   TpRig rig(tiny_config());
   const std::vector<Request> reqs = {request(9, 1, 3, 20), request(14, 2, 1, 25, 0.f), request(5, 3, 2, 18)};
   EngineConfig c = engine_config();
   c.graphs = EngineConfig::Mode::Always;  // padded decode steps replayed on both ranks
   Engine one(rig.whole, *rig.whole_be, c), two(rig.ranks(), c);
-  const auto a = run_engine(one, reqs), b = run_engine(two, reqs);
+  const auto a = test::run_to_end(one, reqs), b = test::run_to_end(two, reqs);
   for (size_t i = 0; i < reqs.size(); ++i)
     for (int s = 0; s < reqs[i].n; ++s) EXPECT_EQ(a[i][s].tokens, b[i][s].tokens) << "request " << i << " sample " << s;
   EXPECT_GT(two.stats().graph_steps, 0);
@@ -360,7 +352,7 @@ TEST(DataParallel, TwoCpuReplicasGiveOneEnginesTokensBitForBit) {
   EngineConfig cfg = engine_config();
   cfg.max_seqs = 6;  // part of the job waits in the set's queue and goes to whoever has room
   Engine ref(one_rep[0].model(), one_rep[0].backend(), cfg);
-  const auto expect = run_engine(ref, reqs);
+  const auto expect = test::run_to_end(ref, reqs);
   dist::ReplicaSet set(two_reps, cfg);
   std::vector<int64_t> ids;
   const auto got = run_set(set, reqs, &ids);
@@ -391,7 +383,7 @@ TEST(DataParallel, SplitSamplesEqualOneRequest) {
   EXPECT_EQ(parts[1].first_sample, 3);
   EXPECT_EQ(dist::split_samples(r, 9).size(), 5u);  // never an empty part
   Engine ref(reps[0].model(), reps[0].backend(), engine_config());
-  const auto whole = run_engine(ref, {r});
+  const auto whole = test::run_to_end(ref, {r});
   dist::ReplicaSet set(reps, engine_config());
   std::vector<int64_t> ids;
   const auto got = run_set(set, parts, &ids);
