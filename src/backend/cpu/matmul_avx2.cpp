@@ -15,6 +15,7 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define KF_HAVE_AVX2_KERNELS 1
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -424,8 +425,13 @@ struct FloatW {
   }
 };
 
+bool cpu_has_f16c() {  // CPUID leaf 1, ECX bit 29 (clang 14's __builtin_cpu_supports has no "f16c")
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & (1u << 29)) != 0;
+}
+
 bool cpu_has_avx2() {
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
 }
 
 }  // namespace
