@@ -40,7 +40,6 @@ Server::Server(std::vector<dist::Replica>& replicas, const ModelConfig& whole, c
   KF_CHECK(opt_.max_waiting >= 0, "--max-waiting must be >= 0 (got {})", opt_.max_waiting);
   set_ = std::make_unique<dist::ReplicaSet>(replicas, cfg);
   const EngineConfig& c = set_->config();
-  kv_pages_ = static_cast<int64_t>(c.kv_pages) * set_->size();
   ctx_.tok = tok;
   ctx_.model = &whole;
   ctx_.model_name = opt_.model_name;
@@ -77,8 +76,8 @@ void Server::loop() {
     } catch (const std::exception& e) {
       // A replica failed (a bug or a device fault): the set is stopped. Jobs in
       // flight end with the error; new requests get 503.
-      failed_ = e.what();
-      spdlog::error("kinfer serve: engine failed: {}", failed_);
+      const std::string error = fmt::format("engine failed: {}", e.what());
+      spdlog::error("kinfer serve: {}", error);
       broken_ = true;
       std::vector<std::pair<std::shared_ptr<Job>, int64_t>> left;
       {
@@ -92,7 +91,7 @@ void Server::loop() {
         f.samples.resize(job->samples_per_request());
         for (SampleResult& s : f.samples) {
           s.stop = StopReason::Error;
-          s.error = "engine failed: " + failed_;
+          s.error = error;
         }
         job->finish(std::move(f));
       }
@@ -110,12 +109,14 @@ void Server::loop() {
     }
     for (auto& [job, f] : done) job->finish(std::move(f));
     int64_t running = 0, waiting = 0, kv_used = 0;
-    for (const dist::ReplicaStats& r : set_->replica_stats()) {
+    std::vector<EngineStats> parts;
+    for (const dist::ReplicaStats& r : set_->replica_stats()) {  // one copy under the set's lock
       running += r.running;
       waiting += r.waiting;
       kv_used += r.kv_pages_used;
+      parts.push_back(r.engine);
     }
-    const EngineStats s = set_->stats();
+    const EngineStats s = dist::merge_stats(parts);
     running_ = running;
     waiting_seqs_ = waiting;
     kv_used_ = kv_used;
@@ -183,7 +184,7 @@ std::string Server::metrics() const {
     metric("kinfer_kv_bytes_read_total", "counter", "KV cache bytes read by decode steps of finished requests",
            line("kinfer_kv_bytes_read_total", kv_bytes_read_));
   }
-  const int64_t pages = kv_pages_;
+  const int64_t pages = int64_t{set_->config().kv_pages} * set_->size();  // every replica's pool
   metric("kinfer_running_sequences", "gauge", "sequences running in the engine(s)",
          line("kinfer_running_sequences", running_.load()));
   metric("kinfer_waiting_sequences", "gauge", "sequences waiting (or preempted) in the engine",

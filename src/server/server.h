@@ -68,8 +68,6 @@ class Server {
   ApiLimits limits_;
   std::atomic<int64_t> waiting_{0};  // engine requests without a first event (declared before set_)
   std::unique_ptr<dist::ReplicaSet> set_;
-  int64_t kv_pages_ = 0;  // over all replicas
-  std::string failed_;    // the replica set's error, once it failed (loop thread only)
   std::thread thread_;
   std::atomic<bool> stop_{false}, draining_{false}, broken_{false};
 
