@@ -6,16 +6,34 @@
 #   accuracy@1, pass@k, maj@N, eFLOPs per problem, tokens/s, KV bytes read.
 # Defaults: SmolLM2-135M-Instruct on the CPU, the first 50 GSM8K problems x 8
 # samples x 112 tokens, dense and block top-k k2: about 9 minutes on 2 cores
-# (4 min a run); --quick: 10 problems (about 2 minutes). Flags: --quick,
-# --full (every problem, and block top-k k6 too), --budgets 2 (k6 too), --model M,
-# --dataset D, -n N, --max-tokens L, --limit K, --out DIR, --threads T.
+# (4 min a run); --quick: 10 problems (about 2 minutes). With an NVIDIA GPU
+# and a CUDA build (--device auto finds it), the job is sized to show the
+# science: every GSM8K problem (1,319) x 16 samples x 320 tokens, dense and
+# block top-k k2 and k6 (under a minute a run on an H200); --quick: 200
+# problems. Flags: --quick, --full (every problem, and block top-k k6 too),
+# --budgets 2 (k6 too), --device auto|cpu|cuda, --model M, --dataset D, -n N,
+# --max-tokens L, --limit K, --out DIR, --threads T.
 set -euo pipefail
-KINFER=${1:?usage: demo_job.sh KINFER [--quick|--full] [--model M] [--dataset D] [-n N] [--max-tokens L] [--limit K] [--out DIR]}
+KINFER=${1:?usage: demo_job.sh KINFER [--quick|--full] [--device D] [--model M] [--dataset D] [-n N] [--max-tokens L] [--limit K] [--out DIR]}
 shift
-model=default dataset=gsm8k n=8 max_tokens=112 limit=50 out=out/demo threads=0 budgets=1
+# The device first: it sets the defaults the other flags override.
+device=auto
+args=("$@")
+for ((i = 0; i < ${#args[@]}; ++i)); do [[ ${args[i]} == --device ]] && device=${args[i + 1]:-auto}; done
+if [[ $device == auto ]]; then
+  device=cpu
+  "$KINFER" version --json 2>/dev/null | grep -q '"cuda_device":true' && device=cuda
+fi
+model=default dataset=gsm8k out=out/demo threads=0
+if [[ $device == cuda ]]; then
+  n=16 max_tokens=320 limit=0 budgets=2 quick_limit=200
+else
+  n=8 max_tokens=112 limit=50 budgets=1 quick_limit=10
+fi
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --quick) limit=10 ;;
+    --device) shift ;;
+    --quick) limit=$quick_limit ;;
     --full) limit=0 budgets=2 ;;
     --budgets) budgets=$2; shift ;;
     --model) model=$2; shift ;;
@@ -30,7 +48,8 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 mkdir -p "$out"
-common=(--model "$model" --dataset "$dataset" -n "$n" --max-tokens "$max_tokens" --seed 0 --threads "$threads" --resume --json)
+common=(--model "$model" --dataset "$dataset" -n "$n" --max-tokens "$max_tokens" --seed 0 --device "$device" --resume --json)
+[[ $device == cpu ]] && common+=(--threads "$threads")
 [[ "$limit" -gt 0 ]] && common+=(--limit "$limit")
 [[ -t 2 ]] && common+=(--progress)
 
@@ -45,14 +64,14 @@ runs=(
 for r in "${runs[@]}"; do
   name=${r%%|*}
   read -r -a flags <<< "${r#*|}"
-  echo "== $name: $dataset, n=$n, max_tokens=$max_tokens, limit=${limit/#0/all} (${flags[*]})" >&2
+  echo "== $name on $device: $dataset, n=$n, max_tokens=$max_tokens, limit=${limit/#0/all} (${flags[*]})" >&2
   "$KINFER" eval "${common[@]}" "${flags[@]}" --out "$out/$name.jsonl" > "$out/$name.summary.json"
 done
 
 traces=()
 for r in "${runs[@]}"; do traces+=("$out/${r%%|*}.jsonl"); done
 plot_flag=()
-command -v gnuplot > /dev/null && plot_flag=(--plot "$out/frontier.png" --title "kinfer: Best-of-$n on $dataset, ${limit/#0/all} problems, $max_tokens tokens")
+command -v gnuplot > /dev/null && plot_flag=(--plot "$out/frontier.png" --title "kinfer ($device): Best-of-$n on $dataset, ${limit/#0/all} problems, $max_tokens tokens")
 "$KINFER" frontier "${traces[@]}" "${plot_flag[@]}" > "$out/frontier.txt"
 "$KINFER" frontier "${traces[@]}" --json > "$out/frontier.json"
 

@@ -6,6 +6,8 @@
 #   tests       ctest -L 'kernels|model' (every CUDA op vs the CPU, HF parity, engine on the GPU)
 #   diag32k     the long-context rows with KINFER_CUDA_SYNC=1 (a fault names its op)
 #   quick       two decode rows, a profile and one generate row
+#   attn        kinfer bench attention vs PyTorch SDPA at query groups 2, 4, 8 (dense, blocktopk)
+#   demo        scripts/demo's main job on the GPU (needs $GGUF): results in $OUT/demo
 #   decode      kinfer bench decode rows (Qwen3 shapes, dense and blocktopk, 16K-40K)
 #   generate    kinfer bench generate rows with --profile, and the HF generate baseline
 #   eval        the SmolLM2 GSM8K eval job (needs $GGUF) and its HF baseline
@@ -95,6 +97,37 @@ step_quick() {
   tail -1 "$J" | python3 -c "import json,sys; p=json.load(sys.stdin)['profile']; [print(f'  {k}: {v[\"ms_per_step\"]:.3f} ms') for k,v in sorted(p.items(), key=lambda kv: -kv[1]['ms'])[:10]]"
   gen -n 256 --max-tokens 256
   log "quick done"
+}
+
+att() {  # batch context q_heads kv_heads attn
+  $K bench attention --batch $1 --context $2 --q-heads $3 --kv-heads $4 --attn $5 --topk-pages 64 --local-pages 4 \
+    --copy-gbps "$COPY" --json 2>>"$OUT/attn.err" | tee -a "$J" | python3 -c "import json,sys
+j=json.load(sys.stdin); print(f\"attention B$1x$2 Hq$3/Hkv$4 $5: {j['ms_per_step']:.4f} ms, {j['effective_gbps']:.0f} GB/s ({j.get('fraction_of_copy',0):.2f} of copy)\")" ||
+    tail -2 "$OUT/attn.err"
+}
+
+step_attn() {
+  copy_bw
+  for h in "16 8" "32 8" "64 8"; do
+    set -- $h
+    for a in dense blocktopk; do att 64 16384 $1 $2 $a; att 32 32768 $1 $2 $a; done
+    python3 tools/bench_sdpa.py --shapes 64x16384,32x32768 --q-heads $1 --kv-heads $2 --head-dim 128 2>>"$OUT/attn.err" |
+      tee -a "$J" | python3 -c "import json,sys
+for l in sys.stdin:
+  j=json.loads(l); print(f\"sdpa B{j['batch']}x{j['context']} Hq{j['q_heads']}/Hkv{j['kv_heads']}: {j['best_ms_per_step']} ms\")"
+  done
+  log "attn done"
+}
+
+step_demo() {  # the traces are large: everything comes back as one $OUT/demo.tar.xz
+  [[ -s ${GGUF:-} ]] || { echo "demo: set GGUF to the SmolLM2 GGUF"; return; }
+  rm -rf /tmp/demo
+  KINFER_DEFAULT_MODEL=$GGUF bash scripts/demo_job.sh $K --out /tmp/demo ${DEMO_ARGS:-} > /tmp/demo.log 2>&1 ||
+    tail -5 /tmp/demo.log
+  mv /tmp/demo.log /tmp/demo/log.txt
+  tar -C /tmp -cJf "$OUT/demo.tar.xz" demo
+  tail -25 /tmp/demo/log.txt
+  log "demo done"
 }
 
 gen() {  # extra flags

@@ -241,6 +241,41 @@ TEST_F(CudaAttention, LocalAndOracleTopK) {
   }
 }
 
+// Query groups of 4 and 8 (Qwen3-8B, Qwen3-32B shapes) take the tensor-core
+// warp state in every kernel: split-K dense, the fused sparse kernel, the
+// token-masked oracle, prefill chunks beside decode rows, mixed policies.
+TEST_F(CudaAttention, TensorCoreGroupsAllPolicies) {
+  AttnPolicy dense, topk3;
+  topk3.kind = AttnKind::BlockTopK;
+  topk3.topk_pages = 3;
+  topk3.local_pages = 2;
+  uint32_t seed = 300;
+  for (auto [hq, hkv] : {std::pair{32, 8}, std::pair{64, 8}, std::pair{16, 2}})
+    for (AttnKind kind : {AttnKind::Dense, AttnKind::BlockTopK, AttnKind::Local, AttnKind::TopK}) {
+      Case c;
+      c.kind = kind;
+      c.n_heads = hq;
+      c.n_kv_heads = hkv;
+      c.topk_pages = 8;
+      c.local_pages = 2;
+      c.ctx = {1, 17, 300, 4100, 9000};
+      c.seed = seed++;
+      run_case(*be, c);
+      c.ctx = {300, 40, 50, 700};
+      c.rows = {1, 7, 0, 33};
+      c.seed = seed++;
+      run_case(*be, c);
+      if (kind != AttnKind::Dense) continue;
+      c.head_dim = 64;
+      c.page_size = 32;
+      c.ctx = {5000, 700, 16384, 17};
+      c.rows = {};
+      c.seq_policies = {dense, topk3, dense, topk3};
+      c.seed = seed++;
+      run_case(*be, c);
+    }
+}
+
 // Requests with different policies share one batch: each sequence follows its
 // own (dense, blocktopk with its k, local), in pure decode batches (the fused
 // sparse kernel beside the split-K one) and next to prefill chunks.

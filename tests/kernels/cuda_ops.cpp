@@ -41,18 +41,22 @@ TEST_F(CudaOps, Embed) {
   }
 }
 
+// Decode and prefill batch sizes, odd shapes, bias, f32 output (the LM head).
 TEST_F(CudaOps, Matmul) {
   struct Shape {
     int n, in, out;
-    bool bias;
+    bool bias, f32 = false;
   };
   for (Shape s : {Shape{1, 64, 96, false}, Shape{7, 576, 1536, true}, Shape{33, 1024, 3072, false},
-                  Shape{64, 1024, 2048, true}, Shape{3, 136, 40, true}}) {
+                  Shape{64, 1024, 2048, true}, Shape{3, 136, 40, true}, Shape{65, 1024, 1024, false},
+                  Shape{1, 1024, 1024, false}, Shape{17, 2048, 1024, true}, Shape{32, 3072, 6144, false},
+                  Shape{16, 128, 8, true}, Shape{48, 512, 16896, false}, Shape{5, 256, 32768, false, true},
+                  Shape{64, 384, 200, false, true}, Shape{9, 384, 6144, true}}) {
     auto x = rand_bf16(size_t(s.n) * s.in, rng), w = rand_bf16(size_t(s.out) * s.in, rng);
     auto bias = rand_bf16(s.out, rng);
     Buffer dx = dev_bf16(*be, x, {s.n, s.in}), dw = dev_bf16(*be, w, {s.out, s.in});
     Buffer db = dev_bf16(*be, bias, {s.out});
-    Buffer dy(DType::BF16, {s.n, s.out}, *be);
+    Buffer dy(s.f32 ? DType::F32 : DType::BF16, {s.n, s.out}, *be);
     test::poison(*be, dy);
     be->matmul(dx, dw, s.bias ? &db.view() : nullptr, dy);
     std::vector<float> ref(size_t(s.n) * s.out);
@@ -62,7 +66,10 @@ TEST_F(CudaOps, Matmul) {
         for (int k = 0; k < s.in; ++k) acc += double(x[size_t(i) * s.in + k]) * w[size_t(o) * s.in + k];
         ref[size_t(i) * s.out + o] = float(acc);
       }
-    EXPECT_LT(rel_l2(host_bf16(*be, dy), ref), 6e-3) << s.n << "x" << s.in << "x" << s.out;
+    std::vector<float> got(ref.size());
+    if (s.f32) be->download(got.data(), dy);
+    else got = host_bf16(*be, dy);
+    EXPECT_LT(rel_l2(got, ref), s.f32 ? 1e-5 : 6e-3) << s.n << "x" << s.in << "x" << s.out;
   }
 }
 

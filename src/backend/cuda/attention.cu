@@ -4,8 +4,9 @@
 //  - decode_kernel: split-K flash decoding. Block = (row, KV head, split), 4
 //    warps; a warp takes 16 token slots of one page at a time (K and V loads
 //    for all 16 issued before any math) and serves all G query heads of the
-//    group from that one load. Page ids for the next 32 tiles are fetched by
-//    the warp's lanes at once, so tiles do not wait on a table lookup each.
+//    group from that one load: with FMAs and shuffles for G < 3 (WarpState),
+//    on tensor cores for larger groups (WarpStateMma). Page ids for the
+//    next 32 tiles can be fetched by the warp's lanes at once (PREFETCH).
 //    Decode rows of selecting policies read their page list. When the batch
 //    has more rows than sequences (a prefill chunk is present) a block is
 //    (sequence, KV head, split) and skips multi-row sequences, which
@@ -22,6 +23,7 @@
 //    them in the same launch: no list round trip, no splits, no reduction.
 #include <algorithm>
 #include <limits>
+#include <type_traits>
 
 #include "backend/cuda/select.cuh"
 #include "util/error.h"
@@ -108,51 +110,13 @@ struct WarpState {
     }
   }
 
-  // Visits tiles t0, t0+step, ... < t1 of the row (tile = 16 slots of one page).
-  // PREFETCH: the warp's lanes look up the next 32 tiles' pages at once, so a
-  // tile does not wait on a table lookup; else each tile looks up its own.
-  template <bool PREFETCH>
-  __device__ void run(const RowPages& rp, const bf16_t* kpool, const bf16_t* vpool, int Hkv, int h, int P,
-                      int t0, int t1, int step) {
-    constexpr int LPR = D / 8;
-    const int lane = threadIdx.x & 31, c = lane % LPR, sub = lane / LPR;
-    const int tpp = (P + kTile - 1) / kTile;
-    if constexpr (!PREFETCH) {
-      for (int t = t0; t < t1; t += step) {
-        const int item = tpp == 1 ? t : t / tpp;
-        const int logical = rp.list ? rp.list[item] : item;
-        const uint32_t mask = rp.mask ? rp.mask[item] : 0xffffffffu;
-        tile(kpool, vpool, (static_cast<int64_t>(rp.pt[logical]) * Hkv + h) * P * D + c * 8,
-             tpp == 1 ? 0 : (t % tpp) * kTile, min(P, rp.T - logical * P), mask, sub);
-      }
-    } else {
-      for (int tb = t0; tb < t1; tb += 32 * step) {
-        int my_page = 0, my_ntok = 0, my_tok0 = 0;
-        uint32_t my_mask = 0;
-        const int tj = tb + lane * step;
-        if (tj < t1) {
-          const int item = tpp == 1 ? tj : tj / tpp;
-          const int logical = rp.list ? rp.list[item] : item;
-          my_tok0 = tpp == 1 ? 0 : (tj % tpp) * kTile;
-          my_mask = rp.mask ? rp.mask[item] : 0xffffffffu;
-          my_page = rp.pt[logical];
-          my_ntok = min(P, rp.T - logical * P);
-        }
-        const int nb = min(32, (t1 - tb + step - 1) / step);
-        for (int j = 0; j < nb; ++j) {
-          const int page = __shfl_sync(0xffffffffu, my_page, j);
-          const int ntok = __shfl_sync(0xffffffffu, my_ntok, j);
-          const int tok0 = __shfl_sync(0xffffffffu, my_tok0, j);
-          const uint32_t mask = __shfl_sync(0xffffffffu, my_mask, j);
-          tile(kpool, vpool, (static_cast<int64_t>(page) * Hkv + h) * P * D + c * 8, tok0, ntok, mask, sub);
-        }
-      }
-    }
-  }
-
+  // One tile: slots tok0.. of the page whose K/V for this KV head start at
+  // base; slots >= ntok or outside mask are skipped.
   __device__ __forceinline__ void tile(const bf16_t* kpool, const bf16_t* vpool, int64_t base, int tok0, int ntok,
-                                       uint32_t mask, int sub) {
+                                       uint32_t mask) {
     constexpr int LPR = D / 8, RPR = 32 / LPR, NI = kTile / RPR;
+    const int lane = threadIdx.x & 31, sub = lane / LPR;
+    base += (lane % LPR) * 8;
     uint4 kr[NI], vr[NI];
     bool ok[NI];
 #pragma unroll
@@ -250,6 +214,201 @@ struct WarpState {
   }
 };
 
+// The same online softmax on tensor cores, for query groups of
+// kMmaMinGroup..8: the scalar state's shuffles and FMAs grow with G and make
+// it compute-bound at G >= 4 (0.75 of copy bandwidth at G 4, ~0.5 at G 8),
+// while an m16n8k16 serves up to 8 query heads for the same K/V bytes.
+// Per tile of 16 slots, with lane = (g, t4) = (lane / 4, lane % 4):
+//   S = Q K^T    rows = heads (G of 16, the rest zero), 2 n-tiles of 8 slots;
+//                lane holds head g at slots 2t4, 2t4+1, 8+2t4, 9+2t4;
+//   online softmax in fp32 per head (base 2);
+//   O^T += V^T P^T   M = 16 dims per m-tile, N = 8 heads, K = the 16 slots:
+//                P^T's B fragment is exactly what S left in the lane, and
+//                the lane gets heads 2t4, 2t4+1 of its dims.
+// No shared memory: fragments come straight from global memory, 16 bytes a
+// load, by permuting the dimensions: Q K^T sums over dims in any order, so
+// lane (g, t4) loads dims [32m + 8t4, +8) of slot g (and of Q row g) as its
+// k-pairs of k-steps 2m and 2m+1; in V^T, m-tile mt's rows g and g+8 are dims
+// DPG*g + 2mt and +1, so a lane loads dims [DPG*g, +DPG) of the four slots
+// its P covers and pairs two slots' values per register with a byte permute.
+// P is rounded to bf16 for the product, as in prefill.cu.
+template <int D, int G>
+struct WarpStateMma {
+  static constexpr int KS = D / 16;   // k-steps of Q K^T = m-tiles of O^T
+  static constexpr int DPG = D / 8;   // dims of O per lane group
+  uint32_t qa[KS][2];  // Q row g as A fragments (a0, a2); rows 8..15 are zero
+  float o[KS][4];      // O^T accumulators: heads 2t4, 2t4+1 of dims DPG*g + 2mt (+1)
+  float m, l;          // head g's running max (base 2) and this lane's share of its sum
+  float scale;
+
+  __device__ void init(const bf16_t* q_group, float scale_log2, int) {  // q_group: [G][D]
+    const int lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+#pragma unroll
+    for (int mm = 0; mm < D / 32; ++mm) {
+      const uint4 w =
+          g < G ? *reinterpret_cast<const uint4*>(q_group + g * D + 32 * mm + 8 * t4) : make_uint4(0, 0, 0, 0);
+      qa[2 * mm][0] = w.x;
+      qa[2 * mm][1] = w.y;
+      qa[2 * mm + 1][0] = w.z;
+      qa[2 * mm + 1][1] = w.w;
+    }
+#pragma unroll
+    for (int j = 0; j < KS; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[j][e] = 0.f;
+    m = kNegInf;
+    l = 0.f;
+    scale = scale_log2;
+  }
+
+  static __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
+    return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+  }
+
+  __device__ __forceinline__ void tile(const bf16_t* kpool, const bf16_t* vpool, int64_t base, int tok0, int ntok,
+                                       uint32_t mask) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+    // K of slots g and 8 + g (the two n-tiles); V of the four slots this lane's P covers.
+    uint4 kr[2][D / 32], vr[4][DPG / 8];
+    bool vok[4];
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+      const int tok = tok0 + nt * 8 + g;
+      const bool ok = tok < ntok && ((mask >> (tok & 31)) & 1u);
+#pragma unroll
+      for (int mm = 0; mm < D / 32; ++mm)
+        kr[nt][mm] = ok ? ld_stream(kpool + base + static_cast<int64_t>(tok) * D + 32 * mm + 8 * t4)
+                        : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int tok = tok0 + 2 * t4 + (i & 1) + (i >> 1) * 8;
+      vok[i] = tok < ntok && ((mask >> (tok & 31)) & 1u);
+#pragma unroll
+      for (int u = 0; u < DPG / 8; ++u)
+        vr[i][u] = vok[i] ? ld_stream(vpool + base + static_cast<int64_t>(tok) * D + DPG * g + 8 * u)
+                          : make_uint4(0, 0, 0, 0);
+    }
+    float s[2][4];
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[nt][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < KS; ++kk) {
+      const uint32_t a[4] = {qa[kk][0], 0u, qa[kk][1], 0u};
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt)
+        mma16816(s[nt], a, word(kr[nt][kk / 2], 2 * (kk & 1)), word(kr[nt][kk / 2], 2 * (kk & 1) + 1));
+    }
+    float x[4] = {s[0][0], s[0][1], s[1][0], s[1][1]};  // head g at the slots of vok
+    float mt = kNegInf;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      x[i] = vok[i] ? x[i] * scale : kNegInf;
+      mt = fmaxf(mt, x[i]);
+    }
+    mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
+    mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 2));
+    if (mt == kNegInf) return;  // warp-uniform: masking is per slot, and a quad sees all 16
+    const float mn = fmaxf(m, mt), corr = ex2(m - mn);
+    m = mn;
+    float pr[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) pr[i] = ex2(x[i] - mn);
+    l = l * corr + (pr[0] + pr[1]) + (pr[2] + pr[3]);
+    // This lane's O^T columns are heads 2t4 and 2t4+1: their corrections live in lanes 8t4 and 8t4+4.
+    const float c0 = __shfl_sync(0xffffffffu, corr, 8 * t4), c1 = __shfl_sync(0xffffffffu, corr, 8 * t4 + 4);
+    const uint32_t b0 = pack_bf2(pr[0], pr[1]), b1 = pack_bf2(pr[2], pr[3]);  // P^T: slots x head g
+#pragma unroll
+    for (int mm = 0; mm < KS; ++mm) {
+      o[mm][0] *= c0;
+      o[mm][1] *= c1;
+      o[mm][2] *= c0;
+      o[mm][3] *= c1;
+      // V^T rows g, g+8 = dims DPG*g + 2mm, +1 = the low, high halves of word mm of the lane's dims.
+      const uint32_t w0 = word(vr[0][mm / 4], mm % 4), w1 = word(vr[1][mm / 4], mm % 4);
+      const uint32_t w2 = word(vr[2][mm / 4], mm % 4), w3 = word(vr[3][mm / 4], mm % 4);
+      const uint32_t a[4] = {__byte_perm(w0, w1, 0x5410u), __byte_perm(w0, w1, 0x7632u),
+                             __byte_perm(w2, w3, 0x5410u), __byte_perm(w2, w3, 0x7632u)};
+      mma16816(o[mm], a, b0, b1);
+    }
+  }
+
+  // Lane (g, t4) holds heads 2t4, 2t4+1 at dims DPG*g + 2mm (+1); the quad
+  // of head g holds shares of its sum.
+  __device__ void stage(float (*sm_acc)[G][D], float (*sm_m)[G], float (*sm_l)[G], int warp) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      const int head = 2 * t4 + hh;
+      if (head < G)
+#pragma unroll
+        for (int mm = 0; mm < KS; ++mm) {
+          sm_acc[warp][head][DPG * g + 2 * mm] = o[mm][hh];
+          sm_acc[warp][head][DPG * g + 2 * mm + 1] = o[mm][2 + hh];
+        }
+    }
+    if (g < G && t4 == 0) {
+      sm_m[warp][g] = m;
+      sm_l[warp][g] = l;
+    }
+  }
+};
+
+// Query groups from this size up take the tensor-core state (a build option
+// so the crossover can be re-measured: bench/results/h200_attention.md).
+#ifndef KINFER_ATTN_MMA_MIN_GROUP
+#define KINFER_ATTN_MMA_MIN_GROUP 3
+#endif
+constexpr int kMmaMinGroup = KINFER_ATTN_MMA_MIN_GROUP;
+template <int D, int G>
+using DecodeState = std::conditional_t<(G >= kMmaMinGroup), WarpStateMma<D, G>, WarpState<D, G>>;
+
+// Visits tiles t0, t0+step, ... < t1 of a row (tile = kTile slots of one
+// page) and feeds each to the warp state. PREFETCH: the warp's lanes look up
+// the next 32 tiles' pages at once, so a tile does not wait on a table
+// lookup; else each tile looks up its own.
+template <bool PREFETCH, class State>
+__device__ void visit_tiles(State& ws, const RowPages& rp, const bf16_t* kpool, const bf16_t* vpool, int Hkv, int h,
+                            int P, int D, int t0, int t1, int step) {
+  const int lane = threadIdx.x & 31;
+  const int tpp = (P + kTile - 1) / kTile;
+  if constexpr (!PREFETCH) {
+    for (int t = t0; t < t1; t += step) {
+      const int item = tpp == 1 ? t : t / tpp;
+      const int logical = rp.list ? rp.list[item] : item;
+      const uint32_t mask = rp.mask ? rp.mask[item] : 0xffffffffu;
+      ws.tile(kpool, vpool, (static_cast<int64_t>(rp.pt[logical]) * Hkv + h) * P * D,
+              tpp == 1 ? 0 : (t % tpp) * kTile, min(P, rp.T - logical * P), mask);
+    }
+  } else {
+    for (int tb = t0; tb < t1; tb += 32 * step) {
+      int my_page = 0, my_ntok = 0, my_tok0 = 0;
+      uint32_t my_mask = 0;
+      const int tj = tb + lane * step;
+      if (tj < t1) {
+        const int item = tpp == 1 ? tj : tj / tpp;
+        const int logical = rp.list ? rp.list[item] : item;
+        my_tok0 = tpp == 1 ? 0 : (tj % tpp) * kTile;
+        my_mask = rp.mask ? rp.mask[item] : 0xffffffffu;
+        my_page = rp.pt[logical];
+        my_ntok = min(P, rp.T - logical * P);
+      }
+      const int nb = min(32, (t1 - tb + step - 1) / step);
+      for (int j = 0; j < nb; ++j) {
+        const int page = __shfl_sync(0xffffffffu, my_page, j);
+        const int ntok = __shfl_sync(0xffffffffu, my_ntok, j);
+        const int tok0 = __shfl_sync(0xffffffffu, my_tok0, j);
+        const uint32_t mask = __shfl_sync(0xffffffffu, my_mask, j);
+        ws.tile(kpool, vpool, (static_cast<int64_t>(page) * Hkv + h) * P * D, tok0, ntok, mask);
+      }
+    }
+  }
+}
+
 // Block-level merge of NW warps' staged states (after a barrier). Writes the
 // normalised bf16 output at (row, head) rh0 + g (partial == null) or this
 // split's unnormalised partial at slot ph0 + g.
@@ -309,9 +468,9 @@ __global__ void __launch_bounds__(kWarps * 32, MINB) decode_kernel(DecodeParams 
   const int t0 = split * per, t1 = min(n_tiles, t0 + per);
 
   const int64_t rh0 = static_cast<int64_t>(r) * p.n_heads + h * G;
-  WarpState<D, G> ws;
+  DecodeState<D, G> ws;
   ws.init(p.q + rh0 * D, p.scale_log2, c);
-  ws.template run<PREFETCH>(rp, p.k, p.v, Hkv, h, P, t0 + warp, t1, kWarps);
+  visit_tiles<PREFETCH>(ws, rp, p.k, p.v, Hkv, h, P, D, t0 + warp, t1, kWarps);
   ws.stage(sm_acc, sm_m, sm_l, warp);
   __syncthreads();
   merge_warps<D, G, kWarps>(sm_acc, sm_m, sm_l, p.out, rh0, static_cast<int64_t>(slot) * p.n_heads + h * G,
@@ -344,9 +503,9 @@ __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectPara
     rp.mask = rows == 1 && p.list_mask ? p.list_mask + pair * p.max_pages : nullptr;
     rp.n_items = rows == 1 ? p.list_count[pair] : (rp.T + P - 1) / P;
     const int64_t rh0 = static_cast<int64_t>(r) * p.n_heads + h * G;
-    WarpState<D, G> ws;
+    DecodeState<D, G> ws;
     ws.init(p.q + rh0 * D, p.scale_log2, c);
-    ws.template run<PREFETCH>(rp, p.k, p.v, Hkv, h, P, warp, rp.n_items * tpp, NW);
+    visit_tiles<PREFETCH>(ws, rp, p.k, p.v, Hkv, h, P, D, warp, rp.n_items * tpp, NW);
     ws.stage(sm_acc, sm_m, sm_l, warp);
     __syncthreads();
     merge_warps<D, G, NW>(sm_acc, sm_m, sm_l, p.out, rh0, rh0, nullptr, nullptr, 1, 0);

@@ -145,6 +145,63 @@ __global__ void add_rmsnorm_kernel(bf16_t* x, const bf16_t* y, const bf16_t* w, 
   }
 }
 
+// The same for d % 8 == 0 and d <= 8 * kNormThreads * kNormPer, one block per
+// row: every 16-byte chunk of x, y and w is loaded at once into registers
+// (one memory round trip instead of one per chunk a lane walks), the sum of
+// squares is a block reduction. At decode batch sizes (32 rows) the warp per
+// row version was latency-bound at ~7 us a call. Aliasing as above: a thread
+// writes only the chunks it read.
+constexpr int kNormThreads = 128;
+constexpr int kNormPer = 8;  // chunks of 8 per thread: d <= 8192
+__global__ void __launch_bounds__(kNormThreads) add_rmsnorm_block_kernel(uint4* x, const uint4* y, const uint4* w,
+                                                                         uint4* out, int d8, float eps) {
+  __shared__ float warp_ss[kNormThreads / 32];
+  const int64_t row = blockIdx.x;
+  x += row * d8;
+  y += row * d8;
+  out += row * d8;
+  uint4 xv[kNormPer], yv[kNormPer], wv[kNormPer];
+#pragma unroll
+  for (int j = 0; j < kNormPer; ++j) {
+    const int i = threadIdx.x + j * kNormThreads;
+    if (i < d8) xv[j] = x[i], yv[j] = y[i], wv[j] = w[i];
+  }
+  float ss = 0.f;
+#pragma unroll
+  for (int j = 0; j < kNormPer; ++j) {
+    const int i = threadIdx.x + j * kNormThreads;
+    if (i >= d8) continue;
+    float a[8], b[8];
+    unpack8(xv[j], a);
+    unpack8(yv[j], b);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) a[e] += b[e];
+    xv[j] = pack8(a);  // the rounded sum is the new residual and what the norm sees
+    x[i] = xv[j];
+    unpack8(xv[j], a);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) ss += a[e] * a[e];
+  }
+  ss = warp_sum(ss);
+  if ((threadIdx.x & 31) == 0) warp_ss[threadIdx.x / 32] = ss;
+  __syncthreads();
+  ss = 0.f;
+#pragma unroll
+  for (int k = 0; k < kNormThreads / 32; ++k) ss += warp_ss[k];
+  const float inv = rsqrtf(ss / static_cast<float>(d8 * 8) + eps);
+#pragma unroll
+  for (int j = 0; j < kNormPer; ++j) {
+    const int i = threadIdx.x + j * kNormThreads;
+    if (i >= d8) continue;
+    float f[8], g[8];
+    unpack8(xv[j], f);
+    unpack8(wv[j], g);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) f[e] = f[e] * inv * g[e];
+    out[i] = pack8(f);
+  }
+}
+
 // out[r, c] = silu(gu[r, c]) * gu[r, f + c]: the merged gate/up rows.
 __device__ __forceinline__ float silu(float g) { return g / (1.f + __expf(-g)); }
 __global__ void silu_mul_kernel(const bf16_t* gu, bf16_t* out, int64_t n, int64_t f) {
@@ -243,8 +300,14 @@ void silu_mul(const bf16_t* gate_up, bf16_t* out, int64_t n, int64_t f, cudaStre
 void add_rmsnorm(bf16_t* x, const bf16_t* y, const bf16_t* w, bf16_t* out, int rows, int d, float eps,
                  cudaStream_t st) {
   if (rows == 0) return;
-  add_rmsnorm_kernel<<<blocks_for(rows, 4), 128, 0, st>>>(x, y, w, out, rows, d, eps,
-                                                          d % 8 == 0 && aligned16({x, y, w, out}));
+  const bool vec = d % 8 == 0 && aligned16({x, y, w, out});
+  if (vec && d <= 8 * kNormThreads * kNormPer)
+    add_rmsnorm_block_kernel<<<rows, kNormThreads, 0, st>>>(reinterpret_cast<uint4*>(x),
+                                                             reinterpret_cast<const uint4*>(y),
+                                                             reinterpret_cast<const uint4*>(w),
+                                                             reinterpret_cast<uint4*>(out), d / 8, eps);
+  else
+    add_rmsnorm_kernel<<<blocks_for(rows, 4), 128, 0, st>>>(x, y, w, out, rows, d, eps, vec);
   check_launch("add_rmsnorm");
 }
 
