@@ -7,7 +7,9 @@
 #   diag32k     the long-context rows with KINFER_CUDA_SYNC=1 (a fault names its op)
 #   quick       two decode rows, a profile and one generate row
 #   attn        kinfer bench attention vs PyTorch SDPA at query groups 2, 4, 8 (dense, blocktopk)
-#   demo        scripts/demo's main job on the GPU (needs $GGUF): results in $OUT/demo
+#   demo        scripts/demo's main job on the GPU (needs $GGUF): results in $OUT/demo.tar.xz
+#   mma_all     a second build (in $B.mma) with the tensor-core attention for every query
+#               group (KINFER_ATTN_MMA_MIN_GROUP=1): attention and decode rows at groups 1-2
 #   decode      kinfer bench decode rows (Qwen3 shapes, dense and blocktopk, 16K-40K)
 #   generate    kinfer bench generate rows with --profile, and the HF generate baseline
 #   eval        the SmolLM2 GSM8K eval job (needs $GGUF) and its HF baseline
@@ -128,6 +130,25 @@ step_demo() {  # the traces are large: everything comes back as one $OUT/demo.ta
   tar -C /tmp -cJf "$OUT/demo.tar.xz" demo
   tail -25 /tmp/demo/log.txt
   log "demo done"
+}
+
+step_mma_all() {
+  copy_bw
+  if ! { cmake -S . -B $B.mma -G Ninja -DKINFER_CUDA=ON -DKINFER_TESTS=OFF -DASIO_INCLUDE_DIR=$R/usr/include \
+           -DCMAKE_CUDA_FLAGS=-DKINFER_ATTN_MMA_MIN_GROUP=1 > "$OUT/build_mma.log" 2>&1 &&
+         ninja -C $B.mma -j16 kinfer >> "$OUT/build_mma.log" 2>&1; }; then
+    tail -20 "$OUT/build_mma.log"; return
+  fi
+  local K0=$K
+  for K in $K0 $B.mma/kinfer; do
+    echo "== $K"
+    for a in dense blocktopk; do att 64 16384 16 8 $a; att 32 32768 16 8 $a; att 64 16384 16 16 $a; done
+    dec qwen3-0.6b 32 16384 dense
+    dec qwen3-0.6b 32 16384 blocktopk
+    dec qwen3-0.6b 64 16384 blocktopk
+  done
+  K=$K0
+  log "mma_all done"
 }
 
 gen() {  # extra flags

@@ -4,7 +4,7 @@
 //  - decode_kernel: split-K flash decoding. Block = (row, KV head, split), 4
 //    warps; a warp takes 16 token slots of one page at a time (K and V loads
 //    for all 16 issued before any math) and serves all G query heads of the
-//    group from that one load: with FMAs and shuffles for G < 3 (WarpState),
+//    group from that one load: with FMAs and shuffles for G = 1 (WarpState),
 //    on tensor cores for larger groups (WarpStateMma). Page ids for the
 //    next 32 tiles can be fetched by the warp's lanes at once (PREFETCH).
 //    Decode rows of selecting policies read their page list. When the batch
@@ -216,7 +216,9 @@ struct WarpState {
 
 // The same online softmax on tensor cores, for query groups of
 // kMmaMinGroup..8: the scalar state's shuffles and FMAs grow with G and make
-// it compute-bound at G >= 4 (0.75 of copy bandwidth at G 4, ~0.5 at G 8),
+// it compute-bound at G >= 4 (0.75 of copy bandwidth at G 4, ~0.5 at G 8;
+// on the H200 this state reads at 1.03 of copy at G 2 and 4 against 0.99 for
+// the scalar one at G 2; at G 1 the scalar one is 2.5% faster),
 // while an m16n8k16 serves up to 8 query heads for the same K/V bytes.
 // Per tile of 16 slots, with lane = (g, t4) = (lane / 4, lane % 4):
 //   S = Q K^T    rows = heads (G of 16, the rest zero), 2 n-tiles of 8 slots;
@@ -359,9 +361,10 @@ struct WarpStateMma {
 };
 
 // Query groups from this size up take the tensor-core state (a build option
-// so the crossover can be re-measured: bench/results/h200_attention.md).
+// so the crossover can be re-measured: `dev/cuda/gpu.sh mma_all`,
+// bench/results/h200_attention.jsonl).
 #ifndef KINFER_ATTN_MMA_MIN_GROUP
-#define KINFER_ATTN_MMA_MIN_GROUP 3
+#define KINFER_ATTN_MMA_MIN_GROUP 2
 #endif
 constexpr int kMmaMinGroup = KINFER_ATTN_MMA_MIN_GROUP;
 template <int D, int G>
@@ -444,6 +447,7 @@ __device__ void merge_warps(const float (*sm_acc)[G][D], const float (*sm_m)[G],
 
 template <int D, int G, bool PREFETCH, int MINB>
 __global__ void __launch_bounds__(kWarps * 32, MINB) decode_kernel(DecodeParams p) {
+  griddep_wait();
   __shared__ float sm_acc[kWarps][G][D];
   __shared__ float sm_m[kWarps][G], sm_l[kWarps][G];
   const int slot = blockIdx.x / p.splits, split = blockIdx.x % p.splits, h = blockIdx.y;
@@ -482,6 +486,7 @@ __global__ void __launch_bounds__(kWarps * 32, MINB) decode_kernel(DecodeParams 
 // here when another has none) is served row by row, densely.
 template <int D, int G, int NW, int MINB, bool PREFETCH>
 __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectParams sp, DecodeParams p) {
+  griddep_wait();
   __shared__ SelectSmem<D, NW * 32> sel;
   __shared__ float sm_acc[NW][G][D];
   __shared__ float sm_m[NW][G], sm_l[NW][G];
@@ -587,14 +592,14 @@ void launch_grouped(int G, dim3 grid, cudaStream_t st, const Args&... args) {
 template <int D, int G>
 struct Decode {
   static void launch(dim3 grid, cudaStream_t st, const DecodeParams& p) {
-    decode_kernel<D, G, false, 1><<<grid, kWarps * 32, 0, st>>>(p);
+    launch_pdl("attention decode", decode_kernel<D, G, false, 1>, grid, kWarps * 32, st, p);
   }
 };
 template <int D, int G>
 struct SparseDecode {
   static constexpr int kNW = 8;
   static void launch(dim3 grid, cudaStream_t st, const SelectParams& sp, const DecodeParams& p) {
-    sparse_decode_kernel<D, G, kNW, 2, true><<<grid, kNW * 32, 0, st>>>(sp, p);
+    launch_pdl("attention sparse decode", sparse_decode_kernel<D, G, kNW, 2, true>, grid, kNW * 32, st, sp, p);
   }
 };
 

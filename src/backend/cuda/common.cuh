@@ -67,6 +67,33 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// Programmatic dependent launch (Hopper): a kernel launched with launch_pdl
+// may have its blocks scheduled while the kernel before it in the stream (or
+// graph) drains, hiding the launch gap between the small kernels of a decode
+// step. Such a kernel calls griddep_wait() before it reads or writes memory
+// that earlier kernels touch: that waits for their completion and writes.
+__device__ __forceinline__ void griddep_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+template <typename... Params, typename... Args>
+void launch_pdl(const char* what, void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t st,
+                Args... args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = 0;
+  cfg.stream = st;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  check(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...), what);
+}
+
 // True when every pointer is 16-byte aligned (the vector paths need it).
 inline bool aligned16(std::initializer_list<const void*> ps) {
   for (const void* p : ps)

@@ -113,6 +113,9 @@ class CudaBackend final : public Backend {
     KF_CUDA(cudaGetDeviceProperties(&prop, dev));
     num_sms_ = prop.multiProcessorCount;
     name_ = fmt::format("cuda:{} ({}, sm_{}{}, {} SMs)", dev, prop.name, prop.major, prop.minor, num_sms_);
+    // The kernels are built for sm_90a alone (CMAKE_CUDA_ARCHITECTURES): say so before the first launch does.
+    KF_CHECK(prop.major == 9 && prop.minor == 0, "{}: this kinfer has CUDA kernels for sm_90a (H100/H200) only; use "
+             "--device cpu or rebuild for this GPU", name_);
     KF_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     const char* tune = std::getenv("KINFER_GEMM_TUNE");
     tune_gemms_ = tune && std::string(tune) == "1";

@@ -49,6 +49,7 @@ __global__ void embed_kernel(const bf16_t* table, int64_t table_rows, const int3
 // One warp per row: sum of squares in fp32, then y = x * rsqrt(mean + eps) * w.
 __global__ void rmsnorm_kernel(const bf16_t* x, const bf16_t* w, bf16_t* y, int rows, int d, float eps,
                                bool vec) {
+  griddep_wait();
   const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= rows) return;
@@ -102,6 +103,7 @@ __global__ void add_kernel8(uint4* x, const uint4* y, int64_t n8) {
 // out write, so out may alias y.
 __global__ void add_rmsnorm_kernel(bf16_t* x, const bf16_t* y, const bf16_t* w, bf16_t* out, int rows, int d,
                                    float eps, bool vec) {
+  griddep_wait();
   const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= rows) return;
@@ -155,6 +157,7 @@ constexpr int kNormThreads = 128;
 constexpr int kNormPer = 8;  // chunks of 8 per thread: d <= 8192
 __global__ void __launch_bounds__(kNormThreads) add_rmsnorm_block_kernel(uint4* x, const uint4* y, const uint4* w,
                                                                          uint4* out, int d8, float eps) {
+  griddep_wait();
   __shared__ float warp_ss[kNormThreads / 32];
   const int64_t row = blockIdx.x;
   x += row * d8;
@@ -205,12 +208,14 @@ __global__ void __launch_bounds__(kNormThreads) add_rmsnorm_block_kernel(uint4* 
 // out[r, c] = silu(gu[r, c]) * gu[r, f + c]: the merged gate/up rows.
 __device__ __forceinline__ float silu(float g) { return g / (1.f + __expf(-g)); }
 __global__ void silu_mul_kernel(const bf16_t* gu, bf16_t* out, int64_t n, int64_t f) {
+  griddep_wait();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const int64_t r = i / f, c = i % f;
   out[i] = to_bf(silu(bf(gu[r * 2 * f + c])) * bf(gu[r * 2 * f + f + c]));
 }
 __global__ void silu_mul_kernel8(const bf16_t* gu, bf16_t* out, int64_t n8, int64_t f8) {
+  griddep_wait();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n8) return;
   const int64_t r = i / f8, c = i % f8;
@@ -272,7 +277,8 @@ void embed(const bf16_t* table, int64_t table_rows, const int32_t* ids, bf16_t* 
 
 void rmsnorm(const bf16_t* x, const bf16_t* w, bf16_t* y, int rows, int d, float eps, cudaStream_t st) {
   if (rows == 0) return;
-  rmsnorm_kernel<<<blocks_for(rows, 4), 128, 0, st>>>(x, w, y, rows, d, eps, d % 8 == 0 && aligned16({x, w, y}));
+  launch_pdl("rmsnorm", rmsnorm_kernel, blocks_for(rows, 4), 128, st, x, w, y, rows, d, eps,
+             d % 8 == 0 && aligned16({x, w, y}));
   check_launch("rmsnorm");
 }
 
@@ -290,9 +296,9 @@ void add(bf16_t* x, const bf16_t* y, int64_t n, cudaStream_t st) {
 void silu_mul(const bf16_t* gate_up, bf16_t* out, int64_t n, int64_t f, cudaStream_t st) {
   if (n == 0) return;
   if (f % 8 == 0 && aligned16({gate_up, out})) {
-    silu_mul_kernel8<<<blocks_for(n / 8, 256), 256, 0, st>>>(gate_up, out, n / 8, f / 8);
+    launch_pdl("silu_mul", silu_mul_kernel8, blocks_for(n / 8, 256), 256, st, gate_up, out, n / 8, f / 8);
   } else {
-    silu_mul_kernel<<<blocks_for(n, 256), 256, 0, st>>>(gate_up, out, n, f);
+    launch_pdl("silu_mul", silu_mul_kernel, blocks_for(n, 256), 256, st, gate_up, out, n, f);
   }
   check_launch("silu_mul");
 }
@@ -302,12 +308,11 @@ void add_rmsnorm(bf16_t* x, const bf16_t* y, const bf16_t* w, bf16_t* out, int r
   if (rows == 0) return;
   const bool vec = d % 8 == 0 && aligned16({x, y, w, out});
   if (vec && d <= 8 * kNormThreads * kNormPer)
-    add_rmsnorm_block_kernel<<<rows, kNormThreads, 0, st>>>(reinterpret_cast<uint4*>(x),
-                                                             reinterpret_cast<const uint4*>(y),
-                                                             reinterpret_cast<const uint4*>(w),
-                                                             reinterpret_cast<uint4*>(out), d / 8, eps);
+    launch_pdl("add_rmsnorm", add_rmsnorm_block_kernel, rows, kNormThreads, st, reinterpret_cast<uint4*>(x),
+               reinterpret_cast<const uint4*>(y), reinterpret_cast<const uint4*>(w), reinterpret_cast<uint4*>(out),
+               d / 8, eps);
   else
-    add_rmsnorm_kernel<<<blocks_for(rows, 4), 128, 0, st>>>(x, y, w, out, rows, d, eps, vec);
+    launch_pdl("add_rmsnorm", add_rmsnorm_kernel, blocks_for(rows, 4), 128, st, x, y, w, out, rows, d, eps, vec);
   check_launch("add_rmsnorm");
 }
 

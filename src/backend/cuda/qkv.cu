@@ -31,6 +31,7 @@ struct QkvParams {
 };
 
 __global__ void qkv_rope_write_kernel(QkvParams p, Freqs fr) {
+  griddep_wait();
   __shared__ float buf[kWarpsPerBlock][kMaxHeadDim];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int row = blockIdx.x;
@@ -92,8 +93,7 @@ void qkv_rope_write(const bf16_t* qkv, const bf16_t* q_norm, const bf16_t* k_nor
   QkvParams p{qkv, q_norm, k_norm, pos, slots, q_out, kv, eps, n, n_heads, kv.head_dim, half};
   const int heads = n_heads + 2 * kv.n_kv_heads;
   const dim3 grid(n, (heads + kWarpsPerBlock - 1) / kWarpsPerBlock);
-  qkv_rope_write_kernel<<<grid, kWarpsPerBlock * 32, 0, st>>>(p, fr);
-  check_launch("qkv_rope_write");
+  launch_pdl("qkv_rope_write", qkv_rope_write_kernel, grid, kWarpsPerBlock * 32, st, p, fr);
   kv_summaries(kv, slots, n, st);
 }
 

@@ -41,10 +41,11 @@ template <int D, int NT>
 struct SelectSmem {
   typename cub::BlockScan<int, NT>::TempStorage scan;
   float qbar[D];
-  int hist[256];
+  int hist[2][256];  // radix passes alternate: one is zeroed while the other is read
   uint32_t keys[kSmemKeys];
+  int warp_gt[NT / 32], warp_eq[NT / 32];  // the marking pass's per-warp counts
   uint32_t prefix;
-  int krem;
+  int krem, bin_count;
 };
 
 // Order-preserving map float -> uint32 (larger float, larger key); NaN lowest, -0 == +0.
@@ -58,7 +59,7 @@ __device__ __forceinline__ uint32_t order_key(float f) {
 // Warp 0 finds the 8-bit digit of the krem-th largest key from the 256-bin
 // histogram: each lane owns 8 bins, a suffix sum over lanes picks the lane.
 __device__ __forceinline__ void pick_digit(const int* hist, uint32_t prefix, int shift, int krem,
-                                           uint32_t* out_prefix, int* out_krem) {
+                                           uint32_t* out_prefix, int* out_krem, int* out_bin_count) {
   const int lane = threadIdx.x & 31;
   int cnt[8], sum = 0;
 #pragma unroll
@@ -84,6 +85,7 @@ __device__ __forceinline__ void pick_digit(const int* hist, uint32_t prefix, int
     }
     *out_prefix = prefix | (static_cast<uint32_t>(lane * 8 + pick) << shift);
     *out_krem = rem;
+    *out_bin_count = cnt[pick];
   }
 }
 
@@ -198,43 +200,72 @@ __device__ void select_pages(const SelectParams& p, int s, int h, SelectSmem<D, 
     __syncthreads();
     // Radix select, 8 bits at a time from the top: the k-th largest key `thr`,
     // and how many keys equal to it still belong to the top k (`need_eq`).
+    // If the chosen bin holds exactly the keys still wanted, all of them are
+    // in: thr = the bin's lowest key, every key >= thr (need_eq = all).
     uint32_t prefix = 0, pmask = 0;
-    int krem = k;
-    for (int shift = 24; shift >= 0; shift -= 8) {
-      for (int b = tid; b < 256; b += NT) sm.hist[b] = 0;
-      __syncthreads();
+    int krem = k, need_all = 0;
+    for (int b = tid; b < 256; b += NT) sm.hist[0][b] = 0;
+    __syncthreads();
+    for (int shift = 24, pass = 0; shift >= 0; shift -= 8, ++pass) {
+      int* hist = sm.hist[pass & 1];
       for (int j = tid; j < m; j += NT) {
         const uint32_t key = keys[j];
-        if ((key & pmask) == prefix) atomicAdd(&sm.hist[(key >> shift) & 255u], 1);
+        if ((key & pmask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1);
       }
       __syncthreads();
-      if (tid < 32) pick_digit(sm.hist, prefix, shift, krem, &sm.prefix, &sm.krem);
+      if (tid < 32) pick_digit(hist, prefix, shift, krem, &sm.prefix, &sm.krem, &sm.bin_count);
+      else for (int b = tid - 32; b < 256; b += NT - 32) sm.hist[(pass + 1) & 1][b] = 0;
       __syncthreads();
       prefix = sm.prefix;
       krem = sm.krem;
       pmask |= 255u << shift;
+      if (sm.bin_count == krem) {
+        need_all = 1;
+        break;
+      }
     }
     const uint32_t thr = prefix;
-    const int need_eq = krem;
-    // Mark the top k in index order: all keys > thr, and the first need_eq keys == thr.
-    int run_eq = 0, run_sel = 0;
-    for (int j0 = 0; j0 < m; j0 += NT) {
-      const int j = j0 + tid;
-      const uint32_t key = j < m ? keys[j] : 0u;
-      const int gt = j < m && key > thr, eq = j < m && key == thr;
-      int eq_rank, eq_tot, pos, tot;
-      Scan(sm.scan).ExclusiveSum(eq, eq_rank, eq_tot);
-      __syncthreads();
-      const int sel = gt || (eq && run_eq + eq_rank < need_eq);
-      Scan(sm.scan).ExclusiveSum(sel, pos, tot);
-      __syncthreads();
+    const int need_eq = need_all ? m : krem;
+    // Mark the top k in index order: all keys > thr, and the first need_eq
+    // keys == thr. Warp w owns the contiguous range [w*C, (w+1)*C): a pass of
+    // ballots counts its keys above and at the threshold, one barrier shares
+    // the counts, a second pass writes its chosen indices at their ranks.
+    constexpr int NW = NT / 32;
+    const int warp = tid >> 5, lane = tid & 31;
+    const int C = ((m + NW - 1) / NW + 31) / 32 * 32;
+    const int j_begin = min(m, warp * C), j_end = min(m, j_begin + C);
+    int n_gt = 0, n_eq = 0;
+    for (int j0 = j_begin; j0 < j_end; j0 += 32) {  // warp-uniform bounds
+      const int j = j0 + lane;
+      const uint32_t key = j < j_end ? keys[j] : 0u;
+      n_gt += __popc(__ballot_sync(0xffffffffu, j < j_end && key > thr));
+      n_eq += __popc(__ballot_sync(0xffffffffu, j < j_end && key == thr));
+    }
+    if (lane == 0) {
+      sm.warp_gt[warp] = n_gt;
+      sm.warp_eq[warp] = n_eq;
+    }
+    __syncthreads();
+    int eq_before = 0, sel_before = 0;  // over the warps before this one
+    for (int v = 0; v < warp; ++v) {
+      sel_before += sm.warp_gt[v] + min(sm.warp_eq[v], max(0, need_eq - eq_before));
+      eq_before += sm.warp_eq[v];
+    }
+    const uint32_t below = (1u << lane) - 1u;
+    for (int j0 = j_begin; j0 < j_end; j0 += 32) {
+      const int j = j0 + lane;
+      const uint32_t key = j < j_end ? keys[j] : 0u;
+      const bool gt = j < j_end && key > thr, eq = j < j_end && key == thr;
+      const uint32_t eq_mask = __ballot_sync(0xffffffffu, eq);
+      const bool sel = gt || (eq && eq_before + __popc(eq_mask & below) < need_eq);
+      const uint32_t sel_mask = __ballot_sync(0xffffffffu, sel);
       if (p.by_token) {
-        if (j < m) keys[j] = static_cast<uint32_t>(sel);
+        if (j < j_end) keys[j] = static_cast<uint32_t>(sel);
       } else if (sel) {
-        out[1 + run_sel + pos] = first + j;
+        out[1 + sel_before + __popc(sel_mask & below)] = first + j;
       }
-      run_eq += eq_tot;
-      run_sel += tot;
+      eq_before += __popc(eq_mask);
+      sel_before += __popc(sel_mask);
     }
   }
   if (!p.by_token) {  // page 0, the k chosen pages (written above), the local pages
