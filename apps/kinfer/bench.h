@@ -10,6 +10,7 @@ namespace kf::cli {
 int bench_decode(int argc, char** argv);
 int bench_copy(int argc, char** argv);
 int bench_attention(int argc, char** argv);
+int bench_sample(int argc, char** argv);
 int bench_generate(int argc, char** argv);
 int bench_tokenize(int argc, char** argv);
 // Device-to-device copy bandwidth in GB/s (read + write) of a 512 MiB copy on

@@ -18,6 +18,7 @@ constexpr Bench kBenches[] = {
     {"decode", bench_decode, "decode tokens/s and effective GB/s of weight traffic"},
     {"copy", bench_copy, "device-to-device copy bandwidth (the GPU ceiling)"},
     {"attention", bench_attention, "paged decode attention: time per step, effective GB/s (CUDA)"},
+    {"sample", bench_sample, "token sampling (top-k / top-p / min-p): us per decode step (CUDA)"},
     {"generate", bench_generate, "Best-of-N generation through the engine: tokens/s, KV bytes read per token"},
     {"tokenize", bench_tokenize, "tokenizer encode tokens/s on GSM8K + MATH500 texts (single thread)"},
     {"", nullptr, ""},  // sentinel; benchmarks are listed above it

@@ -258,13 +258,72 @@ TEST_F(CudaSample, DeterministicAndBatchIndependent) {
   for (int r = 0; r < rows; ++r) EXPECT_EQ(got[r], r == 4 ? 77 : first[lrow[r]]) << "row " << r;
 }
 
+TEST_F(CudaSample, TopKPathEdgeCases) {
+  // topk_kernel's edges: top_k 1..64; ties at the threshold (coarse values; a
+  // flat row, where every chunk and the merge have more ties than fit the
+  // shared-memory ranking); a plateau of equal top logits; fewer finite
+  // logits than k (the rest -inf); vocabularies around the 4096-logit chunk.
+  std::vector<Mix> mixes;
+  for (float t : {0.f, 0.6f, 1.f})
+    for (int k : {1, 2, 7, 20, 33, 64})
+      for (float p : {1.f, 0.95f, 0.3f})
+        for (float mp : {0.f, 0.05f}) mixes.push_back({t, k, p, mp});
+  const int rows = static_cast<int>(mixes.size());
+  int checked = 0, skipped = 0, vi = 0;
+  for (int vocab : {37, 1000, 4096, 4097, 8191, 151936}) {
+    std::vector<float> logits;
+    std::vector<Mix> mix(rows);
+    std::vector<float> u(rows);
+    std::uniform_real_distribution<float> uni(0.f, 1.f);
+    std::normal_distribution<float> nd(0.f, 2.f);
+    for (int r = 0; r < rows; ++r) {
+      std::vector<float> l(vocab);
+      switch ((r + vi) % 4) {
+        case 0:  // coarse: multiples of 0.5, many ties everywhere
+          for (float& x : l) x = std::round(nd(rng) * 2.f) / 2.f;
+          break;
+        case 1:  // flat
+          for (float& x : l) x = 1.25f;
+          break;
+        case 2:  // a plateau of 100 equal top logits over a normal row
+          for (float& x : l) x = nd(rng);
+          for (int i = 0; i < 100; ++i) l[rng() % vocab] = 12.f;
+          break;
+        default:  // 1..40 finite logits, the rest -inf
+          for (float& x : l) x = -INFINITY;
+          for (int i = 0, m = 1 + static_cast<int>(rng() % 40); i < m; ++i) l[rng() % vocab] = nd(rng);
+      }
+      for (float& x : l) x = bf16_to_f32(f32_to_bf16(x));
+      logits.insert(logits.end(), l.begin(), l.end());
+      mix[r] = mixes[(r * 7) % rows];
+      u[r] = std::min(uni(rng), 0.99999994f);
+    }
+    std::vector<int32_t> g, c;
+    run(logits, rows, vocab, mix, u, g, c);
+    for (int r = 0; r < rows; ++r) {
+      const Mix& m = mix[r];
+      if (g[r] != c[r] && near_boundary(&logits[size_t(r) * vocab], vocab, m, u[r], 1e-5)) {
+        ++skipped;
+        continue;
+      }
+      ++checked;
+      EXPECT_EQ(g[r], c[r]) << "vocab " << vocab << " row " << r << " kind " << (r + vi) % 4 << " T " << m.temp
+                            << " top_k " << m.top_k << " top_p " << m.top_p << " min_p " << m.min_p << " u " << u[r];
+    }
+    ++vi;
+  }
+  std::printf("[ sample   ] top-k path: %d rows agree, %d skipped at an fp rounding boundary\n", checked, skipped);
+  EXPECT_LE(skipped, 6);
+}
+
 TEST_F(CudaSample, Timing) {
   // Not a limit, a record: microseconds per call at decode-step sizes.
   for (int vocab : {49152, 151936}) {
     const int rows = 64;
     Buffer lg(DType::BF16, {rows, vocab}, *gpu);
     gpu->fill_uniform(lg, 5, -8.f, 8.f);
-    for (Mix m : {Mix{1.f, 0, 1.f, 0.f}, Mix{1.f, 0, 0.95f, 0.f}, Mix{0.6f, 20, 0.95f, 0.f}, Mix{1.f, 1000, 0.5f, 0.05f}}) {
+    for (Mix m : {Mix{1.f, 0, 1.f, 0.f}, Mix{1.f, 0, 0.95f, 0.f}, Mix{0.6f, 20, 0.95f, 0.f}, Mix{0.f, 0, 1.f, 0.f},
+                  Mix{1.f, 64, 1.f, 0.05f}, Mix{1.f, 1000, 0.5f, 0.05f}}) {
       Buffer bt = test::dev_f32(*gpu, std::vector<float>(rows, m.temp), {rows});
       Buffer bp = test::dev_f32(*gpu, std::vector<float>(rows, m.top_p), {rows});
       Buffer bm = test::dev_f32(*gpu, std::vector<float>(rows, m.min_p), {rows});

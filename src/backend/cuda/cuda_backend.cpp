@@ -486,9 +486,12 @@ class CudaBackend final : public Backend {
     r.min_p = static_cast<const float*>(a.min_p.data);
     r.uniform = static_cast<const float*>(a.uniform.data);
     uint32_t* scratch = static_cast<uint32_t*>(
-        grow(sample_cand_, DType::I32, 2 * cuda::sample_scratch_words(static_cast<int>(m), static_cast<int>(vocab))));
+        grow(sample_cand_, DType::I32, cuda::sample_scratch_words(static_cast<int>(m), static_cast<int>(vocab))));
+    const uint64_t generation = scratch_generation_;
+    uint32_t* arrived = static_cast<uint32_t*>(grow(sample_arrived_, DType::I32, m));
+    if (scratch_generation_ != generation) KF_CUDA(cudaMemsetAsync(arrived, 0, m * sizeof(uint32_t), stream_));
     cuda::sample(logits.data, logits.dtype == DType::BF16, static_cast<int>(m), static_cast<int>(vocab), r,
-                 iptr(tokens), scratch, stream_);
+                 iptr(tokens), scratch, arrived, stream_);
     op.done();
   }
 
@@ -775,7 +778,8 @@ class CudaBackend final : public Backend {
   cublasLtHandle_t lt_ = nullptr;
   Buffer lt_ws_;
   std::map<std::tuple<int64_t, int64_t, int64_t, bool, int, bool>, std::unique_ptr<GemmPlan>> plans_;
-  Buffer part_acc_, part_ml_, list_, list_count_, list_mask_, keys_, penalty_bits_, sample_cand_;
+  Buffer part_acc_, part_ml_, list_, list_count_, list_mask_, keys_, penalty_bits_, sample_cand_,
+      sample_arrived_;  // sample(): a counter per row, zero between calls
   std::shared_ptr<cuda::NcclRank> nccl_;  // tensor parallelism: this rank's communicator
 
   // Page-locked host memory (cudaMallocHost) for the executor's overlapped copies.

@@ -118,14 +118,14 @@ struct SampleRows {
   const float* top_p = nullptr;
   const float* min_p = nullptr;
   const float* uniform = nullptr;
-  bool fast_path = false;  // set by sample(): small-top-k rows take the two-stage path
 };
 // tokens[r] = Backend::sample's token for sampled row r, from logits row
-// a.logit_row[r] ([*, vocab], bf16 or f32). One block per row, shared memory
-// only; vocab <= 2^19.
-// `scratch`: 2 * sample_scratch_words(rows, vocab) words (the top-k path's candidates).
+// a.logit_row[r] ([*, vocab], bf16 or f32); vocab <= 2^19, rows <= 65535.
+// `scratch`: sample_scratch_words(rows, vocab) words (the top-k path's
+// candidates). `arrived`: rows words, zero before the first call; each call
+// leaves them zero (a counter per row inside the call).
 void sample(const void* logits, bool bf16_logits, int rows, int vocab, const SampleRows& a, int32_t* tokens,
-            uint32_t* scratch, cudaStream_t st);
+            uint32_t* scratch, uint32_t* arrived, cudaStream_t st);
 int64_t sample_scratch_words(int rows, int vocab);
 
 // ---- tokens.cu -----------------------------------------------------------------

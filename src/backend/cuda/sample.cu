@@ -1,6 +1,9 @@
-// Token sampling on the GPU (Backend::sample): one block per row of logits,
-// no sort, no allocation, deterministic. The reference is kf::Sampler without
-// penalties (engine/sampler.cpp); the steps per row:
+// Token sampling on the GPU (Backend::sample): no sort, no allocation,
+// deterministic. The reference is kf::Sampler without penalties
+// (engine/sampler.cpp). Two kernels, each skipping the other's rows:
+// topk_kernel for rows with 1 <= top_k <= 64, greedy or forced (the Qwen3
+// defaults; see "The top-k path" below), sample_kernel for the others, one
+// block per row; its steps per row:
 //   1. max and argmax (ties -> lowest id); temperature 0 or top-k 1 -> argmax.
 //   2. p_i = exp((l_i - max) / T) in fp32 (p_argmax = 1), and its fixed-point
 //      mass q_i = floor(p_i * 2^44) (uint64). Every sum below is an integer
@@ -18,6 +21,8 @@
 // Differences from the fp64 host Sampler are rounding only (fp32 exp, masses
 // below 2^-44 count as 0), which moves a boundary by ~1e-7 relative.
 // Degenerate rows (every logit -inf or NaN) give the argmax pass's answer.
+// topk_kernel ranks logits instead of p (same order up to fp32 exp rounding)
+// and applies the same fixed-point rules to its k best.
 #include <cmath>
 
 #include "backend/cuda/common.cuh"
@@ -32,14 +37,7 @@ constexpr int kV = 8;                    // consecutive elements per thread in a
 constexpr int kTile = kThreads * kV;     // elements per tile (ascending id)
 constexpr float kMassScale = 17592186044416.f;  // 2^44
 constexpr int kMaxVocab = 1 << 19;       // kMaxVocab * 2^44 fits in uint64
-// The two-stage top-k path (rows with 1 <= top_k <= kMaxFastK, greedy or
-// forced): stage 1 keeps each chunk's top k logits, stage 2 ranks the
-// candidates of a row and draws. Many blocks per row instead of one.
-constexpr int kMaxFastK = 64;
-constexpr int kChunk = 8192;            // logits per stage-1 block
-constexpr int kChunkThreads = 256;
-constexpr int kCandCap = 2048;           // stage-2 candidates per row (ceil(vocab / kChunk) * k <= this)
-constexpr int kRankThreads = 512;
+constexpr int kMaxFastK = 64;           // top_k up to this takes topk_kernel
 
 struct Shared {
   unsigned long long mass[256];  // radix histogram of masses
@@ -253,10 +251,9 @@ __device__ int find_first(const T* row, int n, unsigned long long target, W w, S
   return -1;
 }
 
-// Rows the two-stage top-k path serves (when the vocabulary fits it): forced,
-// greedy, or 1 <= top_k <= kMaxFastK.
+// Rows topk_kernel serves: forced, greedy, or 1 <= top_k <= kMaxFastK.
 __device__ __forceinline__ bool fast_row(const SampleRows& a, int r) {
-  return a.fast_path && (a.forced[r] >= 0 || a.temperature[r] <= 0.f || (a.top_k[r] >= 1 && a.top_k[r] <= kMaxFastK));
+  return a.forced[r] >= 0 || a.temperature[r] <= 0.f || (a.top_k[r] >= 1 && a.top_k[r] <= kMaxFastK);
 }
 
 template <typename T>
@@ -264,11 +261,7 @@ __global__ void __launch_bounds__(kThreads)
     sample_kernel(const T* logits, int n, SampleRows a, int32_t* tokens) {
   __shared__ Shared sh;
   const int r = blockIdx.x;
-  if (fast_row(a, r)) return;  // topk_chunks_kernel / topk_draw_kernel serve it
-  if (a.forced[r] >= 0) {      // budget forcing and the like: no draw
-    if (threadIdx.x == 0) tokens[r] = a.forced[r];
-    return;
-  }
+  if (fast_row(a, r)) return;  // topk_kernel serves it (forced rows too)
   const T* row = logits + static_cast<int64_t>(a.logit_row[r]) * n;
   float mx;
   int arg;
@@ -334,11 +327,25 @@ __global__ void __launch_bounds__(kThreads)
   if (threadIdx.x == 0) tokens[r] = tok >= 0 ? tok : arg;
 }
 
+// ---- The top-k path ----------------------------------------------------------
+// Rows with 1 <= top_k <= kMaxFastK, greedy (k = 1) or forced. Block (chunk,
+// row) of topk_kernel ranks the k best of its <= kChunk logits (select_topk)
+// into a list; the last block of the row to finish (a counter per row) merges
+// the row's n_chunks lists (merge_topk) and draws (draw_topk). One launch; on
+// an H200 a serial loop of warp collectives costs ~100 cycles a step, so the
+// loops are short (16 bisection steps, k merge steps).
+constexpr int kTopThreads = 256;
+constexpr int kTopWarps = kTopThreads / 32;
+constexpr int kPer = 16;                      // logits per thread: two runs of kV
+constexpr int kChunk = kTopThreads * kPer;    // 4096 logits per block
+constexpr int kGather = 512;                  // candidates ranked in shared memory
+constexpr int kMaxChunks = kMaxVocab / kChunk;
+constexpr int kListsPerLane = kMaxChunks / 32;  // stage 2's merge
+constexpr int kIdBits = 19;                   // ids < kMaxVocab = 2^19
+static_assert(kPer % kV == 0 && kTopWarps * 32 == kTopThreads && (1 << kIdBits) == kMaxVocab &&
+              kListsPerLane * 32 == kMaxChunks);
 
-__device__ __forceinline__ float as_float(bf16_t h) { return bf(h); }
-__device__ __forceinline__ float as_float(float f) { return f; }
-
-// Order key of a logit: larger logit, larger key; NaN lowest, -0 == +0.
+// Order key of a logit: larger logit, larger key; NaN 0 (no item), -0 == +0.
 __device__ __forceinline__ uint32_t logit_key(float f) {
   if (f != f) return 0u;
   if (f == 0.f) f = 0.f;
@@ -349,204 +356,311 @@ __device__ __forceinline__ float key_logit(uint32_t k) {
   return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
 }
 
-struct ChunkSmem {
-  uint32_t keys[kChunk];
-  int hist[256];
-  uint32_t prefix;
-  int krem, n_gt, n_eq;
+struct TopSmem {
+  uint32_t tmax[kTopThreads];  // each thread's largest key
+  uint32_t key[kGather];       // gathered candidates (unordered)
+  int id[kGather];
+  uint32_t top_key[kMaxFastK];  // the row's k best, ranked
+  int top_id[kMaxFastK];
+  unsigned long long mass[kMaxFastK];
+  int part[kTopWarps];
+  int n;                        // candidates gathered (may exceed kGather)
+  uint32_t t;
+  bool last;
 };
 
-// Stage 1: block (row, chunk) writes the chunk's k largest logits (ties ->
-// lower id) as (key, id) pairs to cand[row][chunk][0..k), padded with key 0.
-template <typename T>
-__global__ void __launch_bounds__(kChunkThreads)
-    topk_chunks_kernel(const T* logits, int n, SampleRows a, int n_chunks, uint32_t* cand_key, int32_t* cand_id) {
-  __shared__ ChunkSmem sm;
-  const int r = blockIdx.x, chunk = blockIdx.y, tid = threadIdx.x;
-  if (!fast_row(a, r) || a.forced[r] >= 0) return;
-  const int k = a.temperature[r] <= 0.f ? 1 : a.top_k[r];
-  const T* row = logits + static_cast<int64_t>(a.logit_row[r]) * n;
-  const int c0 = chunk * kChunk, m = min(kChunk, n - c0);
-  for (int i = tid; i < kChunk; i += kChunkThreads) sm.keys[i] = i < m ? logit_key(as_float(row[c0 + i])) : 0u;
-  // Radix select of the k-th largest key, 8 bits at a time from the top.
-  uint32_t prefix = 0, mask = 0;
-  int krem = min(k, m);
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    for (int b = tid; b < 256; b += kChunkThreads) sm.hist[b] = 0;
-    __syncthreads();
-    for (int i = tid; i < m; i += kChunkThreads)
-      if ((sm.keys[i] & mask) == prefix) atomicAdd(&sm.hist[(sm.keys[i] >> shift) & 255u], 1);
-    __syncthreads();
-    if (tid == 0) {
-      int above = 0, b = 255;
-      while (b > 0 && above + sm.hist[b] < krem) above += sm.hist[b--];
-      sm.prefix = prefix | (static_cast<uint32_t>(b) << shift);
-      sm.krem = krem - above;
-    }
-    __syncthreads();
-    prefix = sm.prefix;
-    krem = sm.krem;
-    mask |= 255u << shift;
-    __syncthreads();
-  }
-  // Keys above the threshold, then the first krem keys equal to it (ascending id).
-  uint32_t* ok = cand_key + (static_cast<int64_t>(r) * n_chunks + chunk) * kMaxFastK;
-  int32_t* oi = cand_id + (static_cast<int64_t>(r) * n_chunks + chunk) * kMaxFastK;
-  if (tid == 0) sm.n_gt = 0, sm.n_eq = 0;
+// Count over the block; every thread gets it.
+__device__ int block_count(int c, TopSmem& sm) {
+  c = __reduce_add_sync(0xffffffffu, c);
+  if ((threadIdx.x & 31) == 0) sm.part[threadIdx.x / 32] = c;
   __syncthreads();
-  for (int i = tid; i < m; i += kChunkThreads)
-    if (sm.keys[i] > prefix) {
-      const int at = atomicAdd(&sm.n_gt, 1);
-      ok[at] = sm.keys[i];
-      oi[at] = c0 + i;
-    }
+  int s = 0;
+#pragma unroll
+  for (int w = 0; w < kTopWarps; ++w) s += sm.part[w];
   __syncthreads();
-  const int n_gt = sm.n_gt;
-  if (tid < 32) {  // ties at the threshold, in id order, by one warp
-    int taken = 0;
-    for (int base = 0; base < m && taken < krem; base += 32) {
-      const int i = base + tid;
-      const bool eq = i < m && sm.keys[i] == prefix;
-      const unsigned ballot = __ballot_sync(0xffffffffu, eq);
-      const int rank = __popc(ballot & ((1u << tid) - 1u));
-      if (eq && taken + rank < krem) {
-        ok[n_gt + taken + rank] = prefix;
-        oi[n_gt + taken + rank] = c0 + i;
-      }
-      taken += __popc(ballot);
-    }
-  }
-  for (int j = n_gt + krem + tid; j < kMaxFastK; j += kChunkThreads) ok[j] = 0u, oi[j] = 0x7fffffff;  // padding
+  return s;
 }
 
-// Stage 2: block per row ranks its chunks' candidates by (logit desc, id asc),
-// keeps the top k, applies temperature, top-p and min-p on fixed-point masses
-// as sample_kernel does, and draws over the kept ids in ascending id order.
-__global__ void __launch_bounds__(kRankThreads)
-    topk_draw_kernel(SampleRows a, int n_chunks, const uint32_t* cand_key, const int32_t* cand_id, int32_t* tokens) {
-  __shared__ unsigned long long sk[kCandCap];  // (key << 32) | ~id: descending = (logit desc, id asc)
-  __shared__ unsigned long long mass[kMaxFastK];
-  __shared__ int ids[kMaxFastK];
-  const int r = blockIdx.x, tid = threadIdx.x;
-  if (!fast_row(a, r)) return;
-  if (a.forced[r] >= 0) {
-    if (tid == 0) tokens[r] = a.forced[r];
+// Appends the items with pred(key, id) to sm.key/id; sm.n counts all of them,
+// also past kGather. `each(f)` calls f(key, id) for each of this thread's
+// items, as many times on every thread (the ballots need whole warps).
+template <typename Each, typename Pred>
+__device__ void gather(Each each, Pred pred, TopSmem& sm) {
+  const int lane = threadIdx.x & 31;
+  each([&](uint32_t key, int id) {
+    const bool p = pred(key, id);
+    const unsigned b = __ballot_sync(0xffffffffu, p);
+    if (b == 0) return;
+    const int leader = __ffs(b) - 1;
+    int at = 0;
+    if (lane == leader) at = atomicAdd(&sm.n, __popc(b));
+    at = __shfl_sync(0xffffffffu, at, leader) + __popc(b & ((1u << lane) - 1u));
+    if (p && at < kGather) sm.key[at] = key, sm.id[at] = id;
+  });
+}
+
+// The block's k best items in the order (key desc, id asc), key 0 = no item:
+// out(rank, key, id) for rank < min(k, items), which it returns. A lower bound
+// t on the k-th best key is the k-th largest per-thread max (to 16 bits): at
+// least k items reach it, and with spread-out keys few more. Those are
+// gathered and ranked by counting. Past kGather of them (many ties), the
+// exact k-th key and the last id kept among its ties are bisected first.
+template <typename Each, typename Out>
+__device__ int select_topk(Each each, int k, TopSmem& sm, Out out) {
+  const int tid = threadIdx.x;
+  uint32_t mx = 0;
+  each([&](uint32_t key, int) { mx = max(mx, key); });
+  sm.tmax[tid] = mx;
+  if (tid == 0) sm.n = 0;
+  __syncthreads();
+  if (tid < 32) {  // warp 0: the largest x with #{threads: max >> 16 >= x} >= k
+    uint32_t v[kTopWarps];
+#pragma unroll
+    for (int j = 0; j < kTopWarps; ++j) v[j] = sm.tmax[tid * kTopWarps + j] >> 16;
+    uint32_t x = 0;
+    for (int bit = 15; bit >= 0; --bit) {
+      const uint32_t y = x | 1u << bit;
+      int c = 0;
+#pragma unroll
+      for (int j = 0; j < kTopWarps; ++j) c += v[j] >= y;
+      if (__reduce_add_sync(0xffffffffu, c) >= k) x = y;
+    }
+    if (tid == 0) sm.t = x << 16;
+  }
+  __syncthreads();
+  const uint32_t t = max(sm.t, 1u);
+  gather(each, [&](uint32_t key, int) { return key >= t; }, sm);
+  __syncthreads();
+  int n = sm.n;
+  if (n > kGather) {
+    uint32_t tau = 0;  // the largest key with >= k items at or above it (0: fewer than k items)
+    for (int bit = 31; bit >= 0; --bit) {
+      const uint32_t y = tau | 1u << bit;
+      int c = 0;
+      each([&](uint32_t key, int) { c += key >= y; });
+      if (block_count(c, sm) >= k) tau = y;
+    }
+    int last = 0;  // ties at tau are kept up to this id
+    if (tau > 0) {
+      int c = 0;
+      each([&](uint32_t key, int) { c += key > tau; });
+      const int need = k - block_count(c, sm);
+      for (int bit = kIdBits - 1; bit >= 0; --bit) {  // the largest z with #{key == tau, id < z} < need
+        const int y = last | 1 << bit;
+        int c2 = 0;
+        each([&](uint32_t key, int id) { c2 += key == tau && id < y; });
+        if (block_count(c2, sm) < need) last = y;
+      }
+    }
+    if (tid == 0) sm.n = 0;
+    __syncthreads();
+    gather(each, [&](uint32_t key, int id) { return key > tau || (key == tau && key > 0 && id <= last); }, sm);
+    __syncthreads();
+    n = sm.n;  // min(k, items)
+  }
+  for (int i = tid; i < n; i += kTopThreads) {
+    const uint32_t key = sm.key[i];
+    const int id = sm.id[i];
+    int rank = 0;
+    for (int j = 0; j < n; ++j) rank += sm.key[j] > key || (sm.key[j] == key && sm.id[j] < id);
+    if (rank < k) out(rank, key, id);
+  }
+  return min(n, k);
+}
+
+// Warp 0: the k best (key desc, id asc) of n_lists ranked lists (list c:
+// lists[c * k, c * k + k), key 0 ends it) into sm.top_*; returns how many.
+// Lane l holds the heads of lists l, l + 32, ...; each step takes the warp's
+// best head (two warp reductions) and advances its list.
+__device__ int merge_topk(const uint2* lists, int n_lists, int k, TopSmem& sm) {
+  const int lane = threadIdx.x;
+  const uint2 kNone = make_uint2(0u, 0x7fffffffu);
+  int head[kListsPerLane];
+  uint2 h[kListsPerLane];
+#pragma unroll
+  for (int i = 0; i < kListsPerLane; ++i) {
+    const int c = lane + 32 * i;
+    head[i] = 0;
+    h[i] = c < n_lists ? lists[c * k] : kNone;
+  }
+  int m = 0;
+  for (; m < k; ++m) {
+    uint2 b = kNone;
+    int bi = 0;
+#pragma unroll
+    for (int i = 0; i < kListsPerLane; ++i)
+      if (h[i].x > b.x || (h[i].x == b.x && h[i].y < b.y)) b = h[i], bi = i;
+    const uint32_t wk = __reduce_max_sync(0xffffffffu, b.x);
+    if (wk == 0) break;
+    const uint32_t wid = __reduce_min_sync(0xffffffffu, b.x == wk ? b.y : 0xffffffffu);
+    if (b.x == wk && b.y == wid) {  // this lane's list bi holds the step's best
+      sm.top_key[m] = wk;
+      sm.top_id[m] = static_cast<int>(wid);
+#pragma unroll
+      for (int i = 0; i < kListsPerLane; ++i)
+        if (i == bi) {
+          const int c = lane + 32 * i;
+          h[i] = ++head[i] < k ? lists[c * k + head[i]] : kNone;
+        }
+    }
+  }
+  return m;
+}
+
+// Warp 0: temperature, top-p and min-p over the row's m best (sm.top_*,
+// ranked), then the inverse-CDF draw over the kept ids in ascending order;
+// fixed-point masses as in sample_kernel. Lane l holds ranks 2l and 2l + 1.
+__device__ void draw_topk(const SampleRows& a, int r, int m, TopSmem& sm, int32_t* tokens) {
+  const int lane = threadIdx.x;
+  const float mx = key_logit(sm.top_key[0]), k2 = 1.4426950408889634f / a.temperature[r];
+  unsigned long long q[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int j = 2 * lane + h;
+    q[h] = j < m ? mass_of(prob(key_logit(sm.top_key[j]), mx, k2)) : 0ull;
+  }
+  unsigned long long incl = q[0] + q[1];
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const unsigned long long x = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += x;
+  }
+  const unsigned long long tot = __shfl_sync(0xffffffffu, incl, 31);
+  int keep = m;  // top-p: the first rank where the cumulative mass reaches top_p * tot
+  const float top_p = a.top_p[r];
+  if (top_p < 1.f && tot > 0) {
+    unsigned long long target = static_cast<unsigned long long>(ceil(static_cast<double>(top_p) * tot));
+    target = min(max(target, 1ull), tot);
+    const unsigned long long c1 = incl, c0 = incl - q[1];
+    const int first = c0 >= target ? 2 * lane : c1 >= target ? 2 * lane + 1 : kMaxFastK;
+    keep = static_cast<int>(__reduce_min_sync(0xffffffffu, static_cast<unsigned>(first))) + 1;
+  }
+  const float min_p = a.min_p[r];
+  const unsigned long long min_mass = min_p > 0.f ? mass_of(min_p) : 0ull;
+  unsigned long long w[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int j = 2 * lane + h;
+    w[h] = j < keep && q[h] > 0 && q[h] >= min_mass ? q[h] : 0ull;
+    sm.mass[j] = w[h];
+  }
+  unsigned long long kept = w[0] + w[1];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) kept += __shfl_xor_sync(0xffffffffu, kept, o);
+  __syncwarp();
+  if (kept == 0) {  // every kept mass underflowed: the best id
+    if (lane == 0) tokens[r] = sm.top_id[0];
+    return;
+  }
+  const double u = a.uniform[r];
+  unsigned long long target = u > 0.0 ? static_cast<unsigned long long>(u * static_cast<double>(kept)) : 0;
+  if (target >= kept) target = kept - 1;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    if (w[h] == 0) continue;
+    const int id = sm.top_id[2 * lane + h];
+    unsigned long long before = 0;  // kept mass at lower ids
+    for (int i = 0; i < m; ++i)
+      if (sm.top_id[i] < id) before += sm.mass[i];
+    if (before <= target && target < before + w[h]) tokens[r] = id;  // exactly one item
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kTopThreads, 5)
+    topk_kernel(const T* logits, int n, SampleRows a, int n_chunks, int chunk_len, uint2* cand, unsigned* arrived,
+                int32_t* tokens) {
+  __shared__ TopSmem sm;
+  const int chunk = blockIdx.x, r = blockIdx.y, tid = threadIdx.x;
+  if (!fast_row(a, r)) return;  // sample_kernel serves it
+  if (a.forced[r] >= 0) {       // budget forcing and the like: no draw
+    if (chunk == 0 && tid == 0) tokens[r] = a.forced[r];
     return;
   }
   const bool greedy = a.temperature[r] <= 0.f;
   const int k = greedy ? 1 : a.top_k[r];
-  const int total = n_chunks * kMaxFastK;
-  int size = 1;
-  while (size < total) size <<= 1;
-  const uint32_t* ck = cand_key + static_cast<int64_t>(r) * total;
-  const int32_t* ci = cand_id + static_cast<int64_t>(r) * total;
-  for (int i = tid; i < size; i += kRankThreads)
-    sk[i] = i < total && ck[i] ? (static_cast<unsigned long long>(ck[i]) << 32) | (0xffffffffu - static_cast<uint32_t>(ci[i]))
-                               : 0ull;
+  const T* row = logits + static_cast<int64_t>(a.logit_row[r]) * n;
+
+  // Stage 1: this thread's keys, kV consecutive logits at each of kPer / kV
+  // strides of kV * kTopThreads (coalesced); past the chunk: key 0.
+  const int c0 = chunk * chunk_len, c1 = min(c0 + chunk_len, n);
+  uint32_t keys[kPer];
+#pragma unroll
+  for (int q = 0; q < kPer / kV; ++q) {
+    const int base = c0 + (q * kTopThreads + tid) * kV;
+    float v[kV];
+    load8(row, base, c1, v);
+#pragma unroll
+    for (int e = 0; e < kV; ++e) keys[q * kV + e] = base + e < c1 ? logit_key(v[e]) : 0u;
+  }
+  auto each_logit = [&](auto f) {
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) f(keys[j], c0 + ((j / kV) * kTopThreads + tid) * kV + j % kV);
+  };
+  uint2* out = cand + (static_cast<int64_t>(r) * n_chunks + chunk) * kMaxFastK;  // [k] (key, id), ranked
+  const int got = select_topk(each_logit, k, sm, [&](int rank, uint32_t key, int id) {
+    out[rank] = make_uint2(key, static_cast<uint32_t>(id));
+  });
+  for (int j = got + tid; j < k; j += kTopThreads) out[j] = make_uint2(0u, 0x7fffffffu);
+
+  // The row's last block to finish goes on (the usual fence + counter).
+  __threadfence();
   __syncthreads();
-  // Bitonic sort, descending.
-  for (int len = 2; len <= size; len <<= 1)
-    for (int stride = len >> 1; stride > 0; stride >>= 1) {
-      for (int i = tid; i < size; i += kRankThreads) {
-        const int j = i ^ stride;
-        if (j > i) {
-          const bool desc = (i & len) == 0;
-          const unsigned long long x = sk[i], y = sk[j];
-          if (desc ? x < y : x > y) sk[i] = y, sk[j] = x;
-        }
-      }
-      __syncthreads();
-    }
-  const float mx = key_logit(static_cast<uint32_t>(sk[0] >> 32));
-  if (greedy || k == 1) {
-    if (tid == 0) tokens[r] = static_cast<int>(0xffffffffu - static_cast<uint32_t>(sk[0]));
+  if (tid == 0) sm.last = atomicAdd(&arrived[r], 1u) == static_cast<unsigned>(n_chunks - 1);
+  __syncthreads();
+  if (!sm.last) return;
+  __threadfence();
+  if (tid == 0) arrived[r] = 0;  // every block of the row has counted: ready for the next call
+
+  // Stage 2: the k best of the row's n_chunks ranked lists of k, staged in
+  // shared memory and merged by warp 0; then the draw.
+  extern __shared__ uint2 lists[];  // [n_chunks][k]
+  const uint2* rc = cand + static_cast<int64_t>(r) * n_chunks * kMaxFastK;
+  for (int s = tid; s < n_chunks * k; s += kTopThreads) lists[s] = __ldcg(&rc[(s / k) * kMaxFastK + s % k]);
+  __syncthreads();
+  if (tid >= 32) return;
+  const int m = merge_topk(lists, n_chunks, k, sm);
+  __syncwarp();
+  if (m == 0 || greedy || k == 1) {  // argmax (ties -> lowest id); no item (all NaN): 0
+    if (tid == 0) tokens[r] = m > 0 ? sm.top_id[0] : 0;
     return;
   }
-  const float k2 = 1.4426950408889634f / a.temperature[r];
-  if (tid < kMaxFastK) {
-    const bool in = tid < k && sk[tid] != 0ull;
-    const float p = in ? prob(key_logit(static_cast<uint32_t>(sk[tid] >> 32)), mx, k2) : 0.f;
-    mass[tid] = in ? mass_of(p) : 0ull;
-    ids[tid] = in ? static_cast<int>(0xffffffffu - static_cast<uint32_t>(sk[tid])) : 0x7fffffff;
-  }
-  __syncthreads();
-  if (tid == 0) {  // top-p over the ranked prefix, then min-p (k <= 64: one thread is cheap)
-    unsigned long long tot = 0;
-    for (int j = 0; j < k; ++j) tot += mass[j];
-    int keep = k;
-    const float top_p = a.top_p[r];
-    if (top_p < 1.f && tot > 0) {
-      unsigned long long target = static_cast<unsigned long long>(ceil(static_cast<double>(top_p) * tot));
-      target = min(max(target, 1ull), tot);
-      unsigned long long cum = 0;
-      for (int j = 0; j < k; ++j) {
-        cum += mass[j];
-        if (cum >= target) {
-          keep = j + 1;
-          break;
-        }
-      }
-    }
-    const float min_p = a.min_p[r];
-    const unsigned long long min_mass = min_p > 0.f ? mass_of(min_p) : 0ull;
-    int n = 0;
-    for (int j = 0; j < keep; ++j)
-      if (mass[j] > 0 && (min_p <= 0.f || mass[j] >= min_mass)) mass[n] = mass[j], ids[n] = ids[j], ++n;
-    // Ascending id order (insertion sort of <= 64), then the inverse-CDF draw.
-    for (int j = 1; j < n; ++j) {
-      const int id = ids[j];
-      const unsigned long long q = mass[j];
-      int i = j - 1;
-      while (i >= 0 && ids[i] > id) ids[i + 1] = ids[i], mass[i + 1] = mass[i], --i;
-      ids[i + 1] = id, mass[i + 1] = q;
-    }
-    unsigned long long kept = 0;
-    for (int j = 0; j < n; ++j) kept += mass[j];
-    const double u = a.uniform[r];
-    unsigned long long target = u > 0.0 ? static_cast<unsigned long long>(u * static_cast<double>(kept)) : 0;
-    if (kept > 0 && target >= kept) target = kept - 1;
-    int tok = ids[0];
-    unsigned long long cum = 0;
-    for (int j = 0; j < n; ++j) {
-      cum += mass[j];
-      if (cum > target) {
-        tok = ids[j];
-        break;
-      }
-    }
-    tokens[r] = n > 0 ? tok : static_cast<int>(0xffffffffu - static_cast<uint32_t>(sk[0]));
-  }
+  draw_topk(a, r, m, sm, tokens);
+}
+
+template <typename T>
+void launch_topk(const T* logits, int n, const SampleRows& a, int n_chunks, int chunk_len, uint2* cand,
+                 unsigned* arrived, int32_t* tokens, dim3 grid, size_t smem, cudaStream_t st) {
+  if (smem > 48 * 1024)
+    KF_CUDA(cudaFuncSetAttribute(topk_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  topk_kernel<<<grid, kTopThreads, smem, st>>>(logits, n, a, n_chunks, chunk_len, cand, arrived, tokens);
 }
 
 }  // namespace
 
 int64_t sample_scratch_words(int rows, int vocab) {
-  return static_cast<int64_t>(rows) * ((vocab + kChunk - 1) / kChunk) * kMaxFastK;
+  return static_cast<int64_t>(rows) * ((vocab + kChunk - 1) / kChunk) * kMaxFastK * 2;  // a (key, id) per candidate
 }
 
-void sample(const void* logits, bool bf16_logits, int rows, int vocab, const SampleRows& rows_in, int32_t* tokens,
-            uint32_t* scratch, cudaStream_t st) {
+void sample(const void* logits, bool bf16_logits, int rows, int vocab, const SampleRows& a, int32_t* tokens,
+            uint32_t* scratch, uint32_t* arrived, cudaStream_t st) {
   KF_CHECK(vocab > 0 && vocab <= kMaxVocab, "cuda sample: vocab {} outside [1, {}]", vocab, kMaxVocab);
-  const int n_chunks = (vocab + kChunk - 1) / kChunk;
+  KF_CHECK(rows <= 65535, "cuda sample: {} rows (at most 65535)", rows);
   if (rows <= 0) return;
-  SampleRows a = rows_in;
-  a.fast_path = n_chunks * kMaxFastK <= kCandCap;  // else every row takes the general kernel
-  // Rows with a small top-k (the Qwen3 defaults), greedy or forced rows: two
-  // stages with many blocks per row; the general kernel skips them.
-  uint32_t* cand_key = scratch;
-  int32_t* cand_id = reinterpret_cast<int32_t*>(scratch + sample_scratch_words(rows, vocab));
-  if (a.fast_path) {
-    const dim3 grid(rows, n_chunks);
-    if (bf16_logits)
-      topk_chunks_kernel<<<grid, kChunkThreads, 0, st>>>(static_cast<const bf16_t*>(logits), vocab, a, n_chunks,
-                                                         cand_key, cand_id);
-    else
-      topk_chunks_kernel<<<grid, kChunkThreads, 0, st>>>(static_cast<const float*>(logits), vocab, a, n_chunks,
-                                                         cand_key, cand_id);
-    check_launch("sample top-k chunks");
-    topk_draw_kernel<<<rows, kRankThreads, 0, st>>>(a, n_chunks, cand_key, cand_id, tokens);
-    check_launch("sample top-k draw");
-  }
+  // Chunks of equal length (a multiple of kV), so that every thread of a
+  // block has logits when the vocabulary is large.
+  const int n_chunks = (vocab + kChunk - 1) / kChunk;
+  const int chunk_len = ((vocab + n_chunks - 1) / n_chunks + kV - 1) / kV * kV;
+  uint2* cand = reinterpret_cast<uint2*>(scratch);
+  // Small top-k (the Qwen3 defaults), greedy and forced rows: topk_kernel;
+  // the other rows: sample_kernel. Each kernel's blocks skip the other's rows.
+  const dim3 grid(n_chunks, rows);
+  const size_t smem = static_cast<size_t>(n_chunks) * kMaxFastK * sizeof(uint2);  // stage 2's lists (64 KiB at most)
+  if (bf16_logits)
+    launch_topk(static_cast<const bf16_t*>(logits), vocab, a, n_chunks, chunk_len, cand, arrived, tokens, grid, smem, st);
+  else
+    launch_topk(static_cast<const float*>(logits), vocab, a, n_chunks, chunk_len, cand, arrived, tokens, grid, smem, st);
+  check_launch("sample top-k");
   if (bf16_logits)
     sample_kernel<<<rows, kThreads, 0, st>>>(static_cast<const bf16_t*>(logits), vocab, a, tokens);
   else
