@@ -6,6 +6,7 @@
 #   tests       ctest -L 'kernels|model' (every CUDA op vs the CPU, HF parity, engine on the GPU)
 #   diag32k     the long-context rows with KINFER_CUDA_SYNC=1 (a fault names its op)
 #   quick       two decode rows, a profile and one generate row
+#   sample      kinfer bench sample rows (batch 32 / 64, the Qwen3 defaults, greedy, top-k 64)
 #   attn        kinfer bench attention vs PyTorch SDPA at query groups 2, 4, 8 (dense, blocktopk)
 #   demo        scripts/demo's main job on the GPU (needs $GGUF): results in $OUT/demo.tar.xz
 #   mma_all     a second build (in $B.mma) with the tensor-core attention for every query
@@ -130,6 +131,15 @@ step_demo() {  # the traces are large: everything comes back as one $OUT/demo.ta
   tar -C /tmp -cJf "$OUT/demo.tar.xz" demo
   tail -25 /tmp/demo/log.txt
   log "demo done"
+}
+
+step_sample() {
+  for f in "" "--batch 64" "--batch 1" "--temp 0" "--top-k 64"; do
+    $K bench sample --json $f 2>>"$OUT/sample.err" | tee -a "$J" | python3 -c "import json,sys
+j=json.load(sys.stdin); print(f\"sample B{j['batch']} vocab {j['vocab']} temp {j['temp']} top-k {j['top_k']} top-p {j['top_p']}: {j['us_per_step']:.1f} us/step\")" ||
+      tail -2 "$OUT/sample.err"
+  done
+  log "sample done"
 }
 
 step_mma_all() {
