@@ -22,7 +22,6 @@
 //    topk, one block per (sequence, KV head) selects its pages and attends to
 //    them in the same launch: no list round trip, no splits, no reduction.
 #include <algorithm>
-#include <limits>
 #include <type_traits>
 
 #include "backend/cuda/select.cuh"
@@ -34,13 +33,11 @@ namespace {
 constexpr int kWarps = 4;        // warps per attention block
 constexpr int kTile = 16;        // token slots a warp handles per step
 constexpr int kSelThreads = 256;  // threads of the stand-alone select kernel
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-__device__ __forceinline__ float ex2(float x) {  // 2^x, -inf -> 0
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
+// Whether slot tok of a tile is read: inside the page's ntok filled slots
+// and kept by the (topk oracle's) token mask.
+__device__ __forceinline__ bool slot_read(int tok, int ntok, uint32_t mask) {
+  return tok < ntok && ((mask >> (tok & 31)) & 1u);
 }
 
 // Sequence of query row r: the last s with q_start[s] <= r (fast path: one row per sequence).
@@ -122,7 +119,7 @@ struct WarpState {
 #pragma unroll
     for (int i = 0; i < NI; ++i) {
       const int tok = tok0 + sub + i * RPR;
-      ok[i] = tok < ntok && ((mask >> (tok & 31)) & 1u);
+      ok[i] = slot_read(tok, ntok, mask);
       kr[i] = make_uint4(0, 0, 0, 0);
       vr[i] = make_uint4(0, 0, 0, 0);
       if (ok[i]) {
@@ -276,7 +273,7 @@ struct WarpStateMma {
 #pragma unroll
     for (int nt = 0; nt < 2; ++nt) {
       const int tok = tok0 + nt * 8 + g;
-      const bool ok = tok < ntok && ((mask >> (tok & 31)) & 1u);
+      const bool ok = slot_read(tok, ntok, mask);
 #pragma unroll
       for (int mm = 0; mm < D / 32; ++mm)
         kr[nt][mm] = ok ? ld_stream(kpool + base + static_cast<int64_t>(tok) * D + 32 * mm + 8 * t4)
@@ -285,7 +282,7 @@ struct WarpStateMma {
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int tok = tok0 + 2 * t4 + (i & 1) + (i >> 1) * 8;
-      vok[i] = tok < ntok && ((mask >> (tok & 31)) & 1u);
+      vok[i] = slot_read(tok, ntok, mask);
 #pragma unroll
       for (int u = 0; u < DPG / 8; ++u)
         vr[i][u] = vok[i] ? ld_stream(vpool + base + static_cast<int64_t>(tok) * D + DPG * g + 8 * u)

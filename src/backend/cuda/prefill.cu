@@ -18,7 +18,6 @@
 // over q_start and exits if it has none. Tiles are numbered heaviest first
 // (the last tile of a sequence sees the most keys). grid.x = query heads, so
 // the heads of a GQA group run side by side and share K/V through L2.
-#include <limits>
 
 #include "backend/cuda/common.cuh"
 #include "util/error.h"
@@ -29,14 +28,6 @@ namespace {
 constexpr int kBM = 64;       // query rows per block
 constexpr int kBN = 64;       // KV tokens per tile
 constexpr int kThreads = 128;  // 4 warps x 16 rows
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-__device__ __forceinline__ float ex2(float x) {  // 2^x, -inf -> 0
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));

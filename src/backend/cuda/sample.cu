@@ -272,7 +272,7 @@ __global__ void __launch_bounds__(kThreads)
     if (threadIdx.x == 0) tokens[r] = arg < n ? arg : 0;
     return;
   }
-  const float k2 = 1.4426950408889634f / temp;
+  const float k2 = kLog2e / temp;
 
   // Kept set: key > tau, plus the first c ids with key == tau (cnt_tau of them).
   uint32_t tau = 0;
@@ -344,17 +344,6 @@ constexpr int kListsPerLane = kMaxChunks / 32;  // stage 2's merge
 constexpr int kIdBits = 19;                   // ids < kMaxVocab = 2^19
 static_assert(kPer % kV == 0 && kTopWarps * 32 == kTopThreads && (1 << kIdBits) == kMaxVocab &&
               kListsPerLane * 32 == kMaxChunks);
-
-// Order key of a logit: larger logit, larger key; NaN 0 (no item), -0 == +0.
-__device__ __forceinline__ uint32_t logit_key(float f) {
-  if (f != f) return 0u;
-  if (f == 0.f) f = 0.f;
-  const uint32_t u = __float_as_uint(f);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-__device__ __forceinline__ float key_logit(uint32_t k) {
-  return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
-}
 
 struct TopSmem {
   uint32_t tmax[kTopThreads];  // each thread's largest key
@@ -512,12 +501,12 @@ __device__ int merge_topk(const uint2* lists, int n_lists, int k, TopSmem& sm) {
 // fixed-point masses as in sample_kernel. Lane l holds ranks 2l and 2l + 1.
 __device__ void draw_topk(const SampleRows& a, int r, int m, TopSmem& sm, int32_t* tokens) {
   const int lane = threadIdx.x;
-  const float mx = key_logit(sm.top_key[0]), k2 = 1.4426950408889634f / a.temperature[r];
+  const float mx = order_key_float(sm.top_key[0]), k2 = kLog2e / a.temperature[r];
   unsigned long long q[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int j = 2 * lane + h;
-    q[h] = j < m ? mass_of(prob(key_logit(sm.top_key[j]), mx, k2)) : 0ull;
+    q[h] = j < m ? mass_of(prob(order_key_float(sm.top_key[j]), mx, k2)) : 0ull;
   }
   unsigned long long incl = q[0] + q[1];
 #pragma unroll
@@ -591,7 +580,7 @@ __global__ void __launch_bounds__(kTopThreads, 5)
     float v[kV];
     load8(row, base, c1, v);
 #pragma unroll
-    for (int e = 0; e < kV; ++e) keys[q * kV + e] = base + e < c1 ? logit_key(v[e]) : 0u;
+    for (int e = 0; e < kV; ++e) keys[q * kV + e] = base + e < c1 ? order_key(v[e]) : 0u;
   }
   auto each_logit = [&](auto f) {
 #pragma unroll

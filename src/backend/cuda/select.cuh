@@ -48,14 +48,6 @@ struct SelectSmem {
   int krem, bin_count;
 };
 
-// Order-preserving map float -> uint32 (larger float, larger key); NaN lowest, -0 == +0.
-__device__ __forceinline__ uint32_t order_key(float f) {
-  if (f != f) return 0u;
-  if (f == 0.f) f = 0.f;
-  const uint32_t u = __float_as_uint(f);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
 // Warp 0 finds the 8-bit digit of the krem-th largest key from the 256-bin
 // histogram: each lane owns 8 bins, a suffix sum over lanes picks the lane.
 __device__ __forceinline__ void pick_digit(const int* hist, uint32_t prefix, int shift, int krem,
