@@ -44,6 +44,17 @@ ModelConfig tiny_config() {
 
 std::unique_ptr<Backend> cpu() { return make_cpu_backend(CpuOptions{1, false}); }
 
+// The executors of the tensor-parallel tests: 16 pages of 4 tokens, one short prompt at a time.
+ExecutorConfig tp_exec_config() {
+  ExecutorConfig ec;
+  ec.page_size = 4;
+  ec.kv_pages = 16;
+  ec.max_step_tokens = 32;
+  ec.max_seqs = 4;
+  ec.max_logit_rows = 32;
+  return ec;
+}
+
 const float* f32(const Buffer& b) {
   KF_CHECK(b.view().dtype == DType::F32, "expected F32 weights, got {}", dtype_name(b.view().dtype));
   return b.ptr<float>();
@@ -204,12 +215,7 @@ TEST(TensorParallel, TwoCpuRanksComputeTheWholeModel) {
   for (const ModelConfig& c : {tiny_config(), one_kv}) {
     TpRig rig(c);
     for (bool graphs : {false, true}) {
-      ExecutorConfig ec;
-      ec.page_size = 4;
-      ec.kv_pages = 16;
-      ec.max_step_tokens = 32;
-      ec.max_seqs = 4;
-      ec.max_logit_rows = 32;
+      ExecutorConfig ec = tp_exec_config();
       ec.graphs = graphs;
       if (c.n_kv_heads > 1) {
         ec.policy.kind = AttnKind::BlockTopK;  // the selection splits with the KV heads
@@ -248,12 +254,7 @@ TEST(TensorParallel, QuantisedGgufShardsComputeTheWholeModel) {
     std::printf("%s: whole %s, shard %s\n", name, whole.weights().matrix_dtypes().c_str(),
                 s0.weights().matrix_dtypes().c_str());
     make_tp_group({r0.get(), r1.get()});
-    ExecutorConfig ec;
-    ec.page_size = 4;
-    ec.kv_pages = 16;
-    ec.max_step_tokens = 32;
-    ec.max_seqs = 4;
-    ec.max_logit_rows = 32;
+    const ExecutorConfig ec = tp_exec_config();
     ExecutorGroup one({{&whole, whole_be.get()}}, ec), two({{&s0, r0.get()}, {&s1, r1.get()}}, ec);
     const std::vector<int> pages = {5, 2, 9, 0, 7, 11, 3, 1};
     std::vector<int32_t> prompt(13);
