@@ -22,11 +22,8 @@ args=("$@")
 for ((i = 0; i < ${#args[@]}; ++i)); do [[ ${args[i]} == --device ]] && device=${args[i + 1]:-auto}; done
 if [[ $device == auto ]]; then
   device=cpu
-  # A CUDA build, a visible GPU, and one the sm_90a kernels run on (H100/H200).
-  if "$KINFER" version --json 2>/dev/null | grep -q '"cuda_device":true' &&
-    [[ $(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1) == 9.0 ]]; then
-    device=cuda
-  fi
+  # A CUDA build and a GPU its sm_90a kernels run on (H100/H200).
+  if "$KINFER" version --json 2>/dev/null | grep -q '"cuda_device_supported":true'; then device=cuda; fi
 fi
 model=default dataset=gsm8k out=out/demo threads=0
 if [[ $device == cuda ]]; then

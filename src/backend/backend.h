@@ -292,5 +292,8 @@ void download_f32(Backend& be, const Tensor& src, float* dst, std::vector<uint16
 std::unique_ptr<Backend> make_cpu_backend(int n_threads = 0);  // 0 = all cores
 std::unique_ptr<Backend> make_cuda_backend(int device = 0);     // throws without CUDA
 int cuda_device_count();  // visible GPUs; 0 without a GPU or in a build without CUDA
+// Whether GPU `device` is one this build's kernels run on (sm_90: H100/H200);
+// make_cuda_backend refuses the others.
+bool cuda_device_supported(int device);
 
 }  // namespace kf

@@ -42,6 +42,18 @@ int cuda_device_count() {
   return n;
 }
 
+// The kernels are built for sm_90a alone (CMAKE_CUDA_ARCHITECTURES).
+static bool supported(const cudaDeviceProp& prop) { return prop.major == 9 && prop.minor == 0; }
+
+bool cuda_device_supported(int device) {
+  cudaDeviceProp prop{};
+  if (device < 0 || device >= cuda_device_count() || cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return supported(prop);
+}
+
 namespace {
 
 using cuda::bf16_t;
@@ -113,9 +125,9 @@ class CudaBackend final : public Backend {
     KF_CUDA(cudaGetDeviceProperties(&prop, dev));
     num_sms_ = prop.multiProcessorCount;
     name_ = fmt::format("cuda:{} ({}, sm_{}{}, {} SMs)", dev, prop.name, prop.major, prop.minor, num_sms_);
-    // The kernels are built for sm_90a alone (CMAKE_CUDA_ARCHITECTURES): say so before the first launch does.
-    KF_CHECK(prop.major == 9 && prop.minor == 0, "{}: this kinfer has CUDA kernels for sm_90a (H100/H200) only; use "
-             "--device cpu or rebuild for this GPU", name_);
+    // Say so before the first launch fails.
+    KF_CHECK(supported(prop), "{}: this kinfer has CUDA kernels for sm_90a (H100/H200) only; use --device cpu or "
+             "rebuild for this GPU", name_);
     KF_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     const char* tune = std::getenv("KINFER_GEMM_TUNE");
     tune_gemms_ = tune && std::string(tune) == "1";
