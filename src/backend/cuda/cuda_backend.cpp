@@ -14,7 +14,6 @@
 // Tensor parallelism: make_tp_group puts backends in one NCCL communicator
 // (ncclCommInitAll); all_reduce is an in-place ncclAllReduce on the backend's
 // stream, so decode graphs capture it.
-#include <cublasLt.h>
 #include <cuda_runtime.h>
 #include <fmt/format.h>
 
@@ -23,11 +22,11 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <tuple>
 #include <vector>
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_util.h"
+#include "backend/cuda/gemm.h"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/nccl.h"
 
@@ -58,23 +57,6 @@ namespace {
 
 using cuda::bf16_t;
 
-const char* lt_status_name(cublasStatus_t s) {
-  switch (s) {
-    case CUBLAS_STATUS_NOT_INITIALIZED: return "not initialized";
-    case CUBLAS_STATUS_ALLOC_FAILED: return "allocation failed";
-    case CUBLAS_STATUS_INVALID_VALUE: return "invalid value";
-    case CUBLAS_STATUS_ARCH_MISMATCH: return "architecture mismatch";
-    case CUBLAS_STATUS_EXECUTION_FAILED: return "execution failed (often an earlier kernel's fault: rerun with KINFER_CUDA_SYNC=1)";
-    case CUBLAS_STATUS_INTERNAL_ERROR: return "internal error";
-    case CUBLAS_STATUS_NOT_SUPPORTED: return "not supported";
-    default: return "error";
-  }
-}
-
-void check_lt(cublasStatus_t s, const char* what) {
-  if (s != CUBLAS_STATUS_SUCCESS) fail("cuBLASLt {}: {} (status {})", what, lt_status_name(s), static_cast<int>(s));
-}
-
 void need(const Tensor& t, DType dt, const char* what) {
   KF_CHECK(t.device == Device::CUDA, "{}: expected a CUDA tensor", what);
   KF_CHECK(t.dtype == dt, "{}: expected {}, got {}", what, dtype_name(dt), dtype_name(t.dtype));
@@ -83,30 +65,6 @@ void need(const Tensor& t, DType dt, const char* what) {
 
 bf16_t* bptr(const Tensor& t) { return static_cast<bf16_t*>(t.data); }
 int32_t* iptr(const Tensor& t) { return static_cast<int32_t*>(t.data); }
-
-// Largest power of two (<= 256) that divides every address.
-int alignment(std::initializer_list<const void*> ps) {
-  uintptr_t bits = 256;
-  for (const void* p : ps)
-    if (p) bits |= reinterpret_cast<uintptr_t>(p);
-  return static_cast<int>(bits & (~bits + 1));
-}
-
-// One cached cuBLASLt plan per GEMM shape: descriptors and the chosen algorithm.
-struct GemmPlan {
-  cublasLtMatmulDesc_t desc = nullptr;
-  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
-  cublasLtMatmulAlgo_t algo{};
-  GemmPlan() = default;
-  GemmPlan(const GemmPlan&) = delete;
-  GemmPlan& operator=(const GemmPlan&) = delete;
-  ~GemmPlan() {
-    if (a) cublasLtMatrixLayoutDestroy(a);
-    if (b) cublasLtMatrixLayoutDestroy(b);
-    if (c) cublasLtMatrixLayoutDestroy(c);
-    if (desc) cublasLtMatmulDescDestroy(desc);
-  }
-};
 
 class CudaBackend final : public Backend {
  public:
@@ -130,15 +88,12 @@ class CudaBackend final : public Backend {
              "rebuild for this GPU", name_);
     KF_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     const char* tune = std::getenv("KINFER_GEMM_TUNE");
-    tune_gemms_ = tune && std::string(tune) == "1";
-    check_lt(cublasLtCreate(&lt_), "cublasLtCreate");
-    lt_ws_ = Buffer(DType::U8, {kLtWorkspace}, *this);
+    gemm_ = std::make_unique<cuda::Gemm>(*this, stream_, tune && std::string(tune) == "1");
   }
   ~CudaBackend() override {
     cudaSetDevice(dev_);
     if (stream_) cudaStreamSynchronize(stream_);
-    plans_.clear();
-    if (lt_) cublasLtDestroy(lt_);
+    gemm_.reset();
     if (stream_) cudaStreamDestroy(stream_);
   }
   CudaBackend(const CudaBackend&) = delete;
@@ -264,6 +219,9 @@ class CudaBackend final : public Backend {
     cuda::nccl_all_reduce(*nccl_, x, stream_);
     op.done();
   }
+  void abort_tp_group(const std::string& why) override {
+    if (nccl_) cuda::nccl_abort(*nccl_, why);
+  }
 
   void embed(const Tensor& table, const Tensor& ids, const Tensor& out) override {
     OpScope op(this, "embed", [&] { return fmt::format("ids {} table {}", ids.shape_str(), table.shape_str()); });
@@ -293,13 +251,8 @@ class CudaBackend final : public Backend {
       KF_CHECK(y.dtype == DType::BF16, "matmul: a bias needs a BF16 output");
     }
     if (n == 0) return;
-    const int al = alignment({x.data, w.data, y.data, bias ? bias->data : nullptr});
     OpScope op(this, "matmul", [&] { return fmt::format("{}x{}, {} rows", m, k, n); });
-    GemmPlan& p = plan(m, n, k, bias, al, x, w, y);
-    const cublasStatus_t st = run_gemm(p, bias, x, w, y, p.algo);
-    if (st != CUBLAS_STATUS_SUCCESS)
-      fail("cuBLASLt matmul of {} rows x [{}, {}] ({} out) failed: {} (status {})", n, m, k, dtype_name(y.dtype),
-           lt_status_name(st), static_cast<int>(st));
+    gemm_->run(x, w, bias, y, capturing_);
     op.done();
   }
 
@@ -581,7 +534,6 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  static constexpr int64_t kLtWorkspace = 32 << 20;
 
   // Throws when the calling thread's current device is not this backend's.
   void check_bound(const char* what) const {
@@ -622,87 +574,6 @@ class CudaBackend final : public Backend {
       ++scratch_generation_;
     }
     return b.view().data;
-  }
-
-  // Column-major view: Y[m, n] = W^T[m, k] * X[k, n]; row-major w [m, k] is col-major [k, m].
-  cublasStatus_t run_gemm(GemmPlan& p, const Tensor* bias, const Tensor& x, const Tensor& w, const Tensor& y,
-                          const cublasLtMatmulAlgo_t& algo) {
-    if (bias) {
-      const cublasStatus_t st =
-          cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias->data, sizeof(void*));
-      if (st != CUBLAS_STATUS_SUCCESS) return st;
-    }
-    const float alpha = 1.f, beta = 0.f;
-    return cublasLtMatmul(lt_, p.desc, &alpha, w.data, p.a, x.data, p.b, &beta, y.data, p.c, y.data, p.c, &algo,
-                          lt_ws_.view().data, kLtWorkspace, stream_);
-  }
-
-  // The plan for a GEMM shape: cuBLASLt's first heuristic candidate. With
-  // KINFER_GEMM_TUNE=1 the first call of a shape times the top 8 candidates
-  // on the real operands and keeps the fastest (not yet measured on a GPU).
-  GemmPlan& plan(int64_t m, int64_t n, int64_t k, const Tensor* bias_t, int align, const Tensor& x, const Tensor& w,
-                 const Tensor& y) {
-    const bool bias = bias_t != nullptr;
-    const bool f32_out = y.dtype == DType::F32;
-    const auto key = std::make_tuple(m, n, k, bias, align, f32_out);
-    auto it = plans_.find(key);
-    if (it != plans_.end()) return *it->second;
-    auto p = std::make_unique<GemmPlan>();
-    check_lt(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "desc");
-    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    check_lt(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), "transa");
-    check_lt(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), "transb");
-    if (bias) {
-      const cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
-      const cudaDataType_t bt = CUDA_R_16BF;
-      check_lt(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep), "epilogue");
-      check_lt(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt),
-               "bias type");
-    }
-    check_lt(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, k, m, k), "layout w");
-    check_lt(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, k, n, k), "layout x");
-    check_lt(cublasLtMatrixLayoutCreate(&p->c, f32_out ? CUDA_R_32F : CUDA_R_16BF, m, n, m), "layout y");
-    cublasLtMatmulPreference_t pref = nullptr;
-    check_lt(cublasLtMatmulPreferenceCreate(&pref), "preference");
-    const uint64_t ws = kLtWorkspace;
-    const uint32_t al = static_cast<uint32_t>(align);
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al, sizeof al);
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al, sizeof al);
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al, sizeof al);
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al);
-    constexpr int kCandidates = 8;
-    cublasLtMatmulHeuristicResult_t res[kCandidates]{};
-    int found = 0;
-    const cublasStatus_t st =
-        cublasLtMatmulAlgoGetHeuristic(lt_, p->desc, p->a, p->b, p->c, p->c, pref, tune_gemms_ ? kCandidates : 1, res, &found);
-    cublasLtMatmulPreferenceDestroy(pref);
-    check_lt(st, "cublasLtMatmulAlgoGetHeuristic");
-    KF_CHECK(found > 0, "cuBLASLt found no algorithm for a {}x{}x{} bf16 GEMM (alignment {})", m, n, k, align);
-    p->algo = res[0].algo;
-    if (found > 1 && !capturing_) {  // time each candidate: 2 warm-up and 5 timed runs
-      cudaEvent_t a, b;
-      KF_CUDA(cudaEventCreate(&a));
-      KF_CUDA(cudaEventCreate(&b));
-      float best = 1e30f;
-      for (int i = 0; i < found; ++i) {
-        bool ok = true;
-        for (int r = 0; r < 2 && ok; ++r) ok = run_gemm(*p, bias_t, x, w, y, res[i].algo) == CUBLAS_STATUS_SUCCESS;
-        KF_CUDA(cudaEventRecord(a, stream_));
-        for (int r = 0; r < 5 && ok; ++r) ok = run_gemm(*p, bias_t, x, w, y, res[i].algo) == CUBLAS_STATUS_SUCCESS;
-        KF_CUDA(cudaEventRecord(b, stream_));
-        KF_CUDA(cudaEventSynchronize(b));
-        float ms = 0.f;
-        KF_CUDA(cudaEventElapsedTime(&ms, a, b));
-        if (ok && ms < best) {
-          best = ms;
-          p->algo = res[i].algo;
-        }
-      }
-      cudaEventDestroy(a);
-      cudaEventDestroy(b);
-    }
-    return *plans_.emplace(key, std::move(p)).first->second;
   }
 
  public:
@@ -778,7 +649,6 @@ class CudaBackend final : public Backend {
   }
 
   bool profiling_ = false;
-  bool tune_gemms_ = false;
   std::vector<Span> spans_;
 
   int dev_ = 0;
@@ -787,9 +657,7 @@ class CudaBackend final : public Backend {
   bool capturing_ = false;
   std::string name_;
   cudaStream_t stream_ = nullptr;
-  cublasLtHandle_t lt_ = nullptr;
-  Buffer lt_ws_;
-  std::map<std::tuple<int64_t, int64_t, int64_t, bool, int, bool>, std::unique_ptr<GemmPlan>> plans_;
+  std::unique_ptr<cuda::Gemm> gemm_;  // cuBLASLt plans (gemm.cpp)
   Buffer part_acc_, part_ml_, list_, list_count_, list_mask_, keys_, penalty_bits_, sample_cand_,
       sample_arrived_;  // sample(): a counter per row, zero between calls
   std::shared_ptr<cuda::NcclRank> nccl_;  // tensor parallelism: this rank's communicator

@@ -1,0 +1,185 @@
+// cuBLASLt GEMMs (gemm.h). Column-major view: Y[m, n] = Wᵀ[m, k] · X[k, n];
+// row-major w [m, k] is column-major [k, m].
+#include "backend/cuda/gemm.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "backend/cuda/kernels.h"
+
+namespace kf::cuda {
+
+namespace {
+
+constexpr int64_t kWorkspace = 32 << 20;
+constexpr int kCandidates = 8;
+
+const char* status_name(cublasStatus_t s) {
+  switch (s) {
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "not initialized";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "allocation failed";
+    case CUBLAS_STATUS_INVALID_VALUE: return "invalid value";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "architecture mismatch";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "execution failed (often an earlier kernel's fault: rerun with KINFER_CUDA_SYNC=1)";
+    case CUBLAS_STATUS_INTERNAL_ERROR: return "internal error";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "not supported";
+    default: return "error";
+  }
+}
+
+void check_lt(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS) fail("cuBLASLt {}: {} (status {})", what, status_name(s), static_cast<int>(s));
+}
+
+// Largest power of two (<= 256) that divides every address.
+int alignment(std::initializer_list<const void*> ps) {
+  uintptr_t bits = 256;
+  for (const void* p : ps)
+    if (p) bits |= reinterpret_cast<uintptr_t>(p);
+  return static_cast<int>(bits & (~bits + 1));
+}
+
+// Events for timing, destroyed on every path.
+struct EventPair {
+  cudaEvent_t a = nullptr, b = nullptr;
+  EventPair() {
+    KF_CUDA(cudaEventCreate(&a));
+    KF_CUDA(cudaEventCreate(&b));
+  }
+  ~EventPair() {
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+  }
+  EventPair(const EventPair&) = delete;
+  EventPair& operator=(const EventPair&) = delete;
+};
+
+}  // namespace
+
+struct GemmPlan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  GemmPlan() = default;
+  GemmPlan(const GemmPlan&) = delete;
+  GemmPlan& operator=(const GemmPlan&) = delete;
+  ~GemmPlan() {
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (c) cublasLtMatrixLayoutDestroy(c);
+    if (desc) cublasLtMatmulDescDestroy(desc);
+  }
+};
+
+Gemm::Gemm(Allocator& device_memory, cudaStream_t stream, bool tune)
+    : mem_(device_memory), stream_(stream), tune_(tune) {
+  check_lt(cublasLtCreate(&lt_), "cublasLtCreate");
+  workspace_ = Buffer(DType::U8, {kWorkspace}, mem_);
+}
+
+Gemm::~Gemm() {
+  plans_.clear();
+  if (lt_) cublasLtDestroy(lt_);
+}
+
+void Gemm::run(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y, bool capturing) {
+  const int64_t k = w.dim(1), m = w.dim(0), n = x.numel() / k;  // in, out, rows
+  if (n == 0) return;
+  const int al = alignment({x.data, w.data, y.data, bias ? bias->data : nullptr});
+  GemmPlan& p = plan(m, n, k, bias, al, x, w, y, capturing);
+  const cublasStatus_t st = launch(p, bias, x, w, y, p.algo);
+  if (st != CUBLAS_STATUS_SUCCESS)
+    fail("cuBLASLt matmul of {} rows x [{}, {}] ({} out) failed: {} (status {})", n, m, k, dtype_name(y.dtype),
+         status_name(st), static_cast<int>(st));
+}
+
+cublasStatus_t Gemm::launch(GemmPlan& p, const Tensor* bias, const Tensor& x, const Tensor& w, const Tensor& y,
+                            const cublasLtMatmulAlgo_t& algo) {
+  if (bias) {
+    const cublasStatus_t st =
+        cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias->data, sizeof(void*));
+    if (st != CUBLAS_STATUS_SUCCESS) return st;
+  }
+  const float alpha = 1.f, beta = 0.f;
+  return cublasLtMatmul(lt_, p.desc, &alpha, w.data, p.a, x.data, p.b, &beta, y.data, p.c, y.data, p.c, &algo,
+                        workspace_.view().data, kWorkspace, stream_);
+}
+
+GemmPlan& Gemm::plan(int64_t m, int64_t n, int64_t k, const Tensor* bias_t, int align, const Tensor& x,
+                     const Tensor& w, const Tensor& y, bool capturing) {
+  const bool bias = bias_t != nullptr;
+  const bool f32_out = y.dtype == DType::F32;
+  const Key key = std::make_tuple(m, n, k, bias, align, f32_out);
+  auto it = plans_.find(key);
+  if (it != plans_.end()) return *it->second;
+  auto p = std::make_unique<GemmPlan>();
+  check_lt(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "desc");
+  const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+  check_lt(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), "transa");
+  check_lt(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), "transb");
+  if (bias) {
+    const cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
+    const cudaDataType_t bt = CUDA_R_16BF;
+    check_lt(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep), "epilogue");
+    check_lt(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt),
+             "bias type");
+  }
+  check_lt(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, k, m, k), "layout w");
+  check_lt(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, k, n, k), "layout x");
+  check_lt(cublasLtMatrixLayoutCreate(&p->c, f32_out ? CUDA_R_32F : CUDA_R_16BF, m, n, m), "layout y");
+  cublasLtMatmulPreference_t pref = nullptr;
+  check_lt(cublasLtMatmulPreferenceCreate(&pref), "preference");
+  const uint64_t ws = kWorkspace;
+  const uint32_t al = static_cast<uint32_t>(align);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al, sizeof al);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al, sizeof al);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al, sizeof al);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al);
+  cublasLtMatmulHeuristicResult_t res[kCandidates]{};
+  int found = 0;
+  const cublasStatus_t st =
+      cublasLtMatmulAlgoGetHeuristic(lt_, p->desc, p->a, p->b, p->c, p->c, pref, tune_ ? kCandidates : 1, res, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  check_lt(st, "cublasLtMatmulAlgoGetHeuristic");
+  KF_CHECK(found > 0, "cuBLASLt found no algorithm for a {}x{}x{} bf16 GEMM (alignment {})", m, n, k, align);
+  p->algo = res[0].algo;
+  if (found > 1 && !capturing) time_candidates(*p, res, found, bias_t, x, w, y);
+  return *plans_.emplace(key, std::move(p)).first->second;
+}
+
+// Each candidate: one warm-up, then 5 runs, each after L2 is flushed (in a
+// decode step the weights come from HBM: a GEMM whose weights stay in L2
+// between back-to-back runs would rank the candidates wrongly).
+void Gemm::time_candidates(GemmPlan& p, const cublasLtMatmulHeuristicResult_t* res, int found, const Tensor* bias,
+                           const Tensor& x, const Tensor& w, const Tensor& y) {
+  int dev = 0, l2 = 0;
+  KF_CUDA(cudaGetDevice(&dev));
+  KF_CUDA(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
+  Buffer flush(DType::U8, {std::max<int64_t>(2 * static_cast<int64_t>(l2), 1 << 20)}, mem_);
+  EventPair ev;
+  float best = 1e30f;
+  for (int i = 0; i < found; ++i) {
+    if (launch(p, bias, x, w, y, res[i].algo) != CUBLAS_STATUS_SUCCESS) continue;
+    float total = 0.f;
+    bool ok = true;
+    for (int r = 0; r < 5 && ok; ++r) {
+      KF_CUDA(cudaMemsetAsync(flush.view().data, r, flush.view().nbytes(), stream_));
+      KF_CUDA(cudaEventRecord(ev.a, stream_));
+      ok = launch(p, bias, x, w, y, res[i].algo) == CUBLAS_STATUS_SUCCESS;
+      KF_CUDA(cudaEventRecord(ev.b, stream_));
+      KF_CUDA(cudaEventSynchronize(ev.b));
+      float ms = 0.f;
+      KF_CUDA(cudaEventElapsedTime(&ms, ev.a, ev.b));
+      total += ms;
+    }
+    if (ok && total < best) {
+      best = total;
+      p.algo = res[i].algo;
+    }
+  }
+}
+
+}  // namespace kf::cuda

@@ -1,0 +1,49 @@
+// cuBLASLt GEMMs for CudaBackend: y[n, m] = x[n, k] · w[m, k]ᵀ (+ bias), bf16
+// operands, fp32 accumulation, y bf16 or f32. One cached plan per shape
+// (descriptors and the chosen algorithm), so a decode step replays the same
+// kernels, also inside CUDA graphs.
+#pragma once
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <map>
+#include <memory>
+#include <tuple>
+
+#include "backend/backend.h"
+
+namespace kf::cuda {
+
+struct GemmPlan;
+
+class Gemm {
+ public:
+  // tune: the first call of a shape times cuBLASLt's top candidates (cold L2,
+  // as in a real step) and keeps the fastest; otherwise the first candidate.
+  Gemm(Allocator& device_memory, cudaStream_t stream, bool tune);
+  ~Gemm();
+  Gemm(const Gemm&) = delete;
+  Gemm& operator=(const Gemm&) = delete;
+
+  // Shapes are checked by the caller. capturing: a graph is being recorded
+  // (a new shape is then planned without timing).
+  void run(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y, bool capturing);
+
+ private:
+  using Key = std::tuple<int64_t, int64_t, int64_t, bool, int, bool>;
+  GemmPlan& plan(int64_t m, int64_t n, int64_t k, const Tensor* bias, int align, const Tensor& x, const Tensor& w,
+                 const Tensor& y, bool capturing);
+  cublasStatus_t launch(GemmPlan& p, const Tensor* bias, const Tensor& x, const Tensor& w, const Tensor& y,
+                        const cublasLtMatmulAlgo_t& algo);
+  void time_candidates(GemmPlan& p, const cublasLtMatmulHeuristicResult_t* res, int found, const Tensor* bias,
+                       const Tensor& x, const Tensor& w, const Tensor& y);
+
+  Allocator& mem_;
+  cudaStream_t stream_;
+  bool tune_;
+  cublasLtHandle_t lt_ = nullptr;
+  Buffer workspace_;
+  std::map<Key, std::unique_ptr<GemmPlan>> plans_;
+};
+
+}  // namespace kf::cuda
