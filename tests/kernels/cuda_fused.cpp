@@ -2,7 +2,9 @@
 // fused ops are, bit for bit, the separate ops they replace): add_rmsnorm,
 // the merged-projection silu_mul, and qkv_rope_write (per-head norm + RoPE
 // + KV write + page summaries), across head counts, head_dim 64/128, partial
-// rotary, page sizes 16/32 and rows that complete pages.
+// rotary, page sizes 16/32 and rows that complete pages: scattered decode
+// rows and prefill chunks; every completed page's summary is checked bit for
+// bit against the mean of the keys the GPU pool holds.
 #include <gtest/gtest.h>
 
 #include <numeric>
@@ -68,16 +70,28 @@ struct QkvCase {
 TEST_F(CudaFused, QkvRopeWriteMatchesCpu) {
   for (const QkvCase c : {QkvCase{16, 8, 128, 128, 16, true}, QkvCase{8, 2, 64, 64, 32, false},
                           QkvCase{4, 4, 128, 64, 16, true}, QkvCase{28, 4, 128, 128, 16, false}})
-    for (int n : {1, 37}) {
+    // Scattered rows (1 or 37, decode-like, some sharing a page) and prefill
+    // chunks (consecutive slots filling whole pages) of 40 rows, where the
+    // launch writes the summaries itself, and of 300, where kv.cu's kernel does.
+    for (int n : {1, 37, -40, -300}) {
+      const bool chunk = n < 0;
+      n = std::abs(n);
       const int pages = 24, P = c.page_size, width = (c.hq + 2 * c.hkv) * c.hd;
-      // Distinct slots; every fourth row takes the last offset of a page, so summaries are written.
-      std::vector<int32_t> slot_pool(pages * P);
-      std::iota(slot_pool.begin(), slot_pool.end(), 0);
-      std::shuffle(slot_pool.begin(), slot_pool.end(), rng);
-      std::vector<int32_t> slots(slot_pool.begin(), slot_pool.begin() + n), pos(n);
-      for (int i = 0; i < n; i += 4) slots[i] = (i % pages) * P + P - 1;
-      std::sort(slots.begin(), slots.end());
-      slots.erase(std::unique(slots.begin(), slots.end()), slots.end());
+      std::vector<int32_t> slots(n);
+      if (chunk) {
+        const int start = static_cast<int>(rng() % (pages * P - n + 1));
+        std::iota(slots.begin(), slots.end(), start);
+      } else {
+        // Distinct slots; every fourth row takes the last offset of a page, so summaries are written.
+        std::vector<int32_t> slot_pool(pages * P);
+        std::iota(slot_pool.begin(), slot_pool.end(), 0);
+        std::shuffle(slot_pool.begin(), slot_pool.end(), rng);
+        slots.assign(slot_pool.begin(), slot_pool.begin() + n);
+        for (int i = 0; i < n; i += 4) slots[i] = (i % pages) * P + P - 1;
+        std::sort(slots.begin(), slots.end());
+        slots.erase(std::unique(slots.begin(), slots.end()), slots.end());
+      }
+      std::vector<int32_t> pos;
       const int rows = static_cast<int>(slots.size());
       pos.resize(rows);
       for (int& p : pos) p = static_cast<int>(rng() % 30000);
@@ -120,6 +134,25 @@ TEST_F(CudaFused, QkvRopeWriteMatchesCpu) {
       double summary_mass = 0;
       for (float s : cs) summary_mass += std::fabs(s);
       EXPECT_GT(summary_mass, 0) << what << ": no page was completed";
+      // Exact: each completed page's summary is the bf16 mean of the keys the
+      // GPU pool holds after the launch (a key read before it was written, or
+      // recomputed differently, shows here).
+      const std::vector<float> pool_k = host_bf16(*be, gk), sums = host_bf16(*be, gs);
+      int completed = 0;
+      for (const int32_t slot : slots) {
+        if (slot % P != P - 1) continue;
+        ++completed;
+        const int page = slot / P;
+        for (int h = 0; h < c.hkv; ++h)
+          for (int d = 0; d < c.hd; ++d) {
+            float sum = 0.f;
+            for (int j = 0; j < P; ++j) sum += pool_k[((size_t(page) * c.hkv + h) * P + j) * c.hd + d];
+            const float want = bf16_to_f32(f32_to_bf16(sum / static_cast<float>(P)));
+            ASSERT_EQ(sums[(size_t(page) * c.hkv + h) * c.hd + d], want)
+                << what << (chunk ? " chunk" : "") << ": summary of page " << page << " head " << h << " dim " << d;
+          }
+      }
+      EXPECT_GT(completed, 0) << what;
     }
 }
 
