@@ -144,6 +144,12 @@ class Backend : public Allocator {
   // same order as the others (CUDA: an NCCL all-reduce on the backend's
   // stream, which graphs capture). One rank (the default) has nothing to add: a no-op.
   virtual void all_reduce(const Tensor& x) { (void)x; }
+  // A rank of this backend's group failed mid-step (`why`): collectives the
+  // other ranks wait in, or have pending on their devices, end instead of
+  // waiting for it, and every later collective of the group fails, naming
+  // `why`. Any rank's thread may call it, also while others are inside
+  // all_reduce; the group cannot be used again. One rank: nothing to do.
+  virtual void abort_tp_group(const std::string& why) { (void)why; }
 
   // Host <-> device copies (bytes = dst.nbytes()), in order with the ops.
   // upload() returns at once (the host memory must then stay unchanged until

@@ -1,8 +1,11 @@
 #include "engine/executor_group.h"
 
+#include <fmt/format.h>
+
 #include <condition_variable>
 #include <exception>
 #include <mutex>
+#include <string>
 #include <thread>
 
 #include "util/error.h"
@@ -19,10 +22,13 @@ void ExecutorGroup::check_policy(const ModelConfig& shard_cfg, const AttnPolicy&
 
 // One host thread per rank, bound to the rank's device, running the same job
 // (a function of the rank) on every rank at once; run() returns when all are
-// done and rethrows the lowest rank's error.
+// done and rethrows the error that came first. A rank that fails aborts the
+// group's collectives (Backend::abort_tp_group), so peers waiting for it in an
+// all-reduce fail too instead of waiting forever; the group then refuses
+// every later job but the executors' teardown.
 class ExecutorGroup::Threads {
  public:
-  explicit Threads(const std::vector<ExecutorRank>& ranks) : errors_(ranks.size()) {
+  explicit Threads(const std::vector<ExecutorRank>& ranks) {
     for (size_t r = 0; r < ranks.size(); ++r) threads_.emplace_back([this, r, be = ranks[r].backend] { loop(r, *be); });
   }
   ~Threads() {
@@ -34,20 +40,19 @@ class ExecutorGroup::Threads {
     for (std::thread& t : threads_) t.join();
   }
 
-  void run(const std::function<void(int)>& job) {
+  void run(const std::function<void(int)>& job, bool teardown = false) {
     std::unique_lock<std::mutex> lock(mu_);
+    KF_CHECK(teardown || failed_.empty(), "tensor parallelism: this group of {} ranks cannot run steps after a rank "
+             "failed: {}", threads_.size(), failed_);
     job_ = &job;
     pending_ = static_cast<int>(threads_.size());
     ++generation_;
     start_cv_.notify_all();
     done_cv_.wait(lock, [&] { return pending_ == 0; });
     job_ = nullptr;
-    for (std::exception_ptr& e : errors_)
-      if (e) {
-        std::exception_ptr first = e;
-        for (std::exception_ptr& x : errors_) x = nullptr;
-        std::rethrow_exception(first);
-      }
+    std::exception_ptr first = first_error_;
+    first_error_ = nullptr;
+    if (first) std::rethrow_exception(first);
   }
 
  private:
@@ -70,7 +75,25 @@ class ExecutorGroup::Threads {
         }
         (*job)(static_cast<int>(rank));
       } catch (...) {
-        errors_[rank] = std::current_exception();
+        const std::exception_ptr e = std::current_exception();
+        std::string why = "unknown error";
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& x) {
+          why = x.what();
+        } catch (...) {
+        }
+        bool first = false;
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          if (!first_error_) {
+            first_error_ = e;
+            first = true;
+          }
+          if (failed_.empty()) failed_ = fmt::format("rank {}: {}", rank, why);
+        }
+        // The first failure aborts the collectives (peers may be waiting in one).
+        if (first && threads_.size() > 1) be.abort_tp_group(fmt::format("rank {}: {}", rank, why));
       }
       std::lock_guard<std::mutex> lock(mu_);
       if (--pending_ == 0) done_cv_.notify_all();
@@ -78,7 +101,8 @@ class ExecutorGroup::Threads {
   }
 
   std::vector<std::thread> threads_;
-  std::vector<std::exception_ptr> errors_;  // per rank; read by run() after every rank is done
+  std::exception_ptr first_error_;  // of the current job; rethrown by run()
+  std::string failed_;              // the first failure of any job: the group is unusable
   std::mutex mu_;
   std::condition_variable start_cv_, done_cv_;
   const std::function<void(int)>* job_ = nullptr;
@@ -118,7 +142,7 @@ ExecutorGroup::~ExecutorGroup() {
   if (!threads_) return;
   // Executors hold device buffers and graphs: they go on their own threads.
   try {
-    threads_->run([this](int r) { execs_[r].reset(); });
+    threads_->run([this](int r) { execs_[r].reset(); }, true);
   } catch (...) {
   }
 }

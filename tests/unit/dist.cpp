@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -321,6 +322,48 @@ TEST(TensorParallel, MismatchedRanksAreRefused) {
                {"holds model shard 1 of 2"});
   auto lone = cpu();
   expect_error([&] { Engine e(rig.s0, *lone, engine_config()); }, {"shard 0 of 2"});
+}
+
+// A rank that fails mid-step must not leave its peers waiting in an
+// all-reduce forever (before the abort this test hung until ctest's timeout):
+// the peer fails too, the group reports the failure that came first, and
+// refuses later steps, naming it.
+TEST(TensorParallel, AFailingRankAbortsItsPeersAllReduce) {
+  {
+    auto a = cpu(), b = cpu();
+    make_tp_group({a.get(), b.get()});
+    std::string peer_error;
+    std::thread peer([&] {
+      std::vector<float> v = {1.f, 2.f};
+      try {
+        b->all_reduce(Tensor(v.data(), DType::F32, {2}));
+      } catch (const Error& e) {
+        peer_error = e.what();
+      }
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the peer is waiting by now
+    a->abort_tp_group("rank 0: out of memory (test)");
+    peer.join();
+    EXPECT_NE(peer_error.find("aborted"), std::string::npos) << peer_error;
+    EXPECT_NE(peer_error.find("out of memory (test)"), std::string::npos) << peer_error;
+    std::vector<float> v = {1.f};
+    expect_error([&] { a->all_reduce(Tensor(v.data(), DType::F32, {1})); }, {"aborted", "out of memory (test)"});
+  }
+  TpRig rig(tiny_config());
+  ExecutorGroup two(rig.ranks(), tp_exec_config());
+  // Rank 0 waits in the all-reduce that rank 1 never reaches.
+  expect_error(
+      [&] {
+        two.on_ranks([](int r, StepExecutor& e) {
+          if (r == 1) fail("rank 1 could not allocate its scratch (test)");
+          std::vector<float> v(4, 1.f);
+          e.backend().all_reduce(Tensor(v.data(), DType::F32, {4}));
+        });
+      },
+      {"rank 1 could not allocate its scratch (test)"});
+  const std::vector<int> pages = {0, 1, 2};
+  expect_error([&] { step_logits(two, pages, 0, {3, 4, 5}, 4); },
+               {"cannot run steps after a rank failed", "rank 1: rank 1 could not allocate"});
 }
 
 // ---- data parallelism ------------------------------------------------------------

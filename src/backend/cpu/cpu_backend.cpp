@@ -77,6 +77,9 @@ class CpuBackend final : public Backend {
     check_f32(x, "all_reduce", "x");
     group_->all_reduce(tp_rank_, x.ptr<float>(), x.numel());
   }
+  void abort_tp_group(const std::string& why) override {
+    if (group_) group_->abort(why);
+  }
 
   void upload(const Tensor& dst, const void* host) override {
     KF_CHECK(dst.device == Device::CPU, "cpu upload: destination is not a CPU tensor");

@@ -12,9 +12,14 @@ HostGroup::HostGroup(int size) : size_(size), bufs_(size, nullptr), sizes_(size,
 
 void HostGroup::barrier(bool first) {
   std::unique_lock<std::mutex> lock(mu_);
+  const auto check_aborted = [&] {
+    KF_CHECK(!aborted_, "tensor parallelism: the group was aborted after a rank failed: {}", abort_why_);
+  };
+  check_aborted();
   const uint64_t phase = phase_;
   if (++arrived_ < size_) {
-    cv_.wait(lock, [&] { return phase_ != phase; });
+    cv_.wait(lock, [&] { return phase_ != phase || aborted_; });
+    if (phase_ == phase) check_aborted();
     return;
   }
   if (first) {
@@ -23,6 +28,14 @@ void HostGroup::barrier(bool first) {
   }
   arrived_ = 0;
   ++phase_;
+  cv_.notify_all();
+}
+
+void HostGroup::abort(const std::string& why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (aborted_) return;
+  aborted_ = true;
+  abort_why_ = why;
   cv_.notify_all();
 }
 

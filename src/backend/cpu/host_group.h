@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <string>
 #include <vector>
 
 namespace kf {
@@ -16,7 +17,11 @@ class HostGroup {
   explicit HostGroup(int size);
   int size() const { return size_; }
   // x [n] F32 of rank `rank`: returns when every rank's x holds the sum.
+  // Throws once the group was aborted.
   void all_reduce(int rank, float* x, int64_t n);
+  // Wakes every rank waiting in all_reduce (they throw, naming `why`), and
+  // makes every later call throw.
+  void abort(const std::string& why);
 
  private:
   // Waits until every rank has arrived; the last one to arrive runs the
@@ -29,6 +34,8 @@ class HostGroup {
   int arrived_ = 0;
   uint64_t phase_ = 0;
   bool mismatch_ = false;
+  bool aborted_ = false;
+  std::string abort_why_;
   std::vector<float*> bufs_;
   std::vector<int64_t> sizes_;
   std::vector<float> sum_;  // grow-only

@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "util/tensor.h"
@@ -23,6 +24,10 @@ class NcclRank {
 // calling thread's current device.
 std::vector<std::shared_ptr<NcclRank>> nccl_group(const std::vector<int>& devices);
 // In-place sum of x (BF16 or F32, contiguous) over the group, on `stream`.
+// Throws once the group was aborted.
 void nccl_all_reduce(NcclRank& rank, const Tensor& x, cudaStream_t stream);
+// ncclCommAbort on every communicator of rank's group (pending all-reduces on
+// the devices end), once; later all-reduces throw, naming `why`. Any thread.
+void nccl_abort(NcclRank& rank, const std::string& why);
 
 }  // namespace kf::cuda
