@@ -11,8 +11,9 @@
 #   demo        scripts/demo's main job on the GPU (needs $GGUF): results in $OUT/demo.tar.xz
 #   mma_all     a second build (in $B.mma) with the tensor-core attention for every query
 #               group (KINFER_ATTN_MMA_MIN_GROUP=1): attention and decode rows at groups 1-2
+#   gemm_tune   decode rows with cuBLASLt's first candidate and with KINFER_GEMM_TUNE=1
 #   decode      kinfer bench decode rows (Qwen3 shapes, dense and blocktopk, 16K-40K)
-#   generate    kinfer bench generate rows with --profile, and the HF generate baseline
+#   generate    kinfer bench generate rows with --profile, and the HF generate baseline (GEN_HF=0: not)
 #   eval        the SmolLM2 GSM8K eval job (needs $GGUF) and its HF baseline
 #   serve       the serving benchmark (tools/bench_serve.py) against bench generate
 #   dist        more than one GPU (kind nvidia-h200-x2) = dist_tests dist_decode dist_eval:
@@ -161,6 +162,20 @@ step_mma_all() {
   log "mma_all done"
 }
 
+step_gemm_tune() {  # cuBLASLt's first candidate vs the fastest of 8 timed (KINFER_GEMM_TUNE=1)
+  copy_bw
+  for tune in 0 1; do
+    echo "== KINFER_GEMM_TUNE=$tune"
+    export KINFER_GEMM_TUNE=$tune
+    dec qwen3-0.6b 32 16384 blocktopk
+    dec qwen3-0.6b 32 16384 dense
+    dec qwen3-32b 16 16384 dense
+    dec qwen3-8b 32 16384 blocktopk
+  done
+  unset KINFER_GEMM_TUNE
+  log "gemm_tune done"
+}
+
 gen() {  # extra flags
   $K bench generate --device cuda --model random:qwen3-0.6b --ignore-eos --profile --json "$@" 2>>"$OUT/gen.err" |
     python3 -c "import json,sys; j=json.load(sys.stdin); print(json.dumps(j))" | tee -a "$J" | python3 -c "import json,sys
@@ -172,8 +187,8 @@ step_generate() {
   gen -n 256 --max-tokens 256
   gen -n 1024 --max-tokens 2048
   gen -n 1024 --max-tokens 2048 --attn blocktopk --topk-pages 64 --local-pages 4
-  PYTHONUNBUFFERED=1 python3 tools/bench_hf_generate.py synthetic --preset qwen3-0.6b --batch 256 --prompt 512 \
-    --new 256 2>"$OUT/hf_gen.err" | tee -a "$J" || tail -3 "$OUT/hf_gen.err"
+  [[ ${GEN_HF:-1} == 1 ]] && { PYTHONUNBUFFERED=1 python3 tools/bench_hf_generate.py synthetic --preset qwen3-0.6b \
+    --batch 256 --prompt 512 --new 256 2>"$OUT/hf_gen.err" | tee -a "$J" || tail -3 "$OUT/hf_gen.err"; }
   log "generate done"
 }
 
