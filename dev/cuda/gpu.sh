@@ -2,7 +2,8 @@
 # The project on the GPU machine, step by step, in one device call:
 #   bash dev/cuda/gpu.sh STEP [STEP...]          (carry build-devdeps)
 # Steps:
-#   build       configure + build everything with CUDA (-Werror) in $B (default /tmp/kbuild)
+#   build       configure + build everything with CUDA (-Werror) in $B (default /tmp/kbuild);
+#               TARGETS="a b" builds only those targets
 #   tests       ctest -L 'kernels|model' (every CUDA op vs the CPU, HF parity, engine on the GPU)
 #   diag32k     the long-context rows with KINFER_CUDA_SYNC=1 (a fault names its op)
 #   quick       two decode rows, a profile and one generate row
@@ -43,7 +44,7 @@ step_build() {
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv > "$OUT/env.txt" 2>&1
   nvcc --version | tail -1 >> "$OUT/env.txt"
   if ! { cmake -S . -B $B -G Ninja -DKINFER_CUDA=ON -DKINFER_WERROR=${WERROR:-OFF} -DASIO_INCLUDE_DIR=$R/usr/include -DKINFER_TEST_LAYERS="unit;model;kernels" \
-           > "$OUT/build.log" 2>&1 && ninja -C $B -j16 >> "$OUT/build.log" 2>&1; }; then
+           > "$OUT/build.log" 2>&1 && ninja -C $B -j16 ${TARGETS:-} >> "$OUT/build.log" 2>&1; }; then
     grep -E 'error' "$OUT/build.log" | head -30
     tail -20 "$OUT/build.log"
     exit 1

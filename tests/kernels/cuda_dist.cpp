@@ -17,17 +17,22 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
+#include <future>
 #include <thread>
 
+#include "backend/cuda/cuda_util.h"
 #include "cuda_test_util.h"
 #include "engine_test_util.h"
 #include "dist/placement.h"
 #include "dist/replicas.h"
 #include "engine/engine.h"
 #include "hf_fixture.h"
+#include "test_util.h"
 
 namespace kf {
 namespace {
@@ -79,6 +84,50 @@ TEST(CudaTp, NcclAllReduceSumsOnEveryRankAlsoInGraphs) {
   double worst = 0;
   for (int64_t i = 0; i < n; ++i) worst = std::max(worst, std::fabs(got[0][i] - 4.0 * (x1[i] + x2[i])));
   EXPECT_LT(worst, 0.1) << "three all-reduces of x1 + x2 make 4 (x1 + x2) (bf16)";
+}
+
+// Rank 1 has an all-reduce pending on its GPU that rank 0 will never join
+// (rank 0 failed): rank 0's abort_tp_group (ncclCommAbort) must end it, so
+// rank 1's stream drains instead of waiting forever; later all-reduces fail,
+// naming the cause. A hang is reported after 60 s and the test process exits.
+TEST(CudaTp, AFailingRankAbortsThePeersPendingAllReduce) {
+  KF_REQUIRE_NCCL();
+  auto a = make_cuda_backend(0), b = make_cuda_backend(1);
+  make_tp_group({a.get(), b.get()});
+  std::vector<Backend*> be = {a.get(), b.get()};
+  const int64_t n = 1 << 16;
+  std::vector<Buffer> bufs(2);
+  {  // one all-reduce on both ranks first: NCCL connects its ranks at the first collective
+    std::vector<std::thread> t;
+    for (int r = 0; r < 2; ++r)
+      t.emplace_back([&, r] {
+        be[r]->bind_thread();
+        bufs[r] = Buffer(DType::BF16, {n}, *be[r]);
+        cuda_fill_uniform(bufs[r], r + 1, -1.f, 1.f);
+        be[r]->all_reduce(bufs[r]);
+        be[r]->synchronize();
+      });
+    for (auto& th : t) th.join();
+  }
+  b->bind_thread();
+  b->all_reduce(bufs[1]);  // enqueued; rank 0 never joins it
+  a->abort_tp_group("rank 0: failed mid-step (test)");
+  auto drained = std::async(std::launch::async, [&] {
+    b->bind_thread();
+    try {
+      b->synchronize();
+    } catch (const Error&) {  // the aborted kernel may surface as an error: still not a hang
+    }
+  });
+  if (drained.wait_for(std::chrono::seconds(60)) != std::future_status::ready) {
+    ADD_FAILURE() << "rank 1's stream still waits for the aborted all-reduce after 60 s";
+    std::fflush(stdout);
+    std::_Exit(1);
+  }
+  b->bind_thread();
+  expect_error([&] { b->all_reduce(bufs[1]); }, {"aborted", "rank 0: failed mid-step (test)"});
+  a->bind_thread();
+  expect_error([&] { a->all_reduce(bufs[0]); }, {"aborted"});
 }
 
 double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
