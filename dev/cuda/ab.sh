@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Same-machine A/B of the whole decode step: a baseline revision against the
+# working tree, both built on the GPU machine, rows interleaved (A B A B) so
+# the machine and its clocks are the same for both. The attention
+# microbenchmark alone is no proxy for the step (docs/cuda.md, 2026-11-30).
+#
+#   here:    bash dev/cuda/ab.sh prepare [REV]   # REV (default HEAD) -> dev/cuda/ab_base.tgz
+#   device:  bash dev/cuda/ab.sh run             # carry build-devdeps; ~3 min on an H200
+#   then:    rm dev/cuda/ab_base.tgz             # untracked, it travels with the tree
+# AB_ROWS overrides the rows: "preset batch context attn;..." (default: the
+# qwen3-0.6b B32/B64 x 16K blocktopk rows of issue 13 and one dense row);
+# AB_REPS the number of A B rounds (default 2). JSON lines go to $OUT/ab.jsonl
+# with "variant": "base" or "tree".
+set -uo pipefail
+here=$(cd "$(dirname "$0")/../.." && pwd)
+tgz=$here/dev/cuda/ab_base.tgz
+
+prepare() {
+  local rev=${1:-HEAD}
+  git -C "$here" archive "$rev" --format=tar.gz -o "$tgz" || exit 1
+  echo "baseline $(git -C "$here" rev-parse --short "$rev") -> $tgz ($(du -h "$tgz" | cut -f1)); remove it afterwards"
+}
+
+run() {
+  [[ -s $tgz ]] || { echo "ab: no $tgz (run 'bash dev/cuda/ab.sh prepare' here first)"; exit 1; }
+  local OUT=${OUT:-$here/out} R=/tmp/devroot
+  mkdir -p "$OUT"
+  for f in "$here"/build-devdeps/debs/*.deb; do dpkg -x "$f" $R; done
+  export PKG_CONFIG_PATH=$R/usr/lib/x86_64-linux-gnu/pkgconfig PKG_CONFIG_SYSROOT_DIR=$R
+  export LD_LIBRARY_PATH=$R/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+  rm -rf /tmp/ab_base && mkdir -p /tmp/ab_base && tar -xzf "$tgz" -C /tmp/ab_base
+  local jobs=$(( $(nproc) / 2 ))
+  for v in base tree; do
+    local src=/tmp/ab_base
+    [[ $v == tree ]] && src=$here
+    (cmake -S "$src" -B /tmp/ab_$v -G Ninja -DKINFER_CUDA=ON -DKINFER_TESTS=OFF -DASIO_INCLUDE_DIR=$R/usr/include \
+       > "$OUT/ab_build_$v.log" 2>&1 && ninja -C /tmp/ab_$v -j$jobs kinfer >> "$OUT/ab_build_$v.log" 2>&1 ||
+       { echo "ab: the $v build failed"; tail -5 "$OUT/ab_build_$v.log"; }) &
+  done
+  wait
+  [[ -x /tmp/ab_base/kinfer && -x /tmp/ab_tree/kinfer ]] || exit 1
+  local copy
+  copy=$(/tmp/ab_tree/kinfer bench copy --json | python3 -c "import json,sys; print(json.load(sys.stdin)['copy_gbps'])")
+  IFS=';' read -ra rows <<< "${AB_ROWS:-qwen3-0.6b 32 16384 blocktopk;qwen3-0.6b 64 16384 blocktopk;qwen3-0.6b 32 16384 dense}"
+  for ((rep = 0; rep < ${AB_REPS:-2}; ++rep)); do
+    for row in "${rows[@]}"; do
+      set -- $row
+      for v in base tree; do
+        /tmp/ab_$v/kinfer bench decode --device cuda --model random:$1 --batch $2 --context $3 --attn $4 \
+          --topk-pages 64 --local-pages 4 --page-size 16 --tokens 32 --copy-gbps "$copy" --json 2>>"$OUT/ab.err" |
+          python3 -c "import json,sys; j=json.load(sys.stdin); j['variant']='$v'; print(json.dumps(j))" >> "$OUT/ab.jsonl"
+      done
+    done
+  done
+  python3 - "$OUT/ab.jsonl" <<'PY'
+import json, sys, collections
+t = collections.defaultdict(lambda: collections.defaultdict(list))
+for l in open(sys.argv[1]):
+    j = json.loads(l)
+    t[(j['model'], j['batch'], j['context'], j['attn']['kind'])][j['variant']].append(j['step_ms'])
+print(f"{'row':48} {'base ms':>10} {'tree ms':>10} {'tree/base':>10}")
+for k, v in t.items():
+    b, w = min(v['base']), min(v['tree'])
+    print(f"{' '.join(map(str, k)):48} {b:10.3f} {w:10.3f} {w / b:10.3f}")
+PY
+}
+
+case ${1:-} in
+  prepare) prepare "${2:-}" ;;
+  run) run ;;
+  *) sed -n 2,14p "$0"; exit 2 ;;
+esac
