@@ -93,17 +93,8 @@ int bench_attention(int argc, char** argv) {
   const float scale = 1.f / std::sqrt(float(head_dim));
   const KvLayer kv{k, v, sum};
 
-  auto step = [&] { be->attention(q, kv, ab, pol, scale, out, nullptr); };
-  for (int i = 0; i < warmup; ++i) step();
-  be->synchronize();
-  CudaTimer timer;
-  std::vector<double> ms;
-  for (int r = 0; r < reps; ++r) {
-    timer.start(*be);
-    for (int i = 0; i < iters; ++i) step();
-    ms.push_back(timer.stop_ms(*be) / iters);
-  }
-  std::sort(ms.begin(), ms.end());
+  const std::vector<double> ms =
+      time_step_ms(*be, [&] { be->attention(q, kv, ab, pol, scale, out, nullptr); }, warmup, reps, iters);
   const double med = ms[ms.size() / 2];
 
   // Bytes a step must move for this policy (DESIGN.md: blocktopk reads page 0,

@@ -31,6 +31,25 @@ double measure_copy_gbps(Backend& be) {
 #endif
 }
 
+std::vector<double> time_step_ms(Backend& be, const std::function<void()>& step, int warmup, int reps, int iters) {
+#ifdef KINFER_HAVE_CUDA
+  for (int i = 0; i < warmup; ++i) step();
+  be.synchronize();
+  CudaTimer timer;
+  std::vector<double> ms;
+  for (int r = 0; r < reps; ++r) {
+    timer.start(be);
+    for (int i = 0; i < iters; ++i) step();
+    ms.push_back(timer.stop_ms(be) / iters);
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms;
+#else
+  (void)be, (void)step, (void)warmup, (void)reps, (void)iters;
+  fail("GPU step timing needs a CUDA build (configure with -DKINFER_CUDA=ON)");
+#endif
+}
+
 int bench_copy(int argc, char** argv) {
   CLI::App app{"Device-to-device copy bandwidth (read + write) on the GPU", "kinfer bench copy"};
   int mib = 2048, iters = 10, reps = 7;

@@ -5,7 +5,6 @@
 // of --reps repetitions of --iters steps). Issue 13's target: <= 30 us at
 // batch 32, vocab 151936, T 0.6, top-k 20, top-p 0.95.
 #include <CLI/CLI.hpp>
-#include <algorithm>
 #include <cstdio>
 #include <fmt/format.h>
 #include <random>
@@ -66,17 +65,8 @@ int bench_sample(int argc, char** argv) {
   Buffer tokens(DType::I32, {batch}, *be);
   const SampleArgs a{brow.view(), bt.view(), bk.view(), bp.view(), bm.view(), bu.view(), bforced.view()};
 
-  auto step = [&] { be->sample(logits, a, tokens); };
-  for (int i = 0; i < warmup; ++i) step();
-  be->synchronize();
-  CudaTimer timer;
-  std::vector<double> us;
-  for (int r = 0; r < reps; ++r) {
-    timer.start(*be);
-    for (int i = 0; i < iters; ++i) step();
-    us.push_back(timer.stop_ms(*be) * 1e3 / iters);
-  }
-  std::sort(us.begin(), us.end());
+  std::vector<double> us = time_step_ms(*be, [&] { be->sample(logits, a, tokens); }, warmup, reps, iters);
+  for (double& t : us) t *= 1e3;
   const double med = us[us.size() / 2];
   if (json) {
     std::printf("%s\n", fmt::format(R"({{"bench": "sample", "device": "{}", "batch": {}, "vocab": {}, "temp": {}, )"

@@ -74,30 +74,27 @@ class ExecutorGroup::Threads {
           bound = true;
         }
         (*job)(static_cast<int>(rank));
+      } catch (const std::exception& e) {
+        fail_rank(rank, be, e.what());
       } catch (...) {
-        const std::exception_ptr e = std::current_exception();
-        std::string why = "unknown error";
-        try {
-          std::rethrow_exception(e);
-        } catch (const std::exception& x) {
-          why = x.what();
-        } catch (...) {
-        }
-        bool first = false;
-        {
-          std::lock_guard<std::mutex> lock(mu_);
-          if (!first_error_) {
-            first_error_ = e;
-            first = true;
-          }
-          if (failed_.empty()) failed_ = fmt::format("rank {}: {}", rank, why);
-        }
-        // The first failure aborts the collectives (peers may be waiting in one).
-        if (first && threads_.size() > 1) be.abort_tp_group(fmt::format("rank {}: {}", rank, why));
+        fail_rank(rank, be, "unknown error");
       }
       std::lock_guard<std::mutex> lock(mu_);
       if (--pending_ == 0) done_cv_.notify_all();
     }
+  }
+
+  // In a rank's catch block: keeps the job's first error for run(); the
+  // group's first failure aborts its collectives (peers may wait in one).
+  void fail_rank(size_t rank, Backend& be, const char* what) {
+    std::string why;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!first_error_) first_error_ = std::current_exception();
+      if (!failed_.empty()) return;
+      why = failed_ = fmt::format("rank {}: {}", rank, what);
+    }
+    be.abort_tp_group(why);
   }
 
   std::vector<std::thread> threads_;
