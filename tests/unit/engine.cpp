@@ -596,3 +596,50 @@ TEST(Engine, PerRequestPolicyIsExactUnderPreemptionAndCountsItsReads) {
   EXPECT_GT(bytes_b, 0);
   EXPECT_LT(bytes_b, bytes_d);
 }
+
+// Two-batch overlap runs a pure decode step as two halves (on a GPU on two
+// streams, overlapping). On the CPU the halves run one after the other and
+// rows do not depend on their batch, so every token must be the whole
+// batch's: the halves' views of the step (page tables, context lengths,
+// slots, per-request policies, graph padding) are exact, also under
+// preemption.
+TEST(Engine, TwoBatchHalvesChangeNoOutput) {
+  std::vector<Request> reqs = {request(13, 1, 3, 30), request(6, 2, 1, 40), request(22, 3, 2, 25),
+                               request(9, 4, 5, 35), request(3, 5, 2, 12)};
+  AttnPolicy sparse;
+  sparse.kind = AttnKind::BlockTopK;
+  sparse.topk_pages = 1;
+  sparse.local_pages = 1;
+  reqs[2].policy = sparse;  // a mixed batch: per-sequence policies split with the rows
+  for (AttnKind kind : {AttnKind::Dense, AttnKind::BlockTopK}) {
+    for (int pages : {400, 30}) {
+      for (auto graphs : {EngineConfig::Mode::Off, EngineConfig::Mode::Always}) {
+        EngineConfig off = config(kind, pages), on = config(kind, pages);
+        off.graphs = on.graphs = graphs;
+        off.two_batch = EngineConfig::Mode::Off;
+        on.two_batch = EngineConfig::Mode::Always;
+        EngineStats so, sn;
+        SCOPED_TRACE(std::string(attn_kind_name(kind)) + " pages " + std::to_string(pages) +
+                     (graphs == EngineConfig::Mode::Always ? " graphs" : ""));
+        expect_same(run_all(off, reqs, &so), run_all(on, reqs, &sn));
+        EXPECT_EQ(so.two_batch_steps, 0);
+        EXPECT_GT(sn.two_batch_steps, sn.steps / 2);  // most steps decode 2+ rows
+        EXPECT_EQ(so.decode_page_reads, sn.decode_page_reads);
+        if (pages == 30) {
+          EXPECT_GT(sn.preemptions, 0);
+        }
+      }
+    }
+  }
+  // Auto: on CUDA only; the flag's values.
+  EXPECT_EQ(two_batch_min_rows(EngineConfig::Mode::Auto, *fx().be), 0);
+  EXPECT_EQ(two_batch_min_rows(EngineConfig::Mode::Always, *fx().be), 2);
+  EXPECT_EQ(parse_mode("on", "--two-batch"), EngineConfig::Mode::Always);
+  try {
+    parse_mode("yes", "--two-batch");
+    ADD_FAILURE() << "no error for --two-batch yes";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--two-batch: 'yes' is not one of auto, on, off"), std::string::npos)
+        << e.what();
+  }
+}
