@@ -43,7 +43,6 @@ class StepDriver {
   int ctx_len(int seq) const { return ctx_[seq]; }
   void reset() { std::fill(ctx_.begin(), ctx_.end(), 0); }
   StepExecutor& executor() { return *exec_; }
-  int two_batch_steps() const { return two_batch_steps_; }  // steps run as two halves
 
   // Appends `tokens` to sequence `seq` (in chunks of at most max_step_tokens)
   // and returns the logits of every appended row ([k, vocab]) when
@@ -101,12 +100,10 @@ class StepDriver {
         for (size_t r = 0; r < tokens[i].size(); ++r) x.add_logits(seq, static_cast<int>(r));
     }
     if (want) x.download_logits();
-    const StepOutput& out = x.collect(x.launch());
-    two_batch_steps_ += out.two_batch ? 1 : 0;
-    return out.logits;
+    return x.collect(x.launch()).logits;
   }
 
-  int n_seqs_, max_ctx_, page_size_, pages_per_seq_, max_step_ = 0, two_batch_steps_ = 0;
+  int n_seqs_, max_ctx_, page_size_, pages_per_seq_, max_step_ = 0;
   std::vector<int> ctx_;
   std::vector<std::vector<int>> pages_;
   std::vector<std::vector<int32_t>> slots_;

@@ -30,7 +30,6 @@
 #include "attn/policy.h"
 #include "bench.h"
 #include "dist/placement.h"
-#include "engine/engine.h"
 #include "engine/executor_group.h"
 #include "model/model.h"
 #include "engine/executor.h"
@@ -58,7 +57,7 @@ int bench_decode(int argc, char** argv) {
   int page_size = 16, topk_pages = 64, local_pages = 4;
   double copy_gbps = 0;
   bool blas = false, json = false, no_graphs = false, profile = false;
-  std::string dense_layers, two_batch = "auto";
+  std::string dense_layers;
   app.add_option("--model", model_spec, "GGUF file, HF directory, 'default' or random:PRESET")
       ->capture_default_str();
   app.add_option("--batch", batch, "sequences decoding together")->capture_default_str();
@@ -78,8 +77,6 @@ int bench_decode(int argc, char** argv) {
   app.add_option("--devices", devices, "the GPUs of the --tp shards, e.g. 0,1 (default 0..tp-1)");
   app.add_option("--copy-gbps", copy_gbps, "copy bandwidth for the roofline (0 = measure on CUDA)");
   app.add_flag("--no-graphs", no_graphs, "launch every op instead of replaying CUDA graphs");
-  app.add_option("--two-batch", two_batch, "auto|on|off: each step as two halves whose kernels overlap")
-      ->capture_default_str();
   app.add_flag("--profile", profile, "CUDA: after the timed steps, time each op of 5 more steps (no graphs)");
   app.add_option("--threads", threads, "CPU threads (0 = all cores)")->capture_default_str();
   app.add_flag("--blas", blas, "CPU: OpenBLAS sgemm for F32 weights (not batch-invariant; with --cpu-weights f32)");
@@ -122,7 +119,6 @@ int bench_decode(int argc, char** argv) {
   ec.graphs = !no_graphs && be->device() == Device::CUDA;
   ec.policy = policy;
   ec.dense_layers = parse_layer_list(dense_layers);
-  ec.two_batch_min_rows = two_batch_min_rows(parse_mode(two_batch, "--two-batch"), *be);
   ExecutorGroup exec(replicas[0].ranks(), ec);
   // Pages reversed and interleaved across sequences: real, scattered page tables.
   std::vector<std::vector<int>> pages(batch);
@@ -275,8 +271,6 @@ int bench_decode(int argc, char** argv) {
                 {"local_pages", local_pages}, {"dense_layers", ec.dense_layers}}},
       {"graphs", !no_graphs && be->device() == Device::CUDA},
       {"tp", exec.size()},
-      // Whether the steps ran as two overlapped halves (the batch's padded rows reach the threshold).
-      {"two_batch", ec.two_batch_min_rows > 0 && batch >= ec.two_batch_min_rows && exec.size() == 1},
       {"gpus", placement.gpus},
       {"tokens", tokens},
       {"step_ms", step_s * 1e3},

@@ -65,9 +65,6 @@ void add_engine_options(CLI::App& app, GenerateOptions& o) {
       ->capture_default_str();
   app.add_flag("--no-graphs", o.no_graphs, "CUDA: launch every op instead of replaying decode-step graphs");
   app.add_flag("--no-overlap", o.no_overlap, "CUDA: wait for each step before preparing the next");
-  app.add_option("--two-batch", o.two_batch,
-                 "auto|on|off: run decode steps as two halves whose kernels overlap (auto: CUDA, 32+ rows)")
-      ->capture_default_str();
   app.add_flag("--profile", o.profile,
                "report host time per step by phase, device time and the bandwidth roofline in the stats");
 }
@@ -200,7 +197,6 @@ EngineConfig engine_config(const GenerateOptions& o, const GenerateSetup& g, con
   c.repetition.enabled = !o.no_repetition_stop;
   c.graphs = o.no_graphs ? EngineConfig::Mode::Off : EngineConfig::Mode::Auto;
   c.overlap = o.no_overlap ? EngineConfig::Mode::Off : EngineConfig::Mode::Auto;
-  c.two_batch = parse_mode(o.two_batch, "--two-batch");
   if (g.text) {
     std::shared_ptr<GenerateSetup::Text> text = g.text;
     c.token_bytes = [text](int id) { return text->tok.token_bytes(id); };
@@ -287,7 +283,6 @@ nlohmann::json stats_json(const dist::ReplicaSet& set, const GenerateSetup& g, i
       {"decode_tokens", s.decode_tokens},
       {"steps", s.steps},
       {"graph_steps", s.graph_steps},
-      {"two_batch_steps", s.two_batch_steps},
       {"wall_s", s.wall_seconds},
       {"prefill_tok_s", s.prefill_tok_s()},
       {"decode_tok_s", s.decode_tok_s()},

@@ -51,7 +51,6 @@ struct GenerateOptions {
   int replicas = 1;            // CPU engine replicas (tests)
   bool no_graphs = false;
   bool no_overlap = false;
-  std::string two_batch = "auto";  // auto | on | off: decode steps as two overlapped halves (EngineConfig)
   bool profile = false;  // per-step host/device times and the bandwidth roofline in the stats
   int thinking_budget = -1;  // Qwen3 budget forcing: </think> after this many generated tokens (-1 = off)
 };

@@ -13,7 +13,6 @@
 #   mma_all     a second build (in $B.mma) with the tensor-core attention for every query
 #               group (KINFER_ATTN_MMA_MIN_GROUP=1): attention and decode rows at groups 1-2
 #   gemm_tune   decode rows with cuBLASLt's first candidate and with KINFER_GEMM_TUNE=1
-#   two_batch   decode rows with --two-batch off and on, interleaved (two-batch overlap A/B)
 #   decode      kinfer bench decode rows (Qwen3 shapes, dense and blocktopk, 16K-40K)
 #   generate    kinfer bench generate rows with --profile, and the HF generate baseline (GEN_HF=0: not)
 #   eval        the SmolLM2 GSM8K eval job (needs $GGUF) and its HF baseline
@@ -65,29 +64,10 @@ dec() {  # preset batch context attn [extra]
     --page-size 16 --tokens ${DECODE_TOKENS:-20} --copy-gbps "$COPY" --json "${@:5}" 2>>"$OUT/decode.err" | tee -a "$J" |
     python3 -c "import json,sys
 for l in sys.stdin:
-  j=json.loads(l); print(f\"decode {j['model']} B{j['batch']}x{j['context']} {j['attn']['kind']}{' two-batch' if j.get('two_batch') else ''}: {j['step_ms']:.2f} ms/step, {j['roofline_fraction']:.2f} of roofline\")"
+  j=json.loads(l); print(f\"decode {j['model']} B{j['batch']}x{j['context']} {j['attn']['kind']}: {j['step_ms']:.2f} ms/step, {j['roofline_fraction']:.2f} of roofline\")"
 }
 
 copy_bw() { COPY=$($K bench copy --json | tee -a "$J" | python3 -c "import json,sys; print(json.load(sys.stdin)['copy_gbps'])"); }
-
-step_two_batch() {  # two-batch overlap on vs off, rows interleaved (same build, same machine)
-  copy_bw
-  for r in 1 2; do
-    for tb in off on; do
-      dec qwen3-0.6b 32 16384 blocktopk --two-batch $tb
-      dec qwen3-0.6b 64 16384 blocktopk --two-batch $tb
-      dec qwen3-0.6b 32 16384 dense --two-batch $tb
-      dec qwen3-8b 32 16384 blocktopk --two-batch $tb
-    done
-  done
-  for tb in off on; do
-    dec qwen3-0.6b 32 16384 blocktopk --dense-layers 0 --two-batch $tb
-    dec qwen3-8b 32 16384 dense --two-batch $tb
-    dec qwen3-8b 128 4096 dense --two-batch $tb
-    dec qwen3-32b 16 16384 dense --two-batch $tb
-  done
-  log "two_batch done"
-}
 
 step_diag32k() {
   copy_bw

@@ -179,19 +179,6 @@ class Backend : public Allocator {
     return 0;
   }
 
-  // Two-batch overlap: two queues of work on the device that run
-  // concurrently (CUDA: two streams), so one half of a decode batch can be in
-  // its attention while the other is in its GEMMs. fork_lanes() makes lane 1
-  // wait for everything issued so far and leaves lane 0 current;
-  // set_lane(i) sends the ops issued after it to lane i; join_lanes() makes
-  // lane 0 wait for everything issued on lane 1 and leaves lane 0 current.
-  // Ops on different lanes must not touch the same memory. Graph recording
-  // captures both lanes (a fork must be joined before the recording ends).
-  // The CPU has one queue: lanes run in the order the ops are issued.
-  virtual void fork_lanes() {}
-  virtual void set_lane(int lane) { (void)lane; }
-  virtual void join_lanes() {}
-
   // Graphs for decode steps. record() runs `ops` now and returns a recording
   // of them that replay() runs again (CUDA: the ops run once for real, then
   // are captured into a graph; the CPU keeps `ops` and calls it). `ops` may

@@ -217,7 +217,6 @@ EngineStats merge_stats(const std::vector<EngineStats>& parts) {
   for (const EngineStats& s : parts) {
     m.steps += s.steps;
     m.graph_steps += s.graph_steps;
-    m.two_batch_steps += s.two_batch_steps;
     m.prefill_tokens += s.prefill_tokens;
     m.decode_tokens += s.decode_tokens;
     m.generated_tokens += s.generated_tokens;

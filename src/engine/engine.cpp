@@ -81,7 +81,6 @@ ExecutorConfig executor_config(const EngineConfig& c, const Backend& be) {
   e.graphs = c.graphs == EngineConfig::Mode::Always || (c.graphs == EngineConfig::Mode::Auto && be.device() != Device::CPU);
   e.policy = c.policy;
   e.dense_layers = c.dense_layers;
-  e.two_batch_min_rows = two_batch_min_rows(c.two_batch, be);
   return e;
 }
 
@@ -96,18 +95,6 @@ float draw(const Request& r, int sample, int index) {
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 }  // namespace
-
-int two_batch_min_rows(EngineConfig::Mode mode, const Backend& be) {
-  if (mode == EngineConfig::Mode::Always) return 2;
-  return mode == EngineConfig::Mode::Auto && be.device() == Device::CUDA ? kTwoBatchAutoRows : 0;
-}
-
-EngineConfig::Mode parse_mode(const std::string& s, const char* flag) {
-  if (s == "auto") return EngineConfig::Mode::Auto;
-  if (s == "on") return EngineConfig::Mode::Always;
-  if (s == "off") return EngineConfig::Mode::Off;
-  fail("{}: '{}' is not one of auto, on, off", flag, s);
-}
 
 Engine::Engine(const Model& model, Backend& backend, EngineConfig cfg)
     : Engine(std::vector<ExecutorRank>{ExecutorRank{&model, &backend}}, std::move(cfg)) {}
@@ -459,7 +446,6 @@ void Engine::collect(const Launched& l) {
   stats_.host_postprocess_s += since(t1);
   stats_.device_s += out.device_ms / 1e3;
   stats_.graph_steps += out.graph ? 1 : 0;
-  stats_.two_batch_steps += out.two_batch ? 1 : 0;
 }
 
 bool Engine::step() {

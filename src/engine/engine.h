@@ -58,22 +58,10 @@ struct EngineConfig {
   Mode graphs = Mode::Auto;
   // One step in flight while the host prepares the next. Auto = on CUDA only.
   Mode overlap = Mode::Auto;
-  // Two-batch overlap (ExecutorConfig::two_batch_min_rows): decode steps run
-  // as two halves whose kernels overlap on the GPU. Auto = on CUDA for steps
-  // of kTwoBatchAutoRows rows or more; Always = any pure decode step of 2+ rows.
-  Mode two_batch = Mode::Auto;
   RepetitionParams repetition;
   // Raw bytes of one token, for stop strings (needed only if a request has stop strings).
   std::function<std::string(int)> token_bytes;
 };
-
-// Decode steps of this many rows or more run as two overlapped halves under
-// EngineConfig::two_batch = Auto on a GPU (measured: docs/cuda.md).
-constexpr int kTwoBatchAutoRows = 32;
-// ExecutorConfig::two_batch_min_rows for a mode on a backend.
-int two_batch_min_rows(EngineConfig::Mode mode, const Backend& be);
-// "auto", "on" or "off" (command lines); throws naming `flag` otherwise.
-EngineConfig::Mode parse_mode(const std::string& s, const char* flag);
 
 // Pages that hold every sample of the given requests at once, capped so the
 // pools of all layers stay under max_bytes.
@@ -163,7 +151,6 @@ struct FinishedRequest {
 
 struct EngineStats {
   int64_t steps = 0, graph_steps = 0;
-  int64_t two_batch_steps = 0;  // steps run as two overlapped halves (EngineConfig::two_batch)
   int64_t prefill_tokens = 0, decode_tokens = 0;  // rows computed (prefill includes recompute)
   int64_t generated_tokens = 0;
   int64_t requests_finished = 0;

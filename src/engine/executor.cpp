@@ -418,9 +418,6 @@ StepHandle StepExecutor::launch() {
   input_.batch = &batch_;
   input_.policy = cfg_.policy;
   input_.layer_dense = layer_dense_;
-  if (cfg_.two_batch_min_rows > 0 && n_rows_run == n_seqs_run && n_rows_run >= std::max(2, cfg_.two_batch_min_rows) &&
-      be_.tp_size() == 1)
-    input_.split_rows = n_rows_run / 2;
 
   if (graph) {
     const GraphKey key{n_seqs_run, stride, penalties, mixed};
@@ -451,7 +448,6 @@ StepHandle StepExecutor::launch() {
   f.out.rows = n_rows_;
   f.out.seqs = n_seqs;
   f.out.graph = graph;
-  f.out.two_batch = input_.split_rows > 0;
   for (const SeqEntry& e : seqs_) f.out.decode_rows += e.rows == 1 ? 1 : 0;
   last_launched_ = &f;
   return h;

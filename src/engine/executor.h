@@ -38,10 +38,6 @@ struct ExecutorConfig {
   int max_logprobs = 0;       // add_logprob entries in one step (0 = max_seqs + logits rows)
   bool graphs = false;        // replay pure decode steps as graphs (padded to buckets)
   bool pad_decode = false;    // pad pure decode steps as graph steps are, even without graphs (tests)
-  // Two-batch overlap: pure decode steps of at least this many rows run as
-  // two halves on the backend's two lanes (StepInput::split_rows); 0 = never.
-  // Not with tensor parallelism (the halves' all-reduces would interleave).
-  int two_batch_min_rows = 0;
   AttnPolicy policy;          // decode policy of sequences added without one
   std::vector<int> dense_layers;  // layers that stay dense under any policy
 };
@@ -76,7 +72,6 @@ struct StepOutput {
   std::vector<float> logits;    // [logits rows, vocab] in add_logits order, when download_logits()
   int rows = 0, decode_rows = 0, seqs = 0;
   bool graph = false;
-  bool two_batch = false;  // run as two overlapped halves (ExecutorConfig::two_batch_min_rows)
   double device_ms = 0;  // the step's device time (0 on the CPU)
 };
 
@@ -128,7 +123,6 @@ class StepExecutor {
   // The KV pool (tests read it back).
   const std::vector<KvLayer>& kv_layers() const { return kv_layers_; }
   void set_graphs(bool on) { cfg_.graphs = on; }
-  void set_two_batch_min_rows(int rows) { cfg_.two_batch_min_rows = rows; }
   int graphs_recorded() const { return static_cast<int>(graphs_.size()); }
 
  private:

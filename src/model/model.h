@@ -47,11 +47,6 @@ struct StepInput {
   std::span<const uint8_t> layer_dense;
   // Optional: one PageSelection per layer, filled by attention (stats/tests).
   std::span<PageSelection> selections;
-  // Two-batch overlap: > 0 splits a pure decode step (one row per sequence,
-  // q_start = 0, 1, ..., n) into rows [0, split_rows) and [split_rows, n),
-  // whose layers run on the backend's two lanes (Backend::fork_lanes) and
-  // overlap; the rows' results are those of the whole batch. 0 = one batch.
-  int split_rows = 0;
 };
 
 class Model {
@@ -80,9 +75,6 @@ class Model {
                const Tensor& logits) const;
 
  private:
-  struct Rows;  // one micro-batch's views of the workspace and the step's inputs
-  void layer(Backend& be, int l, const KvLayer& kv, const Rows& r, const StepInput& in) const;
-
   ModelConfig cfg_;
   Weights w_;
   std::string source_;

@@ -120,37 +120,6 @@ TEST(ForwardInvariance, DenseLayersOverrideThePolicy) {
   EXPECT_NE(decode_under(model, *be, local), partial);
 }
 
-// Two-batch overlap (StepInput::split_rows): a decode step of 5 sequences at
-// different lengths, run as halves of 2 and 3 rows, gives every row's
-// logits bit for bit as the whole batch does, under block top-k with a
-// dense layer (each half's page tables, lengths and slots are its own rows').
-TEST(ForwardInvariance, TwoBatchHalvesEqualTheWholeBatch) {
-  auto be = make_cpu_backend(1);
-  Model model = Model::random(tiny_config(), *be, 7);
-  const int vocab = model.config().vocab_size, n = 5;
-  AttnPolicy sparse;
-  sparse.kind = AttnKind::BlockTopK;
-  sparse.topk_pages = 2;
-  sparse.local_pages = 1;
-  auto run = [&](int min_rows, int expect_split_steps) {
-    test::StepDriver d(model, *be, n, 64, 4, 0, false, sparse, {1});
-    d.executor().set_two_batch_min_rows(min_rows);
-    for (int s = 0; s < n; ++s) d.prefill(s, random_tokens(20 + 7 * s, 200 + s, vocab), false);
-    std::vector<float> out;
-    for (int t = 0; t < 6; ++t) {
-      const std::vector<float> l = d.decode(random_tokens(n, 300 + t, vocab));
-      out.insert(out.end(), l.begin(), l.end());
-    }
-    EXPECT_EQ(d.two_batch_steps(), expect_split_steps);  // prefills are never split
-    return out;
-  };
-  const std::vector<float> whole = run(0, 0), halves = run(2, 6);
-  ASSERT_EQ(whole.size(), size_t(6) * n * vocab);
-  ASSERT_EQ(halves.size(), whole.size());
-  EXPECT_EQ(0, std::memcmp(whole.data(), halves.data(), whole.size() * sizeof(float)));
-  EXPECT_EQ(run(6, 0), whole);  // below the threshold: one batch
-}
-
 TEST(ForwardInvariance, DenseLayersOptionValidates) {
   auto be = make_cpu_backend(1);
   Model model = Model::random(tiny_config(), *be, 7);

@@ -1,9 +1,7 @@
 // CudaBackend: the Backend interface on one NVIDIA GPU. bf16 activations and
 // weights, fp32 accumulation; GEMMs through cuBLASLt, everything else through
-// the kernels in this folder. All work goes to the stream of the current
-// lane (two streams the backend owns; lane 1 only between fork_lanes and
-// join_lanes: two-batch overlap), so a decode step can be captured into a
-// CUDA graph. Scratch (attention splits,
+// the kernels in this folder. All work goes to one stream the backend owns, so
+// a decode step can be captured into a CUDA graph. Scratch (attention splits,
 // page lists) grows on first use and is reused, so steady-state steps do not
 // allocate.
 //
@@ -88,22 +86,15 @@ class CudaBackend final : public Backend {
     // Say so before the first launch fails.
     KF_CHECK(supported(prop), "{}: this kinfer has CUDA kernels for sm_90a (H100/H200) only; use --device cpu or "
              "rebuild for this GPU", name_);
-    for (cudaStream_t& s : lane_streams_) KF_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    KF_CUDA(cudaEventCreateWithFlags(&fork_event_, cudaEventDisableTiming));
-    KF_CUDA(cudaEventCreateWithFlags(&join_event_, cudaEventDisableTiming));
-    stream_ = lane_streams_[0];
+    KF_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     const char* tune = std::getenv("KINFER_GEMM_TUNE");
-    gemm_tune_ = tune && std::string(tune) == "1";
+    gemm_ = std::make_unique<cuda::Gemm>(*this, stream_, tune && std::string(tune) == "1");
   }
   ~CudaBackend() override {
     cudaSetDevice(dev_);
-    for (cudaStream_t s : lane_streams_)
-      if (s) cudaStreamSynchronize(s);
-    for (auto& g : gemm_) g.reset();
-    for (cudaEvent_t e : {fork_event_, join_event_})
-      if (e) cudaEventDestroy(e);
-    for (cudaStream_t s : lane_streams_)
-      if (s) cudaStreamDestroy(s);
+    if (stream_) cudaStreamSynchronize(stream_);
+    gemm_.reset();
+    if (stream_) cudaStreamDestroy(stream_);
   }
   CudaBackend(const CudaBackend&) = delete;
   CudaBackend& operator=(const CudaBackend&) = delete;
@@ -187,7 +178,6 @@ class CudaBackend final : public Backend {
   // executed now.
   std::unique_ptr<Graph> record(std::function<void()> ops) override {
     check_bound("graph recording");
-    KF_CHECK(lane_ == 0, "graph recording must start on lane 0 (join_lanes first)");
     ops();
     cudaGraph_t graph = nullptr;
     KF_CUDA(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
@@ -216,22 +206,6 @@ class CudaBackend final : public Backend {
     if (cuda::sync_checks()) sync("a recorded decode step");
   }
   uint64_t scratch_epoch() const override { return scratch_generation_; }
-
-  void fork_lanes() override {
-    KF_CHECK(lane_ == 0, "fork_lanes: called on lane {}, not 0", lane_);
-    KF_CUDA(cudaEventRecord(fork_event_, lane_streams_[0]));
-    KF_CUDA(cudaStreamWaitEvent(lane_streams_[1], fork_event_, 0));
-  }
-  void set_lane(int lane) override {
-    KF_CHECK(lane == 0 || lane == 1, "set_lane: lane {} (the CUDA backend has lanes 0 and 1)", lane);
-    lane_ = lane;
-    stream_ = lane_streams_[lane];
-  }
-  void join_lanes() override {
-    set_lane(0);
-    KF_CUDA(cudaEventRecord(join_event_, lane_streams_[1]));
-    KF_CUDA(cudaStreamWaitEvent(lane_streams_[0], join_event_, 0));
-  }
 
   void fill_uniform(const Tensor& t, uint64_t seed, float lo, float hi, const FillIndex& at) override {
     need(t, DType::BF16, "fill_uniform");
@@ -278,7 +252,7 @@ class CudaBackend final : public Backend {
     }
     if (n == 0) return;
     OpScope op(this, "matmul", [&] { return fmt::format("{}x{}, {} rows", m, k, n); });
-    gemm().run(x, w, bias, y, capturing_);
+    gemm_->run(x, w, bias, y, capturing_);
     op.done();
   }
 
@@ -441,13 +415,12 @@ class CudaBackend final : public Backend {
     }
     const cuda::ScratchSize z = cuda::attention_scratch(a, num_sms_);
     cuda::AttnScratch s;
-    AttnScratchBuffers& b = attn_scratch_[lane_];  // lanes run at once: one set each
-    s.part_acc = static_cast<float*>(grow(b.part_acc, DType::F32, z.part_acc));
-    s.part_ml = static_cast<float*>(grow(b.part_ml, DType::F32, z.part_ml));
-    s.list = static_cast<int32_t*>(grow(b.list, DType::I32, z.list));
-    s.list_count = static_cast<int32_t*>(grow(b.list_count, DType::I32, z.list_count));
-    s.list_mask = static_cast<uint32_t*>(grow(b.list_mask, DType::I32, z.list_mask));
-    s.keys = static_cast<uint32_t*>(grow(b.keys, DType::I32, z.keys));
+    s.part_acc = static_cast<float*>(grow(part_acc_, DType::F32, z.part_acc));
+    s.part_ml = static_cast<float*>(grow(part_ml_, DType::F32, z.part_ml));
+    s.list = static_cast<int32_t*>(grow(list_, DType::I32, z.list));
+    s.list_count = static_cast<int32_t*>(grow(list_count_, DType::I32, z.list_count));
+    s.list_mask = static_cast<uint32_t*>(grow(list_mask_, DType::I32, z.list_mask));
+    s.keys = static_cast<uint32_t*>(grow(keys_, DType::I32, z.keys));
     cuda::attention(a, s, num_sms_, stream_);
     op.done();
   }
@@ -683,28 +656,10 @@ class CudaBackend final : public Backend {
   uint64_t scratch_generation_ = 0;
   bool capturing_ = false;
   std::string name_;
-  cudaStream_t stream_ = nullptr;  // the current lane's
-  cudaStream_t lane_streams_[2] = {};
-  cudaEvent_t fork_event_ = nullptr, join_event_ = nullptr;
-  int lane_ = 0;
-  bool gemm_tune_ = false;
-  std::unique_ptr<cuda::Gemm> gemm_[2];  // cuBLASLt plans and workspace per lane (gemm.cpp)
-  struct AttnScratchBuffers {
-    Buffer part_acc, part_ml, list, list_count, list_mask, keys;
-  };
-  AttnScratchBuffers attn_scratch_[2];
-  Buffer penalty_bits_, sample_cand_, sample_arrived_;  // sample(): a counter per row, zero between calls
-
-  // The current lane's GEMMs; lane 1's are made on its first use (which is
-  // never inside a recording: record() runs the ops once first).
-  cuda::Gemm& gemm() {
-    std::unique_ptr<cuda::Gemm>& g = gemm_[lane_];
-    if (!g) {
-      KF_CHECK(!capturing_, "CUDA graph capture: lane {} has no cuBLASLt workspace yet", lane_);
-      g = std::make_unique<cuda::Gemm>(*this, stream_, gemm_tune_);
-    }
-    return *g;
-  }
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<cuda::Gemm> gemm_;  // cuBLASLt plans (gemm.cpp)
+  Buffer part_acc_, part_ml_, list_, list_count_, list_mask_, keys_, penalty_bits_, sample_cand_,
+      sample_arrived_;  // sample(): a counter per row, zero between calls
   std::shared_ptr<cuda::NcclRank> nccl_;  // tensor parallelism: this rank's communicator
 
   // Page-locked host memory (cudaMallocHost) for the executor's overlapped copies.
