@@ -17,6 +17,9 @@
 
 #include "backend/backend.h"
 #include "bench.h"
+#ifdef KINFER_ATTN_PHASES
+#include "backend/cuda/kernels.h"
+#endif
 #include "util/error.h"
 #ifdef KINFER_HAVE_CUDA
 #include "backend/cuda/cuda_util.h"
@@ -119,6 +122,9 @@ int bench_attention(int argc, char** argv) {
     std::string extra = copy_gbps > 0 ? fmt::format(R"(, "copy_gbps": {:.1f}, "fraction_of_copy": {:.3f})", copy_gbps,
                                                     gbps / copy_gbps)
                                        : "";
+#ifdef KINFER_ATTN_PHASES  // dev builds with phase probes (backend/cuda/phases.cuh)
+    if (q_rows == 1 && kind != AttnKind::Dense) extra += ", \"phases\": " + cuda::attention_phases_json(batch * kv_heads);
+#endif
     std::printf("%s\n",
                 fmt::format(R"({{"bench": "attention", "device": "{}", "attn": "{}", "batch": {}, "context": {}, )"
                             R"("q_heads": {}, "kv_heads": {}, "head_dim": {}, "page_size": {}, "topk_pages": {}, )"

@@ -69,6 +69,24 @@ for l in sys.stdin:
 
 copy_bw() { COPY=$($K bench copy --json | tee -a "$J" | python3 -c "import json,sys; print(json.load(sys.stdin)['copy_gbps'])"); }
 
+step_phases() {  # where the fused sparse kernel's time goes: a dev/cuda build with phase probes (phases.cuh)
+  local PB=$B.phases
+  if ! { cmake -S dev/cuda -B $PB -G Ninja -DKF_ATTN_PHASES=ON > "$OUT/build_phases.log" 2>&1 &&
+         ninja -C $PB -j16 kinfer_cuda_bench >> "$OUT/build_phases.log" 2>&1; }; then
+    grep -E 'error' "$OUT/build_phases.log" | head -20; return
+  fi
+  local cp=$($PB/kinfer_cuda_bench copy --json | python3 -c "import json,sys; print(json.load(sys.stdin)['copy_gbps'])")
+  for shape in ${PHASE_SHAPES:-"32 16384" "64 16384" "32 32768" "128 4096"}; do
+    set -- $shape
+    $PB/kinfer_cuda_bench attention --batch $1 --context $2 --q-heads 16 --kv-heads 8 --attn blocktopk --topk-pages 64 \
+      --local-pages 4 --copy-gbps "$cp" --json 2>>"$OUT/attn.err" | tee -a "$J" | python3 -c "import json,sys
+j=json.load(sys.stdin); p=j.get('phases',{})
+print(f\"phases B{j['batch']}x{j['context']}: {j['ms_per_step']*1e3:.1f} us ({j['fraction_of_copy']:.2f} of copy) \" + ' '.join(f'{k[:-3]} {v:.2f}' if k.endswith('_us') else f'{k} {v}' for k,v in p.items()))" ||
+      tail -2 "$OUT/attn.err"
+  done
+  log "phases done"
+}
+
 step_diag32k() {
   copy_bw
   KINFER_CUDA_SYNC=1 DECODE_TOKENS=3 dec qwen3-0.6b 16 32768 dense --warmup 1 || tail -3 "$OUT/decode.err"

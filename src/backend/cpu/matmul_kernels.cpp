@@ -55,17 +55,18 @@ TileFn MatmulKernels::tile(DType weight) const {
 }
 
 const MatmulKernels& best_kernels() {
-  static const MatmulKernels& best = [&]() -> const MatmulKernels& {
+  // A pointer, not a reference: GCC 14 flags a reference bound to a lambda's result as dangling.
+  static const MatmulKernels* const best = []() -> const MatmulKernels* {
     const char* env = std::getenv("KINFER_CPU_ISA");
     const std::string want = env ? env : "";
     KF_CHECK(want.empty() || want == "portable" || want == "avx2",
              "KINFER_CPU_ISA={}: expected 'portable' or 'avx2'", want);
     const MatmulKernels* avx2 = avx2_kernels();
     KF_CHECK(want != "avx2" || avx2, "KINFER_CPU_ISA=avx2, but this CPU lacks AVX2, FMA or F16C");
-    if (avx2 && want != "portable") return *avx2;
-    return portable_kernels();
+    if (avx2 && want != "portable") return avx2;
+    return &portable_kernels();
   }();
-  return best;
+  return *best;
 }
 
 bool has_matmul_kernel(DType t) { return best_kernels().tile(t) != nullptr; }

@@ -483,7 +483,9 @@ __global__ void __launch_bounds__(kWarps * 32, MINB) decode_kernel(DecodeParams 
 // here when another has none) is served row by row, densely.
 template <int D, int G, int NW, int MINB, bool PREFETCH>
 __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectParams sp, DecodeParams p) {
+  KF_PHASE(0);  // phases: dev/cuda (KINFER_ATTN_PHASES); compiled out otherwise
   griddep_wait();
+  KF_PHASE(1);
   __shared__ SelectSmem<D, NW * 32> sel;
   __shared__ float sm_acc[NW][G][D];
   __shared__ float sm_m[NW][G], sm_l[NW][G];
@@ -492,6 +494,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectPara
   if (!selecting(sp.seq_policy, s, true)) return;  // a dense sequence: the split-K kernel serves it
   select_pages<D, NW * 32>(sp, s, h, sel);
   __syncthreads();  // the list (global memory) is complete
+  KF_PHASE(5);
   const int q0 = p.q_start[s], rows = p.q_start[s + 1] - q0;
   const int P = p.page_size, Hkv = p.n_kv_heads;
   const int64_t pair = static_cast<int64_t>(s) * Hkv + h;
@@ -510,9 +513,11 @@ __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectPara
     visit_tiles<PREFETCH>(ws, rp, p.k, p.v, Hkv, h, P, D, warp, rp.n_items * tpp, NW);
     ws.stage(sm_acc, sm_m, sm_l, warp);
     __syncthreads();
+    KF_PHASE(6);  // every warp's pages attended
     merge_warps<D, G, NW>(sm_acc, sm_m, sm_l, p.out, rh0, rh0, nullptr, nullptr, 1, 0);
     __syncthreads();
   }
+  KF_PHASE(7);
 }
 
 template <int D>
@@ -747,5 +752,35 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
     check_launch("attention selection output");
   }
 }
+
+#ifdef KINFER_ATTN_PHASES
+std::string attention_phases_json(int n_blocks) {
+  n_blocks = std::min(n_blocks, kPhaseBlocks);
+  static PhaseStamps h;  // large: not on the stack
+  check(cudaDeviceSynchronize(), "attention phases");
+  check(cudaMemcpyFromSymbol(&h, g_phase_stamps, sizeof(h)), "attention phases");
+  double cyc[kPhases] = {}, cycles_per_ns = 0;
+  unsigned long long first = ~0ull, last = 0, last_start = 0, first_end = ~0ull;
+  for (int b = 0; b < n_blocks; ++b) {
+    for (int i = 1; i < kPhases; ++i) cyc[i] += double(h.clk[b][i] - h.clk[b][i - 1]) / n_blocks;
+    cycles_per_ns += double(h.clk[b][kPhases - 1] - h.clk[b][0]) / double(h.wall[b][1] - h.wall[b][0] + 1) / n_blocks;
+    first = std::min(first, h.wall[b][0]);
+    last_start = std::max(last_start, h.wall[b][0]);
+    first_end = std::min(first_end, h.wall[b][1]);
+    last = std::max(last, h.wall[b][1]);
+  }
+  static const char* names[kPhases] = {"", "griddep_wait", "q_mean", "score", "radix_select", "mark_list",
+                                       "attend", "merge"};
+  double total = 0;
+  for (int i = 1; i < kPhases; ++i) total += cyc[i];
+  std::string out = "{";
+  for (int i = 1; i < kPhases; ++i) out += fmt::format("\"{}_us\": {:.2f}, ", names[i], cyc[i] / cycles_per_ns / 1e3);
+  return out + fmt::format("\"block_us\": {:.2f}, \"span_us\": {:.2f}, \"start_spread_us\": {:.2f}, "
+                           "\"end_spread_us\": {:.2f}, \"sm_ghz\": {:.3f}, \"blocks\": {}}}",
+                           total / cycles_per_ns / 1e3,
+                           (last - first) / 1e3, (last_start - first) / 1e3, (last - first_end) / 1e3, cycles_per_ns,
+                           n_blocks);
+}
+#endif
 
 }  // namespace kf::cuda

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <string>
 
 #include "attn/policy.h"
 
@@ -100,6 +101,11 @@ ScratchSize attention_scratch(const AttnArgs& a, int num_sms);
 void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_t st);
 // Throws kf::Error if this head_dim / group size has no kernel.
 void check_attention_shape(int head_dim, int group);
+#ifdef KINFER_ATTN_PHASES
+// Per-phase mean time of the last fused sparse decode launch's first n_blocks
+// blocks, as a JSON object (backend/cuda/phases.cuh; dev builds only).
+std::string attention_phases_json(int n_blocks);
+#endif
 
 // ---- prefill.cu ----------------------------------------------------------------
 // Dense causal attention on tensor cores for the rows of every sequence with

@@ -12,6 +12,7 @@
 #include <cub/block/block_scan.cuh>
 
 #include "backend/cuda/common.cuh"
+#include "backend/cuda/phases.cuh"
 
 namespace kf::cuda {
 
@@ -186,10 +187,12 @@ __device__ void select_pages(const SelectParams& p, int s, int h, SelectSmem<D, 
       sm.qbar[d] = a / static_cast<float>(G);
     }
     __syncthreads();
+    KF_PHASE(2);  // q̄ ready
     if (p.by_token) score_items<D, NT, 2>(p, sm.qbar, pt, first, h, m, keys);
     else if (p.summary_bf16) score_items<D, NT, 0>(p, sm.qbar, pt, first, h, m, keys);
     else score_items<D, NT, 1>(p, sm.qbar, pt, first, h, m, keys);
     __syncthreads();
+    KF_PHASE(3);  // every candidate scored
     // Radix select, 8 bits at a time from the top: the k-th largest key `thr`,
     // and how many keys equal to it still belong to the top k (`need_eq`).
     // If the chosen bin holds exactly the keys still wanted, all of them are
@@ -218,6 +221,7 @@ __device__ void select_pages(const SelectParams& p, int s, int h, SelectSmem<D, 
     }
     const uint32_t thr = prefix;
     const int need_eq = need_all ? m : krem;
+    KF_PHASE(4);  // the k-th largest key found
     // Mark the top k in index order: all keys > thr, and the first need_eq
     // keys == thr. Warp w owns the contiguous range [w*C, (w+1)*C): a pass of
     // ballots counts its keys above and at the threshold, one barrier shares

@@ -1,0 +1,37 @@
+// Phase probes of the fused sparse decode kernel, for finding where its time
+// goes (dev/cuda/CMakeLists.txt: -DKF_ATTN_PHASES=ON, then `kinfer_cuda_bench
+// attention --json` adds "phases"). Compiled out in every other build:
+// KF_PHASE(i) is then empty. With KINFER_ATTN_PHASES, thread 0 of each block
+// stamps the SM clock at each KF_PHASE(i) and the global timer at phases 0
+// and kPhases - 1 (the block's first and last), overwriting the last launch's.
+#pragma once
+
+namespace kf::cuda {
+
+constexpr int kPhases = 8, kPhaseBlocks = 4096;
+
+#ifdef KINFER_ATTN_PHASES
+struct PhaseStamps {
+  long long clk[kPhaseBlocks][kPhases];
+  unsigned long long wall[kPhaseBlocks][2];  // global timer (ns) at phase 0 and at the last phase
+};
+static __device__ PhaseStamps g_phase_stamps;
+
+__device__ __forceinline__ void phase_stamp(int i) {
+  const int b = blockIdx.y * gridDim.x + blockIdx.x;
+  if (threadIdx.x != 0 || b >= kPhaseBlocks) return;
+  g_phase_stamps.clk[b][i] = clock64();
+  if (i == 0 || i == kPhases - 1) {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    g_phase_stamps.wall[b][i == 0 ? 0 : 1] = t;
+  }
+}
+#define KF_PHASE(i) ::kf::cuda::phase_stamp(i)
+#else
+#define KF_PHASE(i) \
+  do {              \
+  } while (0)
+#endif
+
+}  // namespace kf::cuda
