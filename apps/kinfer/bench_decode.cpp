@@ -38,6 +38,9 @@
 #ifdef KINFER_HAVE_CUDA
 #include "backend/cuda/cuda_util.h"
 #endif
+#ifdef KINFER_ATTN_PHASES
+#include "backend/cuda/kernels.h"
+#endif
 
 namespace kf::cli {
 namespace {
@@ -228,7 +231,7 @@ int bench_decode(int argc, char** argv) {
     });
   }
 
-  nlohmann::json prof;
+  nlohmann::json prof, sparse_phases;
   if (profile) {
 #ifdef KINFER_HAVE_CUDA
     KF_CHECK(be->device() == Device::CUDA, "--profile needs --device cuda");
@@ -239,6 +242,10 @@ int bench_decode(int argc, char** argv) {
     prof = nlohmann::json::parse(cuda_profile_json(*be));
     cuda_profile(*be, false);
     for (auto& [name, v] : prof.items()) v["ms_per_step"] = v["ms"].get<double>() / 5;
+#ifdef KINFER_ATTN_PHASES  // the last layer's fused sparse kernel, in a real step (phases.cuh)
+    if (policy.kind != AttnKind::Dense)
+      sparse_phases = nlohmann::json::parse(cuda::attention_phases_json(batch * cfg.n_kv_heads));
+#endif
 #else
     fail("--profile needs a CUDA build");
 #endif
@@ -288,6 +295,7 @@ int bench_decode(int argc, char** argv) {
       {"roofline_fraction", roofline_s > 0 ? roofline_s / step_s : 0.0},
   };
   if (profile) j["profile"] = prof;
+  if (!sparse_phases.is_null()) j["sparse_kernel_phases"] = sparse_phases;
   if (exec.size() > 1) {  // bytes and the roofline above are per GPU
     j["allreduce_ms_per_step"] = allreduce_ms;
     j["allreduce_fraction"] = allreduce_ms / (step_s * 1e3);

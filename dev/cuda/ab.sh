@@ -7,8 +7,9 @@
 #   here:    bash dev/cuda/ab.sh prepare [REV]   # REV (default HEAD) -> dev/cuda/ab_base.tgz
 #   device:  bash dev/cuda/ab.sh run             # carry build-devdeps; ~3 min on an H200
 #   then:    rm dev/cuda/ab_base.tgz             # untracked, it travels with the tree
-# AB_ROWS overrides the rows: "preset batch context attn;..." (default: the
-# qwen3-0.6b B32/B64 x 16K blocktopk rows of issue 13 and one dense row);
+# AB_ROWS overrides the rows: "preset batch context attn [flags];..." (default: the
+# qwen3-0.6b B32/B64 x 16K blocktopk rows of issue 13 and one dense row; a
+# row with --profile compares the attention op's own time per step);
 # AB_REPS the number of A B rounds (default 2). JSON lines go to $OUT/ab.jsonl
 # with "variant": "base" or "tree".
 set -uo pipefail
@@ -47,7 +48,7 @@ run() {
       set -- $row
       for v in base tree; do
         /tmp/ab_$v/kinfer bench decode --device cuda --model random:$1 --batch $2 --context $3 --attn $4 \
-          --topk-pages 64 --local-pages 4 --page-size 16 --tokens 32 --copy-gbps "$copy" --json 2>>"$OUT/ab.err" |
+          --topk-pages 64 --local-pages 4 --page-size 16 --tokens 32 --copy-gbps "$copy" --json "${@:5}" 2>>"$OUT/ab.err" |
           python3 -c "import json,sys; j=json.load(sys.stdin); j['variant']='$v'; print(json.dumps(j))" >> "$OUT/ab.jsonl"
       done
     done
@@ -57,7 +58,11 @@ import json, sys, collections
 t = collections.defaultdict(lambda: collections.defaultdict(list))
 for l in open(sys.argv[1]):
     j = json.loads(l)
-    t[(j['model'], j['batch'], j['context'], j['attn']['kind'])][j['variant']].append(j['step_ms'])
+    # --profile rows (ops timed one by one, no graphs) compare the attention op's time per step
+    prof = j.get('profile')
+    attn = sum(v['ms_per_step'] for k, v in prof.items() if k.startswith('attention')) if prof else None
+    key = (j['model'], j['batch'], j['context'], j['attn']['kind'] + (' attention op' if prof else ''))
+    t[key][j['variant']].append(attn if prof else j['step_ms'])
 print(f"{'row':48} {'base ms':>10} {'tree ms':>10} {'tree/base':>10}")
 for k, v in t.items():
     b, w = min(v['base']), min(v['tree'])

@@ -3,7 +3,7 @@
 #   bash dev/cuda/gpu.sh STEP [STEP...]          (carry build-devdeps)
 # Steps:
 #   build       configure + build everything with CUDA (-Werror) in $B (default /tmp/kbuild);
-#               TARGETS="a b" builds only those targets
+#               TARGETS="a b" builds only those targets; CMAKE_ARGS adds configure options
 #   tests       ctest -L 'kernels|model' (every CUDA op vs the CPU, HF parity, engine on the GPU)
 #   diag32k     the long-context rows with KINFER_CUDA_SYNC=1 (a fault names its op)
 #   quick       two decode rows, a profile and one generate row
@@ -43,7 +43,7 @@ log() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a "$OUT/steps.log"; }
 step_build() {
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv > "$OUT/env.txt" 2>&1
   nvcc --version | tail -1 >> "$OUT/env.txt"
-  if ! { cmake -S . -B $B -G Ninja -DKINFER_CUDA=ON -DKINFER_WERROR=${WERROR:-OFF} -DASIO_INCLUDE_DIR=$R/usr/include -DKINFER_TEST_LAYERS="unit;model;kernels" \
+  if ! { cmake -S . -B $B -G Ninja -DKINFER_CUDA=ON -DKINFER_WERROR=${WERROR:-OFF} -DASIO_INCLUDE_DIR=$R/usr/include -DKINFER_TEST_LAYERS="unit;model;kernels" ${CMAKE_ARGS:-} \
            > "$OUT/build.log" 2>&1 && ninja -C $B -j16 ${TARGETS:-} >> "$OUT/build.log" 2>&1; }; then
     grep -E 'error' "$OUT/build.log" | head -30
     tail -20 "$OUT/build.log"
