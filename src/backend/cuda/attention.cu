@@ -484,34 +484,25 @@ __global__ void __launch_bounds__(kWarps * 32, MINB) decode_kernel(DecodeParams 
 template <int D, int G, int NW, int MINB, bool PREFETCH>
 __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectParams sp, DecodeParams p) {
   KF_PHASE(0);  // phases: dev/cuda (KINFER_ATTN_PHASES); compiled out otherwise
-  // The selection's scratch is dead once the list is written; the warps'
-  // states are staged after that, in the same bytes.
-  __shared__ union {
-    SelectSmem<D, NW * 32> sel;
-    float acc[NW][G][D];
-  } sm;
-  __shared__ float sm_m[NW][G], sm_l[NW][G];
-  __shared__ int32_t sm_table[kSmemPages];
-  const int s = blockIdx.x, h = blockIdx.y;
-  const int warp = threadIdx.x >> 5, c = (threadIdx.x & 31) % (D / 8);
-  const int P = p.page_size, Hkv = p.n_kv_heads;
-  // Inputs the host uploaded before the step may be read before the previous
-  // kernel finishes: the policy and the page table, which scoring and the
-  // K/V loads then look up in shared memory (no L2 round trip per page).
-  if (!selecting(sp.seq_policy, s, true)) return;  // a dense sequence: the split-K kernel serves it
-  const int32_t* pt = stage_table<NW * 32>(p.table, p.max_pages, s, (p.ctx_len[s] + P - 1) / P, sm_table);
   griddep_wait();
   KF_PHASE(1);
-  select_pages<D, NW * 32>(sp, s, h, sm.sel, pt);
-  __syncthreads();  // the list (global memory) and the staged table are complete
+  __shared__ SelectSmem<D, NW * 32> sel;
+  __shared__ float sm_acc[NW][G][D];
+  __shared__ float sm_m[NW][G], sm_l[NW][G];
+  const int s = blockIdx.x, h = blockIdx.y;
+  const int warp = threadIdx.x >> 5, c = (threadIdx.x & 31) % (D / 8);
+  if (!selecting(sp.seq_policy, s, true)) return;  // a dense sequence: the split-K kernel serves it
+  select_pages<D, NW * 32>(sp, s, h, sel);
+  __syncthreads();  // the list (global memory) is complete
   KF_PHASE(5);
   const int q0 = p.q_start[s], rows = p.q_start[s + 1] - q0;
+  const int P = p.page_size, Hkv = p.n_kv_heads;
   const int64_t pair = static_cast<int64_t>(s) * Hkv + h;
   const int tpp = (P + kTile - 1) / kTile;
   for (int i = 0; i < rows; ++i) {
     const int r = q0 + i;
     RowPages rp;
-    rp.pt = pt;
+    rp.pt = p.table + static_cast<int64_t>(s) * p.max_pages;
     rp.T = p.ctx_len[s] - rows + i + 1;
     rp.list = rows == 1 ? p.list + pair * p.max_pages : nullptr;
     rp.mask = rows == 1 && p.list_mask ? p.list_mask + pair * p.max_pages : nullptr;
@@ -520,10 +511,10 @@ __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectPara
     DecodeState<D, G> ws;
     ws.init(p.q + rh0 * D, p.scale_log2, c);
     visit_tiles<PREFETCH>(ws, rp, p.k, p.v, Hkv, h, P, D, warp, rp.n_items * tpp, NW);
-    ws.stage(sm.acc, sm_m, sm_l, warp);
+    ws.stage(sm_acc, sm_m, sm_l, warp);
     __syncthreads();
     KF_PHASE(6);  // every warp's pages attended
-    merge_warps<D, G, NW>(sm.acc, sm_m, sm_l, p.out, rh0, rh0, nullptr, nullptr, 1, 0);
+    merge_warps<D, G, NW>(sm_acc, sm_m, sm_l, p.out, rh0, rh0, nullptr, nullptr, 1, 0);
     __syncthreads();
   }
   KF_PHASE(7);
@@ -532,7 +523,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectPara
 template <int D>
 __global__ void __launch_bounds__(kSelThreads) select_kernel(SelectParams p) {
   __shared__ SelectSmem<D, kSelThreads> sm;
-  select_pages<D, kSelThreads>(p, blockIdx.x, blockIdx.y, sm, p.table + static_cast<int64_t>(blockIdx.x) * p.max_pages);
+  select_pages<D, kSelThreads>(p, blockIdx.x, blockIdx.y, sm);
 }
 
 // One block per (slot, head): merge the splits' partials. Slot = row, or

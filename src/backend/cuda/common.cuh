@@ -100,16 +100,6 @@ __device__ __forceinline__ void griddep_wait() {
 #endif
 }
 
-// Lets the next kernel (launched with launch_pdl) start its blocks while
-// this one still runs, once every block of this one has called it: they run
-// what precedes their griddep_wait(), which still waits for all of this
-// kernel's work. Without it the next kernel starts as this one's blocks exit.
-__device__ __forceinline__ void griddep_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
 template <typename... Params, typename... Args>
 void launch_pdl(const char* what, void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t st,
                 Args... args) {

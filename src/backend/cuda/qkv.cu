@@ -32,8 +32,6 @@ struct QkvParams {
 
 __global__ void qkv_rope_write_kernel(QkvParams p, Freqs fr) {
   griddep_wait();
-  // Attention follows: its blocks may stage their page tables meanwhile.
-  griddep_launch_dependents();
   __shared__ float buf[kWarpsPerBlock][kMaxHeadDim];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int row = blockIdx.x;

@@ -37,20 +37,6 @@ struct SelectParams {
 };
 
 constexpr int kSmemKeys = 2048;  // candidates ranked in shared memory (8 KB)
-constexpr int kSmemPages = 2048;  // page-table entries a block may keep in shared memory (8 KB)
-
-// Sequence s's page-table row, copied to `smem` when its n pages fit (else
-// the global row is returned). The host uploads the table before a step, so
-// a kernel launched with PDL may call this before griddep_wait(); the copy
-// is visible after the block's next barrier.
-template <int NT>
-__device__ __forceinline__ const int32_t* stage_table(const int32_t* table, int max_pages, int s, int n,
-                                                      int32_t* smem) {
-  const int32_t* row = table + static_cast<int64_t>(s) * max_pages;
-  if (n > kSmemPages) return row;
-  for (int i = threadIdx.x; i < n; i += NT) smem[i] = __ldg(row + i);
-  return smem;
-}
 
 template <int D, int NT>
 struct SelectSmem {
@@ -155,10 +141,8 @@ __device__ __forceinline__ void score_items(const SelectParams& p, const float* 
 }
 
 // Runs with all NT threads of the block; the whole block returns together.
-// pt: sequence s's page-table row (global, or staged by stage_table before a
-// barrier this function's first barrier may be).
 template <int D, int NT>
-__device__ void select_pages(const SelectParams& p, int s, int h, SelectSmem<D, NT>& sm, const int32_t* pt) {
+__device__ void select_pages(const SelectParams& p, int s, int h, SelectSmem<D, NT>& sm) {
   using Scan = cub::BlockScan<int, NT>;
   const int tid = threadIdx.x;
   const int Hkv = p.n_kv_heads, P = p.page_size, G = p.n_heads / Hkv;
@@ -194,6 +178,7 @@ __device__ void select_pages(const SelectParams& p, int s, int h, SelectSmem<D, 
     if (tid == 0) p.list_count[pair] = n;
     return;
   }
+  const int32_t* pt = p.table + static_cast<int64_t>(s) * p.max_pages;
   uint32_t* keys = m <= kSmemKeys ? sm.keys : p.keys + pair * p.key_cap;
   if (k > 0) {
     for (int d = tid; d < D; d += NT) {  // q̄: mean of the group's queries, g order
