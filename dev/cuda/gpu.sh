@@ -13,6 +13,9 @@
 #   mma_all     a second build (in $B.mma) with the tensor-core attention for every query
 #               group (KINFER_ATTN_MMA_MIN_GROUP=1): attention and decode rows at groups 1-2
 #   gemm_tune   decode rows with cuBLASLt's first candidate and with KINFER_GEMM_TUNE=1
+#   phases      where the fused sparse decode kernel's time goes: a dev/cuda build with phase
+#               probes (backend/cuda/phases.cuh), bench attention rows with per-phase block times
+#               (in a real step: CMAKE_ARGS=-DKINFER_ATTN_PHASES=ON, bench decode --profile)
 #   decode      kinfer bench decode rows (Qwen3 shapes, dense and blocktopk, 16K-40K)
 #   generate    kinfer bench generate rows with --profile, and the HF generate baseline (GEN_HF=0: not)
 #   eval        the SmolLM2 GSM8K eval job (needs $GGUF) and its HF baseline
