@@ -22,6 +22,7 @@
 //    topk, one block per (sequence, KV head) selects its pages and attends to
 //    them in the same launch: no list round trip, no splits, no reduction.
 #include <algorithm>
+#include <memory>
 #include <type_traits>
 
 #include "backend/cuda/select.cuh"
@@ -756,9 +757,10 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
 #ifdef KINFER_ATTN_PHASES
 std::string attention_phases_json(int n_blocks) {
   n_blocks = std::min(n_blocks, kPhaseBlocks);
-  static PhaseStamps h;  // large: not on the stack
+  auto stamps = std::make_unique<PhaseStamps>();  // 320 KB: not on the stack
+  const PhaseStamps& h = *stamps;
   check(cudaDeviceSynchronize(), "attention phases");
-  check(cudaMemcpyFromSymbol(&h, g_phase_stamps, sizeof(h)), "attention phases");
+  check(cudaMemcpyFromSymbol(stamps.get(), g_phase_stamps, sizeof(PhaseStamps)), "attention phases");
   double cyc[kPhases] = {}, cycles_per_ns = 0;
   unsigned long long first = ~0ull, last = 0, last_start = 0, first_end = ~0ull;
   for (int b = 0; b < n_blocks; ++b) {

@@ -4,6 +4,8 @@
 // KF_PHASE(i) is then empty. With KINFER_ATTN_PHASES, thread 0 of each block
 // stamps the SM clock at each KF_PHASE(i) and the global timer at phases 0
 // and kPhases - 1 (the block's first and last), overwriting the last launch's.
+// Phases 2-4 (q̄, scoring, radix select) are stamped only by blocks that rank
+// candidates (block top-k with more candidate pages than k); read them there.
 #pragma once
 
 namespace kf::cuda {
