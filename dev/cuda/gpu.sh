@@ -74,7 +74,7 @@ copy_bw() { COPY=$($K bench copy --json | tee -a "$J" | python3 -c "import json,
 
 step_phases() {  # where the fused sparse kernel's time goes: a dev/cuda build with phase probes (phases.cuh)
   local PB=$B.phases
-  if ! { cmake -S dev/cuda -B $PB -G Ninja -DKF_ATTN_PHASES=ON > "$OUT/build_phases.log" 2>&1 &&
+  if ! { cmake -S dev/cuda -B $PB -G Ninja -DKINFER_ATTN_PHASES=ON > "$OUT/build_phases.log" 2>&1 &&
          ninja -C $PB -j16 kinfer_cuda_bench >> "$OUT/build_phases.log" 2>&1; }; then
     grep -E 'error' "$OUT/build_phases.log" | head -20; return
   fi

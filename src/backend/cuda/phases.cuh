@@ -1,6 +1,8 @@
 // Phase probes of the fused sparse decode kernel, for finding where its time
-// goes (dev/cuda/CMakeLists.txt: -DKF_ATTN_PHASES=ON, then `kinfer_cuda_bench
-// attention --json` adds "phases"). Compiled out in every other build:
+// goes. Configure with -DKINFER_ATTN_PHASES=ON (the main CMakeLists.txt:
+// `kinfer bench decode --profile --json` adds "sparse_kernel_phases" of a real
+// step; dev/cuda: `kinfer_cuda_bench attention --json` adds "phases"), both
+// through attention_phases_json (attention.cu). Compiled out in every other build:
 // KF_PHASE(i) is then empty. With KINFER_ATTN_PHASES, thread 0 of each block
 // stamps the SM clock at each KF_PHASE(i) and the global timer at phases 0
 // and kPhases - 1 (the block's first and last), overwriting the last launch's.
