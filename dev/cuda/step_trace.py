@@ -1,0 +1,34 @@
+#!/usr/bin/env python3
+"""Where a decode step's GPU time goes, kernel by kernel: Nsight Compute's
+duration of every kernel of a few steps (each kernel measured alone, so
+launch gaps and overlap are not in it), summed by kernel name and grid.
+  ncu --csv --metrics gpu__time_duration.sum --cache-control none --clock-control none \
+      --launch-skip 600 --launch-count 506 kinfer bench decode ... --no-graphs > ncu.csv
+  python3 dev/cuda/step_trace.py ncu.csv --steps 2
+Compare the total per step with the step time of the same run with graphs:
+the difference is what kernel boundaries cost.
+"""
+import argparse, csv, collections, io, re
+
+ap = argparse.ArgumentParser()
+ap.add_argument("csv")
+ap.add_argument("--steps", type=float, default=1.0, help="decode steps the profiled kernels cover")
+a = ap.parse_args()
+text = open(a.csv).read()
+text = text[text.index('"ID"'):]  # skip the profiler's own lines
+stat = collections.defaultdict(lambda: [0, 0.0])
+for row in csv.DictReader(io.StringIO(text)):
+    if row.get("Metric Name") != "gpu__time_duration.sum":
+        continue
+    scale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}[row["Metric Unit"]]
+    us = float(row["Metric Value"].replace(",", "")) * scale
+    name = row["Kernel Name"].replace("(anonymous namespace)::", "").replace("<unnamed>::", "")
+    name = re.sub(r"^void ", "", re.sub(r"\(.*", "", name))
+    name = re.sub(r"<.*", "<>", name)[:60] + " " + row.get("Grid Size", "")
+    stat[name][0] += 1
+    stat[name][1] += us
+total = sum(v[1] for v in stat.values())
+print(f"{sum(v[0] for v in stat.values())} kernels, {total:.1f} us = {total / a.steps:.1f} us per step")
+print(f"{'kernel grid':80s} {'calls':>6s} {'mean us':>8s} {'us/step':>8s}")
+for k, (c, us) in sorted(stat.items(), key=lambda kv: -kv[1][1]):
+    print(f"{k:80s} {c:6d} {us / c:8.2f} {us / a.steps:8.1f}")
