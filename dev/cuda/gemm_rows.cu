@@ -1,18 +1,20 @@
 // Sandbox (llm.c style) for the decode GEMM: y[n, m] = x[n, k] · w[m, k]ᵀ with
 // few rows (n <= 64, a decode batch), bf16 in, fp32 accumulate, bf16 out.
-// At these shapes the GEMM only streams its weights: 0.6B's q|k|v (8 MB)
-// takes 2 us at copy bandwidth but 8.8 us in cuBLASLt (too few CTAs for 32
-// rows). Versions:
+// Versions:
 //   1  cuBLASLt, the heuristic's first algorithm (what gemm.cpp runs)
 //   2  cuBLASLt, the fastest of the heuristic's top 32 (cold weights)
-//   3  swap-AB mma.sync: w is the 16-row "A" side, the batch the 8-column
-//      "B" side; each warp streams 16*MT weight rows over a slice of K, the
-//      warps of a block split K and add in shared memory, S blocks split K
-//      further and the last of them adds the partials in a fixed order.
+//   3  gemm_rows_kernel.cuh: swap-AB mma.sync, batch rows in shared memory,
+//      split-K over a thread-block cluster; every (MT, WM, S) configuration
+// Result on the H200 (2026-11-30, docs/cuda.md "Decode GEMMs"): version 3 is
+// slower than cuBLASLt at every Qwen3 shape with 8-64 rows (0.6B q|k|v at 32
+// rows 8.5 vs 4.9 us a launch) and faster only at 1 row; in the decode step
+// (commit 91fa916, KINFER_GEMM_ROWS=1 for the o and down GEMMs) 3.5% slower.
 // Build and run on the GPU machine:
 //   nvcc -O3 -std=c++17 -arch=sm_90a -Isrc -o /tmp/gemm_rows dev/cuda/gemm_rows.cu -lcublasLt
-//   /tmp/gemm_rows            (validate every version, then time them: a graph of R
-//                              launches over R distinct weight copies > L2, us per GEMM)
+//   /tmp/gemm_rows [REPS]              validate every version, then time them: a graph of R
+//                                      launches over R distinct weight copies (> L2), us each
+//   /tmp/gemm_rows 1 SHAPE MT WM S     one shape and configuration, plus phase probes
+//                                      (mean SM-clock us since block entry at each boundary)
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -26,7 +28,7 @@
 #include <string>
 #include <vector>
 
-#include "backend/cuda/gemm_rows.cuh"
+#include "gemm_rows_kernel.cuh"
 
 #define CK(x)                                                                      \
   do {                                                                             \

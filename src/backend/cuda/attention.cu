@@ -485,7 +485,6 @@ __global__ void __launch_bounds__(kWarps * 32, MINB) decode_kernel(DecodeParams 
 template <int D, int G, int NW, int MINB, bool PREFETCH>
 __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectParams sp, DecodeParams p) {
   KF_PHASE(0);  // phases: dev/cuda (KINFER_ATTN_PHASES); compiled out otherwise
-  griddep_launch_dependents();  // a PDL successor (gemm_rows) may stream its weights during our tail
   griddep_wait();
   KF_PHASE(1);
   __shared__ SelectSmem<D, NW * 32> sel;

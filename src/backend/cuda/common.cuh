@@ -100,16 +100,6 @@ __device__ __forceinline__ void griddep_wait() {
 #endif
 }
 
-// Lets the next kernel in the stream (when launched with launch_pdl) start
-// its blocks now; its griddep_wait still waits for this whole grid. Called
-// early by kernels whose successor can do useful work before that wait (a
-// weight-streaming GEMM loads its weights).
-__device__ __forceinline__ void griddep_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
 template <typename... Params, typename... Args>
 void launch_pdl(const char* what, void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t st,
                 Args... args) {

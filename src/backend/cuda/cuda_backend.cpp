@@ -87,15 +87,8 @@ class CudaBackend final : public Backend {
     KF_CHECK(supported(prop), "{}: this kinfer has CUDA kernels for sm_90a (H100/H200) only; use --device cpu or "
              "rebuild for this GPU", name_);
     KF_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    auto env_on = [](const char* name) {
-      const char* v = std::getenv(name);
-      return v && std::string(v) == "1";
-    };
-    cuda::GemmOptions gopt;
-    gopt.tune = env_on("KINFER_GEMM_TUNE");
-    gopt.rows = env_on("KINFER_GEMM_ROWS");
-    gopt.no_splitk = env_on("KINFER_GEMM_NO_SPLITK");
-    gemm_ = std::make_unique<cuda::Gemm>(*this, stream_, gopt);
+    const char* tune = std::getenv("KINFER_GEMM_TUNE");
+    gemm_ = std::make_unique<cuda::Gemm>(*this, stream_, tune && std::string(tune) == "1");
   }
   ~CudaBackend() override {
     cudaSetDevice(dev_);

@@ -208,7 +208,6 @@ __global__ void __launch_bounds__(kNormThreads) add_rmsnorm_block_kernel(uint4* 
 // out[r, c] = silu(gu[r, c]) * gu[r, f + c]: the merged gate/up rows.
 __device__ __forceinline__ float silu(float g) { return g / (1.f + __expf(-g)); }
 __global__ void silu_mul_kernel(const bf16_t* gu, bf16_t* out, int64_t n, int64_t f) {
-  griddep_launch_dependents();
   griddep_wait();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
@@ -216,7 +215,6 @@ __global__ void silu_mul_kernel(const bf16_t* gu, bf16_t* out, int64_t n, int64_
   out[i] = to_bf(silu(bf(gu[r * 2 * f + c])) * bf(gu[r * 2 * f + f + c]));
 }
 __global__ void silu_mul_kernel8(const bf16_t* gu, bf16_t* out, int64_t n8, int64_t f8) {
-  griddep_launch_dependents();
   griddep_wait();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n8) return;

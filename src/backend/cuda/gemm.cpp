@@ -73,8 +73,8 @@ struct GemmPlan {
   }
 };
 
-Gemm::Gemm(Allocator& device_memory, cudaStream_t stream, GemmOptions options)
-    : mem_(device_memory), stream_(stream), opt_(options) {
+Gemm::Gemm(Allocator& device_memory, cudaStream_t stream, bool tune)
+    : mem_(device_memory), stream_(stream), tune_(tune) {
   check_lt(cublasLtCreate(&lt_), "cublasLtCreate");
   workspace_ = Buffer(DType::U8, {kWorkspace}, mem_);
 }
@@ -88,12 +88,6 @@ void Gemm::run(const Tensor& x, const Tensor& w, const Tensor* bias, const Tenso
   const int64_t k = w.dim(1), m = w.dim(0), n = x.numel() / k;  // in, out, rows
   if (n == 0) return;
   const int al = alignment({x.data, w.data, y.data, bias ? bias->data : nullptr});
-  if (opt_.rows && al >= 16 && gemm_rows_fits(static_cast<int>(n), static_cast<int>(m), static_cast<int>(k))) {
-    gemm_rows_decode(static_cast<const bf16_t*>(x.data), static_cast<const bf16_t*>(w.data),
-                     bias ? static_cast<const bf16_t*>(bias->data) : nullptr, y.data, y.dtype == DType::F32,
-                     static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), stream_);
-    return;
-  }
   GemmPlan& p = plan(m, n, k, bias, al, x, w, y, capturing);
   const cublasStatus_t st = launch(p, bias, x, w, y, p.algo);
   if (st != CUBLAS_STATUS_SUCCESS)
@@ -144,14 +138,10 @@ GemmPlan& Gemm::plan(int64_t m, int64_t n, int64_t k, const Tensor* bias_t, int 
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al, sizeof al);
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al, sizeof al);
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al);
-  if (opt_.no_splitk) {
-    const uint32_t none = CUBLASLT_REDUCTION_SCHEME_NONE;
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &none, sizeof none);
-  }
   cublasLtMatmulHeuristicResult_t res[kCandidates]{};
   int found = 0;
   const cublasStatus_t st =
-      cublasLtMatmulAlgoGetHeuristic(lt_, p->desc, p->a, p->b, p->c, p->c, pref, opt_.tune ? kCandidates : 1, res, &found);
+      cublasLtMatmulAlgoGetHeuristic(lt_, p->desc, p->a, p->b, p->c, p->c, pref, tune_ ? kCandidates : 1, res, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   check_lt(st, "cublasLtMatmulAlgoGetHeuristic");
   KF_CHECK(found > 0, "cuBLASLt found no algorithm for a {}x{}x{} bf16 GEMM (alignment {})", m, n, k, align);

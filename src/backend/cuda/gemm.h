@@ -16,20 +16,11 @@ namespace kf::cuda {
 
 struct GemmPlan;
 
-struct GemmOptions {
-  // The first call of a shape times cuBLASLt's top candidates (cold L2, as
-  // in a real step) and keeps the fastest; otherwise the first candidate.
-  bool tune = false;
-  // Experiments (KINFER_GEMM_ROWS=1, KINFER_GEMM_NO_SPLITK=1): decode-batch
-  // GEMMs with at most 2048 outputs through gemm_rows.cuh; cuBLASLt
-  // algorithms without a split-K reduction.
-  bool rows = false;
-  bool no_splitk = false;
-};
-
 class Gemm {
  public:
-  Gemm(Allocator& device_memory, cudaStream_t stream, GemmOptions options);
+  // tune: the first call of a shape times cuBLASLt's top candidates (cold L2,
+  // as in a real step) and keeps the fastest; otherwise the first candidate.
+  Gemm(Allocator& device_memory, cudaStream_t stream, bool tune);
   ~Gemm();
   Gemm(const Gemm&) = delete;
   Gemm& operator=(const Gemm&) = delete;
@@ -49,7 +40,7 @@ class Gemm {
 
   Allocator& mem_;
   cudaStream_t stream_;
-  GemmOptions opt_;
+  bool tune_;
   cublasLtHandle_t lt_ = nullptr;
   Buffer workspace_;
   std::map<Key, std::unique_ptr<GemmPlan>> plans_;

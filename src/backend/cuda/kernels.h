@@ -43,12 +43,6 @@ void rope(bf16_t* x, const int32_t* pos, int n, int heads, int head_dim, int rot
 void fill_uniform(bf16_t* x, int64_t n, uint64_t seed, float lo, float hi, cudaStream_t st, int64_t cols = 1,
                   int64_t row0 = 0, int64_t col0 = 0, int64_t full_cols = 0);
 
-// ---- gemm_rows.cu (experiment: KINFER_GEMM_ROWS=1) ----------------------------
-// y[n, m] = x[n, k] · w[m, k]ᵀ (+ bias) for a decode batch (gemm_rows.cuh).
-bool gemm_rows_fits(int n, int m, int k);
-void gemm_rows_decode(const bf16_t* x, const bf16_t* w, const bf16_t* bias, void* y, bool y_f32, int n, int m, int k,
-                      cudaStream_t st);
-
 // ---- kv.cu -------------------------------------------------------------------
 struct KvPool {
   bf16_t* k = nullptr;   // [n_pages, n_kv_heads, page_size, head_dim]

@@ -1,26 +1,22 @@
-// GEMM for a decode batch: y[n, m] = x[n, k] · w[m, k]ᵀ (+ bias) with n <= 64
-// rows, bf16 operands, fp32 accumulation, y bf16 or f32. At these shapes a
-// GEMM only streams its weights, so the kernel is built to keep many weight
-// bytes in flight on every SM (cuBLASLt's tiles leave most SMs idle at 32
-// rows: 0.6B's q|k|v GEMM ran at ~1 TB/s).
+// Version 3 of dev/cuda/gemm_rows.cu (an experiment, not in the library):
+// y[n, m] = x[n, k] · w[m, k]ᵀ (+ bias) for a decode batch of n <= 64 rows,
+// bf16 operands, fp32 accumulation, y bf16 or f32.
 //
 // Swap-AB mma.sync m16n8k16: the weight rows are the 16-row A side, the batch
 // rows the 8-column B side. A lane reads 8 consecutive k (16 bytes) of a
 // weight row and of a batch row; both operands use the same k order, so the
 // two mma of a 32-k step sum over exactly those k. A block owns 16*MT*WM
 // weight rows (MT 16-row tiles per warp, WM warps) and a slice of K; the
-// batch rows of that slice are staged in shared memory once per block (so
-// the batch is read n/(16*MT*WM) times per weight byte, not n/16), while
+// batch rows of that slice are staged in shared memory once per block, while
 // every warp streams its own weight rows straight into registers, one batch
 // of steps ahead of the one it multiplies. When K is split over S blocks,
-// the S blocks form a thread-block cluster and add their partial sums
-// through distributed shared memory in rank order: no global scratch, no
-// atomics, and a fixed order (graph replay = direct launches, bit for bit).
-//
+// the S blocks form a thread-block cluster: each pushes its partial sums to
+// the block that owns them through distributed shared memory, and after one
+// cluster barrier each block adds its S slots in rank order (fixed order:
+// graph replay = direct launches, bit for bit; no global scratch, no atomics).
 // Weights are read before griddep_wait (they are constant), so under
-// programmatic dependent launch the weight stream starts while the previous
-// kernel drains. Header-only so dev/cuda/gemm_rows.cu can time every
-// configuration; gemm_rows.cu holds the backend's launcher.
+// programmatic dependent launch the weight stream may start while the
+// previous kernel drains.
 #pragma once
 #include "backend/cuda/common.cuh"
 
