@@ -13,6 +13,8 @@
 #   mma_all     a second build (in $B.mma) with the tensor-core attention for every query
 #               group (KINFER_ATTN_MMA_MIN_GROUP=1): attention and decode rows at groups 1-2
 #   gemm_tune   decode rows with cuBLASLt's first candidate and with KINFER_GEMM_TUNE=1
+#   kernels     every kernel of a decode step measured alone by ncu, summed by kernel
+#               (KERNELS_MODEL, KERNELS_BATCH, KERNELS_ATTN; dev/cuda/step_trace.py)
 #   phases      where the fused sparse decode kernel's time goes: a dev/cuda build with phase
 #               probes (backend/cuda/phases.cuh), bench attention rows with per-phase block times
 #               (in a real step: CMAKE_ARGS=-DKINFER_ATTN_PHASES=ON, bench decode --profile)
@@ -71,6 +73,20 @@ for l in sys.stdin:
 }
 
 copy_bw() { COPY=$($K bench copy --json | tee -a "$J" | python3 -c "import json,sys; print(json.load(sys.stdin)['copy_gbps'])"); }
+
+step_kernels() {  # every kernel of two decode steps alone (ncu durations), summed by kernel: dev/cuda/step_trace.py
+  local m=${KERNELS_MODEL:-qwen3-0.6b} b=${KERNELS_BATCH:-32} a=${KERNELS_ATTN:-blocktopk}
+  # A synthetic 16K context; its set-up kernels (fill, kv_write, kv_summary) are filtered out,
+  # so the step's own kv_summary launches are not counted either. 700 matching launches of the
+  # 6 warm-up steps are skipped, then ~2 steps (KERNELS_COUNT: 2 x 286 launches for 28 layers).
+  timeout 300 ncu --csv --metrics gpu__time_duration.sum --cache-control none --clock-control none \
+    --kernel-name 'regex:^(?!.*(fill_kernel|kv_write_kernel|kv_summary_kernel)).*' --launch-skip 700 \
+    --launch-count ${KERNELS_COUNT:-572} $K bench decode --device cuda --model random:$m --batch $b --context 16384 \
+    --attn $a --topk-pages 64 --local-pages 4 --page-size 16 --warmup 6 --tokens 4 --no-graphs --json \
+    > /tmp/kernels.csv 2>"$OUT/kernels.err"
+  python3 dev/cuda/step_trace.py /tmp/kernels.csv --steps 2 | tee "$OUT/kernels_${m}_b${b}_$a.txt" | head -25
+  log "kernels done"
+}
 
 step_phases() {  # where the fused sparse kernel's time goes: a dev/cuda build with phase probes (phases.cuh)
   local PB=$B.phases

@@ -22,9 +22,9 @@ for row in csv.DictReader(io.StringIO(text)):
         continue
     scale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}[row["Metric Unit"]]
     us = float(row["Metric Value"].replace(",", "")) * scale
-    name = row["Kernel Name"].replace("(anonymous namespace)::", "").replace("<unnamed>::", "")
-    name = re.sub(r"^void ", "", re.sub(r"\(.*", "", name))
-    name = re.sub(r"<.*", "<>", name)[:60] + " " + row.get("Grid Size", "")
+    base = re.sub(r"\(.*", "", row["Kernel Name"])  # no argument list
+    m = re.search(r"(\w+)(<.*>)?$", base)  # the function's own name, template arguments elided
+    name = (m.group(1) + ("<>" if m.group(2) else "") if m else base)[:60] + " " + row.get("Grid Size", "")
     stat[name][0] += 1
     stat[name][1] += us
 total = sum(v[1] for v in stat.values())
