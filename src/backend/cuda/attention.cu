@@ -637,8 +637,8 @@ ScratchSize attention_scratch(const AttnArgs& a, int num_sms) {
   // Splits: enough blocks for ~8 waves (short tail), but at least 5*G tiles
   // per warp, since a block's fixed work (its group's queries, the warps'
   // merge, the partials) grows with the group G; and at least ~2 blocks per
-  // SM. H200, Hq 64 / Hkv 8 (G 8) at 16K, ms: B16 33 splits 0.292, 8 0.269,
-  // 6 0.261; B8 9 0.151, 6 0.135; B4 17 0.087, 9 0.077 (docs/cuda.md).
+  // SM. H200, Hq 64 / Hkv 8 (G 8) at 16K, ms per step: B16 33 splits 0.292,
+  // 8 0.269, 6 0.261; B8 9 0.151, 6 0.135; B4 17 0.087, 9 0.077 (docs/cuda.md).
   const int G = a.n_heads / Hkv;
   const int tiles = a.max_pages * ((P + kTile - 1) / kTile);
   const int slots = has_prefill(a) ? a.n_seqs : a.n_rows;  // decode kernel slots (rows or sequences)
