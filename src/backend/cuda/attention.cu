@@ -25,6 +25,7 @@
 #include <memory>
 #include <type_traits>
 
+#include "backend/cuda/decode_splits.h"
 #include "backend/cuda/select.cuh"
 #include "util/error.h"
 
@@ -634,20 +635,9 @@ ScratchSize attention_scratch(const AttnArgs& a, int num_sms) {
     z.keys = n_pairs * a.max_pages * (by_token ? P : 1);
   }
   if (fused_sparse(a) && !mixed(a)) return z;  // one block per (sequence, KV head), no splits
-  // Splits: enough blocks for ~8 waves (short tail), but at least 5*G tiles
-  // per warp, since a block's fixed work (its group's queries, the warps'
-  // merge, the partials) grows with the group G; and at least ~2 blocks per
-  // SM. H200, Hq 64 / Hkv 8 (G 8) at 16K, ms per step: B16 33 splits 0.292,
-  // 8 0.269, 6 0.261; B8 9 0.151, 6 0.135; B4 17 0.087, 9 0.077 (docs/cuda.md).
-  const int G = a.n_heads / Hkv;
   const int tiles = a.max_pages * ((P + kTile - 1) / kTile);
   const int slots = has_prefill(a) ? a.n_seqs : a.n_rows;  // decode kernel slots (rows or sequences)
-  const int64_t pairs = std::max<int64_t>(1, static_cast<int64_t>(slots) * Hkv);
-  const int64_t want = (static_cast<int64_t>(num_sms) * 32 + pairs - 1) / pairs;
-  const int64_t most = std::max(1, tiles / (kWarps * 5 * G));
-  const int64_t least = std::min<int64_t>((static_cast<int64_t>(num_sms) * 2 + pairs - 1) / pairs,
-                                          std::max(1, tiles / kWarps));
-  z.splits = static_cast<int>(std::clamp<int64_t>(std::max(std::min(want, most), least), 1, 128));
+  z.splits = dense_decode_splits(static_cast<int64_t>(slots) * Hkv, tiles, a.n_heads / Hkv, num_sms, kWarps);
   if (z.splits > 1) {
     z.part_acc = static_cast<int64_t>(slots) * a.n_heads * z.splits * D;
     z.part_ml = static_cast<int64_t>(slots) * a.n_heads * z.splits * 2;
