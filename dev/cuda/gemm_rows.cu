@@ -207,28 +207,30 @@ int main(int argc, char** argv) {
       std::printf("%s: lt err %.1e, rows err %.1e\n", s.name, max_err(dy2), max_err(dy));
       // Phase probes of one more launch (cold weights: the next copy).
       const int blocks = kf::cuda::gemm_rows_tiles(cfg, s.m) * cfg.splits;
+      constexpr int P = kf::cuda::kGemmRowsProbes;
       unsigned long long* dprobe;
-      CK(cudaMalloc(&dprobe, size_t(blocks) * 10 * 8));
-      CK(cudaMemset(dprobe, 0, size_t(blocks) * 10 * 8));
+      CK(cudaMalloc(&dprobe, size_t(blocks) * P * 8));
+      CK(cudaMemset(dprobe, 0, size_t(blocks) * P * 8));
       CK(kf::cuda::gemm_rows(cfg, dx, dw + size_t(5 % R) * wn, nullptr, dy, false, s.n, s.m, s.k, st, dprobe));
       CK(cudaStreamSynchronize(st));
-      std::vector<unsigned long long> hp(size_t(blocks) * 10);
+      std::vector<unsigned long long> hp(size_t(blocks) * P);
       CK(cudaMemcpy(hp.data(), dprobe, hp.size() * 8, cudaMemcpyDeviceToHost));
+      cudaFree(dprobe);
       int clock_khz = 0;
       CK(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, 0));
       const double us_per_clk = 1e3 / clock_khz;  // nominal clock
       unsigned long long g0 = ~0ull, g1 = 0;
-      double mean[10] = {};
+      double mean[P] = {};
       for (int b = 0; b < blocks; ++b) {
-        g0 = std::min(g0, hp[b * 10]);
-        g1 = std::max(g1, hp[b * 10]);
-        for (int i = 1; i < 10; ++i) mean[i] += hp[b * 10 + i] * us_per_clk / blocks;
+        g0 = std::min(g0, hp[b * P]);
+        g1 = std::max(g1, hp[b * P]);
+        for (int i = 1; i < P; ++i) mean[i] += hp[b * P + i] * us_per_clk / blocks;
       }
-      const char* names[10] = {"", "w issued", "griddep", "x staged", "1st multiply", "loop done",
-                               "cluster runs", "pushed+synced", "reduced+stored", ""};
+      const char* names[P] = {"", "w issued", "griddep", "x staged", "1st multiply", "loop done",
+                              "cluster runs", "pushed+synced", "reduced+stored"};
       std::printf("%d blocks, entry spread %.2f us (globaltimer); mean us since entry at (nominal %d MHz):\n",
                   blocks, (g1 - g0) / 1e3, clock_khz / 1000);
-      for (int i = 1; i < 9; ++i) std::printf("  %-16s %7.2f\n", names[i], mean[i]);
+      for (int i = 1; i < P; ++i) std::printf("  %-16s %7.2f\n", names[i], mean[i]);
       return 0;
     }
     float lt1 = time_graph([&](const bf16_t* w, bf16_t* y) { CL(lt.run(0, dx, w, y, st)); });

@@ -40,10 +40,14 @@ inline int gemm_rows_tiles(const GemmRowsConfig& c, int m) {
 // k per staged chunk of the batch rows, and the shared memory of a block:
 // the chunk (rows padded by 64 bytes against bank conflicts), then the
 // partial sums the cluster's blocks push to it (S shares of kAll / S).
-inline int gemm_rows_chunk_k(int nt) { return nt <= 4 ? 512 : 256; }
+// Per-block phase probes (sandbox only): a globaltimer stamp, then SM clocks.
+constexpr int kGemmRowsProbes = 9;
+__host__ __device__ constexpr int gemm_rows_chunk_k(int nt) { return nt <= 4 ? 512 : 256; }
+// Staged row stride: padded so lanes g, g+1 read opposite halves of the banks.
+__host__ __device__ constexpr int gemm_rows_row_bytes(int nt) { return 2 * gemm_rows_chunk_k(nt) + 64; }
 inline size_t gemm_rows_smem(const GemmRowsConfig& c, int n) {
   const int nt = gemm_rows_nt(n);
-  const size_t x_chunk = size_t(8 * nt) * (2 * gemm_rows_chunk_k(nt) + 64);
+  const size_t x_chunk = size_t(8 * nt) * gemm_rows_row_bytes(nt);
   const size_t sums = size_t(c.wm) * 32 * c.mt * nt * 4 * sizeof(float);
   return x_chunk + sums;
 }
@@ -77,8 +81,8 @@ __global__ void __launch_bounds__(WM * 32)
   constexpr int kVals = MT * NT * 4;          // accumulators per lane
   constexpr int U = MT == 1 ? 4 : 2;          // 32-k steps per batch of weight loads
   constexpr int BK = 32 * U;                  // k per batch; lane c reads k [32u + 8c, 32u + 8c + 8) of step u
-  constexpr int KC = NT <= 4 ? 512 : 256;     // k per staged chunk of the batch rows
-  constexpr int kRowBytes = 2 * KC + 64;      // staged row stride: lanes g, g+1 on opposite bank halves
+  constexpr int KC = gemm_rows_chunk_k(NT);   // k per staged chunk of the batch rows
+  constexpr int kRowBytes = gemm_rows_row_bytes(NT);
   constexpr int kPieces = 8 * NT * (KC / 8);  // 16-byte pieces of a full chunk
   constexpr int kPiecesPerThread = kPieces / (WM * 32);
   constexpr int kThreads = WM * 32;
@@ -89,7 +93,7 @@ __global__ void __launch_bounds__(WM * 32)
   namespace cg = cooperative_groups;
   cg::cluster_group cluster = cg::this_cluster();
   // probes (sandbox only, else null): per block [globaltimer at entry, then SM
-  // clocks since entry at each phase boundary], 10 slots.
+  // clocks since entry at each phase boundary], kGemmRowsProbes slots.
   unsigned long long t_entry = 0;
   auto stamp = [&](int i) {
     if (probes == nullptr || threadIdx.x != 0) return;
@@ -97,10 +101,10 @@ __global__ void __launch_bounds__(WM * 32)
     if (i == 0) {
       unsigned long long gt;
       asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(gt));
-      probes[blk * 10] = gt;
+      probes[blk * kGemmRowsProbes] = gt;
       t_entry = clock64();
     } else {
-      probes[blk * 10 + i] = clock64() - t_entry;
+      probes[blk * kGemmRowsProbes + i] = clock64() - t_entry;
     }
   };
   stamp(0);
