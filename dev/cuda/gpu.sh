@@ -6,6 +6,8 @@
 #               TARGETS="a b" builds only those targets; CMAKE_ARGS adds configure options
 #   tests       ctest -L 'kernels|model' (every CUDA op vs the CPU, HF parity, engine on the GPU)
 #   diag32k     the long-context rows with KINFER_CUDA_SYNC=1 (a fault names its op)
+#   mlp         the fused decode MLP: its kernel tests and sandbox (dev/cuda/mlp_bench.cpp, a
+#               dev/cuda build in $B.dev), 0.6B decode rows with KINFER_MLP_FUSED=0 / 1
 #   quick       two decode rows, a profile and one generate row
 #   sample      kinfer bench sample rows (batch 32 / 64, the Qwen3 defaults, greedy, top-k 64)
 #   attn        kinfer bench attention vs PyTorch SDPA at query groups 2, 4, 8 (dense, blocktopk)
@@ -129,6 +131,26 @@ step_decode() {
   dec qwen3-0.6b 32 16384 blocktopk --profile > /dev/null
   tail -1 "$J" | python3 -c "import json,sys; p=json.load(sys.stdin)['profile']; [print(f'  {k}: {v[\"ms_per_step\"]:.3f} ms') for k,v in sorted(p.items(), key=lambda kv: -kv[1]['ms'])[:12]]"
   log "decode done"
+}
+
+step_mlp() {  # the fused decode MLP (backend/cuda/mlp.cu): its tests, its sandbox, decode rows with it off / on
+  local PB=$B.dev
+  if ! { cmake -S dev/cuda -B $PB -G Ninja ${MLP_CMAKE_ARGS:-} > "$OUT/build_dev.log" 2>&1 &&
+         ninja -C $PB -j16 mlp_bench kernels_cuda_fused >> "$OUT/build_dev.log" 2>&1; }; then
+    grep -E 'error' "$OUT/build_dev.log" | head -20; return
+  fi
+  $PB/kernels_cuda_fused --gtest_filter='*Mlp*' > "$OUT/mlp_tests.log" 2>&1; tail -3 "$OUT/mlp_tests.log"
+  grep -E 'Failure|Expected|Which is|actual' "$OUT/mlp_tests.log" | head -20
+  $PB/mlp_bench 20 2>&1 | tee "$OUT/mlp_bench.txt"
+  copy_bw
+  for shape in ${MLP_ROWS:-"1 4096 dense" "8 4096 dense" "16 4096 dense" "32 16384 blocktopk"}; do
+    set -- $shape
+    for f in 0 1; do
+      echo -n "KINFER_MLP_FUSED=$f "
+      KINFER_MLP_FUSED=$f dec qwen3-0.6b $1 $2 $3
+    done
+  done
+  log "mlp done"
 }
 
 step_quick() {

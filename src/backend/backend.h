@@ -212,6 +212,14 @@ class Backend : public Allocator {
   // out = silu(gate) * up, from the merged gate/up projection.
   // gate_up [n, 2f] (each row: gate | up), out [n, f]
   virtual void silu_mul(const Tensor& gate_up, const Tensor& out) = 0;
+  // The MLP block: out = (silu(x w_gateᵀ) * x w_upᵀ) w_downᵀ, by default
+  // matmul(x, w_gate_up) -> gate_up, silu_mul -> ffn, matmul(ffn, w_down) -> out.
+  // x [n, d], w_gate_up [2f, d] (gate rows, then up rows), w_down [d, f],
+  // scratch gate_up [n, 2f] and ffn [n, f] (ffn holds silu(gate) * up
+  // afterwards), out [n, d] (may alias x). CUDA can run small decode batches
+  // of small models as one fused kernel (backend/cuda/mlp.cu, opt-in).
+  virtual void mlp(const Tensor& x, const Tensor& w_gate_up, const Tensor& w_down, const Tensor& gate_up,
+                   const Tensor& ffn, const Tensor& out);
 
   // Writes k, v [n, n_kv_heads, head_dim] to the slots slot[i] = page*page_size + offset
   // ([n] I32). When a write fills the last offset of a page, that page's

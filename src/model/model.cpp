@@ -118,9 +118,7 @@ void Model::forward(Backend& be, Workspace& ws, const std::vector<KvLayer>& kv, 
     if (shard) be.all_reduce(h);
     be.add_rmsnorm(x, h, lw.mlp_norm, eps, h);
     // MLP block.
-    be.matmul(h, lw.w_gate_up, nullptr, gate_up);
-    be.silu_mul(gate_up, ffn);
-    be.matmul(ffn, lw.w_down, nullptr, h);
+    be.mlp(h, lw.w_gate_up, lw.w_down, gate_up, ffn, h);
     if (shard) be.all_reduce(h);
     if (l + 1 < cfg_.n_layers) be.add_rmsnorm(x, h, w_.layers[l + 1].attn_norm, eps, h);
     else be.add(x, h);

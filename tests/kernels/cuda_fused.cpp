@@ -7,11 +7,15 @@
 // bit against the mean of the keys the GPU pool holds.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstdlib>
+#include <functional>
 #include <numeric>
 #include <random>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cuda/kernels.h"
 #include "cuda_test_util.h"
 
 namespace kf {
@@ -156,5 +160,110 @@ TEST_F(CudaFused, QkvRopeWriteMatchesCpu) {
     }
 }
 
+
+// The fused decode MLP (backend/cuda/mlp.cu) against the CPU's three ops
+// (f32 throughout: the GPU's bf16 roundings of gate|up, ffn and out are the
+// difference) and against the GPU's own three ops (the same roundings: only
+// the order of the fp32 sums differs). Shapes: Qwen3-0.6B (the plan must
+// apply there), SmolLM2-135M, small ones with few blocks, and row counts
+// around the 16-row tiles and the two warp groups (33-64 rows).
+// The fused kernel is opt-in (KINFER_MLP_FUSED=1, read when a backend is made).
+std::unique_ptr<Backend> make_fused_mlp_backend() {
+  setenv("KINFER_MLP_FUSED", "1", 1);
+  std::unique_ptr<Backend> b = make_cuda_backend(0);
+  unsetenv("KINFER_MLP_FUSED");
+  return b;
+}
+
+TEST_F(CudaFused, MlpMatchesCpuAndSeparateOps) {
+  std::unique_ptr<Backend> fused = make_fused_mlp_backend();
+  Backend* separate = be.get();
+  int sms = 0, smem = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  ASSERT_EQ(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0), cudaSuccess);
+  EXPECT_GT(cuda::mlp_decode_plan(32, 1024, 3072, sms, smem).grid, 0) << "Qwen3-0.6B's MLP must run fused";
+  EXPECT_GT(cuda::mlp_decode_plan(64, 1024, 3072, sms, smem).grid, 0);
+  EXPECT_EQ(cuda::mlp_decode_plan(65, 1024, 3072, sms, smem).grid, 0) << "65 rows: the separate ops";
+  EXPECT_EQ(cuda::mlp_decode_plan(32, 4096, 12288, sms, smem).grid, 0) << "Qwen3-8B: weights too big";
+  struct Case {
+    int d, f;
+    std::vector<int> rows;
+  };
+  for (const Case& c : {Case{1024, 3072, {1, 5, 16, 17, 32, 33, 64}}, Case{576, 1536, {1, 32, 64}},
+                        Case{256, 512, {7, 40}}, Case{64, 128, {3}}, Case{2048, 6144, {32}}})
+    for (int n : c.rows) {
+      SCOPED_TRACE(::testing::Message() << "d " << c.d << " f " << c.f << " rows " << n);
+      const float scale_in = 1.f / std::sqrt(float(c.d)), scale_f = 1.f / std::sqrt(float(c.f));
+      auto x = rand_bf16(size_t(n) * c.d, rng, -2.f, 2.f);
+      auto wgu = rand_bf16(size_t(2) * c.f * c.d, rng, -2.f * scale_in, 2.f * scale_in);
+      auto wd = rand_bf16(size_t(c.d) * c.f, rng, -2.f * scale_f, 2.f * scale_f);
+      std::vector<float> cx = x, cwgu = wgu, cwd = wd, cgu(size_t(n) * 2 * c.f), cffn(size_t(n) * c.f),
+                         cout(size_t(n) * c.d);
+      cpu->mlp(host_view(cx, {n, c.d}), host_view(cwgu, {2 * c.f, c.d}), host_view(cwd, {c.d, c.f}),
+               host_view(cgu, {n, 2 * c.f}), host_view(cffn, {n, c.f}), host_view(cout, {n, c.d}));
+      std::vector<float> ffn[2], out[2];
+      Backend* gpus[2] = {fused.get(), separate};
+      for (int i = 0; i < 2; ++i) {
+        Backend& g = *gpus[i];
+        Buffer dx = dev_bf16(g, x, {n, c.d}), dwgu = dev_bf16(g, wgu, {2 * c.f, c.d}),
+               dwd = dev_bf16(g, wd, {c.d, c.f}), dgu(DType::BF16, {n, 2 * c.f}, g), dffn(DType::BF16, {n, c.f}, g);
+        test::poison(g, dffn);
+        g.mlp(dx, dwgu, dwd, dgu, dffn, dx);  // out aliasing x, as the model does
+        ffn[i] = host_bf16(g, dffn);
+        out[i] = host_bf16(g, dx);
+      }
+      EXPECT_LT(rel_l2(ffn[0], cffn), 8e-3);
+      EXPECT_LT(rel_l2(out[0], cout), 1e-2);
+      EXPECT_LT(rel_l2(ffn[0], ffn[1]), 3e-3) << "fused vs separate GPU ops";
+      EXPECT_LT(rel_l2(out[0], out[1]), 6e-3) << "fused vs separate GPU ops";
+      // The fused kernel ran (its fp32 sums go in another order): not bitwise the separate ops.
+      if (c.d == 1024 && n >= 16) {
+        EXPECT_NE(out[0], out[1]) << "the fused path was not taken";
+      }
+    }
+}
+
+// A graph replay equals the direct launch bit for bit, and launches with
+// different grid sizes (Qwen3-0.6B: 128 blocks; d 64: 16) share the barrier
+// counter in any order without a reset.
+TEST_F(CudaFused, MlpGraphReplayAndGridSizesShareTheBarrier) {
+  be = make_fused_mlp_backend();
+  struct Shape {
+    int d, f, n;
+  };
+  const Shape shapes[2] = {{1024, 3072, 32}, {64, 128, 9}};
+  std::vector<Buffer> keep;
+  std::vector<std::function<void()>> run;
+  std::vector<const Buffer*> outs;
+  for (const Shape& s : shapes) {
+    keep.push_back(dev_bf16(*be, rand_bf16(size_t(s.n) * s.d, rng, -2.f, 2.f), {s.n, s.d}));
+    keep.push_back(dev_bf16(*be, rand_bf16(size_t(2) * s.f * s.d, rng, -0.05f, 0.05f), {2 * s.f, s.d}));
+    keep.push_back(dev_bf16(*be, rand_bf16(size_t(s.d) * s.f, rng, -0.05f, 0.05f), {s.d, s.f}));
+    keep.emplace_back(DType::BF16, std::initializer_list<int64_t>{s.n, 2 * s.f}, *be);
+    keep.emplace_back(DType::BF16, std::initializer_list<int64_t>{s.n, s.f}, *be);
+    keep.emplace_back(DType::BF16, std::initializer_list<int64_t>{s.n, s.d}, *be);
+  }
+  for (int i = 0; i < 2; ++i) {
+    const Buffer* b = &keep[6 * i];
+    run.push_back([this, b] { be->mlp(b[0], b[1], b[2], b[3], b[4], b[5]); });
+    outs.push_back(&b[5]);
+  }
+  std::vector<float> direct[2];
+  for (int i = 0; i < 2; ++i) {
+    run[i]();
+    direct[i] = host_bf16(*be, *outs[i]);
+  }
+  std::unique_ptr<Graph> g = be->record([&] {
+    run[0]();
+    run[1]();
+    run[0]();
+  });
+  for (int rep = 0; rep < 3; ++rep) {
+    for (int i = 0; i < 2; ++i) test::poison(*be, *outs[i]);
+    be->replay(*g);
+    run[1]();
+    for (int i = 0; i < 2; ++i) EXPECT_EQ(host_bf16(*be, *outs[i]), direct[i]) << "shape " << i << " rep " << rep;
+  }
+}
 }  // namespace
 }  // namespace kf

@@ -116,6 +116,23 @@ void launch_pdl(const char* what, void (*kernel)(Params...), dim3 grid, dim3 blo
   check(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...), what);
 }
 
+// Shared-memory address of a generic pointer (for cp.async, ldmatrix).
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte async copy global -> shared, bypassing L1; src_bytes 0 writes zeros
+// (nothing read). Groups: cp_async_commit closes one, cp_async_wait<N> waits
+// until at most N of this thread's groups are pending.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes = 16) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N));
+}
+
 // True when every pointer is 16-byte aligned (the vector paths need it).
 inline bool aligned16(std::initializer_list<const void*> ps) {
   for (const void* p : ps)

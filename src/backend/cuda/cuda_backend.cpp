@@ -89,6 +89,11 @@ class CudaBackend final : public Backend {
     KF_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     const char* tune = std::getenv("KINFER_GEMM_TUNE");
     gemm_ = std::make_unique<cuda::Gemm>(*this, stream_, tune && std::string(tune) == "1");
+    KF_CUDA(cudaDeviceGetAttribute(&max_smem_, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    const char* fused = std::getenv("KINFER_MLP_FUSED");
+    fused_mlp_ = fused && std::string(fused) == "1";
+    mlp_barrier_ = Buffer(DType::U8, {4}, *this);
+    KF_CUDA(cudaMemsetAsync(mlp_barrier_.view().data, 0, 4, stream_));
   }
   ~CudaBackend() override {
     cudaSetDevice(dev_);
@@ -311,6 +316,48 @@ class CudaBackend final : public Backend {
     KF_CHECK(gate_up.numel() == 2 * out.numel() && gate_up.dim(-1) == 2 * f,
              "silu_mul: gate_up {} is not [rows, 2 x {}] for out {}", gate_up.shape_str(), f, out.shape_str());
     cuda::silu_mul(bptr(gate_up), bptr(out), out.numel(), f, stream_);
+    op.done();
+  }
+
+  // With KINFER_MLP_FUSED=1, the fused kernel (mlp.cu) where its plan
+  // applies (a decode batch of a model whose MLP weights fit in shared
+  // memory); otherwise the three ops. Off by default: in a decode step it
+  // measured no faster (docs/cuda.md "A fused decode MLP").
+  void mlp(const Tensor& x, const Tensor& w_gate_up, const Tensor& w_down, const Tensor& gate_up, const Tensor& ffn,
+           const Tensor& out) override {
+    const int64_t d = w_down.ndim == 2 ? w_down.dim(0) : 0, f = w_down.ndim == 2 ? w_down.dim(1) : 0;
+    const int64_t n = d > 0 ? x.numel() / d : 0;
+    cuda::MlpPlan plan;
+    if (fused_mlp_ && n > 0 && x.dtype == DType::BF16 && w_gate_up.dtype == DType::BF16 &&
+        w_down.dtype == DType::BF16 && ffn.dtype == DType::BF16 && out.dtype == DType::BF16 &&
+        ffn.data != x.data && ffn.data != out.data &&
+        ((reinterpret_cast<uintptr_t>(x.data) | reinterpret_cast<uintptr_t>(w_gate_up.data) |
+          reinterpret_cast<uintptr_t>(w_down.data) | reinterpret_cast<uintptr_t>(out.data)) & 15) == 0)
+      plan = cuda::mlp_decode_plan(static_cast<int>(n), static_cast<int>(d), static_cast<int>(f), num_sms_,
+                                   max_smem_);
+    if (plan.grid == 0) {
+      Backend::mlp(x, w_gate_up, w_down, gate_up, ffn, out);  // checks the shapes
+      return;
+    }
+    KF_CHECK(w_gate_up.ndim == 2 && w_gate_up.dim(0) == 2 * f && w_gate_up.dim(1) == d && x.dim(-1) == d &&
+                 out.numel() == n * d && ffn.numel() == n * f,
+             "mlp: x {}, w_gate_up {}, w_down {}, ffn {}, out {}", x.shape_str(), w_gate_up.shape_str(),
+             w_down.shape_str(), ffn.shape_str(), out.shape_str());
+    OpScope op(this, "mlp", [&] { return fmt::format("{} rows, d {}, f {}, fused", n, d, f); });
+    float* partial = static_cast<float*>(grow(mlp_partial_, DType::F32,
+                                              cuda::mlp_partial_floats(plan, 64, static_cast<int>(d))));  // any row count: no re-recording
+    auto launch = [&](bool pdl) {
+      return cuda::mlp_decode(plan, bptr(x), bptr(w_gate_up), bptr(w_down), bptr(ffn), partial, bptr(out),
+                              static_cast<unsigned*>(mlp_barrier_.view().data), static_cast<int>(n),
+                              static_cast<int>(d), static_cast<int>(f), pdl, stream_);
+    };
+    cudaError_t e = launch(mlp_pdl_);
+    if (e != cudaSuccess && mlp_pdl_ && !capturing_) {  // a driver without PDL on cooperative launches
+      cudaGetLastError();
+      mlp_pdl_ = false;
+      e = launch(false);
+    }
+    cuda::check(e, "mlp_decode_kernel");
     op.done();
   }
 
@@ -653,6 +700,11 @@ class CudaBackend final : public Backend {
 
   int dev_ = 0;
   int num_sms_ = 0;
+  int max_smem_ = 0;        // opt-in shared memory per block
+  bool fused_mlp_ = false;  // mlp(): the fused kernel where it applies (KINFER_MLP_FUSED=1)
+  bool mlp_pdl_ = true;     // ... launched with programmatic dependent launch
+  Buffer mlp_barrier_;      // the fused MLP's grid-barrier counter (4 bytes, zeroed)
+  Buffer mlp_partial_;      // ... and its partial sums (grows)
   uint64_t scratch_generation_ = 0;
   bool capturing_ = false;
   std::string name_;

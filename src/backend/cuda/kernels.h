@@ -57,6 +57,34 @@ void kv_copy_pages(const KvPool& kv, const int32_t* src, const int32_t* dst, int
 // Summaries of the pages whose last offset is among slots [n] (kv_write's second half).
 void kv_summaries(const KvPool& kv, const int32_t* slots, int n, cudaStream_t st);
 
+// ---- mlp.cu --------------------------------------------------------------------
+// The fused decode MLP (Backend::mlp): out [n, d] = (silu(x Wgᵀ) * x Wuᵀ) Wdᵀ
+// in one cooperative launch, for n <= 64 rows of a model whose MLP weights fit
+// in the SMs' shared memory. grid == 0: the plan does not apply (too many
+// rows, weights too big, d or inter not a multiple of 64).
+struct MlpPlan {
+  int grid = 0;          // blocks, one per SM at most
+  int ua = 0;            // gate|up units (4 intermediate columns) per block
+  int bk = 0, ubw = 0;   // down: K slices; units of 8 output columns per block
+  int mtw = 0, wm = 0;   // gate|up: 16-row m-tiles per warp; warp groups over the m-tiles
+  int region_a = 0;      // shared-memory bytes before the down stripe
+  int smem = 0;          // dynamic shared memory per block
+};
+MlpPlan mlp_decode_plan(int n, int d, int inter, int num_sms, int max_smem);
+// Floats of the partial-sum scratch a launch needs ([bk, n, d]).
+int64_t mlp_partial_floats(const MlpPlan& plan, int n, int d);
+// ffn [n, inter] and partial are scratch (ffn is left holding silu(gate) *
+// up), out may alias x; barrier: a zeroed 4-byte counter that this backend's
+// launches share. pdl: programmatic dependent launch on top of the
+// cooperative launch.
+cudaError_t mlp_decode(const MlpPlan& plan, const bf16_t* x, const bf16_t* w_gate_up, const bf16_t* w_down,
+                       bf16_t* ffn, float* partial, bf16_t* out, unsigned* barrier, int n, int d, int inter,
+                       bool pdl, cudaStream_t st);
+
+#ifdef KINFER_MLP_PHASES
+std::string mlp_phases_report(int grid);  // the last launch's phase probes (mlp.cu)
+#endif
+
 // ---- qkv.cu --------------------------------------------------------------------
 // Backend::qkv_rope_write: qkv [n, (Hq + 2*Hkv) * D] -> q_out [n, Hq, D] and the pool.
 // q_norm / k_norm may be null (no per-head norm).
