@@ -47,12 +47,12 @@ struct MlpParams {
   bf16_t* ffn;              // [n, I]
   bf16_t* out;              // [n, d] (may alias x)
   float* partial;           // [bk, n, d] phase B's partial sums
-  unsigned* barrier;  // grid_barrier's counter (starts at 0)
+  unsigned* barrier;        // grid_barrier's counter (starts at 0)
   int n, d, inter;
-  int ua;             // gate|up units per block
-  int bk, ubw;        // phase B: K slices; units of 8 output columns per block
-  int wm;             // warp groups over the m-tiles (1 or 2); 8 / wm warps split K
-  int region_a;       // bytes of shared memory before the down weights
+  int ua;        // gate|up units per block
+  int bk, ubw;   // phase B: K slices; units of 8 output columns per block
+  int wm;        // warp groups over the m-tiles (1 or 2); 8 / wm warps split K
+  int region_a;  // bytes of shared memory before the down stripe
 };
 
 // Phase probes (dev builds with -DKINFER_MLP_PHASES, dev/cuda/mlp_bench.cpp):
