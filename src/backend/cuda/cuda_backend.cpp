@@ -332,7 +332,8 @@ class CudaBackend final : public Backend {
         w_down.dtype == DType::BF16 && ffn.dtype == DType::BF16 && out.dtype == DType::BF16 &&
         ffn.data != x.data && ffn.data != out.data &&
         ((reinterpret_cast<uintptr_t>(x.data) | reinterpret_cast<uintptr_t>(w_gate_up.data) |
-          reinterpret_cast<uintptr_t>(w_down.data) | reinterpret_cast<uintptr_t>(out.data)) & 15) == 0)
+          reinterpret_cast<uintptr_t>(w_down.data) | reinterpret_cast<uintptr_t>(ffn.data) |
+          reinterpret_cast<uintptr_t>(out.data)) & 15) == 0)
       plan = cuda::mlp_decode_plan(static_cast<int>(n), static_cast<int>(d), static_cast<int>(f), num_sms_,
                                    max_smem_);
     if (plan.grid == 0) {
@@ -344,8 +345,9 @@ class CudaBackend final : public Backend {
              "mlp: x {}, w_gate_up {}, w_down {}, ffn {}, out {}", x.shape_str(), w_gate_up.shape_str(),
              w_down.shape_str(), ffn.shape_str(), out.shape_str());
     OpScope op(this, "mlp", [&] { return fmt::format("{} rows, d {}, f {}, fused", n, d, f); });
-    float* partial = static_cast<float*>(grow(mlp_partial_, DType::F32,
-                                              cuda::mlp_partial_floats(plan, 64, static_cast<int>(d))));  // any row count: no re-recording
+    // Sized for the most rows the kernel takes, so another batch size does not re-record graphs.
+    float* partial = static_cast<float*>(
+        grow(mlp_partial_, DType::F32, cuda::mlp_partial_floats(plan, cuda::kMlpMaxRows, static_cast<int>(d))));
     auto launch = [&](bool pdl) {
       return cuda::mlp_decode(plan, bptr(x), bptr(w_gate_up), bptr(w_down), bptr(ffn), partial, bptr(out),
                               static_cast<unsigned*>(mlp_barrier_.view().data), static_cast<int>(n),

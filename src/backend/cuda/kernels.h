@@ -70,6 +70,7 @@ struct MlpPlan {
   int region_a = 0;      // shared-memory bytes before the down stripe
   int smem = 0;          // dynamic shared memory per block
 };
+constexpr int kMlpMaxRows = 64;  // rows the fused kernel takes
 MlpPlan mlp_decode_plan(int n, int d, int inter, int num_sms, int max_smem);
 // Floats of the partial-sum scratch a launch needs ([bk, n, d]).
 int64_t mlp_partial_floats(const MlpPlan& plan, int n, int d);

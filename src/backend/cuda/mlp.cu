@@ -34,7 +34,6 @@ namespace {
 constexpr int kMlpWarps = 8;
 constexpr int kMlpThreads = 32 * kMlpWarps;
 constexpr int kMlpMaxUnitsA = 8;  // gate|up units (4 intermediate columns) per block
-constexpr int kMlpMaxRows = 64;
 
 // Shared-memory row stride of a row of k bf16 values: a multiple of 128 bytes
 // plus 64, so lanes g and g+1 read opposite halves of the banks.
