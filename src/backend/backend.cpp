@@ -21,8 +21,8 @@ std::unique_ptr<Graph> Backend::record(std::function<void()> ops) {
   return g;
 }
 
-void Backend::mlp(const Tensor& x, const Tensor& w_gate_up, const Tensor& w_down, const Tensor& gate_up,
-                  const Tensor& ffn, const Tensor& out) {
+void Backend::check_mlp(const Tensor& x, const Tensor& w_gate_up, const Tensor& w_down, const Tensor& gate_up,
+                        const Tensor& ffn, const Tensor& out) {
   KF_CHECK(w_gate_up.ndim == 2 && w_down.ndim == 2 && w_gate_up.dim(0) == 2 * w_down.dim(1) &&
                w_gate_up.dim(1) == w_down.dim(0),
            "mlp: w_gate_up {} and w_down {} are not [2f, d] and [d, f]", w_gate_up.shape_str(), w_down.shape_str());
@@ -30,6 +30,11 @@ void Backend::mlp(const Tensor& x, const Tensor& w_gate_up, const Tensor& w_down
   KF_CHECK(x.dim(-1) == d && out.numel() == n * d && gate_up.numel() == n * 2 * f && ffn.numel() == n * f,
            "mlp: x {}, gate_up {}, ffn {}, out {} do not fit w_down {}", x.shape_str(), gate_up.shape_str(),
            ffn.shape_str(), out.shape_str(), w_down.shape_str());
+}
+
+void Backend::mlp(const Tensor& x, const Tensor& w_gate_up, const Tensor& w_down, const Tensor& gate_up,
+                  const Tensor& ffn, const Tensor& out) {
+  check_mlp(x, w_gate_up, w_down, gate_up, ffn, out);
   matmul(x, w_gate_up, nullptr, gate_up);
   silu_mul(gate_up, ffn);
   matmul(ffn, w_down, nullptr, out);

@@ -281,6 +281,9 @@ class Backend : public Allocator {
                               const Tensor& token_pool) = 0;
 
  protected:
+  // Throws unless the tensors of mlp() fit together (the shapes above).
+  static void check_mlp(const Tensor& x, const Tensor& w_gate_up, const Tensor& w_down, const Tensor& gate_up,
+                        const Tensor& ffn, const Tensor& out);
   friend void make_tp_group(const std::vector<Backend*>& ranks);
   // Joins `ranks` (all of this backend's type; ranks[i] becomes rank i) into
   // one group whose all_reduce sums over them; sets their tp_rank_/tp_size_.

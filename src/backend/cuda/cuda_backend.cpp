@@ -325,25 +325,19 @@ class CudaBackend final : public Backend {
   // measured no faster (docs/cuda.md "A fused decode MLP").
   void mlp(const Tensor& x, const Tensor& w_gate_up, const Tensor& w_down, const Tensor& gate_up, const Tensor& ffn,
            const Tensor& out) override {
-    const int64_t d = w_down.ndim == 2 ? w_down.dim(0) : 0, f = w_down.ndim == 2 ? w_down.dim(1) : 0;
-    const int64_t n = d > 0 ? x.numel() / d : 0;
+    check_mlp(x, w_gate_up, w_down, gate_up, ffn, out);
+    const int64_t d = w_down.dim(0), f = w_down.dim(1), n = d > 0 ? x.numel() / d : 0;
     cuda::MlpPlan plan;
     if (fused_mlp_ && n > 0 && x.dtype == DType::BF16 && w_gate_up.dtype == DType::BF16 &&
         w_down.dtype == DType::BF16 && ffn.dtype == DType::BF16 && out.dtype == DType::BF16 &&
         ffn.data != x.data && ffn.data != out.data &&
-        ((reinterpret_cast<uintptr_t>(x.data) | reinterpret_cast<uintptr_t>(w_gate_up.data) |
-          reinterpret_cast<uintptr_t>(w_down.data) | reinterpret_cast<uintptr_t>(ffn.data) |
-          reinterpret_cast<uintptr_t>(out.data)) & 15) == 0)
+        cuda::aligned16({x.data, w_gate_up.data, w_down.data, ffn.data, out.data}))
       plan = cuda::mlp_decode_plan(static_cast<int>(n), static_cast<int>(d), static_cast<int>(f), num_sms_,
                                    max_smem_);
     if (plan.grid == 0) {
-      Backend::mlp(x, w_gate_up, w_down, gate_up, ffn, out);  // checks the shapes
+      Backend::mlp(x, w_gate_up, w_down, gate_up, ffn, out);
       return;
     }
-    KF_CHECK(w_gate_up.ndim == 2 && w_gate_up.dim(0) == 2 * f && w_gate_up.dim(1) == d && x.dim(-1) == d &&
-                 out.numel() == n * d && ffn.numel() == n * f,
-             "mlp: x {}, w_gate_up {}, w_down {}, ffn {}, out {}", x.shape_str(), w_gate_up.shape_str(),
-             w_down.shape_str(), ffn.shape_str(), out.shape_str());
     OpScope op(this, "mlp", [&] { return fmt::format("{} rows, d {}, f {}, fused", n, d, f); });
     // Sized for the most rows the kernel takes, so another batch size does not re-record graphs.
     float* partial = static_cast<float*>(

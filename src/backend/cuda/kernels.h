@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 
 #include "attn/policy.h"
@@ -23,6 +24,13 @@ void check_launch(const char* what);
 bool sync_checks();
 
 using bf16_t = uint16_t;
+
+// True when every pointer is 16-byte aligned (the vector paths need it).
+inline bool aligned16(std::initializer_list<const void*> ps) {
+  for (const void* p : ps)
+    if (reinterpret_cast<uintptr_t>(p) & 15u) return false;
+  return true;
+}
 
 // ---- elementwise.cu ----------------------------------------------------------
 // out[i] = table[ids[i]] (a zero row for an id outside [0, table_rows)).
@@ -67,6 +75,7 @@ struct MlpPlan {
   int ua = 0;            // gate|up units (4 intermediate columns) per block
   int bk = 0, ubw = 0;   // down: K slices; units of 8 output columns per block
   int mtw = 0, wm = 0;   // gate|up: 16-row m-tiles per warp; warp groups over the m-tiles
+  int mtb = 0;           // down: 16-row m-tiles per warp (all of them)
   int region_a = 0;      // shared-memory bytes before the down stripe
   int smem = 0;          // dynamic shared memory per block
 };

@@ -205,7 +205,8 @@ __device__ __forceinline__ void mlp_reduce(const float (&acc)[UMAX][MTW][4], int
     if (j >= units) continue;
 #pragma unroll
     for (int t = 0; t < MTW; ++t)
-      part[((warp * units + j) * MTW + t) * 32 + lane] = make_float4(acc[j][t][0], acc[j][t][1], acc[j][t][2], acc[j][t][3]);
+      part[((warp * units + j) * MTW + t) * 32 + lane] =
+          make_float4(acc[j][t][0], acc[j][t][1], acc[j][t][2], acc[j][t][3]);
   }
   __syncthreads();
   const int wk = kMlpWarps / wm;  // warps summing over K for one warp group
@@ -421,7 +422,7 @@ MlpPlan mlp_decode_plan(int n, int d, int inter, int num_sms, int max_smem) {
   // Region A: the gate|up stripes, then phase A's partial sums, then phase B's ffn slice.
   const int64_t weights_a = int64_t(ua) * 8 * mlp_row_bytes(d);
   const int64_t partial = int64_t(kMlpWarps) * ua * mtw * 32 * 16;
-  const int mtb = m_tiles <= 2 ? m_tiles : 4;  // the kernel's phase B m-tiles
+  const int mtb = m_tiles <= 2 ? m_tiles : 4;
   const int64_t slice = int64_t(16) * mtb * mlp_row_bytes(ks);
   const int64_t region_a = (std::max({weights_a, partial, slice}) + 127) / 128 * 128;
   const int64_t smem = region_a + int64_t(ubw) * 8 * mlp_row_bytes(ks);
@@ -431,6 +432,7 @@ MlpPlan mlp_decode_plan(int n, int d, int inter, int num_sms, int max_smem) {
   plan.bk = bk;
   plan.ubw = ubw;
   plan.mtw = mtw;
+  plan.mtb = mtb;
   plan.wm = wm;
   plan.region_a = static_cast<int>(region_a);
   plan.smem = static_cast<int>(smem);
@@ -445,8 +447,10 @@ cudaError_t mlp_decode(const MlpPlan& plan, const bf16_t* x, const bf16_t* w_gat
   MlpParams p{x,     w_gate_up, w_down,  ffn,    out,     partial,  barrier,
               n,     d,         inter,   plan.ua, plan.bk, plan.ubw, plan.wm,
               plan.region_a};
-  const int m_tiles = (n + 15) / 16;
-  auto kernel = m_tiles == 1 ? mlp_decode_kernel<1, 1> : m_tiles == 2 ? mlp_decode_kernel<2, 2> : mlp_decode_kernel<2, 4>;
+  // The plan's (mtw, mtb) is (1, 1), (2, 2) or (2, 4).
+  auto kernel = plan.mtw == 1   ? mlp_decode_kernel<1, 1>
+                : plan.mtb == 2 ? mlp_decode_kernel<2, 2>
+                                : mlp_decode_kernel<2, 4>;
   const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.smem);
   if (e != cudaSuccess) return e;
   cudaLaunchAttribute attr[2];
