@@ -72,7 +72,7 @@ int main(int argc, char** argv) {
       return [&, with_norm] {
         for (int r = 0; r < R; ++r) {
           if (with_norm) be->add_rmsnorm(x, h, norm, 1e-6f, h);
-          be->Backend::mlp(h, wgu[r], wd[r], gu, ffn, h);
+          be->Backend::mlp(h, wgu[r], wd[r], gu, ffn, x, nullptr, 1e-6f, h);
         }
       };
     };
@@ -80,7 +80,7 @@ int main(int argc, char** argv) {
       return [&, with_norm] {
         for (int r = 0; r < R; ++r) {
           if (with_norm) be->add_rmsnorm(x, h, norm, 1e-6f, h);
-          be->mlp(h, wgu[r], wd[r], gu, ffn, h);
+          be->mlp(h, wgu[r], wd[r], gu, ffn, x, nullptr, 1e-6f, h);
         }
       };
     };
@@ -92,7 +92,7 @@ int main(int argc, char** argv) {
 #ifdef KINFER_MLP_PHASES
     // One launch on cold weights right after an add_rmsnorm, as in a step.
     be->add_rmsnorm(x, h, norm, 1e-6f, h);
-    be->mlp(h, wgu[R / 2], wd[R / 2], gu, ffn, h);
+    be->mlp(h, wgu[R / 2], wd[R / 2], gu, ffn, x, nullptr, 1e-6f, h);
     be->synchronize();
     int sms = 0, smem = 0;
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);

@@ -21,23 +21,47 @@ std::unique_ptr<Graph> Backend::record(std::function<void()> ops) {
   return g;
 }
 
-void Backend::check_mlp(const Tensor& x, const Tensor& w_gate_up, const Tensor& w_down, const Tensor& gate_up,
-                        const Tensor& ffn, const Tensor& out) {
+void Backend::check_projection(const char* op, const Tensor& in, const Tensor& w, const Tensor& x,
+                               const Tensor* norm_w, const Tensor& out) {
+  KF_CHECK(w.ndim == 2 && in.dim(-1) == w.dim(1), "{}: in {} does not fit w {}", op, in.shape_str(), w.shape_str());
+  const int64_t d = w.dim(0), n = in.numel() / std::max<int64_t>(w.dim(1), 1);
+  KF_CHECK(x.dim(-1) == d && x.numel() == n * d && out.numel() == n * d && x.data != out.data,
+           "{}: x {} and out {} are not [{}, {}] and apart (w {})", op, x.shape_str(), out.shape_str(), n, d,
+           w.shape_str());
+  KF_CHECK(!norm_w || norm_w->numel() == d, "{}: norm weight {} is not [{}]", op, norm_w->shape_str(), d);
+}
+
+void Backend::check_mlp(const Tensor& h, const Tensor& w_gate_up, const Tensor& w_down, const Tensor& gate_up,
+                        const Tensor& ffn, const Tensor& x, const Tensor* norm_w, const Tensor& out) {
   KF_CHECK(w_gate_up.ndim == 2 && w_down.ndim == 2 && w_gate_up.dim(0) == 2 * w_down.dim(1) &&
                w_gate_up.dim(1) == w_down.dim(0),
            "mlp: w_gate_up {} and w_down {} are not [2f, d] and [d, f]", w_gate_up.shape_str(), w_down.shape_str());
-  const int64_t d = w_down.dim(0), f = w_down.dim(1), n = x.numel() / std::max<int64_t>(d, 1);
-  KF_CHECK(x.dim(-1) == d && out.numel() == n * d && gate_up.numel() == n * 2 * f && ffn.numel() == n * f,
-           "mlp: x {}, gate_up {}, ffn {}, out {} do not fit w_down {}", x.shape_str(), gate_up.shape_str(),
+  const int64_t d = w_down.dim(0), f = w_down.dim(1), n = h.numel() / std::max<int64_t>(d, 1);
+  KF_CHECK(h.dim(-1) == d && out.numel() == n * d && gate_up.numel() == n * 2 * f && ffn.numel() == n * f,
+           "mlp: h {}, gate_up {}, ffn {}, out {} do not fit w_down {}", h.shape_str(), gate_up.shape_str(),
            ffn.shape_str(), out.shape_str(), w_down.shape_str());
+  check_projection("mlp", ffn, w_down, x, norm_w, out);
 }
 
-void Backend::mlp(const Tensor& x, const Tensor& w_gate_up, const Tensor& w_down, const Tensor& gate_up,
-                  const Tensor& ffn, const Tensor& out) {
-  check_mlp(x, w_gate_up, w_down, gate_up, ffn, out);
-  matmul(x, w_gate_up, nullptr, gate_up);
+void Backend::add_residual(const Tensor& x, const Tensor& y, const Tensor* norm_w, float eps, const Tensor& out) {
+  if (tp_size() > 1) all_reduce(y);  // each rank holds a partial sum of y
+  if (norm_w) add_rmsnorm(x, y, *norm_w, eps, out);
+  else add(x, y);
+}
+
+void Backend::matmul_add_rmsnorm(const Tensor& in, const Tensor& w, const Tensor& x, const Tensor* norm_w, float eps,
+                                 const Tensor& out) {
+  check_projection("matmul_add_rmsnorm", in, w, x, norm_w, out);
+  matmul(in, w, nullptr, out);
+  add_residual(x, out, norm_w, eps, out);
+}
+
+void Backend::mlp(const Tensor& h, const Tensor& w_gate_up, const Tensor& w_down, const Tensor& gate_up,
+                  const Tensor& ffn, const Tensor& x, const Tensor* norm_w, float eps, const Tensor& out) {
+  check_mlp(h, w_gate_up, w_down, gate_up, ffn, x, norm_w, out);
+  matmul(h, w_gate_up, nullptr, gate_up);
   silu_mul(gate_up, ffn);
-  matmul(ffn, w_down, nullptr, out);
+  matmul_add_rmsnorm(ffn, w_down, x, norm_w, eps, out);
 }
 
 void Backend::replay(Graph& graph) {

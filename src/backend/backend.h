@@ -212,14 +212,26 @@ class Backend : public Allocator {
   // out = silu(gate) * up, from the merged gate/up projection.
   // gate_up [n, 2f] (each row: gate | up), out [n, f]
   virtual void silu_mul(const Tensor& gate_up, const Tensor& out) = 0;
-  // The MLP block: out = (silu(x w_gateᵀ) * x w_upᵀ) w_downᵀ, by default
-  // matmul(x, w_gate_up) -> gate_up, silu_mul -> ffn, matmul(ffn, w_down) -> out.
-  // x [n, d], w_gate_up [2f, d] (gate rows, then up rows), w_down [d, f],
-  // scratch gate_up [n, 2f] and ffn [n, f] (ffn holds silu(gate) * up
-  // afterwards), out [n, d] (may alias x). CUDA can run small decode batches
-  // of small models as one fused kernel (backend/cuda/mlp.cu, opt-in).
-  virtual void mlp(const Tensor& x, const Tensor& w_gate_up, const Tensor& w_down, const Tensor& gate_up,
-                   const Tensor& ffn, const Tensor& out);
+  // An output projection with the residual add and the norm after it (the
+  // o_proj and down_proj of a layer): y = in w^T (summed over the
+  // tensor-parallel group), x += y, out = rmsnorm(x) * norm_w; without norm_w
+  // (the last layer) only x += y. in [n, k], w [d, k], x [n, d], out [n, d]
+  // (scratch for y; may alias in). Default: matmul, all_reduce, add_rmsnorm.
+  // CUDA splits the K dimension of decode-sized batches into fp32 partial
+  // products that the norm kernel adds (KINFER_SPLIT_K).
+  virtual void matmul_add_rmsnorm(const Tensor& in, const Tensor& w, const Tensor& x, const Tensor* norm_w, float eps,
+                                  const Tensor& out);
+  // The MLP block with its residual add and the next norm:
+  // y = (silu(h w_gate^T) * h w_up^T) w_down^T, then x += y and
+  // out = rmsnorm(x) * norm_w as in matmul_add_rmsnorm (without norm_w out
+  // holds y). h [n, d], w_gate_up [2f, d] (gate rows, then up rows),
+  // w_down [d, f], scratch gate_up [n, 2f] and ffn [n, f] (ffn holds
+  // silu(gate) * up afterwards), x and out [n, d] (out may alias h).
+  // Default: matmul(h, w_gate_up) -> gate_up, silu_mul -> ffn,
+  // matmul_add_rmsnorm(ffn, w_down). CUDA can run the MLP of small decode
+  // batches of small models as one fused kernel (backend/cuda/mlp.cu, opt-in).
+  virtual void mlp(const Tensor& h, const Tensor& w_gate_up, const Tensor& w_down, const Tensor& gate_up,
+                   const Tensor& ffn, const Tensor& x, const Tensor* norm_w, float eps, const Tensor& out);
 
   // Writes k, v [n, n_kv_heads, head_dim] to the slots slot[i] = page*page_size + offset
   // ([n] I32). When a write fills the last offset of a page, that page's
@@ -281,9 +293,15 @@ class Backend : public Allocator {
                               const Tensor& token_pool) = 0;
 
  protected:
-  // Throws unless the tensors of mlp() fit together (the shapes above).
-  static void check_mlp(const Tensor& x, const Tensor& w_gate_up, const Tensor& w_down, const Tensor& gate_up,
-                        const Tensor& ffn, const Tensor& out);
+  // Throw unless the tensors of mlp() / matmul_add_rmsnorm() fit together (the shapes above).
+  static void check_mlp(const Tensor& h, const Tensor& w_gate_up, const Tensor& w_down, const Tensor& gate_up,
+                        const Tensor& ffn, const Tensor& x, const Tensor* norm_w, const Tensor& out);
+  static void check_projection(const char* op, const Tensor& in, const Tensor& w, const Tensor& x,
+                               const Tensor* norm_w, const Tensor& out);
+  // The tail both compose: y summed over the tensor-parallel group, x += y,
+  // then out = rmsnorm(x) * norm_w (add_rmsnorm; y may alias out) or, without
+  // norm_w, only the add.
+  void add_residual(const Tensor& x, const Tensor& y, const Tensor* norm_w, float eps, const Tensor& out);
   friend void make_tp_group(const std::vector<Backend*>& ranks);
   // Joins `ranks` (all of this backend's type; ranks[i] becomes rank i) into
   // one group whose all_reduce sums over them; sets their tp_rank_/tp_size_.

@@ -96,13 +96,14 @@ void Model::forward(Backend& be, Workspace& ws, const std::vector<KvLayer>& kv, 
            "forward: layer_dense has {} entries for {} layers", in.layer_dense.size(), cfg_.n_layers);
   const float scale = 1.f / std::sqrt(static_cast<float>(hd));
   const float eps = cfg_.rms_eps;
-  const bool shard = cfg_.shard.size > 1;  // the o_proj and down_proj outputs are partial sums
   KF_CHECK(be.tp_size() == cfg_.shard.size && be.tp_rank() == cfg_.shard.rank,
            "forward: shard {} of {} runs on {}, which is rank {} of a group of {} (make_tp_group)", cfg_.shard.rank,
            cfg_.shard.size, be.name(), be.tp_rank(), be.tp_size());
 
-  // Each residual add is fused with the norm after it: the attention block's
-  // add with the MLP norm, the MLP's add with the next layer's input norm.
+  // Each residual add is fused with the projection before it and the norm
+  // after it: o_proj with the MLP norm, down_proj with the next layer's input
+  // norm (under tensor parallelism the projections' partial sums are summed
+  // over the group first: matmul_add_rmsnorm).
   be.embed(w_.embed, in.token_ids, x);
   be.rmsnorm(x, w_.layers[0].attn_norm, eps, h);
   for (int l = 0; l < cfg_.n_layers; ++l) {
@@ -114,14 +115,10 @@ void Model::forward(Backend& be, Workspace& ws, const std::vector<KvLayer>& kv, 
     const bool dense_layer = !in.layer_dense.empty() && in.layer_dense[l];
     be.attention(q_heads, kv[l], dense_layer ? dense_batch : *in.batch, dense_layer ? dense : in.policy, scale, att_heads,
                  in.selections.empty() ? nullptr : &in.selections[l]);
-    be.matmul(att, lw.wo, nullptr, h);
-    if (shard) be.all_reduce(h);
-    be.add_rmsnorm(x, h, lw.mlp_norm, eps, h);
-    // MLP block.
-    be.mlp(h, lw.w_gate_up, lw.w_down, gate_up, ffn, h);
-    if (shard) be.all_reduce(h);
-    if (l + 1 < cfg_.n_layers) be.add_rmsnorm(x, h, w_.layers[l + 1].attn_norm, eps, h);
-    else be.add(x, h);
+    be.matmul_add_rmsnorm(att, lw.wo, x, &lw.mlp_norm.view(), eps, h);
+    // MLP block; then h holds the next layer's normed input.
+    const Tensor* next_norm = l + 1 < cfg_.n_layers ? &w_.layers[l + 1].attn_norm.view() : nullptr;
+    be.mlp(h, lw.w_gate_up, lw.w_down, gate_up, ffn, x, next_norm, eps, h);
   }
   if (m == 0) return;
   // Only the rows that need logits go through the final norm and the lm_head.

@@ -12,6 +12,7 @@
 #include <functional>
 #include <numeric>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
@@ -195,23 +196,31 @@ TEST_F(CudaFused, MlpMatchesCpuAndSeparateOps) {
       SCOPED_TRACE(::testing::Message() << "d " << c.d << " f " << c.f << " rows " << n);
       const float scale_in = 1.f / std::sqrt(float(c.d)), scale_f = 1.f / std::sqrt(float(c.f));
       auto x = rand_bf16(size_t(n) * c.d, rng, -2.f, 2.f);
+      auto res = rand_bf16(size_t(n) * c.d, rng, -2.f, 2.f);  // the residual stream
+      auto norm = rand_bf16(size_t(c.d), rng, 0.5f, 1.5f);    // the next layer's input norm
       auto wgu = rand_bf16(size_t(2) * c.f * c.d, rng, -2.f * scale_in, 2.f * scale_in);
       auto wd = rand_bf16(size_t(c.d) * c.f, rng, -2.f * scale_f, 2.f * scale_f);
-      std::vector<float> cx = x, cwgu = wgu, cwd = wd, cgu(size_t(n) * 2 * c.f), cffn(size_t(n) * c.f),
-                         cout(size_t(n) * c.d);
+      std::vector<float> cx = x, cres = res, cnorm = norm, cwgu = wgu, cwd = wd, cgu(size_t(n) * 2 * c.f),
+                         cffn(size_t(n) * c.f), cout(size_t(n) * c.d);
+      const Tensor cnorm_t = host_view(cnorm, {c.d});
       cpu->mlp(host_view(cx, {n, c.d}), host_view(cwgu, {2 * c.f, c.d}), host_view(cwd, {c.d, c.f}),
-               host_view(cgu, {n, 2 * c.f}), host_view(cffn, {n, c.f}), host_view(cout, {n, c.d}));
-      std::vector<float> ffn[2], out[2];
+               host_view(cgu, {n, 2 * c.f}), host_view(cffn, {n, c.f}), host_view(cres, {n, c.d}), &cnorm_t, 1e-6f,
+               host_view(cout, {n, c.d}));
+      std::vector<float> ffn[2], out[2], resid[2];
       Backend* gpus[2] = {fused.get(), separate};
       for (int i = 0; i < 2; ++i) {
         Backend& g = *gpus[i];
-        Buffer dx = dev_bf16(g, x, {n, c.d}), dwgu = dev_bf16(g, wgu, {2 * c.f, c.d}),
-               dwd = dev_bf16(g, wd, {c.d, c.f}), dgu(DType::BF16, {n, 2 * c.f}, g), dffn(DType::BF16, {n, c.f}, g);
+        Buffer dx = dev_bf16(g, x, {n, c.d}), dres = dev_bf16(g, res, {n, c.d}), dnorm = dev_bf16(g, norm, {c.d}),
+               dwgu = dev_bf16(g, wgu, {2 * c.f, c.d}), dwd = dev_bf16(g, wd, {c.d, c.f}),
+               dgu(DType::BF16, {n, 2 * c.f}, g), dffn(DType::BF16, {n, c.f}, g);
         test::poison(g, dffn);
-        g.mlp(dx, dwgu, dwd, dgu, dffn, dx);  // out aliasing x, as the model does
+        g.mlp(dx, dwgu, dwd, dgu, dffn, dres, &dnorm.view(), 1e-6f, dx);  // out aliasing the input, as the model does
         ffn[i] = host_bf16(g, dffn);
         out[i] = host_bf16(g, dx);
+        resid[i] = host_bf16(g, dres);
       }
+      EXPECT_LT(rel_l2(resid[0], cres), 1e-2) << "residual + MLP";
+      EXPECT_LT(rel_l2(resid[0], resid[1]), 6e-3) << "fused vs separate GPU ops";
       EXPECT_LT(rel_l2(ffn[0], cffn), 8e-3);
       EXPECT_LT(rel_l2(out[0], cout), 1e-2);
       EXPECT_LT(rel_l2(ffn[0], ffn[1]), 3e-3) << "fused vs separate GPU ops";
@@ -242,10 +251,12 @@ TEST_F(CudaFused, MlpGraphReplayAndGridSizesShareTheBarrier) {
     keep.emplace_back(DType::BF16, std::initializer_list<int64_t>{s.n, 2 * s.f}, *be);
     keep.emplace_back(DType::BF16, std::initializer_list<int64_t>{s.n, s.f}, *be);
     keep.emplace_back(DType::BF16, std::initializer_list<int64_t>{s.n, s.d}, *be);
+    keep.push_back(dev_bf16(*be, rand_bf16(size_t(s.n) * s.d, rng, -2.f, 2.f), {s.n, s.d}));  // residual
   }
   for (int i = 0; i < 2; ++i) {
-    const Buffer* b = &keep[6 * i];
-    run.push_back([this, b] { be->mlp(b[0], b[1], b[2], b[3], b[4], b[5]); });
+    const Buffer* b = &keep[7 * i];
+    // Without a norm: out holds the MLP's output, the residual gets it added.
+    run.push_back([this, b] { be->mlp(b[0], b[1], b[2], b[3], b[4], b[6], nullptr, 1e-6f, b[5]); });
     outs.push_back(&b[5]);
   }
   std::vector<float> direct[2];
@@ -264,6 +275,80 @@ TEST_F(CudaFused, MlpGraphReplayAndGridSizesShareTheBarrier) {
     run[1]();
     for (int i = 0; i < 2; ++i) EXPECT_EQ(host_bf16(*be, *outs[i]), direct[i]) << "shape " << i << " rep " << rep;
   }
+}
+
+std::unique_ptr<Backend> make_split_k_backend(int slices) {
+  setenv("KINFER_SPLIT_K", std::to_string(slices).c_str(), 1);
+  std::unique_ptr<Backend> b = make_cuda_backend(0);
+  unsetenv("KINFER_SPLIT_K");
+  return b;
+}
+
+// matmul_add_rmsnorm with K split into fp32 partial products that the norm
+// kernel adds (KINFER_SPLIT_K): against the CPU (f32) and the unsplit GPU ops
+// (matmul, then add_rmsnorm), with and without the norm; 65 rows and a K the
+// slices do not divide take the unsplit path, bit for bit; a graph replay
+// equals the direct launch.
+TEST_F(CudaFused, SplitKProjectionMatchesCpuAndUnsplit) {
+  struct Case {
+    int k, d;
+    std::vector<int> rows;
+  };
+  std::unique_ptr<Backend> unsplit = make_split_k_backend(0);
+  for (int slices : {2, 3, 4, 8}) {
+    std::unique_ptr<Backend> split = make_split_k_backend(slices);
+    for (const Case& c : {Case{2048, 1024, {1, 32, 64, 65}}, Case{3072, 1024, {5, 32}}, Case{1000, 576, {8}},
+                          Case{12288, 4096, {32}}})
+      for (int n : c.rows)
+        for (bool with_norm : {true, false}) {
+          SCOPED_TRACE(::testing::Message() << slices << " slices, k " << c.k << " d " << c.d << " rows " << n
+                                            << (with_norm ? ", norm" : ", no norm"));
+          const bool applies = n <= 64 && c.k % (8 * slices) == 0;
+          auto in = rand_bf16(size_t(n) * c.k, rng, -2.f, 2.f);
+          auto w = rand_bf16(size_t(c.d) * c.k, rng, -2.f / std::sqrt(float(c.k)), 2.f / std::sqrt(float(c.k)));
+          auto res = rand_bf16(size_t(n) * c.d, rng, -2.f, 2.f), norm = rand_bf16(size_t(c.d), rng, 0.5f, 1.5f);
+          std::vector<float> cin = in, cw = w, cres = res, cnorm = norm, cout(size_t(n) * c.d);
+          const Tensor cnorm_t = host_view(cnorm, {c.d});
+          cpu->matmul_add_rmsnorm(host_view(cin, {n, c.k}), host_view(cw, {c.d, c.k}), host_view(cres, {n, c.d}),
+                                  with_norm ? &cnorm_t : nullptr, 1e-6f, host_view(cout, {n, c.d}));
+          std::vector<float> out[2], resid[2];
+          Backend* gpus[2] = {split.get(), unsplit.get()};
+          for (int i = 0; i < 2; ++i) {
+            Backend& g = *gpus[i];
+            Buffer din = dev_bf16(g, in, {n, c.k}), dw = dev_bf16(g, w, {c.d, c.k}), dres = dev_bf16(g, res, {n, c.d}),
+                   dnorm = dev_bf16(g, norm, {c.d}), dout(DType::BF16, {n, c.d}, g);
+            test::poison(g, dout);
+            g.matmul_add_rmsnorm(din, dw, dres, with_norm ? &dnorm.view() : nullptr, 1e-6f, dout);
+            resid[i] = host_bf16(g, dres);
+            if (with_norm) out[i] = host_bf16(g, dout);
+          }
+          EXPECT_LT(rel_l2(resid[0], cres), 1e-2);
+          EXPECT_LT(rel_l2(resid[0], resid[1]), 6e-3) << "split vs unsplit";
+          if (with_norm) {
+            EXPECT_LT(rel_l2(out[0], cout), 1.5e-2);
+            EXPECT_LT(rel_l2(out[0], out[1]), 8e-3) << "split vs unsplit";
+          }
+          // The split path adds fp32 partials (no bf16 rounding of the product): not bitwise the unsplit ops.
+          if (applies) EXPECT_NE(resid[0], resid[1]) << "the split path was not taken";
+          else EXPECT_EQ(resid[0], resid[1]) << "the unsplit path was expected";
+        }
+  }
+  // Graph replay = direct launch (the op adds to the residual: both start from the same values).
+  std::unique_ptr<Backend> split = make_split_k_backend(4);
+  const int n = 32, k = 2048, d = 1024;
+  auto res = rand_bf16(size_t(n) * d, rng, -2.f, 2.f);
+  Buffer din = dev_bf16(*split, rand_bf16(size_t(n) * k, rng, -2.f, 2.f), {n, k}),
+         dw = dev_bf16(*split, rand_bf16(size_t(d) * k, rng, -0.05f, 0.05f), {d, k}),
+         dnorm = dev_bf16(*split, rand_bf16(d, rng, 0.5f, 1.5f), {d}), res_a = dev_bf16(*split, res, {n, d}),
+         res_b = dev_bf16(*split, res, {n, d}), out_a(DType::BF16, {n, d}, *split), out_b(DType::BF16, {n, d}, *split);
+  split->matmul_add_rmsnorm(din, dw, res_a, &dnorm.view(), 1e-6f, out_a);
+  std::unique_ptr<Graph> g = split->record([&] { split->matmul_add_rmsnorm(din, dw, res_b, &dnorm.view(), 1e-6f, out_b); });
+  const std::vector<uint16_t> res_bits = test::to_bf16(res);
+  split->upload(res_b, res_bits.data());  // recording ran the op once
+  test::poison(*split, out_b);
+  split->replay(*g);
+  EXPECT_EQ(host_bf16(*split, res_b), host_bf16(*split, res_a));
+  EXPECT_EQ(host_bf16(*split, out_b), host_bf16(*split, out_a));
 }
 }  // namespace
 }  // namespace kf

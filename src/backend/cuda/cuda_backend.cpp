@@ -90,6 +90,12 @@ class CudaBackend final : public Backend {
     const char* tune = std::getenv("KINFER_GEMM_TUNE");
     gemm_ = std::make_unique<cuda::Gemm>(*this, stream_, tune && std::string(tune) == "1");
     KF_CUDA(cudaDeviceGetAttribute(&max_smem_, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    const char* split = std::getenv("KINFER_SPLIT_K");
+    split_k_ = split ? std::atoi(split) : -1;
+    KF_CHECK(split_k_ == -1 || split_k_ == 0 || split_k_ == 1 || split_k_ == 2 || split_k_ == 3 || split_k_ == 4 ||
+                 split_k_ == 6 || split_k_ == 8,
+             "KINFER_SPLIT_K={}: the K slices of an output projection are 2, 3, 4, 6 or 8 (0: never split)",
+             split ? split : "");
     const char* fused = std::getenv("KINFER_MLP_FUSED");
     fused_mlp_ = fused && std::string(fused) == "1";
     mlp_barrier_ = Buffer(DType::U8, {4}, *this);
@@ -323,37 +329,67 @@ class CudaBackend final : public Backend {
   // applies (a decode batch of a model whose MLP weights fit in shared
   // memory); otherwise the three ops. Off by default: in a decode step it
   // measured no faster (docs/cuda.md "A fused decode MLP").
-  void mlp(const Tensor& x, const Tensor& w_gate_up, const Tensor& w_down, const Tensor& gate_up, const Tensor& ffn,
-           const Tensor& out) override {
-    check_mlp(x, w_gate_up, w_down, gate_up, ffn, out);
-    const int64_t d = w_down.dim(0), f = w_down.dim(1), n = d > 0 ? x.numel() / d : 0;
+  void mlp(const Tensor& h, const Tensor& w_gate_up, const Tensor& w_down, const Tensor& gate_up, const Tensor& ffn,
+           const Tensor& x, const Tensor* norm_w, float eps, const Tensor& out) override {
+    check_mlp(h, w_gate_up, w_down, gate_up, ffn, x, norm_w, out);
+    const int64_t d = w_down.dim(0), f = w_down.dim(1), n = d > 0 ? h.numel() / d : 0;
     cuda::MlpPlan plan;
-    if (fused_mlp_ && n > 0 && x.dtype == DType::BF16 && w_gate_up.dtype == DType::BF16 &&
+    if (fused_mlp_ && n > 0 && h.dtype == DType::BF16 && w_gate_up.dtype == DType::BF16 &&
         w_down.dtype == DType::BF16 && ffn.dtype == DType::BF16 && out.dtype == DType::BF16 &&
-        ffn.data != x.data && ffn.data != out.data &&
-        cuda::aligned16({x.data, w_gate_up.data, w_down.data, ffn.data, out.data}))
+        ffn.data != h.data && ffn.data != out.data &&
+        cuda::aligned16({h.data, w_gate_up.data, w_down.data, ffn.data, out.data}))
       plan = cuda::mlp_decode_plan(static_cast<int>(n), static_cast<int>(d), static_cast<int>(f), num_sms_,
                                    max_smem_);
     if (plan.grid == 0) {
-      Backend::mlp(x, w_gate_up, w_down, gate_up, ffn, out);
+      Backend::mlp(h, w_gate_up, w_down, gate_up, ffn, x, norm_w, eps, out);
       return;
     }
-    OpScope op(this, "mlp", [&] { return fmt::format("{} rows, d {}, f {}, fused", n, d, f); });
-    // Sized for the most rows the kernel takes, so another batch size does not re-record graphs.
-    float* partial = static_cast<float*>(
-        grow(mlp_partial_, DType::F32, cuda::mlp_partial_floats(plan, cuda::kMlpMaxRows, static_cast<int>(d))));
-    auto launch = [&](bool pdl) {
-      return cuda::mlp_decode(plan, bptr(x), bptr(w_gate_up), bptr(w_down), bptr(ffn), partial, bptr(out),
-                              static_cast<unsigned*>(mlp_barrier_.view().data), static_cast<int>(n),
-                              static_cast<int>(d), static_cast<int>(f), pdl, stream_);
-    };
-    cudaError_t e = launch(mlp_pdl_);
-    if (e != cudaSuccess && mlp_pdl_ && !capturing_) {  // a driver without PDL on cooperative launches
-      cudaGetLastError();
-      mlp_pdl_ = false;
-      e = launch(false);
+    {
+      OpScope op(this, "mlp", [&] { return fmt::format("{} rows, d {}, f {}, fused", n, d, f); });
+      // Sized for the most rows the kernel takes, so another batch size does not re-record graphs.
+      float* partial = static_cast<float*>(
+          grow(mlp_partial_, DType::F32, cuda::mlp_partial_floats(plan, cuda::kMlpMaxRows, static_cast<int>(d))));
+      auto launch = [&](bool pdl) {
+        return cuda::mlp_decode(plan, bptr(h), bptr(w_gate_up), bptr(w_down), bptr(ffn), partial, bptr(out),
+                                static_cast<unsigned*>(mlp_barrier_.view().data), static_cast<int>(n),
+                                static_cast<int>(d), static_cast<int>(f), pdl, stream_);
+      };
+      cudaError_t e = launch(mlp_pdl_);
+      if (e != cudaSuccess && mlp_pdl_ && !capturing_) {  // a driver without PDL on cooperative launches
+        cudaGetLastError();
+        mlp_pdl_ = false;
+        e = launch(false);
+      }
+      cuda::check(e, "mlp_decode_kernel");
+      op.done();
     }
-    cuda::check(e, "mlp_decode_kernel");
+    add_residual(x, out, norm_w, eps, out);
+  }
+
+  // Decode-sized batches (<= kSplitKMaxRows rows) on one GPU: the GEMM's K
+  // in slices (one strided batched cuBLASLt call), fp32 partial products
+  // that the norm kernel adds, so no reduction kernel runs between the GEMM
+  // and the norm and small projections fill more SMs. KINFER_SPLIT_K=S
+  // forces S slices for every projection (0: never split).
+  void matmul_add_rmsnorm(const Tensor& in, const Tensor& w, const Tensor& x, const Tensor* norm_w, float eps,
+                          const Tensor& out) override {
+    check_projection("matmul_add_rmsnorm", in, w, x, norm_w, out);
+    const int64_t k = w.dim(1), d = w.dim(0), n = k > 0 ? in.numel() / k : 0;
+    const int slices = split_k_ >= 0 ? split_k_ : (w.nbytes() <= kSplitKAutoBytes ? kSplitKAutoSlices : 0);
+    const bool split = slices > 1 && tp_size() == 1 && n > 0 && n <= kSplitKMaxRows && k % (8 * slices) == 0 &&
+                       d % 8 == 0 && in.dtype == DType::BF16 && w.dtype == DType::BF16 && x.dtype == DType::BF16 &&
+                       out.dtype == DType::BF16 && (!norm_w || norm_w->dtype == DType::BF16) &&
+                       cuda::aligned16({in.data, w.data, x.data, out.data, norm_w ? norm_w->data : nullptr});
+    if (!split) {
+      Backend::matmul_add_rmsnorm(in, w, x, norm_w, eps, out);
+      return;
+    }
+    OpScope op(this, "matmul_add_rmsnorm", [&] { return fmt::format("{}x{}, {} rows, {} K slices", d, k, n, slices); });
+    // Sized for the most rows, so another batch size does not re-record graphs.
+    void* parts = grow(split_partial_, DType::F32, int64_t(slices) * kSplitKMaxRows * d);
+    gemm_->run_split_k(in, w, slices, Tensor(parts, DType::F32, {slices, n, d}, Device::CUDA), capturing_);
+    cuda::add_partials_rmsnorm(bptr(x), static_cast<const float*>(parts), slices, norm_w ? bptr(*norm_w) : nullptr,
+                               bptr(out), static_cast<int>(n), static_cast<int>(d), eps, stream_);
     op.done();
   }
 
@@ -697,6 +733,14 @@ class CudaBackend final : public Backend {
   int dev_ = 0;
   int num_sms_ = 0;
   int max_smem_ = 0;        // opt-in shared memory per block
+  static constexpr int kSplitKMaxRows = 64;
+  // By default a projection is split in 4 when its weights are at most 16 MiB
+  // (H200: Qwen3-0.6B's o and down 2-3% faster steps; 1.7B's o neutral; the
+  // larger ones of 1.7B-8B neutral to 1% slower split; docs/cuda.md).
+  static constexpr size_t kSplitKAutoBytes = size_t(16) << 20;
+  static constexpr int kSplitKAutoSlices = 4;
+  int split_k_ = -1;         // matmul_add_rmsnorm(): K slices (KINFER_SPLIT_K; 0 or 1: never; -1: kSplitKAuto)
+  Buffer split_partial_;     // ... and their fp32 partial products (grows)
   bool fused_mlp_ = false;  // mlp(): the fused kernel where it applies (KINFER_MLP_FUSED=1)
   bool mlp_pdl_ = true;     // ... launched with programmatic dependent launch
   Buffer mlp_barrier_;      // the fused MLP's grid-barrier counter (4 bytes, zeroed)

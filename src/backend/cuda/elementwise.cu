@@ -205,6 +205,56 @@ __global__ void __launch_bounds__(kNormThreads) add_rmsnorm_block_kernel(uint4* 
   }
 }
 
+// The residual add of a split-K projection (matmul_add_rmsnorm): x[r] +=
+// parts[0][r] + ... + parts[S-1][r] (fp32 partial products, added in slice
+// order, rounded to bf16 once), then out[r] = rmsnorm(x[r]) * w unless w is
+// null. One block per row as above; a thread's partials are loaded together.
+template <int S>
+__global__ void __launch_bounds__(kNormThreads) add_partials_rmsnorm_kernel(uint4* x, const float4* parts,
+                                                                            int64_t slice4, const uint4* w,
+                                                                            uint4* out, int d8, float eps) {
+  griddep_wait();
+  __shared__ float warp_ss[kNormThreads / 32];
+  const int64_t row = blockIdx.x;
+  x += row * d8;
+  out += row * d8;
+  parts += row * d8 * 2;  // two float4 per chunk of 8
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < d8; i += kNormThreads) {
+    float4 p[S][2];
+#pragma unroll
+    for (int s = 0; s < S; ++s) p[s][0] = parts[s * slice4 + 2 * i], p[s][1] = parts[s * slice4 + 2 * i + 1];
+    float a[8];
+    unpack8(x[i], a);
+#pragma unroll
+    for (int s = 0; s < S; ++s) {
+      a[0] += p[s][0].x, a[1] += p[s][0].y, a[2] += p[s][0].z, a[3] += p[s][0].w;
+      a[4] += p[s][1].x, a[5] += p[s][1].y, a[6] += p[s][1].z, a[7] += p[s][1].w;
+    }
+    const uint4 sum = pack8(a);  // the rounded sum is the new residual and what the norm sees
+    x[i] = sum;
+    unpack8(sum, a);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) ss += a[e] * a[e];
+  }
+  if (!w) return;  // the last layer: the add alone
+  ss = warp_sum(ss);
+  if ((threadIdx.x & 31) == 0) warp_ss[threadIdx.x / 32] = ss;
+  __syncthreads();
+  ss = 0.f;
+#pragma unroll
+  for (int k = 0; k < kNormThreads / 32; ++k) ss += warp_ss[k];
+  const float inv = rsqrtf(ss / static_cast<float>(d8 * 8) + eps);
+  for (int i = threadIdx.x; i < d8; i += kNormThreads) {  // x[i] is this thread's own write
+    float f[8], g[8];
+    unpack8(x[i], f);
+    unpack8(w[i], g);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) f[e] = f[e] * inv * g[e];
+    out[i] = pack8(f);
+  }
+}
+
 // out[r, c] = silu(gu[r, c]) * gu[r, f + c]: the merged gate/up rows.
 __device__ __forceinline__ float silu(float g) { return g / (1.f + __expf(-g)); }
 __global__ void silu_mul_kernel(const bf16_t* gu, bf16_t* out, int64_t n, int64_t f) {
@@ -314,6 +364,28 @@ void add_rmsnorm(bf16_t* x, const bf16_t* y, const bf16_t* w, bf16_t* out, int r
   else
     launch_pdl("add_rmsnorm", add_rmsnorm_kernel, blocks_for(rows, 4), 128, st, x, y, w, out, rows, d, eps, vec);
   check_launch("add_rmsnorm");
+}
+
+void add_partials_rmsnorm(bf16_t* x, const float* parts, int slices, const bf16_t* w, bf16_t* out, int rows, int d,
+                          float eps, cudaStream_t st) {
+  KF_CHECK(d % 8 == 0 && aligned16({x, parts, w, out}), "add_partials_rmsnorm: d {} or an address is not 16-byte aligned",
+           d);
+  if (rows == 0) return;
+  const int64_t slice4 = static_cast<int64_t>(rows) * d / 4;
+  auto go = [&](auto kernel) {
+    launch_pdl("add_partials_rmsnorm", kernel, rows, kNormThreads, st, reinterpret_cast<uint4*>(x),
+               reinterpret_cast<const float4*>(parts), slice4, reinterpret_cast<const uint4*>(w),
+               reinterpret_cast<uint4*>(out), d / 8, eps);
+  };
+  switch (slices) {
+    case 2: go(add_partials_rmsnorm_kernel<2>); break;
+    case 3: go(add_partials_rmsnorm_kernel<3>); break;
+    case 4: go(add_partials_rmsnorm_kernel<4>); break;
+    case 6: go(add_partials_rmsnorm_kernel<6>); break;
+    case 8: go(add_partials_rmsnorm_kernel<8>); break;
+    default: fail("add_partials_rmsnorm: {} slices (2, 3, 4, 6 or 8)", slices);
+  }
+  check_launch("add_partials_rmsnorm");
 }
 
 void rope(bf16_t* x, const int32_t* pos, int n, int heads, int head_dim, int rotary_dim,

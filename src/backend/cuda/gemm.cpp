@@ -88,10 +88,24 @@ void Gemm::run(const Tensor& x, const Tensor& w, const Tensor* bias, const Tenso
   const int64_t k = w.dim(1), m = w.dim(0), n = x.numel() / k;  // in, out, rows
   if (n == 0) return;
   const int al = alignment({x.data, w.data, y.data, bias ? bias->data : nullptr});
-  GemmPlan& p = plan(m, n, k, bias, al, x, w, y, capturing);
+  GemmPlan& p = plan(m, n, k, bias, al, 1, x, w, y, capturing);
   const cublasStatus_t st = launch(p, bias, x, w, y, p.algo);
   if (st != CUBLAS_STATUS_SUCCESS)
     fail("cuBLASLt matmul of {} rows x [{}, {}] ({} out) failed: {} (status {})", n, m, k, dtype_name(y.dtype),
+         status_name(st), static_cast<int>(st));
+}
+
+void Gemm::run_split_k(const Tensor& x, const Tensor& w, int slices, const Tensor& partials, bool capturing) {
+  const int64_t k = w.dim(1), m = w.dim(0), n = x.numel() / k;
+  KF_CHECK(slices >= 1 && k % (8 * slices) == 0 && partials.dtype == DType::F32 && partials.numel() >= slices * n * m,
+           "split-K GEMM: k {} in {} slices, partials {} {}", k, slices, dtype_name(partials.dtype),
+           partials.shape_str());
+  if (n == 0) return;
+  const int al = alignment({x.data, w.data, partials.data});
+  GemmPlan& p = plan(m, n, k, nullptr, al, slices, x, w, partials, capturing);
+  const cublasStatus_t st = launch(p, nullptr, x, w, partials, p.algo);
+  if (st != CUBLAS_STATUS_SUCCESS)
+    fail("cuBLASLt matmul of {} rows x [{}, {}] in {} K slices failed: {} (status {})", n, m, k, slices,
          status_name(st), static_cast<int>(st));
 }
 
@@ -107,11 +121,11 @@ cublasStatus_t Gemm::launch(GemmPlan& p, const Tensor* bias, const Tensor& x, co
                         workspace_.view().data, kWorkspace, stream_);
 }
 
-GemmPlan& Gemm::plan(int64_t m, int64_t n, int64_t k, const Tensor* bias_t, int align, const Tensor& x,
+GemmPlan& Gemm::plan(int64_t m, int64_t n, int64_t k, const Tensor* bias_t, int align, int slices, const Tensor& x,
                      const Tensor& w, const Tensor& y, bool capturing) {
   const bool bias = bias_t != nullptr;
   const bool f32_out = y.dtype == DType::F32;
-  const Key key = std::make_tuple(m, n, k, bias, align, f32_out);
+  const Key key = std::make_tuple(m, n, k, bias, align, f32_out, slices);
   auto it = plans_.find(key);
   if (it != plans_.end()) return *it->second;
   auto p = std::make_unique<GemmPlan>();
@@ -126,9 +140,23 @@ GemmPlan& Gemm::plan(int64_t m, int64_t n, int64_t k, const Tensor* bias_t, int 
     check_lt(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt),
              "bias type");
   }
-  check_lt(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, k, m, k), "layout w");
-  check_lt(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, k, n, k), "layout x");
+  // Split K: entry s of the batch is the s-th k/slices columns of w and x
+  // (both keep their leading dimension k) and its own [n, m] output.
+  const int64_t ks = k / slices;
+  check_lt(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, ks, m, k), "layout w");
+  check_lt(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, ks, n, k), "layout x");
   check_lt(cublasLtMatrixLayoutCreate(&p->c, f32_out ? CUDA_R_32F : CUDA_R_16BF, m, n, m), "layout y");
+  if (slices > 1) {
+    const int32_t count = slices;
+    const int64_t mn = m * n;
+    for (cublasLtMatrixLayout_t l : {p->a, p->b, p->c})
+      check_lt(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count),
+               "batch count");
+    for (auto [l, stride] : {std::pair{p->a, ks}, std::pair{p->b, ks}, std::pair{p->c, mn}})
+      check_lt(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride,
+                                                sizeof stride),
+               "batch stride");
+  }
   cublasLtMatmulPreference_t pref = nullptr;
   check_lt(cublasLtMatmulPreferenceCreate(&pref), "preference");
   const uint64_t ws = kWorkspace;

@@ -28,11 +28,15 @@ class Gemm {
   // Shapes are checked by the caller. capturing: a graph is being recorded
   // (a new shape is then planned without timing).
   void run(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y, bool capturing);
+  // The K dimension in `slices` equal parts, one batch entry each (a strided
+  // batched GEMM): partials[s] = x[:, ks] · w[:, ks]ᵀ for the s-th part ks,
+  // partials F32 [slices, n, m]; their sum is x · wᵀ. Needs k % (8 · slices) == 0.
+  void run_split_k(const Tensor& x, const Tensor& w, int slices, const Tensor& partials, bool capturing);
 
  private:
-  using Key = std::tuple<int64_t, int64_t, int64_t, bool, int, bool>;
-  GemmPlan& plan(int64_t m, int64_t n, int64_t k, const Tensor* bias, int align, const Tensor& x, const Tensor& w,
-                 const Tensor& y, bool capturing);
+  using Key = std::tuple<int64_t, int64_t, int64_t, bool, int, bool, int>;
+  GemmPlan& plan(int64_t m, int64_t n, int64_t k, const Tensor* bias, int align, int slices, const Tensor& x,
+                 const Tensor& w, const Tensor& y, bool capturing);
   cublasStatus_t launch(GemmPlan& p, const Tensor* bias, const Tensor& x, const Tensor& w, const Tensor& y,
                         const cublasLtMatmulAlgo_t& algo);
   void time_candidates(GemmPlan& p, const cublasLtMatmulHeuristicResult_t* res, int found, const Tensor* bias,

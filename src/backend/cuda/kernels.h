@@ -42,6 +42,10 @@ void silu_mul(const bf16_t* gate_up, bf16_t* out, int64_t n, int64_t f, cudaStre
 // x += y; out = rmsnorm(x) * w (out may alias y).
 void add_rmsnorm(bf16_t* x, const bf16_t* y, const bf16_t* w, bf16_t* out, int rows, int d, float eps,
                  cudaStream_t st);
+// The same with y given as `slices` fp32 partial products [slices, rows, d]
+// (a split-K GEMM's), added in order; w null: x += y only. slices 2, 3, 4, 6, 8.
+void add_partials_rmsnorm(bf16_t* x, const float* parts, int slices, const bf16_t* w, bf16_t* out, int rows, int d,
+                          float eps, cudaStream_t st);
 constexpr int kMaxRopeHalf = 256;  // rotary_dim / 2 held in the kernel's parameters
 void rope(bf16_t* x, const int32_t* pos, int n, int heads, int head_dim, int rotary_dim,
           const float* inv_freq_host, cudaStream_t st);

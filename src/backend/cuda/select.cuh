@@ -123,7 +123,7 @@ __device__ __forceinline__ void score_items(const SelectParams& p, const float* 
       } else {
         const bf16_t* base = MODE == 2 ? p.k : static_cast<const bf16_t*>(p.summary);
         uint4 w = make_uint4(0, 0, 0, 0);
-        if (off[u] >= 0) w = *reinterpret_cast<const uint4*>(base + off[u]);
+        if (off[u] >= 0) w = ld_stream(base + off[u]);
         unpack8(w, f[u]);
       }
     }
