@@ -25,9 +25,10 @@ void Backend::check_projection(const char* op, const Tensor& in, const Tensor& w
                                const Tensor* norm_w, const Tensor& out) {
   KF_CHECK(w.ndim == 2 && in.dim(-1) == w.dim(1), "{}: in {} does not fit w {}", op, in.shape_str(), w.shape_str());
   const int64_t d = w.dim(0), n = in.numel() / std::max<int64_t>(w.dim(1), 1);
-  KF_CHECK(x.dim(-1) == d && x.numel() == n * d && out.numel() == n * d && x.data != out.data,
-           "{}: x {} and out {} are not [{}, {}] and apart (w {})", op, x.shape_str(), out.shape_str(), n, d,
-           w.shape_str());
+  const bool apart = n == 0 || (x.data != out.data && in.data != out.data);
+  KF_CHECK(x.dim(-1) == d && x.numel() == n * d && out.numel() == n * d && apart,
+           "{}: x {} and out {} are not [{}, {}] and apart from each other and from in (w {})", op, x.shape_str(),
+           out.shape_str(), n, d, w.shape_str());
   KF_CHECK(!norm_w || norm_w->numel() == d, "{}: norm weight {} is not [{}]", op, norm_w->shape_str(), d);
 }
 

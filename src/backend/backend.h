@@ -216,7 +216,7 @@ class Backend : public Allocator {
   // o_proj and down_proj of a layer): y = in w^T (summed over the
   // tensor-parallel group), x += y, out = rmsnorm(x) * norm_w; without norm_w
   // (the last layer) only x += y. in [n, k], w [d, k], x [n, d], out [n, d]
-  // (scratch for y; may alias in). Default: matmul, all_reduce, add_rmsnorm.
+  // (scratch for y; apart from in and x). Default: matmul, all_reduce, add_rmsnorm.
   // CUDA splits the K dimension of decode-sized batches into fp32 partial
   // products that the norm kernel adds (KINFER_SPLIT_K).
   virtual void matmul_add_rmsnorm(const Tensor& in, const Tensor& w, const Tensor& x, const Tensor* norm_w, float eps,

@@ -342,7 +342,8 @@ TEST_F(CudaFused, SplitKProjectionMatchesCpuAndUnsplit) {
          dnorm = dev_bf16(*split, rand_bf16(d, rng, 0.5f, 1.5f), {d}), res_a = dev_bf16(*split, res, {n, d}),
          res_b = dev_bf16(*split, res, {n, d}), out_a(DType::BF16, {n, d}, *split), out_b(DType::BF16, {n, d}, *split);
   split->matmul_add_rmsnorm(din, dw, res_a, &dnorm.view(), 1e-6f, out_a);
-  std::unique_ptr<Graph> g = split->record([&] { split->matmul_add_rmsnorm(din, dw, res_b, &dnorm.view(), 1e-6f, out_b); });
+  std::unique_ptr<Graph> g =
+      split->record([&] { split->matmul_add_rmsnorm(din, dw, res_b, &dnorm.view(), 1e-6f, out_b); });
   const std::vector<uint16_t> res_bits = test::to_bf16(res);
   split->upload(res_b, res_bits.data());  // recording ran the op once
   test::poison(*split, out_b);

@@ -7,7 +7,9 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
@@ -234,6 +236,96 @@ TEST(CpuOps, BadShapesThrow) {
   EXPECT_THROW(be->rmsnorm(view(x, {3, 4}), view(w, {5}), 1e-6f, view(y, {3, 4})), Error);
   std::vector<int32_t> ids = {0};
   EXPECT_THROW(be->matmul(view(ids, {1, 1}), view(w, {1, 1}), nullptr, view(y, {1, 1})), Error);
+}
+
+// The composite ops of a layer's second half against a double-precision
+// brute force: matmul_add_rmsnorm (y = in w^T, x += y, out = rmsnorm(x) *
+// norm_w; without norm_w only the add) and mlp (the same after
+// silu(gate) * up), and their shape errors.
+TEST(CpuOps, ProjectionAndMlpAddTheResidualThenNorm) {
+  auto be = cpu(2);
+  const int64_t n = 3, k = 24, d = 16, f = 20;
+  const float eps = 1e-6f;
+  auto in = randn(n * k, 51), w = randn(d * k, 52, 0.2f), x0 = randn(n * d, 53), nw = randn(d, 54);
+  auto wgu = randn(2 * f * d, 55, 0.25f), wd = randn(d * f, 56, 0.2f), h = randn(n * d, 57);
+  // y [n, d] -> the residual after the add and the normed output, in double
+  auto reference = [&](const std::vector<double>& y, bool norm, std::vector<double>& x, std::vector<double>& out) {
+    x.assign(x0.begin(), x0.end());
+    out.assign(n * d, 0.0);
+    for (int64_t r = 0; r < n; ++r) {
+      double ss = 0;
+      for (int64_t c = 0; c < d; ++c) x[r * d + c] += y[r * d + c], ss += x[r * d + c] * x[r * d + c];
+      const double inv = 1.0 / std::sqrt(ss / d + eps);
+      for (int64_t c = 0; c < d; ++c) out[r * d + c] = norm ? x[r * d + c] * inv * nw[c] : y[r * d + c];
+    }
+  };
+  auto expect_near = [](const std::vector<float>& got, const std::vector<double>& want, const char* what) {
+    for (size_t i = 0; i < got.size(); ++i)
+      ASSERT_NEAR(got[i], want[i], 1e-4 * (1 + std::fabs(want[i]))) << what << " [" << i << "]";
+  };
+  std::vector<double> y(n * d), xr, outr;
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t c = 0; c < d; ++c) {
+      double acc = 0;
+      for (int64_t j = 0; j < k; ++j) acc += double(in[r * k + j]) * w[c * k + j];
+      y[r * d + c] = acc;
+    }
+  for (bool norm : {true, false}) {
+    std::vector<float> x = x0, out(n * d);
+    const Tensor nt = view(nw, {d});
+    be->matmul_add_rmsnorm(view(in, {n, k}), view(w, {d, k}), view(x, {n, d}), norm ? &nt : nullptr, eps,
+                           view(out, {n, d}));
+    reference(y, norm, xr, outr);
+    expect_near(x, xr, "projection residual");
+    expect_near(out, outr, "projection out");
+  }
+  // The MLP: y = (silu(h wg^T) * h wu^T) wd^T.
+  std::vector<double> ffn(n * f);
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t c = 0; c < f; ++c) {
+      double g = 0, u = 0;
+      for (int64_t j = 0; j < d; ++j) {
+        g += double(h[r * d + j]) * wgu[c * d + j];
+        u += double(h[r * d + j]) * wgu[(f + c) * d + j];
+      }
+      ffn[r * f + c] = g / (1 + std::exp(-g)) * u;
+    }
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t c = 0; c < d; ++c) {
+      double acc = 0;
+      for (int64_t j = 0; j < f; ++j) acc += ffn[r * f + j] * wd[c * f + j];
+      y[r * d + c] = acc;
+    }
+  for (bool norm : {true, false}) {
+    std::vector<float> x = x0, hh = h, gu(n * 2 * f), ff(n * f);
+    const Tensor nt = view(nw, {d});
+    be->mlp(view(hh, {n, d}), view(wgu, {2 * f, d}), view(wd, {d, f}), view(gu, {n, 2 * f}), view(ff, {n, f}),
+            view(x, {n, d}), norm ? &nt : nullptr, eps, view(hh, {n, d}));  // out aliasing h, as the model does
+    reference(y, norm, xr, outr);
+    expect_near(x, xr, "mlp residual");
+    expect_near(hh, outr, "mlp out");
+  }
+  // Shape errors name the op.
+  std::vector<float> x = x0, out(n * d), small(d - 1), gu(n * 2 * f), ff(n * f);
+  const Tensor bad_norm = view(small, {d - 1});
+  auto throws = [](const std::function<void()>& f, const std::string& text) {
+    try {
+      f();
+      ADD_FAILURE() << "no error; expected one naming " << text;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+    }
+  };
+  auto project = [&](const Tensor& wt, const Tensor* norm, const Tensor& o) {
+    be->matmul_add_rmsnorm(view(in, {n, k}), wt, view(x, {n, d}), norm, eps, o);
+  };
+  throws([&] { project(view(w, {d, k}), &bad_norm, view(out, {n, d})); }, "matmul_add_rmsnorm: norm weight");
+  throws([&] { project(view(w, {d, k}), nullptr, view(x, {n, d})); }, "apart");
+  throws([&] { project(view(w, {k, d}), nullptr, view(out, {n, d})); }, "does not fit w");
+  throws([&] {
+    be->mlp(view(h, {n, d}), view(wgu, {2 * f, d}), view(wd, {d, f}), view(gu, {n, 2 * f}), view(ff, {n, f}),
+            view(x, {n - 1, d}), nullptr, eps, view(out, {n, d}));
+  }, "mlp: x");
 }
 
 TEST(ThreadPool, CoversEveryIndexOnceAndPropagatesErrors) {

@@ -90,12 +90,12 @@ class CudaBackend final : public Backend {
     const char* tune = std::getenv("KINFER_GEMM_TUNE");
     gemm_ = std::make_unique<cuda::Gemm>(*this, stream_, tune && std::string(tune) == "1");
     KF_CUDA(cudaDeviceGetAttribute(&max_smem_, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    const char* split = std::getenv("KINFER_SPLIT_K");
-    split_k_ = split ? std::atoi(split) : -1;
-    KF_CHECK(split_k_ == -1 || split_k_ == 0 || split_k_ == 1 || split_k_ == 2 || split_k_ == 3 || split_k_ == 4 ||
-                 split_k_ == 6 || split_k_ == 8,
-             "KINFER_SPLIT_K={}: the K slices of an output projection are 2, 3, 4, 6 or 8 (0: never split)",
-             split ? split : "");
+    if (const char* split = std::getenv("KINFER_SPLIT_K")) {
+      const std::string v = split;
+      KF_CHECK(v == "0" || v == "1" || v == "2" || v == "3" || v == "4" || v == "6" || v == "8",
+               "KINFER_SPLIT_K={}: the K slices of an output projection are 2, 3, 4, 6 or 8 (0: never split)", v);
+      split_k_ = std::stoi(v);
+    }
     const char* fused = std::getenv("KINFER_MLP_FUSED");
     fused_mlp_ = fused && std::string(fused) == "1";
     mlp_barrier_ = Buffer(DType::U8, {4}, *this);
@@ -739,8 +739,8 @@ class CudaBackend final : public Backend {
   // larger ones of 1.7B-8B neutral to 1% slower split; docs/cuda.md).
   static constexpr size_t kSplitKAutoBytes = size_t(16) << 20;
   static constexpr int kSplitKAutoSlices = 4;
-  int split_k_ = -1;         // matmul_add_rmsnorm(): K slices (KINFER_SPLIT_K; 0 or 1: never; -1: kSplitKAuto)
-  Buffer split_partial_;     // ... and their fp32 partial products (grows)
+  int split_k_ = -1;        // matmul_add_rmsnorm(): K slices (KINFER_SPLIT_K; 0 or 1: never; -1: kSplitKAuto*)
+  Buffer split_partial_;    // ... and their fp32 partial products (grows)
   bool fused_mlp_ = false;  // mlp(): the fused kernel where it applies (KINFER_MLP_FUSED=1)
   bool mlp_pdl_ = true;     // ... launched with programmatic dependent launch
   Buffer mlp_barrier_;      // the fused MLP's grid-barrier counter (4 bytes, zeroed)

@@ -368,8 +368,8 @@ void add_rmsnorm(bf16_t* x, const bf16_t* y, const bf16_t* w, bf16_t* out, int r
 
 void add_partials_rmsnorm(bf16_t* x, const float* parts, int slices, const bf16_t* w, bf16_t* out, int rows, int d,
                           float eps, cudaStream_t st) {
-  KF_CHECK(d % 8 == 0 && aligned16({x, parts, w, out}), "add_partials_rmsnorm: d {} or an address is not 16-byte aligned",
-           d);
+  KF_CHECK(d % 8 == 0 && aligned16({x, parts, w, out}),
+           "add_partials_rmsnorm: d {} or an address is not 16-byte aligned", d);
   if (rows == 0) return;
   const int64_t slice4 = static_cast<int64_t>(rows) * d / 4;
   auto go = [&](auto kernel) {
