@@ -155,10 +155,32 @@ __global__ void add_rmsnorm_kernel(bf16_t* x, const bf16_t* y, const bf16_t* w, 
 // writes only the chunks it read.
 constexpr int kNormThreads = 128;
 constexpr int kNormPer = 8;  // chunks of 8 per thread: d <= 8192
+
+// 1 / rms(row) from the sum of squares each thread of the block holds (a
+// block reduction; every thread gets the result). d: the row's length.
+__device__ __forceinline__ float block_inv_rms(float ss, int d, float eps) {
+  __shared__ float warp_ss[kNormThreads / 32];
+  ss = warp_sum(ss);
+  if ((threadIdx.x & 31) == 0) warp_ss[threadIdx.x / 32] = ss;
+  __syncthreads();
+  ss = 0.f;
+#pragma unroll
+  for (int k = 0; k < kNormThreads / 32; ++k) ss += warp_ss[k];
+  return rsqrtf(ss / static_cast<float>(d) + eps);
+}
+
+// Eight values x * inv * w (the norm's output), packed.
+__device__ __forceinline__ uint4 norm_chunk(uint4 x, uint4 w, float inv) {
+  float f[8], g[8];
+  unpack8(x, f);
+  unpack8(w, g);
+#pragma unroll
+  for (int e = 0; e < 8; ++e) f[e] = f[e] * inv * g[e];
+  return pack8(f);
+}
 __global__ void __launch_bounds__(kNormThreads) add_rmsnorm_block_kernel(uint4* x, const uint4* y, const uint4* w,
                                                                          uint4* out, int d8, float eps) {
   griddep_wait();
-  __shared__ float warp_ss[kNormThreads / 32];
   const int64_t row = blockIdx.x;
   x += row * d8;
   y += row * d8;
@@ -185,23 +207,11 @@ __global__ void __launch_bounds__(kNormThreads) add_rmsnorm_block_kernel(uint4* 
 #pragma unroll
     for (int e = 0; e < 8; ++e) ss += a[e] * a[e];
   }
-  ss = warp_sum(ss);
-  if ((threadIdx.x & 31) == 0) warp_ss[threadIdx.x / 32] = ss;
-  __syncthreads();
-  ss = 0.f;
-#pragma unroll
-  for (int k = 0; k < kNormThreads / 32; ++k) ss += warp_ss[k];
-  const float inv = rsqrtf(ss / static_cast<float>(d8 * 8) + eps);
+  const float inv = block_inv_rms(ss, d8 * 8, eps);
 #pragma unroll
   for (int j = 0; j < kNormPer; ++j) {
     const int i = threadIdx.x + j * kNormThreads;
-    if (i >= d8) continue;
-    float f[8], g[8];
-    unpack8(xv[j], f);
-    unpack8(wv[j], g);
-#pragma unroll
-    for (int e = 0; e < 8; ++e) f[e] = f[e] * inv * g[e];
-    out[i] = pack8(f);
+    if (i < d8) out[i] = norm_chunk(xv[j], wv[j], inv);
   }
 }
 
@@ -214,7 +224,6 @@ __global__ void __launch_bounds__(kNormThreads) add_partials_rmsnorm_kernel(uint
                                                                             int64_t slice4, const uint4* w,
                                                                             uint4* out, int d8, float eps) {
   griddep_wait();
-  __shared__ float warp_ss[kNormThreads / 32];
   const int64_t row = blockIdx.x;
   x += row * d8;
   out += row * d8;
@@ -238,21 +247,9 @@ __global__ void __launch_bounds__(kNormThreads) add_partials_rmsnorm_kernel(uint
     for (int e = 0; e < 8; ++e) ss += a[e] * a[e];
   }
   if (!w) return;  // the last layer: the add alone
-  ss = warp_sum(ss);
-  if ((threadIdx.x & 31) == 0) warp_ss[threadIdx.x / 32] = ss;
-  __syncthreads();
-  ss = 0.f;
-#pragma unroll
-  for (int k = 0; k < kNormThreads / 32; ++k) ss += warp_ss[k];
-  const float inv = rsqrtf(ss / static_cast<float>(d8 * 8) + eps);
-  for (int i = threadIdx.x; i < d8; i += kNormThreads) {  // x[i] is this thread's own write
-    float f[8], g[8];
-    unpack8(x[i], f);
-    unpack8(w[i], g);
-#pragma unroll
-    for (int e = 0; e < 8; ++e) f[e] = f[e] * inv * g[e];
-    out[i] = pack8(f);
-  }
+  const float inv = block_inv_rms(ss, d8 * 8, eps);
+  // x[i] is this thread's own write
+  for (int i = threadIdx.x; i < d8; i += kNormThreads) out[i] = norm_chunk(x[i], w[i], inv);
 }
 
 // out[r, c] = silu(gu[r, c]) * gu[r, f + c]: the merged gate/up rows.
