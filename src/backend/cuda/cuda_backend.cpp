@@ -26,6 +26,7 @@
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_util.h"
+#include "backend/cuda/op_profile.h"
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/nccl.h"
@@ -656,33 +657,11 @@ class CudaBackend final : public Backend {
   }
 
  public:
-  // Op timing for `kinfer bench decode --profile`: CUDA events around every
-  // op (outside graph recording), summed per op name by profile_json().
-  void set_profiling(bool on) { profiling_ = on; }
-  std::string profile_json() {
-    KF_CUDA(cudaStreamSynchronize(stream_));
-    std::map<std::string, std::pair<double, int>> sum;
-    for (Span& sp : spans_) {
-      float ms = 0.f;
-      KF_CUDA(cudaEventElapsedTime(&ms, sp.a, sp.b));
-      sum[sp.name].first += ms;
-      sum[sp.name].second += 1;
-      cudaEventDestroy(sp.a);
-      cudaEventDestroy(sp.b);
-    }
-    spans_.clear();
-    std::string out = "{";
-    for (const auto& [name, v] : sum)
-      out += fmt::format("{}\"{}\": {{\"ms\": {:.4f}, \"calls\": {}}}", out.size() > 1 ? ", " : "", name, v.first,
-                         v.second);
-    return out + "}";
-  }
+  // Op timing for `kinfer bench decode --profile` (op_profile.h).
+  void set_profiling(bool on) { profile_.on = on; }
+  std::string profile_json() { return profile_.json(stream_); }
 
  private:
-  struct Span {
-    std::string name;
-    cudaEvent_t a = nullptr, b = nullptr;
-  };
   // Around every op: CUDA events when profiling (bench decode --profile), and
   // with KINFER_CUDA_SYNC=1 a wait for the device once the op is issued, so a
   // fault is reported with this op's name and shapes, not by a later library
@@ -695,24 +674,19 @@ class CudaBackend final : public Backend {
     int idx = -1;
     OpScope(CudaBackend* b, const char* name, Describe d) : be(b), op(name), describe(std::move(d)) {
       if (cuda::sync_checks()) be->check_bound(op);
-      if (!be->profiling_ || be->capturing_) return;
-      Span sp{fmt::format("{} {}", op, describe())};
-      cudaEventCreate(&sp.a);
-      cudaEventCreate(&sp.b);
-      cudaEventRecord(sp.a, be->stream_);
-      be->spans_.push_back(sp);
-      idx = static_cast<int>(be->spans_.size()) - 1;
+      if (!be->profile_.on || be->capturing_) return;
+      idx = be->profile_.begin(fmt::format("{} {}", op, describe()), be->stream_);
     }
     // Call when the op's launches are issued.
     void done() {
-      if (idx >= 0) cudaEventRecord(be->spans_[idx].b, be->stream_);
+      if (idx >= 0) be->profile_.end(idx, be->stream_);
       idx = -1;
       if (!cuda::sync_checks() || be->capturing_) return;
       const cudaError_t e = cudaStreamSynchronize(be->stream_);
       if (e != cudaSuccess) be->fail_fault(fmt::format("{} ({})", op, describe()), e);
     }
     ~OpScope() {
-      if (idx >= 0) cudaEventRecord(be->spans_[idx].b, be->stream_);
+      if (idx >= 0) be->profile_.end(idx, be->stream_);
     }
     OpScope(const OpScope&) = delete;
     OpScope& operator=(const OpScope&) = delete;
@@ -727,8 +701,7 @@ class CudaBackend final : public Backend {
     if (e != cudaSuccess) fail_fault(what, e);
   }
 
-  bool profiling_ = false;
-  std::vector<Span> spans_;
+  cuda::OpProfile profile_;
 
   int dev_ = 0;
   int num_sms_ = 0;
