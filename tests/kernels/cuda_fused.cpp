@@ -169,12 +169,15 @@ TEST_F(CudaFused, QkvRopeWriteMatchesCpu) {
 // apply there), SmolLM2-135M, small ones with few blocks, and row counts
 // around the 16-row tiles and the two warp groups (33-64 rows).
 // The fused kernel is opt-in (KINFER_MLP_FUSED=1, read when a backend is made).
-std::unique_ptr<Backend> make_fused_mlp_backend() {
-  setenv("KINFER_MLP_FUSED", "1", 1);
+// A CUDA backend made with one switch of the environment set (read at construction).
+std::unique_ptr<Backend> cuda_backend_with(const char* var, const std::string& value) {
+  setenv(var, value.c_str(), 1);
   std::unique_ptr<Backend> b = make_cuda_backend(0);
-  unsetenv("KINFER_MLP_FUSED");
+  unsetenv(var);
   return b;
 }
+
+std::unique_ptr<Backend> make_fused_mlp_backend() { return cuda_backend_with("KINFER_MLP_FUSED", "1"); }
 
 TEST_F(CudaFused, MlpMatchesCpuAndSeparateOps) {
   std::unique_ptr<Backend> fused = make_fused_mlp_backend();
@@ -278,10 +281,7 @@ TEST_F(CudaFused, MlpGraphReplayAndGridSizesShareTheBarrier) {
 }
 
 std::unique_ptr<Backend> make_split_k_backend(int slices) {
-  setenv("KINFER_SPLIT_K", std::to_string(slices).c_str(), 1);
-  std::unique_ptr<Backend> b = make_cuda_backend(0);
-  unsetenv("KINFER_SPLIT_K");
-  return b;
+  return cuda_backend_with("KINFER_SPLIT_K", std::to_string(slices));
 }
 
 // matmul_add_rmsnorm with K split into fp32 partial products that the norm

@@ -93,9 +93,9 @@ class CudaBackend final : public Backend {
     KF_CUDA(cudaDeviceGetAttribute(&max_smem_, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
     if (const char* split = std::getenv("KINFER_SPLIT_K")) {
       const std::string v = split;
-      KF_CHECK(v == "0" || v == "1" || v == "2" || v == "3" || v == "4" || v == "6" || v == "8",
-               "KINFER_SPLIT_K={}: the K slices of an output projection are 2, 3, 4, 6 or 8 (0: never split)", v);
-      split_k_ = std::stoi(v);
+      const bool ok = v.size() == 1 && (v == "0" || v == "1" || cuda::partial_slices_supported(v[0] - '0'));
+      KF_CHECK(ok, "KINFER_SPLIT_K={}: the K slices of an output projection are 2, 3, 4, 6 or 8 (0: never split)", v);
+      split_k_ = v[0] - '0';
     }
     const char* fused = std::getenv("KINFER_MLP_FUSED");
     fused_mlp_ = fused && std::string(fused) == "1";

@@ -85,14 +85,7 @@ Gemm::~Gemm() {
 }
 
 void Gemm::run(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y, bool capturing) {
-  const int64_t k = w.dim(1), m = w.dim(0), n = x.numel() / k;  // in, out, rows
-  if (n == 0) return;
-  const int al = alignment({x.data, w.data, y.data, bias ? bias->data : nullptr});
-  GemmPlan& p = plan(m, n, k, bias, al, 1, x, w, y, capturing);
-  const cublasStatus_t st = launch(p, bias, x, w, y, p.algo);
-  if (st != CUBLAS_STATUS_SUCCESS)
-    fail("cuBLASLt matmul of {} rows x [{}, {}] ({} out) failed: {} (status {})", n, m, k, dtype_name(y.dtype),
-         status_name(st), static_cast<int>(st));
+  execute(x, w, bias, 1, y, capturing);
 }
 
 void Gemm::run_split_k(const Tensor& x, const Tensor& w, int slices, const Tensor& partials, bool capturing) {
@@ -100,13 +93,19 @@ void Gemm::run_split_k(const Tensor& x, const Tensor& w, int slices, const Tenso
   KF_CHECK(slices >= 1 && k % (8 * slices) == 0 && partials.dtype == DType::F32 && partials.numel() >= slices * n * m,
            "split-K GEMM: k {} in {} slices, partials {} {}", k, slices, dtype_name(partials.dtype),
            partials.shape_str());
+  execute(x, w, nullptr, slices, partials, capturing);
+}
+
+void Gemm::execute(const Tensor& x, const Tensor& w, const Tensor* bias, int slices, const Tensor& y,
+                   bool capturing) {
+  const int64_t k = w.dim(1), m = w.dim(0), n = x.numel() / k;  // in, out, rows
   if (n == 0) return;
-  const int al = alignment({x.data, w.data, partials.data});
-  GemmPlan& p = plan(m, n, k, nullptr, al, slices, x, w, partials, capturing);
-  const cublasStatus_t st = launch(p, nullptr, x, w, partials, p.algo);
+  const int al = alignment({x.data, w.data, y.data, bias ? bias->data : nullptr});
+  GemmPlan& p = plan(m, n, k, bias, al, slices, x, w, y, capturing);
+  const cublasStatus_t st = launch(p, bias, x, w, y, p.algo);
   if (st != CUBLAS_STATUS_SUCCESS)
-    fail("cuBLASLt matmul of {} rows x [{}, {}] in {} K slices failed: {} (status {})", n, m, k, slices,
-         status_name(st), static_cast<int>(st));
+    fail("cuBLASLt matmul of {} rows x [{}, {}] ({} out{}) failed: {} (status {})", n, m, k, dtype_name(y.dtype),
+         slices > 1 ? fmt::format(", {} K slices", slices) : "", status_name(st), static_cast<int>(st));
 }
 
 cublasStatus_t Gemm::launch(GemmPlan& p, const Tensor* bias, const Tensor& x, const Tensor& w, const Tensor& y,

@@ -35,6 +35,8 @@ class Gemm {
 
  private:
   using Key = std::tuple<int64_t, int64_t, int64_t, bool, int, bool, int>;
+  // run() and run_split_k(): plan (cached) and launch, or fail naming the shape.
+  void execute(const Tensor& x, const Tensor& w, const Tensor* bias, int slices, const Tensor& y, bool capturing);
   GemmPlan& plan(int64_t m, int64_t n, int64_t k, const Tensor* bias, int align, int slices, const Tensor& x,
                  const Tensor& w, const Tensor& y, bool capturing);
   cublasStatus_t launch(GemmPlan& p, const Tensor* bias, const Tensor& x, const Tensor& w, const Tensor& y,

@@ -44,6 +44,7 @@ void add_rmsnorm(bf16_t* x, const bf16_t* y, const bf16_t* w, bf16_t* out, int r
                  cudaStream_t st);
 // The same with y given as `slices` fp32 partial products [slices, rows, d]
 // (a split-K GEMM's), added in order; w null: x += y only. slices 2, 3, 4, 6, 8.
+constexpr bool partial_slices_supported(int s) { return s == 2 || s == 3 || s == 4 || s == 6 || s == 8; }
 void add_partials_rmsnorm(bf16_t* x, const float* parts, int slices, const bf16_t* w, bf16_t* out, int rows, int d,
                           float eps, cudaStream_t st);
 constexpr int kMaxRopeHalf = 256;  // rotary_dim / 2 held in the kernel's parameters
