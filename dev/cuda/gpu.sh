@@ -19,7 +19,9 @@
 #               (KERNELS_MODEL, KERNELS_BATCH, KERNELS_ATTN; dev/cuda/step_trace.py)
 #   phases      where the fused sparse decode kernel's time goes: a dev/cuda build with phase
 #               probes (backend/cuda/phases.cuh), bench attention rows with per-phase block times
+#               (PHASE_SHAPES="B T [Hq]; ...": Hq 16 unless given, 8 KV heads)
 #               (in a real step: CMAKE_ARGS=-DKINFER_ATTN_PHASES=ON, bench decode --profile)
+#   granule     what DRAM gives scattered reads of 128 B-8 KB chunks (dev/cuda/granule.cu, no build needed)
 #   decode      kinfer bench decode rows (Qwen3 shapes, dense and blocktopk, 16K-40K)
 #   generate    kinfer bench generate rows with --profile, and the HF generate baseline (GEN_HF=0: not)
 #   eval        the SmolLM2 GSM8K eval job (needs $GGUF) and its HF baseline
@@ -97,15 +99,33 @@ step_phases() {  # where the fused sparse kernel's time goes: a dev/cuda build w
     grep -E 'error' "$OUT/build_phases.log" | head -20; return
   fi
   local cp=$($PB/kinfer_cuda_bench copy --json | python3 -c "import json,sys; print(json.load(sys.stdin)['copy_gbps'])")
-  for shape in ${PHASE_SHAPES:-"32 16384" "64 16384" "32 32768" "128 4096"}; do
-    set -- $shape
-    $PB/kinfer_cuda_bench attention --batch $1 --context $2 --q-heads 16 --kv-heads 8 --attn blocktopk --topk-pages 64 \
+  local shapes
+  IFS=';' read -ra shapes <<< "${PHASE_SHAPES:-32 16384;64 16384;32 32768;128 4096}"
+  for shape in "${shapes[@]}"; do
+    set -- $shape  # batch context [q_heads: 16]
+    $PB/kinfer_cuda_bench attention --batch $1 --context $2 --q-heads ${3:-16} --kv-heads 8 --attn blocktopk --topk-pages 64 \
       --local-pages 4 --copy-gbps "$cp" --json 2>>"$OUT/attn.err" | tee -a "$J" | python3 -c "import json,sys
 j=json.load(sys.stdin); p=j.get('phases',{})
-print(f\"phases B{j['batch']}x{j['context']}: {j['ms_per_step']*1e3:.1f} us ({j['fraction_of_copy']:.2f} of copy) \" + ' '.join(f'{k[:-3]} {v:.2f}' if k.endswith('_us') else f'{k} {v}' for k,v in p.items()))" ||
+print(f\"phases B{j['batch']}x{j['context']} Hq{j['q_heads']}: {j['ms_per_step']*1e3:.1f} us ({j['fraction_of_copy']:.2f} of copy) \" + ' '.join(f'{k[:-3]} {v:.2f}' if k.endswith('_us') else f'{k} {v}' for k,v in p.items()))" ||
       tail -2 "$OUT/attn.err"
   done
   log "phases done"
+}
+
+step_granule() {  # the sandbox is one file: nvcc it and run it at 64 MB and 256 MB per launch
+  nvcc -O3 -arch=sm_90a -o /tmp/granule dev/cuda/granule.cu || return
+  { /tmp/granule 64; /tmp/granule 256; } > "$OUT/granule.json"
+  python3 - "$OUT/granule.json" <<'PY'
+import json, re, sys
+for run in map(json.loads, re.findall(r'\{"bench.*?\]\}', open(sys.argv[1]).read(), re.S)):
+    rows = {}
+    for r in run["rows"]:
+        rows.setdefault((r["where"], r["loads_in_flight"]), []).append(f'{r["gbps"]}{"" if r["valid"] else "(INVALID)"}')
+    print(f'granule, {run["mb_per_launch"]} MB a launch, GB/s for 128 B ... 8 KB chunks:')
+    for (where, u), v in rows.items():
+        print(f"  {where:9s} U={u:2d}: {' '.join(v)}")
+PY
+  log "granule done"
 }
 
 step_diag32k() {
