@@ -113,7 +113,7 @@ print(f\"phases B{j['batch']}x{j['context']} Hq{j['q_heads']}: {j['ms_per_step']
 }
 
 step_granule() {  # the sandbox is one file: nvcc it and run it at 64 MB and 256 MB per launch
-  nvcc -O3 -arch=sm_90a -o /tmp/granule dev/cuda/granule.cu || return
+  nvcc -O3 -arch=sm_90a -I src -o /tmp/granule dev/cuda/granule.cu || return
   { /tmp/granule 64; /tmp/granule 256; } > "$OUT/granule.json"
   python3 - "$OUT/granule.json" <<'PY'
 import json, re, sys

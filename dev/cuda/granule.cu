@@ -7,7 +7,7 @@
 // consecutive 16 bytes of a chunk, U loads in flight per thread; the chunk's
 // place comes from a table (a dependent load, as a page table lookup) or
 // from a hash of its index (no load: what DRAM alone gives).
-//   nvcc -O3 -arch=sm_90a -o /tmp/granule dev/cuda/granule.cu && /tmp/granule [MB per launch]
+//   nvcc -O3 -arch=sm_90a -I src -o /tmp/granule dev/cuda/granule.cu && /tmp/granule [MB per launch]
 // Validates every version's XOR of the bytes read against the CPU's.
 #include <cuda_runtime.h>
 
@@ -18,6 +18,8 @@
 #include <random>
 #include <vector>
 
+#include "backend/cuda/common.cuh"  // ld_stream: the K/V and summary loads of the kernels
+
 #define CK(x)                                                                         \
   do {                                                                                \
     cudaError_t e = (x);                                                              \
@@ -27,15 +29,6 @@
     }                                                                                 \
   } while (0)
 
-__device__ __forceinline__ uint4 ld_stream(const void* p) {  // as backend/cuda/common.cuh
-  uint64_t evict_first;
-  asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(evict_first));
-  uint4 r;
-  asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0,%1,%2,%3}, [%4], %5;"
-               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-               : "l"(p), "l"(evict_first));
-  return r;
-}
 
 // Word i of the buffer: any cheap hash, so the XOR checks which bytes were read.
 __host__ __device__ inline uint32_t word_of(uint64_t i) {
@@ -68,7 +61,7 @@ __global__ void __launch_bounds__(256, 2) read_chunks(const uint4* buf, const ui
       const int64_t t = t0 + u * stride;
       v[u] = make_uint4(0, 0, 0, 0);
       if (t < n_items)
-        v[u] = ld_stream(buf + (int64_t(WHERE == 0 ? chunk_at[t >> log2_vecs] : WHERE == 1 ? hashed_slot(t >> log2_vecs, slots) : uint32_t(t >> log2_vecs))
+        v[u] = kf::cuda::ld_stream(buf + (int64_t(WHERE == 0 ? chunk_at[t >> log2_vecs] : WHERE == 1 ? hashed_slot(t >> log2_vecs, slots) : uint32_t(t >> log2_vecs))
                                 << log2_vecs) +
                          (t & ((1 << log2_vecs) - 1)));
     }
