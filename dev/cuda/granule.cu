@@ -29,7 +29,6 @@
     }                                                                                 \
   } while (0)
 
-
 // Word i of the buffer: any cheap hash, so the XOR checks which bytes were read.
 __host__ __device__ inline uint32_t word_of(uint64_t i) {
   uint64_t x = i * 0x9E3779B97F4A7C15ull;
@@ -42,14 +41,21 @@ __global__ void fill(uint32_t* buf, uint64_t n) {
 }
 
 // Where chunk c of a launch lies (slot of the buffer): a hash, so that the
-// address needs no load (HASHED), or a table (as a page table lookup).
+// address needs no load (WHERE 1), or a table (WHERE 0, as a page table lookup).
 __host__ __device__ inline uint32_t hashed_slot(uint64_t c, uint64_t slots) {  // slots: a power of 2
   return static_cast<uint32_t>((c * 0xD1B54A32D192ED03ull >> 17) & (slots - 1));
 }
 
+template <int WHERE>  // 0: table, 1: hashed, 2: in order (sequential)
+__device__ __forceinline__ int64_t slot_of(int64_t c, const uint32_t* chunk_at, uint64_t slots) {
+  if constexpr (WHERE == 0) return chunk_at[c];
+  else if constexpr (WHERE == 1) return hashed_slot(c, slots);
+  else return c;
+}
+
 // Item t = (chunk t / V, 16-byte vector t % V), V = S / 16 vectors per chunk
 // (shifts and masks: 64-bit division would cost more than the loads).
-template <int U, int WHERE>  // 0: table, 1: hashed, 2: in order (sequential)
+template <int U, int WHERE>  // WHERE as slot_of
 __global__ void __launch_bounds__(256, 2) read_chunks(const uint4* buf, const uint32_t* chunk_at, int log2_vecs,
                                                       uint64_t slots, int64_t n_items, uint32_t* xor_out) {
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
@@ -61,9 +67,8 @@ __global__ void __launch_bounds__(256, 2) read_chunks(const uint4* buf, const ui
       const int64_t t = t0 + u * stride;
       v[u] = make_uint4(0, 0, 0, 0);
       if (t < n_items)
-        v[u] = kf::cuda::ld_stream(buf + (int64_t(WHERE == 0 ? chunk_at[t >> log2_vecs] : WHERE == 1 ? hashed_slot(t >> log2_vecs, slots) : uint32_t(t >> log2_vecs))
-                                << log2_vecs) +
-                         (t & ((1 << log2_vecs) - 1)));
+        v[u] = kf::cuda::ld_stream(buf + (slot_of<WHERE>(t >> log2_vecs, chunk_at, slots) << log2_vecs) +
+                                   (t & ((1 << log2_vecs) - 1)));
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
