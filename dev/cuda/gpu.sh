@@ -14,6 +14,9 @@
 #   demo        scripts/demo's main job on the GPU (needs $GGUF): results in $OUT/demo.tar.xz
 #   mma_all     a second build (in $B.mma) with the tensor-core attention for every query
 #               group (KINFER_ATTN_MMA_MIN_GROUP=1): attention and decode rows at groups 1-2
+#   gemm_pdl    can cuBLASLt's GEMMs start before their producer ends (dev/cuda/gemm_pdl.cu, a
+#               dev/cuda build in $B.dev): do they wait, do they trigger, a 28-layer chain with
+#               hot weights, L2 prefetches and programmatic edges
 #   gemm_tune   decode rows with cuBLASLt's first candidate and with KINFER_GEMM_TUNE=1
 #   kernels     every kernel of a decode step measured alone by ncu, summed by kernel
 #               (KERNELS_MODEL, KERNELS_BATCH, KERNELS_ATTN; dev/cuda/step_trace.py)
@@ -112,18 +115,18 @@ print(f\"phases B{j['batch']}x{j['context']} Hq{j['q_heads']}: {j['ms_per_step']
   log "phases done"
 }
 
-step_granule() {  # the sandbox is one file: nvcc it and run it at 64 MB and 256 MB per launch
+step_granule() {  # the sandbox is one file: nvcc it and run it at GRANULE_MB (64 256) MB per launch
   nvcc -O3 -arch=sm_90a -I src -o /tmp/granule dev/cuda/granule.cu || return
-  { /tmp/granule 64; /tmp/granule 256; } > "$OUT/granule.json"
+  for mb in ${GRANULE_MB:-64 256}; do /tmp/granule $mb; done > "$OUT/granule.json"
   python3 - "$OUT/granule.json" <<'PY'
 import json, re, sys
 for run in map(json.loads, re.findall(r'\{"bench.*?\]\}', open(sys.argv[1]).read(), re.S)):
     rows = {}
     for r in run["rows"]:
-        rows.setdefault((r["where"], r["loads_in_flight"]), []).append(f'{r["gbps"]}{"" if r["valid"] else "(INVALID)"}')
+        rows.setdefault((r["where"], r["how"], r["in_flight"]), []).append(f'{r["gbps"]}{"" if r["valid"] else "(INVALID)"}')
     print(f'granule, {run["mb_per_launch"]} MB a launch, GB/s for 128 B ... 8 KB chunks:')
-    for (where, u), v in rows.items():
-        print(f"  {where:9s} U={u:2d}: {' '.join(v)}")
+    for (where, how, u), v in rows.items():
+        print(f"  {where:9s} {how:11s} {u:2d}: {' '.join(v)}")
 PY
   log "granule done"
 }
@@ -240,6 +243,16 @@ step_mma_all() {
   done
   K=$K0
   log "mma_all done"
+}
+
+step_gemm_pdl() {  # can cuBLASLt's GEMMs start before their producer ends (dev/cuda/gemm_pdl.cu)
+  local PB=$B.dev
+  if ! { cmake -S dev/cuda -B $PB -G Ninja > "$OUT/build_dev.log" 2>&1 &&
+         ninja -C $PB -j16 gemm_pdl >> "$OUT/build_dev.log" 2>&1; }; then
+    grep -E 'error' "$OUT/build_dev.log" | head -20; return
+  fi
+  $PB/gemm_pdl 20 2>&1 | tee "$OUT/gemm_pdl.txt"
+  log "gemm_pdl done"
 }
 
 step_gemm_tune() {  # cuBLASLt's first candidate vs the fastest of 8 timed (KINFER_GEMM_TUNE=1)

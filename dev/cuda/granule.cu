@@ -8,6 +8,11 @@
 // place comes from a table (a dependent load, as a page table lookup) or
 // from a hash of its index (no load: what DRAM alone gives).
 //   nvcc -O3 -arch=sm_90a -I src -o /tmp/granule dev/cuda/granule.cu && /tmp/granule [MB per launch]
+// Versions 9-14 read the same chunks with the copy engine instead of loads:
+// cp.async.bulk global -> shared (TMA, no tensor map), one thread of a
+// 128-thread block issuing a stage of 8 KB (8192 / S chunks) per mbarrier,
+// 4 or 8 stages in flight, 4 blocks per SM; the threads XOR each stage out
+// of shared memory before its refill.
 // Validates every version's XOR of the bytes read against the CPU's.
 #include <cuda_runtime.h>
 
@@ -76,6 +81,66 @@ __global__ void __launch_bounds__(256, 2) read_chunks(const uint4* buf, const ui
   atomicXor(xor_out, acc);
 }
 
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+constexpr int kStageBytes = 8192;
+
+// Chunk group g = chunks [g * per_stage, (g + 1) * per_stage); block b reads
+// groups b, b + grid, ...; stage s of the ring holds its it-th group when it % STAGES == s.
+template <int WHERE, int STAGES>
+__global__ void __launch_bounds__(128) read_chunks_bulk(const uint4* buf, const uint32_t* chunk_at, int log2_vecs,
+                                                        uint64_t slots, int64_t n_chunks, uint32_t* xor_out) {
+  extern __shared__ __align__(128) uint4 ring_flat[];  // [STAGES][kStageBytes / 16]
+  auto ring = reinterpret_cast<uint4(*)[kStageBytes / 16]>(ring_flat);
+  __shared__ __align__(8) uint64_t full[STAGES];
+  const int vecs = 1 << log2_vecs, per_stage = kStageBytes / 16 / vecs;
+  const uint32_t chunk_bytes = 16u * vecs;
+  const int64_t n_groups = n_chunks / per_stage;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < STAGES; ++s) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(&full[s])));
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+  auto issue = [&](int s, int64_t g) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(&full[s])),
+                 "r"(uint32_t(kStageBytes))
+                 : "memory");
+    for (int c = 0; c < per_stage; ++c) {
+      const uint4* src = buf + (slot_of<WHERE>(g * per_stage + c, chunk_at, slots) << log2_vecs);
+      asm volatile(
+          "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+              smem_u32(&ring[s][c * vecs])),
+          "l"(src), "r"(chunk_bytes), "r"(smem_u32(&full[s]))
+          : "memory");
+    }
+  };
+  if (threadIdx.x == 0)
+    for (int s = 0; s < STAGES; ++s)
+      if (blockIdx.x + int64_t(s) * gridDim.x < n_groups) issue(s, blockIdx.x + int64_t(s) * gridDim.x);
+  uint32_t acc = 0;
+  int it = 0;
+  for (int64_t g = blockIdx.x; g < n_groups; g += gridDim.x, ++it) {
+    const int s = it % STAGES;
+    const uint32_t parity = (it / STAGES) & 1;
+    asm volatile(
+        "{\n.reg .pred done;\nwait_%=:\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+        "@!done bra wait_%=;\n}" ::"r"(smem_u32(&full[s])),
+        "r"(parity)
+        : "memory");
+    for (int v = threadIdx.x; v < kStageBytes / 16; v += blockDim.x) {
+      const uint4 x = ring[s][v];
+      acc ^= x.x ^ x.y ^ x.z ^ x.w;
+    }
+    __syncthreads();  // the stage is read: refill it
+    const int64_t next = g + int64_t(STAGES) * gridDim.x;
+    if (threadIdx.x == 0 && next < n_groups) issue(s, next);
+  }
+  atomicXor(xor_out, acc);
+}
+
 int main(int argc, char** argv) {
   const int64_t mb = argc > 1 ? std::atoll(argv[1]) : 256;  // bytes read per launch
   const uint64_t buf_bytes = 4ull << 30, n_words = buf_bytes / 4;
@@ -91,6 +156,8 @@ int main(int argc, char** argv) {
   CK(cudaEventCreate(&e1));
   int sms = 0;
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  for (auto kernel : {read_chunks_bulk<0, 8>, read_chunks_bulk<1, 8>, read_chunks_bulk<2, 8>})
+    CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 8 * kStageBytes));
   std::printf("{\"bench\": \"granule\", \"mb_per_launch\": %lld, \"rows\": [\n", (long long)mb);
   bool first = true;
   for (int S : {128, 256, 512, 1024, 2048, 4096, 8192}) {
@@ -109,10 +176,16 @@ int main(int argc, char** argv) {
     const int V = S / 16, LV = __builtin_ctz(V);
     const int64_t n_items = n_chunks * V;
     static const char* where_name[3] = {"table", "hashed", "in order"};
-    for (int version = 0; version < 9; ++version) {  // U = 4, 8, 16 loads in flight x where
-      const int U = 4 << (version % 3), where = version / 3;
+    for (int version = 0; version < 15; ++version) {  // U = 4, 8, 16 loads in flight x where; then bulk
+      const bool bulk = version >= 9;
+      const int U = bulk ? 0 : 4 << (version % 3), where = bulk ? (version - 9) / 2 : version / 3;
+      const int stages = bulk ? 4 << ((version - 9) % 2) : 0;
       auto launch = [&] {
         const uint4* b = reinterpret_cast<uint4*>(buf);
+        auto bulk_launch = [&](void (*kernel)(const uint4*, const uint32_t*, int, uint64_t, int64_t, uint32_t*),
+                               int n_stages) {
+          kernel<<<4 * sms, 128, n_stages * kStageBytes>>>(b, d_chunks, LV, slots, n_chunks, d_xor);
+        };
         const dim3 g(2 * sms), t(256);
         switch (version) {
           case 0: read_chunks<4, 0><<<g, t>>>(b, d_chunks, LV, slots, n_items, d_xor); break;
@@ -123,7 +196,13 @@ int main(int argc, char** argv) {
           case 5: read_chunks<16, 1><<<g, t>>>(b, d_chunks, LV, slots, n_items, d_xor); break;
           case 6: read_chunks<4, 2><<<g, t>>>(b, d_chunks, LV, slots, n_items, d_xor); break;
           case 7: read_chunks<8, 2><<<g, t>>>(b, d_chunks, LV, slots, n_items, d_xor); break;
-          default: read_chunks<16, 2><<<g, t>>>(b, d_chunks, LV, slots, n_items, d_xor); break;
+          case 8: read_chunks<16, 2><<<g, t>>>(b, d_chunks, LV, slots, n_items, d_xor); break;
+          case 9: bulk_launch(read_chunks_bulk<0, 4>, 4); break;
+          case 10: bulk_launch(read_chunks_bulk<0, 8>, 8); break;
+          case 11: bulk_launch(read_chunks_bulk<1, 4>, 4); break;
+          case 12: bulk_launch(read_chunks_bulk<1, 8>, 8); break;
+          case 13: bulk_launch(read_chunks_bulk<2, 4>, 4); break;
+          default: bulk_launch(read_chunks_bulk<2, 8>, 8); break;
         }
       };
       CK(cudaMemset(d_xor, 0, 4));
@@ -140,9 +219,10 @@ int main(int argc, char** argv) {
         CK(cudaEventElapsedTime(&ms, e0, e1));
         best = std::min(best, ms);
       }
-      std::printf("%s  {\"chunk_bytes\": %d, \"where\": \"%s\", \"loads_in_flight\": %d, \"us\": %.2f, \"gbps\": %.0f, "
-                  "\"valid\": %s}",
-                  first ? "" : ",\n", S, where_name[where], U, best * 1e3, read_bytes / (best * 1e-3) / 1e9,
+      std::printf("%s  {\"chunk_bytes\": %d, \"where\": \"%s\", \"how\": \"%s\", \"in_flight\": %d, \"us\": %.2f, "
+                  "\"gbps\": %.0f, \"valid\": %s}",
+                  first ? "" : ",\n", S, where_name[where], bulk ? "bulk stages" : "loads", bulk ? stages : U,
+                  best * 1e3, read_bytes / (best * 1e-3) / 1e9,
                   got == want[where] ? "true" : "false");
       first = false;
     }

@@ -1,0 +1,537 @@
+// Sandbox: can the decode step's cuBLASLt GEMMs start before their producer
+// ends? Three questions, on the GEMM shapes of a qwen3-0.6b decode step at 32
+// rows (the kernels cuBLASLt picks for kinfer: kf::cuda::Gemm, tuned):
+//  1. wait    — does the GEMM kernel hold its reads until its producer is done
+//               (griddepcontrol.wait)? The producer lets dependents launch at
+//               once, spins 30 us, then writes x; the GEMM's edge from it is
+//               made programmatic (cudaGraphDependencyTypeProgrammatic). A GEMM
+//               that waits gives the reference y; one that does not reads the
+//               stale x (zeros).
+//  2. trigger — does the GEMM let its dependents launch before it ends
+//               (griddepcontrol.launch_dependents)? A launch_pdl consumer
+//               stamps each block's start and the end of its wait: the mean gap
+//               is how long its blocks were resident before the GEMM ended.
+//  3. chain   — the step's pattern: 28 layers x (norm-like kernel, launch_pdl,
+//               → GEMM) x 4 projections over distinct weights (cold L2), one
+//               graph, best of REPS replays. Variants: plain edges; the same
+//               weights in every layer (hot L2: the bound an L2 prefetch could
+//               reach); the norm kernel prefetching the next GEMM's weights
+//               (or the one after) into L2 at its entry; programmatic edges
+//               with an early trigger (only valid for a GEMM that waits: the
+//               overlap a waiting GEMM would get). Each valid variant's final y
+//               must equal the plain one bitwise.
+//  4. candidates — for each shape, each of cuBLASLt's heuristic candidates,
+//               then every algorithm id x tile x stages that
+//               cublasLtMatmulAlgoCheck accepts: does it wait (question 1),
+//               and µs per (fold, GEMM) pair in a chain of 28 over distinct
+//               weights, plain, and for one that waits also with programmatic
+//               edges and the fold triggering at entry.
+//  5. a GEMM that waits — dev/cuda/gemm_rows_kernel.cuh (launch_pdl, weights
+//               read before its griddep_wait) in the same chains, every valid
+//               configuration, the fold triggering at its end or its entry,
+//               against the cuBLASLt chain (µs per pair, max |diff| of y).
+// Built by dev/cuda/CMakeLists.txt (gpu.sh gemm_pdl):
+//   ninja -C /tmp/kdev gemm_pdl && /tmp/kdev/gemm_pdl [REPS]
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include <cublasLt.h>
+
+#include "backend/backend.h"
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/gemm.h"
+#include "backend/cuda/kernels.h"
+#include "gemm_rows_kernel.cuh"
+
+using namespace kf;
+using kf::cuda::check;
+
+namespace {
+
+constexpr int kRows = 32;
+constexpr int kSpinUs = 30;
+
+struct Proj {
+  const char* name;
+  int m, k;  // out, in
+};
+// qwen3-0.6b: hidden 1024, 16 query / 8 KV heads of 128, MLP 3072.
+constexpr Proj kProj[] = {{"qkv", 4096, 1024}, {"o", 1024, 2048}, {"gate_up", 6144, 1024}, {"down", 1024, 3072}};
+
+__device__ __forceinline__ unsigned long long global_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+// Lets its dependents launch, spins, then copies src into x.
+__global__ void late_writer(const __nv_bfloat16* src, __nv_bfloat16* x, int n, int spin_us) {
+  asm volatile("griddepcontrol.launch_dependents;");
+  const unsigned long long t0 = global_ns();
+  while (global_ns() - t0 < 1000ull * spin_us) {
+  }
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) x[i] = src[i];
+}
+
+// One bulk L2 prefetch per thread of its share of [p, p + bytes).
+__device__ __forceinline__ void prefetch_l2(const void* p, size_t bytes) {
+  const size_t threads = size_t(gridDim.x) * blockDim.x, t = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const size_t chunk = (bytes / threads + 15) & ~size_t(15);
+  const size_t begin = t * chunk;
+  if (begin >= bytes) return;
+  const uint32_t n = uint32_t(min(chunk, bytes - begin));
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(static_cast<const char*>(p) + begin), "r"(n)
+               : "memory");
+}
+
+// A launch_pdl consumer: block start and end of its wait, in ns.
+__global__ void stamp_wait(unsigned long long* t) {
+  const unsigned long long start = global_ns();
+  kf::cuda::griddep_wait();
+  if (threadIdx.x == 0) {
+    t[2 * blockIdx.x] = start;
+    t[2 * blockIdx.x + 1] = global_ns();
+  }
+}
+
+// Norm-like step kernel: x[r, j] = y[r, j % m] / 2 (one block per row).
+// Prefetches [pre, pre + pre_bytes) into L2 first (its weights are no
+// earlier kernel's output, so before the wait).
+__global__ void fold(const __nv_bfloat16* y, int m, __nv_bfloat16* x, int k, int trigger, const void* pre,
+                     size_t pre_bytes) {
+  if (pre) prefetch_l2(pre, pre_bytes);
+  kf::cuda::griddep_wait();
+  if (trigger) asm volatile("griddepcontrol.launch_dependents;");
+  const int r = blockIdx.x;
+  for (int j = threadIdx.x; j < k; j += blockDim.x)
+    x[size_t(r) * k + j] = __float2bfloat16(0.5f * __bfloat162float(y[size_t(r) * m + j % m]));
+}
+
+__global__ void fill(__nv_bfloat16* p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    uint32_t h = uint32_t(i) * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    p[i] = __float2bfloat16((float(h & 0xffff) / 65535.f - 0.5f) * 0.1f);
+  }
+}
+
+Tensor t2(Buffer& b, int64_t r, int64_t c) { return Tensor(b.view().data, DType::BF16, {r, c}, Device::CUDA); }
+
+std::vector<uint16_t> host(const Buffer& b) {
+  std::vector<uint16_t> h(b.view().numel());
+  KF_CUDA(cudaMemcpy(h.data(), b.view().data, h.size() * 2, cudaMemcpyDeviceToHost));
+  return h;
+}
+
+// Makes the edges from the capture's current dependencies into the next node
+// captured on `st` programmatic (all must be kernel nodes).
+void programmatic_into_next(cudaStream_t st) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  const cudaGraphNode_t* deps = nullptr;
+  const cudaGraphEdgeData* edges = nullptr;
+  size_t n = 0;
+  KF_CUDA(cudaStreamGetCaptureInfo(st, &status, nullptr, nullptr, &deps, &edges, &n));
+  if (status != cudaStreamCaptureStatusActive || n == 0) return;
+  std::vector<cudaGraphNode_t> nodes(deps, deps + n);
+  std::vector<cudaGraphEdgeData> data(n);
+  for (cudaGraphEdgeData& d : data) {
+    d = cudaGraphEdgeData{};
+    d.from_port = cudaGraphKernelNodePortProgrammatic;
+    d.type = cudaGraphDependencyTypeProgrammatic;
+  }
+  KF_CUDA(cudaStreamUpdateCaptureDependencies(st, nodes.data(), data.data(), n, cudaStreamSetCaptureDependencies));
+}
+
+cudaGraphExec_t capture(cudaStream_t st, const std::function<void()>& ops) {
+  cudaGraph_t g = nullptr;
+  KF_CUDA(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+  ops();
+  KF_CUDA(cudaStreamEndCapture(st, &g));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t e = cudaGraphInstantiate(&exec, g, 0);
+  cudaGraphDestroy(g);
+  KF_CUDA(e);
+  return exec;
+}
+
+double replay_ms(cudaGraphExec_t exec, cudaStream_t st, int reps) {
+  cudaEvent_t a, b;
+  KF_CUDA(cudaEventCreate(&a));
+  KF_CUDA(cudaEventCreate(&b));
+  KF_CUDA(cudaGraphLaunch(exec, st));
+  double best = 1e30;
+  for (int i = 0; i < reps; ++i) {
+    KF_CUDA(cudaEventRecord(a, st));
+    KF_CUDA(cudaGraphLaunch(exec, st));
+    KF_CUDA(cudaEventRecord(b, st));
+    KF_CUDA(cudaEventSynchronize(b));
+    float ms = 0;
+    KF_CUDA(cudaEventElapsedTime(&ms, a, b));
+    best = std::min(best, double(ms));
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return best;
+}
+
+#define CL(x)                                                                    \
+  do {                                                                           \
+    cublasStatus_t s_ = (x);                                                     \
+    if (s_ != CUBLAS_STATUS_SUCCESS) {                                           \
+      std::fprintf(stderr, "%s:%d %s: status %d\n", __FILE__, __LINE__, #x, int(s_)); \
+      std::exit(1);                                                              \
+    }                                                                            \
+  } while (0)
+
+// One shape's cuBLASLt descriptors and its top 32 algorithms (as gemm.cpp).
+struct Candidates {
+  cublasLtHandle_t h{};
+  cublasLtMatmulDesc_t desc{};
+  cublasLtMatrixLayout_t a{}, b{}, c{};
+  std::vector<cublasLtMatmulHeuristicResult_t> algos;
+  void* ws;
+  size_t ws_bytes;
+  // all: every algorithm id, tile and stages cublasLtMatmulAlgoCheck accepts
+  // (split-K 1, at most `cap`); else the heuristic's top 32.
+  Candidates(int m, int n, int k, void* workspace, size_t workspace_bytes, bool all, int cap)
+      : ws(workspace), ws_bytes(workspace_bytes) {
+    CL(cublasLtCreate(&h));
+    CL(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    CL(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    CL(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    CL(cublasLtMatrixLayoutCreate(&a, CUDA_R_16BF, k, m, k));
+    CL(cublasLtMatrixLayoutCreate(&b, CUDA_R_16BF, k, n, k));
+    CL(cublasLtMatrixLayoutCreate(&c, CUDA_R_16BF, m, n, m));
+    cublasLtMatmulPreference_t pref;
+    CL(cublasLtMatmulPreferenceCreate(&pref));
+    const uint64_t wsb = ws_bytes;
+    CL(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb));
+    if (!all) {
+      algos.resize(32);
+      int found = 0;
+      CL(cublasLtMatmulAlgoGetHeuristic(h, desc, a, b, c, c, pref, 32, algos.data(), &found));
+      algos.resize(found);
+    }
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (all) enumerate(cap);
+  }
+  void enumerate(int cap) {
+    const cudaDataType_t bf = CUDA_R_16BF;
+    int ids[256], n_ids = 0;
+    CL(cublasLtMatmulAlgoGetIds(h, CUBLAS_COMPUTE_32F, CUDA_R_32F, bf, bf, bf, bf, 256, ids, &n_ids));
+    for (int i = 0; i < n_ids && int(algos.size()) < cap; ++i) {
+      cublasLtMatmulAlgo_t algo;
+      if (cublasLtMatmulAlgoInit(h, CUBLAS_COMPUTE_32F, CUDA_R_32F, bf, bf, bf, bf, ids[i], &algo) !=
+          CUBLAS_STATUS_SUCCESS)
+        continue;
+      uint32_t tiles[128], stages[128];
+      size_t tb = 0, sb = 0;
+      cublasLtMatmulAlgoCapGetAttribute(&algo, CUBLASLT_ALGO_CAP_TILE_IDS, tiles, sizeof tiles, &tb);
+      cublasLtMatmulAlgoCapGetAttribute(&algo, CUBLASLT_ALGO_CAP_STAGES_IDS, stages, sizeof stages, &sb);
+      const int nt = std::max<int>(1, int(tb / 4)), ns = int(sb / 4);
+      if (tb == 0) tiles[0] = 0;
+      for (int t = 0; t < nt && int(algos.size()) < cap; ++t) {
+        // stages: the first the check accepts (0 = the library's choice first)
+        for (int si = -1; si < ns; ++si) {
+          cublasLtMatmulAlgo_t cfg = algo;
+          const uint32_t st_id = si < 0 ? 0u : stages[si];
+          cublasLtMatmulAlgoConfigSetAttribute(&cfg, CUBLASLT_ALGO_CONFIG_TILE_ID, &tiles[t], sizeof tiles[t]);
+          cublasLtMatmulAlgoConfigSetAttribute(&cfg, CUBLASLT_ALGO_CONFIG_STAGES_ID, &st_id, sizeof st_id);
+          cublasLtMatmulHeuristicResult_t r{};
+          if (cublasLtMatmulAlgoCheck(h, desc, a, b, c, c, &cfg, &r) != CUBLAS_STATUS_SUCCESS ||
+              r.workspaceSize > ws_bytes)
+            continue;
+          r.algo = cfg;
+          algos.push_back(r);
+          break;
+        }
+      }
+    }
+  }
+  ~Candidates() {
+    cublasLtMatrixLayoutDestroy(a);
+    cublasLtMatrixLayoutDestroy(b);
+    cublasLtMatrixLayoutDestroy(c);
+    cublasLtMatmulDescDestroy(desc);
+    cublasLtDestroy(h);
+  }
+  bool run(int i, const void* w, const void* x, void* y, cudaStream_t st) const {
+    const float one = 1.f, zero = 0.f;
+    return cublasLtMatmul(h, desc, &one, w, a, x, b, &zero, y, c, y, c, &algos[i].algo, ws, ws_bytes, st) ==
+           CUBLAS_STATUS_SUCCESS;
+  }
+  int config(int i, cublasLtMatmulAlgoConfigAttributes_t attr) const {
+    int v = 0;
+    cublasLtMatmulAlgoConfigGetAttribute(&algos[i].algo, attr, &v, sizeof v, nullptr);
+    return v;
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int reps = argc > 1 ? std::atoi(argv[1]) : 20;
+  std::unique_ptr<Backend> be = make_cuda_backend(0);
+  cudaStream_t st;
+  KF_CUDA(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  kf::cuda::Gemm gemm(*be, st, true);
+  bool chain_ok = true;
+  std::printf("cuBLASLt %zu\n", cublasLtGetVersion());
+
+  // 1 and 2, per projection.
+  for (const Proj& p : kProj) {
+    Buffer w(DType::BF16, {p.m, p.k}, *be), src(DType::BF16, {kRows, p.k}, *be), x(DType::BF16, {kRows, p.k}, *be);
+    Buffer y(DType::BF16, {kRows, p.m}, *be), y_ref(DType::BF16, {kRows, p.m}, *be);
+    Buffer stamps(DType::U8, {8 * 2 * 1024}, *be);
+    fill<<<256, 256, 0, st>>>(static_cast<__nv_bfloat16*>(w.view().data), size_t(p.m) * p.k, 1);
+    fill<<<64, 256, 0, st>>>(static_cast<__nv_bfloat16*>(src.view().data), size_t(kRows) * p.k, 2);
+    KF_CUDA(cudaMemcpyAsync(x.view().data, src.view().data, src.view().nbytes(), cudaMemcpyDeviceToDevice, st));
+    gemm.run(t2(x, kRows, p.k), t2(w, p.m, p.k), nullptr, t2(y_ref, kRows, p.m), false);  // plans (tunes) too
+    KF_CUDA(cudaStreamSynchronize(st));
+    const std::vector<uint16_t> ref = host(y_ref);
+    const int n = kRows * p.k;
+    auto* srcp = static_cast<const __nv_bfloat16*>(src.view().data);
+    auto* xp = static_cast<__nv_bfloat16*>(x.view().data);
+    for (int programmatic = 0; programmatic < 2; ++programmatic) {
+      cudaGraphExec_t g = capture(st, [&] {
+        late_writer<<<32, 256, 0, st>>>(srcp, xp, n, kSpinUs);
+        if (programmatic) programmatic_into_next(st);
+        gemm.run(t2(x, kRows, p.k), t2(w, p.m, p.k), nullptr, t2(y, kRows, p.m), true);
+      });
+      KF_CUDA(cudaMemsetAsync(x.view().data, 0, x.view().nbytes(), st));
+      KF_CUDA(cudaMemsetAsync(y.view().data, 0, y.view().nbytes(), st));
+      KF_CUDA(cudaGraphLaunch(g, st));
+      KF_CUDA(cudaStreamSynchronize(st));
+      const bool same = host(y) == ref;
+      std::printf("%-8s edge %-12s y %s\n", p.name, programmatic ? "programmatic" : "plain",
+                  same ? "== reference (waits for its producer)" : "!= reference (read x before its producer wrote it)");
+      cudaGraphExecDestroy(g);
+    }
+    // 2: a launch_pdl consumer after the GEMM.
+    auto* tp = static_cast<unsigned long long*>(stamps.view().data);
+    const int blocks = 132;
+    cudaGraphExec_t g = capture(st, [&] {
+      gemm.run(t2(x, kRows, p.k), t2(w, p.m, p.k), nullptr, t2(y, kRows, p.m), true);
+      kf::cuda::launch_pdl("stamp_wait", stamp_wait, blocks, 32, st, tp);
+    });
+    double gap = 0;
+    for (int r = 0; r < 5; ++r) {
+      KF_CUDA(cudaGraphLaunch(g, st));
+      KF_CUDA(cudaStreamSynchronize(st));
+      std::vector<unsigned long long> t(2 * blocks);
+      KF_CUDA(cudaMemcpy(t.data(), tp, t.size() * 8, cudaMemcpyDeviceToHost));
+      double sum = 0;
+      for (int b = 0; b < blocks; ++b) sum += double(t[2 * b + 1] - t[2 * b]);
+      gap = r == 0 ? sum / blocks : std::min(gap, sum / blocks);
+    }
+    std::printf("%-8s consumer blocks resident before the GEMM ended: %.2f us (mean over blocks, best of 5)\n",
+                p.name, gap / 1000);
+    cudaGraphExecDestroy(g);
+  }
+
+  // 3: the chain.
+  constexpr int kLayers = 28;
+  std::vector<Buffer> ws;
+  for (int l = 0; l < kLayers; ++l)
+    for (const Proj& p : kProj) {
+      ws.emplace_back(DType::BF16, std::initializer_list<int64_t>{p.m, p.k}, *be);
+      fill<<<512, 256, 0, st>>>(static_cast<__nv_bfloat16*>(ws.back().view().data), size_t(p.m) * p.k, 10 + l);
+    }
+  Buffer xa(DType::BF16, {kRows, 3072}, *be), ya(DType::BF16, {kRows, 6144}, *be);
+  fill<<<64, 256, 0, st>>>(static_cast<__nv_bfloat16*>(ya.view().data), size_t(kRows) * 6144, 3);
+  Buffer y0(DType::BF16, {kRows, 6144}, *be);
+  KF_CUDA(cudaMemcpyAsync(y0.view().data, ya.view().data, ya.view().nbytes(), cudaMemcpyDeviceToDevice, st));
+  auto* xap = static_cast<__nv_bfloat16*>(xa.view().data);
+  auto* yap = static_cast<__nv_bfloat16*>(ya.view().data);
+  std::vector<uint16_t> first;
+  double base_ms = 0;
+  enum Variant { kPlain, kHot, kPrefetchNext, kPrefetchAfterNext, kProgrammaticEarly, kVariants };
+  const char* names[] = {"plain edges, cold weights", "plain edges, hot weights (one layer's, in L2)",
+                         "plain, fold prefetches the next GEMM's weights", "plain, fold prefetches the GEMM after",
+                         "programmatic edges, fold triggers at entry"};
+  std::printf("chain: %d layers x 4 GEMMs at %d rows, best of %d replays\n", kLayers, kRows, reps);
+  for (int v = 0; v < kVariants; ++v) {
+    auto weight = [&](int gemm_index) -> Buffer& {  // gemm_index over the whole chain
+      const int l = (gemm_index / 4) % kLayers, j = gemm_index % 4;
+      return ws[(v == kHot ? 0 : l) * 4 + j];
+    };
+    cudaGraphExec_t g = capture(st, [&] {
+      int prev_m = 6144;
+      for (int i = 0; i < kLayers * 4; ++i) {
+        const Proj& p = kProj[i % 4];
+        const void* pre = nullptr;
+        size_t pre_bytes = 0;
+        if (v == kPrefetchNext || v == kPrefetchAfterNext) {
+          const int ahead = i + (v == kPrefetchNext ? 0 : 1);
+          if (ahead < kLayers * 4) {
+            pre = weight(ahead).view().data;
+            pre_bytes = weight(ahead).view().nbytes();
+          }
+        }
+        kf::cuda::launch_pdl("fold", fold, kRows, 128, st, yap, prev_m, xap, p.k, int(v == kProgrammaticEarly), pre,
+                         pre_bytes);
+        if (v == kProgrammaticEarly) programmatic_into_next(st);
+        gemm.run(t2(xa, kRows, p.k), t2(weight(i), p.m, p.k), nullptr, t2(ya, kRows, p.m), true);
+        prev_m = p.m;
+      }
+    });
+    KF_CUDA(cudaMemcpyAsync(ya.view().data, y0.view().data, ya.view().nbytes(), cudaMemcpyDeviceToDevice, st));
+    KF_CUDA(cudaGraphLaunch(g, st));
+    KF_CUDA(cudaStreamSynchronize(st));
+    const std::vector<uint16_t> out = host(ya);
+    if (v == kPlain) first = out;
+    const double ms = replay_ms(g, st, reps);
+    if (v == kPlain) base_ms = ms;
+    const bool same = out == first;
+    const char* verdict = v == kHot ? "(other weights)" : same ? "y == plain" : "y != plain";
+    std::printf("  %-48s %8.1f us/step  %+6.2f us/GEMM  %s\n", names[v], ms * 1000,
+                (ms - base_ms) * 1000 / (kLayers * 4), verdict);
+    if (v != kHot && v != kProgrammaticEarly) chain_ok = chain_ok && same;
+    cudaGraphExecDestroy(g);
+  }
+  // 4: the heuristic's candidates, then every algorithm, of every shape.
+  Buffer workspace(DType::U8, {32 << 20}, *be);
+  for (int all = 0; all < 2; ++all)
+    for (int j = 0; j < 4; ++j) {
+      const Proj& p = kProj[j];
+      Candidates cand(p.m, kRows, p.k, workspace.view().data, 32 << 20, all, 160);
+      Buffer src(DType::BF16, {kRows, p.k}, *be), x(DType::BF16, {kRows, p.k}, *be);
+      Buffer y(DType::BF16, {kRows, p.m}, *be), y_ref(DType::BF16, {kRows, p.m}, *be);
+      fill<<<64, 256, 0, st>>>(static_cast<__nv_bfloat16*>(src.view().data), size_t(kRows) * p.k, 2);
+      const void* w0 = ws[j].view().data;
+      std::printf("%s [%d x %d] at %d rows: %zu %s (algo id, tile id, stages id)%s\n", p.name, p.m, p.k, kRows,
+                  cand.algos.size(), all ? "algorithms" : "heuristic candidates", all ? ", those that wait:" : "");
+      if (all) {
+        std::printf("  algorithm ids:");
+        for (int i = 0, last = -1; i < int(cand.algos.size()); ++i)
+          if (cand.config(i, CUBLASLT_ALGO_CONFIG_ID) != last)
+            std::printf(" %d", last = cand.config(i, CUBLASLT_ALGO_CONFIG_ID));
+        std::printf("\n");
+      }
+      int no_wait = 0, failed = 0;
+      double best_plain = 1e30, best_prog = 1e30;
+      for (int i = 0; i < int(cand.algos.size()); ++i) {
+        KF_CUDA(cudaMemcpyAsync(x.view().data, src.view().data, src.view().nbytes(), cudaMemcpyDeviceToDevice, st));
+        if (!cand.run(i, w0, x.view().data, y_ref.view().data, st)) {
+          ++failed;
+          continue;
+        }
+        KF_CUDA(cudaStreamSynchronize(st));
+        const std::vector<uint16_t> ref = host(y_ref);
+        bool waits = true;
+        for (int probe = 0; probe < 2 && waits; ++probe) {
+          cudaGraphExec_t g = capture(st, [&] {
+            late_writer<<<32, 256, 0, st>>>(static_cast<const __nv_bfloat16*>(src.view().data),
+                                            static_cast<__nv_bfloat16*>(x.view().data), kRows * p.k, kSpinUs);
+            programmatic_into_next(st);
+            cand.run(i, w0, x.view().data, y.view().data, st);
+          });
+          KF_CUDA(cudaMemsetAsync(x.view().data, 0, x.view().nbytes(), st));
+          KF_CUDA(cudaGraphLaunch(g, st));
+          KF_CUDA(cudaStreamSynchronize(st));
+          cudaGraphExecDestroy(g);
+          waits = host(y) == ref;
+        }
+        no_wait += !waits;
+        if (all && !waits) continue;
+        double us[2] = {0, 0};
+        for (int programmatic = 0; programmatic < (waits ? 2 : 1); ++programmatic) {
+          cudaGraphExec_t c = capture(st, [&] {
+            for (int l = 0; l < kLayers; ++l) {
+              kf::cuda::launch_pdl("fold", fold, kRows, 128, st, yap, p.m, xap, p.k, programmatic, nullptr, size_t(0));
+              if (programmatic) programmatic_into_next(st);
+              cand.run(i, ws[l * 4 + j].view().data, xap, yap, st);
+            }
+          });
+          us[programmatic] = replay_ms(c, st, reps) * 1000 / kLayers;
+          cudaGraphExecDestroy(c);
+        }
+        best_plain = std::min(best_plain, us[0]);
+        if (waits) best_prog = std::min(best_prog, us[1]);
+        std::printf("  #%-3d algo %3d tile %3d stages %3d  %-9s plain %6.2f us/pair", i,
+                    cand.config(i, CUBLASLT_ALGO_CONFIG_ID), cand.config(i, CUBLASLT_ALGO_CONFIG_TILE_ID),
+                    cand.config(i, CUBLASLT_ALGO_CONFIG_STAGES_ID), waits ? "waits" : "no wait", us[0]);
+        if (waits) std::printf("  programmatic %6.2f us/pair", us[1]);
+        std::printf("\n");
+      }
+      std::printf("  %s: %d of %zu do not wait, %d failed to run", p.name, no_wait, cand.algos.size(), failed);
+      if (best_plain < 1e29) std::printf("; best plain %.2f us/pair", best_plain);
+      if (best_prog < 1e29) std::printf(", best programmatic %.2f", best_prog);
+      std::printf("\n");
+    }
+
+  // 5: gemm_rows (waits) in the same chains.
+  int sms = 0;
+  KF_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  auto bf_to_f = [](uint16_t h) {
+    uint32_t u = uint32_t(h) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  };
+  for (int j = 0; j < 4; ++j) {
+    const Proj& p = kProj[j];
+    auto chain = [&](const std::function<void(int)>& gemm_l, int trigger, std::vector<uint16_t>* out) {
+      cudaGraphExec_t c = capture(st, [&] {
+        for (int l = 0; l < kLayers; ++l) {
+          kf::cuda::launch_pdl("fold", fold, kRows, 128, st, yap, p.m, xap, p.k, trigger, nullptr, size_t(0));
+          gemm_l(l);
+        }
+      });
+      KF_CUDA(cudaMemcpyAsync(ya.view().data, y0.view().data, ya.view().nbytes(), cudaMemcpyDeviceToDevice, st));
+      KF_CUDA(cudaGraphLaunch(c, st));
+      KF_CUDA(cudaStreamSynchronize(st));
+      if (out) *out = host(ya);
+      const double us = replay_ms(c, st, reps) * 1000 / kLayers;
+      cudaGraphExecDestroy(c);
+      return us;
+    };
+    std::vector<uint16_t> ref, got;
+    const double cublas_us = chain(
+        [&](int l) { gemm.run(t2(xa, kRows, p.k), t2(ws[l * 4 + j], p.m, p.k), nullptr, t2(ya, kRows, p.m), true); },
+        0, &ref);
+    const kf::cuda::GemmRowsConfig auto_cfg = kf::cuda::gemm_rows_config(kRows, p.m, p.k, sms);
+    std::printf("%s: cuBLASLt chain %.2f us/pair; gemm_rows (mt wm splits): fold triggers at end / at entry\n",
+                p.name, cublas_us);
+    for (int mt : {1, 2})
+      for (int wm : {4, 8})
+        for (int splits : {1, 2, 4, 8}) {
+          const kf::cuda::GemmRowsConfig cfg{mt, wm, splits};
+          if (!kf::cuda::gemm_rows_valid(cfg, kRows, p.m, p.k)) continue;
+          double us[2];
+          float max_diff = 0, max_ref = 0;
+          for (int trigger = 0; trigger < 2; ++trigger)
+            us[trigger] = chain(
+                [&](int l) {
+                  using kf::cuda::bf16_t;
+                  KF_CUDA(kf::cuda::gemm_rows(cfg, reinterpret_cast<const bf16_t*>(xap),
+                                              static_cast<const bf16_t*>(ws[l * 4 + j].view().data), nullptr, yap,
+                                              false, kRows, p.m, p.k, st));
+                },
+                trigger, trigger ? nullptr : &got);
+          for (int i = 0; i < kRows * p.m; ++i) {
+            max_diff = std::max(max_diff, std::fabs(bf_to_f(got[i]) - bf_to_f(ref[i])));
+            max_ref = std::max(max_ref, std::fabs(bf_to_f(ref[i])));
+          }
+          const bool is_auto = cfg.mt == auto_cfg.mt && cfg.wm == auto_cfg.wm && cfg.splits == auto_cfg.splits;
+          std::printf("  %d %d %d%s  %6.2f / %6.2f us/pair (%+.2f vs cuBLASLt)  max|diff| %.3g of max|y| %.3g\n", mt,
+                      wm, splits, is_auto ? "*" : " ", us[0], us[1], std::min(us[0], us[1]) - cublas_us, max_diff,
+                      max_ref);
+        }
+  }
+
+  cudaStreamDestroy(st);
+  std::printf("%s\n", chain_ok ? "chain variants with plain edges agree" : "FAIL: a plain-edge variant differs");
+  return chain_ok ? 0 : 1;
+}
