@@ -43,13 +43,12 @@
 #include <memory>
 #include <vector>
 
-#include <cublasLt.h>
-
 #include "backend/backend.h"
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/kernels.h"
 #include "gemm_rows_kernel.cuh"
+#include "lt_candidates.cuh"
 
 using namespace kf;
 using kf::cuda::check;
@@ -184,100 +183,6 @@ double replay_ms(cudaGraphExec_t exec, cudaStream_t st, int reps) {
   return best;
 }
 
-#define CL(x)                                                                    \
-  do {                                                                           \
-    cublasStatus_t s_ = (x);                                                     \
-    if (s_ != CUBLAS_STATUS_SUCCESS) {                                           \
-      std::fprintf(stderr, "%s:%d %s: status %d\n", __FILE__, __LINE__, #x, int(s_)); \
-      std::exit(1);                                                              \
-    }                                                                            \
-  } while (0)
-
-// One shape's cuBLASLt descriptors and its top 32 algorithms (as gemm.cpp).
-struct Candidates {
-  cublasLtHandle_t h{};
-  cublasLtMatmulDesc_t desc{};
-  cublasLtMatrixLayout_t a{}, b{}, c{};
-  std::vector<cublasLtMatmulHeuristicResult_t> algos;
-  void* ws;
-  size_t ws_bytes;
-  // all: every algorithm id, tile and stages cublasLtMatmulAlgoCheck accepts
-  // (split-K 1, at most `cap`); else the heuristic's top 32.
-  Candidates(int m, int n, int k, void* workspace, size_t workspace_bytes, bool all, int cap)
-      : ws(workspace), ws_bytes(workspace_bytes) {
-    CL(cublasLtCreate(&h));
-    CL(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    CL(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-    CL(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-    CL(cublasLtMatrixLayoutCreate(&a, CUDA_R_16BF, k, m, k));
-    CL(cublasLtMatrixLayoutCreate(&b, CUDA_R_16BF, k, n, k));
-    CL(cublasLtMatrixLayoutCreate(&c, CUDA_R_16BF, m, n, m));
-    cublasLtMatmulPreference_t pref;
-    CL(cublasLtMatmulPreferenceCreate(&pref));
-    const uint64_t wsb = ws_bytes;
-    CL(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb));
-    if (!all) {
-      algos.resize(32);
-      int found = 0;
-      CL(cublasLtMatmulAlgoGetHeuristic(h, desc, a, b, c, c, pref, 32, algos.data(), &found));
-      algos.resize(found);
-    }
-    cublasLtMatmulPreferenceDestroy(pref);
-    if (all) enumerate(cap);
-  }
-  void enumerate(int cap) {
-    const cudaDataType_t bf = CUDA_R_16BF;
-    int ids[256], n_ids = 0;
-    CL(cublasLtMatmulAlgoGetIds(h, CUBLAS_COMPUTE_32F, CUDA_R_32F, bf, bf, bf, bf, 256, ids, &n_ids));
-    for (int i = 0; i < n_ids && int(algos.size()) < cap; ++i) {
-      cublasLtMatmulAlgo_t algo;
-      if (cublasLtMatmulAlgoInit(h, CUBLAS_COMPUTE_32F, CUDA_R_32F, bf, bf, bf, bf, ids[i], &algo) !=
-          CUBLAS_STATUS_SUCCESS)
-        continue;
-      uint32_t tiles[128], stages[128];
-      size_t tb = 0, sb = 0;
-      cublasLtMatmulAlgoCapGetAttribute(&algo, CUBLASLT_ALGO_CAP_TILE_IDS, tiles, sizeof tiles, &tb);
-      cublasLtMatmulAlgoCapGetAttribute(&algo, CUBLASLT_ALGO_CAP_STAGES_IDS, stages, sizeof stages, &sb);
-      const int nt = std::max<int>(1, int(tb / 4)), ns = int(sb / 4);
-      if (tb == 0) tiles[0] = 0;
-      for (int t = 0; t < nt && int(algos.size()) < cap; ++t) {
-        // stages: the first the check accepts (0 = the library's choice first)
-        for (int si = -1; si < ns; ++si) {
-          cublasLtMatmulAlgo_t cfg = algo;
-          const uint32_t st_id = si < 0 ? 0u : stages[si];
-          cublasLtMatmulAlgoConfigSetAttribute(&cfg, CUBLASLT_ALGO_CONFIG_TILE_ID, &tiles[t], sizeof tiles[t]);
-          cublasLtMatmulAlgoConfigSetAttribute(&cfg, CUBLASLT_ALGO_CONFIG_STAGES_ID, &st_id, sizeof st_id);
-          cublasLtMatmulHeuristicResult_t r{};
-          if (cublasLtMatmulAlgoCheck(h, desc, a, b, c, c, &cfg, &r) != CUBLAS_STATUS_SUCCESS ||
-              r.workspaceSize > ws_bytes)
-            continue;
-          r.algo = cfg;
-          algos.push_back(r);
-          break;
-        }
-      }
-    }
-  }
-  ~Candidates() {
-    cublasLtMatrixLayoutDestroy(a);
-    cublasLtMatrixLayoutDestroy(b);
-    cublasLtMatrixLayoutDestroy(c);
-    cublasLtMatmulDescDestroy(desc);
-    cublasLtDestroy(h);
-  }
-  bool run(int i, const void* w, const void* x, void* y, cudaStream_t st) const {
-    const float one = 1.f, zero = 0.f;
-    return cublasLtMatmul(h, desc, &one, w, a, x, b, &zero, y, c, y, c, &algos[i].algo, ws, ws_bytes, st) ==
-           CUBLAS_STATUS_SUCCESS;
-  }
-  int config(int i, cublasLtMatmulAlgoConfigAttributes_t attr) const {
-    int v = 0;
-    cublasLtMatmulAlgoConfigGetAttribute(&algos[i].algo, attr, &v, sizeof v, nullptr);
-    return v;
-  }
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -401,11 +306,10 @@ int main(int argc, char** argv) {
     cudaGraphExecDestroy(g);
   }
   // 4: the heuristic's candidates, then every algorithm, of every shape.
-  Buffer workspace(DType::U8, {32 << 20}, *be);
   for (int all = 0; all < 2; ++all)
     for (int j = 0; j < 4; ++j) {
       const Proj& p = kProj[j];
-      Candidates cand(p.m, kRows, p.k, workspace.view().data, 32 << 20, all, 160);
+      const LtCandidates cand(kRows, p.m, p.k, all, 160);
       Buffer src(DType::BF16, {kRows, p.k}, *be), x(DType::BF16, {kRows, p.k}, *be);
       Buffer y(DType::BF16, {kRows, p.m}, *be), y_ref(DType::BF16, {kRows, p.m}, *be);
       fill<<<64, 256, 0, st>>>(static_cast<__nv_bfloat16*>(src.view().data), size_t(kRows) * p.k, 2);
@@ -423,7 +327,7 @@ int main(int argc, char** argv) {
       double best_plain = 1e30, best_prog = 1e30;
       for (int i = 0; i < int(cand.algos.size()); ++i) {
         KF_CUDA(cudaMemcpyAsync(x.view().data, src.view().data, src.view().nbytes(), cudaMemcpyDeviceToDevice, st));
-        if (!cand.run(i, w0, x.view().data, y_ref.view().data, st)) {
+        if (cand.run(i, x.view().data, w0, y_ref.view().data, st) != CUBLAS_STATUS_SUCCESS) {
           ++failed;
           continue;
         }
@@ -435,7 +339,7 @@ int main(int argc, char** argv) {
             late_writer<<<32, 256, 0, st>>>(static_cast<const __nv_bfloat16*>(src.view().data),
                                             static_cast<__nv_bfloat16*>(x.view().data), kRows * p.k, kSpinUs);
             programmatic_into_next(st);
-            cand.run(i, w0, x.view().data, y.view().data, st);
+            CL(cand.run(i, x.view().data, w0, y.view().data, st));
           });
           KF_CUDA(cudaMemsetAsync(x.view().data, 0, x.view().nbytes(), st));
           KF_CUDA(cudaGraphLaunch(g, st));
@@ -451,7 +355,7 @@ int main(int argc, char** argv) {
             for (int l = 0; l < kLayers; ++l) {
               kf::cuda::launch_pdl("fold", fold, kRows, 128, st, yap, p.m, xap, p.k, programmatic, nullptr, size_t(0));
               if (programmatic) programmatic_into_next(st);
-              cand.run(i, ws[l * 4 + j].view().data, xap, yap, st);
+              CL(cand.run(i, xap, ws[l * 4 + j].view().data, yap, st));
             }
           });
           us[programmatic] = replay_ms(c, st, reps) * 1000 / kLayers;

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "gemm_rows_kernel.cuh"
+#include "lt_candidates.cuh"
 
 #define CK(x)                                                                      \
   do {                                                                             \
@@ -38,15 +39,6 @@
       std::exit(1);                                                                \
     }                                                                              \
   } while (0)
-#define CL(x)                                                                      \
-  do {                                                                             \
-    cublasStatus_t s_ = (x);                                                       \
-    if (s_ != CUBLAS_STATUS_SUCCESS) {                                             \
-      std::fprintf(stderr, "%s:%d %s: status %d\n", __FILE__, __LINE__, #x, int(s_)); \
-      std::exit(1);                                                                \
-    }                                                                              \
-  } while (0)
-
 using kf::cuda::bf16_t;
 
 static float h2f(bf16_t h) {
@@ -65,48 +57,6 @@ static bf16_t f2h(float f) {
 struct Shape {
   const char* name;
   int n, m, k;
-};
-
-// cuBLASLt with a chosen algorithm (versions 1 and 2).
-struct Lt {
-  cublasLtHandle_t h{};
-  cublasLtMatmulDesc_t desc{};
-  cublasLtMatrixLayout_t a{}, b{}, c{};
-  void* ws = nullptr;
-  size_t ws_bytes = 32 << 20;
-  std::vector<cublasLtMatmulHeuristicResult_t> algos;
-  Lt(int n, int m, int k) {
-    CL(cublasLtCreate(&h));
-    CL(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    CL(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-    CL(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-    CL(cublasLtMatrixLayoutCreate(&a, CUDA_R_16BF, k, m, k));
-    CL(cublasLtMatrixLayoutCreate(&b, CUDA_R_16BF, k, n, k));
-    CL(cublasLtMatrixLayoutCreate(&c, CUDA_R_16BF, m, n, m));
-    CK(cudaMalloc(&ws, ws_bytes));
-    cublasLtMatmulPreference_t pref;
-    CL(cublasLtMatmulPreferenceCreate(&pref));
-    uint64_t wsb = ws_bytes;
-    CL(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb));
-    algos.resize(32);
-    int found = 0;
-    CL(cublasLtMatmulAlgoGetHeuristic(h, desc, a, b, c, c, pref, 32, algos.data(), &found));
-    algos.resize(found);
-    cublasLtMatmulPreferenceDestroy(pref);
-  }
-  cublasStatus_t run(int algo, const bf16_t* x, const bf16_t* w, bf16_t* y, cudaStream_t st) {
-    const float one = 1.f, zero = 0.f;
-    return cublasLtMatmul(h, desc, &one, w, a, x, b, &zero, y, c, y, c, &algos[algo].algo, ws, ws_bytes, st);
-  }
-  ~Lt() {
-    cudaFree(ws);
-    cublasLtMatrixLayoutDestroy(a);
-    cublasLtMatrixLayoutDestroy(b);
-    cublasLtMatrixLayoutDestroy(c);
-    cublasLtMatmulDescDestroy(desc);
-    cublasLtDestroy(h);
-  }
 };
 
 int main(int argc, char** argv) {
@@ -195,7 +145,7 @@ int main(int argc, char** argv) {
       cudaGraphDestroy(g);
       return best * 1000.f / R;
     };
-    Lt lt(s.n, s.m, s.k);
+    LtCandidates lt(s.n, s.m, s.k);  // versions 1 and 2
     if (only_shape >= 0) {
       const kf::cuda::GemmRowsConfig cfg{std::atoi(argv[3]), std::atoi(argv[4]), std::atoi(argv[5])};
       if (!kf::cuda::gemm_rows_valid(cfg, s.n, s.m, s.k)) return 2;
