@@ -21,15 +21,11 @@
 //  - sparse_decode_kernel: for a pure decode batch under blocktopk / local /
 //    topk, one block per (sequence, KV head) selects its pages and attends to
 //    them in the same launch: no list round trip, no splits, no reduction.
-//    With QKV it first does qkv_rope_write's work for its sequence's rows and
-//    its heads (the G query heads, the K and V head): a block reads only its
-//    own sequence's new keys and values, so no other block waits on them.
 #include <algorithm>
 #include <memory>
 #include <type_traits>
 
 #include "backend/cuda/decode_splits.h"
-#include "backend/cuda/qkv.cuh"
 #include "backend/cuda/select.cuh"
 #include "util/error.h"
 
@@ -487,9 +483,8 @@ __global__ void __launch_bounds__(kWarps * 32, MINB) decode_kernel(DecodeParams 
 // Pure decode batch under a selecting policy: block (s, h) selects the pages
 // of its row and attends to them. A sequence with several rows (only possible
 // here when another has none) is served row by row, densely.
-template <int D, int G, int NW, int MINB, bool PREFETCH, bool QKV>
-__global__ void __launch_bounds__(NW * 32, MINB)
-    sparse_decode_kernel(SelectParams sp, DecodeParams p, QkvParams qp, Freqs fr) {
+template <int D, int G, int NW, int MINB, bool PREFETCH>
+__global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectParams sp, DecodeParams p) {
   KF_PHASE(0);  // phases: dev/cuda (KINFER_ATTN_PHASES); compiled out otherwise
   griddep_wait();
   KF_PHASE(1);
@@ -498,15 +493,6 @@ __global__ void __launch_bounds__(NW * 32, MINB)
   __shared__ float sm_m[NW][G], sm_l[NW][G];
   const int s = blockIdx.x, h = blockIdx.y;
   const int warp = threadIdx.x >> 5, c = (threadIdx.x & 31) % (D / 8);
-  if constexpr (QKV) {  // this block's heads of its rows: G query heads, K head h, V head h
-    const int r0 = p.q_start[s], n_rows = p.q_start[s + 1] - r0;
-    for (int t = warp; t < n_rows * (G + 2); t += NW) {
-      const int j = t % (G + 2);
-      const int head = j < G ? h * G + j : qp.n_heads + (j - G) * p.n_kv_heads + h;
-      qkv_head(qp, fr, r0 + t / (G + 2), head, &sm_acc[warp][0][0]);
-    }
-    __syncthreads();  // q, and the K/V slots the attend phase reads, are written
-  }
   if (!selecting(sp.seq_policy, s, true)) return;  // a dense sequence: the split-K kernel serves it
   select_pages<D, NW * 32>(sp, s, h, sel);
   __syncthreads();  // the list (global memory) is complete
@@ -616,14 +602,8 @@ struct Decode {
 template <int D, int G>
 struct SparseDecode {
   static constexpr int kNW = 8;
-  static void launch(dim3 grid, cudaStream_t st, const SelectParams& sp, const DecodeParams& p, const QkvParams& qp,
-                     const Freqs& fr, bool qkv) {
-    if (qkv)
-      launch_pdl("attention sparse decode (with q|k|v)", sparse_decode_kernel<D, G, kNW, 2, true, true>, grid,
-                 kNW * 32, st, sp, p, qp, fr);
-    else
-      launch_pdl("attention sparse decode", sparse_decode_kernel<D, G, kNW, 2, true, false>, grid, kNW * 32, st, sp,
-                 p, qp, fr);
+  static void launch(dim3 grid, cudaStream_t st, const SelectParams& sp, const DecodeParams& p) {
+    launch_pdl("attention sparse decode", sparse_decode_kernel<D, G, kNW, 2, true>, grid, kNW * 32, st, sp, p);
   }
 };
 
@@ -642,13 +622,6 @@ static bool fused_sparse(const AttnArgs& a) { return (mixed(a) || a.kind != Attn
 // More rows than sequences: some sequence has several rows, so prefill.cu
 // runs and the decode kernel takes one slot per sequence (single-row ones only).
 static bool has_prefill(const AttnArgs& a) { return a.n_rows > a.n_seqs; }
-
-// The fused sparse kernel serves every sequence (no per-sequence policies), so
-// it can write every row's q, K and V itself.
-bool qkv_fuses(const AttnArgs& a) {
-  return a.qkv != nullptr && fused_sparse(a) && !mixed(a) && a.qkv->n == a.n_rows && a.qkv->q_out == a.q &&
-         a.qkv->n_heads == a.n_heads;
-}
 
 ScratchSize attention_scratch(const AttnArgs& a, int num_sms) {
   ScratchSize z;
@@ -678,13 +651,6 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
   check_attention_shape(D, G);
   KF_CHECK(a.kind != AttnKind::TopK || P <= 32, "topk attention on CUDA needs page_size <= 32 (got {})", P);
   KF_CHECK(!mixed(a) || a.kind != AttnKind::TopK, "the topk oracle cannot share a batch with other policies");
-  const bool fuse_qkv = qkv_fuses(a);
-  QkvParams qp{};
-  Freqs fr{};
-  if (a.qkv) {
-    qkv_launch_params(*a.qkv, qp, fr);
-    if (!fuse_qkv) qkv_rope_write(*a.qkv, st);
-  }
   if (a.n_seqs == 0) return;
   const ScratchSize z = attention_scratch(a, num_sms);
   const bool selects = mixed(a) || a.kind != AttnKind::Dense;
@@ -736,12 +702,9 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
 
   if (fused_sparse(a)) {
     const dim3 grid(a.n_seqs, Hkv);
-    if (D == 64) launch_grouped<64, SparseDecode>(G, grid, st, sp, dp, qp, fr, fuse_qkv);
-    else launch_grouped<128, SparseDecode>(G, grid, st, sp, dp, qp, fr, fuse_qkv);
+    if (D == 64) launch_grouped<64, SparseDecode>(G, grid, st, sp, dp);
+    else launch_grouped<128, SparseDecode>(G, grid, st, sp, dp);
     check_launch("attention sparse decode");
-    // This step's writes fill pages only in each sequence's local window,
-    // which selection does not score: their summaries may follow.
-    if (fuse_qkv) kv_summaries(a.qkv->kv, a.qkv->slots, a.qkv->n, st);
     if (mixed(a)) {  // the dense sequences of the batch, split-K
       DecodeParams dd = dp;
       dd.list = nullptr;

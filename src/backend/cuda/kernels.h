@@ -103,20 +103,9 @@ std::string mlp_phases_report(int grid);  // the last launch's phase probes (mlp
 // ---- qkv.cu --------------------------------------------------------------------
 // Backend::qkv_rope_write: qkv [n, (Hq + 2*Hkv) * D] -> q_out [n, Hq, D] and the pool.
 // q_norm / k_norm may be null (no per-head norm).
-struct QkvArgs {
-  const bf16_t* qkv = nullptr;
-  const bf16_t* q_norm = nullptr;
-  const bf16_t* k_norm = nullptr;
-  float eps = 0.f;
-  const int32_t* pos = nullptr;          // [n]
-  const float* inv_freq_host = nullptr;  // [rotary_dim / 2], host memory
-  int rotary_dim = 0;
-  KvPool kv;
-  const int32_t* slots = nullptr;  // [n]
-  bf16_t* q_out = nullptr;
-  int n = 0, n_heads = 0;
-};
-void qkv_rope_write(const QkvArgs& a, cudaStream_t st);
+void qkv_rope_write(const bf16_t* qkv, const bf16_t* q_norm, const bf16_t* k_norm, float eps, const int32_t* pos,
+                    const float* inv_freq_host, int rotary_dim, const KvPool& kv, const int32_t* slots,
+                    bf16_t* q_out, int n, int n_heads, cudaStream_t st);
 
 // ---- attention.cu --------------------------------------------------------------
 // Device scratch the attention launcher needs; sizes from attention_scratch().
@@ -145,11 +134,6 @@ struct AttnArgs {
   float scale = 1.f;
   int32_t* sel_pages = nullptr;   // optional PageSelection outputs
   int32_t* sel_counts = nullptr;
-  // Backend::qkv_attention: qkv_rope_write's work (q = this q) first. The
-  // fused sparse kernel does it for its own sequence when it serves the whole
-  // batch (qkv_fuses), the page summaries following it; otherwise
-  // qkv_rope_write runs before the attention kernels.
-  const QkvArgs* qkv = nullptr;
 };
 struct ScratchSize {
   int64_t part_acc = 0, part_ml = 0, list = 0, list_count = 0, list_mask = 0, keys = 0;  // elements
@@ -158,8 +142,6 @@ struct ScratchSize {
 // Scratch the call needs (elements of each array) and the split count it will use.
 ScratchSize attention_scratch(const AttnArgs& a, int num_sms);
 void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_t st);
-// Whether attention() runs a.qkv inside the fused sparse kernel.
-bool qkv_fuses(const AttnArgs& a);
 // Throws kf::Error if this head_dim / group size has no kernel.
 void check_attention_shape(int head_dim, int group);
 #ifdef KINFER_ATTN_PHASES
