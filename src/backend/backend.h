@@ -252,6 +252,17 @@ class Backend : public Allocator {
   // dtype); src, dst [n] I32. The token pool's copy-on-write.
   virtual void copy_rows(const Tensor& t, const Tensor& src, const Tensor& dst) = 0;
 
+  // qkv_rope_write, then attention on its q_out (one decode layer's attention
+  // input stage and attention); a backend may run the two as one kernel,
+  // with the same results.
+  virtual void qkv_attention(const Tensor& qkv, const Tensor* q_norm, const Tensor* k_norm, float eps,
+                             const Tensor& positions, const RopeParams& rope, const KvLayer& kv,
+                             const Tensor& slots, const Tensor& q, const AttnBatch& batch, const AttnPolicy& policy,
+                             float scale, const Tensor& out, PageSelection* sel) {
+    qkv_rope_write(qkv, q_norm, k_norm, eps, positions, rope, kv, slots, q);
+    attention(q, kv, batch, policy, scale, out, sel);
+  }
+
   // Paged attention with softmax scale `scale`.
   // q, out [n, n_heads, head_dim]; GQA: query head h reads KV head h / (n_heads/n_kv_heads).
   // Decode rows follow `policy`; if `sel` is non-null the chosen pages are

@@ -110,11 +110,11 @@ void Model::forward(Backend& be, Workspace& ws, const std::vector<KvLayer>& kv, 
     const LayerWeights& lw = w_.layers[l];
     // Attention block: h holds the normed input.
     be.matmul(h, lw.wqkv, cfg_.qkv_bias ? &lw.bqkv.view() : nullptr, qkv);
-    be.qkv_rope_write(qkv, cfg_.qk_norm ? &lw.q_norm.view() : nullptr, cfg_.qk_norm ? &lw.k_norm.view() : nullptr,
-                      eps, in.positions, rope, kv[l], in.kv_slots, q_heads);
     const bool dense_layer = !in.layer_dense.empty() && in.layer_dense[l];
-    be.attention(q_heads, kv[l], dense_layer ? dense_batch : *in.batch, dense_layer ? dense : in.policy, scale, att_heads,
-                 in.selections.empty() ? nullptr : &in.selections[l]);
+    be.qkv_attention(qkv, cfg_.qk_norm ? &lw.q_norm.view() : nullptr, cfg_.qk_norm ? &lw.k_norm.view() : nullptr,
+                     eps, in.positions, rope, kv[l], in.kv_slots, q_heads, dense_layer ? dense_batch : *in.batch,
+                     dense_layer ? dense : in.policy, scale, att_heads,
+                     in.selections.empty() ? nullptr : &in.selections[l]);
     be.matmul_add_rmsnorm(att, lw.wo, x, &lw.mlp_norm.view(), eps, h);
     // MLP block; then h holds the next layer's normed input.
     const Tensor* next_norm = l + 1 < cfg_.n_layers ? &w_.layers[l + 1].attn_norm.view() : nullptr;

@@ -4,7 +4,8 @@
 // + KV write + page summaries), across head counts, head_dim 64/128, partial
 // rotary, page sizes 16/32 and rows that complete pages: scattered decode
 // rows and prefill chunks; every completed page's summary is checked bit for
-// bit against the mean of the keys the GPU pool holds.
+// bit against the mean of the keys the GPU pool holds; and qkv_attention, the
+// fused sparse kernel writing the page summaries, against the separate ops.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cuda/cuda_util.h"
 #include "backend/cuda/kernels.h"
 #include "cuda_test_util.h"
 
@@ -351,5 +353,110 @@ TEST_F(CudaFused, SplitKProjectionMatchesCpuAndUnsplit) {
   EXPECT_EQ(host_bf16(*split, res_b), host_bf16(*split, res_a));
   EXPECT_EQ(host_bf16(*split, out_b), host_bf16(*split, out_a));
 }
+
+// Backend::qkv_attention where the fused sparse kernel writes the page
+// summaries (the default) against the same ops with the summary kernel
+// between them (a backend made with KINFER_ATTN_SUMMARIES=0): q, the K and V
+// pools, the summaries, the attention output and the page selection, all bit
+// for bit. Some sequences' new key fills the last offset of a page (1024,
+// 2048, 64: the summary is written; the page is in the local window, which
+// selection does not score). Query groups of 2 and 8, head_dim 64, partial
+// rotary, no per-head norm, local and the topk oracle, and one multi-row
+// sequence beside empty ones (the fused kernel serves it row by row).
+struct QkvAttnCase {
+  int hq, hkv, hd, rotary, page_size;
+  bool qk_norm;
+  AttnKind kind;
+  std::vector<int> ctx, rows;  // tokens after the step, new rows (empty: 1 each)
+};
+
+TEST_F(CudaFused, QkvAttentionSummariesInTheSparseKernel) {
+  std::unique_ptr<Backend> sep = cuda_backend_with("KINFER_ATTN_SUMMARIES", "0");
+  const std::vector<int> ctx6 = {3000, 1024, 17, 4096, 2048, 5};  // 1024 and 2048: the new key ends a page
+  for (const QkvAttnCase& c :
+       {QkvAttnCase{16, 8, 128, 128, 16, true, AttnKind::BlockTopK, ctx6, {}},
+        QkvAttnCase{64, 8, 128, 128, 16, true, AttnKind::BlockTopK, ctx6, {}},
+        QkvAttnCase{8, 2, 64, 32, 32, false, AttnKind::BlockTopK, {700, 64, 1500}, {}},
+        QkvAttnCase{16, 8, 128, 128, 16, true, AttnKind::Local, ctx6, {}},
+        QkvAttnCase{16, 8, 128, 128, 16, true, AttnKind::TopK, {900, 2048, 33}, {}},
+        QkvAttnCase{16, 8, 128, 128, 16, true, AttnKind::BlockTopK, {640, 0, 0}, {3, 0, 0}}}) {
+    SCOPED_TRACE(::testing::Message() << attn_kind_name(c.kind) << " Hq " << c.hq << " Hkv " << c.hkv << " D "
+                                      << c.hd << " rotary " << c.rotary << " P " << c.page_size);
+    const int S = static_cast<int>(c.ctx.size()), P = c.page_size, D = c.hd;
+    const std::vector<int> rows = c.rows.empty() ? std::vector<int>(S, 1) : c.rows;
+    std::vector<int32_t> q_start(S + 1, 0);
+    int max_pages = 1, total_pages = 0;
+    for (int s = 0; s < S; ++s) {
+      q_start[s + 1] = q_start[s] + rows[s];
+      max_pages = std::max(max_pages, (c.ctx[s] + P - 1) / P);
+      total_pages += (c.ctx[s] + P - 1) / P;
+    }
+    const int n = q_start[S], pages = total_pages + 3, width = (c.hq + 2 * c.hkv) * D;
+    std::vector<int32_t> perm(pages), table(size_t(S) * max_pages, -1), slots, pos;
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    for (int s = 0, next = 0; s < S; ++s)
+      for (int i = 0; i < (c.ctx[s] + P - 1) / P; ++i) table[size_t(s) * max_pages + i] = perm[next++];
+    for (int s = 0; s < S; ++s)
+      for (int i = 0; i < rows[s]; ++i) {
+        const int p = c.ctx[s] - rows[s] + i;
+        pos.push_back(p);
+        slots.push_back(table[size_t(s) * max_pages + p / P] * P + p % P);
+      }
+    const size_t pool_n = size_t(pages) * c.hkv * P * D, sum_n = size_t(pages) * c.hkv * D;
+    const auto k0 = rand_bf16(pool_n, rng), v0 = rand_bf16(pool_n, rng), s0 = rand_bf16(sum_n, rng);
+    const auto qkv = rand_bf16(size_t(n) * width, rng, -2.f, 2.f);
+    const auto qn = rand_bf16(D, rng, 0.5f, 1.5f), kn = rand_bf16(D, rng, 0.5f, 1.5f);
+    std::vector<float> inv(c.rotary / 2);
+    for (int i = 0; i < c.rotary / 2; ++i) inv[i] = std::pow(1e6f, -2.f * i / c.rotary);
+    RopeParams rope;
+    rope.rotary_dim = c.rotary;
+    rope.inv_freq = inv.data();
+    AttnPolicy pol;
+    pol.kind = c.kind;
+    pol.topk_pages = 16;
+    pol.local_pages = 2;
+
+    struct Run {
+      Buffer k, v, sum, q, out, sel, cnt;
+    };
+    auto run = [&](Backend& b, bool profile) {
+      Run r{dev_bf16(b, k0, {pages, c.hkv, P, D}), dev_bf16(b, v0, {pages, c.hkv, P, D}),
+            dev_bf16(b, s0, {pages, c.hkv, D}), Buffer(DType::BF16, {n, c.hq, D}, b),
+            Buffer(DType::BF16, {n, c.hq, D}, b), Buffer(DType::I32, {S, c.hkv, max_pages}, b),
+            Buffer(DType::I32, {S, c.hkv}, b)};
+      test::poison(b, r.q);
+      test::poison(b, r.out);
+      Buffer g_qkv = dev_bf16(b, qkv, {n, width}), g_qn = dev_bf16(b, qn, {D}), g_kn = dev_bf16(b, kn, {D});
+      Buffer g_slots = dev_i32(b, slots, {n}), g_pos = dev_i32(b, pos, {n});
+      Buffer g_qs = dev_i32(b, q_start, {S + 1}), g_ctx = dev_i32(b, std::vector<int32_t>(c.ctx.begin(), c.ctx.end()), {S});
+      Buffer g_tab = dev_i32(b, table, {S, max_pages});
+      AttnBatch batch{S, max_pages, g_qs, g_ctx, g_tab, Tensor()};
+      PageSelection sel{r.sel, r.cnt};
+      if (profile) cuda_profile(b, true);
+      b.qkv_attention(g_qkv, c.qk_norm ? &g_qn.view() : nullptr, c.qk_norm ? &g_kn.view() : nullptr, 1e-6f, g_pos,
+                      rope, KvLayer{r.k, r.v, r.sum}, g_slots, r.q, batch, pol, 1.f / std::sqrt(float(D)), r.out,
+                      &sel);
+      b.synchronize();
+      if (profile) {
+        EXPECT_NE(cuda_profile_json(b).find("with the page summaries"), std::string::npos)
+            << "the attention kernel did not write the summaries";
+        cuda_profile(b, false);
+      }
+      return r;
+    };
+    const Run fused = run(*be, true), separate = run(*sep, false);
+    EXPECT_EQ(host_bf16(*be, fused.q), host_bf16(*sep, separate.q)) << "q";
+    EXPECT_EQ(host_bf16(*be, fused.k), host_bf16(*sep, separate.k)) << "K pool";
+    EXPECT_EQ(host_bf16(*be, fused.v), host_bf16(*sep, separate.v)) << "V pool";
+    EXPECT_EQ(host_bf16(*be, fused.sum), host_bf16(*sep, separate.sum)) << "summaries";
+    EXPECT_EQ(host_bf16(*be, fused.out), host_bf16(*sep, separate.out)) << "attention output";
+    EXPECT_EQ(test::host_i32(*be, fused.sel), test::host_i32(*sep, separate.sel)) << "selected pages";
+    EXPECT_EQ(test::host_i32(*be, fused.cnt), test::host_i32(*sep, separate.cnt)) << "selected page counts";
+    EXPECT_NE(host_bf16(*be, fused.k), k0) << "no key was written";
+    EXPECT_NE(host_bf16(*be, fused.sum), s0) << "no page was completed";
+  }
+}
+
 }  // namespace
 }  // namespace kf

@@ -21,6 +21,8 @@
 //  - sparse_decode_kernel: for a pure decode batch under blocktopk / local /
 //    topk, one block per (sequence, KV head) selects its pages and attends to
 //    them in the same launch: no list round trip, no splits, no reduction.
+//    Under Backend::qkv_attention it then writes the summary of the page its
+//    row's new key completed, for its KV head (no summary kernel runs).
 #include <algorithm>
 #include <memory>
 #include <type_traits>
@@ -67,13 +69,18 @@ struct DecodeParams {
   const uint32_t* list_mask;  // null: whole pages
   float* part_acc;
   float* part_ml;
-  int n_seqs, max_pages, n_heads, n_kv_heads, page_size, splits;
+  int n_seqs, max_pages, n_heads, n_kv_heads, page_size, splits, n_pages;
   int by_seq;        // 1: block slot = sequence, multi-row sequences skipped (prefill.cu)
   float scale_log2;  // softmax scale * log2(e): logits live in base 2
   // Per-sequence policies (AttnArgs::seq_policy) or null. skip_selecting: this
   // launch serves dense sequences only (the fused sparse kernel serves the others).
   const int32_t* seq_policy;
   int skip_selecting;
+  // Fused sparse kernel only: slots [n_rows] of this step's new keys (or
+  // null) whose completed pages' summaries it writes after attending.
+  const int32_t* summary_slots;
+  void* summary;
+  int summary_bf16;
 };
 
 // Whether sequence s of a batch reads a page list (a selecting policy).
@@ -520,6 +527,20 @@ __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectPara
     __syncthreads();
   }
   KF_PHASE(7);
+  if (p.summary_slots)  // as kv_summary_kernel, for head h: the mean of the page's keys in slot order
+    for (int i = 0; i < rows; ++i) {
+      const int slot = p.summary_slots[q0 + i];
+      if (slot < 0 || slot >= p.n_pages * P || slot % P != P - 1) continue;
+      const int64_t page_head = static_cast<int64_t>(slot / P) * Hkv + h;
+      for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        const bf16_t* kb = p.k + page_head * P * D + d;
+        float sum = 0.f;
+        for (int j = 0; j < P; ++j) sum += bf(kb[static_cast<int64_t>(j) * D]);
+        const float mean = sum / static_cast<float>(P);
+        if (p.summary_bf16) static_cast<bf16_t*>(p.summary)[page_head * D + d] = to_bf(mean);
+        else static_cast<float*>(p.summary)[page_head * D + d] = mean;
+      }
+    }
 }
 
 template <int D>
@@ -623,6 +644,10 @@ static bool fused_sparse(const AttnArgs& a) { return (mixed(a) || a.kind != Attn
 // runs and the decode kernel takes one slot per sequence (single-row ones only).
 static bool has_prefill(const AttnArgs& a) { return a.n_rows > a.n_seqs; }
 
+// The fused sparse kernel serves every sequence (no per-sequence policies),
+// so each (sequence, KV head) block can write its own completed pages' summaries.
+bool summaries_in_attention(const AttnArgs& a) { return fused_sparse(a) && !mixed(a); }
+
 ScratchSize attention_scratch(const AttnArgs& a, int num_sms) {
   ScratchSize z;
   const int Hkv = a.kv.n_kv_heads, P = a.kv.page_size, D = a.kv.head_dim;
@@ -699,6 +724,12 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
   dp.scale_log2 = a.scale * kLog2e;
   dp.seq_policy = a.seq_policy;
   dp.skip_selecting = 0;
+  KF_CHECK(!a.summary_slots || summaries_in_attention(a), "attention: page summaries asked of a batch the fused "
+           "sparse kernel does not serve whole");
+  dp.summary_slots = a.summary_slots;
+  dp.summary = a.kv.summary;
+  dp.summary_bf16 = a.kv.summary_bf16 ? 1 : 0;
+  dp.n_pages = a.kv.n_pages;
 
   if (fused_sparse(a)) {
     const dim3 grid(a.n_seqs, Hkv);

@@ -30,6 +30,7 @@
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/nccl.h"
+#include "backend/cuda/op_args.h"
 
 namespace kf {
 
@@ -58,14 +59,10 @@ namespace {
 
 using cuda::bf16_t;
 
-void need(const Tensor& t, DType dt, const char* what) {
-  KF_CHECK(t.device == Device::CUDA, "{}: expected a CUDA tensor", what);
-  KF_CHECK(t.dtype == dt, "{}: expected {}, got {}", what, dtype_name(dt), dtype_name(t.dtype));
-  KF_CHECK(t.is_contiguous(), "{}: must be contiguous ({})", what, t.shape_str());
-}
-
-bf16_t* bptr(const Tensor& t) { return static_cast<bf16_t*>(t.data); }
-int32_t* iptr(const Tensor& t) { return static_cast<int32_t*>(t.data); }
+using cuda::bptr;
+using cuda::iptr;
+using cuda::need;
+using cuda::pool_of;
 
 class CudaBackend final : public Backend {
  public:
@@ -99,6 +96,8 @@ class CudaBackend final : public Backend {
     }
     const char* fused = std::getenv("KINFER_MLP_FUSED");
     fused_mlp_ = fused && std::string(fused) == "1";
+    const char* attn_summaries = std::getenv("KINFER_ATTN_SUMMARIES");
+    attn_summaries_ = !attn_summaries || std::string(attn_summaries) != "0";
     mlp_barrier_ = Buffer(DType::U8, {4}, *this);
     KF_CUDA(cudaMemsetAsync(mlp_barrier_.view().data, 0, 4, stream_));
   }
@@ -398,27 +397,36 @@ class CudaBackend final : public Backend {
                       const Tensor& positions, const RopeParams& rope_p, const KvLayer& kv, const Tensor& slots,
                       const Tensor& q_out) override {
     OpScope op(this, "qkv_rope_write", [&] { return fmt::format("qkv {} pool {}", qkv.shape_str(), kv.k.shape_str()); });
-    const cuda::KvPool pool = pool_of(kv);
-    need(qkv, DType::BF16, "qkv_rope_write qkv");
-    need(q_out, DType::BF16, "qkv_rope_write q_out");
-    need(positions, DType::I32, "qkv_rope_write positions");
-    need(slots, DType::I32, "qkv_rope_write slots");
-    KF_CHECK(q_out.ndim == 3 && q_out.dim(2) == pool.head_dim, "qkv_rope_write: q_out {} for pool {}",
-             q_out.shape_str(), kv.k.shape_str());
-    const int64_t n = q_out.dim(0), hq = q_out.dim(1), width = (hq + 2 * pool.n_kv_heads) * pool.head_dim;
-    KF_CHECK(qkv.numel() == n * width && qkv.dim(-1) == width, "qkv_rope_write: qkv {} is not [{}, {}]",
-             qkv.shape_str(), n, width);
-    KF_CHECK(positions.numel() == n && slots.numel() == n, "qkv_rope_write: {} positions, {} slots for {} rows",
-             positions.numel(), slots.numel(), n);
-    for (const Tensor* w : {q_norm, k_norm})
-      if (w) {
-        need(*w, DType::BF16, "qkv_rope_write norm weight");
-        KF_CHECK(w->numel() == pool.head_dim, "qkv_rope_write: norm weight {} for head_dim {}", w->shape_str(),
-                 pool.head_dim);
-      }
-    cuda::qkv_rope_write(bptr(qkv), q_norm ? bptr(*q_norm) : nullptr, k_norm ? bptr(*k_norm) : nullptr, eps,
-                         iptr(positions), rope_p.inv_freq, rope_p.rotary_dim > 0 ? rope_p.rotary_dim : pool.head_dim,
-                         pool, iptr(slots), bptr(q_out), static_cast<int>(n), static_cast<int>(hq), stream_);
+    cuda::qkv_rope_write(cuda::qkv_args(qkv, q_norm, k_norm, eps, positions, rope_p, kv, slots, q_out), stream_);
+    op.done();
+  }
+
+  // Both ops; where the fused sparse attention kernel serves the whole batch
+  // it writes the page summaries (cuda::summaries_in_attention), so no
+  // summary kernel runs between the two (KINFER_ATTN_SUMMARIES=0: it does).
+  void qkv_attention(const Tensor& qkv, const Tensor* q_norm, const Tensor* k_norm, float eps,
+                     const Tensor& positions, const RopeParams& rope_p, const KvLayer& kv, const Tensor& slots,
+                     const Tensor& q, const AttnBatch& batch, const AttnPolicy& policy, float scale,
+                     const Tensor& out, PageSelection* sel) override {
+    cuda::QkvArgs qa = cuda::qkv_args(qkv, q_norm, k_norm, eps, positions, rope_p, kv, slots, q);
+    cuda::AttnArgs a = cuda::attn_args(q, kv, batch, policy, scale, out, sel);
+    a.summary_slots = qa.slots;
+    if (!attn_summaries_ || qa.n != a.n_rows || !cuda::summaries_in_attention(a)) {
+      Backend::qkv_attention(qkv, q_norm, k_norm, eps, positions, rope_p, kv, slots, q, batch, policy, scale, out,
+                             sel);
+      return;
+    }
+    qa.summaries = false;
+    {
+      OpScope op(this, "qkv_rope_write", [&] { return fmt::format("qkv {} pool {}", qkv.shape_str(), kv.k.shape_str()); });
+      cuda::qkv_rope_write(qa, stream_);
+      op.done();
+    }
+    OpScope op(this, "attention", [&] {
+      return fmt::format("{}, q {}, {} sequences x {} pages, pool {}, with the page summaries",
+                         attn_kind_name(policy.kind), q.shape_str(), batch.n_seqs, batch.max_pages, kv.k.shape_str());
+    });
+    run_attention(a);
     op.done();
   }
 
@@ -447,61 +455,7 @@ class CudaBackend final : public Backend {
       return fmt::format("{}, q {}, {} sequences x {} pages, pool {}", attn_kind_name(policy.kind), q.shape_str(),
                          batch.n_seqs, batch.max_pages, kv.k.shape_str());
     });
-    cuda::AttnArgs a;
-    a.kv = pool_of(kv);
-    need(q, DType::BF16, "attention q");
-    need(out, DType::BF16, "attention out");
-    KF_CHECK(q.ndim == 3 && out.shape == q.shape && q.dim(2) == a.kv.head_dim,
-             "attention: q {} out {} pool {}", q.shape_str(), out.shape_str(), kv.k.shape_str());
-    KF_CHECK(q.dim(1) % a.kv.n_kv_heads == 0, "attention: {} query heads, {} KV heads", q.dim(1),
-             a.kv.n_kv_heads);
-    KF_CHECK(policy.local_pages >= 1 && policy.topk_pages >= 0, "attention: bad policy (local {}, topk {})",
-             policy.local_pages, policy.topk_pages);
-    need(batch.q_start, DType::I32, "attention q_start");
-    need(batch.ctx_len, DType::I32, "attention ctx_len");
-    need(batch.page_table, DType::I32, "attention page_table");
-    KF_CHECK(batch.q_start.numel() == batch.n_seqs + 1 && batch.ctx_len.numel() == batch.n_seqs &&
-                 batch.page_table.numel() == static_cast<int64_t>(batch.n_seqs) * batch.max_pages,
-             "attention: batch tensors do not match {} sequences x {} pages", batch.n_seqs, batch.max_pages);
-    cuda::check_attention_shape(a.kv.head_dim, static_cast<int>(q.dim(1) / a.kv.n_kv_heads));
-    a.q = bptr(q);
-    a.out = bptr(out);
-    a.q_start = iptr(batch.q_start);
-    a.ctx_len = iptr(batch.ctx_len);
-    a.page_table = iptr(batch.page_table);
-    a.n_seqs = batch.n_seqs;
-    a.max_pages = batch.max_pages;
-    a.n_rows = static_cast<int>(q.dim(0));
-    a.n_heads = static_cast<int>(q.dim(1));
-    a.kind = policy.kind;
-    if (batch.seq_policy.data) {
-      need(batch.seq_policy, DType::I32, "attention seq_policy");
-      KF_CHECK(batch.seq_policy.numel() == static_cast<int64_t>(batch.n_seqs) * 3,
-               "attention: seq_policy {} for {} sequences", batch.seq_policy.shape_str(), batch.n_seqs);
-      a.seq_policy = iptr(batch.seq_policy);
-    }
-    a.local_pages = policy.local_pages;
-    a.topk_pages = policy.topk_pages;
-    a.scale = scale;
-    if (sel) {
-      const int64_t pairs = static_cast<int64_t>(batch.n_seqs) * a.kv.n_kv_heads;
-      need(sel->pages, DType::I32, "PageSelection pages");
-      need(sel->counts, DType::I32, "PageSelection counts");
-      KF_CHECK(sel->pages.numel() == pairs * batch.max_pages && sel->counts.numel() == pairs,
-               "PageSelection: pages {} counts {} for {} sequences", sel->pages.shape_str(),
-               sel->counts.shape_str(), batch.n_seqs);
-      a.sel_pages = iptr(sel->pages);
-      a.sel_counts = iptr(sel->counts);
-    }
-    const cuda::ScratchSize z = cuda::attention_scratch(a, num_sms_);
-    cuda::AttnScratch s;
-    s.part_acc = static_cast<float*>(grow(part_acc_, DType::F32, z.part_acc));
-    s.part_ml = static_cast<float*>(grow(part_ml_, DType::F32, z.part_ml));
-    s.list = static_cast<int32_t*>(grow(list_, DType::I32, z.list));
-    s.list_count = static_cast<int32_t*>(grow(list_count_, DType::I32, z.list_count));
-    s.list_mask = static_cast<uint32_t*>(grow(list_mask_, DType::I32, z.list_mask));
-    s.keys = static_cast<uint32_t*>(grow(keys_, DType::I32, z.keys));
-    cuda::attention(a, s, num_sms_, stream_);
+    run_attention(cuda::attn_args(q, kv, batch, policy, scale, out, sel));
     op.done();
   }
 
@@ -615,33 +569,25 @@ class CudaBackend final : public Backend {
 
  private:
 
+  // Grows the attention scratch this call needs and launches it.
+  void run_attention(const cuda::AttnArgs& a) {
+    const cuda::ScratchSize z = cuda::attention_scratch(a, num_sms_);
+    cuda::AttnScratch s;
+    s.part_acc = static_cast<float*>(grow(part_acc_, DType::F32, z.part_acc));
+    s.part_ml = static_cast<float*>(grow(part_ml_, DType::F32, z.part_ml));
+    s.list = static_cast<int32_t*>(grow(list_, DType::I32, z.list));
+    s.list_count = static_cast<int32_t*>(grow(list_count_, DType::I32, z.list_count));
+    s.list_mask = static_cast<uint32_t*>(grow(list_mask_, DType::I32, z.list_mask));
+    s.keys = static_cast<uint32_t*>(grow(keys_, DType::I32, z.keys));
+    cuda::attention(a, s, num_sms_, stream_);
+  }
+
   // Throws when the calling thread's current device is not this backend's.
   void check_bound(const char* what) const {
     int cur = -1;
     KF_CUDA(cudaGetDevice(&cur));
     KF_CHECK(cur == dev_, "{} on {} from a thread bound to GPU {}: call Backend::bind_thread() first", what, name_,
              cur);
-  }
-
-  cuda::KvPool pool_of(const KvLayer& kv) const {
-    need(kv.k, DType::BF16, "kv.k");
-    need(kv.v, DType::BF16, "kv.v");
-    KF_CHECK(kv.k.ndim == 4 && kv.v.shape == kv.k.shape, "KV pool: k {} v {}", kv.k.shape_str(), kv.v.shape_str());
-    KF_CHECK(kv.summary.device == Device::CUDA &&
-                 (kv.summary.dtype == DType::F32 || kv.summary.dtype == DType::BF16),
-             "KV pool: summary must be a CUDA F32 or BF16 tensor");
-    cuda::KvPool p;
-    p.k = bptr(kv.k);
-    p.v = bptr(kv.v);
-    p.summary = kv.summary.data;
-    p.summary_bf16 = kv.summary.dtype == DType::BF16;
-    p.n_pages = static_cast<int>(kv.k.dim(0));
-    p.n_kv_heads = static_cast<int>(kv.k.dim(1));
-    p.page_size = static_cast<int>(kv.k.dim(2));
-    p.head_dim = static_cast<int>(kv.k.dim(3));
-    KF_CHECK(kv.summary.numel() == static_cast<int64_t>(p.n_pages) * p.n_kv_heads * p.head_dim,
-             "KV pool: summary {} does not match {}", kv.summary.shape_str(), kv.k.shape_str());
-    return p;
   }
 
   // Scratch that only grows (the first steps allocate, later ones reuse). A
@@ -715,6 +661,7 @@ class CudaBackend final : public Backend {
   int split_k_ = -1;        // matmul_add_rmsnorm(): K slices (KINFER_SPLIT_K; 0 or 1: never; -1: kSplitKAuto*)
   Buffer split_partial_;    // ... and their fp32 partial products (grows)
   bool fused_mlp_ = false;  // mlp(): the fused kernel where it applies (KINFER_MLP_FUSED=1)
+  bool attn_summaries_ = true;  // qkv_attention(): summaries by the attention kernel (KINFER_ATTN_SUMMARIES=0: not)
   bool mlp_pdl_ = true;     // ... launched with programmatic dependent launch
   Buffer mlp_barrier_;      // the fused MLP's grid-barrier counter (4 bytes, zeroed)
   Buffer mlp_partial_;      // ... and its partial sums (grows)

@@ -103,9 +103,21 @@ std::string mlp_phases_report(int grid);  // the last launch's phase probes (mlp
 // ---- qkv.cu --------------------------------------------------------------------
 // Backend::qkv_rope_write: qkv [n, (Hq + 2*Hkv) * D] -> q_out [n, Hq, D] and the pool.
 // q_norm / k_norm may be null (no per-head norm).
-void qkv_rope_write(const bf16_t* qkv, const bf16_t* q_norm, const bf16_t* k_norm, float eps, const int32_t* pos,
-                    const float* inv_freq_host, int rotary_dim, const KvPool& kv, const int32_t* slots,
-                    bf16_t* q_out, int n, int n_heads, cudaStream_t st);
+struct QkvArgs {
+  const bf16_t* qkv = nullptr;
+  const bf16_t* q_norm = nullptr;
+  const bf16_t* k_norm = nullptr;
+  float eps = 0.f;
+  const int32_t* pos = nullptr;          // [n]
+  const float* inv_freq_host = nullptr;  // [rotary_dim / 2], host memory
+  int rotary_dim = 0;
+  KvPool kv;
+  const int32_t* slots = nullptr;  // [n]
+  bf16_t* q_out = nullptr;
+  int n = 0, n_heads = 0;
+  bool summaries = true;  // false: the caller writes the completed pages' summaries
+};
+void qkv_rope_write(const QkvArgs& a, cudaStream_t st);
 
 // ---- attention.cu --------------------------------------------------------------
 // Device scratch the attention launcher needs; sizes from attention_scratch().
@@ -134,6 +146,12 @@ struct AttnArgs {
   float scale = 1.f;
   int32_t* sel_pages = nullptr;   // optional PageSelection outputs
   int32_t* sel_counts = nullptr;
+  // Slots [n_rows] of this step's new keys, or null. The fused sparse kernel
+  // then writes the summary of every page they complete (kv_summaries' work:
+  // Backend::qkv_attention). Only where it serves the whole batch
+  // (summaries_in_attention): such a page is in its sequence's local window,
+  // which this step's selection does not score.
+  const int32_t* summary_slots = nullptr;
 };
 struct ScratchSize {
   int64_t part_acc = 0, part_ml = 0, list = 0, list_count = 0, list_mask = 0, keys = 0;  // elements
@@ -142,6 +160,8 @@ struct ScratchSize {
 // Scratch the call needs (elements of each array) and the split count it will use.
 ScratchSize attention_scratch(const AttnArgs& a, int num_sms);
 void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_t st);
+// Whether attention() can write the page summaries of a.summary_slots.
+bool summaries_in_attention(const AttnArgs& a);
 // Throws kf::Error if this head_dim / group size has no kernel.
 void check_attention_shape(int head_dim, int group);
 #ifdef KINFER_ATTN_PHASES

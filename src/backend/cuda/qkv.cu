@@ -1,5 +1,6 @@
 // Backend::qkv_rope_write on the GPU: the attention block's input stage in
-// one launch (plus the page summaries), from the merged q|k|v projection.
+// one launch (plus the page summaries, unless the fused sparse attention
+// kernel writes them: QkvArgs::summaries), from the merged q|k|v projection.
 // One warp per (row, head): q and k heads get the optional per-head RMSNorm
 // and RoPE, each step rounded to bf16 as the separate rmsnorm and rope
 // kernels round; q lands in q_out, k and v in their KV slots.
@@ -79,22 +80,20 @@ __global__ void qkv_rope_write_kernel(QkvParams p, Freqs fr) {
 
 }  // namespace
 
-void qkv_rope_write(const bf16_t* qkv, const bf16_t* q_norm, const bf16_t* k_norm, float eps, const int32_t* pos,
-                    const float* inv_freq_host, int rotary_dim, const KvPool& kv, const int32_t* slots,
-                    bf16_t* q_out, int n, int n_heads, cudaStream_t st) {
-  const int half = rotary_dim / 2;
-  KF_CHECK(kv.head_dim <= kMaxHeadDim, "qkv_rope_write: head_dim {} above {}", kv.head_dim, kMaxHeadDim);
-  KF_CHECK(half >= 1 && half <= kMaxRopeHalf && rotary_dim % 2 == 0 && rotary_dim <= kv.head_dim,
-           "qkv_rope_write: rotary_dim {} unsupported for head_dim {}", rotary_dim, kv.head_dim);
-  KF_CHECK(inv_freq_host != nullptr, "qkv_rope_write: RopeParams.inv_freq is null");
-  if (n == 0) return;
+void qkv_rope_write(const QkvArgs& a, cudaStream_t st) {
+  const int half = a.rotary_dim / 2;
+  KF_CHECK(a.kv.head_dim <= kMaxHeadDim, "qkv_rope_write: head_dim {} above {}", a.kv.head_dim, kMaxHeadDim);
+  KF_CHECK(half >= 1 && half <= kMaxRopeHalf && a.rotary_dim % 2 == 0 && a.rotary_dim <= a.kv.head_dim,
+           "qkv_rope_write: rotary_dim {} unsupported for head_dim {}", a.rotary_dim, a.kv.head_dim);
+  KF_CHECK(a.inv_freq_host != nullptr, "qkv_rope_write: RopeParams.inv_freq is null");
+  if (a.n == 0) return;
   Freqs fr{};
-  std::memcpy(fr.f, inv_freq_host, sizeof(float) * half);
-  QkvParams p{qkv, q_norm, k_norm, pos, slots, q_out, kv, eps, n, n_heads, kv.head_dim, half};
-  const int heads = n_heads + 2 * kv.n_kv_heads;
-  const dim3 grid(n, (heads + kWarpsPerBlock - 1) / kWarpsPerBlock);
+  std::memcpy(fr.f, a.inv_freq_host, sizeof(float) * half);
+  QkvParams p{a.qkv, a.q_norm, a.k_norm, a.pos, a.slots, a.q_out, a.kv, a.eps, a.n, a.n_heads, a.kv.head_dim, half};
+  const int heads = a.n_heads + 2 * a.kv.n_kv_heads;
+  const dim3 grid(a.n, (heads + kWarpsPerBlock - 1) / kWarpsPerBlock);
   launch_pdl("qkv_rope_write", qkv_rope_write_kernel, grid, kWarpsPerBlock * 32, st, p, fr);
-  kv_summaries(kv, slots, n, st);
+  if (a.summaries) kv_summaries(a.kv, a.slots, a.n, st);
 }
 
 }  // namespace kf::cuda
