@@ -527,19 +527,12 @@ __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectPara
     __syncthreads();
   }
   KF_PHASE(7);
-  if (p.summary_slots)  // as kv_summary_kernel, for head h: the mean of the page's keys in slot order
+  if (p.summary_slots)  // as kv_summary_kernel, for head h
     for (int i = 0; i < rows; ++i) {
       const int slot = p.summary_slots[q0 + i];
       if (slot < 0 || slot >= p.n_pages * P || slot % P != P - 1) continue;
-      const int64_t page_head = static_cast<int64_t>(slot / P) * Hkv + h;
-      for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        const bf16_t* kb = p.k + page_head * P * D + d;
-        float sum = 0.f;
-        for (int j = 0; j < P; ++j) sum += bf(kb[static_cast<int64_t>(j) * D]);
-        const float mean = sum / static_cast<float>(P);
-        if (p.summary_bf16) static_cast<bf16_t*>(p.summary)[page_head * D + d] = to_bf(mean);
-        else static_cast<float*>(p.summary)[page_head * D + d] = mean;
-      }
+      for (int d = threadIdx.x; d < D; d += blockDim.x)
+        write_page_summary(p.k, p.summary, p.summary_bf16, static_cast<int64_t>(slot / P) * Hkv + h, P, D, d);
     }
 }
 

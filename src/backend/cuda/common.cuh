@@ -88,6 +88,20 @@ __device__ __forceinline__ uint32_t pack_bf2(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&p);
 }
 
+// The summary of (page, KV head) `page_head` (page * n_kv_heads + head) at
+// dim d: the mean of the page's P keys, summed in slot order, stored in the
+// pool's summary dtype. kv_write's summary kernel and the fused sparse
+// attention kernel both write it here, so their bits agree.
+__device__ __forceinline__ void write_page_summary(const bf16_t* k, void* summary, bool summary_bf16,
+                                                   int64_t page_head, int P, int D, int d) {
+  const bf16_t* kb = k + page_head * P * D + d;
+  float sum = 0.f;
+  for (int j = 0; j < P; ++j) sum += bf(kb[static_cast<int64_t>(j) * D]);
+  const float mean = sum / static_cast<float>(P);
+  if (summary_bf16) static_cast<bf16_t*>(summary)[page_head * D + d] = to_bf(mean);
+  else static_cast<float*>(summary)[page_head * D + d] = mean;
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

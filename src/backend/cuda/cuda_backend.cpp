@@ -396,9 +396,7 @@ class CudaBackend final : public Backend {
   void qkv_rope_write(const Tensor& qkv, const Tensor* q_norm, const Tensor* k_norm, float eps,
                       const Tensor& positions, const RopeParams& rope_p, const KvLayer& kv, const Tensor& slots,
                       const Tensor& q_out) override {
-    OpScope op(this, "qkv_rope_write", [&] { return fmt::format("qkv {} pool {}", qkv.shape_str(), kv.k.shape_str()); });
-    cuda::qkv_rope_write(cuda::qkv_args(qkv, q_norm, k_norm, eps, positions, rope_p, kv, slots, q_out), stream_);
-    op.done();
+    launch_qkv(cuda::qkv_args(qkv, q_norm, k_norm, eps, positions, rope_p, kv, slots, q_out), qkv, kv);
   }
 
   // Both ops; where the fused sparse attention kernel serves the whole batch
@@ -411,23 +409,10 @@ class CudaBackend final : public Backend {
     cuda::QkvArgs qa = cuda::qkv_args(qkv, q_norm, k_norm, eps, positions, rope_p, kv, slots, q);
     cuda::AttnArgs a = cuda::attn_args(q, kv, batch, policy, scale, out, sel);
     a.summary_slots = qa.slots;
-    if (!attn_summaries_ || qa.n != a.n_rows || !cuda::summaries_in_attention(a)) {
-      Backend::qkv_attention(qkv, q_norm, k_norm, eps, positions, rope_p, kv, slots, q, batch, policy, scale, out,
-                             sel);
-      return;
-    }
-    qa.summaries = false;
-    {
-      OpScope op(this, "qkv_rope_write", [&] { return fmt::format("qkv {} pool {}", qkv.shape_str(), kv.k.shape_str()); });
-      cuda::qkv_rope_write(qa, stream_);
-      op.done();
-    }
-    OpScope op(this, "attention", [&] {
-      return fmt::format("{}, q {}, {} sequences x {} pages, pool {}, with the page summaries",
-                         attn_kind_name(policy.kind), q.shape_str(), batch.n_seqs, batch.max_pages, kv.k.shape_str());
-    });
-    run_attention(a);
-    op.done();
+    qa.summaries = !(attn_summaries_ && qa.n == a.n_rows && cuda::summaries_in_attention(a));
+    if (qa.summaries) a.summary_slots = nullptr;
+    launch_qkv(qa, qkv, kv);
+    launch_attention(a, q, kv, batch, policy);
   }
 
   void kv_write(const KvLayer& kv, const Tensor& k, const Tensor& v, const Tensor& slots) override {
@@ -451,12 +436,7 @@ class CudaBackend final : public Backend {
 
   void attention(const Tensor& q, const KvLayer& kv, const AttnBatch& batch, const AttnPolicy& policy,
                  float scale, const Tensor& out, PageSelection* sel) override {
-    OpScope op(this, "attention", [&] {
-      return fmt::format("{}, q {}, {} sequences x {} pages, pool {}", attn_kind_name(policy.kind), q.shape_str(),
-                         batch.n_seqs, batch.max_pages, kv.k.shape_str());
-    });
-    run_attention(cuda::attn_args(q, kv, batch, policy, scale, out, sel));
-    op.done();
+    launch_attention(cuda::attn_args(q, kv, batch, policy, scale, out, sel), q, kv, batch, policy);
   }
 
   void sample(const Tensor& logits, const SampleArgs& a, const Tensor& tokens) override {
@@ -569,8 +549,21 @@ class CudaBackend final : public Backend {
 
  private:
 
-  // Grows the attention scratch this call needs and launches it.
-  void run_attention(const cuda::AttnArgs& a) {
+  // qkv_rope_write's launch, as its op.
+  void launch_qkv(const cuda::QkvArgs& qa, const Tensor& qkv, const KvLayer& kv) {
+    OpScope op(this, "qkv_rope_write", [&] { return fmt::format("qkv {} pool {}", qkv.shape_str(), kv.k.shape_str()); });
+    cuda::qkv_rope_write(qa, stream_);
+    op.done();
+  }
+
+  // attention's launch, as its op: grows the scratch this call needs.
+  void launch_attention(const cuda::AttnArgs& a, const Tensor& q, const KvLayer& kv, const AttnBatch& batch,
+                        const AttnPolicy& policy) {
+    OpScope op(this, "attention", [&] {
+      return fmt::format("{}, q {}, {} sequences x {} pages, pool {}{}", attn_kind_name(policy.kind), q.shape_str(),
+                         batch.n_seqs, batch.max_pages, kv.k.shape_str(),
+                         a.summary_slots ? ", with the page summaries" : "");
+    });
     const cuda::ScratchSize z = cuda::attention_scratch(a, num_sms_);
     cuda::AttnScratch s;
     s.part_acc = static_cast<float*>(grow(part_acc_, DType::F32, z.part_acc));
@@ -580,6 +573,7 @@ class CudaBackend final : public Backend {
     s.list_mask = static_cast<uint32_t*>(grow(list_mask_, DType::I32, z.list_mask));
     s.keys = static_cast<uint32_t*>(grow(keys_, DType::I32, z.keys));
     cuda::attention(a, s, num_sms_, stream_);
+    op.done();
   }
 
   // Throws when the calling thread's current device is not this backend's.

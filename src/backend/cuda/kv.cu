@@ -30,17 +30,10 @@ __global__ void kv_summary_kernel(KvPool kv, const int32_t* slots) {
   if (slot < 0 || slot >= kv.n_pages * kv.page_size) return;
   if (slot % kv.page_size != kv.page_size - 1) return;
   const int page = slot / kv.page_size;
-  const int P = kv.page_size, D = kv.head_dim;
-  for (int t = threadIdx.x; t < kv.n_kv_heads * D; t += blockDim.x) {
-    const int h = t / D, d = t % D;
-    const bf16_t* kb = kv.k + (static_cast<int64_t>(page) * kv.n_kv_heads + h) * P * D + d;
-    float s = 0.f;
-    for (int j = 0; j < P; ++j) s += bf(kb[static_cast<int64_t>(j) * D]);
-    const float mean = s / static_cast<float>(P);
-    const int64_t o = (static_cast<int64_t>(page) * kv.n_kv_heads + h) * D + d;
-    if (kv.summary_bf16) static_cast<bf16_t*>(kv.summary)[o] = to_bf(mean);
-    else static_cast<float*>(kv.summary)[o] = mean;
-  }
+  const int D = kv.head_dim;
+  for (int t = threadIdx.x; t < kv.n_kv_heads * D; t += blockDim.x)
+    write_page_summary(kv.k, kv.summary, kv.summary_bf16, static_cast<int64_t>(page) * kv.n_kv_heads + t / D,
+                       kv.page_size, D, t % D);
 }
 
 __global__ void kv_copy_kernel(KvPool kv, const int32_t* src, const int32_t* dst) {
