@@ -114,14 +114,11 @@ __global__ void fold(const __nv_bfloat16* y, int m, __nv_bfloat16* x, int k, int
     x[size_t(r) * k + j] = __float2bfloat16(0.5f * __bfloat162float(y[size_t(r) * m + j % m]));
 }
 
-__global__ void fill(__nv_bfloat16* p, size_t n, uint32_t seed) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    uint32_t h = uint32_t(i) * 2654435761u ^ seed;
-    h ^= h >> 15;
-    h *= 2246822519u;
-    h ^= h >> 13;
-    p[i] = __float2bfloat16((float(h & 0xffff) / 65535.f - 0.5f) * 0.1f);
-  }
+// Uniform values in [-0.05, 0.05) by element index (Backend::fill_uniform),
+// complete before another stream reads them.
+void fill(Backend& be, const Buffer& b, uint64_t seed) {
+  be.fill_uniform(b.view(), seed, -0.05f, 0.05f);
+  be.synchronize();
 }
 
 Tensor t2(Buffer& b, int64_t r, int64_t c) { return Tensor(b.view().data, DType::BF16, {r, c}, Device::CUDA); }
@@ -199,8 +196,8 @@ int main(int argc, char** argv) {
     Buffer w(DType::BF16, {p.m, p.k}, *be), src(DType::BF16, {kRows, p.k}, *be), x(DType::BF16, {kRows, p.k}, *be);
     Buffer y(DType::BF16, {kRows, p.m}, *be), y_ref(DType::BF16, {kRows, p.m}, *be);
     Buffer stamps(DType::U8, {8 * 2 * 1024}, *be);
-    fill<<<256, 256, 0, st>>>(static_cast<__nv_bfloat16*>(w.view().data), size_t(p.m) * p.k, 1);
-    fill<<<64, 256, 0, st>>>(static_cast<__nv_bfloat16*>(src.view().data), size_t(kRows) * p.k, 2);
+    fill(*be, w, 1);
+    fill(*be, src, 2);
     KF_CUDA(cudaMemcpyAsync(x.view().data, src.view().data, src.view().nbytes(), cudaMemcpyDeviceToDevice, st));
     gemm.run(t2(x, kRows, p.k), t2(w, p.m, p.k), nullptr, t2(y_ref, kRows, p.m), false);  // plans (tunes) too
     KF_CUDA(cudaStreamSynchronize(st));
@@ -251,10 +248,10 @@ int main(int argc, char** argv) {
   for (int l = 0; l < kLayers; ++l)
     for (const Proj& p : kProj) {
       ws.emplace_back(DType::BF16, std::initializer_list<int64_t>{p.m, p.k}, *be);
-      fill<<<512, 256, 0, st>>>(static_cast<__nv_bfloat16*>(ws.back().view().data), size_t(p.m) * p.k, 10 + l);
+      fill(*be, ws.back(), 10 + l);
     }
   Buffer xa(DType::BF16, {kRows, 3072}, *be), ya(DType::BF16, {kRows, 6144}, *be);
-  fill<<<64, 256, 0, st>>>(static_cast<__nv_bfloat16*>(ya.view().data), size_t(kRows) * 6144, 3);
+  fill(*be, ya, 3);
   Buffer y0(DType::BF16, {kRows, 6144}, *be);
   KF_CUDA(cudaMemcpyAsync(y0.view().data, ya.view().data, ya.view().nbytes(), cudaMemcpyDeviceToDevice, st));
   auto* xap = static_cast<__nv_bfloat16*>(xa.view().data);
@@ -312,7 +309,7 @@ int main(int argc, char** argv) {
       const LtCandidates cand(kRows, p.m, p.k, all, 160);
       Buffer src(DType::BF16, {kRows, p.k}, *be), x(DType::BF16, {kRows, p.k}, *be);
       Buffer y(DType::BF16, {kRows, p.m}, *be), y_ref(DType::BF16, {kRows, p.m}, *be);
-      fill<<<64, 256, 0, st>>>(static_cast<__nv_bfloat16*>(src.view().data), size_t(kRows) * p.k, 2);
+      fill(*be, src, 2);
       const void* w0 = ws[j].view().data;
       std::printf("%s [%d x %d] at %d rows: %zu %s (algo id, tile id, stages id)%s\n", p.name, p.m, p.k, kRows,
                   cand.algos.size(), all ? "algorithms" : "heuristic candidates", all ? ", those that wait:" : "");
@@ -378,12 +375,6 @@ int main(int argc, char** argv) {
   // 5: gemm_rows (waits) in the same chains.
   int sms = 0;
   KF_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  auto bf_to_f = [](uint16_t h) {
-    uint32_t u = uint32_t(h) << 16;
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-  };
   for (int j = 0; j < 4; ++j) {
     const Proj& p = kProj[j];
     auto chain = [&](const std::function<void(int)>& gemm_l, int trigger, std::vector<uint16_t>* out) {
@@ -425,8 +416,8 @@ int main(int argc, char** argv) {
                 },
                 trigger, trigger ? nullptr : &got);
           for (int i = 0; i < kRows * p.m; ++i) {
-            max_diff = std::max(max_diff, std::fabs(bf_to_f(got[i]) - bf_to_f(ref[i])));
-            max_ref = std::max(max_ref, std::fabs(bf_to_f(ref[i])));
+            max_diff = std::max(max_diff, std::fabs(bf16_to_f32(got[i]) - bf16_to_f32(ref[i])));
+            max_ref = std::max(max_ref, std::fabs(bf16_to_f32(ref[i])));
           }
           const bool is_auto = cfg.mt == auto_cfg.mt && cfg.wm == auto_cfg.wm && cfg.splits == auto_cfg.splits;
           std::printf("  %d %d %d%s  %6.2f / %6.2f us/pair (%+.2f vs cuBLASLt)  max|diff| %.3g of max|y| %.3g\n", mt,

@@ -23,7 +23,9 @@
 #include <random>
 #include <vector>
 
-#include "backend/cuda/common.cuh"  // ld_stream: the K/V and summary loads of the kernels
+#include "backend/cuda/common.cuh"  // ld_stream (the kernels' K/V and summary loads), smem_addr
+
+using kf::cuda::smem_addr;
 
 #define CK(x)                                                                         \
   do {                                                                                \
@@ -81,10 +83,6 @@ __global__ void __launch_bounds__(256, 2) read_chunks(const uint4* buf, const ui
   atomicXor(xor_out, acc);
 }
 
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
 constexpr int kStageBytes = 8192;
 
 // Chunk group g = chunks [g * per_stage, (g + 1) * per_stage); block b reads
@@ -99,20 +97,20 @@ __global__ void __launch_bounds__(128) read_chunks_bulk(const uint4* buf, const 
   const uint32_t chunk_bytes = 16u * vecs;
   const int64_t n_groups = n_chunks / per_stage;
   if (threadIdx.x == 0) {
-    for (int s = 0; s < STAGES; ++s) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(&full[s])));
+    for (int s = 0; s < STAGES; ++s) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(&full[s])));
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   __syncthreads();
   auto issue = [&](int s, int64_t g) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(&full[s])),
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(&full[s])),
                  "r"(uint32_t(kStageBytes))
                  : "memory");
     for (int c = 0; c < per_stage; ++c) {
       const uint4* src = buf + (slot_of<WHERE>(g * per_stage + c, chunk_at, slots) << log2_vecs);
       asm volatile(
           "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-              smem_u32(&ring[s][c * vecs])),
-          "l"(src), "r"(chunk_bytes), "r"(smem_u32(&full[s]))
+              smem_addr(&ring[s][c * vecs])),
+          "l"(src), "r"(chunk_bytes), "r"(smem_addr(&full[s]))
           : "memory");
     }
   };
@@ -127,7 +125,7 @@ __global__ void __launch_bounds__(128) read_chunks_bulk(const uint4* buf, const 
     asm volatile(
         "{\n.reg .pred done;\nwait_%=:\n"
         "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-        "@!done bra wait_%=;\n}" ::"r"(smem_u32(&full[s])),
+        "@!done bra wait_%=;\n}" ::"r"(smem_addr(&full[s])),
         "r"(parity)
         : "memory");
     for (int v = threadIdx.x; v < kStageBytes / 16; v += blockDim.x) {
