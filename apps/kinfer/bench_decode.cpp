@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "attn/policy.h"
+#include "attn/summary.h"
 #include "bench.h"
 #include "dist/placement.h"
 #include "engine/executor_group.h"
@@ -60,7 +61,7 @@ int bench_decode(int argc, char** argv) {
   int page_size = 16, topk_pages = 64, local_pages = 4;
   double copy_gbps = 0;
   bool blas = false, json = false, no_graphs = false, profile = false;
-  std::string dense_layers;
+  std::string dense_layers, summary_dtype = "auto";
   app.add_option("--model", model_spec, "GGUF file, HF directory, 'default' or random:PRESET")
       ->capture_default_str();
   app.add_option("--batch", batch, "sequences decoding together")->capture_default_str();
@@ -75,6 +76,7 @@ int bench_decode(int argc, char** argv) {
   app.add_option("--topk-pages", topk_pages, "pages selected (blocktopk)")->capture_default_str();
   app.add_option("--local-pages", local_pages, "most recent pages always read")->capture_default_str();
   app.add_option("--dense-layers", dense_layers, "layers kept dense under any policy, e.g. 0");
+  add_summary_dtype_option(app, summary_dtype);
   app.add_option("--device", device, "cpu or cuda")->capture_default_str();
   app.add_option("--tp", tp, "tensor parallelism: the model's shards on this many GPUs (NCCL)")->capture_default_str();
   app.add_option("--devices", devices, "the GPUs of the --tp shards, e.g. 0,1 (default 0..tp-1)");
@@ -122,6 +124,7 @@ int bench_decode(int argc, char** argv) {
   ec.graphs = !no_graphs && be->device() == Device::CUDA;
   ec.policy = policy;
   ec.dense_layers = parse_layer_list(dense_layers);
+  ec.fp8_summaries = summary_dtype == "fp8";
   ExecutorGroup exec(replicas[0].ranks(), ec);
   // Pages reversed and interleaved across sequences: real, scattered page tables.
   std::vector<std::vector<int>> pages(batch);
@@ -256,7 +259,9 @@ int bench_decode(int argc, char** argv) {
   const attn::Reads r = attn::reads_per_head(mean_ctx, page_size, policy);
   const attn::Reads rd = attn::reads_per_head(mean_ctx, page_size, AttnPolicy{});
   const int64_t elem = dtype_bytes(be->act_dtype(), 1);
-  const int64_t per_head = (2 * r.kv_tokens + r.k_tokens + r.summaries) * cfg.head_dim * elem;
+  const int64_t summary_bytes =
+      attn::summary_bytes(attn::summary_kind_for(static_cast<int>(elem), ec.fp8_summaries), cfg.head_dim);
+  const int64_t per_head = (2 * r.kv_tokens + r.k_tokens) * cfg.head_dim * elem + r.summaries * summary_bytes;
   const int64_t per_dense_head = 2 * rd.kv_tokens * cfg.head_dim * elem;
   const int64_t n_dense = static_cast<int64_t>(ec.dense_layers.size());
   const int64_t kv_bytes = (per_head * (cfg.n_layers - n_dense) + per_dense_head * n_dense) * cfg.n_kv_heads * batch;
@@ -275,7 +280,7 @@ int bench_decode(int argc, char** argv) {
       {"context", start_ctx},
       {"context_kind", context > 0 ? "synthetic" : "prefill"},
       {"attn", {{"kind", attn_kind_name(policy.kind)}, {"page_size", page_size}, {"topk_pages", topk_pages},
-                {"local_pages", local_pages}, {"dense_layers", ec.dense_layers}}},
+                {"local_pages", local_pages}, {"dense_layers", ec.dense_layers}, {"summary_dtype", summary_dtype}}},
       {"graphs", !no_graphs && be->device() == Device::CUDA},
       {"tp", exec.size()},
       {"gpus", placement.gpus},

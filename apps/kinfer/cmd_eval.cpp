@@ -55,7 +55,8 @@ nlohmann::json attn_json(const GenerateOptions& o) {
           {"page_size", o.page_size},
           {"topk_pages", o.topk_pages},
           {"local_pages", o.local_pages},
-          {"dense_layers", parse_layer_list(o.dense_layers)}};
+          {"dense_layers", parse_layer_list(o.dense_layers)},
+          {"summary_dtype", o.summary_dtype}};
 }
 
 // Floats as typed (0.6, not 0.6000000238418579) so headers read and compare cleanly.

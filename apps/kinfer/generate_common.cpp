@@ -31,6 +31,14 @@ void add_cpu_weights_option(CLI::App& app, std::string& value) {
       ->capture_default_str();
 }
 
+void add_summary_dtype_option(CLI::App& app, std::string& summary_dtype) {
+  app.add_option("--summary-dtype", summary_dtype,
+                 "page key summaries (blocktopk): auto = the KV dtype, fp8 = e4m3 codes with a power-of-two scale "
+                 "per page and head (half the bytes of bf16 to score)")
+      ->check(CLI::IsMember({"auto", "fp8"}))
+      ->capture_default_str();
+}
+
 void add_engine_options(CLI::App& app, GenerateOptions& o) {
   app.add_option("--model", o.model, "GGUF file, HF directory, 'default' or random:PRESET")->capture_default_str();
   app.add_option("--attn", o.attn, "decode attention: dense|local|blocktopk|topk")->capture_default_str();
@@ -41,6 +49,7 @@ void add_engine_options(CLI::App& app, GenerateOptions& o) {
   app.add_option("--kv-pages", o.kv_pages, "KV pool capacity in pages per layer (0 = fit all samples)")
       ->capture_default_str();
   app.add_option("--dense-layers", o.dense_layers, "layers kept dense under any policy, e.g. 0,1");
+  add_summary_dtype_option(app, o.summary_dtype);
   app.add_flag("--no-repetition-stop", o.no_repetition_stop,
                "do not stop samples that loop (64-token block seen 15 times in 1024)");
   app.add_option("--max-step-tokens", o.max_step_tokens,
@@ -191,6 +200,7 @@ EngineConfig engine_config(const GenerateOptions& o, const GenerateSetup& g, con
   c.policy.topk_pages = o.topk_pages;
   c.policy.local_pages = o.local_pages;
   c.dense_layers = parse_layer_list(o.dense_layers);
+  c.fp8_summaries = o.summary_dtype == "fp8";
   c.max_step_tokens = o.max_step_tokens > 0 ? o.max_step_tokens : gpu ? 8192 : 512;
   c.max_seqs = o.max_seqs > 0 ? o.max_seqs : gpu ? 1024 : 256;
   c.max_model_len = o.max_model_len;
@@ -211,7 +221,7 @@ EngineConfig engine_config(const GenerateOptions& o, const GenerateSetup& g, con
   // the least free memory; a --tp rank holds its shard's heads of every page.
   const ModelConfig& mc = g.model().config();
   const int elem = static_cast<int>(dtype_bytes(g.backend().act_dtype(), 1));
-  const int64_t page_bytes = kv_page_bytes(mc, o.page_size, elem);
+  const int64_t page_bytes = kv_page_bytes(mc, o.page_size, elem, c.fp8_summaries);
   Backend::Memory mem = g.backend().memory();
   for (const dist::Replica& r : g.replicas)
     for (const auto& b : r.backends) mem.free = std::min(mem.free, b->memory().free);
@@ -235,7 +245,7 @@ EngineConfig engine_config(const GenerateOptions& o, const GenerateSetup& g, con
       tokens += static_cast<int64_t>(r.n) * (static_cast<int64_t>(r.prompt.size()) + r.max_tokens + o.page_size);
     // With no requests known up front (a server) the pool takes what fits.
     c.kv_pages = reqs.empty() ? static_cast<int>(std::min<int64_t>(fit, int64_t{1} << 30))
-                              : default_kv_pages(mc, o.page_size, tokens, fit * page_bytes, elem);
+                              : default_kv_pages(mc, o.page_size, tokens, fit * page_bytes, elem, c.fp8_summaries);
   }
   return c;
 }
@@ -271,7 +281,7 @@ nlohmann::json stats_json(const dist::ReplicaSet& set, const GenerateSetup& g, i
   const EngineConfig& c = set.config();
   nlohmann::json attn = {{"kind", attn_kind_name(c.policy.kind)}, {"page_size", c.page_size},
                          {"topk_pages", c.policy.topk_pages}, {"local_pages", c.policy.local_pages},
-                         {"dense_layers", c.dense_layers}};
+                         {"dense_layers", c.dense_layers}, {"summary_dtype", c.fp8_summaries ? "fp8" : "auto"}};
   nlohmann::json j = {
       {"model", g.model().source()},
       {"backend", g.backend_name()},

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "attn/summary.h"
 #include "util/error.h"
 
 namespace kf {
@@ -58,6 +59,12 @@ void group_mean(const float* q, int group, int64_t head_stride, int head_dim, fl
 float dot(const float* a, const float* b, int n) {
   float s = 0.f;
   for (int i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+float dot_e4m3(const float* a, const uint8_t* codes, int n) {
+  float s = 0.f;
+  for (int i = 0; i < n; ++i) s += a[i] * fp8_e4m3_decode(codes[i]);
   return s;
 }
 

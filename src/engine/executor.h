@@ -40,6 +40,7 @@ struct ExecutorConfig {
   bool pad_decode = false;    // pad pure decode steps as graph steps are, even without graphs (tests)
   AttnPolicy policy;          // decode policy of sequences added without one
   std::vector<int> dense_layers;  // layers that stay dense under any policy
+  bool fp8_summaries = false;     // page summaries as e4m3 codes + scale (attn/summary.h), else the act dtype
 };
 
 // One sampled token: the parameters of Backend::sample for its row.
@@ -185,7 +186,7 @@ class StepExecutor {
   std::vector<uint8_t> layer_dense_;
 
   // Device state.
-  std::vector<Buffer> k_, v_, summary_;
+  std::vector<Buffer> k_, v_, summary_, summary_scale_;
   std::vector<KvLayer> kv_layers_;
   Buffer token_pool_;  // [kv_pages + 1, page_size] I32
   Workspace ws_;

@@ -140,6 +140,25 @@ TEST(Engine, SampleTokensDoNotDependOnNOrTheBatch) {
   EXPECT_NE(four[0][0].tokens, four[0][1].tokens);  // distinct samples
 }
 
+// FP8 page summaries (--summary-dtype fp8) through the engine: forks copy
+// their codes and scales (copy-on-write), preemption recomputes them, so a
+// sample's tokens still do not depend on n, the batch or the pool size; the
+// bytes counted for the summaries scored shrink.
+TEST(Engine, Fp8SummariesAreExactUnderForksAndPreemption) {
+  EngineConfig big = config(AttnKind::BlockTopK, 400), small = config(AttnKind::BlockTopK, 24, 16);
+  big.fp8_summaries = small.fp8_summaries = true;
+  EngineStats s_big, s_small, s_f32;
+  const Outputs one = run_all(big, {request(11, 9, 1, 40)});
+  const Outputs four = run_all(big, {request(11, 9, 4, 40), request(25, 13, 2, 30)}, &s_big);
+  const Outputs tight = run_all(small, {request(11, 9, 4, 40), request(25, 13, 2, 30)}, &s_small);
+  EXPECT_GT(s_small.preemptions, 0);
+  EXPECT_EQ(one[0][0].tokens, four[0][0].tokens);
+  expect_same(four, tight);
+  const Outputs f32 = run_all(config(AttnKind::BlockTopK, 400), {request(11, 9, 4, 40), request(25, 13, 2, 30)}, &s_f32);
+  EXPECT_LT(s_big.kv_bytes_read, s_f32.kv_bytes_read);
+  EXPECT_EQ(s_big.decode_page_reads, s_f32.decode_page_reads);
+}
+
 TEST(Engine, GreedyBlockTopKWithEnoughPagesEqualsDense) {
   Request r = request(15, 12, 1, 40);
   r.sampling.temperature = 0;

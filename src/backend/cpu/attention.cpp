@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 
+#include "attn/summary.h"
 #include "backend/cpu/vector_kernels.h"
 #include "util/error.h"
 
@@ -30,36 +31,57 @@ void check_i32(const Tensor& t, const char* what, int64_t n) {
 
 struct PoolShape {
   int n_pages, n_kv_heads, page_size, head_dim;
+  bool fp8_summaries;  // summary: U8 e4m3 codes with summary_scale (attn/summary.h), else F32
 };
 
 PoolShape check_pool(const KvLayer& kv) {
   check_f32(kv.k, "kv.k", 4);
   check_f32(kv.v, "kv.v", 4);
-  check_f32(kv.summary, "kv.summary", 3);
+  const bool fp8 = kv.summary.dtype == DType::U8;
+  if (fp8) {
+    KF_CHECK(kv.summary.device == Device::CPU && kv.summary.ndim == 3 && kv.summary.is_contiguous(),
+             "kv.summary: expected a contiguous CPU [pages, kv_heads, head_dim] tensor, got {}", kv.summary.shape_str());
+    check_f32(kv.summary_scale, "kv.summary_scale", 2);
+  } else {
+    check_f32(kv.summary, "kv.summary", 3);
+  }
   PoolShape p{static_cast<int>(kv.k.dim(0)), static_cast<int>(kv.k.dim(1)),
-              static_cast<int>(kv.k.dim(2)), static_cast<int>(kv.k.dim(3))};
+              static_cast<int>(kv.k.dim(2)), static_cast<int>(kv.k.dim(3)), fp8};
   KF_CHECK(kv.v.shape == kv.k.shape, "kv.v {} differs from kv.k {}", kv.v.shape_str(),
            kv.k.shape_str());
   KF_CHECK(kv.summary.dim(0) == p.n_pages && kv.summary.dim(1) == p.n_kv_heads &&
                kv.summary.dim(2) == p.head_dim,
            "kv.summary {} does not match pool {}", kv.summary.shape_str(), kv.k.shape_str());
+  KF_CHECK(!fp8 || (kv.summary_scale.dim(0) == p.n_pages && kv.summary_scale.dim(1) == p.n_kv_heads),
+           "kv.summary_scale {} does not match pool {}", kv.summary_scale.shape_str(), kv.k.shape_str());
   KF_CHECK(p.page_size >= 1 && p.head_dim >= 1 && p.n_kv_heads >= 1, "empty KV pool {}",
            kv.k.shape_str());
   return p;
 }
 
-// Summary of one page and KV head: mean of its page_size keys, summed in slot order.
+// Summary of one page and KV head: mean of its page_size keys, summed in slot
+// order; FP8 pools store it as e4m3 codes with a power-of-two scale.
 void write_summary(const KvLayer& kv, const PoolShape& p, int page) {
   const float* k = kv.k.ptr<float>();
-  float* sum = kv.summary.ptr<float>();
   for (int h = 0; h < p.n_kv_heads; ++h) {
-    const float* kh = k + (static_cast<int64_t>(page) * p.n_kv_heads + h) * p.page_size * p.head_dim;
-    float* out = sum + (static_cast<int64_t>(page) * p.n_kv_heads + h) * p.head_dim;
-    for (int d = 0; d < p.head_dim; ++d) {
+    const int64_t page_head = static_cast<int64_t>(page) * p.n_kv_heads + h;
+    const float* kh = k + page_head * p.page_size * p.head_dim;
+    auto mean = [&](int d) {
       float s = 0.f;
       for (int t = 0; t < p.page_size; ++t) s += kh[static_cast<int64_t>(t) * p.head_dim + d];
-      out[d] = s / static_cast<float>(p.page_size);
+      return s / static_cast<float>(p.page_size);
+    };
+    if (!p.fp8_summaries) {
+      float* out = kv.summary.ptr<float>() + page_head * p.head_dim;
+      for (int d = 0; d < p.head_dim; ++d) out[d] = mean(d);
+      continue;
     }
+    float amax = 0.f;  // two passes over the keys rather than a buffer: no allocation
+    for (int d = 0; d < p.head_dim; ++d) amax = std::max(amax, std::fabs(mean(d)));
+    const float scale = attn::fp8_summary_scale(amax), inv_scale = 1.f / scale;
+    kv.summary_scale.ptr<float>()[page_head] = scale;
+    uint8_t* codes = kv.summary.ptr<uint8_t>() + page_head * p.head_dim;
+    for (int d = 0; d < p.head_dim; ++d) codes[d] = attn::fp8_e4m3_encode(mean(d) * inv_scale);
   }
 }
 
@@ -111,8 +133,11 @@ void cpu_kv_copy_pages(const KvLayer& kv, const Tensor& src, const Tensor& dst) 
                 page_elems * sizeof(float));
     std::memcpy(kv.v.ptr<float>() + d[i] * page_elems, kv.v.ptr<float>() + s[i] * page_elems,
                 page_elems * sizeof(float));
-    std::memcpy(kv.summary.ptr<float>() + d[i] * sum_elems, kv.summary.ptr<float>() + s[i] * sum_elems,
-                sum_elems * sizeof(float));
+    const int64_t sum_bytes = sum_elems * (p.fp8_summaries ? 1 : 4);
+    std::memcpy(kv.summary.ptr<uint8_t>() + d[i] * sum_bytes, kv.summary.ptr<uint8_t>() + s[i] * sum_bytes, sum_bytes);
+    if (p.fp8_summaries)
+      std::memcpy(kv.summary_scale.ptr<float>() + int64_t(d[i]) * p.n_kv_heads,
+                  kv.summary_scale.ptr<float>() + int64_t(s[i]) * p.n_kv_heads, p.n_kv_heads * sizeof(float));
   }
 }
 
@@ -189,7 +214,8 @@ void cpu_attention(const Tensor& q, const KvLayer& kv, const AttnBatch& batch,
   const float* qp = q.ptr<float>();
   const float* kp = kv.k.ptr<float>();
   const float* vp = kv.v.ptr<float>();
-  const float* sp = kv.summary.ptr<float>();
+  const void* sp = kv.summary.data;  // F32, or U8 e4m3 codes scaled by ss
+  const float* ss = p.fp8_summaries ? kv.summary_scale.ptr<float>() : nullptr;
   const int64_t head_elems = static_cast<int64_t>(P) * D;  // one (page, kv head) block
 
   // Phase 1: decode rows of selecting policies choose their spans per (seq, KV head).
@@ -227,8 +253,11 @@ void cpu_attention(const Tensor& q, const KvLayer& kv, const AttnBatch& batch,
         n = attn::pages_to_spans(ints, n, T, P, spans);
       } else if (policy.kind == AttnKind::BlockTopK) {
         attn::Candidates c = attn::candidates(T, P, policy.local_pages);
-        for (int i = c.first; i < c.end; ++i)
-          scores[i] = attn::dot(qbar, sp + (static_cast<int64_t>(pt[i]) * Hkv + h) * D, D);
+        for (int i = c.first; i < c.end; ++i) {
+          const int64_t ph = static_cast<int64_t>(pt[i]) * Hkv + h;
+          scores[i] = ss ? attn::dot_e4m3(qbar, static_cast<const uint8_t*>(sp) + ph * D, D) * ss[ph]
+                         : attn::dot(qbar, static_cast<const float*>(sp) + ph * D, D);
+        }
         int* order = ints + max_pages;
         n = attn::select_blocktopk(T, P, policy.local_pages, policy.topk_pages, scores, order, ints);
         n = attn::pages_to_spans(ints, n, T, P, spans);

@@ -79,8 +79,7 @@ struct DecodeParams {
   // Fused sparse kernel only: slots [n_rows] of this step's new keys (or
   // null) whose completed pages' summaries it writes after attending.
   const int32_t* summary_slots;
-  void* summary;
-  int summary_bf16;
+  KvPool pool;  // where those summaries go
 };
 
 // Whether sequence s of a batch reads a page list (a selecting policy).
@@ -531,8 +530,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectPara
     for (int i = 0; i < rows; ++i) {
       const int slot = p.summary_slots[q0 + i];
       if (slot < 0 || slot >= p.n_pages * P || slot % P != P - 1) continue;
-      for (int d = threadIdx.x; d < D; d += blockDim.x)
-        write_page_summary(p.k, p.summary, p.summary_bf16, static_cast<int64_t>(slot / P) * Hkv + h, P, D, d);
+      if (threadIdx.x < 32) write_page_summary(p.pool, static_cast<int64_t>(slot / P) * Hkv + h);
     }
 }
 
@@ -676,7 +674,8 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
   sp.q = a.q;
   sp.k = a.kv.k;
   sp.summary = a.kv.summary;
-  sp.summary_bf16 = a.kv.summary_bf16;
+  sp.summary_kind = a.kv.summary_kind;
+  sp.summary_scale = a.kv.summary_scale;
   sp.by_token = a.kind == AttnKind::TopK;
   sp.q_start = a.q_start;
   sp.ctx_len = a.ctx_len;
@@ -720,8 +719,7 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
   KF_CHECK(!a.summary_slots || summaries_in_attention(a), "attention: page summaries asked of a batch the fused "
            "sparse kernel does not serve whole");
   dp.summary_slots = a.summary_slots;
-  dp.summary = a.kv.summary;
-  dp.summary_bf16 = a.kv.summary_bf16 ? 1 : 0;
+  dp.pool = a.kv;
   dp.n_pages = a.kv.n_pages;
 
   if (fused_sparse(a)) {

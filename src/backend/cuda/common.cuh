@@ -8,6 +8,7 @@
 #include <initializer_list>
 #include <limits>
 
+#include "attn/summary.h"
 #include "backend/cuda/kernels.h"
 
 namespace kf::cuda {
@@ -88,18 +89,47 @@ __device__ __forceinline__ uint32_t pack_bf2(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&p);
 }
 
-// The summary of (page, KV head) `page_head` (page * n_kv_heads + head) at
-// dim d: the mean of the page's P keys, summed in slot order, stored in the
-// pool's summary dtype. kv_write's summary kernel and the fused sparse
-// attention kernel both write it here, so their bits agree.
-__device__ __forceinline__ void write_page_summary(const bf16_t* k, void* summary, bool summary_bf16,
-                                                   int64_t page_head, int P, int D, int d) {
-  const bf16_t* kb = k + page_head * P * D + d;
-  float sum = 0.f;
-  for (int j = 0; j < P; ++j) sum += bf(kb[static_cast<int64_t>(j) * D]);
-  const float mean = sum / static_cast<float>(P);
-  if (summary_bf16) static_cast<bf16_t*>(summary)[page_head * D + d] = to_bf(mean);
-  else static_cast<float*>(summary)[page_head * D + d] = mean;
+// The summary of (page, KV head) `page_head` (page * n_kv_heads + head): the
+// mean of the page's P keys per dim, summed in slot order, stored in the
+// pool's summary kind (attn/summary.h; FP8 also writes the vector's scale).
+// Run by one whole warp (lane owns dims lane, lane + 32, ...; D <= 256).
+// kv_write's summary kernel and the fused sparse attention kernel both write
+// summaries here, so their bits agree.
+__device__ __forceinline__ void write_page_summary(const KvPool& kv, int64_t page_head) {
+  const int lane = threadIdx.x & 31, P = kv.page_size, D = kv.head_dim;
+  const bf16_t* kb = kv.k + page_head * P * D;
+  float mean[8], amax = 0.f;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int d = lane + 32 * i;
+    mean[i] = 0.f;
+    if (d >= D) continue;
+    float sum = 0.f;
+    for (int j = 0; j < P; ++j) sum += bf(kb[static_cast<int64_t>(j) * D + d]);
+    mean[i] = sum / static_cast<float>(P);
+    amax = fmaxf(amax, fabsf(mean[i]));
+  }
+  float inv_scale = 1.f;
+  if (kv.summary_kind == attn::SummaryKind::FP8) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    const float scale = attn::fp8_summary_scale(amax);
+    if (lane == 0) kv.summary_scale[page_head] = scale;
+    inv_scale = 1.f / scale;  // a power of two: exact
+  }
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int d = lane + 32 * i;
+    if (d >= D) continue;
+    const int64_t at = page_head * D + d;
+    switch (kv.summary_kind) {
+      case attn::SummaryKind::F32: static_cast<float*>(kv.summary)[at] = mean[i]; break;
+      case attn::SummaryKind::BF16: static_cast<bf16_t*>(kv.summary)[at] = to_bf(mean[i]); break;
+      case attn::SummaryKind::FP8:
+        static_cast<uint8_t*>(kv.summary)[at] = attn::fp8_e4m3_encode(mean[i] * inv_scale);
+        break;
+    }
+  }
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

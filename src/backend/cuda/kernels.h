@@ -10,6 +10,7 @@
 #include <string>
 
 #include "attn/policy.h"
+#include "attn/summary.h"
 
 namespace kf::cuda {
 
@@ -60,8 +61,10 @@ void fill_uniform(bf16_t* x, int64_t n, uint64_t seed, float lo, float hi, cudaS
 struct KvPool {
   bf16_t* k = nullptr;   // [n_pages, n_kv_heads, page_size, head_dim]
   bf16_t* v = nullptr;
-  void* summary = nullptr;  // [n_pages, n_kv_heads, head_dim], F32 or BF16
-  bool summary_bf16 = false;
+  void* summary = nullptr;  // [n_pages, n_kv_heads, head_dim] in summary_kind
+  attn::SummaryKind summary_kind = attn::SummaryKind::F32;
+  float* summary_scale = nullptr;  // [n_pages, n_kv_heads], FP8 summaries only
+
   int n_pages = 0, n_kv_heads = 0, page_size = 0, head_dim = 0;
 };
 void kv_write(const KvPool& kv, const bf16_t* k, const bf16_t* v, const int32_t* slots, int n,

@@ -30,10 +30,8 @@ __global__ void kv_summary_kernel(KvPool kv, const int32_t* slots) {
   if (slot < 0 || slot >= kv.n_pages * kv.page_size) return;
   if (slot % kv.page_size != kv.page_size - 1) return;
   const int page = slot / kv.page_size;
-  const int D = kv.head_dim;
-  for (int t = threadIdx.x; t < kv.n_kv_heads * D; t += blockDim.x)
-    write_page_summary(kv.k, kv.summary, kv.summary_bf16, static_cast<int64_t>(page) * kv.n_kv_heads + t / D,
-                       kv.page_size, D, t % D);
+  for (int h = threadIdx.x / 32; h < kv.n_kv_heads; h += blockDim.x / 32)  // a warp per KV head
+    write_page_summary(kv, static_cast<int64_t>(page) * kv.n_kv_heads + h);
 }
 
 __global__ void kv_copy_kernel(KvPool kv, const int32_t* src, const int32_t* dst) {
@@ -48,16 +46,14 @@ __global__ void kv_copy_kernel(KvPool kv, const int32_t* src, const int32_t* dst
     kd[i] = ks[i];
     vd[i] = vs[i];
   }
-  const int64_t sum_elems = static_cast<int64_t>(kv.n_kv_heads) * kv.head_dim;
-  for (int64_t i = threadIdx.x; i < sum_elems; i += blockDim.x) {
-    if (kv.summary_bf16) {
-      bf16_t* sm = static_cast<bf16_t*>(kv.summary);
-      sm[d * sum_elems + i] = sm[s * sum_elems + i];
-    } else {
-      float* sm = static_cast<float*>(kv.summary);
-      sm[d * sum_elems + i] = sm[s * sum_elems + i];
-    }
-  }
+  const int64_t sum_bytes = static_cast<int64_t>(kv.n_kv_heads) * kv.head_dim * attn::summary_elem_bytes(kv.summary_kind);
+  const uint8_t* ss = static_cast<const uint8_t*>(kv.summary) + s * sum_bytes;
+  uint8_t* sd = static_cast<uint8_t*>(kv.summary) + d * sum_bytes;
+  for (int64_t i = threadIdx.x; i < sum_bytes; i += blockDim.x) sd[i] = ss[i];
+  if (kv.summary_kind == attn::SummaryKind::FP8)
+    for (int i = threadIdx.x; i < kv.n_kv_heads; i += blockDim.x)
+      kv.summary_scale[static_cast<int64_t>(d) * kv.n_kv_heads + i] =
+          kv.summary_scale[static_cast<int64_t>(s) * kv.n_kv_heads + i];
 }
 
 }  // namespace
@@ -72,6 +68,7 @@ void kv_write(const KvPool& kv, const bf16_t* k, const bf16_t* v, const int32_t*
 
 void kv_summaries(const KvPool& kv, const int32_t* slots, int n, cudaStream_t st) {
   if (n == 0) return;
+  KF_CHECK(kv.head_dim <= 256, "page summaries: head_dim {} > 256", kv.head_dim);
   kv_summary_kernel<<<n, 256, 0, st>>>(kv, slots);
   check_launch("kv_write summary");
 }

@@ -14,19 +14,28 @@ KvPool pool_of(const KvLayer& kv) {
   need(kv.v, DType::BF16, "kv.v");
   KF_CHECK(kv.k.ndim == 4 && kv.v.shape == kv.k.shape, "KV pool: k {} v {}", kv.k.shape_str(), kv.v.shape_str());
   KF_CHECK(kv.summary.device == Device::CUDA &&
-               (kv.summary.dtype == DType::F32 || kv.summary.dtype == DType::BF16),
-           "KV pool: summary must be a CUDA F32 or BF16 tensor");
+               (kv.summary.dtype == DType::F32 || kv.summary.dtype == DType::BF16 || kv.summary.dtype == DType::U8),
+           "KV pool: summary must be a CUDA F32, BF16 or U8 (fp8) tensor, got {}", dtype_name(kv.summary.dtype));
   KvPool p;
   p.k = bptr(kv.k);
   p.v = bptr(kv.v);
   p.summary = kv.summary.data;
-  p.summary_bf16 = kv.summary.dtype == DType::BF16;
   p.n_pages = static_cast<int>(kv.k.dim(0));
   p.n_kv_heads = static_cast<int>(kv.k.dim(1));
   p.page_size = static_cast<int>(kv.k.dim(2));
   p.head_dim = static_cast<int>(kv.k.dim(3));
   KF_CHECK(kv.summary.numel() == static_cast<int64_t>(p.n_pages) * p.n_kv_heads * p.head_dim,
            "KV pool: summary {} does not match {}", kv.summary.shape_str(), kv.k.shape_str());
+  p.summary_kind = kv.summary.dtype == DType::F32    ? attn::SummaryKind::F32
+                   : kv.summary.dtype == DType::BF16 ? attn::SummaryKind::BF16
+                                                     : attn::SummaryKind::FP8;
+  if (p.summary_kind == attn::SummaryKind::FP8) {
+    need(kv.summary_scale, DType::F32, "KV pool: summary_scale");
+    KF_CHECK(kv.summary_scale.numel() == static_cast<int64_t>(p.n_pages) * p.n_kv_heads,
+             "KV pool: summary_scale {} does not match {}", kv.summary_scale.shape_str(), kv.k.shape_str());
+    KF_CHECK(p.head_dim % 16 == 0, "KV pool: fp8 summaries need head_dim a multiple of 16 (got {})", p.head_dim);
+    p.summary_scale = static_cast<float*>(kv.summary_scale.data);
+  }
   return p;
 }
 

@@ -10,6 +10,7 @@
 // same with k = 0; topk ranks the candidate tokens (q̄·k) instead of pages.
 #pragma once
 #include <cub/block/block_scan.cuh>
+#include <cuda_fp8.h>
 
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/phases.cuh"
@@ -20,7 +21,8 @@ struct SelectParams {
   const bf16_t* q;
   const bf16_t* k;
   const void* summary;
-  bool summary_bf16;
+  attn::SummaryKind summary_kind;
+  const float* summary_scale;  // FP8 summaries: [n_pages, n_kv_heads]
   bool by_token;  // topk oracle: rank tokens, not pages
   const int32_t* q_start;
   const int32_t* ctx_len;
@@ -140,6 +142,65 @@ __device__ __forceinline__ void score_items(const SelectParams& p, const float* 
   }
 }
 
+// 16 e4m3 codes in one 16-byte word -> 16 floats (exact; cvt.f16x2.e4m3x2).
+__device__ __forceinline__ void unpack16_e4m3(const uint4& u, float* f) {
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const __half2_raw h2 =
+          __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w[i] >> (16 * half)), __NV_E4M3);
+      const float2 v = __half22float2(*reinterpret_cast<const __half2*>(&h2));
+      f[4 * i + 2 * half] = v.x;
+      f[4 * i + 2 * half + 1] = v.y;
+    }
+}
+
+// score_items for FP8 summaries (attn/summary.h): 16 dims a lane, so a warp
+// scores twice the pages per load of bf16 summaries; the loads stay raw words
+// until the dot products, and lane 0 of each page also loads its scale.
+template <int D, int NT>
+__device__ __forceinline__ void score_pages_fp8(const SelectParams& p, const float* qbar, const int32_t* pt,
+                                                int first, int h, int m, uint32_t* keys) {
+  constexpr int LPR = D / 16, RPR = 32 / LPR, kUnroll = 8;  // 4 and 16: the same step time (H200)
+  constexpr int kStride = (NT / 32) * RPR;  // pages per block round
+  const int Hkv = p.n_kv_heads;
+  const int lane = threadIdx.x & 31, c = lane % LPR, sub = lane / LPR;
+  const uint8_t* codes = static_cast<const uint8_t*>(p.summary);
+  float qv[16];
+#pragma unroll
+  for (int e = 0; e < 16; ++e) qv[e] = qbar[c * 16 + e];
+  for (int j0 = (threadIdx.x >> 5) * RPR + sub;; j0 += kStride * kUnroll) {
+    if (j0 - sub >= m) break;  // warp-uniform
+    int64_t ph[kUnroll];       // page * Hkv + h, or -1
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int j = j0 + u * kStride;
+      ph[u] = j < m ? static_cast<int64_t>(pt[first + j]) * Hkv + h : -1;
+    }
+    uint4 w[kUnroll];
+    float sc[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      w[u] = ph[u] >= 0 ? ld_stream(codes + ph[u] * D + c * 16) : make_uint4(0, 0, 0, 0);
+      sc[u] = ph[u] >= 0 && c == 0 ? p.summary_scale[ph[u]] : 0.f;
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      float f[16];
+      unpack16_e4m3(w[u], f);
+      float dsum = 0.f;
+#pragma unroll
+      for (int e = 0; e < 16; ++e) dsum = fmaf(qv[e], f[e], dsum);
+#pragma unroll
+      for (int o = LPR / 2; o > 0; o >>= 1) dsum += __shfl_xor_sync(0xffffffffu, dsum, o);
+      const int j = j0 + u * kStride;
+      if (j < m && c == 0) keys[j] = order_key(dsum * sc[u]);
+    }
+  }
+}
+
 // Runs with all NT threads of the block; the whole block returns together.
 template <int D, int NT>
 __device__ void select_pages(const SelectParams& p, int s, int h, SelectSmem<D, NT>& sm) {
@@ -189,7 +250,8 @@ __device__ void select_pages(const SelectParams& p, int s, int h, SelectSmem<D, 
     __syncthreads();
     KF_PHASE(2);  // q̄ ready
     if (p.by_token) score_items<D, NT, 2>(p, sm.qbar, pt, first, h, m, keys);
-    else if (p.summary_bf16) score_items<D, NT, 0>(p, sm.qbar, pt, first, h, m, keys);
+    else if (p.summary_kind == attn::SummaryKind::FP8) score_pages_fp8<D, NT>(p, sm.qbar, pt, first, h, m, keys);
+    else if (p.summary_kind == attn::SummaryKind::BF16) score_items<D, NT, 0>(p, sm.qbar, pt, first, h, m, keys);
     else score_items<D, NT, 1>(p, sm.qbar, pt, first, h, m, keys);
     __syncthreads();
     KF_PHASE(3);  // every candidate scored
