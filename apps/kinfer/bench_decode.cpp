@@ -124,7 +124,7 @@ int bench_decode(int argc, char** argv) {
   ec.graphs = !no_graphs && be->device() == Device::CUDA;
   ec.policy = policy;
   ec.dense_layers = parse_layer_list(dense_layers);
-  ec.fp8_summaries = summary_dtype == "fp8";
+  ec.i8_summaries = summary_dtype == "int8";
   ExecutorGroup exec(replicas[0].ranks(), ec);
   // Pages reversed and interleaved across sequences: real, scattered page tables.
   std::vector<std::vector<int>> pages(batch);
@@ -260,7 +260,7 @@ int bench_decode(int argc, char** argv) {
   const attn::Reads rd = attn::reads_per_head(mean_ctx, page_size, AttnPolicy{});
   const int64_t elem = dtype_bytes(be->act_dtype(), 1);
   const int64_t summary_bytes =
-      attn::summary_bytes(attn::summary_kind_for(static_cast<int>(elem), ec.fp8_summaries), cfg.head_dim);
+      attn::summary_bytes(attn::summary_kind_for(static_cast<int>(elem), ec.i8_summaries), cfg.head_dim);
   const int64_t per_head = (2 * r.kv_tokens + r.k_tokens) * cfg.head_dim * elem + r.summaries * summary_bytes;
   const int64_t per_dense_head = 2 * rd.kv_tokens * cfg.head_dim * elem;
   const int64_t n_dense = static_cast<int64_t>(ec.dense_layers.size());

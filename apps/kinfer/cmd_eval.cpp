@@ -51,12 +51,13 @@ struct EvalOptions {
 };
 
 nlohmann::json attn_json(const GenerateOptions& o) {
-  return {{"policy", o.attn},
-          {"page_size", o.page_size},
-          {"topk_pages", o.topk_pages},
-          {"local_pages", o.local_pages},
-          {"dense_layers", parse_layer_list(o.dense_layers)},
-          {"summary_dtype", o.summary_dtype}};
+  nlohmann::json j = {{"policy", o.attn},
+                      {"page_size", o.page_size},
+                      {"topk_pages", o.topk_pages},
+                      {"local_pages", o.local_pages},
+                      {"dense_layers", parse_layer_list(o.dense_layers)}};
+  if (o.summary_dtype != "auto") j["summary_dtype"] = o.summary_dtype;  // (absent: older traces resume)
+  return j;
 }
 
 // Floats as typed (0.6, not 0.6000000238418579) so headers read and compare cleanly.

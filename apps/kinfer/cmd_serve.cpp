@@ -73,7 +73,7 @@ int cmd_serve(int argc, char** argv) {
 
   GenerateSetup g = setup_generate(o);
   if (o.kv_pages == 0 && g.backend().device() == Device::CPU) {  // a CPU server takes 2 GB of KV, not half the RAM
-    const int64_t page = kv_page_bytes(g.config, o.page_size, 4, o.summary_dtype == "fp8");
+    const int64_t page = kv_page_bytes(g.config, o.page_size, 4, o.summary_dtype == "int8");
     o.kv_pages = static_cast<int>(std::max<int64_t>(64, (int64_t{2} << 30) / std::max<int64_t>(1, page)));
   }
   EngineConfig ec = engine_config(o, g, {});

@@ -33,9 +33,9 @@ void add_cpu_weights_option(CLI::App& app, std::string& value) {
 
 void add_summary_dtype_option(CLI::App& app, std::string& summary_dtype) {
   app.add_option("--summary-dtype", summary_dtype,
-                 "page key summaries (blocktopk): auto = the KV dtype, fp8 = e4m3 codes with a power-of-two scale "
-                 "per page and head (half the bytes of bf16 to score)")
-      ->check(CLI::IsMember({"auto", "fp8"}))
+                 "page key summaries (blocktopk): auto = the KV dtype, int8 = 8-bit codes with a scale per page "
+                 "and head (half the bytes of bf16 to score)")
+      ->check(CLI::IsMember({"auto", "int8"}))
       ->capture_default_str();
 }
 
@@ -200,7 +200,7 @@ EngineConfig engine_config(const GenerateOptions& o, const GenerateSetup& g, con
   c.policy.topk_pages = o.topk_pages;
   c.policy.local_pages = o.local_pages;
   c.dense_layers = parse_layer_list(o.dense_layers);
-  c.fp8_summaries = o.summary_dtype == "fp8";
+  c.i8_summaries = o.summary_dtype == "int8";
   c.max_step_tokens = o.max_step_tokens > 0 ? o.max_step_tokens : gpu ? 8192 : 512;
   c.max_seqs = o.max_seqs > 0 ? o.max_seqs : gpu ? 1024 : 256;
   c.max_model_len = o.max_model_len;
@@ -221,7 +221,7 @@ EngineConfig engine_config(const GenerateOptions& o, const GenerateSetup& g, con
   // the least free memory; a --tp rank holds its shard's heads of every page.
   const ModelConfig& mc = g.model().config();
   const int elem = static_cast<int>(dtype_bytes(g.backend().act_dtype(), 1));
-  const int64_t page_bytes = kv_page_bytes(mc, o.page_size, elem, c.fp8_summaries);
+  const int64_t page_bytes = kv_page_bytes(mc, o.page_size, elem, c.i8_summaries);
   Backend::Memory mem = g.backend().memory();
   for (const dist::Replica& r : g.replicas)
     for (const auto& b : r.backends) mem.free = std::min(mem.free, b->memory().free);
@@ -245,7 +245,7 @@ EngineConfig engine_config(const GenerateOptions& o, const GenerateSetup& g, con
       tokens += static_cast<int64_t>(r.n) * (static_cast<int64_t>(r.prompt.size()) + r.max_tokens + o.page_size);
     // With no requests known up front (a server) the pool takes what fits.
     c.kv_pages = reqs.empty() ? static_cast<int>(std::min<int64_t>(fit, int64_t{1} << 30))
-                              : default_kv_pages(mc, o.page_size, tokens, fit * page_bytes, elem, c.fp8_summaries);
+                              : default_kv_pages(mc, o.page_size, tokens, fit * page_bytes, elem, c.i8_summaries);
   }
   return c;
 }
@@ -281,7 +281,7 @@ nlohmann::json stats_json(const dist::ReplicaSet& set, const GenerateSetup& g, i
   const EngineConfig& c = set.config();
   nlohmann::json attn = {{"kind", attn_kind_name(c.policy.kind)}, {"page_size", c.page_size},
                          {"topk_pages", c.policy.topk_pages}, {"local_pages", c.policy.local_pages},
-                         {"dense_layers", c.dense_layers}, {"summary_dtype", c.fp8_summaries ? "fp8" : "auto"}};
+                         {"dense_layers", c.dense_layers}, {"summary_dtype", c.i8_summaries ? "int8" : "auto"}};
   nlohmann::json j = {
       {"model", g.model().source()},
       {"backend", g.backend_name()},

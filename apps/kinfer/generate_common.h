@@ -31,7 +31,7 @@ struct GenerateOptions {
   int local_pages = 4;
   int kv_pages = 0;  // 0 = enough for every sample, capped by free memory
   std::string dense_layers;
-  std::string summary_dtype = "auto";  // page summaries: auto (the KV dtype) | fp8
+  std::string summary_dtype = "auto";  // page summaries: auto (the KV dtype) | int8
   uint64_t seed = 0;
   float temp = 0.6f, top_p = 0.95f, min_p = 0.f, repetition_penalty = 1.f, presence_penalty = 0.f;
   int top_k = 20;  // DESIGN.md: Qwen3 thinking defaults (T 0.6, top-p 0.95, top-k 20)
@@ -62,7 +62,7 @@ void add_engine_options(CLI::App& app, GenerateOptions& o);
 void add_generate_options(CLI::App& app, GenerateOptions& o);
 // --cpu-weights auto|native|bf16|f32 into `value` (model/weights.h WeightFormat).
 void add_cpu_weights_option(CLI::App& app, std::string& value);
-// --summary-dtype auto|fp8 (EngineConfig::fp8_summaries).
+// --summary-dtype auto|int8 (EngineConfig::i8_summaries).
 void add_summary_dtype_option(CLI::App& app, std::string& summary_dtype);
 
 // The devices (placement), the model loaded on each replica, the tokenizer.

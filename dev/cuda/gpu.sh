@@ -76,7 +76,7 @@ dec() {  # preset batch context attn [extra]
     --page-size 16 --tokens ${DECODE_TOKENS:-20} --copy-gbps "$COPY" --json "${@:5}" 2>>"$OUT/decode.err" | tee -a "$J" |
     python3 -c "import json,sys
 for l in sys.stdin:
-  j=json.loads(l); print(f\"decode {j['model']} B{j['batch']}x{j['context']} {j['attn']['kind']}: {j['step_ms']:.2f} ms/step, {j['roofline_fraction']:.2f} of roofline\")"
+  j=json.loads(l); a=j['attn']; sd=' int8 summaries' if a.get('summary_dtype')=='int8' else ''; print(f\"decode {j['model']} B{j['batch']}x{j['context']} {a['kind']}{sd}: {j['step_ms']:.2f} ms/step, {j['roofline_fraction']:.2f} of roofline\")"
 }
 
 copy_bw() { COPY=$($K bench copy --json | tee -a "$J" | python3 -c "import json,sys; print(json.load(sys.stdin)['copy_gbps'])"); }
@@ -149,6 +149,10 @@ step_decode() {
     dec qwen3-0.6b 4 40960 $a
   done
   dec qwen3-0.6b 32 16384 blocktopk --dense-layers 0
+  for shape in "qwen3-0.6b 32 16384" "qwen3-0.6b 64 16384" "qwen3-8b 32 16384" "qwen3-0.6b 32 32768"; do
+    dec $shape blocktopk --summary-dtype int8  # page summaries as int8 codes (attn/summary.h)
+  done
+  dec qwen3-0.6b 32 16384 blocktopk --dense-layers 0 --summary-dtype int8
   dec qwen3-8b 128 4096 dense
   dec qwen3-32b 16 16384 dense
   dec qwen3-0.6b 32 16384 blocktopk --profile > /dev/null

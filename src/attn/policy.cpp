@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 
-#include "attn/summary.h"
 #include "util/error.h"
 
 namespace kf {
@@ -62,9 +61,9 @@ float dot(const float* a, const float* b, int n) {
   return s;
 }
 
-float dot_e4m3(const float* a, const uint8_t* codes, int n) {
+float dot_i8(const float* a, const uint8_t* codes, int n) {
   float s = 0.f;
-  for (int i = 0; i < n; ++i) s += a[i] * fp8_e4m3_decode(codes[i]);
+  for (int i = 0; i < n; ++i) s += a[i] * static_cast<float>(static_cast<int8_t>(codes[i]));
   return s;
 }
 

@@ -36,7 +36,7 @@ struct KvLayer {
   Tensor k;        // [n_pages, n_kv_heads, page_size, head_dim]
   Tensor v;        // [n_pages, n_kv_heads, page_size, head_dim]
   Tensor summary;  // [n_pages, n_kv_heads, head_dim]: mean post-RoPE key of a full page, in the act dtype
-                   // (CUDA also takes F32), or U8: fp8 e4m3 codes (attn/summary.h) scaled by summary_scale
+                   // (CUDA also takes F32), or U8: int8 codes (attn/summary.h) scaled by summary_scale
   Tensor summary_scale = {};  // [n_pages, n_kv_heads] F32 for U8 summaries, else empty
 };
 

@@ -12,18 +12,18 @@ namespace kf {
 
 using Clock = std::chrono::steady_clock;
 
-int64_t kv_page_bytes(const ModelConfig& cfg, int page_size, int elem_bytes, bool fp8_summaries) {
+int64_t kv_page_bytes(const ModelConfig& cfg, int page_size, int elem_bytes, bool i8_summaries) {
   // K + V + the key summary per page and layer, plus the page's tokens.
-  const int64_t summary = attn::summary_bytes(attn::summary_kind_for(elem_bytes, fp8_summaries), cfg.head_dim);
+  const int64_t summary = attn::summary_bytes(attn::summary_kind_for(elem_bytes, i8_summaries), cfg.head_dim);
   return static_cast<int64_t>(cfg.n_layers) * cfg.n_kv_heads *
              (cfg.head_dim * elem_bytes * 2 * static_cast<int64_t>(page_size) + summary) +
          4 * static_cast<int64_t>(page_size);
 }
 
 int default_kv_pages(const ModelConfig& cfg, int page_size, int64_t tokens_needed, int64_t max_bytes,
-                     int elem_bytes, bool fp8_summaries) {
+                     int elem_bytes, bool i8_summaries) {
   const int64_t want = (tokens_needed + page_size - 1) / page_size + 1;
-  const int64_t page_bytes = kv_page_bytes(cfg, page_size, elem_bytes, fp8_summaries);
+  const int64_t page_bytes = kv_page_bytes(cfg, page_size, elem_bytes, i8_summaries);
   const int64_t cap = std::max<int64_t>(1, max_bytes / std::max<int64_t>(1, page_bytes));
   return static_cast<int>(std::min<int64_t>({want, cap, int64_t{1} << 30}));
 }
@@ -84,7 +84,7 @@ ExecutorConfig executor_config(const EngineConfig& c, const Backend& be) {
   e.graphs = c.graphs == EngineConfig::Mode::Always || (c.graphs == EngineConfig::Mode::Auto && be.device() != Device::CPU);
   e.policy = c.policy;
   e.dense_layers = c.dense_layers;
-  e.fp8_summaries = c.fp8_summaries;
+  e.i8_summaries = c.i8_summaries;
   return e;
 }
 
@@ -387,7 +387,7 @@ Engine::Launched Engine::launch(const StepPlan& plan) {
       dense.kind = AttnKind::Dense;
       const attn::Reads rdense = attn::reads_per_head(ctx, cfg_.page_size, dense);
       const int64_t n_dense = static_cast<int64_t>(cfg_.dense_layers.size()), n_sparse = mc.n_layers - n_dense;
-      const int64_t summary = attn::summary_bytes(attn::summary_kind_for(static_cast<int>(elem), cfg_.fp8_summaries), mc.head_dim);
+      const int64_t summary = attn::summary_bytes(attn::summary_kind_for(static_cast<int>(elem), cfg_.i8_summaries), mc.head_dim);
       const int64_t bytes = kv_heads_ * (mc.head_dim * elem *
                                              (n_sparse * (2 * rd.kv_tokens + rd.k_tokens) + n_dense * 2 * rdense.kv_tokens) +
                                          n_sparse * rd.summaries * summary);

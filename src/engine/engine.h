@@ -48,7 +48,7 @@ struct EngineConfig {
   int kv_pages = 0;  // pool capacity in pages per layer (must be set: see default_kv_pages)
   AttnPolicy policy;
   std::vector<int> dense_layers;  // layers kept dense under any policy (--dense-layers)
-  bool fp8_summaries = false;     // --summary-dtype fp8: page summaries as e4m3 codes + scale (attn/summary.h)
+  bool i8_summaries = false;      // --summary-dtype int8: page summaries as int8 codes + scale (attn/summary.h)
   int max_step_tokens = 512;      // rows per step: decode rows plus prefill chunks of many requests
   int max_seqs = 256;             // running sequences at most (--max-seqs)
   int max_model_len = 0;          // prompt + generated tokens per sample at most (0 = the model's max_position)
@@ -68,9 +68,9 @@ struct EngineConfig {
 // pools of all layers stay under max_bytes.
 // elem_bytes: bytes per K/V element (4 for the CPU's F32, 2 for BF16).
 int default_kv_pages(const ModelConfig& cfg, int page_size, int64_t tokens_needed, int64_t max_bytes,
-                     int elem_bytes = 4, bool fp8_summaries = false);
+                     int elem_bytes = 4, bool i8_summaries = false);
 // Device bytes one KV page takes over all layers (K, V, key summary, token).
-int64_t kv_page_bytes(const ModelConfig& cfg, int page_size, int elem_bytes, bool fp8_summaries = false);
+int64_t kv_page_bytes(const ModelConfig& cfg, int page_size, int elem_bytes, bool i8_summaries = false);
 
 // What happened to one sample since the last event of its request.
 struct StreamEvent {

@@ -48,12 +48,12 @@ StepExecutor::StepExecutor(const Model& model, Backend& be, ExecutorConfig cfg)
   for (int l = 0; l < mc.n_layers; ++l) {
     k_.emplace_back(act, std::initializer_list<int64_t>{pages, mc.n_kv_heads, P, mc.head_dim}, be);
     v_.emplace_back(act, std::initializer_list<int64_t>{pages, mc.n_kv_heads, P, mc.head_dim}, be);
-    summary_.emplace_back(cfg_.fp8_summaries ? DType::U8 : act,
+    summary_.emplace_back(cfg_.i8_summaries ? DType::U8 : act,
                           std::initializer_list<int64_t>{pages, mc.n_kv_heads, mc.head_dim}, be);
-    if (cfg_.fp8_summaries)
+    if (cfg_.i8_summaries)
       summary_scale_.emplace_back(DType::F32, std::initializer_list<int64_t>{pages, mc.n_kv_heads}, be);
     kv_layers_.push_back(KvLayer{k_[l].view(), v_[l].view(), summary_[l].view(),
-                                 cfg_.fp8_summaries ? summary_scale_[l].view() : Tensor()});
+                                 cfg_.i8_summaries ? summary_scale_[l].view() : Tensor()});
   }
   token_pool_ = Buffer(DType::I32, {pages, P}, be);
 

@@ -40,7 +40,7 @@ struct ExecutorConfig {
   bool pad_decode = false;    // pad pure decode steps as graph steps are, even without graphs (tests)
   AttnPolicy policy;          // decode policy of sequences added without one
   std::vector<int> dense_layers;  // layers that stay dense under any policy
-  bool fp8_summaries = false;     // page summaries as e4m3 codes + scale (attn/summary.h), else the act dtype
+  bool i8_summaries = false;      // page summaries as int8 codes + scale (attn/summary.h), else the act dtype
 };
 
 // One sampled token: the parameters of Backend::sample for its row.

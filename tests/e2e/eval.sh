@@ -48,6 +48,13 @@ if "$KINFER" eval "${run[@]}" --limit 3 --max-tokens 9 --out "$TMP/t.jsonl" --re
   fail "resume with other settings accepted"
 fi
 grep -q "max_tokens" "$TMP/err.txt" || fail "resume error does not name the field"
+# Nor int8 page summaries to a trace of summaries in the KV dtype (the
+# header records summary_dtype only when it is not the default).
+if "$KINFER" eval "${run[@]}" --limit 3 --max-tokens 8 --out "$TMP/t.jsonl" --resume --summary-dtype int8 \
+    2> "$TMP/err.txt"; then
+  fail "resume with int8 summaries accepted"
+fi
+grep -q "summary_dtype" "$TMP/err.txt" || fail "resume error does not name summary_dtype"
 
 # A custom JSONL data set with its own field names, selected by id.
 printf '{"key": "k1", "q": "What is 2+3?", "a": 5}\n{"key": "k2", "q": "What is 3*3?", "a": 9}\n' > "$TMP/mine.jsonl"

@@ -4,7 +4,7 @@
 #  - Best-of-8 with blocktopk --topk-pages 2 --local-pages 1 runs, gives 8
 #    samples, and is reproducible with the same seed (and differs with another)
 #  - a sample does not depend on n (sample 0 of -n 8 == the -n 1 run)
-#  - --summary-dtype fp8: Best-of-8 reproducible, recorded in the stats, fewer
+#  - --summary-dtype int8: Best-of-8 reproducible, recorded in the stats, fewer
 #    bytes read per token than the f32 summaries; a bad value is refused
 #  - a prompt larger than the KV pool fails with a clear error
 set -euo pipefail
@@ -53,13 +53,13 @@ one=(--model default --chat "Write a haiku about the sea." -n 1 --max-tokens 24
 first_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["samples"][0]["tokens"])' "$1"; }
 [[ "$(first_of "$tmp/one.json")" == "$(first_of "$tmp/a.json")" ]] || fail "sample 0 depends on n"
 
-"$KINFER" generate "${bon[@]}" --seed 7 --summary-dtype fp8 > "$tmp/f1.json"
-"$KINFER" generate "${bon[@]}" --seed 7 --summary-dtype fp8 > "$tmp/f2.json"
-[[ "$(tokens "$tmp/f1.json")" == "$(tokens "$tmp/f2.json")" ]] || fail "fp8 summaries: Best-of-8 not reproducible"
-python3 - "$tmp/f1.json" "$tmp/a.json" <<'EOF' || fail "fp8 summaries: stats wrong"
+"$KINFER" generate "${bon[@]}" --seed 7 --summary-dtype int8 > "$tmp/f1.json"
+"$KINFER" generate "${bon[@]}" --seed 7 --summary-dtype int8 > "$tmp/f2.json"
+[[ "$(tokens "$tmp/f1.json")" == "$(tokens "$tmp/f2.json")" ]] || fail "int8 summaries: Best-of-8 not reproducible"
+python3 - "$tmp/f1.json" "$tmp/a.json" <<'EOF' || fail "int8 summaries: stats wrong"
 import json, sys
 f, a = (json.load(open(p)) for p in sys.argv[1:3])
-assert f["stats"]["attn"]["summary_dtype"] == "fp8", f["stats"]["attn"]
+assert f["stats"]["attn"]["summary_dtype"] == "int8", f["stats"]["attn"]
 assert a["stats"]["attn"]["summary_dtype"] == "auto", a["stats"]["attn"]
 assert len(f["samples"]) == 8 and all(s["tokens"] for s in f["samples"])
 per_tok = lambda j: j["stats"]["kv_bytes_read_per_token"]

@@ -69,21 +69,21 @@ void run_case(Backend& be, const Case& c) {
   pol.local_pages = c.local_pages;
 
   // CPU reference.
-  // FP8 summaries: the same vectors encoded, each with its own scale.
-  const bool fp8 = c.summary == attn::SummaryKind::FP8;
+  // int8 summaries: the same vectors encoded, each with its own scale.
+  const bool i8 = c.summary == attn::SummaryKind::I8;
   std::vector<uint8_t> codes(sum.size());
   std::vector<float> scales(size_t(n_pages) * Hkv);
-  for (size_t ph = 0; fp8 && ph < scales.size(); ++ph) {
+  for (size_t ph = 0; i8 && ph < scales.size(); ++ph) {
     float amax = 0.f;
     for (int d = 0; d < D; ++d) amax = std::max(amax, std::fabs(sum[ph * D + d]));
-    scales[ph] = attn::fp8_summary_scale(amax);
-    for (int d = 0; d < D; ++d) codes[ph * D + d] = attn::fp8_e4m3_encode(sum[ph * D + d] / scales[ph]);
+    scales[ph] = attn::i8_summary_scale(amax);
+    for (int d = 0; d < D; ++d) codes[ph * D + d] = static_cast<uint8_t>(attn::i8_encode(sum[ph * D + d], scales[ph]));
   }
   Buffer ck(DType::F32, {n_pages, Hkv, P, D}), cv(DType::F32, {n_pages, Hkv, P, D});
-  Buffer cs(fp8 ? DType::U8 : DType::F32, {n_pages, Hkv, D}), css(DType::F32, {n_pages, Hkv});
+  Buffer cs(i8 ? DType::U8 : DType::F32, {n_pages, Hkv, D}), css(DType::F32, {n_pages, Hkv});
   std::copy(k.begin(), k.end(), ck.ptr<float>());
   std::copy(v.begin(), v.end(), cv.ptr<float>());
-  if (fp8) {
+  if (i8) {
     std::copy(codes.begin(), codes.end(), cs.ptr<uint8_t>());
     std::copy(scales.begin(), scales.end(), css.ptr<float>());
   } else {
@@ -107,17 +107,17 @@ void run_case(Backend& be, const Case& c) {
   Buffer cpol(DType::I32, {std::max(1, S * 3)});
   std::copy(seq_pol.begin(), seq_pol.end(), cpol.ptr<int32_t>());
   AttnBatch cb{S, max_pages, cqs, cctx, ctab, seq_pol.empty() ? Tensor() : cpol.view().rows(0, S * 3)};
-  cpu_attention(cq, KvLayer{ck, cv, cs, fp8 ? css.view() : Tensor()}, cb, pol, scale, cout, &cpu_sel, ws);
+  cpu_attention(cq, KvLayer{ck, cv, cs, i8 ? css.view() : Tensor()}, cb, pol, scale, cout, &cpu_sel, ws);
 
   // GPU: the same pages at ids shifted by page_offset.
   const int64_t off = c.page_offset, pool_pages = n_pages + off;
   Buffer gk(DType::BF16, {pool_pages, Hkv, P, D}, be), gv(DType::BF16, {pool_pages, Hkv, P, D}, be);
-  Buffer gs(fp8 ? DType::U8 : c.summary == attn::SummaryKind::BF16 ? DType::BF16 : DType::F32, {pool_pages, Hkv, D}, be);
+  Buffer gs(i8 ? DType::U8 : c.summary == attn::SummaryKind::BF16 ? DType::BF16 : DType::F32, {pool_pages, Hkv, D}, be);
   Buffer gss(DType::F32, {pool_pages, Hkv}, be);
   be.upload(gk.view().rows(off, n_pages), test::to_bf16(k).data());
   be.upload(gv.view().rows(off, n_pages), test::to_bf16(v).data());
   const std::vector<uint16_t> sum_bf16 = test::to_bf16(sum);
-  if (fp8) {
+  if (i8) {
     be.upload(gs.view().rows(off, n_pages), codes.data());
     be.upload(gss.view().rows(off, n_pages), scales.data());
   } else if (c.summary == attn::SummaryKind::BF16) {
@@ -136,7 +136,7 @@ void run_case(Backend& be, const Case& c) {
   Buffer gsel(DType::I32, {S, Hkv, max_pages}, be), gcnt(DType::I32, {S, Hkv}, be);
   PageSelection gpu_sel{gsel, gcnt};
   AttnBatch gb{S, max_pages, gqs, gctx, gtab, seq_pol.empty() ? Tensor() : gpol.view().rows(0, S * 3)};
-  be.attention(gq, KvLayer{gk, gv, gs, fp8 ? gss.view() : Tensor()}, gb, pol, scale, gout, &gpu_sel);
+  be.attention(gq, KvLayer{gk, gv, gs, i8 ? gss.view() : Tensor()}, gb, pol, scale, gout, &gpu_sel);
 
   std::vector<float> ref(cout.ptr<float>(), cout.ptr<float>() + cout.view().numel());
   auto got = test::host_bf16(be, gout);
@@ -227,7 +227,7 @@ TEST_F(CudaAttention, BlockTopKSelectionMatchesCpu) {
   uint32_t seed = 100;
   for (int D : {64, 128})
     for (int P : {16, 32})
-      for (attn::SummaryKind sk : {attn::SummaryKind::BF16, attn::SummaryKind::F32, attn::SummaryKind::FP8}) {
+      for (attn::SummaryKind sk : {attn::SummaryKind::BF16, attn::SummaryKind::F32, attn::SummaryKind::I8}) {
         Case c;
         c.kind = AttnKind::BlockTopK;
         c.head_dim = D;
@@ -249,7 +249,7 @@ TEST_F(CudaAttention, BlockTopKLong) {
   c.kind = AttnKind::BlockTopK;
   c.ctx = {32768, 16384, 32000};
   run_case(*be, c);
-  c.summary = attn::SummaryKind::FP8;
+  c.summary = attn::SummaryKind::I8;
   run_case(*be, c);
 }
 

@@ -363,14 +363,14 @@ TEST_F(CudaFused, SplitKProjectionMatchesCpuAndUnsplit) {
 // 2048, 64: the summary is written; the page is in the local window, which
 // selection does not score). Query groups of 2 and 8, head_dim 64, partial
 // rotary, no per-head norm, local and the topk oracle, and one multi-row
-// sequence beside empty ones (the fused kernel serves it row by row); FP8
+// sequence beside empty ones (the fused kernel serves it row by row); int8
 // summaries (codes and scales bit for bit).
 struct QkvAttnCase {
   int hq, hkv, hd, rotary, page_size;
   bool qk_norm;
   AttnKind kind;
   std::vector<int> ctx, rows;  // tokens after the step, new rows (empty: 1 each)
-  bool fp8 = false;            // summaries as e4m3 codes + scales
+  bool i8 = false;             // summaries as int8 codes + scales
 };
 
 TEST_F(CudaFused, QkvAttentionSummariesInTheSparseKernel) {
@@ -387,7 +387,7 @@ TEST_F(CudaFused, QkvAttentionSummariesInTheSparseKernel) {
         QkvAttnCase{8, 2, 64, 32, 32, false, AttnKind::BlockTopK, {700, 64, 1500}, {}, true}}) {
     SCOPED_TRACE(::testing::Message() << attn_kind_name(c.kind) << " Hq " << c.hq << " Hkv " << c.hkv << " D "
                                       << c.hd << " rotary " << c.rotary << " P " << c.page_size
-                                      << (c.fp8 ? " fp8 summaries" : ""));
+                                      << (c.i8 ? " int8 summaries" : ""));
     const int S = static_cast<int>(c.ctx.size()), P = c.page_size, D = c.hd;
     const std::vector<int> rows = c.rows.empty() ? std::vector<int>(S, 1) : c.rows;
     std::vector<int32_t> q_start(S + 1, 0);
@@ -411,8 +411,8 @@ TEST_F(CudaFused, QkvAttentionSummariesInTheSparseKernel) {
       }
     const size_t pool_n = size_t(pages) * c.hkv * P * D, sum_n = size_t(pages) * c.hkv * D;
     const auto k0 = rand_bf16(pool_n, rng), v0 = rand_bf16(pool_n, rng), s0 = rand_bf16(sum_n, rng);
-    std::vector<uint8_t> codes0(sum_n);  // FP8 pools: s0 encoded at scale 1
-    for (size_t i = 0; i < sum_n; ++i) codes0[i] = attn::fp8_e4m3_encode(s0[i]);
+    std::vector<uint8_t> codes0(sum_n);  // int8 pools: s0 encoded at scale 1/127
+    for (size_t i = 0; i < sum_n; ++i) codes0[i] = static_cast<uint8_t>(attn::i8_encode(s0[i], 1.f / 127));
     const auto qkv = rand_bf16(size_t(n) * width, rng, -2.f, 2.f);
     const auto qn = rand_bf16(D, rng, 0.5f, 1.5f), kn = rand_bf16(D, rng, 0.5f, 1.5f);
     std::vector<float> inv(c.rotary / 2);
@@ -430,11 +430,11 @@ TEST_F(CudaFused, QkvAttentionSummariesInTheSparseKernel) {
     };
     auto run = [&](Backend& b, bool profile) {
       Run r{dev_bf16(b, k0, {pages, c.hkv, P, D}), dev_bf16(b, v0, {pages, c.hkv, P, D}),
-            c.fp8 ? Buffer(DType::U8, {pages, c.hkv, D}, b) : dev_bf16(b, s0, {pages, c.hkv, D}),
+            c.i8 ? Buffer(DType::U8, {pages, c.hkv, D}, b) : dev_bf16(b, s0, {pages, c.hkv, D}),
             Buffer(DType::BF16, {n, c.hq, D}, b), Buffer(DType::BF16, {n, c.hq, D}, b),
             Buffer(DType::I32, {S, c.hkv, max_pages}, b), Buffer(DType::I32, {S, c.hkv}, b),
             test::dev_f32(b, std::vector<float>(size_t(pages) * c.hkv, 1.f), {pages, c.hkv})};
-      if (c.fp8) b.upload(r.sum, codes0.data());
+      if (c.i8) b.upload(r.sum, codes0.data());
       test::poison(b, r.q);
       test::poison(b, r.out);
       Buffer g_qkv = dev_bf16(b, qkv, {n, width}), g_qn = dev_bf16(b, qn, {D}), g_kn = dev_bf16(b, kn, {D});
@@ -445,7 +445,7 @@ TEST_F(CudaFused, QkvAttentionSummariesInTheSparseKernel) {
       PageSelection sel{r.sel, r.cnt};
       if (profile) cuda_profile(b, true);
       b.qkv_attention(g_qkv, c.qk_norm ? &g_qn.view() : nullptr, c.qk_norm ? &g_kn.view() : nullptr, 1e-6f, g_pos,
-                      rope, KvLayer{r.k, r.v, r.sum, c.fp8 ? r.scale.view() : Tensor()}, g_slots, r.q, batch, pol,
+                      rope, KvLayer{r.k, r.v, r.sum, c.i8 ? r.scale.view() : Tensor()}, g_slots, r.q, batch, pol,
                       1.f / std::sqrt(float(D)), r.out,
                       &sel);
       b.synchronize();
@@ -465,9 +465,9 @@ TEST_F(CudaFused, QkvAttentionSummariesInTheSparseKernel) {
       b.download(h.data(), sum.view());
       return h;
     };
-    if (c.fp8) {
-      EXPECT_EQ(codes(*be, fused.sum), codes(*sep, separate.sum)) << "fp8 summary codes";
-      EXPECT_EQ(test::host_f32(*be, fused.scale), test::host_f32(*sep, separate.scale)) << "fp8 summary scales";
+    if (c.i8) {
+      EXPECT_EQ(codes(*be, fused.sum), codes(*sep, separate.sum)) << "int8 summary codes";
+      EXPECT_EQ(test::host_f32(*be, fused.scale), test::host_f32(*sep, separate.scale)) << "int8 summary scales";
       EXPECT_NE(codes(*be, fused.sum), codes0) << "no page was completed";
     } else {
       EXPECT_EQ(host_bf16(*be, fused.sum), host_bf16(*sep, separate.sum)) << "summaries";

@@ -147,10 +147,10 @@ TEST_F(CudaOps, RopeRotateHalf) {
 }
 
 // kv_write and kv_copy_pages vs the CPU reference on an f32 copy of the pool.
-// FP8 summaries (U8 codes + scales) must equal the CPU's bit for bit: both
+// int8 summaries (U8 codes + scales) must equal the CPU's bit for bit: both
 // take the mean of the same bf16 keys in slot order and encode it alike.
 void kv_case(Backend& be, std::mt19937& rng, int Hkv, int P, int D, attn::SummaryKind kind) {
-  const bool summary_bf16 = kind == attn::SummaryKind::BF16, fp8 = kind == attn::SummaryKind::FP8;
+  const bool summary_bf16 = kind == attn::SummaryKind::BF16, i8 = kind == attn::SummaryKind::I8;
   const int n_pages = 9;
   const int64_t pool = int64_t(n_pages) * Hkv * P * D;
   auto k0 = rand_bf16(pool, rng), v0 = rand_bf16(pool, rng);
@@ -162,20 +162,20 @@ void kv_case(Backend& be, std::mt19937& rng, int Hkv, int P, int D, attn::Summar
   slots.push_back(7 * P + P - 1);
   const int n = static_cast<int>(slots.size());
   auto k = rand_bf16(size_t(n) * Hkv * D, rng), v = rand_bf16(size_t(n) * Hkv * D, rng);
-  for (size_t i = 0; i < k.size(); ++i)  // heads of magnitudes 2^-10 .. 2^10: every scale path of FP8
+  for (size_t i = 0; i < k.size(); ++i)  // heads of magnitudes 2^-10 .. 2^10: scales far from 1
     k[i] = std::ldexp(k[i], int((i / D) % Hkv * 7 % 21) - 10);
 
   Buffer ck(DType::F32, {n_pages, Hkv, P, D}), cv(DType::F32, {n_pages, Hkv, P, D});
-  Buffer cs(fp8 ? DType::U8 : DType::F32, {n_pages, Hkv, D}), css(DType::F32, {n_pages, Hkv});
+  Buffer cs(i8 ? DType::U8 : DType::F32, {n_pages, Hkv, D}), css(DType::F32, {n_pages, Hkv});
   std::copy(k0.begin(), k0.end(), ck.ptr<float>());
   std::copy(v0.begin(), v0.end(), cv.ptr<float>());
-  if (fp8) {
+  if (i8) {
     std::fill_n(cs.ptr<uint8_t>(), s0.size(), uint8_t{0});
     std::fill_n(css.ptr<float>(), size_t(n_pages) * Hkv, 1.f);
   } else {
     std::copy(s0.begin(), s0.end(), cs.ptr<float>());
   }
-  KvLayer cpu{ck, cv, cs, fp8 ? css.view() : Tensor()};
+  KvLayer cpu{ck, cv, cs, i8 ? css.view() : Tensor()};
   Buffer crk(DType::F32, {n, Hkv, D}), crv(DType::F32, {n, Hkv, D}), csl(DType::I32, {n});
   std::copy(k.begin(), k.end(), crk.ptr<float>());
   std::copy(v.begin(), v.end(), crv.ptr<float>());
@@ -183,12 +183,12 @@ void kv_case(Backend& be, std::mt19937& rng, int Hkv, int P, int D, attn::Summar
   cpu_kv_write(cpu, crk, crv, csl);
 
   Buffer gk = dev_bf16(be, k0, {n_pages, Hkv, P, D}), gv = dev_bf16(be, v0, {n_pages, Hkv, P, D});
-  Buffer gs = fp8            ? Buffer(DType::U8, {n_pages, Hkv, D}, be)
+  Buffer gs = i8            ? Buffer(DType::U8, {n_pages, Hkv, D}, be)
               : summary_bf16 ? dev_bf16(be, s0, {n_pages, Hkv, D})
                              : test::dev_f32(be, s0, {n_pages, Hkv, D});
   Buffer gss = test::dev_f32(be, std::vector<float>(size_t(n_pages) * Hkv, 1.f), {n_pages, Hkv});
-  if (fp8) be.upload(gs.view(), cs.ptr<uint8_t>());
-  KvLayer gpu{gk, gv, gs, fp8 ? gss.view() : Tensor()};
+  if (i8) be.upload(gs.view(), cs.ptr<uint8_t>());
+  KvLayer gpu{gk, gv, gs, i8 ? gss.view() : Tensor()};
   Buffer grk = dev_bf16(be, k, {n, Hkv, D}), grv = dev_bf16(be, v, {n, Hkv, D}), gsl = dev_i32(be, slots, {n});
   be.kv_write(gpu, grk, grv, gsl);
 
@@ -196,12 +196,12 @@ void kv_case(Backend& be, std::mt19937& rng, int Hkv, int P, int D, attn::Summar
     std::vector<float> ek(ck.ptr<float>(), ck.ptr<float>() + pool), ev(cv.ptr<float>(), cv.ptr<float>() + pool);
     EXPECT_EQ(host_bf16(be, gk), ek) << what << ": K pool";
     EXPECT_EQ(host_bf16(be, gv), ev) << what << ": V pool";
-    if (fp8) {
+    if (i8) {
       std::vector<uint8_t> codes(s0.size());
       be.download(codes.data(), gs.view());
-      EXPECT_EQ(codes, std::vector<uint8_t>(cs.ptr<uint8_t>(), cs.ptr<uint8_t>() + s0.size())) << what << ": fp8 codes";
+      EXPECT_EQ(codes, std::vector<uint8_t>(cs.ptr<uint8_t>(), cs.ptr<uint8_t>() + s0.size())) << what << ": i8 codes";
       EXPECT_EQ(test::host_f32(be, gss), std::vector<float>(css.ptr<float>(), css.ptr<float>() + n_pages * Hkv))
-          << what << ": fp8 scales";
+          << what << ": i8 scales";
       int scales = 0;  // the pages written have scales other than 1
       for (int i = 0; i < n_pages * Hkv; ++i) scales += css.ptr<float>()[i] != 1.f;
       EXPECT_GE(scales, Hkv) << what;
@@ -227,8 +227,8 @@ TEST_F(CudaOps, KvWriteAndCopyPages) {
   kv_case(*be, rng, 2, 16, 128, attn::SummaryKind::F32);
   kv_case(*be, rng, 3, 32, 64, attn::SummaryKind::BF16);
   kv_case(*be, rng, 8, 16, 128, attn::SummaryKind::BF16);
-  kv_case(*be, rng, 8, 16, 128, attn::SummaryKind::FP8);
-  kv_case(*be, rng, 3, 32, 64, attn::SummaryKind::FP8);
+  kv_case(*be, rng, 8, 16, 128, attn::SummaryKind::I8);
+  kv_case(*be, rng, 3, 32, 64, attn::SummaryKind::I8);
 }
 
 }  // namespace

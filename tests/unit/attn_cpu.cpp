@@ -27,7 +27,7 @@ struct Seq {
 
 struct Case {
   int Hkv, G, D, P, n_pool;
-  bool fp8 = false;  // page summaries as e4m3 codes + scales (attn/summary.h)
+  bool i8 = false;  // page summaries as int8 codes + scales (attn/summary.h)
   std::vector<Seq> seqs;
   std::vector<float> q;  // [rows total, Hq, D]
   Buffer k, v, sum, sum_scale;
@@ -47,11 +47,11 @@ void build(Case& c, std::mt19937& rng) {
   c.n_pool = total + 3;
   c.k = Buffer(DType::F32, {c.n_pool, c.Hkv, c.P, c.D});
   c.v = Buffer(DType::F32, {c.n_pool, c.Hkv, c.P, c.D});
-  c.sum = Buffer(c.fp8 ? DType::U8 : DType::F32, {c.n_pool, c.Hkv, c.D});
+  c.sum = Buffer(c.i8 ? DType::U8 : DType::F32, {c.n_pool, c.Hkv, c.D});
   c.sum_scale = Buffer(DType::F32, {c.n_pool, c.Hkv});
   std::fill(c.k.ptr<float>(), c.k.ptr<float>() + c.k.view().numel(), NAN);  // unwritten slots poison
   std::fill(c.v.ptr<float>(), c.v.ptr<float>() + c.v.view().numel(), NAN);
-  c.kv = KvLayer{c.k, c.v, c.sum, c.fp8 ? c.sum_scale.view() : Tensor()};
+  c.kv = KvLayer{c.k, c.v, c.sum, c.i8 ? c.sum_scale.view() : Tensor()};
   std::vector<int> perm(c.n_pool);
   std::iota(perm.begin(), perm.end(), 0);
   std::shuffle(perm.begin(), perm.end(), rng);
@@ -95,7 +95,7 @@ void build(Case& c, std::mt19937& rng) {
 }
 
 // The summary of page i of s for KV head h, by definition: the mean of its
-// keys (float, summed in slot order), for FP8 pools encoded and decoded.
+// keys (float, summed in slot order), for int8 pools encoded and decoded.
 std::vector<double> reference_summary(const Case& c, const Seq& s, int i, int h) {
   std::vector<float> mean(c.D);
   float amax = 0.f;
@@ -105,11 +105,10 @@ std::vector<double> reference_summary(const Case& c, const Seq& s, int i, int h)
     mean[d] = sum / static_cast<float>(c.P);
     amax = std::max(amax, std::fabs(mean[d]));
   }
-  const float scale = attn::fp8_summary_scale(amax);
+  const float scale = amax / 127.f;
   std::vector<double> out(c.D);
   for (int d = 0; d < c.D; ++d)
-    out[d] = c.fp8 ? static_cast<double>(attn::fp8_e4m3_decode(attn::fp8_e4m3_encode(mean[d] / scale))) * scale
-                   : static_cast<double>(mean[d]);
+    out[d] = c.i8 ? std::nearbyint(static_cast<double>(mean[d] / scale)) * scale : static_cast<double>(mean[d]);
   return out;
 }
 
@@ -219,11 +218,11 @@ void check_case(Case& c, const AttnPolicy& pol, const char* label) {
   }
 }
 
-Case random_case(std::mt19937& rng, bool decode_only, bool fp8 = false) {
+Case random_case(std::mt19937& rng, bool decode_only, bool i8 = false) {
   static const int kPage[] = {1, 2, 3, 5, 16, 32};
   static const int kDim[] = {4, 8, 13, 16, 64};
   Case c;
-  c.fp8 = fp8;
+  c.i8 = i8;
   c.Hkv = 1 + rng() % 3;
   c.G = 1 + rng() % 4;
   c.D = kDim[rng() % 5];
@@ -258,7 +257,7 @@ TEST(AttnCpu, EveryPolicyMatchesBruteForce) {
   }
 }
 
-TEST(AttnCpu, Fp8SummariesMatchBruteForce) {
+TEST(AttnCpu, Int8SummariesMatchBruteForce) {
   std::mt19937 rng(4321);
   for (int iter = 0; iter < 60; ++iter) {
     Case c = random_case(rng, iter % 3 == 0, true);
@@ -266,77 +265,52 @@ TEST(AttnCpu, Fp8SummariesMatchBruteForce) {
     pol.kind = AttnKind::BlockTopK;
     pol.local_pages = 1 + rng() % 3;
     pol.topk_pages = rng() % 5;
-    const std::string label = "fp8 iter " + std::to_string(iter) + " P=" + std::to_string(c.P) + " D=" + std::to_string(c.D);
+    const std::string label = "int8 iter " + std::to_string(iter) + " P=" + std::to_string(c.P) + " D=" + std::to_string(c.D);
     check_case(c, pol, label.c_str());
     if (HasFatalFailure()) return;
-    // Codes and scales as defined, each full page's largest |mean| in (224, 448] after scaling.
+    // Codes and scales as defined: the largest |mean| gets code +-127, the
+    // others round to nearest, so every value is within scale / 2 of its mean.
     for (const Seq& s : c.seqs)
       for (int i = 0; i < s.ctx / c.P; ++i)
         for (int h = 0; h < c.Hkv; ++h) {
           const int64_t ph = static_cast<int64_t>(s.pages[i]) * c.Hkv + h;
           const float scale = c.sum_scale.ptr<float>()[ph];
           const std::vector<double> want = reference_summary(c, s, i, h);
-          double amax = 0;
+          int max_code = 0;
           for (int d = 0; d < c.D; ++d) {
-            const double got = attn::fp8_e4m3_decode(c.sum.ptr<uint8_t>()[ph * c.D + d]) * double(scale);
-            ASSERT_EQ(got, want[d]) << label << " page " << i << " head " << h << " d " << d;
-            amax = std::max(amax, std::fabs(got) / scale);
+            const int code = static_cast<int8_t>(c.sum.ptr<uint8_t>()[ph * c.D + d]);
+            ASSERT_EQ(code * double(scale), want[d]) << label << " page " << i << " head " << h << " d " << d;
+            max_code = std::max(max_code, std::abs(code));
           }
-          EXPECT_GE(amax, 224.0) << label;
-          EXPECT_LE(amax, 448.0) << label;
+          EXPECT_EQ(max_code, 127) << label;
         }
   }
 }
 
-// The e4m3 codec against the format's definition (1 sign, 4 exponent bits of
-// bias 7, 3 mantissa bits, subnormals, no infinities, 0x7f/0xff NaN, max 448):
-// every code decodes to its value, every value encodes to the nearest code
-// (ties to the even mantissa), past 448 saturates.
-TEST(AttnCpu, Fp8CodecAndScale) {
-  std::vector<double> value(256);
-  for (int c = 0; c < 256; ++c) {
-    const int e = (c >> 3) & 15, m = c & 7;
-    const double mag = e == 0 ? m * std::ldexp(1.0, -9) : (8 + m) * std::ldexp(1.0, e - 10);
-    value[c] = (c & 0x80) ? -mag : mag;
-    const float got = attn::fp8_e4m3_decode(static_cast<uint8_t>(c));
-    if ((c & 0x7f) == 0x7f) {
-      EXPECT_TRUE(std::isnan(got)) << c;
-      continue;
-    }
-    EXPECT_EQ(double(got), value[c]) << c;
-    if (c != 0x80) {
-      EXPECT_EQ(attn::fp8_e4m3_encode(got), c) << c;
-    }  // -0 encodes as +0
-  }
-  EXPECT_EQ(value[0x7e], 448.0);
-  // Brute force: the nearest of the 127 non-negative finite codes, ties to the even code.
+// The int8 codec: round to nearest, ties to even, clamped to +-127; the
+// scale maps the largest |value| to 127.
+TEST(AttnCpu, Int8CodecAndScale) {
   std::mt19937 rng(5);
   for (int i = 0; i < 200000; ++i) {
-    const float x = i % 4 == 0 ? std::ldexp(float(rng() % 4096) / 64.f, int(rng() % 20) - 14)  // on/between grid points
-                               : std::ldexp(std::uniform_real_distribution<float>(-1.f, 1.f)(rng), int(rng() % 24) - 14);
-    const double a = std::fabs(double(x));
-    int best = 0;
-    for (int c = 1; c < 0x7f; ++c) {
-      const double dc = std::fabs(value[c] - a), db = std::fabs(value[best] - a);
-      if (dc < db || (dc == db && (c & 1) == 0)) best = c;
-    }
-    if (a >= 448.0) best = 0x7e;
-    if (x < 0) best |= 0x80;  // negatives that round to zero keep their sign
-    ASSERT_EQ(attn::fp8_e4m3_encode(x), best) << x;
+    const float scale = std::ldexp(std::uniform_real_distribution<float>(0.5f, 1.f)(rng), int(rng() % 40) - 20);
+    const float x = i % 4 == 0 ? scale * (float(int(rng() % 600)) / 2.f - 150.f)  // on and halfway between codes
+                               : scale * std::uniform_real_distribution<float>(-140.f, 140.f)(rng);
+    const double q = double(x / scale);
+    double want = std::floor(q + 0.5);
+    if (want - q == 0.5 && std::fmod(want, 2.0) != 0) want -= 1;  // a tie: the even neighbour
+    want = std::clamp(want, -127.0, 127.0);
+    ASSERT_EQ(attn::i8_encode(x, scale), int(want)) << x << " / " << scale;
   }
-  EXPECT_EQ(attn::fp8_e4m3_encode(1e6f), 0x7e);
-  EXPECT_EQ(attn::fp8_e4m3_encode(-500.f), 0xfe);
-  EXPECT_EQ(attn::fp8_e4m3_encode(NAN), 0x7f);
-  // The scale: the smallest power of two bringing amax within 448.
-  for (float amax : {448.f, 448.5f, 1.f, 0.001f, 224.f, 224.1f, 3e4f, 1e-30f}) {
-    const float s = attn::fp8_summary_scale(amax);
-    int e = 0;
-    EXPECT_EQ(std::frexp(s, &e), 0.5f) << amax;  // a power of two
-    EXPECT_LE(amax / s, 448.f) << amax;
-    EXPECT_GT(amax / s, 224.f) << amax;
-  }
-  EXPECT_EQ(attn::fp8_summary_scale(0.f), 1.f);
-  EXPECT_EQ(attn::fp8_summary_scale(NAN), 1.f);
+  EXPECT_EQ(attn::i8_encode(2.5f, 1.f), 2);
+  EXPECT_EQ(attn::i8_encode(-3.5f, 1.f), -4);
+  EXPECT_EQ(attn::i8_encode(1e9f, 1.f), 127);
+  EXPECT_EQ(attn::i8_encode(-1e9f, 1.f), -127);
+  EXPECT_EQ(attn::i8_encode(NAN, 1.f), 0);
+  for (float amax : {448.f, 1.f, 1e-3f, 3e4f, 1e-30f, 127.f})
+    EXPECT_EQ(attn::i8_encode(amax, attn::i8_summary_scale(amax)), 127) << amax;
+  EXPECT_EQ(attn::i8_summary_scale(0.f), 1.f);
+  EXPECT_EQ(attn::i8_summary_scale(NAN), 1.f);
+  EXPECT_EQ(attn::i8_summary_scale(INFINITY), 1.f);
 }
 
 TEST(AttnCpu, SummariesAreThePageMeans) {

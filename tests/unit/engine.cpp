@@ -140,13 +140,13 @@ TEST(Engine, SampleTokensDoNotDependOnNOrTheBatch) {
   EXPECT_NE(four[0][0].tokens, four[0][1].tokens);  // distinct samples
 }
 
-// FP8 page summaries (--summary-dtype fp8) through the engine: forks copy
+// int8 page summaries (--summary-dtype int8) through the engine: forks copy
 // their codes and scales (copy-on-write), preemption recomputes them, so a
 // sample's tokens still do not depend on n, the batch or the pool size; the
 // bytes counted for the summaries scored shrink.
-TEST(Engine, Fp8SummariesAreExactUnderForksAndPreemption) {
+TEST(Engine, Int8SummariesAreExactUnderForksAndPreemption) {
   EngineConfig big = config(AttnKind::BlockTopK, 400), small = config(AttnKind::BlockTopK, 24, 16);
-  big.fp8_summaries = small.fp8_summaries = true;
+  big.i8_summaries = small.i8_summaries = true;
   EngineStats s_big, s_small, s_f32;
   const Outputs one = run_all(big, {request(11, 9, 1, 40)});
   const Outputs four = run_all(big, {request(11, 9, 4, 40), request(25, 13, 2, 30)}, &s_big);

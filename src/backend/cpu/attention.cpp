@@ -31,14 +31,14 @@ void check_i32(const Tensor& t, const char* what, int64_t n) {
 
 struct PoolShape {
   int n_pages, n_kv_heads, page_size, head_dim;
-  bool fp8_summaries;  // summary: U8 e4m3 codes with summary_scale (attn/summary.h), else F32
+  bool i8_summaries;  // summary: U8 holding int8 codes with summary_scale (attn/summary.h), else F32
 };
 
 PoolShape check_pool(const KvLayer& kv) {
   check_f32(kv.k, "kv.k", 4);
   check_f32(kv.v, "kv.v", 4);
-  const bool fp8 = kv.summary.dtype == DType::U8;
-  if (fp8) {
+  const bool i8 = kv.summary.dtype == DType::U8;
+  if (i8) {
     KF_CHECK(kv.summary.device == Device::CPU && kv.summary.ndim == 3 && kv.summary.is_contiguous(),
              "kv.summary: expected a contiguous CPU [pages, kv_heads, head_dim] tensor, got {}", kv.summary.shape_str());
     check_f32(kv.summary_scale, "kv.summary_scale", 2);
@@ -46,13 +46,13 @@ PoolShape check_pool(const KvLayer& kv) {
     check_f32(kv.summary, "kv.summary", 3);
   }
   PoolShape p{static_cast<int>(kv.k.dim(0)), static_cast<int>(kv.k.dim(1)),
-              static_cast<int>(kv.k.dim(2)), static_cast<int>(kv.k.dim(3)), fp8};
+              static_cast<int>(kv.k.dim(2)), static_cast<int>(kv.k.dim(3)), i8};
   KF_CHECK(kv.v.shape == kv.k.shape, "kv.v {} differs from kv.k {}", kv.v.shape_str(),
            kv.k.shape_str());
   KF_CHECK(kv.summary.dim(0) == p.n_pages && kv.summary.dim(1) == p.n_kv_heads &&
                kv.summary.dim(2) == p.head_dim,
            "kv.summary {} does not match pool {}", kv.summary.shape_str(), kv.k.shape_str());
-  KF_CHECK(!fp8 || (kv.summary_scale.dim(0) == p.n_pages && kv.summary_scale.dim(1) == p.n_kv_heads),
+  KF_CHECK(!i8 || (kv.summary_scale.dim(0) == p.n_pages && kv.summary_scale.dim(1) == p.n_kv_heads),
            "kv.summary_scale {} does not match pool {}", kv.summary_scale.shape_str(), kv.k.shape_str());
   KF_CHECK(p.page_size >= 1 && p.head_dim >= 1 && p.n_kv_heads >= 1, "empty KV pool {}",
            kv.k.shape_str());
@@ -60,7 +60,7 @@ PoolShape check_pool(const KvLayer& kv) {
 }
 
 // Summary of one page and KV head: mean of its page_size keys, summed in slot
-// order; FP8 pools store it as e4m3 codes with a power-of-two scale.
+// order; int8 pools store it as codes with a scale (attn/summary.h).
 void write_summary(const KvLayer& kv, const PoolShape& p, int page) {
   const float* k = kv.k.ptr<float>();
   for (int h = 0; h < p.n_kv_heads; ++h) {
@@ -71,17 +71,17 @@ void write_summary(const KvLayer& kv, const PoolShape& p, int page) {
       for (int t = 0; t < p.page_size; ++t) s += kh[static_cast<int64_t>(t) * p.head_dim + d];
       return s / static_cast<float>(p.page_size);
     };
-    if (!p.fp8_summaries) {
+    if (!p.i8_summaries) {
       float* out = kv.summary.ptr<float>() + page_head * p.head_dim;
       for (int d = 0; d < p.head_dim; ++d) out[d] = mean(d);
       continue;
     }
     float amax = 0.f;  // two passes over the keys rather than a buffer: no allocation
     for (int d = 0; d < p.head_dim; ++d) amax = std::max(amax, std::fabs(mean(d)));
-    const float scale = attn::fp8_summary_scale(amax), inv_scale = 1.f / scale;
+    const float scale = attn::i8_summary_scale(amax);
     kv.summary_scale.ptr<float>()[page_head] = scale;
-    uint8_t* codes = kv.summary.ptr<uint8_t>() + page_head * p.head_dim;
-    for (int d = 0; d < p.head_dim; ++d) codes[d] = attn::fp8_e4m3_encode(mean(d) * inv_scale);
+    int8_t* codes = reinterpret_cast<int8_t*>(kv.summary.ptr<uint8_t>()) + page_head * p.head_dim;
+    for (int d = 0; d < p.head_dim; ++d) codes[d] = attn::i8_encode(mean(d), scale);
   }
 }
 
@@ -133,9 +133,9 @@ void cpu_kv_copy_pages(const KvLayer& kv, const Tensor& src, const Tensor& dst) 
                 page_elems * sizeof(float));
     std::memcpy(kv.v.ptr<float>() + d[i] * page_elems, kv.v.ptr<float>() + s[i] * page_elems,
                 page_elems * sizeof(float));
-    const int64_t sum_bytes = sum_elems * (p.fp8_summaries ? 1 : 4);
+    const int64_t sum_bytes = sum_elems * (p.i8_summaries ? 1 : 4);
     std::memcpy(kv.summary.ptr<uint8_t>() + d[i] * sum_bytes, kv.summary.ptr<uint8_t>() + s[i] * sum_bytes, sum_bytes);
-    if (p.fp8_summaries)
+    if (p.i8_summaries)
       std::memcpy(kv.summary_scale.ptr<float>() + int64_t(d[i]) * p.n_kv_heads,
                   kv.summary_scale.ptr<float>() + int64_t(s[i]) * p.n_kv_heads, p.n_kv_heads * sizeof(float));
   }
@@ -214,8 +214,8 @@ void cpu_attention(const Tensor& q, const KvLayer& kv, const AttnBatch& batch,
   const float* qp = q.ptr<float>();
   const float* kp = kv.k.ptr<float>();
   const float* vp = kv.v.ptr<float>();
-  const void* sp = kv.summary.data;  // F32, or U8 e4m3 codes scaled by ss
-  const float* ss = p.fp8_summaries ? kv.summary_scale.ptr<float>() : nullptr;
+  const void* sp = kv.summary.data;  // F32, or U8 holding int8 codes scaled by ss
+  const float* ss = p.i8_summaries ? kv.summary_scale.ptr<float>() : nullptr;
   const int64_t head_elems = static_cast<int64_t>(P) * D;  // one (page, kv head) block
 
   // Phase 1: decode rows of selecting policies choose their spans per (seq, KV head).
@@ -255,7 +255,7 @@ void cpu_attention(const Tensor& q, const KvLayer& kv, const AttnBatch& batch,
         attn::Candidates c = attn::candidates(T, P, policy.local_pages);
         for (int i = c.first; i < c.end; ++i) {
           const int64_t ph = static_cast<int64_t>(pt[i]) * Hkv + h;
-          scores[i] = ss ? attn::dot_e4m3(qbar, static_cast<const uint8_t*>(sp) + ph * D, D) * ss[ph]
+          scores[i] = ss ? attn::dot_i8(qbar, static_cast<const uint8_t*>(sp) + ph * D, D) * ss[ph]
                          : attn::dot(qbar, static_cast<const float*>(sp) + ph * D, D);
         }
         int* order = ints + max_pages;

@@ -91,7 +91,7 @@ __device__ __forceinline__ uint32_t pack_bf2(float lo, float hi) {
 
 // The summary of (page, KV head) `page_head` (page * n_kv_heads + head): the
 // mean of the page's P keys per dim, summed in slot order, stored in the
-// pool's summary kind (attn/summary.h; FP8 also writes the vector's scale).
+// pool's summary kind (attn/summary.h; int8 also writes the vector's scale).
 // Run by one whole warp (lane owns dims lane, lane + 32, ...; D <= 256).
 // kv_write's summary kernel and the fused sparse attention kernel both write
 // summaries here, so their bits agree.
@@ -109,13 +109,12 @@ __device__ __forceinline__ void write_page_summary(const KvPool& kv, int64_t pag
     mean[i] = sum / static_cast<float>(P);
     amax = fmaxf(amax, fabsf(mean[i]));
   }
-  float inv_scale = 1.f;
-  if (kv.summary_kind == attn::SummaryKind::FP8) {
+  float scale = 1.f;
+  if (kv.summary_kind == attn::SummaryKind::I8) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    const float scale = attn::fp8_summary_scale(amax);
+    scale = attn::i8_summary_scale(amax);
     if (lane == 0) kv.summary_scale[page_head] = scale;
-    inv_scale = 1.f / scale;  // a power of two: exact
   }
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
@@ -125,8 +124,8 @@ __device__ __forceinline__ void write_page_summary(const KvPool& kv, int64_t pag
     switch (kv.summary_kind) {
       case attn::SummaryKind::F32: static_cast<float*>(kv.summary)[at] = mean[i]; break;
       case attn::SummaryKind::BF16: static_cast<bf16_t*>(kv.summary)[at] = to_bf(mean[i]); break;
-      case attn::SummaryKind::FP8:
-        static_cast<uint8_t*>(kv.summary)[at] = attn::fp8_e4m3_encode(mean[i] * inv_scale);
+      case attn::SummaryKind::I8:
+        static_cast<int8_t*>(kv.summary)[at] = attn::i8_encode(mean[i], scale);
         break;
     }
   }

@@ -63,7 +63,7 @@ struct KvPool {
   bf16_t* v = nullptr;
   void* summary = nullptr;  // [n_pages, n_kv_heads, head_dim] in summary_kind
   attn::SummaryKind summary_kind = attn::SummaryKind::F32;
-  float* summary_scale = nullptr;  // [n_pages, n_kv_heads], FP8 summaries only
+  float* summary_scale = nullptr;  // [n_pages, n_kv_heads], int8 summaries only
 
   int n_pages = 0, n_kv_heads = 0, page_size = 0, head_dim = 0;
 };

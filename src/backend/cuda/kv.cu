@@ -50,7 +50,7 @@ __global__ void kv_copy_kernel(KvPool kv, const int32_t* src, const int32_t* dst
   const uint8_t* ss = static_cast<const uint8_t*>(kv.summary) + s * sum_bytes;
   uint8_t* sd = static_cast<uint8_t*>(kv.summary) + d * sum_bytes;
   for (int64_t i = threadIdx.x; i < sum_bytes; i += blockDim.x) sd[i] = ss[i];
-  if (kv.summary_kind == attn::SummaryKind::FP8)
+  if (kv.summary_kind == attn::SummaryKind::I8)
     for (int i = threadIdx.x; i < kv.n_kv_heads; i += blockDim.x)
       kv.summary_scale[static_cast<int64_t>(d) * kv.n_kv_heads + i] =
           kv.summary_scale[static_cast<int64_t>(s) * kv.n_kv_heads + i];

@@ -15,7 +15,7 @@ KvPool pool_of(const KvLayer& kv) {
   KF_CHECK(kv.k.ndim == 4 && kv.v.shape == kv.k.shape, "KV pool: k {} v {}", kv.k.shape_str(), kv.v.shape_str());
   KF_CHECK(kv.summary.device == Device::CUDA &&
                (kv.summary.dtype == DType::F32 || kv.summary.dtype == DType::BF16 || kv.summary.dtype == DType::U8),
-           "KV pool: summary must be a CUDA F32, BF16 or U8 (fp8) tensor, got {}", dtype_name(kv.summary.dtype));
+           "KV pool: summary must be a CUDA F32, BF16 or U8 (int8 codes) tensor, got {}", dtype_name(kv.summary.dtype));
   KvPool p;
   p.k = bptr(kv.k);
   p.v = bptr(kv.v);
@@ -28,12 +28,12 @@ KvPool pool_of(const KvLayer& kv) {
            "KV pool: summary {} does not match {}", kv.summary.shape_str(), kv.k.shape_str());
   p.summary_kind = kv.summary.dtype == DType::F32    ? attn::SummaryKind::F32
                    : kv.summary.dtype == DType::BF16 ? attn::SummaryKind::BF16
-                                                     : attn::SummaryKind::FP8;
-  if (p.summary_kind == attn::SummaryKind::FP8) {
+                                                     : attn::SummaryKind::I8;
+  if (p.summary_kind == attn::SummaryKind::I8) {
     need(kv.summary_scale, DType::F32, "KV pool: summary_scale");
     KF_CHECK(kv.summary_scale.numel() == static_cast<int64_t>(p.n_pages) * p.n_kv_heads,
              "KV pool: summary_scale {} does not match {}", kv.summary_scale.shape_str(), kv.k.shape_str());
-    KF_CHECK(p.head_dim % 16 == 0, "KV pool: fp8 summaries need head_dim a multiple of 16 (got {})", p.head_dim);
+    KF_CHECK(p.head_dim % 16 == 0, "KV pool: int8 summaries need head_dim a multiple of 16 (got {})", p.head_dim);
     p.summary_scale = static_cast<float*>(kv.summary_scale.data);
   }
   return p;
