@@ -61,9 +61,9 @@ float dot(const float* a, const float* b, int n) {
   return s;
 }
 
-float dot_i8(const float* a, const uint8_t* codes, int n) {
-  float s = 0.f;
-  for (int i = 0; i < n; ++i) s += a[i] * static_cast<float>(static_cast<int8_t>(codes[i]));
+int32_t dot_i8(const int16_t* q16, const uint8_t* codes, int n) {
+  int32_t s = 0;
+  for (int i = 0; i < n; ++i) s += int32_t{q16[i]} * static_cast<int8_t>(codes[i]);
   return s;
 }
 

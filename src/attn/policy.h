@@ -60,8 +60,8 @@ Candidates candidates(int ctx_len, int page_size, int local_pages);
 void group_mean(const float* q, int group, int64_t head_stride, int head_dim, float* qbar);
 // a . b summed in index order (the score of a page or token).
 float dot(const float* a, const float* b, int n);
-// a . codes (int8 bits) summed in index order (an int8 page summary's score, before its scale).
-float dot_i8(const float* a, const uint8_t* codes, int n);
+// q16 . codes (int8 bits), exact (an int8 page summary's score before its scales, attn/summary.h).
+int32_t dot_i8(const int16_t* q16, const uint8_t* codes, int n);
 
 // All pages 0..n-1. Returns the count written to out.
 int select_dense(int ctx_len, int page_size, int* out);

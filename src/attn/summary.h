@@ -5,9 +5,13 @@
 // int8 summaries (`--summary-dtype int8`): each (page, KV head) summary
 // vector is stored as signed 8-bit codes, one byte per dim, with one float
 // scale: value[d] ~ code[d] * scale, scale = max_d |mean[d]| / 127, code =
-// mean / scale rounded to the nearest integer (ties to even). A page is
-// scored as scale * (q̄ · code). Half the bytes of bf16 summaries, which the
-// block top-k kernel reads for every candidate page of every step.
+// mean / scale rounded to the nearest integer (ties to even). Half the bytes
+// of bf16 summaries, which the block top-k kernel reads for every candidate
+// page of every step. Against them q̄ is scored in 16 bits the same way
+// (qscale = max_d |q̄[d]| / 32767, q16 = q̄ / qscale rounded): a page's score
+// is float(sum_d q16[d] * code[d]) * qscale * scale, the sum exact in int32
+// (|sum| <= 256 * 32767 * 127 < 2^31), so the CPU and the GPU (dp2a, two
+// 16x8-bit products an instruction) give the same bits and pick the same pages.
 //
 // Why int8 and not fp8 e4m3 (tried first, commit ef8cc0c): a page summary
 // is the mean of P post-RoPE keys, so its fast-rotating dims average out and
@@ -52,6 +56,22 @@ KF_HOST_DEVICE inline int8_t i8_encode(float x, float scale) {
   const float r = rintf(x / scale);
   if (r != r) return 0;
   return static_cast<int8_t>(r > 127.f ? 127.f : r < -127.f ? -127.f : r);
+}
+
+// q̄ in 16 bits: the scale of a query whose largest |q̄[d]| is qmax, and a
+// value's code (round to nearest even, within +-32767; NaN -> 0).
+KF_HOST_DEVICE inline float i16_query_scale(float qmax) {
+  const float s = qmax / 32767.f;
+  return s > 0.f && s <= 3.0e38f ? s : 1.f;
+}
+KF_HOST_DEVICE inline int16_t i16_encode(float x, float scale) {
+  const float r = rintf(x / scale);
+  if (r != r) return 0;
+  return static_cast<int16_t>(r > 32767.f ? 32767.f : r < -32767.f ? -32767.f : r);
+}
+// A page's score from its exact integer dot product (evaluated left to right).
+KF_HOST_DEVICE inline float i8_page_score(int32_t dot, float qscale, float scale) {
+  return static_cast<float>(dot) * qscale * scale;
 }
 
 }  // namespace kf::attn

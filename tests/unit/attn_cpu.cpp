@@ -96,7 +96,8 @@ void build(Case& c, std::mt19937& rng) {
 
 // The summary of page i of s for KV head h, by definition: the mean of its
 // keys (float, summed in slot order), for int8 pools encoded and decoded.
-std::vector<double> reference_summary(const Case& c, const Seq& s, int i, int h) {
+std::vector<double> reference_summary(const Case& c, const Seq& s, int i, int h, std::vector<int>* codes = nullptr,
+                                      float* scale_out = nullptr) {
   std::vector<float> mean(c.D);
   float amax = 0.f;
   for (int d = 0; d < c.D; ++d) {
@@ -107,8 +108,13 @@ std::vector<double> reference_summary(const Case& c, const Seq& s, int i, int h)
   }
   const float scale = amax / 127.f;
   std::vector<double> out(c.D);
-  for (int d = 0; d < c.D; ++d)
-    out[d] = c.i8 ? std::nearbyint(static_cast<double>(mean[d] / scale)) * scale : static_cast<double>(mean[d]);
+  if (codes) codes->resize(c.D);
+  if (scale_out) *scale_out = scale;
+  for (int d = 0; d < c.D; ++d) {
+    const double code = std::nearbyint(static_cast<double>(mean[d] / scale));
+    if (codes) (*codes)[d] = static_cast<int>(code);
+    out[d] = c.i8 ? code * scale : static_cast<double>(mean[d]);
+  }
   return out;
 }
 
@@ -132,10 +138,29 @@ std::vector<int> reference_tokens(const Case& c, const Seq& s, const float* qrow
     if (pol.kind == AttnKind::BlockTopK) {
       if (static_cast<int>(cand.size()) <= pol.topk_pages) return all;
       std::vector<std::pair<double, int>> sc;
+      // int8 summaries: q̄ (float, summed in g order) in 16 bits, an exact
+      // integer dot product with the codes, times both scales in float.
+      std::vector<float> qf(D);
+      float qmax = 0.f;
+      for (int d = 0; d < D; ++d) {
+        float a = 0.f;
+        for (int g = 0; g < G; ++g) a += qrow[(h * G + g) * D + d];
+        qf[d] = a / static_cast<float>(G);
+        qmax = std::max(qmax, std::fabs(qf[d]));
+      }
+      const float qscale = qmax / 32767.f;
       for (int i : cand) {
-        const std::vector<double> summary = reference_summary(c, s, i, h);
+        std::vector<int> codes;
+        float scale = 0.f;
+        const std::vector<double> summary = reference_summary(c, s, i, h, &codes, &scale);
         double score = 0;
-        for (int d = 0; d < D; ++d) score += qbar[d] * summary[d];
+        if (c.i8) {
+          int64_t dot = 0;
+          for (int d = 0; d < D; ++d) dot += static_cast<int64_t>(std::nearbyint(qf[d] / qscale)) * codes[d];
+          score = static_cast<float>(dot) * qscale * scale;
+        } else {
+          for (int d = 0; d < D; ++d) score += qbar[d] * summary[d];
+        }
         sc.push_back({-score, i});
       }
       std::sort(sc.begin(), sc.end());
@@ -311,6 +336,14 @@ TEST(AttnCpu, Int8CodecAndScale) {
   EXPECT_EQ(attn::i8_summary_scale(0.f), 1.f);
   EXPECT_EQ(attn::i8_summary_scale(NAN), 1.f);
   EXPECT_EQ(attn::i8_summary_scale(INFINITY), 1.f);
+  // q̄ in 16 bits: the same rule at 32767.
+  for (float qmax : {1.f, 3e-4f, 2e3f}) EXPECT_EQ(attn::i16_encode(-qmax, attn::i16_query_scale(qmax)), -32767) << qmax;
+  EXPECT_EQ(attn::i16_encode(6.5f, 1.f), 6);
+  EXPECT_EQ(attn::i16_encode(1e9f, 1.f), 32767);
+  EXPECT_EQ(attn::i16_encode(NAN, 1.f), 0);
+  const int16_t q[3] = {32767, -32767, 5};
+  const uint8_t codes[3] = {127, 0x81, 0xff};  // 127, -127, -1
+  EXPECT_EQ(attn::dot_i8(q, codes, 3), 32767 * 127 * 2 - 5);
 }
 
 TEST(AttnCpu, SummariesAreThePageMeans) {

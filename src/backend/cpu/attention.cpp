@@ -233,6 +233,7 @@ void cpu_attention(const Tensor& q, const KvLayer& kv, const AttnBatch& batch,
     grow(ws.ints, n_tasks1 * ints_cap);
     grow(ws.floats, n_tasks1 * floats_cap);
     if (by_token) grow(ws.keep, n_tasks1 * ctx_cap);
+    if (ss) grow(ws.q16, n_tasks1 * D);
     run(n_tasks1, [&](int64_t task) {
       int s = static_cast<int>(task / Hkv), h = static_cast<int>(task % Hkv);
       ws.span_counts[task] = 0;
@@ -253,10 +254,19 @@ void cpu_attention(const Tensor& q, const KvLayer& kv, const AttnBatch& batch,
         n = attn::pages_to_spans(ints, n, T, P, spans);
       } else if (policy.kind == AttnKind::BlockTopK) {
         attn::Candidates c = attn::candidates(T, P, policy.local_pages);
-        for (int i = c.first; i < c.end; ++i) {
-          const int64_t ph = static_cast<int64_t>(pt[i]) * Hkv + h;
-          scores[i] = ss ? attn::dot_i8(qbar, static_cast<const uint8_t*>(sp) + ph * D, D) * ss[ph]
-                         : attn::dot(qbar, static_cast<const float*>(sp) + ph * D, D);
+        if (ss) {  // int8 summaries: q̄ in 16 bits, exact integer dot products (attn/summary.h)
+          int16_t* q16 = ws.q16.data() + task * D;
+          float qmax = 0.f;
+          for (int d = 0; d < D; ++d) qmax = std::max(qmax, std::fabs(qbar[d]));
+          const float qscale = attn::i16_query_scale(qmax);
+          for (int d = 0; d < D; ++d) q16[d] = attn::i16_encode(qbar[d], qscale);
+          for (int i = c.first; i < c.end; ++i) {
+            const int64_t ph = static_cast<int64_t>(pt[i]) * Hkv + h;
+            scores[i] = attn::i8_page_score(attn::dot_i8(q16, static_cast<const uint8_t*>(sp) + ph * D, D), qscale, ss[ph]);
+          }
+        } else {
+          for (int i = c.first; i < c.end; ++i)
+            scores[i] = attn::dot(qbar, static_cast<const float*>(sp) + (static_cast<int64_t>(pt[i]) * Hkv + h) * D, D);
         }
         int* order = ints + max_pages;
         n = attn::select_blocktopk(T, P, policy.local_pages, policy.topk_pages, scores, order, ints);

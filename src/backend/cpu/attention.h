@@ -28,6 +28,7 @@ struct CpuAttnWorkspace {
   std::vector<int> ints;           // selection scratch
   std::vector<float> floats;       // scores scratch
   std::vector<uint8_t> keep;       // topk token mask scratch
+  std::vector<int16_t> q16;        // q̄ in 16 bits against int8 summaries [n_seqs * n_kv_heads * head_dim]
 };
 
 // k, v [n, n_kv_heads, head_dim] F32 -> slots [n] I32 (slot = page*page_size + offset).

@@ -141,25 +141,11 @@ __device__ __forceinline__ void score_items(const SelectParams& p, const float* 
   }
 }
 
-// 16 int8 codes in one 16-byte word -> 16 floats (exact). Not by I2F, which
-// runs at a quarter of the ALU rate and made the scoring phase compute-bound
-// at B64 (H200: step 4.22 ms vs 4.12 for the same bytes as e4m3): code ^ 0x80
-// is code + 128 as an unsigned byte; placed under the exponent of 2^23 it is
-// the float 2^23 + 128 + code, from which one subtraction leaves code.
-__device__ __forceinline__ void unpack16_i8(const uint4& u, float* f) {
-  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const uint32_t biased = w[i] ^ 0x80808080u;
-#pragma unroll
-    for (int b = 0; b < 4; ++b)  // bytes [b, 0, 0, 0x4b]: 2^23 + biased byte b
-      f[4 * i + b] = __uint_as_float(__byte_perm(biased, 0x4b000000u, 0x7540u | b)) - 8388736.f;
-  }
-}
-
-// score_items for int8 summaries (attn/summary.h): 16 dims a lane, so a warp
-// scores twice the pages per load of bf16 summaries; the loads stay raw words
-// until the dot products, and lane 0 of each page also loads its scale.
+// score_items for int8 summaries (attn/summary.h): q̄ in 16 bits against the
+// codes, exact int32 dot products by dp2a (two 16x8-bit products an
+// instruction: the scoring phase does ~1/6 of the instructions of unpacking the
+// codes to floats, which ran compute-bound at B64); 16 dims a lane, lane 0 of
+// a page also loads its scale. Every warp derives q16 from the same q̄.
 template <int D, int NT>
 __device__ __forceinline__ void score_pages_i8(const SelectParams& p, const float* qbar, const int32_t* pt,
                                                 int first, int h, int m, uint32_t* keys) {
@@ -168,9 +154,16 @@ __device__ __forceinline__ void score_pages_i8(const SelectParams& p, const floa
   const int Hkv = p.n_kv_heads;
   const int lane = threadIdx.x & 31, c = lane % LPR, sub = lane / LPR;
   const uint8_t* codes = static_cast<const uint8_t*>(p.summary);
-  float qv[16];
+  float qmax = 0.f;
+  for (int d = lane; d < D; d += 32) qmax = fmaxf(qmax, fabsf(qbar[d]));
 #pragma unroll
-  for (int e = 0; e < 16; ++e) qv[e] = qbar[c * 16 + e];
+  for (int o = 16; o > 0; o >>= 1) qmax = fmaxf(qmax, __shfl_xor_sync(0xffffffffu, qmax, o));
+  const float qscale = attn::i16_query_scale(qmax);
+  int qpair[8];  // q16 of dims c*16 + 2i, 2i+1 as the two halves dp2a takes
+#pragma unroll
+  for (int i = 0; i < 8; ++i)
+    qpair[i] = static_cast<int>((static_cast<uint32_t>(static_cast<uint16_t>(attn::i16_encode(qbar[c * 16 + 2 * i], qscale)))) |
+                                (static_cast<uint32_t>(static_cast<uint16_t>(attn::i16_encode(qbar[c * 16 + 2 * i + 1], qscale))) << 16));
   for (int j0 = (threadIdx.x >> 5) * RPR + sub;; j0 += kStride * kUnroll) {
     if (j0 - sub >= m) break;  // warp-uniform
     int64_t ph[kUnroll];       // page * Hkv + h, or -1
@@ -188,15 +181,18 @@ __device__ __forceinline__ void score_pages_i8(const SelectParams& p, const floa
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      float f[16];
-      unpack16_i8(w[u], f);
-      float dsum = 0.f;
+      const int cw[4] = {static_cast<int>(w[u].x), static_cast<int>(w[u].y), static_cast<int>(w[u].z),
+                         static_cast<int>(w[u].w)};
+      int dot = 0;
 #pragma unroll
-      for (int e = 0; e < 16; ++e) dsum = fmaf(qv[e], f[e], dsum);
+      for (int i = 0; i < 4; ++i) {  // bytes 0-1 of a word with dims 4i, 4i+1; bytes 2-3 with 4i+2, 4i+3
+        dot = __dp2a_lo(qpair[2 * i], cw[i], dot);
+        dot = __dp2a_hi(qpair[2 * i + 1], cw[i], dot);
+      }
 #pragma unroll
-      for (int o = LPR / 2; o > 0; o >>= 1) dsum += __shfl_xor_sync(0xffffffffu, dsum, o);
+      for (int o = LPR / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
       const int j = j0 + u * kStride;
-      if (j < m && c == 0) keys[j] = order_key(dsum * sc[u]);
+      if (j < m && c == 0) keys[j] = order_key(attn::i8_page_score(dot, qscale, sc[u]));
     }
   }
 }
