@@ -15,6 +15,10 @@ void add_attn_options(CLI::App& app, cost::AttnOptions& o) {
       ->capture_default_str();
   app.add_option("--page-size", o.page_size, "blocktopk: tokens per page, P")->capture_default_str();
   app.add_option("--topk-pages", o.topk_pages, "blocktopk: pages selected per step, K")->capture_default_str();
+  app.add_option("--summary-dtype", o.summary_dtype,
+                 "blocktopk: page summaries in the KV dtype (auto) or as int8 codes + a scale (int8)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "int8"}));
 }
 
 void add_hardware_options(CLI::App& app, cost::HardwareOptions& o) {

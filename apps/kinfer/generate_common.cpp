@@ -347,9 +347,9 @@ nlohmann::json efflops_json(const EngineConfig& c, const GenerateSetup& g, int p
   for (const SampleResult& s : samples) lens.push_back(static_cast<int64_t>(s.tokens.size()));
   const double intensity = cost::hardware_intensity(cost::kDefaultHardware).value_or(0.0);
   nlohmann::json j = cost::cost_json(
-      cost::price_samples(g.config, c.policy, c.page_size, intensity, prompt_tokens, lens));
+      cost::price_samples(g.config, c.policy, c.page_size, intensity, prompt_tokens, lens, c.i8_summaries));
   j["hardware"] = cost::kDefaultHardware;
-  j["attn"] = cost::spec_of(c.policy, c.page_size).label();
+  j["attn"] = cost::spec_of(c.policy, c.page_size, c.i8_summaries).label();
   return j;
 }
 

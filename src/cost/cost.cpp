@@ -44,12 +44,13 @@ std::string AttnSpec::label() const {
   switch (formula) {
     case Formula::Sparse: return fmt::format("sparse B={}", budget);
     case Formula::BlockTopk:
-      return fmt::format("blocktopk T={} P={} K={}", local_tokens, page_size, topk_pages);
+      return fmt::format("blocktopk T={} P={} K={}{}", local_tokens, page_size, topk_pages,
+                         int8_summaries ? " int8" : "");
     default: return "dense";
   }
 }
 
-AttnSpec spec_of(const AttnPolicy& policy, int page_size) {
+AttnSpec spec_of(const AttnPolicy& policy, int page_size, bool int8_summaries) {
   const int64_t P = page_size, window = P * (1 + policy.local_pages);
   AttnSpec spec;
   switch (policy.kind) {
@@ -67,12 +68,14 @@ AttnSpec spec_of(const AttnPolicy& policy, int page_size) {
       spec.local_tokens = window;
       spec.page_size = P;
       spec.topk_pages = policy.topk_pages;
+      spec.int8_summaries = int8_summaries;
       break;
   }
   return spec;
 }
 
 void AttnSpec::validate() const {
+  KF_CHECK(!int8_summaries || formula == Formula::BlockTopk, "int8 page summaries apply to blocktopk only");
   if (formula == Formula::Sparse) KF_CHECK(budget > 0, "sparse attention needs a KV budget > 0 (got {})", budget);
   if (formula == Formula::BlockTopk) {
     KF_CHECK(page_size > 0, "blocktopk needs a page size > 0 (got {})", page_size);
@@ -119,6 +122,9 @@ Cost cost(const ModelShape& m, const AttnSpec& attn, double intensity, int64_t p
     const double pages_memory = double((2 * prompt_len + n_samples * gen_len) / ps);
     c.search_flops = n * pages_compute * l * hq_d;
     c.search_bytes = pages_memory * l * hkv_d;
+    // The formula counts 2-byte summary elements; int8 summaries take 1 byte
+    // each plus a 4-byte scale per (page, KV head): (head_dim + 4) bytes.
+    if (attn.int8_summaries) c.search_bytes *= (m.head_dim + 4.0) / (2.0 * m.head_dim);
   }
   return c;
 }
@@ -163,10 +169,11 @@ nlohmann::json cost_json(const Cost& c) {
 }
 
 Cost price_samples(const ModelConfig& model, const AttnPolicy& policy, int page_size, double intensity,
-                   int64_t prompt_len, std::span<const int64_t> gen_lens) {
+                   int64_t prompt_len, std::span<const int64_t> gen_lens, bool int8_summaries) {
   if (gen_lens.empty()) return Cost{0, 0, 0, 0, 0, intensity};
-  return expected_cost(shape_of(model, static_cast<double>(model.params_kinetics())), spec_of(policy, page_size),
-                       intensity, prompt_len, gen_lens, static_cast<int64_t>(gen_lens.size()));
+  return expected_cost(shape_of(model, static_cast<double>(model.params_kinetics())),
+                       spec_of(policy, page_size, int8_summaries), intensity, prompt_len, gen_lens,
+                       static_cast<int64_t>(gen_lens.size()));
 }
 
 }  // namespace kf::cost

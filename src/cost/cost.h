@@ -54,6 +54,7 @@ struct AttnSpec {
   int64_t local_tokens = 0;  // blocktopk: tokens always read (sink + local window)
   int64_t page_size = 16;    // blocktopk: P_s
   int64_t topk_pages = 0;    // blocktopk: K
+  bool int8_summaries = false;  // blocktopk: page summaries as int8 codes + a float scale (--summary-dtype int8)
   // B: `budget` for sparse, local_tokens + page_size * topk_pages for blocktopk, 0 for dense.
   int64_t kv_budget() const;
   std::string label() const;  // "dense", "sparse B=1024", "blocktopk T=80 P=16 K=64"
@@ -63,7 +64,7 @@ struct AttnSpec {
 // The engine's attention policy in the cost model's terms: blocktopk as
 // itself (local = the sink page + local_pages pages), local and the topk
 // oracle as sparse with their per-step KV budget in tokens, dense as dense.
-AttnSpec spec_of(const AttnPolicy& policy, int page_size);
+AttnSpec spec_of(const AttnPolicy& policy, int page_size, bool int8_summaries = false);
 
 // One price, split into its parts. All parts are totals for the N samples.
 struct Cost {
@@ -97,7 +98,7 @@ Cost expected_cost(const ModelShape& model, const AttnSpec& attn, double intensi
 // (parameters in the Kinetics convention) under an engine policy, priced by
 // their real lengths (expected_cost). An empty list costs nothing.
 Cost price_samples(const ModelConfig& model, const AttnPolicy& policy, int page_size, double intensity,
-                   int64_t prompt_len, std::span<const int64_t> gen_lens);
+                   int64_t prompt_len, std::span<const int64_t> gen_lens, bool int8_summaries = false);
 
 // {"compute", "memory", "intensity", "efflops", "breakdown": {...}, "tera": {...}}
 nlohmann::json cost_json(const Cost& c);

@@ -20,10 +20,13 @@ AttnSpec attn_from_options(const AttnOptions& o) {
     a.local_tokens = o.local_tokens;
     a.page_size = o.page_size;
     a.topk_pages = o.topk_pages;
+    a.int8_summaries = o.summary_dtype == "int8";
     KF_CHECK(o.budget == 0 || o.budget == a.kv_budget(),
              "--budget {} disagrees with blocktopk's B = --local-tokens + --page-size x --topk-pages = {}", o.budget,
              a.kv_budget());
   }
+  KF_CHECK(o.summary_dtype == "auto" || a.formula == Formula::BlockTopk,
+           "--summary-dtype {} applies to --attn blocktopk only", o.summary_dtype);
   a.validate();
   return a;
 }

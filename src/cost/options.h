@@ -17,6 +17,7 @@ struct AttnOptions {
   int64_t local_tokens = 80;  // blocktopk: sink page + 4 local pages of 16
   int64_t page_size = 16;
   int64_t topk_pages = 64;
+  std::string summary_dtype = "auto";  // blocktopk: auto | int8
 };
 AttnSpec attn_from_options(const AttnOptions& o);  // validates (sparse needs --budget)
 

@@ -75,6 +75,11 @@ AttnSpec attn_spec_from_json(const json& attn, const std::string& where) {
     spec.local_tokens = page * (1 + local_pages);
     spec.page_size = page;
     spec.topk_pages = topk_pages;
+    if (auto it = attn.find("summary_dtype"); it != attn.end()) {
+      KF_CHECK(it->is_string() && (*it == "auto" || *it == "int8"), "{}: attn summary_dtype must be \"auto\" or \"int8\"",
+               where);
+      spec.int8_summaries = *it == "int8";
+    }
   } else if (policy == "sparse") {
     spec.formula = Formula::Sparse;
     auto b = int_field(attn, "budget", where);

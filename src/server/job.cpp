@@ -180,7 +180,7 @@ json Job::usage() const {
     for (int64_t l : lens) completion += l;
     kv += f.kv_bytes_read;
     efflops += cost::price_samples(*ctx_.model, f.policy, ctx_.page_size, ctx_.intensity,
-                                   static_cast<int64_t>(p_.prompts[j].size()), lens)
+                                   static_cast<int64_t>(p_.prompts[j].size()), lens, ctx_.i8_summaries)
                    .efflops();
   }
   const AttnPolicy& pol = p_.policy ? *p_.policy : ctx_.default_policy;

@@ -29,6 +29,7 @@ struct JobContext {
   std::string model_name;
   AttnPolicy default_policy;
   int page_size = 16;
+  bool i8_summaries = false;  // the engine's page summaries (priced by the cost model)
   double intensity = 0;  // eFLOPs pricing (hardware arithmetic intensity)
   std::string hardware;
 };

@@ -45,6 +45,7 @@ Server::Server(std::vector<dist::Replica>& replicas, const ModelConfig& whole, c
   ctx_.model_name = opt_.model_name;
   ctx_.default_policy = c.policy;
   ctx_.page_size = c.page_size;
+  ctx_.i8_summaries = c.i8_summaries;
   ctx_.intensity = *intensity;
   ctx_.hardware = opt_.hardware;
   limits_.vocab = whole.vocab_size;

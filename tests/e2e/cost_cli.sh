@@ -34,6 +34,15 @@ near "$(jget "$TMP/sparse.json" "['efflops']")" "$(python3 -c 'print(17192974516
   --local-tokens 80 --page-size 16 --topk-pages 64 --json > "$TMP/btk.json"
 near "$(jget "$TMP/btk.json" "['compute']")" 4943061387264 || fail "blocktopk compute"
 near "$(jget "$TMP/btk.json" "['memory']")" 212557176832 || fail "blocktopk memory"
+# int8 page summaries: the search's 5,740,134,400 bytes become 132/256 of it.
+"$KINFER" cost --model qwen3-0.6b --prompt-len 100 --gen-len 1001 -n 3 --attn blocktopk \
+  --local-tokens 80 --page-size 16 --topk-pages 64 --summary-dtype int8 --json > "$TMP/btk8.json"
+near "$(jget "$TMP/btk8.json" "['memory']")" 209776799232 || fail "blocktopk int8 memory"
+near "$(jget "$TMP/btk8.json" "['compute']")" 4943061387264 || fail "blocktopk int8 compute"
+if "$KINFER" cost --model qwen3-0.6b --prompt-len 1 --gen-len 1 --summary-dtype int8 2> "$TMP/err.txt"; then
+  fail "--summary-dtype int8 with dense accepted"
+fi
+grep -q "blocktopk only" "$TMP/err.txt" || fail "--summary-dtype error unclear: $(cat "$TMP/err.txt")"
 
 # A list of lengths is priced as the mean; --intensity overrides the preset.
 "$KINFER" cost --model qwen3-0.6b --prompt-len 50 --gen-len 1000,3000 -n 2 --intensity 562.5 --json > "$TMP/mean.json"

@@ -155,6 +155,32 @@ TEST(Cost, BlockTopkFloorsTheSearchTerms) {
   expect_rel(c.efflops(), 124506473355264.0, "efflops");
 }
 
+// int8 page summaries: the search reads head_dim + 4 bytes per (page, KV
+// head) instead of 2 x head_dim; nothing else changes.
+TEST(Cost, BlockTopkInt8SummariesReadHalfTheSearchBytes) {
+  AttnSpec b;
+  b.formula = Formula::BlockTopk;
+  b.local_tokens = 80;
+  b.page_size = 16;
+  b.topk_pages = 64;
+  const Cost c16 = cost(qwen06(), b, kB200, 100, 1001, 3);
+  b.int8_summaries = true;
+  const Cost c8 = cost(qwen06(), b, kB200, 100, 1001, 3);
+  expect_rel(c8.search_bytes, 200.0 * 1001 * 8 * 28 * 132 / 2, "search memory: 132 bytes a page and head of 28 layers");
+  expect_rel(c8.search_bytes, c16.search_bytes * 132.0 / 256.0, "vs bf16");
+  expect_rel(c8.attn_bytes, c16.attn_bytes, "KV reads");
+  expect_rel(c8.compute(), c16.compute(), "compute");
+  EXPECT_EQ(b.label(), "blocktopk T=80 P=16 K=64 int8");
+  AttnPolicy pol;
+  pol.kind = AttnKind::BlockTopK;
+  EXPECT_TRUE(spec_of(pol, 16, true).int8_summaries);
+  pol.kind = AttnKind::Local;
+  EXPECT_FALSE(spec_of(pol, 16, true).int8_summaries);  // only block top-k scores summaries
+  AttnSpec d;
+  d.int8_summaries = true;
+  EXPECT_THROW(d.validate(), Error);
+}
+
 TEST(Cost, MeanOverGenerationLengths) {
   const std::vector<int64_t> lens = {1000, 3000};
   const Cost c = expected_cost(qwen06(), AttnSpec{}, kB200, 50, lens, 2);

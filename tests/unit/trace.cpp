@@ -64,6 +64,19 @@ TEST(Trace, ReadsKineticsSummaryAndTopk) {
   EXPECT_FALSE(cost::model_shape_for_trace(k).has_value());
 }
 
+// A kinfer header's blocktopk with int8 page summaries prices the search at
+// their bytes; a bad summary_dtype names the field.
+TEST(Trace, Int8SummariesInTheHeader) {
+  nlohmann::json attn = {{"policy", "blocktopk"}, {"page_size", 16}, {"topk_pages", 2}, {"local_pages", 1}};
+  EXPECT_FALSE(cost::attn_spec_from_json(attn, "h").int8_summaries);
+  attn["summary_dtype"] = "int8";
+  const cost::AttnSpec a = cost::attn_spec_from_json(attn, "h");
+  EXPECT_TRUE(a.int8_summaries);
+  EXPECT_EQ(a.kv_budget(), 16 * 2 + 32);
+  attn["summary_dtype"] = "fp4";
+  EXPECT_THROW(cost::attn_spec_from_json(attn, "h"), Error);
+}
+
 TEST(Trace, KineticsNullTopkMeansLocalOnly) {
   const Trace t = parse_trace(
       "{\"attn_local\": 256, \"attn_topk\": null}\n"
