@@ -18,7 +18,8 @@ class StepDriver {
   // max_ctx: tokens per sequence; max_step_tokens: rows per step (longer
   // prefills are split); 0 = max(max_ctx, n_seqs).
   StepDriver(const Model& model, Backend& be, int n_seqs, int max_ctx, int page_size = 16, int max_step_tokens = 0,
-             bool graphs = true, AttnPolicy policy = {}, std::vector<int> dense_layers = {}, bool pad_decode = false)
+             bool graphs = true, AttnPolicy policy = {}, std::vector<int> dense_layers = {}, bool pad_decode = false,
+             bool i8_summaries = false)
       : n_seqs_(n_seqs), max_ctx_(max_ctx), page_size_(page_size),
         pages_per_seq_((max_ctx + page_size - 1) / page_size), ctx_(n_seqs, 0) {
     KF_CHECK(n_seqs > 0 && max_ctx > 0, "driver: n_seqs {} and max_ctx {} must be positive", n_seqs, max_ctx);
@@ -32,6 +33,7 @@ class StepDriver {
     c.pad_decode = pad_decode;
     c.policy = policy;
     c.dense_layers = std::move(dense_layers);
+    c.i8_summaries = i8_summaries;
     max_step_ = c.max_step_tokens;
     exec_ = std::make_unique<StepExecutor>(model, be, c);
     pages_.resize(n_seqs);
