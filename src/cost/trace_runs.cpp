@@ -76,8 +76,8 @@ AttnSpec attn_spec_from_json(const json& attn, const std::string& where) {
     spec.page_size = page;
     spec.topk_pages = topk_pages;
     if (auto it = attn.find("summary_dtype"); it != attn.end()) {
-      KF_CHECK(it->is_string() && (*it == "auto" || *it == "int8"), "{}: attn summary_dtype must be \"auto\" or \"int8\"",
-               where);
+      KF_CHECK(it->is_string() && (*it == "auto" || *it == "int8"),
+               "{}: attn summary_dtype must be \"auto\" or \"int8\"", where);
       spec.int8_summaries = *it == "int8";
     }
   } else if (policy == "sparse") {

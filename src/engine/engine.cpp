@@ -387,10 +387,10 @@ Engine::Launched Engine::launch(const StepPlan& plan) {
       dense.kind = AttnKind::Dense;
       const attn::Reads rdense = attn::reads_per_head(ctx, cfg_.page_size, dense);
       const int64_t n_dense = static_cast<int64_t>(cfg_.dense_layers.size()), n_sparse = mc.n_layers - n_dense;
-      const int64_t summary = attn::summary_bytes(attn::summary_kind_for(static_cast<int>(elem), cfg_.i8_summaries), mc.head_dim);
-      const int64_t bytes = kv_heads_ * (mc.head_dim * elem *
-                                             (n_sparse * (2 * rd.kv_tokens + rd.k_tokens) + n_dense * 2 * rdense.kv_tokens) +
-                                         n_sparse * rd.summaries * summary);
+      const attn::SummaryKind kind = attn::summary_kind_for(static_cast<int>(elem), cfg_.i8_summaries);
+      const int64_t summary = attn::summary_bytes(kind, mc.head_dim);  // bytes of one (page, KV head) summary
+      const int64_t kv_elems = n_sparse * (2 * rd.kv_tokens + rd.k_tokens) + n_dense * 2 * rdense.kv_tokens;
+      const int64_t bytes = kv_heads_ * (mc.head_dim * elem * kv_elems + n_sparse * rd.summaries * summary);
       stats_.kv_bytes_read += bytes;
       st.kv_bytes += bytes;
       stats_.decode_page_reads += kv_heads_ * (n_sparse * rd.pages + n_dense * rdense.pages);

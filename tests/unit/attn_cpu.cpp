@@ -290,7 +290,8 @@ TEST(AttnCpu, Int8SummariesMatchBruteForce) {
     pol.kind = AttnKind::BlockTopK;
     pol.local_pages = 1 + rng() % 3;
     pol.topk_pages = rng() % 5;
-    const std::string label = "int8 iter " + std::to_string(iter) + " P=" + std::to_string(c.P) + " D=" + std::to_string(c.D);
+    const std::string label =
+        "int8 iter " + std::to_string(iter) + " P=" + std::to_string(c.P) + " D=" + std::to_string(c.D);
     check_case(c, pol, label.c_str());
     if (HasFatalFailure()) return;
     // Codes and scales as defined: the largest |mean| gets code +-127, the

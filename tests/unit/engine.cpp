@@ -154,7 +154,8 @@ TEST(Engine, Int8SummariesAreExactUnderForksAndPreemption) {
   EXPECT_GT(s_small.preemptions, 0);
   EXPECT_EQ(one[0][0].tokens, four[0][0].tokens);
   expect_same(four, tight);
-  const Outputs f32 = run_all(config(AttnKind::BlockTopK, 400), {request(11, 9, 4, 40), request(25, 13, 2, 30)}, &s_f32);
+  const Outputs f32 =
+      run_all(config(AttnKind::BlockTopK, 400), {request(11, 9, 4, 40), request(25, 13, 2, 30)}, &s_f32);
   EXPECT_LT(s_big.kv_bytes_read, s_f32.kv_bytes_read);
   EXPECT_EQ(s_big.decode_page_reads, s_f32.decode_page_reads);
 }

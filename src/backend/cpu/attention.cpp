@@ -40,7 +40,8 @@ PoolShape check_pool(const KvLayer& kv) {
   const bool i8 = kv.summary.dtype == DType::U8;
   if (i8) {
     KF_CHECK(kv.summary.device == Device::CPU && kv.summary.ndim == 3 && kv.summary.is_contiguous(),
-             "kv.summary: expected a contiguous CPU [pages, kv_heads, head_dim] tensor, got {}", kv.summary.shape_str());
+             "kv.summary: expected a contiguous CPU [pages, kv_heads, head_dim] tensor, got {}",
+             kv.summary.shape_str());
     check_f32(kv.summary_scale, "kv.summary_scale", 2);
   } else {
     check_f32(kv.summary, "kv.summary", 3);
@@ -262,7 +263,8 @@ void cpu_attention(const Tensor& q, const KvLayer& kv, const AttnBatch& batch,
           for (int d = 0; d < D; ++d) q16[d] = attn::i16_encode(qbar[d], qscale);
           for (int i = c.first; i < c.end; ++i) {
             const int64_t ph = static_cast<int64_t>(pt[i]) * Hkv + h;
-            scores[i] = attn::i8_page_score(attn::dot_i8(q16, static_cast<const uint8_t*>(sp) + ph * D, D), qscale, ss[ph]);
+            const int32_t dot = attn::dot_i8(q16, static_cast<const uint8_t*>(sp) + ph * D, D);
+            scores[i] = attn::i8_page_score(dot, qscale, ss[ph]);
           }
         } else {
           for (int i = c.first; i < c.end; ++i)

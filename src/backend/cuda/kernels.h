@@ -64,7 +64,6 @@ struct KvPool {
   void* summary = nullptr;  // [n_pages, n_kv_heads, head_dim] in summary_kind
   attn::SummaryKind summary_kind = attn::SummaryKind::F32;
   float* summary_scale = nullptr;  // [n_pages, n_kv_heads], int8 summaries only
-
   int n_pages = 0, n_kv_heads = 0, page_size = 0, head_dim = 0;
 };
 void kv_write(const KvPool& kv, const bf16_t* k, const bf16_t* v, const int32_t* slots, int n,

@@ -46,7 +46,8 @@ __global__ void kv_copy_kernel(KvPool kv, const int32_t* src, const int32_t* dst
     kd[i] = ks[i];
     vd[i] = vs[i];
   }
-  const int64_t sum_bytes = static_cast<int64_t>(kv.n_kv_heads) * kv.head_dim * attn::summary_elem_bytes(kv.summary_kind);
+  const int64_t sum_bytes =
+      static_cast<int64_t>(kv.n_kv_heads) * kv.head_dim * attn::summary_elem_bytes(kv.summary_kind);
   const uint8_t* ss = static_cast<const uint8_t*>(kv.summary) + s * sum_bytes;
   uint8_t* sd = static_cast<uint8_t*>(kv.summary) + d * sum_bytes;
   for (int64_t i = threadIdx.x; i < sum_bytes; i += blockDim.x) sd[i] = ss[i];

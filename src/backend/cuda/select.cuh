@@ -159,11 +159,10 @@ __device__ __forceinline__ void score_pages_i8(const SelectParams& p, const floa
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) qmax = fmaxf(qmax, __shfl_xor_sync(0xffffffffu, qmax, o));
   const float qscale = attn::i16_query_scale(qmax);
+  auto q16 = [&](int d) { return static_cast<uint32_t>(static_cast<uint16_t>(attn::i16_encode(qbar[d], qscale))); };
   int qpair[8];  // q16 of dims c*16 + 2i, 2i+1 as the two halves dp2a takes
 #pragma unroll
-  for (int i = 0; i < 8; ++i)
-    qpair[i] = static_cast<int>((static_cast<uint32_t>(static_cast<uint16_t>(attn::i16_encode(qbar[c * 16 + 2 * i], qscale)))) |
-                                (static_cast<uint32_t>(static_cast<uint16_t>(attn::i16_encode(qbar[c * 16 + 2 * i + 1], qscale))) << 16));
+  for (int i = 0; i < 8; ++i) qpair[i] = static_cast<int>(q16(c * 16 + 2 * i) | (q16(c * 16 + 2 * i + 1) << 16));
   for (int j0 = (threadIdx.x >> 5) * RPR + sub;; j0 += kStride * kUnroll) {
     if (j0 - sub >= m) break;  // warp-uniform
     int64_t ph[kUnroll];       // page * Hkv + h, or -1
