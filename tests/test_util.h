@@ -5,6 +5,7 @@
 #include <initializer_list>
 #include <string>
 
+#include "io/checkpoint.h"
 #include "util/error.h"
 
 namespace kf {
@@ -19,6 +20,17 @@ void expect_error(F f, std::initializer_list<std::string> parts) {
     for (const std::string& p : parts)
       EXPECT_NE(std::string(e.what()).find(p), std::string::npos)
           << "message '" << e.what() << "' lacks '" << p << "'";
+  }
+}
+
+// The embedded default model's path (resolve_default_model), or "" with the
+// reason in *why when it is not installed (tests then skip).
+inline std::string default_model_path(std::string* why) {
+  try {
+    return resolve_default_model();
+  } catch (const Error& e) {
+    *why = e.what();
+    return "";
   }
 }
 

@@ -44,30 +44,27 @@ KF_HOST_DEVICE inline SummaryKind summary_kind_for(int elem_bytes, bool i8) {
   return i8 ? SummaryKind::I8 : elem_bytes == 2 ? SummaryKind::BF16 : SummaryKind::F32;
 }
 
-// The scale of a summary vector whose largest |value| is amax: amax / 127
-// (IEEE division on host and device alike), 1 when that is 0, inf or NaN.
-KF_HOST_DEVICE inline float i8_summary_scale(float amax) {
-  const float s = amax / 127.f;
+// Symmetric codes: the scale that maps amax to max_code (IEEE division on
+// host and device alike; 1 when that is 0, inf or NaN), and x / scale
+// rounded to the nearest integer (ties to even) within +-max_code (NaN -> 0).
+KF_HOST_DEVICE inline float symmetric_scale(float amax, float max_code) {
+  const float s = amax / max_code;
   return s > 0.f && s <= 3.0e38f ? s : 1.f;
 }
+KF_HOST_DEVICE inline float symmetric_code(float x, float scale, float max_code) {
+  const float r = rintf(x / scale);
+  if (r != r) return 0.f;
+  return r > max_code ? max_code : r < -max_code ? -max_code : r;
+}
 
-// x / scale rounded to the nearest integer (ties to even), within +-127; NaN -> 0.
+// Summaries in int8 (max 127), q̄ in 16 bits (max 32767).
+KF_HOST_DEVICE inline float i8_summary_scale(float amax) { return symmetric_scale(amax, 127.f); }
 KF_HOST_DEVICE inline int8_t i8_encode(float x, float scale) {
-  const float r = rintf(x / scale);
-  if (r != r) return 0;
-  return static_cast<int8_t>(r > 127.f ? 127.f : r < -127.f ? -127.f : r);
+  return static_cast<int8_t>(symmetric_code(x, scale, 127.f));
 }
-
-// q̄ in 16 bits: the scale of a query whose largest |q̄[d]| is qmax, and a
-// value's code (round to nearest even, within +-32767; NaN -> 0).
-KF_HOST_DEVICE inline float i16_query_scale(float qmax) {
-  const float s = qmax / 32767.f;
-  return s > 0.f && s <= 3.0e38f ? s : 1.f;
-}
+KF_HOST_DEVICE inline float i16_query_scale(float qmax) { return symmetric_scale(qmax, 32767.f); }
 KF_HOST_DEVICE inline int16_t i16_encode(float x, float scale) {
-  const float r = rintf(x / scale);
-  if (r != r) return 0;
-  return static_cast<int16_t>(r > 32767.f ? 32767.f : r < -32767.f ? -32767.f : r);
+  return static_cast<int16_t>(symmetric_code(x, scale, 32767.f));
 }
 // A page's score from its exact integer dot product (evaluated left to right).
 KF_HOST_DEVICE inline float i8_page_score(int32_t dot, float qscale, float scale) {

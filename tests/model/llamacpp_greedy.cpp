@@ -29,6 +29,7 @@
 #include "io/checkpoint.h"
 #include "model/model.h"
 #include "step_driver.h"
+#include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
 namespace kf {
@@ -38,12 +39,9 @@ constexpr float kNoise = 0.5f;
 constexpr int kMinExact = 150;
 
 TEST(LlamaCppGreedy, QuantizedPathFollowsLlamaCppUpToNearTies) {
-  std::string path;
-  try {
-    path = resolve_default_model();
-  } catch (const Error& e) {
-    GTEST_SKIP() << "default model not installed: " << e.what();
-  }
+  std::string why;
+  const std::string path = default_model_path(&why);
+  if (path.empty()) GTEST_SKIP() << "default model not installed: " << why;
   std::ifstream in(std::string(KINFER_SOURCE_DIR) + "/tests/fixtures/llamacpp/smollm2_greedy.json");
   ASSERT_TRUE(in) << "missing fixture tests/fixtures/llamacpp/smollm2_greedy.json";
   const nlohmann::json fx = nlohmann::json::parse(in);

@@ -14,6 +14,7 @@
 #include "io/checkpoint.h"
 #include "model/model.h"
 #include "step_driver.h"
+#include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
 namespace kf {
@@ -22,12 +23,9 @@ namespace {
 int argmax(const float* v, int n) { return static_cast<int>(std::max_element(v, v + n) - v); }
 
 TEST(SmolLM2, GreedyCompletesCapitalOfFrance) {
-  std::string path;
-  try {
-    path = resolve_default_model();
-  } catch (const Error& e) {
-    GTEST_SKIP() << "default model not installed: " << e.what();
-  }
+  std::string why;
+  const std::string path = default_model_path(&why);
+  if (path.empty()) GTEST_SKIP() << "default model not installed: " << why;
   auto be = make_cpu_backend(0);
   const auto t0 = std::chrono::steady_clock::now();
   const Model model = Model::load(path, *be);
@@ -82,12 +80,9 @@ double kl(const float* p_logits, const float* q_logits, int n) {  // KL(softmax 
 }
 
 TEST(SmolLM2, Int8PageSummariesFollowF32Summaries) {
-  std::string path;
-  try {
-    path = resolve_default_model();
-  } catch (const Error& e) {
-    GTEST_SKIP() << "default model not installed: " << e.what();
-  }
+  std::string why;
+  const std::string path = default_model_path(&why);
+  if (path.empty()) GTEST_SKIP() << "default model not installed: " << why;
   auto be = make_cpu_backend(0);
   const Model model = Model::load(path, *be);
   const Tokenizer tok = load_tokenizer(path);
@@ -128,11 +123,8 @@ TEST(SmolLM2, Int8PageSummariesFollowF32Summaries) {
 }
 
 TEST(SmolLM2, GenerateCliGreedyJson) {
-  try {
-    resolve_default_model();
-  } catch (const Error& e) {
-    GTEST_SKIP() << "default model not installed: " << e.what();
-  }
+  std::string why;
+  if (default_model_path(&why).empty()) GTEST_SKIP() << "default model not installed: " << why;
   const std::string cmd = std::string(KINFER_BIN) +
                           " generate --model default --prompt 'The capital of France is' --max-tokens 4 "
                           "--temp 0 --json";

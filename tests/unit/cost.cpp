@@ -25,6 +25,16 @@ ModelShape qwen06() {
 
 constexpr double kB200 = 562.5;
 
+// Block top-k as the paper's Qwen3 runs: T 80 (sink + 4 local pages), P 16, K 64.
+AttnSpec blocktopk_80_16_64() {
+  AttnSpec b;
+  b.formula = Formula::BlockTopk;
+  b.local_tokens = 80;
+  b.page_size = 16;
+  b.topk_pages = 64;
+  return b;
+}
+
 void expect_rel(double got, double want, const char* what) {
   EXPECT_NEAR(got, want, std::abs(want) * 1e-12 + 1e-9) << what;
 }
@@ -140,11 +150,7 @@ TEST(Cost, SparseBeyondBudget) {
 }
 
 TEST(Cost, BlockTopkFloorsTheSearchTerms) {
-  AttnSpec b;
-  b.formula = Formula::BlockTopk;
-  b.local_tokens = 80;
-  b.page_size = 16;
-  b.topk_pages = 64;
+  AttnSpec b = blocktopk_80_16_64();
   EXPECT_EQ(b.kv_budget(), 1104);
   // Lin 100, L 1001, N 3: floor((200+1001)/16) = 75, floor((200+3*1001)/16) = 200.
   const Cost c = cost(qwen06(), b, kB200, 100, 1001, 3);
@@ -158,11 +164,7 @@ TEST(Cost, BlockTopkFloorsTheSearchTerms) {
 // int8 page summaries: the search reads head_dim + 4 bytes per (page, KV
 // head) instead of 2 x head_dim; nothing else changes.
 TEST(Cost, BlockTopkInt8SummariesReadHalfTheSearchBytes) {
-  AttnSpec b;
-  b.formula = Formula::BlockTopk;
-  b.local_tokens = 80;
-  b.page_size = 16;
-  b.topk_pages = 64;
+  AttnSpec b = blocktopk_80_16_64();
   const Cost c16 = cost(qwen06(), b, kB200, 100, 1001, 3);
   b.int8_summaries = true;
   const Cost c8 = cost(qwen06(), b, kB200, 100, 1001, 3);
