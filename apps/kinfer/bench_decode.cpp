@@ -261,8 +261,8 @@ int bench_decode(int argc, char** argv) {
   const int64_t elem = dtype_bytes(be->act_dtype(), 1);
   const int64_t summary_bytes =
       attn::summary_bytes(attn::summary_kind_for(static_cast<int>(elem), ec.i8_summaries), cfg.head_dim);
-  const int64_t per_head = (2 * r.kv_tokens + r.k_tokens) * cfg.head_dim * elem + r.summaries * summary_bytes;
-  const int64_t per_dense_head = 2 * rd.kv_tokens * cfg.head_dim * elem;
+  const int64_t per_head = attn::read_bytes(r, cfg.head_dim, elem, summary_bytes);
+  const int64_t per_dense_head = attn::read_bytes(rd, cfg.head_dim, elem, summary_bytes);
   const int64_t n_dense = static_cast<int64_t>(ec.dense_layers.size());
   const int64_t kv_bytes = (per_head * (cfg.n_layers - n_dense) + per_dense_head * n_dense) * cfg.n_kv_heads * batch;
   const int64_t weight_bytes = model.weights().bytes_per_step();

@@ -90,6 +90,11 @@ struct Reads {
   int64_t summaries = 0;
 };
 Reads reads_per_head(int ctx_len, int page_size, const AttnPolicy& policy);
+// Bytes those reads move for one KV head of one layer: K/V elements of
+// elem_bytes, summaries of summary_bytes each (attn/summary.h summary_bytes).
+inline int64_t read_bytes(const Reads& r, int head_dim, int64_t elem_bytes, int64_t summary_bytes) {
+  return (2 * r.kv_tokens + r.k_tokens) * head_dim * elem_bytes + r.summaries * summary_bytes;
+}
 
 // Spans covering whole logical pages (as chosen by the page policies).
 int pages_to_spans(const int* pages, int n, int ctx_len, int page_size, Span* out);

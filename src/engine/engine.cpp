@@ -389,8 +389,8 @@ Engine::Launched Engine::launch(const StepPlan& plan) {
       const int64_t n_dense = static_cast<int64_t>(cfg_.dense_layers.size()), n_sparse = mc.n_layers - n_dense;
       const attn::SummaryKind kind = attn::summary_kind_for(static_cast<int>(elem), cfg_.i8_summaries);
       const int64_t summary = attn::summary_bytes(kind, mc.head_dim);  // bytes of one (page, KV head) summary
-      const int64_t kv_elems = n_sparse * (2 * rd.kv_tokens + rd.k_tokens) + n_dense * 2 * rdense.kv_tokens;
-      const int64_t bytes = kv_heads_ * (mc.head_dim * elem * kv_elems + n_sparse * rd.summaries * summary);
+      const int64_t bytes = kv_heads_ * (n_sparse * attn::read_bytes(rd, mc.head_dim, elem, summary) +
+                                         n_dense * attn::read_bytes(rdense, mc.head_dim, elem, summary));
       stats_.kv_bytes_read += bytes;
       st.kv_bytes += bytes;
       stats_.decode_page_reads += kv_heads_ * (n_sparse * rd.pages + n_dense * rdense.pages);

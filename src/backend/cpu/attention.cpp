@@ -134,7 +134,8 @@ void cpu_kv_copy_pages(const KvLayer& kv, const Tensor& src, const Tensor& dst) 
                 page_elems * sizeof(float));
     std::memcpy(kv.v.ptr<float>() + d[i] * page_elems, kv.v.ptr<float>() + s[i] * page_elems,
                 page_elems * sizeof(float));
-    const int64_t sum_bytes = sum_elems * (p.i8_summaries ? 1 : 4);
+    const int64_t sum_bytes =
+        sum_elems * attn::summary_elem_bytes(p.i8_summaries ? attn::SummaryKind::I8 : attn::SummaryKind::F32);
     std::memcpy(kv.summary.ptr<uint8_t>() + d[i] * sum_bytes, kv.summary.ptr<uint8_t>() + s[i] * sum_bytes, sum_bytes);
     if (p.i8_summaries)
       std::memcpy(kv.summary_scale.ptr<float>() + int64_t(d[i]) * p.n_kv_heads,
