@@ -25,6 +25,9 @@
 #               (PHASE_SHAPES="B T [Hq]; ...": Hq 16 unless given, 8 KV heads)
 #               (in a real step: CMAKE_ARGS=-DKINFER_ATTN_PHASES=ON, bench decode --profile)
 #   granule     what DRAM gives scattered reads of 128 B-8 KB chunks (dev/cuda/granule.cu, no build needed)
+#   stage       the fused sparse kernel's known pages staged in shared memory or not: decode rows
+#               with KINFER_ATTN_STAGE=0 / 1 interleaved (STAGE_ROWS "preset B T attn [flags];...",
+#               STAGE_REPS rounds, default 2)
 #   decode      kinfer bench decode rows (Qwen3 shapes, dense and blocktopk, 16K-40K)
 #   generate    kinfer bench generate rows with --profile, and the HF generate baseline (GEN_HF=0: not)
 #   eval        the SmolLM2 GSM8K eval job (needs $GGUF) and its HF baseline
@@ -129,6 +132,21 @@ for run in map(json.loads, re.findall(r'\{"bench.*?\]\}', open(sys.argv[1]).read
         print(f"  {where:9s} {how:11s} {u:2d}: {' '.join(v)}")
 PY
   log "granule done"
+}
+
+step_stage() {  # KINFER_ATTN_STAGE 0 (pool reads) / 1 (staged, the default), rows interleaved
+  copy_bw
+  local rows
+  IFS=';' read -ra rows <<< "${STAGE_ROWS:-qwen3-0.6b 32 16384 blocktopk;qwen3-0.6b 32 16384 blocktopk --summary-dtype int8;qwen3-0.6b 64 16384 blocktopk;qwen3-0.6b 64 16384 blocktopk --summary-dtype int8;qwen3-0.6b 32 32768 blocktopk --summary-dtype int8;qwen3-8b 32 16384 blocktopk --summary-dtype int8}"
+  for ((rep = 0; rep < ${STAGE_REPS:-2}; ++rep)); do
+    for row in "${rows[@]}"; do
+      for v in 0 1; do
+        echo -n "stage $v: "
+        KINFER_ATTN_STAGE=$v J=$OUT/stage$v.jsonl dec $row || tail -2 "$OUT/decode.err"
+      done
+    done
+  done
+  log "stage done"
 }
 
 step_diag32k() {

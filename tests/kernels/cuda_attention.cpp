@@ -36,7 +36,8 @@ std::string describe(const Case& c) {
   return s + "]";
 }
 
-void run_case(Backend& be, const Case& c) {
+// Runs c on the GPU and on the CPU; returns the GPU output (as floats).
+std::vector<float> run_case(Backend& be, const Case& c) {
   SCOPED_TRACE(describe(c));
   std::mt19937 rng(c.seed);
   const int S = static_cast<int>(c.ctx.size()), Hq = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim,
@@ -163,6 +164,7 @@ void run_case(Backend& be, const Case& c) {
         }
     }
   EXPECT_EQ(mismatches, 0) << "page selections differ from the CPU reference";
+  return got;
 }
 
 struct CudaAttention : ::testing::Test {
@@ -328,6 +330,41 @@ TEST_F(CudaAttention, MixedPoliciesPerSequence) {
     c.seed = 3;
     run_case(*be, c);  // with prefill chunks
   }
+}
+
+// The fused sparse kernel copies the pages it reads whatever the scores say
+// (page 0, the local window) to shared memory while it ranks the others
+// (KINFER_ATTN_STAGE=1, the default). Only where the bytes come from
+// changes, not the order of the sums: every output must equal, bit for bit,
+// the kernel reading them from the pool (KINFER_ATTN_STAGE=0). Windows
+// larger than the staging space (P 32, D 128: 3 page slots of 16 KB), local
+// policies, the topk oracle's masks, partial last pages, short contexts
+// that read every page, query groups of 1-8.
+TEST_F(CudaAttention, StagedKnownPagesChangeNoBit) {
+  std::unique_ptr<Backend> pool_reads = test::cuda_backend_with("KINFER_ATTN_STAGE", "0");
+  uint32_t seed = 500;
+  struct Shape {
+    int D, P, hq, hkv;
+  };
+  for (Shape sh : {Shape{128, 16, 16, 8}, Shape{128, 32, 16, 8}, Shape{128, 16, 8, 8}, Shape{128, 16, 64, 8},
+                   Shape{64, 16, 8, 2}, Shape{64, 32, 32, 8}})
+    for (AttnKind kind : {AttnKind::BlockTopK, AttnKind::Local, AttnKind::TopK})
+      for (int local : {1, 4, 12}) {
+        const auto [D, P, hq, hkv] = sh;
+        Case c;
+        c.kind = kind;
+        c.head_dim = D;
+        c.page_size = P;
+        c.n_heads = hq;
+        c.n_kv_heads = hkv;
+        c.topk_pages = 8;
+        c.local_pages = local;
+        c.ctx = {1, 5 * P, 40 * P + 3, 100 * P - 1, 2000};
+        c.summary = (seed & 1) ? attn::SummaryKind::I8 : attn::SummaryKind::BF16;
+        c.seed = seed++;
+        const std::vector<float> staged = run_case(*be, c);
+        EXPECT_EQ(staged, run_case(*pool_reads, c)) << describe(c) << ": staged vs pool reads";
+      }
 }
 
 // Long contexts past the shared-memory candidate limit of block top-k (2,560+

@@ -172,15 +172,7 @@ TEST_F(CudaFused, QkvRopeWriteMatchesCpu) {
 // apply there), SmolLM2-135M, small ones with few blocks, and row counts
 // around the 16-row tiles and the two warp groups (33-64 rows).
 // The fused kernel is opt-in (KINFER_MLP_FUSED=1, read when a backend is made).
-// A CUDA backend made with one switch of the environment set (read at construction).
-std::unique_ptr<Backend> cuda_backend_with(const char* var, const std::string& value) {
-  setenv(var, value.c_str(), 1);
-  std::unique_ptr<Backend> b = make_cuda_backend(0);
-  unsetenv(var);
-  return b;
-}
-
-std::unique_ptr<Backend> make_fused_mlp_backend() { return cuda_backend_with("KINFER_MLP_FUSED", "1"); }
+std::unique_ptr<Backend> make_fused_mlp_backend() { return test::cuda_backend_with("KINFER_MLP_FUSED", "1"); }
 
 TEST_F(CudaFused, MlpMatchesCpuAndSeparateOps) {
   std::unique_ptr<Backend> fused = make_fused_mlp_backend();
@@ -284,7 +276,7 @@ TEST_F(CudaFused, MlpGraphReplayAndGridSizesShareTheBarrier) {
 }
 
 std::unique_ptr<Backend> make_split_k_backend(int slices) {
-  return cuda_backend_with("KINFER_SPLIT_K", std::to_string(slices));
+  return test::cuda_backend_with("KINFER_SPLIT_K", std::to_string(slices));
 }
 
 // matmul_add_rmsnorm with K split into fp32 partial products that the norm
@@ -374,7 +366,7 @@ struct QkvAttnCase {
 };
 
 TEST_F(CudaFused, QkvAttentionSummariesInTheSparseKernel) {
-  std::unique_ptr<Backend> sep = cuda_backend_with("KINFER_ATTN_SUMMARIES", "0");
+  std::unique_ptr<Backend> sep = test::cuda_backend_with("KINFER_ATTN_SUMMARIES", "0");
   const std::vector<int> ctx6 = {3000, 1024, 17, 4096, 2048, 5};  // 1024 and 2048: the new key ends a page
   for (const QkvAttnCase& c :
        {QkvAttnCase{16, 8, 128, 128, 16, true, AttnKind::BlockTopK, ctx6, {}},

@@ -6,7 +6,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "backend/backend.h"
@@ -18,6 +21,14 @@
   } while (0)
 
 namespace kf::test {
+
+// A CUDA backend made with one switch of the environment set (read at construction).
+inline std::unique_ptr<Backend> cuda_backend_with(const char* var, const std::string& value) {
+  setenv(var, value.c_str(), 1);
+  std::unique_ptr<Backend> b = make_cuda_backend(0);
+  unsetenv(var);
+  return b;
+}
 
 // Uniform values in [lo, hi), rounded to bf16 so both backends see the same numbers.
 inline std::vector<float> rand_bf16(size_t n, std::mt19937& rng, float lo = -1.f, float hi = 1.f) {

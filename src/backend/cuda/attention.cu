@@ -21,6 +21,8 @@
 //  - sparse_decode_kernel: for a pure decode batch under blocktopk / local /
 //    topk, one block per (sequence, KV head) selects its pages and attends to
 //    them in the same launch: no list round trip, no splits, no reduction.
+//    Page 0 and the local pages, which it reads whatever the scores say, go
+//    to shared memory by bulk copies while it ranks the others (StagedPages).
 //    Under Backend::qkv_attention it then writes the summary of the page its
 //    row's new key completed, for its KV head (no summary kernel runs).
 #include <algorithm>
@@ -37,11 +39,24 @@ namespace {
 constexpr int kWarps = 4;        // warps per attention block
 constexpr int kTile = 16;        // token slots a warp handles per step
 constexpr int kSelThreads = 256;  // threads of the stand-alone select kernel
+// The fused sparse kernel's staged known pages: at most this many bytes of
+// shared memory (2 blocks of it per SM beside their static ~20-45 KB) and
+// page slots (one bulk copy per K or V page by a lane of warp 0).
+constexpr int64_t kStageBytes = 48 * 1024;
+constexpr int64_t kMaxStaged = 16;
 
 // Whether slot tok of a tile is read: inside the page's ntok filled slots
 // and kept by the (topk oracle's) token mask.
 __device__ __forceinline__ bool slot_read(int tok, int ntok, uint32_t mask) {
   return tok < ntok && ((mask >> (tok & 31)) & 1u);
+}
+
+// 16 bytes of K or V: streamed from the pool, or (SMEM) from the block's
+// staged copy of a page in shared memory (the fused sparse kernel's known pages).
+template <bool SMEM>
+__device__ __forceinline__ uint4 ld_kv(const bf16_t* p) {
+  if constexpr (SMEM) return *reinterpret_cast<const uint4*>(p);
+  else return ld_stream(p);
 }
 
 // Sequence of query row r: the last s with q_start[s] <= r (fast path: one row per sequence).
@@ -80,6 +95,9 @@ struct DecodeParams {
   // null) whose completed pages' summaries it writes after attending.
   const int32_t* summary_slots;
   KvPool pool;  // where those summaries go
+  // Fused sparse kernel only: page slots of its dynamic shared memory for the
+  // known pages (StagedPages; 0: none staged).
+  int stage_pages;
 };
 
 // Whether sequence s of a batch reads a page list (a selecting policy).
@@ -117,6 +135,7 @@ struct WarpState {
 
   // One tile: slots tok0.. of the page whose K/V for this KV head start at
   // base; slots >= ntok or outside mask are skipped.
+  template <bool SMEM = false>
   __device__ __forceinline__ void tile(const bf16_t* kpool, const bf16_t* vpool, int64_t base, int tok0, int ntok,
                                        uint32_t mask) {
     constexpr int LPR = D / 8, RPR = 32 / LPR, NI = kTile / RPR;
@@ -131,8 +150,8 @@ struct WarpState {
       kr[i] = make_uint4(0, 0, 0, 0);
       vr[i] = make_uint4(0, 0, 0, 0);
       if (ok[i]) {
-        kr[i] = ld_stream(kpool + base + static_cast<int64_t>(tok) * D);
-        vr[i] = ld_stream(vpool + base + static_cast<int64_t>(tok) * D);
+        kr[i] = ld_kv<SMEM>(kpool + base + static_cast<int64_t>(tok) * D);
+        vr[i] = ld_kv<SMEM>(vpool + base + static_cast<int64_t>(tok) * D);
       }
     }
     float sc[G][NI];
@@ -272,6 +291,7 @@ struct WarpStateMma {
     return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
   }
 
+  template <bool SMEM = false>
   __device__ __forceinline__ void tile(const bf16_t* kpool, const bf16_t* vpool, int64_t base, int tok0, int ntok,
                                        uint32_t mask) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
@@ -284,7 +304,7 @@ struct WarpStateMma {
       const bool ok = slot_read(tok, ntok, mask);
 #pragma unroll
       for (int mm = 0; mm < D / 32; ++mm)
-        kr[nt][mm] = ok ? ld_stream(kpool + base + static_cast<int64_t>(tok) * D + 32 * mm + 8 * t4)
+        kr[nt][mm] = ok ? ld_kv<SMEM>(kpool + base + static_cast<int64_t>(tok) * D + 32 * mm + 8 * t4)
                         : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
@@ -293,7 +313,7 @@ struct WarpStateMma {
       vok[i] = slot_read(tok, ntok, mask);
 #pragma unroll
       for (int u = 0; u < DPG / 8; ++u)
-        vr[i][u] = vok[i] ? ld_stream(vpool + base + static_cast<int64_t>(tok) * D + DPG * g + 8 * u)
+        vr[i][u] = vok[i] ? ld_kv<SMEM>(vpool + base + static_cast<int64_t>(tok) * D + DPG * g + 8 * u)
                           : make_uint4(0, 0, 0, 0);
     }
     float s[2][4];
@@ -375,13 +395,29 @@ constexpr int kMmaMinGroup = KINFER_ATTN_MMA_MIN_GROUP;
 template <int D, int G>
 using DecodeState = std::conditional_t<(G >= kMmaMinGroup), WarpStateMma<D, G>, WarpState<D, G>>;
 
+// Pages of a (sequence, KV head) the fused sparse kernel copied to shared
+// memory while it selected (it knows them before it scores: page 0 and the
+// local window [end, n)). Slot i holds K [P][D] then V [P][D]: page 0 at
+// slot 0, page end + i - 1 at slot i, for i < count (0: none staged).
+struct StagedPages {
+  const bf16_t* kv = nullptr;
+  int end = 0, count = 0;
+  __device__ int slot(int logical) const {
+    if (count == 0) return -1;
+    if (logical == 0) return 0;
+    const int i = 1 + logical - end;
+    return logical >= end && i < count ? i : -1;
+  }
+};
+
 // Visits tiles t0, t0+step, ... < t1 of a row (tile = kTile slots of one
 // page) and feeds each to the warp state. PREFETCH: the warp's lanes look up
 // the next 32 tiles' pages at once, so a tile does not wait on a table
-// lookup; else each tile looks up its own.
+// lookup (and tiles of staged pages read shared memory); else each tile
+// looks up its own.
 template <bool PREFETCH, class State>
 __device__ void visit_tiles(State& ws, const RowPages& rp, const bf16_t* kpool, const bf16_t* vpool, int Hkv, int h,
-                            int P, int D, int t0, int t1, int step) {
+                            int P, int D, int t0, int t1, int step, const StagedPages& staged = StagedPages{}) {
   const int lane = threadIdx.x & 31;
   const int tpp = (P + kTile - 1) / kTile;
   if constexpr (!PREFETCH) {
@@ -394,7 +430,7 @@ __device__ void visit_tiles(State& ws, const RowPages& rp, const bf16_t* kpool, 
     }
   } else {
     for (int tb = t0; tb < t1; tb += 32 * step) {
-      int my_page = 0, my_ntok = 0, my_tok0 = 0;
+      int my_page = 0, my_ntok = 0, my_tok0 = 0, my_slot = -1;
       uint32_t my_mask = 0;
       const int tj = tb + lane * step;
       if (tj < t1) {
@@ -404,6 +440,7 @@ __device__ void visit_tiles(State& ws, const RowPages& rp, const bf16_t* kpool, 
         my_mask = rp.mask ? rp.mask[item] : 0xffffffffu;
         my_page = rp.pt[logical];
         my_ntok = min(P, rp.T - logical * P);
+        my_slot = staged.slot(logical);
       }
       const int nb = min(32, (t1 - tb + step - 1) / step);
       for (int j = 0; j < nb; ++j) {
@@ -411,7 +448,11 @@ __device__ void visit_tiles(State& ws, const RowPages& rp, const bf16_t* kpool, 
         const int ntok = __shfl_sync(0xffffffffu, my_ntok, j);
         const int tok0 = __shfl_sync(0xffffffffu, my_tok0, j);
         const uint32_t mask = __shfl_sync(0xffffffffu, my_mask, j);
-        ws.tile(kpool, vpool, (static_cast<int64_t>(page) * Hkv + h) * P * D, tok0, ntok, mask);
+        const int slot = __shfl_sync(0xffffffffu, my_slot, j);
+        if (slot >= 0)
+          ws.template tile<true>(staged.kv, staged.kv + P * D, static_cast<int64_t>(slot) * 2 * P * D, tok0, ntok, mask);
+        else
+          ws.tile(kpool, vpool, (static_cast<int64_t>(page) * Hkv + h) * P * D, tok0, ntok, mask);
       }
     }
   }
@@ -492,19 +533,56 @@ __global__ void __launch_bounds__(kWarps * 32, MINB) decode_kernel(DecodeParams 
 template <int D, int G, int NW, int MINB, bool PREFETCH>
 __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectParams sp, DecodeParams p) {
   KF_PHASE(0);  // phases: dev/cuda (KINFER_ATTN_PHASES); compiled out otherwise
-  griddep_wait();
-  KF_PHASE(1);
+  extern __shared__ __align__(128) uint8_t staged_smem[];  // [stage_pages][K, V][P][D] bf16
   __shared__ SelectSmem<D, NW * 32> sel;
   __shared__ float sm_acc[NW][G][D];
   __shared__ float sm_m[NW][G], sm_l[NW][G];
+  __shared__ uint64_t stage_bar;
+  __shared__ int stage_end, stage_count;
+  if (threadIdx.x == 0) {
+    stage_count = 0;
+    if (p.stage_pages > 0) mbar_init(&stage_bar);
+  }
+  griddep_wait();
+  KF_PHASE(1);
   const int s = blockIdx.x, h = blockIdx.y;
   const int warp = threadIdx.x >> 5, c = (threadIdx.x & 31) % (D / 8);
   if (!selecting(sp.seq_policy, s, true)) return;  // a dense sequence: the split-K kernel serves it
-  select_pages<D, NW * 32>(sp, s, h, sel);
+  const int P = p.page_size, Hkv = p.n_kv_heads;
+  bf16_t* staged = reinterpret_cast<bf16_t*>(staged_smem);
+  // The known pages (page 0, the local window) go to shared memory by bulk
+  // copies once scoring is done: their bytes move during the radix select,
+  // when the warps have no loads in flight (H200: steps 1-1.5% faster than
+  // reading them from the pool with the chosen pages, and than copying them
+  // before scoring; docs/cuda.md).
+  auto fetch_known = [&](int end, int n) {
+    if (p.stage_pages == 0 || threadIdx.x >= 32) return;
+    const int count = min(1 + n - end, p.stage_pages), lane = threadIdx.x;
+    const unsigned page_bytes = P * D * sizeof(bf16_t);
+    if (lane == 0) {
+      stage_end = end;
+      stage_count = count;
+      mbar_expect_bytes(&stage_bar, 2 * count * page_bytes);
+    }
+    __syncwarp();
+    if (lane < 2 * count) {  // lane 2i: page i's K, 2i + 1: its V
+      const int i = lane >> 1, logical = i == 0 ? 0 : end + i - 1;
+      const int64_t page = p.table[static_cast<int64_t>(s) * p.max_pages + logical];
+      const bf16_t* src = (lane & 1 ? p.v : p.k) + (page * Hkv + h) * P * D;
+      bulk_copy_stream(staged + static_cast<int64_t>(lane) * P * D, src, page_bytes, &stage_bar);
+    }
+  };
+  select_pages<D, NW * 32>(sp, s, h, sel, fetch_known);
   __syncthreads();  // the list (global memory) is complete
+  StagedPages known;
+  if (stage_count > 0) {
+    mbar_wait(&stage_bar);
+    known.kv = staged;
+    known.end = stage_end;
+    known.count = stage_count;
+  }
   KF_PHASE(5);
   const int q0 = p.q_start[s], rows = p.q_start[s + 1] - q0;
-  const int P = p.page_size, Hkv = p.n_kv_heads;
   const int64_t pair = static_cast<int64_t>(s) * Hkv + h;
   const int tpp = (P + kTile - 1) / kTile;
   for (int i = 0; i < rows; ++i) {
@@ -518,7 +596,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectPara
     const int64_t rh0 = static_cast<int64_t>(r) * p.n_heads + h * G;
     DecodeState<D, G> ws;
     ws.init(p.q + rh0 * D, p.scale_log2, c);
-    visit_tiles<PREFETCH>(ws, rp, p.k, p.v, Hkv, h, P, D, warp, rp.n_items * tpp, NW);
+    visit_tiles<PREFETCH>(ws, rp, p.k, p.v, Hkv, h, P, D, warp, rp.n_items * tpp, NW, known);
     ws.stage(sm_acc, sm_m, sm_l, warp);
     __syncthreads();
     KF_PHASE(6);  // every warp's pages attended
@@ -537,7 +615,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectPara
 template <int D>
 __global__ void __launch_bounds__(kSelThreads) select_kernel(SelectParams p) {
   __shared__ SelectSmem<D, kSelThreads> sm;
-  select_pages<D, kSelThreads>(p, blockIdx.x, blockIdx.y, sm);
+  select_pages<D, kSelThreads>(p, blockIdx.x, blockIdx.y, sm, [](int, int) {});
 }
 
 // One block per (slot, head): merge the splits' partials. Slot = row, or
@@ -614,8 +692,12 @@ struct Decode {
 template <int D, int G>
 struct SparseDecode {
   static constexpr int kNW = 8;
-  static void launch(dim3 grid, cudaStream_t st, const SelectParams& sp, const DecodeParams& p) {
-    launch_pdl("attention sparse decode", sparse_decode_kernel<D, G, kNW, 2, true>, grid, kNW * 32, st, sp, p);
+  static void launch(dim3 grid, cudaStream_t st, const SelectParams& sp, const DecodeParams& p, size_t smem) {
+    auto* kernel = sparse_decode_kernel<D, G, kNW, 2, true>;
+    if (smem > 0)
+      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+            "attention sparse decode: shared memory for the known pages");
+    launch_pdl_smem("attention sparse decode", kernel, grid, kNW * 32, smem, st, sp, p);
   }
 };
 
@@ -724,8 +806,14 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
 
   if (fused_sparse(a)) {
     const dim3 grid(a.n_seqs, Hkv);
-    if (D == 64) launch_grouped<64, SparseDecode>(G, grid, st, sp, dp);
-    else launch_grouped<128, SparseDecode>(G, grid, st, sp, dp);
+    // The known pages' shared memory: up to kStageBytes, one page slot (K and
+    // V of a KV head) for page 0 and each local page.
+    const int64_t slot_bytes = 2 * static_cast<int64_t>(P) * D * sizeof(bf16_t);
+    dp.stage_pages = a.stage_known ? static_cast<int>(std::min<int64_t>({1 + a.local_pages, kStageBytes / slot_bytes,
+                                                                        kMaxStaged})) : 0;
+    const size_t smem = static_cast<size_t>(dp.stage_pages * slot_bytes);
+    if (D == 64) launch_grouped<64, SparseDecode>(G, grid, st, sp, dp, smem);
+    else launch_grouped<128, SparseDecode>(G, grid, st, sp, dp, smem);
     check_launch("attention sparse decode");
     if (mixed(a)) {  // the dense sequences of the batch, split-K
       DecodeParams dd = dp;

@@ -96,6 +96,12 @@ class CudaBackend final : public Backend {
     }
     const char* fused = std::getenv("KINFER_MLP_FUSED");
     fused_mlp_ = fused && std::string(fused) == "1";
+    if (const char* stage = std::getenv("KINFER_ATTN_STAGE")) {
+      const std::string v = stage;
+      KF_CHECK(v == "0" || v == "1", "KINFER_ATTN_STAGE={}: 0 (the sparse kernel reads its known pages from the "
+               "pool) or 1 (copies them to shared memory while it selects: the default)", v);
+      stage_known_ = v == "1";
+    }
     const char* attn_summaries = std::getenv("KINFER_ATTN_SUMMARIES");
     attn_summaries_ = !attn_summaries || std::string(attn_summaries) != "0";
     mlp_barrier_ = Buffer(DType::U8, {4}, *this);
@@ -572,7 +578,9 @@ class CudaBackend final : public Backend {
     s.list_count = static_cast<int32_t*>(grow(list_count_, DType::I32, z.list_count));
     s.list_mask = static_cast<uint32_t*>(grow(list_mask_, DType::I32, z.list_mask));
     s.keys = static_cast<uint32_t*>(grow(keys_, DType::I32, z.keys));
-    cuda::attention(a, s, num_sms_, stream_);
+    cuda::AttnArgs staged = a;
+    staged.stage_known = stage_known_;
+    cuda::attention(staged, s, num_sms_, stream_);
     op.done();
   }
 
@@ -655,6 +663,7 @@ class CudaBackend final : public Backend {
   int split_k_ = -1;        // matmul_add_rmsnorm(): K slices (KINFER_SPLIT_K; 0 or 1: never; -1: kSplitKAuto*)
   Buffer split_partial_;    // ... and their fp32 partial products (grows)
   bool fused_mlp_ = false;  // mlp(): the fused kernel where it applies (KINFER_MLP_FUSED=1)
+  bool stage_known_ = true;  // attention(): known pages staged in shared memory (KINFER_ATTN_STAGE=0: not)
   bool attn_summaries_ = true;  // qkv_attention(): summaries by the attention kernel (KINFER_ATTN_SUMMARIES=0: not)
   bool mlp_pdl_ = true;     // ... launched with programmatic dependent launch
   Buffer mlp_barrier_;      // the fused MLP's grid-barrier counter (4 bytes, zeroed)

@@ -154,6 +154,11 @@ struct AttnArgs {
   // (summaries_in_attention): such a page is in its sequence's local window,
   // which this step's selection does not score.
   const int32_t* summary_slots = nullptr;
+  // The fused sparse kernel copies page 0 and the local pages (read whatever
+  // the selection says) to shared memory while it ranks the others;
+  // stage_known false: it reads them from the pool like the chosen pages.
+  // The same results either way, bit for bit.
+  bool stage_known = true;
 };
 struct ScratchSize {
   int64_t part_acc = 0, part_ml = 0, list = 0, list_count = 0, list_mask = 0, keys = 0;  // elements

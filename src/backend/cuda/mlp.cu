@@ -83,34 +83,6 @@ __device__ __forceinline__ long long& mlp_entry_clock() {  // thread 0's clock a
   } while (0)
 #endif
 
-// Bulk copies global -> shared by the copy engine (Hopper TMA, no tensor
-// map: contiguous rows), completing on an mbarrier: a thread issues a whole
-// row in one instruction and goes on, instead of stalling on a queue of
-// 16-byte cp.async as the weights stream in.
-__device__ __forceinline__ void mbar_init(uint64_t* bar) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n\tfence.mbarrier_init.release.cluster;" ::"r"(smem_addr(bar))
-               : "memory");
-}
-__device__ __forceinline__ void mbar_expect_bytes(uint64_t* bar, unsigned bytes) {  // the one arrival
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned bytes, uint64_t* bar) {
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                   smem_addr(dst)),
-               "l"(src), "r"(bytes), "r"(smem_addr(bar))
-               : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint64_t* bar) {  // phase 0: each barrier completes once a launch
-  unsigned done = 0;
-  do {
-    asm volatile(
-        "{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0;\n\tselp.u32 %0, 1, 0, p;\n\t}"
-        : "=r"(done)
-        : "r"(smem_addr(bar))
-        : "memory");
-  } while (!done);
-}
-
 // Every block of the grid arrives before any goes on. Block 0 adds
 // 2^31 - (G - 1), the others 1 each: the counter's top bit flips exactly when
 // the last block arrives and its low bits end where they started (0), so

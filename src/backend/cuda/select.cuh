@@ -197,8 +197,12 @@ __device__ __forceinline__ void score_pages_i8(const SelectParams& p, const floa
 }
 
 // Runs with all NT threads of the block; the whole block returns together.
-template <int D, int NT>
-__device__ void select_pages(const SelectParams& p, int s, int h, SelectSmem<D, NT>& sm) {
+// Where it ranks candidates, it calls known(end, n) with every thread once
+// scoring is done: the pages read whatever the scores say (page 0 and the
+// local window [end, n)) can be fetched while it ranks the scores (the fused
+// sparse kernel).
+template <int D, int NT, class Known>
+__device__ void select_pages(const SelectParams& p, int s, int h, SelectSmem<D, NT>& sm, const Known& known) {
   using Scan = cub::BlockScan<int, NT>;
   const int tid = threadIdx.x;
   const int Hkv = p.n_kv_heads, P = p.page_size, G = p.n_heads / Hkv;
@@ -248,6 +252,7 @@ __device__ void select_pages(const SelectParams& p, int s, int h, SelectSmem<D, 
     else if (p.summary_kind == attn::SummaryKind::I8) score_pages_i8<D, NT>(p, sm.qbar, pt, first, h, m, keys);
     else if (p.summary_kind == attn::SummaryKind::BF16) score_items<D, NT, 0>(p, sm.qbar, pt, first, h, m, keys);
     else score_items<D, NT, 1>(p, sm.qbar, pt, first, h, m, keys);
+    known(end, n);
     __syncthreads();
     KF_PHASE(3);  // every candidate scored
     // Radix select, 8 bits at a time from the top: the k-th largest key `thr`,
