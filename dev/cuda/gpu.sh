@@ -28,6 +28,11 @@
 #   stage       the fused sparse kernel's known pages staged in shared memory or not: decode rows
 #               with KINFER_ATTN_STAGE=0 / 1 interleaved (STAGE_ROWS "preset B T attn [flags];...",
 #               STAGE_REPS rounds, default 2)
+#   bulk        the dense decode kernel's tiles by bulk copies or not (KINFER_ATTN_BULK=0 / 1
+#               interleaved): attention rows at query groups 2, 4, 8 with SDPA, dense decode rows
+#               (BULK_DECODE_ROWS "preset B T;..."; BULK_ATTN=0: no attention rows)
+#   splits      dense attention rows at forced split counts (KINFER_DECODE_SPLITS; 0: the rule):
+#               SPLIT_ROWS "B T Hq Hkv: s1 s2 ...;..."
 #   decode      kinfer bench decode rows (Qwen3 shapes, dense and blocktopk, 16K-40K)
 #   generate    kinfer bench generate rows with --profile, and the HF generate baseline (GEN_HF=0: not)
 #   eval        the SmolLM2 GSM8K eval job (needs $GGUF) and its HF baseline
@@ -213,6 +218,42 @@ att() {  # batch context q_heads kv_heads attn
     --copy-gbps "$COPY" --json 2>>"$OUT/attn.err" | tee -a "$J" | python3 -c "import json,sys
 j=json.load(sys.stdin); print(f\"attention B$1x$2 Hq$3/Hkv$4 $5: {j['ms_per_step']:.4f} ms, {j['effective_gbps']:.0f} GB/s ({j.get('fraction_of_copy',0):.2f} of copy)\")" ||
     tail -2 "$OUT/attn.err"
+}
+
+step_bulk() {  # KINFER_ATTN_BULK 0 (K/V tiles into registers) / 1 (a shared-memory ring by bulk copies)
+  copy_bw
+  for h in "16 8" "32 8" "64 8"; do
+    [[ ${BULK_ATTN:-1} == 0 ]] && break
+    set -- $h
+    for rep in 1 2; do
+      for shape in "64 16384" "32 32768"; do
+        for v in 0 1; do echo -n "bulk $v: "; KINFER_ATTN_BULK=$v J=$OUT/bulk$v.jsonl att $shape $1 $2 dense; done
+      done
+    done
+    python3 tools/bench_sdpa.py --shapes 64x16384,32x32768 --q-heads $1 --kv-heads $2 --head-dim 128 2>>"$OUT/attn.err" |
+      tee -a "$J" | python3 -c "import json,sys
+for l in sys.stdin:
+  j=json.loads(l); print(f\"sdpa B{j['batch']}x{j['context']} Hq{j['q_heads']}/Hkv{j['kv_heads']}: {j['best_ms_per_step']} ms\")"
+  done
+  local rows
+  IFS=';' read -ra rows <<< "${BULK_DECODE_ROWS:-qwen3-0.6b 32 16384;qwen3-0.6b 64 16384;qwen3-8b 32 16384;qwen3-32b 16 16384;qwen3-0.6b 8 4096;qwen3-0.6b 64 4096;qwen3-8b 128 4096}"
+  for row in "${rows[@]}"; do
+    for v in 0 1; do echo -n "bulk $v: "; KINFER_ATTN_BULK=$v J=$OUT/bulk$v.jsonl dec $row dense || tail -2 "$OUT/decode.err"; done
+  done
+  log "bulk done"
+}
+
+step_splits() {  # the dense kernel's split count: forced values against the rule (0), per shape
+  copy_bw
+  local rows
+  IFS=';' read -ra rows <<< "${SPLIT_ROWS:-64 16384 16 8: 0 8 16 17 25 33;32 32768 16 8: 0 16 33;64 16384 64 8: 0 5 8 9 17;32 16384 32 8: 0 16 33}"
+  for row in "${rows[@]}"; do
+    for sp in ${row#*:}; do
+      echo -n "splits $sp: "
+      if ((sp == 0)); then J=$OUT/splits.jsonl att ${row%%:*} dense; else KINFER_DECODE_SPLITS=$sp J=$OUT/splits.jsonl att ${row%%:*} dense; fi
+    done
+  done
+  log "splits done"
 }
 
 step_attn() {

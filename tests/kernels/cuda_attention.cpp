@@ -367,6 +367,48 @@ TEST_F(CudaAttention, StagedKnownPagesChangeNoBit) {
       }
 }
 
+// KINFER_ATTN_BULK=1: the dense decode kernel streams its tiles through a
+// ring of shared memory per warp by bulk copies (by default only where a
+// warp has enough tiles); =0: it loads them into registers. The same tiles
+// in the same order: outputs bit-equal, and the CPU's within bf16 error
+// (run_case). Dense decode with splits, lists of selecting
+// policies served by the split-K kernel (beside prefill chunks, mixed
+// policies), the topk oracle's masks, P 16/32 (two tiles a page), D 64/128,
+// query groups 1-8, partial last pages.
+TEST_F(CudaAttention, BulkCopiedDenseTilesChangeNoBit) {
+  std::unique_ptr<Backend> bulk = test::cuda_backend_with("KINFER_ATTN_BULK", "1");
+  std::unique_ptr<Backend> regs = test::cuda_backend_with("KINFER_ATTN_BULK", "0");
+  AttnPolicy dense, topk3;
+  topk3.kind = AttnKind::BlockTopK;
+  topk3.topk_pages = 3;
+  topk3.local_pages = 2;
+  uint32_t seed = 700;
+  struct Shape {
+    int D, P, hq, hkv;
+  };
+  for (Shape sh : {Shape{128, 16, 16, 8}, Shape{128, 32, 32, 8}, Shape{128, 16, 64, 8}, Shape{64, 16, 8, 8},
+                   Shape{64, 32, 12, 4}})
+    for (AttnKind kind : {AttnKind::Dense, AttnKind::BlockTopK, AttnKind::TopK}) {
+      const auto [D, P, hq, hkv] = sh;
+      Case c;
+      c.kind = kind;
+      c.head_dim = D;
+      c.page_size = P;
+      c.n_heads = hq;
+      c.n_kv_heads = hkv;
+      c.topk_pages = 4;
+      c.local_pages = 2;
+      c.ctx = {1, 17, 16 * P + 5, 4000, 300};
+      c.rows = kind == AttnKind::Dense ? std::vector<int>{} : std::vector<int>{1, 17, 1, 1, 9};
+      c.seed = seed++;
+      EXPECT_EQ(run_case(*regs, c), run_case(*bulk, c)) << describe(c) << ": bulk copies vs register loads";
+      if (kind != AttnKind::Dense) continue;
+      c.seq_policies = {dense, topk3, dense, topk3, dense};
+      c.seed = seed++;
+      EXPECT_EQ(run_case(*regs, c), run_case(*bulk, c)) << describe(c) << ": mixed policies";
+    }
+}
+
 // Long contexts past the shared-memory candidate limit of block top-k (2,560+
 // pages per sequence) in a pool whose element offsets pass 2^31: every offset
 // must be computed in 64 bits.

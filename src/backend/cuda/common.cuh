@@ -204,13 +204,15 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned b
                "l"(src), "r"(bytes), "r"(smem_addr(bar))
                : "memory");
 }
-__device__ __forceinline__ void mbar_wait(uint64_t* bar) {  // phase 0: each barrier completes once a launch
+// Waits until the barrier's phase of the given parity (0, 1, 0, ... for its
+// first, second, third completion) is complete.
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, unsigned parity = 0) {
   unsigned done = 0;
   do {
     asm volatile(
-        "{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0;\n\tselp.u32 %0, 1, 0, p;\n\t}"
+        "{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\tselp.u32 %0, 1, 0, p;\n\t}"
         : "=r"(done)
-        : "r"(smem_addr(bar))
+        : "r"(smem_addr(bar)), "r"(parity)
         : "memory");
   } while (!done);
 }

@@ -102,6 +102,17 @@ class CudaBackend final : public Backend {
                "pool) or 1 (copies them to shared memory while it selects: the default)", v);
       stage_known_ = v == "1";
     }
+    if (const char* bulk = std::getenv("KINFER_ATTN_BULK")) {
+      const std::string v = bulk;
+      KF_CHECK(v == "0" || v == "1", "KINFER_ATTN_BULK={}: 0 (the dense decode kernel always loads K/V into "
+               "registers) or 1 (always streams them through shared memory by bulk copies); unset: by shape", v);
+      bulk_dense_ = v == "1" ? 1 : 0;
+    }
+    if (const char* splits = std::getenv("KINFER_DECODE_SPLITS")) {
+      decode_splits_ = std::atoi(splits);
+      KF_CHECK(decode_splits_ >= 1 && decode_splits_ <= 128, "KINFER_DECODE_SPLITS={}: the dense decode kernel's "
+               "blocks per (row, KV head), 1 to 128", splits);
+    }
     const char* attn_summaries = std::getenv("KINFER_ATTN_SUMMARIES");
     attn_summaries_ = !attn_summaries || std::string(attn_summaries) != "0";
     mlp_barrier_ = Buffer(DType::U8, {4}, *this);
@@ -570,7 +581,11 @@ class CudaBackend final : public Backend {
                          batch.n_seqs, batch.max_pages, kv.k.shape_str(),
                          a.summary_slots ? ", with the page summaries" : "");
     });
-    const cuda::ScratchSize z = cuda::attention_scratch(a, num_sms_);
+    cuda::AttnArgs args = a;  // with this backend's switches
+    args.stage_known = stage_known_;
+    args.bulk_dense = bulk_dense_;
+    args.decode_splits = decode_splits_;
+    const cuda::ScratchSize z = cuda::attention_scratch(args, num_sms_);
     cuda::AttnScratch s;
     s.part_acc = static_cast<float*>(grow(part_acc_, DType::F32, z.part_acc));
     s.part_ml = static_cast<float*>(grow(part_ml_, DType::F32, z.part_ml));
@@ -578,9 +593,7 @@ class CudaBackend final : public Backend {
     s.list_count = static_cast<int32_t*>(grow(list_count_, DType::I32, z.list_count));
     s.list_mask = static_cast<uint32_t*>(grow(list_mask_, DType::I32, z.list_mask));
     s.keys = static_cast<uint32_t*>(grow(keys_, DType::I32, z.keys));
-    cuda::AttnArgs staged = a;
-    staged.stage_known = stage_known_;
-    cuda::attention(staged, s, num_sms_, stream_);
+    cuda::attention(args, s, num_sms_, stream_);
     op.done();
   }
 
@@ -663,6 +676,8 @@ class CudaBackend final : public Backend {
   int split_k_ = -1;        // matmul_add_rmsnorm(): K slices (KINFER_SPLIT_K; 0 or 1: never; -1: kSplitKAuto*)
   Buffer split_partial_;    // ... and their fp32 partial products (grows)
   bool fused_mlp_ = false;  // mlp(): the fused kernel where it applies (KINFER_MLP_FUSED=1)
+  int bulk_dense_ = -1;  // attention(): dense tiles by bulk copies (-1: by shape; KINFER_ATTN_BULK=0 / 1: never / always)
+  int decode_splits_ = 0;   // attention(): dense split count forced (KINFER_DECODE_SPLITS; 0: the rule)
   bool stage_known_ = true;  // attention(): known pages staged in shared memory (KINFER_ATTN_STAGE=0: not)
   bool attn_summaries_ = true;  // qkv_attention(): summaries by the attention kernel (KINFER_ATTN_SUMMARIES=0: not)
   bool mlp_pdl_ = true;     // ... launched with programmatic dependent launch

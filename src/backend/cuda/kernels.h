@@ -159,6 +159,13 @@ struct AttnArgs {
   // stage_known false: it reads them from the pool like the chosen pages.
   // The same results either way, bit for bit.
   bool stage_known = true;
+  // Whether the dense decode kernel streams its tiles through shared memory
+  // by bulk copies (a ring per warp) instead of loading them into registers:
+  // 1 always, 0 never, -1 where each warp has enough tiles (attention.cu).
+  // The same results either way, bit for bit.
+  int bulk_dense = -1;
+  // The dense decode kernel's blocks per (row, KV head); 0: dense_decode_splits.
+  int decode_splits = 0;
 };
 struct ScratchSize {
   int64_t part_acc = 0, part_ml = 0, list = 0, list_count = 0, list_mask = 0, keys = 0;  // elements
