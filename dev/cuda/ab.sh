@@ -61,7 +61,9 @@ for l in open(sys.argv[1]):
     # --profile rows (ops timed one by one, no graphs) compare the attention op's time per step
     prof = j.get('profile')
     attn = sum(v['ms_per_step'] for k, v in prof.items() if k.startswith('attention')) if prof else None
-    key = (j['model'], j['batch'], j['context'], j['attn']['kind'] + (' attention op' if prof else ''))
+    a = j['attn']
+    kind = a['kind'] + (' int8' if a.get('summary_dtype') == 'int8' else '') + (' dense-layers' if a.get('dense_layers') else '')
+    key = (j['model'], j['batch'], j['context'], kind + (' attention op' if prof else ''))
     t[key][j['variant']].append(attn if prof else j['step_ms'])
 print(f"{'row':48} {'base ms':>10} {'tree ms':>10} {'tree/base':>10}")
 for k, v in t.items():

@@ -453,7 +453,8 @@ __device__ void visit_tiles(State& ws, const RowPages& rp, const bf16_t* kpool, 
         const uint32_t mask = __shfl_sync(0xffffffffu, my_mask, j);
         const int slot = __shfl_sync(0xffffffffu, my_slot, j);
         if (slot >= 0)
-          ws.template tile<true>(staged.kv, staged.kv + P * D, static_cast<int64_t>(slot) * 2 * P * D, tok0, ntok, mask);
+          ws.template tile<true>(staged.kv, staged.kv + P * D, static_cast<int64_t>(slot) * 2 * P * D, tok0, ntok,
+                                 mask);
         else
           ws.tile(kpool, vpool, (static_cast<int64_t>(page) * Hkv + h) * P * D, tok0, ntok, mask);
       }

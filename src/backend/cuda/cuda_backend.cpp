@@ -676,7 +676,7 @@ class CudaBackend final : public Backend {
   int split_k_ = -1;        // matmul_add_rmsnorm(): K slices (KINFER_SPLIT_K; 0 or 1: never; -1: kSplitKAuto*)
   Buffer split_partial_;    // ... and their fp32 partial products (grows)
   bool fused_mlp_ = false;  // mlp(): the fused kernel where it applies (KINFER_MLP_FUSED=1)
-  int bulk_dense_ = -1;  // attention(): dense tiles by bulk copies (-1: by shape; KINFER_ATTN_BULK=0 / 1: never / always)
+  int bulk_dense_ = -1;  // attention(): dense tiles by bulk copies (-1: by shape; KINFER_ATTN_BULK=0 / 1)
   int decode_splits_ = 0;   // attention(): dense split count forced (KINFER_DECODE_SPLITS; 0: the rule)
   bool stage_known_ = true;  // attention(): known pages staged in shared memory (KINFER_ATTN_STAGE=0: not)
   bool attn_summaries_ = true;  // qkv_attention(): summaries by the attention kernel (KINFER_ATTN_SUMMARIES=0: not)
