@@ -167,6 +167,22 @@ std::vector<float> run_case(Backend& be, const Case& c) {
   return got;
 }
 
+// A case of one head shape and policy (contexts, seed and the rest to fill in).
+struct Shape {
+  int D, P, hq, hkv;
+};
+Case case_of(Shape sh, AttnKind kind, int topk_pages, int local_pages) {
+  Case c;
+  c.kind = kind;
+  c.head_dim = sh.D;
+  c.page_size = sh.P;
+  c.n_heads = sh.hq;
+  c.n_kv_heads = sh.hkv;
+  c.topk_pages = topk_pages;
+  c.local_pages = local_pages;
+  return c;
+}
+
 struct CudaAttention : ::testing::Test {
   void SetUp() override {
     KF_REQUIRE_CUDA();
@@ -343,23 +359,12 @@ TEST_F(CudaAttention, MixedPoliciesPerSequence) {
 TEST_F(CudaAttention, StagedKnownPagesChangeNoBit) {
   std::unique_ptr<Backend> pool_reads = test::cuda_backend_with("KINFER_ATTN_STAGE", "0");
   uint32_t seed = 500;
-  struct Shape {
-    int D, P, hq, hkv;
-  };
   for (Shape sh : {Shape{128, 16, 16, 8}, Shape{128, 32, 16, 8}, Shape{128, 16, 8, 8}, Shape{128, 16, 64, 8},
                    Shape{64, 16, 8, 2}, Shape{64, 32, 32, 8}})
     for (AttnKind kind : {AttnKind::BlockTopK, AttnKind::Local, AttnKind::TopK})
       for (int local : {1, 4, 12}) {
-        const auto [D, P, hq, hkv] = sh;
-        Case c;
-        c.kind = kind;
-        c.head_dim = D;
-        c.page_size = P;
-        c.n_heads = hq;
-        c.n_kv_heads = hkv;
-        c.topk_pages = 8;
-        c.local_pages = local;
-        c.ctx = {1, 5 * P, 40 * P + 3, 100 * P - 1, 2000};
+        Case c = case_of(sh, kind, 8, local);
+        c.ctx = {1, 5 * sh.P, 40 * sh.P + 3, 100 * sh.P - 1, 2000};
         c.summary = (seed & 1) ? attn::SummaryKind::I8 : attn::SummaryKind::BF16;
         c.seed = seed++;
         const std::vector<float> staged = run_case(*be, c);
@@ -383,22 +388,11 @@ TEST_F(CudaAttention, BulkCopiedDenseTilesChangeNoBit) {
   topk3.topk_pages = 3;
   topk3.local_pages = 2;
   uint32_t seed = 700;
-  struct Shape {
-    int D, P, hq, hkv;
-  };
   for (Shape sh : {Shape{128, 16, 16, 8}, Shape{128, 32, 32, 8}, Shape{128, 16, 64, 8}, Shape{64, 16, 8, 8},
                    Shape{64, 32, 12, 4}})
     for (AttnKind kind : {AttnKind::Dense, AttnKind::BlockTopK, AttnKind::TopK}) {
-      const auto [D, P, hq, hkv] = sh;
-      Case c;
-      c.kind = kind;
-      c.head_dim = D;
-      c.page_size = P;
-      c.n_heads = hq;
-      c.n_kv_heads = hkv;
-      c.topk_pages = 4;
-      c.local_pages = 2;
-      c.ctx = {1, 17, 16 * P + 5, 4000, 300};
+      Case c = case_of(sh, kind, 4, 2);
+      c.ctx = {1, 17, 16 * sh.P + 5, 4000, 300};
       c.rows = kind == AttnKind::Dense ? std::vector<int>{} : std::vector<int>{1, 17, 1, 1, 9};
       c.seed = seed++;
       EXPECT_EQ(run_case(*regs, c), run_case(*bulk, c)) << describe(c) << ": bulk copies vs register loads";
