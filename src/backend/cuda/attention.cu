@@ -469,7 +469,7 @@ __device__ void visit_tiles(State& ws, const RowPages& rp, const bf16_t* kpool, 
 // path has them only between a tile's loads and its math). Lane 0 looks up
 // the next tile's page right after issuing one, so the lookup's latency
 // passes while the warp computes.
-constexpr int kStages = 3;
+constexpr int kStages = 2;  // 3 was 0.4-1% slower in the step (docs/cuda.md)
 template <class State>
 __device__ void visit_tiles_bulk(State& ws, const RowPages& rp, const bf16_t* kpool, const bf16_t* vpool, int Hkv,
                                  int h, int P, int D, int t0, int t1, int step, bf16_t* ring, uint64_t* bars) {
@@ -872,10 +872,10 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
   dp.pool = a.kv;
   dp.n_pages = a.kv.n_pages;
 
-  // Bulk-copied tiles pay where a warp streams many of them; a ring of
-  // kStages tiles for the first few only adds its set-up and halves the
-  // blocks an SM holds (H200: B8x4K 6% slower at 4 tiles a warp; 1.5-2%
-  // faster from B32x16K's 15 up).
+  // Bulk-copied tiles pay where a warp streams many of them; a ring for
+  // the first few only adds its set-up and cuts the blocks an SM holds
+  // (H200, 3-tile ring: B8x4K 6% slower at 4 tiles a warp; 1.5-2% faster
+  // from 8 up).
   const int tiles_per_warp = (a.max_pages * ((P + kTile - 1) / kTile) + z.splits * kWarps - 1) / (z.splits * kWarps);
   const bool bulk = a.bulk_dense == 1 || (a.bulk_dense < 0 && tiles_per_warp >= kBulkMinTilesPerWarp);
   if (fused_sparse(a)) {
