@@ -383,6 +383,8 @@ TEST_F(CudaAttention, StagedKnownPagesChangeNoBit) {
 TEST_F(CudaAttention, BulkCopiedDenseTilesChangeNoBit) {
   std::unique_ptr<Backend> bulk = test::cuda_backend_with("KINFER_ATTN_BULK", "1");
   std::unique_ptr<Backend> regs = test::cuda_backend_with("KINFER_ATTN_BULK", "0");
+  EXPECT_NE(regs->name().find("with KINFER_ATTN_BULK=0"), std::string::npos) << regs->name();
+  EXPECT_EQ(be->name().find("KINFER_ATTN_BULK"), std::string::npos) << be->name();
   AttnPolicy dense, topk3;
   topk3.kind = AttnKind::BlockTopK;
   topk3.topk_pages = 3;

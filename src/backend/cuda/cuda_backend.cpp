@@ -115,6 +115,13 @@ class CudaBackend final : public Backend {
     }
     const char* attn_summaries = std::getenv("KINFER_ATTN_SUMMARIES");
     attn_summaries_ = !attn_summaries || std::string(attn_summaries) != "0";
+    // A run under a switch says so wherever the backend is named (bench JSON,
+    // eval and serve logs), so its rows cannot pass for the defaults'.
+    std::string switches;
+    for (const char* var : {"KINFER_GEMM_TUNE", "KINFER_SPLIT_K", "KINFER_MLP_FUSED", "KINFER_ATTN_SUMMARIES",
+                            "KINFER_ATTN_STAGE", "KINFER_ATTN_BULK", "KINFER_DECODE_SPLITS", "KINFER_CUDA_SYNC"})
+      if (const char* v = std::getenv(var)) switches += fmt::format("{}{}={}", switches.empty() ? "" : " ", var, v);
+    if (!switches.empty()) name_ += " with " + switches;
     mlp_barrier_ = Buffer(DType::U8, {4}, *this);
     KF_CUDA(cudaMemsetAsync(mlp_barrier_.view().data, 0, 4, stream_));
   }
