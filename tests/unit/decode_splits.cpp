@@ -1,6 +1,8 @@
-// The dense decode kernel's split count (backend/cuda/decode_splits.h): query
-// groups below 8 keep the original rule, groups of 8 take the H200-measured
-// picks, and every answer is a valid split count.
+// The decode attention kernels' launch rules (backend/cuda/decode_splits.h):
+// the dense split count (query groups below 8 keep the original rule, groups
+// of 8 take the H200-measured picks, every answer is a valid split count),
+// where the dense kernel takes its bulk-copy ring, and how many known pages
+// the fused sparse kernel stages.
 #include "backend/cuda/decode_splits.h"
 
 #include <gtest/gtest.h>
@@ -48,6 +50,49 @@ TEST(DecodeSplits, AlwaysAValidCountWithWorkForEveryWarp) {
         if (group >= 8) {
           EXPECT_LE(s, std::max(1, tiles / kWarps)) << "pairs " << pairs << " tiles " << tiles;
         }
+      }
+}
+
+// The shapes measured on the H200 (16-slot tiles; tiles = pages of the
+// longest row): the ring where a warp has 8+ tiles, not at 4.
+TEST(DecodeSplits, BulkTilesWhereAWarpHasEightOrMore) {
+  using kf::cuda::dense_bulk_tiles;
+  using kf::cuda::dense_decode_splits;
+  auto bulk = [](int batch, int context, int group) {
+    const int tiles = context / 16, pairs = batch * 8;
+    return dense_bulk_tiles(tiles, dense_decode_splits(pairs, tiles, group, 132, kWarps), kWarps);
+  };
+  EXPECT_TRUE(bulk(32, 16384, 2));   // 17 splits, 15 tiles a warp: 1.8% faster
+  EXPECT_TRUE(bulk(64, 16384, 2));   // 9 splits, 29
+  EXPECT_TRUE(bulk(16, 16384, 8));   // Qwen3-32B: 6 splits, 43
+  EXPECT_TRUE(bulk(128, 4096, 4));   // Qwen3-8B B128x4K: 5 splits, 13: 1.9% faster
+  EXPECT_TRUE(bulk(64, 4096, 2));    // 9 splits, 8: 1.9% faster
+  EXPECT_FALSE(bulk(8, 4096, 2));    // 16 splits, 4: 6% slower with the ring
+  EXPECT_FALSE(bulk(1, 4096, 2));    // 16 splits, 4
+  EXPECT_FALSE(dense_bulk_tiles(0, 1, kWarps));
+  EXPECT_TRUE(dense_bulk_tiles(29, 1, kWarps));   // warps of 8, 7, 7, 7 tiles
+  EXPECT_FALSE(dense_bulk_tiles(28, 1, kWarps));  // 7 each
+}
+
+// Page 0 and the local window, as far as 48 KB and 16 slots go (none where
+// one page's K and V alone are larger).
+TEST(DecodeSplits, StagedKnownPagesFitTheirSpace) {
+  using kf::cuda::sparse_stage_pages;
+  EXPECT_EQ(sparse_stage_pages(4, 16, 128), 5);   // the benchmark shape: 40 KB
+  EXPECT_EQ(sparse_stage_pages(12, 16, 128), 6);  // 8 KB a slot: 6 fit
+  EXPECT_EQ(sparse_stage_pages(12, 32, 128), 3);  // 16 KB a slot
+  EXPECT_EQ(sparse_stage_pages(1, 16, 64), 2);
+  EXPECT_EQ(sparse_stage_pages(40, 16, 64), 12);  // 4 KB a slot
+  EXPECT_EQ(sparse_stage_pages(40, 8, 64), 16);   // the slot limit
+  EXPECT_EQ(sparse_stage_pages(0, 16, 128), 1);   // page 0 alone
+  for (int local : {0, 1, 4, 100})
+    for (int P : {8, 16, 32, 64})
+      for (int D : {64, 128, 256}) {
+        const int n = sparse_stage_pages(local, P, D);
+        const int64_t slot = int64_t{4} * P * D;
+        EXPECT_EQ(n >= 1, slot <= kf::cuda::kStageBytes) << "P " << P << " D " << D;
+        EXPECT_LE(n, std::min(1 + local, kf::cuda::kMaxStaged));
+        EXPECT_LE(n * slot, kf::cuda::kStageBytes);
       }
 }
 

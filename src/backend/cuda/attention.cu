@@ -38,14 +38,6 @@ namespace {
 
 constexpr int kWarps = 4;        // warps per attention block
 constexpr int kSelThreads = 256;  // threads of the stand-alone select kernel
-// The fused sparse kernel's staged known pages: at most this many bytes of
-// shared memory (2 blocks of it per SM beside their static ~20-45 KB) and
-// page slots (one bulk copy per K or V page by a lane of warp 0).
-constexpr int64_t kStageBytes = 48 * 1024;
-constexpr int64_t kMaxStaged = 16;
-// The dense decode kernel takes the bulk-copy ring (visit_tiles_bulk) from
-// this many tiles per warp up (AttnArgs::bulk_dense -1).
-constexpr int kBulkMinTilesPerWarp = 8;
 
 // Sequence of query row r: the last s with q_start[s] <= r (fast path: one row per sequence).
 __device__ __forceinline__ int seq_of_row(const int32_t* q_start, int n_seqs, int r) {
@@ -427,20 +419,12 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
   dp.pool = a.kv;
   dp.n_pages = a.kv.n_pages;
 
-  // Bulk-copied tiles pay where a warp streams many of them; a ring for
-  // the first few only adds its set-up and cuts the blocks an SM holds
-  // (H200, 3-tile ring: B8x4K 6% slower at 4 tiles a warp; 1.5-2% faster
-  // from 8 up).
-  const int tiles_per_warp = (a.max_pages * ((P + kTile - 1) / kTile) + z.splits * kWarps - 1) / (z.splits * kWarps);
-  const bool bulk = a.bulk_dense == 1 || (a.bulk_dense < 0 && tiles_per_warp >= kBulkMinTilesPerWarp);
+  const bool bulk = a.bulk_dense == 1 ||
+                    (a.bulk_dense < 0 && dense_bulk_tiles(a.max_pages * ((P + kTile - 1) / kTile), z.splits, kWarps));
   if (fused_sparse(a)) {
     const dim3 grid(a.n_seqs, Hkv);
-    // The known pages' shared memory: up to kStageBytes, one page slot (K and
-    // V of a KV head) for page 0 and each local page.
-    const int64_t slot_bytes = 2 * static_cast<int64_t>(P) * D * sizeof(bf16_t);
-    dp.stage_pages = a.stage_known ? static_cast<int>(std::min<int64_t>({1 + a.local_pages, kStageBytes / slot_bytes,
-                                                                        kMaxStaged})) : 0;
-    const size_t smem = static_cast<size_t>(dp.stage_pages * slot_bytes);
+    dp.stage_pages = a.stage_known ? sparse_stage_pages(a.local_pages, P, D) : 0;
+    const size_t smem = static_cast<size_t>(dp.stage_pages) * 2 * P * D * sizeof(bf16_t);
     if (D == 64) launch_grouped<64, SparseDecode>(G, grid, st, sp, dp, smem);
     else launch_grouped<128, SparseDecode>(G, grid, st, sp, dp, smem);
     check_launch("attention sparse decode");

@@ -1,6 +1,8 @@
-// How many blocks ("splits") the dense decode kernel gives one (slot, KV
-// head) pair: plain C++, so the CPU unit tests pin the rule
-// (tests/unit/decode_splits.cpp) in builds without CUDA.
+// The decode attention kernels' launch rules, plain C++ so that the CPU unit
+// tests pin them (tests/unit/decode_splits.cpp) in builds without CUDA: how
+// many blocks ("splits") the dense decode kernel gives one (slot, KV head)
+// pair, whether its warps take the bulk-copy ring, and how many known pages
+// the fused sparse kernel stages in shared memory.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -25,6 +27,31 @@ inline int dense_decode_splits(int64_t pairs, int tiles, int group, int num_sms,
                                                        std::max(1, tiles / warps))
                                    : 1;
   return static_cast<int>(std::clamp<int64_t>(std::max(std::min(want, most), least), 1, 128));
+}
+
+// Whether the dense decode kernel's warps stream their tiles through the
+// bulk-copy ring (decode_tiles.cuh, visit_tiles_bulk): where each warp of a
+// split has at least kBulkMinTilesPerWarp of the longest row's tiles. A ring
+// for a few tiles only adds its set-up and cuts the blocks an SM holds
+// (H200, 3-tile ring: B8x4K 6% slower at 4 tiles a warp; 1.5-2% faster from 8 up).
+constexpr int kBulkMinTilesPerWarp = 8;
+inline bool dense_bulk_tiles(int tiles, int splits, int warps) {
+  const int64_t per_warp = (static_cast<int64_t>(tiles) + static_cast<int64_t>(splits) * warps - 1) /
+                           (static_cast<int64_t>(splits) * warps);
+  return per_warp >= kBulkMinTilesPerWarp;
+}
+
+// Page slots (K and V of one page of one KV head each) of the fused sparse
+// kernel's staged known pages: page 0 and the local ones, within
+// kStageBytes of shared memory (2 blocks of it an SM beside their static
+// ~20-45 KB) and kMaxStaged slots (one bulk copy per K or V page by a lane
+// of warp 0). A window larger than that reads the rest from the pool.
+constexpr int64_t kStageBytes = 48 * 1024;
+constexpr int kMaxStaged = 16;
+inline int sparse_stage_pages(int local_pages, int page_size, int head_dim) {
+  const int64_t slot_bytes = 2 * int64_t{2} * page_size * head_dim;  // K and V, bf16
+  return static_cast<int>(std::min<int64_t>({int64_t{1} + std::max(0, local_pages), kStageBytes / slot_bytes,
+                                             int64_t{kMaxStaged}}));
 }
 
 }  // namespace kf::cuda
