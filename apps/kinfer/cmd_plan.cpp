@@ -107,8 +107,8 @@ int cmd_plan(int argc, char** argv) {
   app.add_option("--prompt-len", prompt_len, "without traces: prompt tokens Lin to plan for");
   app.add_option("--models", models_text, "without traces: comma-separated presets or checkpoints (default: all presets)");
   app.add_option("--policies", attns_text,
-                 "without traces: policies to compare, from dense, sparse, blocktopk (sizes from --budget-tokens, "
-                 "--local-tokens, --page-size, --topk-pages)")
+                 "without traces: policies to compare, from dense, sparse, blocktopk, blocktopk-int8 (block top-k "
+                 "with int8 page summaries; sizes from --budget-tokens, --local-tokens, --page-size, --topk-pages)")
       ->capture_default_str();
   app.add_option("--max-n", max_n, "without traces: largest N to list")->capture_default_str();
   app.add_option("--max-len", max_len, "without traces: longest generation considered")->capture_default_str();
@@ -126,6 +126,10 @@ int cmd_plan(int argc, char** argv) {
   app.add_option("--local-tokens", attn_opts.local_tokens, "blocktopk: sink + local tokens T")->capture_default_str();
   app.add_option("--page-size", attn_opts.page_size, "blocktopk: page size P")->capture_default_str();
   app.add_option("--topk-pages", attn_opts.topk_pages, "blocktopk: pages per step K")->capture_default_str();
+  app.add_option("--summary-dtype", attn_opts.summary_dtype,
+                 "traces: with --attn blocktopk, page summaries in the KV dtype (auto) or as int8 codes + a scale")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "int8"}));
   add_hardware_options(app, hw);
   app.add_flag("--json", json, "print JSON");
   app.add_flag("--progress", o.progress, "show progress bars even when stderr is not a terminal");
@@ -140,6 +144,8 @@ int cmd_plan(int argc, char** argv) {
     return plan_from_traces(o, budget, metric, top, json);
   }
   KF_CHECK(prompt_len >= 0, "give trace files, or --prompt-len to plan from the cost model alone");
+  KF_CHECK(attn_opts.summary_dtype == "auto", "--summary-dtype applies to trace pricing (--attn); without traces, "
+           "list blocktopk-int8 in --policies");
   KF_CHECK(max_n >= 1 && max_len >= 1, "--max-n and --max-len must be >= 1");
   std::vector<std::string> models;
   if (models_text.empty()) {
@@ -158,6 +164,12 @@ int cmd_plan(int argc, char** argv) {
     if (end == std::string::npos) end = attns_text.size();
     cost::AttnOptions a = attn_opts;
     a.attn = attns_text.substr(start, end - start);
+    if (a.attn == "blocktopk-int8") {
+      a.attn = "blocktopk";
+      a.summary_dtype = "int8";
+    }
+    KF_CHECK(a.attn == "dense" || a.attn == "sparse" || a.attn == "blocktopk",
+             "--policies: unknown policy '{}' (dense, sparse, blocktopk, blocktopk-int8)", a.attn);
     // Sparse defaults to blocktopk's budget so the two compare at equal B.
     if (a.attn == "sparse" && a.budget == 0) a.budget = a.local_tokens + a.page_size * a.topk_pages;
     if (a.attn != "sparse") a.budget = 0;

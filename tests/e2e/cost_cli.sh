@@ -137,6 +137,29 @@ python3 -c "
 import json; a=json.load(open('$TMP/c1.json'))['efflops']; b=json.load(open('$TMP/c2.json'))['efflops']
 assert a<=1e15<b, (a,b)
 " || fail "plan without traces: L=$L is not the longest affordable"
+# Block top-k with int8 page summaries reads fewer bytes a step: at the same
+# budget it affords at least as long a generation, the longest that `kinfer
+# cost --summary-dtype int8` prices within the budget.
+"$KINFER" plan --budget 2e15 --prompt-len 4000 --models qwen3-8b --policies blocktopk,blocktopk-int8 --max-n 1 \
+  --json > "$TMP/plan4.json"
+python3 -c "
+import json; c=json.load(open('$TMP/plan4.json'))['configs']
+assert [x['attn'].endswith(' int8') for x in c]==[False, True], [x['attn'] for x in c]
+assert c[0]['max_gen_len']<c[1]['max_gen_len']<32768, c
+" || fail "plan without traces: blocktopk-int8 is not the cheaper policy"
+L=$(jget "$TMP/plan4.json" "['configs'][1]['max_gen_len']")
+for g in "$L" "$((L + 1))"; do
+  "$KINFER" cost --model qwen3-8b --prompt-len 4000 --gen-len "$g" --attn blocktopk --summary-dtype int8 --json \
+    > "$TMP/c_$g.json"
+done
+python3 -c "
+import json; a=json.load(open('$TMP/c_$L.json'))['efflops']; b=json.load(open('$TMP/c_$((L + 1)).json'))['efflops']
+assert a<=2e15<b, (a,b)
+" || fail "plan without traces: blocktopk-int8 L=$L is not the longest affordable"
+if "$KINFER" plan --budget 1e16 --prompt-len 100 --policies blocktopk-fp8 2> "$TMP/err.txt"; then
+  fail "an unknown policy was accepted"
+fi
+grep -q "unknown policy 'blocktopk-fp8'" "$TMP/err.txt" || fail "unknown policy error: $(cat "$TMP/err.txt")"
 "$KINFER" plan --budget 1e16 --prompt-len 1000 > "$TMP/plan3.txt"
 grep -q "qwen3-32b" "$TMP/plan3.txt" || fail "plan table lacks qwen3-32b"
 echo "cost e2e: ok"
