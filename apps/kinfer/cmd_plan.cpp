@@ -138,6 +138,8 @@ int cmd_plan(int argc, char** argv) {
   o.intensity = cost::intensity_from_options(hw);
   const cost::Metric metric = cost::parse_metric(metric_name);
   if (!o.traces.empty()) {
+    KF_CHECK(attn_opts.summary_dtype == "auto" || app.count("--attn"),
+             "--summary-dtype prices the traces with --attn blocktopk; give --attn too");
     if (app.count("--attn")) o.attn = cost::attn_from_options(attn_opts);
     if (!budgets.empty()) o.budgets = cost::parse_int_list(budgets, "--budgets");
     if (!ns.empty()) o.ns = cost::parse_int_list(ns, "--ns");

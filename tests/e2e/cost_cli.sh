@@ -127,6 +127,17 @@ assert d['best']['coverage']==1.0, d['best']
 assert len(d['runners_up'])>=1
 " || fail "plan with traces"
 if "$KINFER" plan --budget 1 "$FIX"/kinfer_toy_*.jsonl > /dev/null; then fail "impossible budget reported a plan"; fi
+# The traces priced as block top-k with int8 page summaries: the same best
+# configuration, fewer eFLOPs; --summary-dtype alone is refused.
+"$KINFER" plan --budget 1e18 "$FIX"/kinfer_toy_*.jsonl --attn blocktopk --json > "$TMP/plan_bt.json"
+"$KINFER" plan --budget 1e18 "$FIX"/kinfer_toy_*.jsonl --attn blocktopk --summary-dtype int8 --json > "$TMP/plan_i8.json"
+python3 -c "
+import json; a=json.load(open('$TMP/plan_bt.json'))['best']; b=json.load(open('$TMP/plan_i8.json'))['best']
+assert b['attn']==a['attn']+' int8' and b['n']==a['n'] and b['efflops']<a['efflops'], (a, b)
+" || fail "plan with traces priced with int8 summaries"
+if "$KINFER" plan --budget 1e18 "$FIX"/kinfer_toy_*.jsonl --summary-dtype int8 > /dev/null 2>&1; then
+  fail "plan took --summary-dtype without --attn"
+fi
 
 # Plan without traces: N=1 longest L for dense 0.6B matches the cost command.
 "$KINFER" plan --budget 1e15 --prompt-len 100 --models qwen3-0.6b --policies dense --json > "$TMP/plan2.json"
