@@ -109,9 +109,11 @@ class CudaBackend final : public Backend {
       bulk_dense_ = v == "1" ? 1 : 0;
     }
     if (const char* splits = std::getenv("KINFER_DECODE_SPLITS")) {
-      decode_splits_ = std::atoi(splits);
+      const std::string v = splits;
+      const bool digits = !v.empty() && v.size() <= 3 && v.find_first_not_of("0123456789") == std::string::npos;
+      decode_splits_ = digits ? std::stoi(v) : 0;
       KF_CHECK(decode_splits_ >= 1 && decode_splits_ <= 128, "KINFER_DECODE_SPLITS={}: the dense decode kernel's "
-               "blocks per (row, KV head), 1 to 128", splits);
+               "blocks per (row, KV head), 1 to 128", v);
     }
     const char* attn_summaries = std::getenv("KINFER_ATTN_SUMMARIES");
     attn_summaries_ = !attn_summaries || std::string(attn_summaries) != "0";
@@ -683,8 +685,8 @@ class CudaBackend final : public Backend {
   int split_k_ = -1;        // matmul_add_rmsnorm(): K slices (KINFER_SPLIT_K; 0 or 1: never; -1: kSplitKAuto*)
   Buffer split_partial_;    // ... and their fp32 partial products (grows)
   bool fused_mlp_ = false;  // mlp(): the fused kernel where it applies (KINFER_MLP_FUSED=1)
-  int bulk_dense_ = -1;  // attention(): dense tiles by bulk copies (-1: by shape; KINFER_ATTN_BULK=0 / 1)
-  int decode_splits_ = 0;   // attention(): dense split count forced (KINFER_DECODE_SPLITS; 0: the rule)
+  int bulk_dense_ = -1;      // attention(): dense tiles by bulk copies (-1: by shape; KINFER_ATTN_BULK=0 / 1)
+  int decode_splits_ = 0;    // attention(): dense split count forced (KINFER_DECODE_SPLITS; 0: the rule)
   bool stage_known_ = true;  // attention(): known pages staged in shared memory (KINFER_ATTN_STAGE=0: not)
   bool attn_summaries_ = true;  // qkv_attention(): summaries by the attention kernel (KINFER_ATTN_SUMMARIES=0: not)
   bool mlp_pdl_ = true;     // ... launched with programmatic dependent launch

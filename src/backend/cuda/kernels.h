@@ -161,7 +161,7 @@ struct AttnArgs {
   bool stage_known = true;
   // Whether the dense decode kernel streams its tiles through shared memory
   // by bulk copies (a ring per warp) instead of loading them into registers:
-  // 1 always, 0 never, -1 where each warp has enough tiles (attention.cu).
+  // 1 always, 0 never, -1 where each warp has enough tiles (dense_bulk_tiles).
   // The same results either way, bit for bit.
   int bulk_dense = -1;
   // The dense decode kernel's blocks per (row, KV head); 0: dense_decode_splits.
