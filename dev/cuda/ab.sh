@@ -5,8 +5,8 @@
 # microbenchmark alone is no proxy for the step (docs/cuda.md, 2026-11-30).
 #
 #   here:    bash dev/cuda/ab.sh prepare [REV]   # REV (default HEAD) -> dev/cuda/ab_base.tgz
-#   device:  bash dev/cuda/ab.sh run             # carry build-devdeps; ~3 min on an H200
-#   then:    rm dev/cuda/ab_base.tgz             # untracked, it travels with the tree
+#   device:  bash dev/cuda/ab.sh run             # carry build-devdeps and dev/cuda/ab_base.tgz; ~3 min
+# (ab_base.tgz is git-ignored, so a commit cannot take it in; it travels only when carried)
 # AB_ROWS overrides the rows: "preset batch context attn [flags];..." (default: the
 # qwen3-0.6b B32/B64 x 16K blocktopk rows of issue 13 and one dense row; a
 # row with --profile compares the attention op's own time per step);
