@@ -165,17 +165,17 @@ __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectPara
   // before scoring; docs/cuda.md).
   auto fetch_known = [&](int end, int n) {
     if (p.stage_pages == 0 || threadIdx.x >= 32) return;
-    const int count = min(1 + n - end, p.stage_pages), lane = threadIdx.x;
+    const StagedPages to_stage{staged, end, min(1 + n - end, p.stage_pages)};
+    const int lane = threadIdx.x;
     const unsigned page_bytes = P * D * sizeof(bf16_t);
     if (lane == 0) {
       stage_end = end;
-      stage_count = count;
-      mbar_expect_bytes(&stage_bar, 2 * count * page_bytes);
+      stage_count = to_stage.count;
+      mbar_expect_bytes(&stage_bar, 2 * to_stage.count * page_bytes);
     }
     __syncwarp();
-    if (lane < 2 * count) {  // lane 2i: page i's K, 2i + 1: its V
-      const int i = lane >> 1, logical = i == 0 ? 0 : end + i - 1;
-      const int64_t page = p.table[static_cast<int64_t>(s) * p.max_pages + logical];
+    if (lane < 2 * to_stage.count) {  // lane 2i: the K of slot i's page, 2i + 1: its V
+      const int64_t page = p.table[static_cast<int64_t>(s) * p.max_pages + to_stage.page(lane >> 1)];
       const bf16_t* src = (lane & 1 ? p.v : p.k) + (page * Hkv + h) * P * D;
       bulk_copy_stream(staged + static_cast<int64_t>(lane) * P * D, src, page_bytes, &stage_bar);
     }
@@ -295,22 +295,16 @@ template <int D, int G>
 struct Decode {
   static void launch(dim3 grid, cudaStream_t st, const DecodeParams& p, bool bulk) {
     if (!bulk) return launch_pdl("attention decode", decode_kernel<D, G, false, 1, false>, grid, kWarps * 32, st, p);
-    auto* kernel = decode_kernel<D, G, false, 1, true>;
-    const int smem = kWarps * ring_elems(D) * static_cast<int>(sizeof(bf16_t));
-    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
-          "attention decode: shared memory for the tile rings");
-    launch_pdl_smem("attention decode", kernel, grid, kWarps * 32, smem, st, p);
+    launch_pdl_smem("attention decode", decode_kernel<D, G, false, 1, true>, grid, kWarps * 32,
+                    kWarps * ring_elems(D) * sizeof(bf16_t), st, p);
   }
 };
 template <int D, int G>
 struct SparseDecode {
   static constexpr int kNW = 8;
   static void launch(dim3 grid, cudaStream_t st, const SelectParams& sp, const DecodeParams& p, size_t smem) {
-    auto* kernel = sparse_decode_kernel<D, G, kNW, 2, true>;
-    if (smem > 0)
-      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
-            "attention sparse decode: shared memory for the known pages");
-    launch_pdl_smem("attention sparse decode", kernel, grid, kNW * 32, smem, st, sp, p);
+    launch_pdl_smem("attention sparse decode", sparse_decode_kernel<D, G, kNW, 2, true>, grid, kNW * 32, smem, st, sp,
+                    p);
   }
 };
 
@@ -351,6 +345,7 @@ ScratchSize attention_scratch(const AttnArgs& a, int num_sms) {
   z.splits = a.decode_splits > 0
                  ? a.decode_splits
                  : dense_decode_splits(static_cast<int64_t>(slots) * Hkv, tiles, a.n_heads / Hkv, num_sms, kWarps);
+  z.bulk_tiles = a.bulk_dense == 1 || (a.bulk_dense < 0 && dense_bulk_tiles(tiles, z.splits, kWarps));
   if (z.splits > 1) {
     z.part_acc = static_cast<int64_t>(slots) * a.n_heads * z.splits * D;
     z.part_ml = static_cast<int64_t>(slots) * a.n_heads * z.splits * 2;
@@ -419,12 +414,10 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
   dp.pool = a.kv;
   dp.n_pages = a.kv.n_pages;
 
-  const bool bulk = a.bulk_dense == 1 ||
-                    (a.bulk_dense < 0 && dense_bulk_tiles(a.max_pages * ((P + kTile - 1) / kTile), z.splits, kWarps));
   if (fused_sparse(a)) {
     const dim3 grid(a.n_seqs, Hkv);
     dp.stage_pages = a.stage_known ? sparse_stage_pages(a.local_pages, P, D) : 0;
-    const size_t smem = static_cast<size_t>(dp.stage_pages) * 2 * P * D * sizeof(bf16_t);
+    const size_t smem = static_cast<size_t>(dp.stage_pages * stage_slot_bytes(P, D));
     if (D == 64) launch_grouped<64, SparseDecode>(G, grid, st, sp, dp, smem);
     else launch_grouped<128, SparseDecode>(G, grid, st, sp, dp, smem);
     check_launch("attention sparse decode");
@@ -435,8 +428,8 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
       dd.list_mask = nullptr;
       dd.skip_selecting = 1;
       const dim3 dgrid(static_cast<unsigned>(a.n_rows) * z.splits, Hkv);
-      if (D == 64) launch_grouped<64, Decode>(G, dgrid, st, dd, bulk);
-      else launch_grouped<128, Decode>(G, dgrid, st, dd, bulk);
+      if (D == 64) launch_grouped<64, Decode>(G, dgrid, st, dd, z.bulk_tiles);
+      else launch_grouped<128, Decode>(G, dgrid, st, dd, z.bulk_tiles);
       check_launch("attention decode (dense sequences)");
       if (z.splits > 1) {
         reduce_kernel<<<static_cast<unsigned>(a.n_rows) * a.n_heads, D, 0, st>>>(
@@ -454,8 +447,8 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
     const int slots = dp.by_seq ? a.n_seqs : a.n_rows;
     if (slots > 0) {
       const dim3 grid(static_cast<unsigned>(slots) * z.splits, Hkv);
-      if (D == 64) launch_grouped<64, Decode>(G, grid, st, dp, bulk);
-      else launch_grouped<128, Decode>(G, grid, st, dp, bulk);
+      if (D == 64) launch_grouped<64, Decode>(G, grid, st, dp, z.bulk_tiles);
+      else launch_grouped<128, Decode>(G, grid, st, dp, z.bulk_tiles);
       check_launch("attention decode");
       if (z.splits > 1) {
         reduce_kernel<<<static_cast<unsigned>(slots) * a.n_heads, D, 0, st>>>(s.part_acc, s.part_ml, a.out, z.splits,

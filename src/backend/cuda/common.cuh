@@ -44,9 +44,13 @@ __device__ __forceinline__ uint4 pack8(const float* f) {
 // page summaries): kept out of L1, and first in line for eviction from L2 so
 // that the stream does not push out what the step reuses (H200: steps 1-1.5%
 // faster, docs/cuda.md). The policy asm is not volatile: it is hoisted.
+__device__ __forceinline__ uint64_t l2_evict_first() {
+  uint64_t policy;
+  asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+  return policy;
+}
 __device__ __forceinline__ uint4 ld_stream(const void* p) {
-  uint64_t evict_first;
-  asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(evict_first));
+  const uint64_t evict_first = l2_evict_first();
   uint4 r;
   asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0,%1,%2,%3}, [%4], %5;"
                : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
@@ -148,9 +152,14 @@ __device__ __forceinline__ void griddep_wait() {
 #endif
 }
 
+// With smem_bytes of dynamic shared memory, which the kernel is first allowed
+// (past the 48 KB default; set at each launch, so on every device it runs on).
 template <typename... Params, typename... Args>
 void launch_pdl_smem(const char* what, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem_bytes,
                      cudaStream_t st, Args... args) {
+  if (smem_bytes > 0)
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_bytes)),
+          what);
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
@@ -219,12 +228,10 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, unsigned parity = 0) {
 
 // bulk_copy of KV-cache bytes, first in line for eviction from L2 (ld_stream).
 __device__ __forceinline__ void bulk_copy_stream(void* dst, const void* src, unsigned bytes, uint64_t* bar) {
-  uint64_t evict_first;
-  asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(evict_first));
   asm volatile(
       "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;" ::
           "r"(smem_addr(dst)),
-      "l"(src), "r"(bytes), "r"(smem_addr(bar)), "l"(evict_first)
+      "l"(src), "r"(bytes), "r"(smem_addr(bar)), "l"(l2_evict_first())
       : "memory");
 }
 

@@ -48,10 +48,12 @@ inline bool dense_bulk_tiles(int tiles, int splits, int warps) {
 // of warp 0). A window larger than that reads the rest from the pool.
 constexpr int64_t kStageBytes = 48 * 1024;
 constexpr int kMaxStaged = 16;
+inline int64_t stage_slot_bytes(int page_size, int head_dim) {  // K and V of one page, bf16
+  return 2 * int64_t{2} * page_size * head_dim;
+}
 inline int sparse_stage_pages(int local_pages, int page_size, int head_dim) {
-  const int64_t slot_bytes = 2 * int64_t{2} * page_size * head_dim;  // K and V, bf16
-  return static_cast<int>(std::min<int64_t>({int64_t{1} + std::max(0, local_pages), kStageBytes / slot_bytes,
-                                             int64_t{kMaxStaged}}));
+  const int64_t fit = kStageBytes / stage_slot_bytes(page_size, head_dim);
+  return static_cast<int>(std::min<int64_t>({int64_t{1} + std::max(0, local_pages), fit, int64_t{kMaxStaged}}));
 }
 
 }  // namespace kf::cuda

@@ -324,7 +324,8 @@ using DecodeState = std::conditional_t<(G >= kMmaMinGroup), WarpStateMma<D, G>, 
 struct StagedPages {
   const bf16_t* kv = nullptr;
   int end = 0, count = 0;
-  __device__ int slot(int logical) const {
+  __device__ int page(int slot) const { return slot == 0 ? 0 : end + slot - 1; }  // the logical page of a slot
+  __device__ int slot(int logical) const {  // page's inverse, or -1
     if (count == 0) return -1;
     if (logical == 0) return 0;
     const int i = 1 + logical - end;

@@ -170,6 +170,7 @@ struct AttnArgs {
 struct ScratchSize {
   int64_t part_acc = 0, part_ml = 0, list = 0, list_count = 0, list_mask = 0, keys = 0;  // elements
   int splits = 1;
+  bool bulk_tiles = false;  // the dense decode kernel takes its bulk-copy ring (dense_bulk_tiles)
 };
 // Scratch the call needs (elements of each array) and the split count it will use.
 ScratchSize attention_scratch(const AttnArgs& a, int num_sms);
