@@ -22,6 +22,8 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "backend/backend.h"
@@ -45,6 +47,16 @@ int cuda_device_count() {
 
 // The kernels are built for sm_90a alone (CMAKE_CUDA_ARCHITECTURES).
 static bool supported(const cudaDeviceProp& prop) { return prop.major == 9 && prop.minor == 0; }
+
+// An on/off experiment switch from the environment: unset, or "0" / "1"
+// (anything else is refused, with what the two values mean).
+static std::optional<bool> env_switch(const char* var, const char* meaning) {
+  const char* value = std::getenv(var);
+  if (!value) return std::nullopt;
+  const std::string v = value;
+  KF_CHECK(v == "0" || v == "1", "{}={}: {}", var, v, meaning);
+  return v == "1";
+}
 
 bool cuda_device_supported(int device) {
   cudaDeviceProp prop{};
@@ -96,18 +108,12 @@ class CudaBackend final : public Backend {
     }
     const char* fused = std::getenv("KINFER_MLP_FUSED");
     fused_mlp_ = fused && std::string(fused) == "1";
-    if (const char* stage = std::getenv("KINFER_ATTN_STAGE")) {
-      const std::string v = stage;
-      KF_CHECK(v == "0" || v == "1", "KINFER_ATTN_STAGE={}: 0 (the sparse kernel reads its known pages from the "
-               "pool) or 1 (copies them to shared memory while it selects: the default)", v);
-      stage_known_ = v == "1";
-    }
-    if (const char* bulk = std::getenv("KINFER_ATTN_BULK")) {
-      const std::string v = bulk;
-      KF_CHECK(v == "0" || v == "1", "KINFER_ATTN_BULK={}: 0 (the dense decode kernel always loads K/V into "
-               "registers) or 1 (always streams them through shared memory by bulk copies); unset: by shape", v);
-      bulk_dense_ = v == "1" ? 1 : 0;
-    }
+    if (auto on = env_switch("KINFER_ATTN_STAGE", "0 (the sparse kernel reads its known pages from the pool) or 1 "
+                             "(copies them to shared memory while it selects: the default)"))
+      stage_known_ = *on;
+    if (auto on = env_switch("KINFER_ATTN_BULK", "0 (the dense decode kernel always loads K/V into registers) or 1 "
+                             "(always streams them through shared memory by bulk copies); unset: by shape"))
+      bulk_dense_ = *on ? 1 : 0;
     if (const char* splits = std::getenv("KINFER_DECODE_SPLITS")) {
       const std::string v = splits;
       const bool digits = !v.empty() && v.size() <= 3 && v.find_first_not_of("0123456789") == std::string::npos;
