@@ -31,9 +31,6 @@
 #   bulk        the dense decode kernel's tiles by bulk copies or not (KINFER_ATTN_BULK=0 / 1
 #               interleaved): attention rows at query groups 2, 4, 8 with SDPA, dense decode rows
 #               (BULK_DECODE_ROWS "preset B T;..."; BULK_ATTN=0: no attention rows)
-#   prefetch    the page-summary L2 prefetch (KINFER_SUMMARY_PREFETCH): decode rows with its variants
-#               interleaved (PREFETCH_VARIANTS "0 last:32 ..." = priority:blocks, PREFETCH_ROWS as
-#               STAGE_ROWS, PREFETCH_REPS rounds, default 1)
 #   splits      dense attention rows at forced split counts (KINFER_DECODE_SPLITS; 0: the rule):
 #               SPLIT_ROWS "B T Hq Hkv: s1 s2 ...;..."
 #   decode      kinfer bench decode rows (Qwen3 shapes, dense and blocktopk, 16K-40K)
@@ -155,24 +152,6 @@ step_stage() {  # KINFER_ATTN_STAGE 0 (pool reads) / 1 (staged, the default), ro
     done
   done
   log "stage done"
-}
-
-step_prefetch() {  # page-summary prefetch variants (KINFER_SUMMARY_PREFETCH:KINFER_PREFETCH_BLOCKS), rows interleaved
-  copy_bw
-  local rows
-  IFS=';' read -ra rows <<< "${PREFETCH_ROWS:-qwen3-0.6b 32 16384 blocktopk;qwen3-0.6b 32 16384 blocktopk --summary-dtype int8;qwen3-0.6b 64 16384 blocktopk --summary-dtype int8;qwen3-8b 32 16384 blocktopk --summary-dtype int8}"
-  for ((rep = 0; rep < ${PREFETCH_REPS:-1}; ++rep)); do
-    for row in "${rows[@]}"; do
-      for v in ${PREFETCH_VARIANTS:-0 last:32 normal:32 last:128}; do
-        local mode=${v%%:*} blocks=${v#*:}
-        [[ $blocks == "$v" ]] && blocks=32
-        echo -n "prefetch $v: "
-        KINFER_SUMMARY_PREFETCH=$mode KINFER_PREFETCH_BLOCKS=$blocks J=$OUT/prefetch_${mode}_$blocks.jsonl dec $row ||
-          tail -2 "$OUT/decode.err"
-      done
-    done
-  done
-  log "prefetch done"
 }
 
 step_diag32k() {

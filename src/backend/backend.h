@@ -265,16 +265,6 @@ class Backend : public Allocator {
     attention(q, kv, batch, policy, scale, out, sel);
   }
 
-  // A hint, no effect on any result: the next attention() over kv with this
-  // batch and policy will read the page summaries of the pages it ranks, so
-  // a backend may start moving them toward its compute units now, while the
-  // ops in between (the GEMMs of a decode step, which leave memory idle)
-  // run. CUDA prefetches them into L2 from a side stream
-  // (KINFER_SUMMARY_PREFETCH); the CPU does nothing.
-  virtual void prefetch_attention(const KvLayer& kv, const AttnBatch& batch, const AttnPolicy& policy) {
-    (void)kv, (void)batch, (void)policy;
-  }
-
   // Paged attention with softmax scale `scale`.
   // q, out [n, n_heads, head_dim]; GQA: query head h reads KV head h / (n_heads/n_kv_heads).
   // Decode rows follow `policy`; if `sel` is non-null the chosen pages are

@@ -104,22 +104,17 @@ void Model::forward(Backend& be, Workspace& ws, const std::vector<KvLayer>& kv, 
   // after it: o_proj with the MLP norm, down_proj with the next layer's input
   // norm (under tensor parallelism the projections' partial sums are summed
   // over the group first: matmul_add_rmsnorm).
-  const auto dense_layer = [&](int l) { return !in.layer_dense.empty() && in.layer_dense[l]; };
-  const auto layer_batch = [&](int l) -> const AttnBatch& { return dense_layer(l) ? dense_batch : *in.batch; };
-  const auto layer_policy = [&](int l) -> const AttnPolicy& { return dense_layer(l) ? dense : in.policy; };
-  // Each layer's page summaries are prefetched while the ops before its
-  // attention run (a hint; see Backend::prefetch_attention).
-  be.prefetch_attention(kv[0], layer_batch(0), layer_policy(0));
   be.embed(w_.embed, in.token_ids, x);
   be.rmsnorm(x, w_.layers[0].attn_norm, eps, h);
   for (int l = 0; l < cfg_.n_layers; ++l) {
     const LayerWeights& lw = w_.layers[l];
     // Attention block: h holds the normed input.
     be.matmul(h, lw.wqkv, cfg_.qkv_bias ? &lw.bqkv.view() : nullptr, qkv);
+    const bool dense_layer = !in.layer_dense.empty() && in.layer_dense[l];
     be.qkv_attention(qkv, cfg_.qk_norm ? &lw.q_norm.view() : nullptr, cfg_.qk_norm ? &lw.k_norm.view() : nullptr,
-                     eps, in.positions, rope, kv[l], in.kv_slots, q_heads, layer_batch(l), layer_policy(l), scale,
-                     att_heads, in.selections.empty() ? nullptr : &in.selections[l]);
-    if (l + 1 < cfg_.n_layers) be.prefetch_attention(kv[l + 1], layer_batch(l + 1), layer_policy(l + 1));
+                     eps, in.positions, rope, kv[l], in.kv_slots, q_heads, dense_layer ? dense_batch : *in.batch,
+                     dense_layer ? dense : in.policy, scale, att_heads,
+                     in.selections.empty() ? nullptr : &in.selections[l]);
     be.matmul_add_rmsnorm(att, lw.wo, x, &lw.mlp_norm.view(), eps, h);
     // MLP block; then h holds the next layer's normed input.
     const Tensor* next_norm = l + 1 < cfg_.n_layers ? &w_.layers[l + 1].attn_norm.view() : nullptr;

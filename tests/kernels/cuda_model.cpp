@@ -105,46 +105,6 @@ TEST(CudaGraphs, ReplayEqualsDirectLaunchBitwise) {
   }
 }
 
-// The page-summary prefetch (Backend::prefetch_attention: a kernel on a side
-// stream forked before each layer's o projection, joined before the next
-// attention) is a hint: with it on (the default) and off, graphs and direct
-// launches, bf16 and int8 summaries, block top-k and a first dense layer, the
-// logits are the same bits. The fork and join must also survive capture.
-TEST(CudaGraphs, SummaryPrefetchChangesNoBit) {
-  KF_REQUIRE_CUDA();
-  auto on = make_cuda_backend(0);
-  std::unique_ptr<Backend> off = test::cuda_backend_with("KINFER_SUMMARY_PREFETCH", "0");
-  EXPECT_NE(off->name().find("with KINFER_SUMMARY_PREFETCH=0"), std::string::npos) << off->name();
-  EXPECT_THROW(test::cuda_backend_with("KINFER_SUMMARY_PREFETCH", "yes"), Error);
-  Model m_on = Model::random(test::small_gqa_config(), *on, 3), m_off = Model::random(test::small_gqa_config(), *off, 3);
-  AttnPolicy pol;
-  pol.kind = AttnKind::BlockTopK;
-  pol.topk_pages = 3;
-  pol.local_pages = 1;
-  for (bool i8 : {false, true})
-    for (std::vector<int> dense_layers : {std::vector<int>{}, std::vector<int>{0}}) {
-      test::StepDriver graph_on(m_on, *on, 5, 400, 16, 0, true, pol, dense_layers, false, i8),
-          direct_on(m_on, *on, 5, 400, 16, 0, false, pol, dense_layers, true, i8),  // graphs' padded shapes
-          graph_off(m_off, *off, 5, 400, 16, 0, true, pol, dense_layers, false, i8);
-      for (int s = 0; s < 5; ++s) {
-        std::vector<int32_t> p(60 + 50 * s);  // 4 to 17 pages: none ranked at first, most later
-        for (size_t i = 0; i < p.size(); ++i) p[i] = static_cast<int32_t>((i * 31 + s * 7) % 1000);
-        graph_on.prefill(s, p, false);
-        direct_on.prefill(s, p, false);
-        graph_off.prefill(s, p, false);
-      }
-      for (int step = 0; step < 10; ++step) {
-        std::vector<int32_t> tok(5);
-        for (int s = 0; s < 5; ++s) tok[s] = (step * 13 + s * 101) % 1000;
-        const std::vector<float> ref = graph_off.decode(tok);
-        const std::string what = fmt::format("{} summaries, {} dense layers, step {}", i8 ? "int8" : "bf16",
-                                             dense_layers.size(), step);
-        ASSERT_EQ(graph_on.decode(tok), ref) << what << ": graphs, prefetch on vs off";
-        ASSERT_EQ(direct_on.decode(tok), ref) << what << ": direct launches with prefetch vs graphs without";
-      }
-    }
-}
-
 Request greedy_request(int len, int n, int max_tokens, uint32_t seed) {
   Request r;
   for (int i = 0; i < len; ++i) r.prompt.push_back(static_cast<int>((i * 7919u + seed * 104729u) % 1000));

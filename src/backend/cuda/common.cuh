@@ -49,12 +49,6 @@ __device__ __forceinline__ uint64_t l2_evict_first() {
   asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
   return policy;
 }
-// Last in line for eviction: what is prefetched for a later kernel.
-__device__ __forceinline__ uint64_t l2_evict_last() {
-  uint64_t policy;
-  asm("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(policy));
-  return policy;
-}
 __device__ __forceinline__ uint4 ld_stream(const void* p) {
   const uint64_t evict_first = l2_evict_first();
   uint4 r;

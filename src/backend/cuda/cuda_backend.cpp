@@ -121,35 +121,13 @@ class CudaBackend final : public Backend {
       KF_CHECK(decode_splits_ >= 1 && decode_splits_ <= 128, "KINFER_DECODE_SPLITS={}: the dense decode kernel's "
                "blocks per (row, KV head), 1 to 128", v);
     }
-    if (const char* pf = std::getenv("KINFER_SUMMARY_PREFETCH")) {
-      const std::string v = pf;
-      KF_CHECK(v == "0" || v == "normal" || v == "last" || v == "empty" || v == "inline" || v == "inline_empty",
-               "KINFER_SUMMARY_PREFETCH={}: 0 (no page-summary prefetch), "
-               "normal or last (prefetched into L2 with that eviction priority)", v);
-      prefetch_blocks_ = v == "0" ? 0 : prefetch_blocks_;
-      prefetch_last_ = v != "normal";
-      prefetch_empty_ = v == "empty" || v == "inline_empty";
-      prefetch_inline_ = v == "inline" || v == "inline_empty";
-    }
-    if (const char* pb = std::getenv("KINFER_PREFETCH_BLOCKS")) {
-      const std::string v = pb;
-      const bool digits = !v.empty() && v.size() <= 4 && v.find_first_not_of("0123456789") == std::string::npos;
-      const int blocks = digits ? std::stoi(v) : 0;
-      KF_CHECK(blocks >= 1 && blocks <= 1024, "KINFER_PREFETCH_BLOCKS={}: the page-summary prefetch's blocks, 1 to "
-               "1024", v);
-      if (prefetch_blocks_ > 0) prefetch_blocks_ = blocks;
-    }
-    KF_CUDA(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
-    KF_CUDA(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
-    KF_CUDA(cudaEventCreateWithFlags(&join_, cudaEventDisableTiming));
     const char* attn_summaries = std::getenv("KINFER_ATTN_SUMMARIES");
     attn_summaries_ = !attn_summaries || std::string(attn_summaries) != "0";
     // A run under a switch says so wherever the backend is named (bench JSON,
     // eval and serve logs), so its rows cannot pass for the defaults'.
     std::string switches;
     for (const char* var : {"KINFER_GEMM_TUNE", "KINFER_SPLIT_K", "KINFER_MLP_FUSED", "KINFER_ATTN_SUMMARIES",
-                            "KINFER_ATTN_STAGE", "KINFER_ATTN_BULK", "KINFER_DECODE_SPLITS", "KINFER_SUMMARY_PREFETCH",
-                            "KINFER_PREFETCH_BLOCKS", "KINFER_CUDA_SYNC"})
+                            "KINFER_ATTN_STAGE", "KINFER_ATTN_BULK", "KINFER_DECODE_SPLITS", "KINFER_CUDA_SYNC"})
       if (const char* v = std::getenv(var)) switches += fmt::format("{}{}={}", switches.empty() ? "" : " ", var, v);
     if (!switches.empty()) name_ += " with " + switches;
     mlp_barrier_ = Buffer(DType::U8, {4}, *this);
@@ -158,11 +136,7 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override {
     cudaSetDevice(dev_);
     if (stream_) cudaStreamSynchronize(stream_);
-    if (side_) cudaStreamSynchronize(side_);
     gemm_.reset();
-    if (fork_) cudaEventDestroy(fork_);
-    if (join_) cudaEventDestroy(join_);
-    if (side_) cudaStreamDestroy(side_);
     if (stream_) cudaStreamDestroy(stream_);
   }
   CudaBackend(const CudaBackend&) = delete;
@@ -248,16 +222,13 @@ class CudaBackend final : public Backend {
   std::unique_ptr<Graph> record(std::function<void()> ops) override {
     check_bound("graph recording");
     ops();
-    join_side();  // a capture cannot wait on work outside it
     cudaGraph_t graph = nullptr;
     KF_CUDA(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
     capturing_ = true;
     try {
       ops();
-      join_side();
     } catch (...) {
       capturing_ = false;
-      side_pending_ = false;
       cudaStreamEndCapture(stream_, &graph);
       if (graph) cudaGraphDestroy(graph);
       cudaGetLastError();
@@ -495,24 +466,6 @@ class CudaBackend final : public Backend {
     cuda::kv_copy_pages(pool, iptr(src), iptr(dst), static_cast<int>(src.numel()), stream_);
   }
 
-  // The summaries go to L2 from a side stream forked here and joined before
-  // the next attention op, so the prefetch runs beside the ops in between.
-  void prefetch_attention(const KvLayer& kv, const AttnBatch& batch, const AttnPolicy& policy) override {
-    if (prefetch_blocks_ == 0 || !kv.summary.data || batch.n_seqs == 0) return;
-    if (!batch.seq_policy.data && policy.kind != AttnKind::BlockTopK) return;
-    const cuda::AttnArgs a = cuda::attn_batch_args(kv, batch, policy);
-    if (prefetch_inline_) {
-      cuda::prefetch_summaries(a, prefetch_blocks_, prefetch_last_, prefetch_empty_, stream_);
-      return;
-    }
-    join_side();  // one prefetch in flight at a time
-    KF_CUDA(cudaEventRecord(fork_, stream_));
-    KF_CUDA(cudaStreamWaitEvent(side_, fork_, 0));
-    cuda::prefetch_summaries(a, prefetch_blocks_, prefetch_last_, prefetch_empty_, side_);
-    KF_CUDA(cudaEventRecord(join_, side_));
-    side_pending_ = true;
-  }
-
   void attention(const Tensor& q, const KvLayer& kv, const AttnBatch& batch, const AttnPolicy& policy,
                  float scale, const Tensor& out, PageSelection* sel) override {
     launch_attention(cuda::attn_args(q, kv, batch, policy, scale, out, sel), q, kv, batch, policy);
@@ -631,7 +584,6 @@ class CudaBackend final : public Backend {
   // qkv_rope_write's launch, as its op.
   void launch_qkv(const cuda::QkvArgs& qa, const Tensor& qkv, const KvLayer& kv) {
     OpScope op(this, "qkv_rope_write", [&] { return fmt::format("qkv {} pool {}", qkv.shape_str(), kv.k.shape_str()); });
-    join_side();
     cuda::qkv_rope_write(qa, stream_);
     op.done();
   }
@@ -644,7 +596,6 @@ class CudaBackend final : public Backend {
                          batch.n_seqs, batch.max_pages, kv.k.shape_str(),
                          a.summary_slots ? ", with the page summaries" : "");
     });
-    join_side();
     cuda::AttnArgs args = a;  // with this backend's switches
     args.stage_known = stage_known_;
     args.bulk_dense = bulk_dense_;
@@ -659,13 +610,6 @@ class CudaBackend final : public Backend {
     s.keys = static_cast<uint32_t*>(grow(keys_, DType::I32, z.keys));
     cuda::attention(args, s, num_sms_, stream_);
     op.done();
-  }
-
-  // The stream waits for the side stream's prefetch, if one was forked.
-  void join_side() {
-    if (!side_pending_) return;
-    side_pending_ = false;
-    KF_CUDA(cudaStreamWaitEvent(stream_, join_, 0));
   }
 
   // Throws when the calling thread's current device is not this backend's.
@@ -729,7 +673,6 @@ class CudaBackend final : public Backend {
          "caused it)", where, name_, cudaGetErrorString(e));
   }
   void sync(const char* what) {
-    if (!capturing_) join_side();  // the side stream's prefetch is part of the work synced
     const cudaError_t e = cudaStreamSynchronize(stream_);
     if (e != cudaSuccess) fail_fault(what, e);
   }
@@ -759,15 +702,6 @@ class CudaBackend final : public Backend {
   bool capturing_ = false;
   std::string name_;
   cudaStream_t stream_ = nullptr;
-  // prefetch_attention(): blocks of the summary prefetch (0: off;
-  // KINFER_SUMMARY_PREFETCH, KINFER_PREFETCH_BLOCKS), its L2 priority, and the
-  // side stream it runs on, forked from and joined to stream_ by events.
-  int prefetch_blocks_ = 32;
-  bool prefetch_last_ = true;
-  bool prefetch_empty_ = false, prefetch_inline_ = false;
-  cudaStream_t side_ = nullptr;
-  cudaEvent_t fork_ = nullptr, join_ = nullptr;
-  bool side_pending_ = false;
   std::unique_ptr<cuda::Gemm> gemm_;  // cuBLASLt plans (gemm.cpp)
   Buffer part_acc_, part_ml_, list_, list_count_, list_mask_, keys_, penalty_bits_, sample_cand_,
       sample_arrived_;  // sample(): a counter per row, zero between calls

@@ -177,10 +177,6 @@ ScratchSize attention_scratch(const AttnArgs& a, int num_sms);
 void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_t st);
 // Whether attention() can write the page summaries of a.summary_slots.
 bool summaries_in_attention(const AttnArgs& a);
-// Prefetches into L2 the page summaries attention(a) will rank (block top-k
-// decode rows), from `blocks` blocks on stream st; evict_last marks them last
-// in line for eviction. A hint: no output, nothing waits for the bytes.
-void prefetch_summaries(const AttnArgs& a, int blocks, bool evict_last, bool empty, cudaStream_t st);
 // Throws kf::Error if this head_dim / group size has no kernel.
 void check_attention_shape(int head_dim, int group);
 #ifdef KINFER_ATTN_PHASES

@@ -57,57 +57,7 @@ __global__ void kv_copy_kernel(KvPool kv, const int32_t* src, const int32_t* dst
           kv.summary_scale[static_cast<int64_t>(s) * kv.n_kv_heads + i];
 }
 
-// One thread per (sequence, page-table entry): the summary row (every KV
-// head) of each page a block top-k decode query will rank, and its int8
-// scales, are prefetched into L2 (fire and forget: the kernel ends once the
-// prefetches are issued). The pages are select_pages' candidates.
-__global__ void prefetch_summaries_kernel(KvPool kv, const int32_t* q_start, const int32_t* ctx_len,
-                                          const int32_t* table, const int32_t* seq_policy, int n_seqs,
-                                          int max_pages, int kind, int local_pages, int topk_pages,
-                                          bool evict_last, bool empty) {
-  if (empty) return;
-  const unsigned row_bytes =
-      static_cast<unsigned>(kv.n_kv_heads * kv.head_dim * attn::summary_elem_bytes(kv.summary_kind));
-  const uint64_t last = l2_evict_last();
-  const int64_t n_items = static_cast<int64_t>(n_seqs) * max_pages;
-  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < n_items;
-       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int s = static_cast<int>(idx / max_pages), i = static_cast<int>(idx % max_pages);
-    if (q_start[s + 1] - q_start[s] != 1) continue;  // prefill rows are dense
-    int k = kind, local = local_pages, topk = topk_pages;
-    if (seq_policy) k = seq_policy[3 * s], local = seq_policy[3 * s + 1], topk = seq_policy[3 * s + 2];
-    if (k != static_cast<int>(AttnKind::BlockTopK)) continue;
-    const int end = max(1, (ctx_len[s] + kv.page_size - 1) / kv.page_size - local);
-    if (end - 1 <= topk || i < 1 || i >= end) continue;  // no ranking, or not a candidate
-    const int page = table[idx];
-    if (page < 0 || page >= kv.n_pages) continue;
-    const char* row = static_cast<const char*>(kv.summary) + static_cast<int64_t>(page) * row_bytes;
-    const float* scales = kv.summary_scale ? kv.summary_scale + static_cast<int64_t>(page) * kv.n_kv_heads : nullptr;
-    if (evict_last) {
-      asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;" ::"l"(row), "r"(row_bytes),
-                   "l"(last)
-                   : "memory");
-      if (scales) asm volatile("prefetch.global.L2::evict_last [%0];" ::"l"(scales) : "memory");
-    } else {
-      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(row), "r"(row_bytes) : "memory");
-      if (scales) asm volatile("prefetch.global.L2 [%0];" ::"l"(scales) : "memory");
-    }
-  }
-}
-
 }  // namespace
-
-void prefetch_summaries(const AttnArgs& a, int blocks, bool evict_last, bool empty, cudaStream_t st) {
-  const KvPool& kv = a.kv;
-  const int64_t row_bytes = static_cast<int64_t>(kv.n_kv_heads) * kv.head_dim * attn::summary_elem_bytes(kv.summary_kind);
-  // Bulk prefetches take 16-byte multiples; other shapes are not worth a hint.
-  if (blocks <= 0 || a.n_seqs == 0 || a.max_pages == 0 || row_bytes % 16 != 0 || kv.summary == nullptr) return;
-  if (a.seq_policy == nullptr && a.kind != AttnKind::BlockTopK) return;
-  prefetch_summaries_kernel<<<blocks, 256, 0, st>>>(kv, a.q_start, a.ctx_len, a.page_table, a.seq_policy, a.n_seqs,
-                                                    a.max_pages, static_cast<int>(a.kind), a.local_pages,
-                                                    a.topk_pages, evict_last, empty);
-  check_launch("prefetch_summaries");
-}
 
 void kv_write(const KvPool& kv, const bf16_t* k, const bf16_t* v, const int32_t* slots, int n, cudaStream_t st) {
   KF_CHECK(kv.head_dim % 8 == 0, "kv_write: head_dim {} must be a multiple of 8", kv.head_dim);

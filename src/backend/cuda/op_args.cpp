@@ -75,9 +75,16 @@ QkvArgs qkv_args(const Tensor& qkv, const Tensor* q_norm, const Tensor* k_norm, 
   return a;
 }
 
-AttnArgs attn_batch_args(const KvLayer& kv, const AttnBatch& batch, const AttnPolicy& policy) {
+AttnArgs attn_args(const Tensor& q, const KvLayer& kv, const AttnBatch& batch, const AttnPolicy& policy, float scale,
+                   const Tensor& out, PageSelection* sel) {
   AttnArgs a;
   a.kv = pool_of(kv);
+  need(q, DType::BF16, "attention q");
+  need(out, DType::BF16, "attention out");
+  KF_CHECK(q.ndim == 3 && out.shape == q.shape && q.dim(2) == a.kv.head_dim,
+           "attention: q {} out {} pool {}", q.shape_str(), out.shape_str(), kv.k.shape_str());
+  KF_CHECK(q.dim(1) % a.kv.n_kv_heads == 0, "attention: {} query heads, {} KV heads", q.dim(1),
+           a.kv.n_kv_heads);
   KF_CHECK(policy.local_pages >= 1 && policy.topk_pages >= 0, "attention: bad policy (local {}, topk {})",
            policy.local_pages, policy.topk_pages);
   need(batch.q_start, DType::I32, "attention q_start");
@@ -86,11 +93,16 @@ AttnArgs attn_batch_args(const KvLayer& kv, const AttnBatch& batch, const AttnPo
   KF_CHECK(batch.q_start.numel() == batch.n_seqs + 1 && batch.ctx_len.numel() == batch.n_seqs &&
                batch.page_table.numel() == static_cast<int64_t>(batch.n_seqs) * batch.max_pages,
            "attention: batch tensors do not match {} sequences x {} pages", batch.n_seqs, batch.max_pages);
+  check_attention_shape(a.kv.head_dim, static_cast<int>(q.dim(1) / a.kv.n_kv_heads));
+  a.q = bptr(q);
+  a.out = bptr(out);
   a.q_start = iptr(batch.q_start);
   a.ctx_len = iptr(batch.ctx_len);
   a.page_table = iptr(batch.page_table);
   a.n_seqs = batch.n_seqs;
   a.max_pages = batch.max_pages;
+  a.n_rows = static_cast<int>(q.dim(0));
+  a.n_heads = static_cast<int>(q.dim(1));
   a.kind = policy.kind;
   if (batch.seq_policy.data) {
     need(batch.seq_policy, DType::I32, "attention seq_policy");
@@ -100,23 +112,6 @@ AttnArgs attn_batch_args(const KvLayer& kv, const AttnBatch& batch, const AttnPo
   }
   a.local_pages = policy.local_pages;
   a.topk_pages = policy.topk_pages;
-  return a;
-}
-
-AttnArgs attn_args(const Tensor& q, const KvLayer& kv, const AttnBatch& batch, const AttnPolicy& policy, float scale,
-                   const Tensor& out, PageSelection* sel) {
-  AttnArgs a = attn_batch_args(kv, batch, policy);
-  need(q, DType::BF16, "attention q");
-  need(out, DType::BF16, "attention out");
-  KF_CHECK(q.ndim == 3 && out.shape == q.shape && q.dim(2) == a.kv.head_dim,
-           "attention: q {} out {} pool {}", q.shape_str(), out.shape_str(), kv.k.shape_str());
-  KF_CHECK(q.dim(1) % a.kv.n_kv_heads == 0, "attention: {} query heads, {} KV heads", q.dim(1),
-           a.kv.n_kv_heads);
-  check_attention_shape(a.kv.head_dim, static_cast<int>(q.dim(1) / a.kv.n_kv_heads));
-  a.q = bptr(q);
-  a.out = bptr(out);
-  a.n_rows = static_cast<int>(q.dim(0));
-  a.n_heads = static_cast<int>(q.dim(1));
   a.scale = scale;
   if (sel) {
     const int64_t pairs = static_cast<int64_t>(batch.n_seqs) * a.kv.n_kv_heads;

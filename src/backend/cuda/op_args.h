@@ -18,8 +18,6 @@ KvPool pool_of(const KvLayer& kv);
 // Backend::qkv_rope_write's arguments.
 QkvArgs qkv_args(const Tensor& qkv, const Tensor* q_norm, const Tensor* k_norm, float eps, const Tensor& positions,
                  const RopeParams& rope, const KvLayer& kv, const Tensor& slots, const Tensor& q_out);
-// Backend::attention's batch and policy fields (q, out and the rest unset), checked.
-AttnArgs attn_batch_args(const KvLayer& kv, const AttnBatch& batch, const AttnPolicy& policy);
 // Backend::attention's arguments.
 AttnArgs attn_args(const Tensor& q, const KvLayer& kv, const AttnBatch& batch, const AttnPolicy& policy, float scale,
                    const Tensor& out, PageSelection* sel);
