@@ -87,17 +87,18 @@ __device__ __forceinline__ void pick_digit(const int* hist, uint32_t prefix, int
 // bf16, 1: in f32, 2: tokens (topk oracle). LPR lanes per item, 8 dims each;
 // each lane first looks up kUnroll items' pages, then issues all their loads,
 // so a round costs two memory round trips for kUnroll items, not 2 per item.
-// The first round's loads go out before qbar_ready() (the block's q̄ into
-// qbar, a barrier), so they are in flight while q̄ is summed.
-template <int D, int NT, int MODE, class Ready>
+template <int D, int NT, int MODE>
 __device__ __forceinline__ void score_items(const SelectParams& p, const float* qbar, const int32_t* pt, int first,
-                                            int h, int m, uint32_t* keys, const Ready& qbar_ready) {
-  constexpr int LPR = D / 8, RPR = 32 / LPR, kUnroll = 8, kWords = MODE == 1 ? 2 : 1;
+                                            int h, int m, uint32_t* keys) {
+  constexpr int LPR = D / 8, RPR = 32 / LPR, kUnroll = 8;
   constexpr int kStride = (NT / 32) * RPR;  // items per block round
   const int Hkv = p.n_kv_heads, P = p.page_size;
   const int lane = threadIdx.x & 31, c = lane % LPR, sub = lane / LPR;
-  uint4 w[kUnroll][kWords];  // an item's 8 dims as loaded: 8 bf16, or 8 f32 in two words
-  auto load = [&](int j0) {
+  float qv[8];
+#pragma unroll
+  for (int e = 0; e < 8; ++e) qv[e] = qbar[c * 8 + e];
+  for (int j0 = (threadIdx.x >> 5) * RPR + sub;; j0 += kStride * kUnroll) {
+    if (j0 - sub >= m) break;  // warp-uniform
     int64_t off[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
@@ -108,42 +109,31 @@ __device__ __forceinline__ void score_items(const SelectParams& p, const float* 
         else off[u] = (static_cast<int64_t>(pt[first + j]) * Hkv + h) * D + c * 8;
       }
     }
+    float f[kUnroll][8];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       if (MODE == 1) {
-        const uint4* sp = reinterpret_cast<const uint4*>(static_cast<const float*>(p.summary) + max(off[u], int64_t{0}));
-        w[u][0] = off[u] >= 0 ? sp[0] : make_uint4(0, 0, 0, 0);
-        w[u][kWords - 1] = off[u] >= 0 ? sp[kWords - 1] : make_uint4(0, 0, 0, 0);
+        float4 a = make_float4(0.f, 0.f, 0.f, 0.f), b = a;
+        if (off[u] >= 0) {
+          const float4* sp = reinterpret_cast<const float4*>(static_cast<const float*>(p.summary) + off[u]);
+          a = sp[0];
+          b = sp[1];
+        }
+        f[u][0] = a.x, f[u][1] = a.y, f[u][2] = a.z, f[u][3] = a.w;
+        f[u][4] = b.x, f[u][5] = b.y, f[u][6] = b.z, f[u][7] = b.w;
       } else {
         const bf16_t* base = MODE == 2 ? p.k : static_cast<const bf16_t*>(p.summary);
-        w[u][0] = off[u] >= 0 ? ld_stream(base + off[u]) : make_uint4(0, 0, 0, 0);
+        uint4 w = make_uint4(0, 0, 0, 0);
+        if (off[u] >= 0) w = ld_stream(base + off[u]);
+        unpack8(w, f[u]);
       }
     }
-  };
-  int j0 = (threadIdx.x >> 5) * RPR + sub;
-  load(j0);
-  qbar_ready();
-  float qv[8];
-#pragma unroll
-  for (int e = 0; e < 8; ++e) qv[e] = qbar[c * 8 + e];
-  for (bool loaded = true;; j0 += kStride * kUnroll, loaded = false) {
-    if (j0 - sub >= m) break;  // warp-uniform
-    if (!loaded) load(j0);
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      float f[8];
-      if (MODE == 1) {
-        const uint4 a = w[u][0], b = w[u][kWords - 1];
-        f[0] = __uint_as_float(a.x), f[1] = __uint_as_float(a.y), f[2] = __uint_as_float(a.z);
-        f[3] = __uint_as_float(a.w), f[4] = __uint_as_float(b.x), f[5] = __uint_as_float(b.y);
-        f[6] = __uint_as_float(b.z), f[7] = __uint_as_float(b.w);
-      } else {
-        unpack8(w[u][0], f);
-      }
       const int j = j0 + u * kStride;
       float dsum = 0.f;
 #pragma unroll
-      for (int e = 0; e < 8; ++e) dsum = fmaf(qv[e], f[e], dsum);
+      for (int e = 0; e < 8; ++e) dsum = fmaf(qv[e], f[u][e], dsum);
 #pragma unroll
       for (int o = LPR / 2; o > 0; o >>= 1) dsum += __shfl_xor_sync(0xffffffffu, dsum, o);
       if (j < m && c == 0) keys[j] = order_key(dsum);
@@ -156,32 +146,14 @@ __device__ __forceinline__ void score_items(const SelectParams& p, const float* 
 // instruction: the scoring phase does ~1/6 of the instructions of unpacking the
 // codes to floats, which ran compute-bound at B64); 16 dims a lane, lane 0 of
 // a page also loads its scale. Every warp derives q16 from the same q̄.
-template <int D, int NT, class Ready>
+template <int D, int NT>
 __device__ __forceinline__ void score_pages_i8(const SelectParams& p, const float* qbar, const int32_t* pt,
-                                                int first, int h, int m, uint32_t* keys, const Ready& qbar_ready) {
+                                                int first, int h, int m, uint32_t* keys) {
   constexpr int LPR = D / 16, RPR = 32 / LPR, kUnroll = 8;  // 4 and 16: the same step time (H200)
   constexpr int kStride = (NT / 32) * RPR;  // pages per block round
   const int Hkv = p.n_kv_heads;
   const int lane = threadIdx.x & 31, c = lane % LPR, sub = lane / LPR;
   const uint8_t* codes = static_cast<const uint8_t*>(p.summary);
-  uint4 w[kUnroll];
-  float sc[kUnroll];
-  auto load = [&](int j0) {
-    int64_t ph[kUnroll];  // page * Hkv + h, or -1
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int j = j0 + u * kStride;
-      ph[u] = j < m ? static_cast<int64_t>(pt[first + j]) * Hkv + h : -1;
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      w[u] = ph[u] >= 0 ? ld_stream(codes + ph[u] * D + c * 16) : make_uint4(0, 0, 0, 0);
-      sc[u] = ph[u] >= 0 && c == 0 ? p.summary_scale[ph[u]] : 0.f;
-    }
-  };
-  int j0 = (threadIdx.x >> 5) * RPR + sub;
-  load(j0);  // in flight while q̄ is summed (score_items)
-  qbar_ready();
   float qmax = 0.f;
   for (int d = lane; d < D; d += 32) qmax = fmaxf(qmax, fabsf(qbar[d]));
 #pragma unroll
@@ -191,9 +163,21 @@ __device__ __forceinline__ void score_pages_i8(const SelectParams& p, const floa
   int qpair[8];  // q16 of dims c*16 + 2i, 2i+1 as the two halves dp2a takes
 #pragma unroll
   for (int i = 0; i < 8; ++i) qpair[i] = static_cast<int>(q16(c * 16 + 2 * i) | (q16(c * 16 + 2 * i + 1) << 16));
-  for (bool loaded = true;; j0 += kStride * kUnroll, loaded = false) {
+  for (int j0 = (threadIdx.x >> 5) * RPR + sub;; j0 += kStride * kUnroll) {
     if (j0 - sub >= m) break;  // warp-uniform
-    if (!loaded) load(j0);
+    int64_t ph[kUnroll];       // page * Hkv + h, or -1
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int j = j0 + u * kStride;
+      ph[u] = j < m ? static_cast<int64_t>(pt[first + j]) * Hkv + h : -1;
+    }
+    uint4 w[kUnroll];
+    float sc[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      w[u] = ph[u] >= 0 ? ld_stream(codes + ph[u] * D + c * 16) : make_uint4(0, 0, 0, 0);
+      sc[u] = ph[u] >= 0 && c == 0 ? p.summary_scale[ph[u]] : 0.f;
+    }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int cw[4] = {static_cast<int>(w[u].x), static_cast<int>(w[u].y), static_cast<int>(w[u].z),
@@ -257,22 +241,17 @@ __device__ void select_pages(const SelectParams& p, int s, int h, SelectSmem<D, 
   const int32_t* pt = p.table + static_cast<int64_t>(s) * p.max_pages;
   uint32_t* keys = m <= kSmemKeys ? sm.keys : p.keys + pair * p.key_cap;
   if (k > 0) {
-    // Called by the scorer once its first loads are out.
-    const auto qbar_ready = [&] {
-      for (int d = tid; d < D; d += NT) {  // q̄: mean of the group's queries, g order
-        float a = 0.f;
-        for (int g = 0; g < G; ++g) a += bf(p.q[(static_cast<int64_t>(q0) * p.n_heads + h * G + g) * D + d]);
-        sm.qbar[d] = a / static_cast<float>(G);
-      }
-      __syncthreads();
-      KF_PHASE(2);  // q̄ ready
-    };
-    if (p.by_token) score_items<D, NT, 2>(p, sm.qbar, pt, first, h, m, keys, qbar_ready);
-    else if (p.summary_kind == attn::SummaryKind::I8)
-      score_pages_i8<D, NT>(p, sm.qbar, pt, first, h, m, keys, qbar_ready);
-    else if (p.summary_kind == attn::SummaryKind::BF16)
-      score_items<D, NT, 0>(p, sm.qbar, pt, first, h, m, keys, qbar_ready);
-    else score_items<D, NT, 1>(p, sm.qbar, pt, first, h, m, keys, qbar_ready);
+    for (int d = tid; d < D; d += NT) {  // q̄: mean of the group's queries, g order
+      float a = 0.f;
+      for (int g = 0; g < G; ++g) a += bf(p.q[(static_cast<int64_t>(q0) * p.n_heads + h * G + g) * D + d]);
+      sm.qbar[d] = a / static_cast<float>(G);
+    }
+    __syncthreads();
+    KF_PHASE(2);  // q̄ ready
+    if (p.by_token) score_items<D, NT, 2>(p, sm.qbar, pt, first, h, m, keys);
+    else if (p.summary_kind == attn::SummaryKind::I8) score_pages_i8<D, NT>(p, sm.qbar, pt, first, h, m, keys);
+    else if (p.summary_kind == attn::SummaryKind::BF16) score_items<D, NT, 0>(p, sm.qbar, pt, first, h, m, keys);
+    else score_items<D, NT, 1>(p, sm.qbar, pt, first, h, m, keys);
     known(end, n);
     __syncthreads();
     KF_PHASE(3);  // every candidate scored
