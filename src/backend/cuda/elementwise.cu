@@ -46,6 +46,29 @@ __global__ void embed_kernel(const bf16_t* table, int64_t table_rows, const int3
   }
 }
 
+// Eight values x * inv * w (the norm's output), packed.
+__device__ __forceinline__ uint4 norm_chunk(uint4 x, uint4 w, float inv) {
+  float f[8], g[8];
+  unpack8(x, f);
+  unpack8(w, g);
+#pragma unroll
+  for (int e = 0; e < 8; ++e) f[e] = f[e] * inv * g[e];
+  return pack8(f);
+}
+
+// The norm's output row out = x * inv * w, by one warp (lane = its lane);
+// vec: d % 8 == 0, 16-byte chunks.
+__device__ __forceinline__ void write_norm_row(const bf16_t* x, const bf16_t* w, bf16_t* out, int d, float inv,
+                                               bool vec, int lane) {
+  if (vec) {
+    for (int i = lane; i < d / 8; i += 32)
+      reinterpret_cast<uint4*>(out)[i] =
+          norm_chunk(reinterpret_cast<const uint4*>(x)[i], reinterpret_cast<const uint4*>(w)[i], inv);
+  } else {
+    for (int i = lane; i < d; i += 32) out[i] = to_bf(bf(x[i]) * inv * bf(w[i]));
+  }
+}
+
 // One warp per row: sum of squares in fp32, then y = x * rsqrt(mean + eps) * w.
 __global__ void rmsnorm_kernel(const bf16_t* x, const bf16_t* w, bf16_t* y, int rows, int d, float eps,
                                bool vec) {
@@ -69,18 +92,7 @@ __global__ void rmsnorm_kernel(const bf16_t* x, const bf16_t* w, bf16_t* y, int 
   ss = warp_sum(ss);
   const float inv = rsqrtf(ss / static_cast<float>(d) + eps);
   // Each lane rewrites exactly the elements it read, so x and y may alias.
-  if (vec) {
-    for (int i = lane; i < d / 8; i += 32) {
-      float f[8], g[8];
-      unpack8(reinterpret_cast<const uint4*>(xr)[i], f);
-      unpack8(reinterpret_cast<const uint4*>(w)[i], g);
-#pragma unroll
-      for (int j = 0; j < 8; ++j) f[j] = f[j] * inv * g[j];
-      reinterpret_cast<uint4*>(yr)[i] = pack8(f);
-    }
-  } else {
-    for (int i = lane; i < d; i += 32) yr[i] = to_bf(bf(xr[i]) * inv * bf(w[i]));
-  }
+  write_norm_row(xr, w, yr, d, inv, vec, lane);
 }
 
 __global__ void add_kernel(bf16_t* x, const bf16_t* y, int64_t n) {
@@ -133,18 +145,7 @@ __global__ void add_rmsnorm_kernel(bf16_t* x, const bf16_t* y, const bf16_t* w, 
   }
   ss = warp_sum(ss);
   const float inv = rsqrtf(ss / static_cast<float>(d) + eps);
-  if (vec) {
-    for (int i = lane; i < d / 8; i += 32) {
-      float f[8], g[8];
-      unpack8(reinterpret_cast<const uint4*>(xr)[i], f);
-      unpack8(reinterpret_cast<const uint4*>(w)[i], g);
-#pragma unroll
-      for (int j = 0; j < 8; ++j) f[j] = f[j] * inv * g[j];
-      reinterpret_cast<uint4*>(outr)[i] = pack8(f);
-    }
-  } else {
-    for (int i = lane; i < d; i += 32) outr[i] = to_bf(bf(xr[i]) * inv * bf(w[i]));
-  }
+  write_norm_row(xr, w, outr, d, inv, vec, lane);
 }
 
 // The same for d % 8 == 0 and d <= 8 * kNormThreads * kNormPer, one block per
@@ -169,15 +170,6 @@ __device__ __forceinline__ float block_inv_rms(float ss, int d, float eps) {
   return rsqrtf(ss / static_cast<float>(d) + eps);
 }
 
-// Eight values x * inv * w (the norm's output), packed.
-__device__ __forceinline__ uint4 norm_chunk(uint4 x, uint4 w, float inv) {
-  float f[8], g[8];
-  unpack8(x, f);
-  unpack8(w, g);
-#pragma unroll
-  for (int e = 0; e < 8; ++e) f[e] = f[e] * inv * g[e];
-  return pack8(f);
-}
 __global__ void __launch_bounds__(kNormThreads) add_rmsnorm_block_kernel(uint4* x, const uint4* y, const uint4* w,
                                                                          uint4* out, int d8, float eps) {
   griddep_wait();
