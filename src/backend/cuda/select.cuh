@@ -85,8 +85,8 @@ __device__ __forceinline__ void pick_digit(const int* hist, uint32_t prefix, int
 
 // keys[j] = order_key(score of item j), j < m. MODE 0: page summaries in
 // bf16, 1: in f32, 2: tokens (topk oracle). LPR lanes per item, 8 dims each;
-// each lane issues the loads of kUnroll items (whose pages it looked up
-// before), then looks up the next round's pages.
+// each lane first looks up kUnroll items' pages, then issues all their loads,
+// so a round costs two memory round trips for kUnroll items, not 2 per item.
 template <int D, int NT, int MODE>
 __device__ __forceinline__ void score_items(const SelectParams& p, const float* qbar, const int32_t* pt, int first,
                                             int h, int m, uint32_t* keys) {
@@ -97,10 +97,9 @@ __device__ __forceinline__ void score_items(const SelectParams& p, const float* 
   float qv[8];
 #pragma unroll
   for (int e = 0; e < 8; ++e) qv[e] = qbar[c * 8 + e];
-  // A round's page lookups are issued while the previous round's loads are
-  // in flight, so a round costs one memory round trip, not two.
-  int64_t off[kUnroll];  // the next round's items: element offsets, or -1
-  const auto lookup = [&](int j0) {
+  for (int j0 = (threadIdx.x >> 5) * RPR + sub;; j0 += kStride * kUnroll) {
+    if (j0 - sub >= m) break;  // warp-uniform
+    int64_t off[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int j = j0 + u * kStride;
@@ -110,10 +109,6 @@ __device__ __forceinline__ void score_items(const SelectParams& p, const float* 
         else off[u] = (static_cast<int64_t>(pt[first + j]) * Hkv + h) * D + c * 8;
       }
     }
-  };
-  lookup((threadIdx.x >> 5) * RPR + sub);
-  for (int j0 = (threadIdx.x >> 5) * RPR + sub;; j0 += kStride * kUnroll) {
-    if (j0 - sub >= m) break;  // warp-uniform
     float f[kUnroll][8];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
@@ -133,7 +128,6 @@ __device__ __forceinline__ void score_items(const SelectParams& p, const float* 
         unpack8(w, f[u]);
       }
     }
-    lookup(j0 + kStride * kUnroll);
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int j = j0 + u * kStride;
@@ -169,19 +163,14 @@ __device__ __forceinline__ void score_pages_i8(const SelectParams& p, const floa
   int qpair[8];  // q16 of dims c*16 + 2i, 2i+1 as the two halves dp2a takes
 #pragma unroll
   for (int i = 0; i < 8; ++i) qpair[i] = static_cast<int>(q16(c * 16 + 2 * i) | (q16(c * 16 + 2 * i + 1) << 16));
-  // A round's page lookups are issued while the previous round's loads are
-  // in flight, so a round costs one memory round trip, not two.
-  int64_t ph[kUnroll];  // page * Hkv + h of the next round's items, or -1
-  const auto lookup = [&](int j0) {
+  for (int j0 = (threadIdx.x >> 5) * RPR + sub;; j0 += kStride * kUnroll) {
+    if (j0 - sub >= m) break;  // warp-uniform
+    int64_t ph[kUnroll];       // page * Hkv + h, or -1
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int j = j0 + u * kStride;
       ph[u] = j < m ? static_cast<int64_t>(pt[first + j]) * Hkv + h : -1;
     }
-  };
-  lookup((threadIdx.x >> 5) * RPR + sub);
-  for (int j0 = (threadIdx.x >> 5) * RPR + sub;; j0 += kStride * kUnroll) {
-    if (j0 - sub >= m) break;  // warp-uniform
     uint4 w[kUnroll];
     float sc[kUnroll];
 #pragma unroll
@@ -189,7 +178,6 @@ __device__ __forceinline__ void score_pages_i8(const SelectParams& p, const floa
       w[u] = ph[u] >= 0 ? ld_stream(codes + ph[u] * D + c * 16) : make_uint4(0, 0, 0, 0);
       sc[u] = ph[u] >= 0 && c == 0 ? p.summary_scale[ph[u]] : 0.f;
     }
-    lookup(j0 + kStride * kUnroll);
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int cw[4] = {static_cast<int>(w[u].x), static_cast<int>(w[u].y), static_cast<int>(w[u].z),
