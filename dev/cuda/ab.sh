@@ -2,7 +2,7 @@
 # Same-machine A/B of the whole decode step: a baseline revision against the
 # working tree, both built on the GPU machine, rows interleaved (A B A B) so
 # the machine and its clocks are the same for both. The attention
-# microbenchmark alone is no proxy for the step (docs/cuda.md, 2026-11-30).
+# microbenchmark alone is no proxy for the step (docs/cuda-experiments.md, 2026-11-30).
 #
 #   here:    bash dev/cuda/ab.sh prepare [REV]   # REV (default HEAD) -> dev/cuda/ab_base.tgz
 #   device:  bash dev/cuda/ab.sh run             # carry build-devdeps and dev/cuda/ab_base.tgz; ~3 min

@@ -5,7 +5,7 @@
 //   2  cuBLASLt, the fastest of the heuristic's top 32 (cold weights)
 //   3  gemm_rows_kernel.cuh: swap-AB mma.sync, batch rows in shared memory,
 //      split-K over a thread-block cluster; every (MT, WM, S) configuration
-// Result on the H200 (2026-11-30, docs/cuda.md "Decode GEMMs"): version 3 is
+// Result on the H200 (2026-11-30, docs/cuda-experiments.md "Decode GEMMs"): version 3 is
 // slower than cuBLASLt at every Qwen3 shape with 8-64 rows (0.6B q|k|v at 32
 // rows 8.5 vs 4.9 us a launch) and faster only at 1 row; in the decode step
 // (commit 91fa916, KINFER_GEMM_ROWS=1 for the o and down GEMMs) 3.5% slower.
