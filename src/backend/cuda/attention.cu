@@ -157,14 +157,6 @@ __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectPara
   const int warp = threadIdx.x >> 5, c = (threadIdx.x & 31) % (D / 8);
   if (!selecting(sp.seq_policy, s, true)) return;  // a dense sequence: the split-K kernel serves it
   const int P = p.page_size, Hkv = p.n_kv_heads;
-  // fetch_known looks up page 0 and the last pages, whose page-table entries
-  // scoring does not read: their lines go to L2 now, so that lookup is no
-  // DRAM round trip at the end of scoring.
-  if (p.stage_pages > 0 && threadIdx.x < 3) {
-    const int n = (p.ctx_len[s] + P - 1) / P;
-    const int at[3] = {0, max(n - 1, 0), max(n - p.stage_pages, 0)};
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(p.table + static_cast<int64_t>(s) * p.max_pages + at[threadIdx.x]));
-  }
   bf16_t* staged = reinterpret_cast<bf16_t*>(staged_smem);
   // The known pages (page 0, the local window) go to shared memory by bulk
   // copies once scoring is done: their bytes move during the radix select,
