@@ -265,18 +265,9 @@ __device__ void select_pages(const SelectParams& p, int s, int h, SelectSmem<D, 
     __syncthreads();
     for (int shift = 24, pass = 0; shift >= 0; shift -= 8, ++pass) {
       int* hist = sm.hist[pass & 1];
-      // Most keys share their first digits (the exponent), so the lanes of a
-      // warp that fall in one bin add their count with one atomic.
-      for (int j0 = tid & ~31; j0 < m; j0 += NT) {  // warp-uniform
-        const int lane = tid & 31, j = j0 + lane;
-        const uint32_t key = j < m ? keys[j] : 0u;
-        const bool in = j < m && (key & pmask) == prefix;
-        const unsigned counted = __ballot_sync(0xffffffffu, in);
-        if (in) {
-          const uint32_t bin = (key >> shift) & 255u;
-          const unsigned same = __match_any_sync(counted, bin);
-          if (lane == __ffs(same) - 1) atomicAdd(&hist[bin], __popc(same));
-        }
+      for (int j = tid; j < m; j += NT) {
+        const uint32_t key = keys[j];
+        if ((key & pmask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1);
       }
       __syncthreads();
       if (tid < 32) pick_digit(hist, prefix, shift, krem, &sm.prefix, &sm.krem, &sm.bin_count);
