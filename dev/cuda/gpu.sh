@@ -17,6 +17,9 @@
 #   gemm_pdl    can cuBLASLt's GEMMs start before their producer ends (dev/cuda/gemm_pdl.cu, a
 #               dev/cuda build in $B.dev): do they wait, do they trigger, a 28-layer chain with
 #               hot weights, L2 prefetches and programmatic edges
+#   cutlass     CUTLASS's Hopper GEMMs that wait under programmatic launch against cuBLASLt in the
+#               step's chain (dev/cuda/gemm_cutlass.cu, a dev/cuda build in $B.dev; carry
+#               build-devdeps with the PyPI wheel nvidia_cutlass-*.whl in it)
 #   gemm_tune   decode rows with cuBLASLt's first candidate and with KINFER_GEMM_TUNE=1
 #   kernels     every kernel of a decode step measured alone by ncu, summed by kernel
 #               (KERNELS_MODEL, KERNELS_BATCH, KERNELS_ATTN; dev/cuda/step_trace.py)
@@ -316,6 +319,19 @@ step_gemm_pdl() {  # can cuBLASLt's GEMMs start before their producer ends (dev/
   fi
   $PB/gemm_pdl 20 2>&1 | tee "$OUT/gemm_pdl.txt"
   log "gemm_pdl done"
+}
+
+step_cutlass() {  # CUTLASS's Hopper GEMMs that wait under programmatic launch vs cuBLASLt (dev/cuda/gemm_cutlass.cu)
+  local PB=$B.dev whl
+  whl=$(ls build-devdeps/nvidia_cutlass-*.whl 2>/dev/null | head -1)
+  [[ -n $whl ]] || { echo "cutlass: no build-devdeps/nvidia_cutlass-*.whl (pip download nvidia-cutlass --no-deps -d build-devdeps)"; return; }
+  python3 -m zipfile -e "$whl" /tmp/cutlass_whl
+  if ! { cmake -S dev/cuda -B $PB -G Ninja -DKINFER_CUTLASS_INCLUDE=/tmp/cutlass_whl/cutlass_library/source \
+           > "$OUT/build_cutlass.log" 2>&1 && ninja -C $PB -j16 gemm_cutlass >> "$OUT/build_cutlass.log" 2>&1; }; then
+    grep -E 'error' "$OUT/build_cutlass.log" | head -20; return
+  fi
+  $PB/gemm_cutlass ${CUTLASS_REPS:-20} 2>&1 | tee "$OUT/gemm_cutlass.txt"
+  log "cutlass done"
 }
 
 step_gemm_tune() {  # cuBLASLt's first candidate vs the fastest of 8 timed (KINFER_GEMM_TUNE=1)

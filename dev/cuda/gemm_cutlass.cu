@@ -1,0 +1,243 @@
+// Sandbox: a decode GEMM that waits for its producer under programmatic
+// dependent launch, from CUTLASS's Hopper kernels (TMA loads, warp-specialized
+// wgmma; headers from the PyPI wheel nvidia-cutlass, built with
+// CUTLASS_ENABLE_GDC_FOR_SM90 so that the mainloop's producer warp executes
+// griddepcontrol.wait before its first load and the last tile triggers the
+// dependents), against cuBLASLt, whose decode GEMMs neither wait nor trigger
+// (gemm_pdl.cu). The question for the decode step's non-attention part
+// (docs/cuda-experiments.md, "Can the GEMMs start before their producer
+// ends?"): does a GEMM that waits, with its launch and prologue overlapped with
+// the kernel before it, beat cuBLASLt by the ~3 µs a GEMM that overlap is worth?
+// For each Qwen3-0.6B projection at 32 rows (chain.cuh) and each version:
+//   0  cuBLASLt (kf::cuda::Gemm, tuned: what the step runs)
+//   1  CUTLASS, tile 64 x 32 x 128 (weight rows x batch rows x K), the
+//      builder's schedule, persistent tiles
+//   2  CUTLASS, tile 64 x 32 x 128, ping-pong warp groups, persistent tiles
+//   3  CUTLASS, tile 64 x 16 x 128, ping-pong, persistent: twice the tiles
+//      (each weight tile read by two, the second mostly from L2), as
+//      cuBLASLt's own pick for the o projection (64 x 8 tiles) does
+// (Stream-K, CUTLASS's split-K for sm90, does not compile with
+// CUTLASS_ENABLE_GDC_FOR_SM90 in 4.2.0: sm90_tile_scheduler_stream_k.hpp:337
+// binds a const member to a non-const reference in is_last_tile.)
+// it checks the output against cuBLASLt's (max |diff|, bf16 rounding apart),
+// whether a version launched with PDL waits for a producer that writes its
+// input 30 µs late (y equal to its own plain-launch y), and times chains of 28
+// layers x (norm-like kernel -> GEMM) over distinct weights: plain edges, and
+// programmatic edges with the norm kernel triggering at entry. Swap-AB: the
+// weights are CUTLASS's A (M = output features), the batch its B (N = rows).
+// Built by dev/cuda/CMakeLists.txt when KINFER_CUTLASS_INCLUDE is given
+// (gpu.sh cutlass):
+//   ninja -C /tmp/kdev gemm_cutlass && /tmp/kdev/gemm_cutlass [REPS]
+#include <cuda_bf16.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/cuda/gemm.h"
+#include "backend/cuda/kernels.h"
+#include "chain.cuh"
+#include "cute/tensor.hpp"
+#include "cutlass/cutlass.h"
+#include "cutlass/version.h"
+#include "cutlass/epilogue/collective/collective_builder.hpp"
+#include "cutlass/gemm/collective/collective_builder.hpp"
+#include "cutlass/gemm/device/gemm_universal_adapter.h"
+#include "cutlass/gemm/kernel/gemm_universal.hpp"
+#include "cutlass/util/packed_stride.hpp"
+
+using namespace kf;
+using namespace chain;
+
+namespace {
+
+// y [n, k-rows] = x [n, k] w [m, k]^T as CUTLASS's D [m, n] = A [m, k] B [k, n]:
+// A = w row-major, B = x^T (x row-major: K-major), D column-major = y row-major.
+template <class TileShape, class MainloopSchedule, class EpilogueSchedule, class Scheduler>
+struct CutlassGemm {
+  using Element = cutlass::bfloat16_t;
+  using ClusterShape = cute::Shape<cute::_1, cute::_1, cute::_1>;
+  using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
+      cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, cutlass::layout::ColumnMajor, 8, Element,
+      cutlass::layout::ColumnMajor, 8, EpilogueSchedule>::CollectiveOp;
+  using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Element, cutlass::layout::RowMajor, 8, Element,
+      cutlass::layout::ColumnMajor, 8, float, TileShape, ClusterShape,
+      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
+      MainloopSchedule>::CollectiveOp;
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Mainloop, Epilogue, Scheduler>;
+  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+
+  Gemm gemm;
+  void* workspace = nullptr;
+
+  // Plans the GEMM of one weight matrix (TMA descriptors hold its address).
+  CutlassGemm(const void* x, const void* w, void* y, int n, int m, int k, int sms, cudaStream_t st) {
+    typename Kernel::StrideA sa = cutlass::make_cute_packed_stride(typename Kernel::StrideA{}, cute::make_shape(m, k, 1));
+    typename Kernel::StrideB sb = cutlass::make_cute_packed_stride(typename Kernel::StrideB{}, cute::make_shape(n, k, 1));
+    typename Kernel::StrideC sc = cutlass::make_cute_packed_stride(typename Kernel::StrideC{}, cute::make_shape(m, n, 1));
+    typename Kernel::StrideD sd = cutlass::make_cute_packed_stride(typename Kernel::StrideD{}, cute::make_shape(m, n, 1));
+    cutlass::KernelHardwareInfo hw;
+    hw.device_id = 0;
+    hw.sm_count = sms;
+    typename Gemm::Arguments args{cutlass::gemm::GemmUniversalMode::kGemm,
+                                  {m, n, k, 1},
+                                  {static_cast<const Element*>(w), sa, static_cast<const Element*>(x), sb},
+                                  {{1.f, 0.f}, nullptr, sc, static_cast<Element*>(y), sd},
+                                  hw};
+    KF_CHECK(Gemm::can_implement(args) == cutlass::Status::kSuccess, "CUTLASS cannot run [{} x {}] x [{} x {}]", m, k,
+             k, n);
+    const size_t bytes = Gemm::get_workspace_size(args);
+    if (bytes) KF_CUDA(cudaMalloc(&workspace, bytes));
+    KF_CHECK(gemm.initialize(args, workspace, st) == cutlass::Status::kSuccess, "CUTLASS initialize failed");
+  }
+  ~CutlassGemm() {
+    if (workspace) cudaFree(workspace);
+  }
+  void run(cudaStream_t st, bool pdl) {
+    KF_CHECK(gemm.run(st, nullptr, pdl) == cutlass::Status::kSuccess, "CUTLASS run failed");
+  }
+};
+
+using Tile64 = cute::Shape<cute::_64, cute::_32, cute::_128>;
+using Tile64n16 = cute::Shape<cute::_64, cute::_16, cute::_128>;
+using V1 = CutlassGemm<Tile64, cutlass::gemm::collective::KernelScheduleAuto,
+                       cutlass::epilogue::collective::EpilogueScheduleAuto, void>;
+using V2 = CutlassGemm<Tile64, cutlass::gemm::KernelTmaWarpSpecializedPingpong, cutlass::epilogue::TmaWarpSpecialized,
+                       void>;
+using V3 = CutlassGemm<Tile64n16, cutlass::gemm::KernelTmaWarpSpecializedPingpong,
+                       cutlass::epilogue::TmaWarpSpecialized, void>;
+
+// One version's GEMMs over a list of weight matrices (the chain's layers).
+struct Version {
+  std::string name;
+  std::function<void(int, cudaStream_t, bool)> run;  // (weights index, stream, launch with PDL)
+};
+
+template <class V>
+Version make_version(const char* name, const std::vector<const void*>& ws, const void* x, void* y, int m, int k,
+                     int sms, cudaStream_t st) {
+  auto plans = std::make_shared<std::vector<std::unique_ptr<V>>>();
+  for (const void* w : ws) plans->push_back(std::make_unique<V>(x, w, y, kRows, m, k, sms, st));
+  return {name, [plans](int i, cudaStream_t s, bool pdl) { (*plans)[i]->run(s, pdl); }};
+}
+
+float max_abs_diff(const std::vector<uint16_t>& a, const std::vector<uint16_t>& b, float* max_ref) {
+  float d = 0, r = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    d = std::max(d, std::fabs(bf16_to_f32(a[i]) - bf16_to_f32(b[i])));
+    r = std::max(r, std::fabs(bf16_to_f32(b[i])));
+  }
+  *max_ref = r;
+  return d;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int reps = argc > 1 ? std::atoi(argv[1]) : 20;
+  std::unique_ptr<Backend> be = make_cuda_backend(0);
+  cudaStream_t st;
+  KF_CUDA(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  kf::cuda::Gemm lt(*be, st, true);
+  int sms = 0;
+  KF_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  constexpr int kLayers = 28;
+  bool ok = true;
+  std::printf("CUTLASS %d.%d.%d, cuBLASLt %zu; %d layers x (norm-like kernel -> GEMM), %d rows, best of %d\n",
+              CUTLASS_MAJOR, CUTLASS_MINOR, CUTLASS_PATCH, cublasLtGetVersion(), kLayers, kRows, reps);
+  for (const Proj& p : kProj) {
+    std::vector<Buffer> ws;
+    std::vector<const void*> wp;
+    for (int l = 0; l < kLayers; ++l) {
+      ws.emplace_back(DType::BF16, std::initializer_list<int64_t>{p.m, p.k}, *be);
+      fill(*be, ws.back(), 10 + l);
+      wp.push_back(ws.back().view().data);
+    }
+    Buffer src(DType::BF16, {kRows, p.k}, *be), x(DType::BF16, {kRows, p.k}, *be), y(DType::BF16, {kRows, p.m}, *be);
+    Buffer y0(DType::BF16, {kRows, p.m}, *be);
+    fill(*be, src, 2);
+    fill(*be, y0, 3);
+    auto* xp = static_cast<__nv_bfloat16*>(x.view().data);
+    auto* yp = static_cast<__nv_bfloat16*>(y.view().data);
+    const auto* srcp = static_cast<const __nv_bfloat16*>(src.view().data);
+    const auto* y0p = static_cast<const __nv_bfloat16*>(y0.view().data);
+
+    std::vector<Version> versions;
+    versions.push_back({"cuBLASLt", [&](int i, cudaStream_t s, bool) {
+                          (void)s;
+                          lt.run(t2(x, kRows, p.k), t2(ws[i], p.m, p.k), nullptr, t2(y, kRows, p.m), true);
+                        }});
+    versions.push_back(make_version<V1>("CUTLASS 64x32x128 auto", wp, xp, yp, p.m, p.k, sms, st));
+    versions.push_back(make_version<V2>("CUTLASS 64x32x128 ping-pong", wp, xp, yp, p.m, p.k, sms, st));
+    versions.push_back(make_version<V3>("CUTLASS 64x16x128 ping-pong", wp, xp, yp, p.m, p.k, sms, st));
+
+    // The reference: cuBLASLt on layer 0's weights, x = src.
+    KF_CUDA(cudaMemcpyAsync(xp, srcp, src.view().nbytes(), cudaMemcpyDeviceToDevice, st));
+    lt.run(t2(x, kRows, p.k), t2(ws[0], p.m, p.k), nullptr, t2(y, kRows, p.m), false);  // plans (tunes) too
+    KF_CUDA(cudaStreamSynchronize(st));
+    const std::vector<uint16_t> ref = host(y);
+    std::printf("%s [%d x %d]:\n", p.name, p.m, p.k);
+    double lt_plain = 0;
+    for (size_t v = 0; v < versions.size(); ++v) {
+      const Version& ver = versions[v];
+      const bool cutlass = v > 0;
+      // Output against cuBLASLt's, launched plainly.
+      KF_CUDA(cudaMemcpyAsync(xp, srcp, src.view().nbytes(), cudaMemcpyDeviceToDevice, st));
+      ver.run(0, st, false);
+      KF_CUDA(cudaStreamSynchronize(st));
+      const std::vector<uint16_t> own = host(y);
+      float max_ref = 0;
+      const float diff = max_abs_diff(own, ref, &max_ref);
+      const bool close = diff <= 0.02f * max_ref;
+      // Does it wait? The producer triggers at once and writes x 30 us later.
+      bool waits = false;
+      if (cutlass) {
+        cudaGraphExec_t g = capture(st, [&] {
+          late_writer<<<32, 256, 0, st>>>(srcp, xp, kRows * p.k, kSpinUs);
+          ver.run(0, st, true);
+        });
+        KF_CUDA(cudaMemsetAsync(xp, 0, x.view().nbytes(), st));
+        KF_CUDA(cudaMemsetAsync(yp, 0, y.view().nbytes(), st));
+        KF_CUDA(cudaGraphLaunch(g, st));
+        KF_CUDA(cudaStreamSynchronize(st));
+        cudaGraphExecDestroy(g);
+        waits = host(y) == own;
+      }
+      // The chains: y -> fold -> x -> GEMM -> y, 28 times over distinct weights.
+      double us[2] = {0, 0};
+      std::vector<uint16_t> out[2];
+      for (int programmatic = 0; programmatic < (cutlass && waits ? 2 : 1); ++programmatic) {
+        cudaGraphExec_t g = capture(st, [&] {
+          for (int l = 0; l < kLayers; ++l) {
+            kf::cuda::launch_pdl("fold", fold, kRows, 128, st, static_cast<const __nv_bfloat16*>(yp), p.m, xp, p.k,
+                                 programmatic, nullptr, size_t(0));
+            ver.run(l, st, programmatic != 0);
+          }
+        });
+        KF_CUDA(cudaMemcpyAsync(yp, y0p, y.view().nbytes(), cudaMemcpyDeviceToDevice, st));
+        KF_CUDA(cudaGraphLaunch(g, st));
+        KF_CUDA(cudaStreamSynchronize(st));
+        out[programmatic] = host(y);
+        us[programmatic] = replay_ms(g, st, reps) * 1000 / kLayers;
+        cudaGraphExecDestroy(g);
+      }
+      if (!cutlass) lt_plain = us[0];
+      const bool chains_agree = !(cutlass && waits) || out[0] == out[1];
+      std::printf("  %-34s max|diff| %.3g of max|y| %.3g%s  %s  plain %6.2f us/pair", ver.name.c_str(), diff, max_ref,
+                  close ? "" : " (FAIL)", cutlass ? (waits ? "waits  " : "NO WAIT") : "(ref)  ", us[0]);
+      if (cutlass && waits) std::printf("  programmatic %6.2f us/pair (%+.2f vs cuBLASLt)%s", us[1], us[1] - lt_plain,
+                                        chains_agree ? "" : " chains differ (FAIL)");
+      std::printf("\n");
+      ok = ok && close && chains_agree && (!cutlass || waits);
+    }
+  }
+  cudaStreamDestroy(st);
+  std::printf("%s\n", ok ? "every CUTLASS version matches cuBLASLt and waits" : "FAIL");
+  return ok ? 0 : 1;
+}
