@@ -19,6 +19,10 @@
 // (Stream-K, CUTLASS's split-K for sm90, does not compile with
 // CUTLASS_ENABLE_GDC_FOR_SM90 in 4.2.0: sm90_tile_scheduler_stream_k.hpp:337
 // binds a const member to a non-const reference in is_last_tile.)
+// and, for the o and down projections, which the step splits over K (4 slices
+// of fp32 partials that the norm kernel adds, kf::cuda::Gemm::run_split_k):
+//   4  cuBLASLt split-K 4 (what the step runs for them)
+//   5  CUTLASS 64 x 32 x 128 ping-pong, the 4 slices as a batched GEMM
 // it checks the output against cuBLASLt's (max |diff|, bf16 rounding apart),
 // whether a version launched with PDL waits for a producer that writes its
 // input 30 µs late (y equal to its own plain-launch y), and times chains of 28
@@ -57,14 +61,16 @@ namespace {
 
 // y [n, k-rows] = x [n, k] w [m, k]^T as CUTLASS's D [m, n] = A [m, k] B [k, n]:
 // A = w row-major, B = x^T (x row-major: K-major), D column-major = y row-major.
-template <class TileShape, class MainloopSchedule, class EpilogueSchedule, class Scheduler>
+// With slices > 1, K is cut into that many equal parts, one batch entry each:
+// D [slices][n][m] holds fp32 partial products (ElementD float).
+template <class TileShape, class MainloopSchedule, class EpilogueSchedule, class Scheduler, class ElementD = cutlass::bfloat16_t>
 struct CutlassGemm {
   using Element = cutlass::bfloat16_t;
   using ClusterShape = cute::Shape<cute::_1, cute::_1, cute::_1>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
-      cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, cutlass::layout::ColumnMajor, 8, Element,
-      cutlass::layout::ColumnMajor, 8, EpilogueSchedule>::CollectiveOp;
+      cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, cutlass::layout::ColumnMajor,
+      16 / sizeof(ElementD), ElementD, cutlass::layout::ColumnMajor, 16 / sizeof(ElementD), EpilogueSchedule>::CollectiveOp;
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Element, cutlass::layout::RowMajor, 8, Element,
       cutlass::layout::ColumnMajor, 8, float, TileShape, ClusterShape,
@@ -77,18 +83,29 @@ struct CutlassGemm {
   void* workspace = nullptr;
 
   // Plans the GEMM of one weight matrix (TMA descriptors hold its address).
-  CutlassGemm(const void* x, const void* w, void* y, int n, int m, int k, int sms, cudaStream_t st) {
-    typename Kernel::StrideA sa = cutlass::make_cute_packed_stride(typename Kernel::StrideA{}, cute::make_shape(m, k, 1));
-    typename Kernel::StrideB sb = cutlass::make_cute_packed_stride(typename Kernel::StrideB{}, cute::make_shape(n, k, 1));
-    typename Kernel::StrideC sc = cutlass::make_cute_packed_stride(typename Kernel::StrideC{}, cute::make_shape(m, n, 1));
-    typename Kernel::StrideD sd = cutlass::make_cute_packed_stride(typename Kernel::StrideD{}, cute::make_shape(m, n, 1));
+  CutlassGemm(const void* x, const void* w, void* y, int n, int m, int k, int sms, cudaStream_t st, int slices = 1) {
+    const int ks = k / slices;
+    // Row strides k (w [m, k] and x [n, k] row-major), batch entry s starts s * ks columns in.
+    typename Kernel::StrideA sa{};
+    cute::get<0>(sa) = k;
+    cute::get<2>(sa) = ks;
+    typename Kernel::StrideB sb{};
+    cute::get<0>(sb) = k;
+    cute::get<2>(sb) = ks;
+    // D column-major [m, n] per entry = y row-major [n, m]; entries n * m apart.
+    typename Kernel::StrideC sc{};
+    cute::get<1>(sc) = m;
+    cute::get<2>(sc) = int64_t(n) * m;
+    typename Kernel::StrideD sd{};
+    cute::get<1>(sd) = m;
+    cute::get<2>(sd) = int64_t(n) * m;
     cutlass::KernelHardwareInfo hw;
     hw.device_id = 0;
     hw.sm_count = sms;
     typename Gemm::Arguments args{cutlass::gemm::GemmUniversalMode::kGemm,
-                                  {m, n, k, 1},
+                                  {m, n, ks, slices},
                                   {static_cast<const Element*>(w), sa, static_cast<const Element*>(x), sb},
-                                  {{1.f, 0.f}, nullptr, sc, static_cast<Element*>(y), sd},
+                                  {{1.f, 0.f}, nullptr, sc, static_cast<ElementD*>(y), sd},
                                   hw};
     KF_CHECK(Gemm::can_implement(args) == cutlass::Status::kSuccess, "CUTLASS cannot run [{} x {}] x [{} x {}]", m, k,
              k, n);
@@ -112,26 +129,58 @@ using V2 = CutlassGemm<Tile64, cutlass::gemm::KernelTmaWarpSpecializedPingpong, 
                        void>;
 using V3 = CutlassGemm<Tile64n16, cutlass::gemm::KernelTmaWarpSpecializedPingpong,
                        cutlass::epilogue::TmaWarpSpecialized, void>;
+using V5 = CutlassGemm<Tile64, cutlass::gemm::KernelTmaWarpSpecializedPingpong, cutlass::epilogue::TmaWarpSpecialized,
+                       void, float>;
+constexpr int kSlices = 4;  // the step's K slices for the o and down projections
 
 // One version's GEMMs over a list of weight matrices (the chain's layers).
 struct Version {
   std::string name;
   std::function<void(int, cudaStream_t, bool)> run;  // (weights index, stream, launch with PDL)
+  int slices = 0;  // 0: writes y bf16 [n, m]; S: fp32 partials [S, n, m]
 };
 
 template <class V>
 Version make_version(const char* name, const std::vector<const void*>& ws, const void* x, void* y, int m, int k,
-                     int sms, cudaStream_t st) {
+                     int sms, cudaStream_t st, int slices = 0) {
   auto plans = std::make_shared<std::vector<std::unique_ptr<V>>>();
-  for (const void* w : ws) plans->push_back(std::make_unique<V>(x, w, y, kRows, m, k, sms, st));
-  return {name, [plans](int i, cudaStream_t s, bool pdl) { (*plans)[i]->run(s, pdl); }};
+  for (const void* w : ws) plans->push_back(std::make_unique<V>(x, w, y, kRows, m, k, sms, st, std::max(slices, 1)));
+  return {name, [plans](int i, cudaStream_t s, bool pdl) { (*plans)[i]->run(s, pdl); }, slices};
 }
 
-float max_abs_diff(const std::vector<uint16_t>& a, const std::vector<uint16_t>& b, float* max_ref) {
+// The norm-like kernel of a split projection: x[r, j] = sum over slices of
+// parts[s][r][j % m], halved (as fold, which reads y).
+__global__ void fold_partials(const float* parts, int slices, int m, __nv_bfloat16* x, int k, int trigger) {
+  kf::cuda::griddep_wait();
+  if (trigger) asm volatile("griddepcontrol.launch_dependents;");
+  const int r = blockIdx.x;
+  for (int j = threadIdx.x; j < k; j += blockDim.x) {
+    float sum = 0.f;
+    for (int s = 0; s < slices; ++s) sum += parts[(size_t(s) * gridDim.x + r) * m + j % m];
+    x[size_t(r) * k + j] = __float2bfloat16(0.5f * sum);
+  }
+}
+
+// A version's output as y [n * m] floats: y itself, or its partials summed.
+std::vector<float> output(const Buffer& y, const Buffer& parts, int slices, int64_t nm) {
+  std::vector<float> out(nm, 0.f);
+  if (slices == 0) {
+    const std::vector<uint16_t> h = host(y);
+    for (int64_t i = 0; i < nm; ++i) out[i] = bf16_to_f32(h[i]);
+    return out;
+  }
+  std::vector<float> h(slices * nm);
+  KF_CUDA(cudaMemcpy(h.data(), parts.view().data, h.size() * 4, cudaMemcpyDeviceToHost));
+  for (int s = 0; s < slices; ++s)
+    for (int64_t i = 0; i < nm; ++i) out[i] += h[s * nm + i];
+  return out;
+}
+
+float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b, float* max_ref) {
   float d = 0, r = 0;
   for (size_t i = 0; i < a.size(); ++i) {
-    d = std::max(d, std::fabs(bf16_to_f32(a[i]) - bf16_to_f32(b[i])));
-    r = std::max(r, std::fabs(bf16_to_f32(b[i])));
+    d = std::max(d, std::fabs(a[i] - b[i]));
+    r = std::max(r, std::fabs(b[i]));
   }
   *max_ref = r;
   return d;
@@ -160,13 +209,15 @@ int main(int argc, char** argv) {
       wp.push_back(ws.back().view().data);
     }
     Buffer src(DType::BF16, {kRows, p.k}, *be), x(DType::BF16, {kRows, p.k}, *be), y(DType::BF16, {kRows, p.m}, *be);
-    Buffer y0(DType::BF16, {kRows, p.m}, *be);
+    Buffer y0(DType::BF16, {kRows, p.m}, *be), parts(DType::F32, {kSlices, kRows, p.m}, *be);
     fill(*be, src, 2);
     fill(*be, y0, 3);
     auto* xp = static_cast<__nv_bfloat16*>(x.view().data);
     auto* yp = static_cast<__nv_bfloat16*>(y.view().data);
     const auto* srcp = static_cast<const __nv_bfloat16*>(src.view().data);
     const auto* y0p = static_cast<const __nv_bfloat16*>(y0.view().data);
+    auto* partsp = static_cast<float*>(parts.view().data);
+    const int64_t nm = int64_t(kRows) * p.m;
 
     std::vector<Version> versions;
     versions.push_back({"cuBLASLt", [&](int i, cudaStream_t s, bool) {
@@ -176,22 +227,34 @@ int main(int argc, char** argv) {
     versions.push_back(make_version<V1>("CUTLASS 64x32x128 auto", wp, xp, yp, p.m, p.k, sms, st));
     versions.push_back(make_version<V2>("CUTLASS 64x32x128 ping-pong", wp, xp, yp, p.m, p.k, sms, st));
     versions.push_back(make_version<V3>("CUTLASS 64x16x128 ping-pong", wp, xp, yp, p.m, p.k, sms, st));
+    if (p.m == 1024) {  // o and down: the step splits them over K
+      versions.push_back({"cuBLASLt split-K 4",
+                          [&](int i, cudaStream_t s, bool) {
+                            (void)s;
+                            lt.run_split_k(t2(x, kRows, p.k), t2(ws[i], p.m, p.k), kSlices,
+                                           Tensor(partsp, DType::F32, {kSlices, kRows, p.m}, Device::CUDA), true);
+                          },
+                          kSlices});
+      versions.push_back(
+          make_version<V5>("CUTLASS 64x32x128 ping-pong split-K 4", wp, xp, partsp, p.m, p.k, sms, st, kSlices));
+    }
 
     // The reference: cuBLASLt on layer 0's weights, x = src.
     KF_CUDA(cudaMemcpyAsync(xp, srcp, src.view().nbytes(), cudaMemcpyDeviceToDevice, st));
     lt.run(t2(x, kRows, p.k), t2(ws[0], p.m, p.k), nullptr, t2(y, kRows, p.m), false);  // plans (tunes) too
     KF_CUDA(cudaStreamSynchronize(st));
-    const std::vector<uint16_t> ref = host(y);
+    const std::vector<float> ref = output(y, parts, 0, nm);
     std::printf("%s [%d x %d]:\n", p.name, p.m, p.k);
-    double lt_plain = 0;
+    double lt_plain[2] = {0, 0};  // cuBLASLt's chain, unsplit and split
     for (size_t v = 0; v < versions.size(); ++v) {
       const Version& ver = versions[v];
-      const bool cutlass = v > 0;
+      const bool cutlass = ver.name.rfind("CUTLASS", 0) == 0;
+      const int split = ver.slices > 0;
       // Output against cuBLASLt's, launched plainly.
       KF_CUDA(cudaMemcpyAsync(xp, srcp, src.view().nbytes(), cudaMemcpyDeviceToDevice, st));
       ver.run(0, st, false);
       KF_CUDA(cudaStreamSynchronize(st));
-      const std::vector<uint16_t> own = host(y);
+      const std::vector<float> own = output(y, parts, ver.slices, nm);
       float max_ref = 0;
       const float diff = max_abs_diff(own, ref, &max_ref);
       const bool close = diff <= 0.02f * max_ref;
@@ -204,35 +267,43 @@ int main(int argc, char** argv) {
         });
         KF_CUDA(cudaMemsetAsync(xp, 0, x.view().nbytes(), st));
         KF_CUDA(cudaMemsetAsync(yp, 0, y.view().nbytes(), st));
+        KF_CUDA(cudaMemsetAsync(partsp, 0, parts.view().nbytes(), st));
         KF_CUDA(cudaGraphLaunch(g, st));
         KF_CUDA(cudaStreamSynchronize(st));
         cudaGraphExecDestroy(g);
-        waits = host(y) == own;
+        waits = output(y, parts, ver.slices, nm) == own;
       }
-      // The chains: y -> fold -> x -> GEMM -> y, 28 times over distinct weights.
+      // The chains: y (or its partials) -> fold -> x -> GEMM, 28 times over
+      // distinct weights; the first fold reads y0 (or zero partials).
       double us[2] = {0, 0};
-      std::vector<uint16_t> out[2];
+      std::vector<float> out[2];
       for (int programmatic = 0; programmatic < (cutlass && waits ? 2 : 1); ++programmatic) {
         cudaGraphExec_t g = capture(st, [&] {
           for (int l = 0; l < kLayers; ++l) {
-            kf::cuda::launch_pdl("fold", fold, kRows, 128, st, static_cast<const __nv_bfloat16*>(yp), p.m, xp, p.k,
-                                 programmatic, nullptr, size_t(0));
+            if (split)
+              kf::cuda::launch_pdl("fold_partials", fold_partials, kRows, 128, st, static_cast<const float*>(partsp),
+                                   ver.slices, p.m, xp, p.k, programmatic);
+            else
+              kf::cuda::launch_pdl("fold", fold, kRows, 128, st, static_cast<const __nv_bfloat16*>(yp), p.m, xp, p.k,
+                                   programmatic, nullptr, size_t(0));
             ver.run(l, st, programmatic != 0);
           }
         });
         KF_CUDA(cudaMemcpyAsync(yp, y0p, y.view().nbytes(), cudaMemcpyDeviceToDevice, st));
+        KF_CUDA(cudaMemsetAsync(partsp, 0, parts.view().nbytes(), st));
         KF_CUDA(cudaGraphLaunch(g, st));
         KF_CUDA(cudaStreamSynchronize(st));
-        out[programmatic] = host(y);
+        out[programmatic] = output(y, parts, ver.slices, nm);
         us[programmatic] = replay_ms(g, st, reps) * 1000 / kLayers;
         cudaGraphExecDestroy(g);
       }
-      if (!cutlass) lt_plain = us[0];
+      if (!cutlass) lt_plain[split] = us[0];
       const bool chains_agree = !(cutlass && waits) || out[0] == out[1];
-      std::printf("  %-34s max|diff| %.3g of max|y| %.3g%s  %s  plain %6.2f us/pair", ver.name.c_str(), diff, max_ref,
+      std::printf("  %-40s max|diff| %.3g of max|y| %.3g%s  %s  plain %6.2f us/pair", ver.name.c_str(), diff, max_ref,
                   close ? "" : " (FAIL)", cutlass ? (waits ? "waits  " : "NO WAIT") : "(ref)  ", us[0]);
-      if (cutlass && waits) std::printf("  programmatic %6.2f us/pair (%+.2f vs cuBLASLt)%s", us[1], us[1] - lt_plain,
-                                        chains_agree ? "" : " chains differ (FAIL)");
+      if (cutlass && waits)
+        std::printf("  programmatic %6.2f us/pair (%+.2f vs cuBLASLt%s)%s", us[1], us[1] - lt_plain[split],
+                    split ? " split-K" : "", chains_agree ? "" : " chains differ (FAIL)");
       std::printf("\n");
       ok = ok && close && chains_agree && (!cutlass || waits);
     }
