@@ -26,8 +26,12 @@
 // it checks the output against cuBLASLt's (max |diff|, bf16 rounding apart),
 // whether a version launched with PDL waits for a producer that writes its
 // input 30 µs late (y equal to its own plain-launch y), and times chains of 28
-// layers x (norm-like kernel -> GEMM) over distinct weights: plain edges, and
-// programmatic edges with the norm kernel triggering at entry. Swap-AB: the
+// layers x (norm-like kernel -> GEMM) over distinct weights: plain edges,
+// programmatic edges with the norm kernel triggering at entry, and the same
+// with the norm kernel also prefetching the GEMM's weights into L2 before its
+// own wait (a GEMM that waits then finds them there: hot weights were worth
+// 0.7-0.8 µs a GEMM in gemm_pdl.cu, prefetches before cuBLASLt cost 0.6).
+// Swap-AB: the
 // weights are CUTLASS's A (M = output features), the batch its B (N = rows).
 // Built by dev/cuda/CMakeLists.txt when KINFER_CUTLASS_INCLUDE is given
 // (gpu.sh cutlass):
@@ -150,7 +154,9 @@ Version make_version(const char* name, const std::vector<const void*>& ws, const
 
 // The norm-like kernel of a split projection: x[r, j] = sum over slices of
 // parts[s][r][j % m], halved (as fold, which reads y).
-__global__ void fold_partials(const float* parts, int slices, int m, __nv_bfloat16* x, int k, int trigger) {
+__global__ void fold_partials(const float* parts, int slices, int m, __nv_bfloat16* x, int k, int trigger,
+                              const void* pre, size_t pre_bytes) {
+  if (pre) prefetch_l2(pre, pre_bytes);
   kf::cuda::griddep_wait();
   if (trigger) asm volatile("griddepcontrol.launch_dependents;");
   const int r = blockIdx.x;
@@ -275,17 +281,21 @@ int main(int argc, char** argv) {
       }
       // The chains: y (or its partials) -> fold -> x -> GEMM, 28 times over
       // distinct weights; the first fold reads y0 (or zero partials).
-      double us[2] = {0, 0};
-      std::vector<float> out[2];
-      for (int programmatic = 0; programmatic < (cutlass && waits ? 2 : 1); ++programmatic) {
+      // mode 0: plain edges; 1: programmatic; 2: programmatic, weights prefetched by the fold.
+      double us[3] = {0, 0, 0};
+      std::vector<float> out[3];
+      for (int mode = 0; mode < (cutlass && waits ? 3 : 1); ++mode) {
+        const int programmatic = mode > 0;
         cudaGraphExec_t g = capture(st, [&] {
           for (int l = 0; l < kLayers; ++l) {
+            const void* pre = mode == 2 ? wp[l] : nullptr;
+            const size_t pre_bytes = mode == 2 ? ws[l].view().nbytes() : 0;
             if (split)
               kf::cuda::launch_pdl("fold_partials", fold_partials, kRows, 128, st, static_cast<const float*>(partsp),
-                                   ver.slices, p.m, xp, p.k, programmatic);
+                                   ver.slices, p.m, xp, p.k, programmatic, pre, pre_bytes);
             else
               kf::cuda::launch_pdl("fold", fold, kRows, 128, st, static_cast<const __nv_bfloat16*>(yp), p.m, xp, p.k,
-                                   programmatic, nullptr, size_t(0));
+                                   programmatic, pre, pre_bytes);
             ver.run(l, st, programmatic != 0);
           }
         });
@@ -293,17 +303,18 @@ int main(int argc, char** argv) {
         KF_CUDA(cudaMemsetAsync(partsp, 0, parts.view().nbytes(), st));
         KF_CUDA(cudaGraphLaunch(g, st));
         KF_CUDA(cudaStreamSynchronize(st));
-        out[programmatic] = output(y, parts, ver.slices, nm);
-        us[programmatic] = replay_ms(g, st, reps) * 1000 / kLayers;
+        out[mode] = output(y, parts, ver.slices, nm);
+        us[mode] = replay_ms(g, st, reps) * 1000 / kLayers;
         cudaGraphExecDestroy(g);
       }
       if (!cutlass) lt_plain[split] = us[0];
-      const bool chains_agree = !(cutlass && waits) || out[0] == out[1];
+      const bool chains_agree = !(cutlass && waits) || (out[0] == out[1] && out[0] == out[2]);
       std::printf("  %-40s max|diff| %.3g of max|y| %.3g%s  %s  plain %6.2f us/pair", ver.name.c_str(), diff, max_ref,
                   close ? "" : " (FAIL)", cutlass ? (waits ? "waits  " : "NO WAIT") : "(ref)  ", us[0]);
       if (cutlass && waits)
-        std::printf("  programmatic %6.2f us/pair (%+.2f vs cuBLASLt%s)%s", us[1], us[1] - lt_plain[split],
-                    split ? " split-K" : "", chains_agree ? "" : " chains differ (FAIL)");
+        std::printf("  programmatic %6.2f (%+.2f vs cuBLASLt%s), + L2 prefetch %6.2f (%+.2f)%s", us[1],
+                    us[1] - lt_plain[split], split ? " split-K" : "", us[2], us[2] - lt_plain[split],
+                    chains_agree ? "" : " chains differ (FAIL)");
       std::printf("\n");
       ok = ok && close && chains_agree && (!cutlass || waits);
     }
