@@ -7,11 +7,15 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
 #include <functional>
 #include <vector>
 
 #include "backend/backend.h"
 #include "backend/cuda/common.cuh"
+#include "backend/cuda/gemm.h"
+#include "backend/cuda/kernels.h"
 
 namespace chain {
 
@@ -131,5 +135,23 @@ inline double replay_ms(cudaGraphExec_t exec, cudaStream_t st, int reps) {
   cudaEventDestroy(b);
   return best;
 }
+
+// What a chain sandbox's main starts from: replays to time (argv[1], default
+// 20), the CUDA backend, a stream, and cuBLASLt plans that time their
+// candidates (kf::cuda::Gemm with tune, as the step's GEMMs at first use).
+struct Setup {
+  int reps;
+  std::unique_ptr<Backend> be;
+  cudaStream_t st = nullptr;
+  std::unique_ptr<kf::cuda::Gemm> lt;
+  Setup(int argc, char** argv) : reps(argc > 1 ? std::atoi(argv[1]) : 20), be(make_cuda_backend(0)) {
+    KF_CUDA(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    lt = std::make_unique<kf::cuda::Gemm>(*be, st, true);
+  }
+  ~Setup() {
+    lt.reset();
+    cudaStreamDestroy(st);
+  }
+};
 
 }  // namespace chain

@@ -195,11 +195,11 @@ float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b, flo
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int reps = argc > 1 ? std::atoi(argv[1]) : 20;
-  std::unique_ptr<Backend> be = make_cuda_backend(0);
-  cudaStream_t st;
-  KF_CUDA(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
-  kf::cuda::Gemm lt(*be, st, true);
+  Setup setup(argc, argv);
+  const int reps = setup.reps;
+  Backend* be = setup.be.get();
+  cudaStream_t st = setup.st;
+  kf::cuda::Gemm& lt = *setup.lt;
   int sms = 0;
   KF_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   constexpr int kLayers = 28;
@@ -319,7 +319,6 @@ int main(int argc, char** argv) {
       ok = ok && close && chains_agree && (!cutlass || waits);
     }
   }
-  cudaStreamDestroy(st);
   std::printf("%s\n", ok ? "every CUTLASS version matches cuBLASLt and waits" : "FAIL");
   return ok ? 0 : 1;
 }

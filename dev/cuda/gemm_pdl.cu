@@ -71,11 +71,11 @@ __global__ void stamp_wait(unsigned long long* t) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int reps = argc > 1 ? std::atoi(argv[1]) : 20;
-  std::unique_ptr<Backend> be = make_cuda_backend(0);
-  cudaStream_t st;
-  KF_CUDA(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
-  kf::cuda::Gemm gemm(*be, st, true);
+  Setup setup(argc, argv);
+  const int reps = setup.reps;
+  Backend* be = setup.be.get();
+  cudaStream_t st = setup.st;
+  kf::cuda::Gemm& gemm = *setup.lt;
   bool chain_ok = true;
   std::printf("cuBLASLt %zu\n", cublasLtGetVersion());
 
@@ -314,7 +314,6 @@ int main(int argc, char** argv) {
         }
   }
 
-  cudaStreamDestroy(st);
   std::printf("%s\n", chain_ok ? "chain variants with plain edges agree" : "FAIL: a plain-edge variant differs");
   return chain_ok ? 0 : 1;
 }
