@@ -83,8 +83,11 @@ struct CutlassGemm {
   using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Mainloop, Epilogue, Scheduler>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 
+  struct CudaFree {
+    void operator()(void* p) const { cudaFree(p); }
+  };
   Gemm gemm;
-  void* workspace = nullptr;
+  std::unique_ptr<void, CudaFree> workspace;  // the scheduler's, if it needs one
 
   // Plans the GEMM of one weight matrix (TMA descriptors hold its address).
   CutlassGemm(const void* x, const void* w, void* y, int n, int m, int k, int sms, cudaStream_t st, int slices = 1) {
@@ -113,12 +116,12 @@ struct CutlassGemm {
                                   hw};
     KF_CHECK(Gemm::can_implement(args) == cutlass::Status::kSuccess, "CUTLASS cannot run [{} x {}] x [{} x {}]", m, k,
              k, n);
-    const size_t bytes = Gemm::get_workspace_size(args);
-    if (bytes) KF_CUDA(cudaMalloc(&workspace, bytes));
-    KF_CHECK(gemm.initialize(args, workspace, st) == cutlass::Status::kSuccess, "CUTLASS initialize failed");
-  }
-  ~CutlassGemm() {
-    if (workspace) cudaFree(workspace);
+    if (const size_t bytes = Gemm::get_workspace_size(args)) {
+      void* p = nullptr;
+      KF_CUDA(cudaMalloc(&p, bytes));
+      workspace.reset(p);
+    }
+    KF_CHECK(gemm.initialize(args, workspace.get(), st) == cutlass::Status::kSuccess, "CUTLASS initialize failed");
   }
   void run(cudaStream_t st, bool pdl) {
     KF_CHECK(gemm.run(st, nullptr, pdl) == cutlass::Status::kSuccess, "CUTLASS run failed");
