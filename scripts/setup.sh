@@ -50,6 +50,17 @@ kf_install_py_test_deps() {
   fi
 }
 
+# CUTLASS's headers (PyPI nvidia-cutlass, --no-deps: the headers are all the
+# build uses) for the CUDA backend's decode GEMMs; only where nvcc is.
+kf_install_cutlass() {
+  command -v nvcc >/dev/null 2>&1 || [[ -x /usr/local/cuda/bin/nvcc ]] || return 0
+  local py; py="$(command -v python3)"
+  if ! "$py" -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('cutlass_library') is None)" 2>/dev/null; then
+    kf_log "installing CUTLASS's headers (PyPI nvidia-cutlass, --no-deps) for the CUDA backend"
+    "$py" -m pip install -q --no-deps nvidia-cutlass==4.2.0.0 2>&1 | grep -v "Running pip as the 'root'" || true
+  fi
+}
+
 kf_build() {
   local extra=("$@")
   kf_log "building in $KF_BUILD"
@@ -61,6 +72,7 @@ kf_setup() {
   kf_install_debs
   kf_fetch_model
   kf_install_py_test_deps
+  kf_install_cutlass
   export KINFER_DEFAULT_MODEL="$KF_CACHE/SmolLM2-135M-Instruct.Q4_1.gguf"
   kf_build "$@"
 }

@@ -60,6 +60,14 @@ for f in build-devdeps/debs/*.deb; do dpkg -x "$f" $R; done
 export PKG_CONFIG_PATH=$R/usr/lib/x86_64-linux-gnu/pkgconfig PKG_CONFIG_SYSROOT_DIR=$R
 export LD_LIBRARY_PATH=$R/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+# CUTLASS's headers for the decode GEMMs (the GPU image has no nvidia-cutlass
+# and no PyPI): the wheel in build-devdeps (pip download nvidia-cutlass==4.2.0.0
+# --no-deps -d build-devdeps), found by CMake through KINFER_CUTLASS_ROOT.
+cutlass_whl=$(ls build-devdeps/nvidia_cutlass-*.whl 2>/dev/null | head -1)
+if [[ -n $cutlass_whl ]]; then
+  [[ -d /tmp/cutlass_whl/cutlass_library ]] || python3 -m zipfile -e "$cutlass_whl" /tmp/cutlass_whl
+  export KINFER_CUTLASS_ROOT=/tmp/cutlass_whl/cutlass_library/source
+fi
 J="$OUT/results.jsonl"
 log() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a "$OUT/steps.log"; }
 
@@ -322,11 +330,9 @@ step_gemm_pdl() {  # can cuBLASLt's GEMMs start before their producer ends (dev/
 }
 
 step_cutlass() {  # CUTLASS's Hopper GEMMs that wait under programmatic launch vs cuBLASLt (dev/cuda/gemm_cutlass.cu)
-  local PB=$B.dev whl
-  whl=$(ls build-devdeps/nvidia_cutlass-*.whl 2>/dev/null | head -1)
-  [[ -n $whl ]] || { echo "cutlass: no build-devdeps/nvidia_cutlass-*.whl (pip download nvidia-cutlass --no-deps -d build-devdeps)"; return; }
-  python3 -m zipfile -e "$whl" /tmp/cutlass_whl
-  if ! { cmake -S dev/cuda -B $PB -G Ninja -DKINFER_CUTLASS_INCLUDE=/tmp/cutlass_whl/cutlass_library/source \
+  local PB=$B.dev
+  [[ -n ${KINFER_CUTLASS_ROOT:-} ]] || { echo "cutlass: no build-devdeps/nvidia_cutlass-*.whl (pip download nvidia-cutlass --no-deps -d build-devdeps)"; return; }
+  if ! { cmake -S dev/cuda -B $PB -G Ninja -DKINFER_CUTLASS_INCLUDE=$KINFER_CUTLASS_ROOT \
            > "$OUT/build_cutlass.log" 2>&1 && ninja -C $PB -j16 gemm_cutlass >> "$OUT/build_cutlass.log" 2>&1; }; then
     grep -E 'error' "$OUT/build_cutlass.log" | head -20; return
   fi

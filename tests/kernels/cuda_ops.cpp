@@ -6,6 +6,7 @@
 
 #include "attn/summary.h"
 #include "backend/cpu/attention.h"
+#include "backend/cuda/gemm_cutlass.h"
 #include "kernels/cuda_test_util.h"
 
 namespace kf {
@@ -71,6 +72,69 @@ TEST_F(CudaOps, Matmul) {
     if (s.f32) be->download(got.data(), dy);
     else got = host_bf16(*be, dy);
     EXPECT_LT(rel_l2(got, ref), s.f32 ? 1e-5 : 6e-3) << s.n << "x" << s.in << "x" << s.out;
+  }
+}
+
+// Decode-sized GEMMs run CUTLASS's kernel (gemm_cutlass.h) where built:
+// against a backend whose GEMMs are all cuBLASLt's (KINFER_GEMM_CUTLASS=0) and
+// the fp64 product, on Qwen3-0.6B and -8B projection shapes; the shapes it
+// does not take (65 rows, a bias, an f32 output, K not a multiple of 8) give
+// cuBLASLt's result bit for bit; a graph replay equals the direct launch.
+TEST_F(CudaOps, MatmulCutlassMatchesCublasLt) {
+  if (!cuda::cutlass_gemm_built()) GTEST_SKIP() << "built without CUTLASS: every GEMM is cuBLASLt's";
+  std::unique_ptr<Backend> lt = test::cuda_backend_with("KINFER_GEMM_CUTLASS", "0");
+  struct Shape {
+    int n, in, out;
+    bool bias = false, f32 = false;
+  };
+  for (Shape s : {Shape{1, 1024, 4096}, Shape{7, 2048, 1024}, Shape{32, 1024, 6144}, Shape{32, 3072, 1024},
+                  Shape{64, 1024, 4096}, Shape{32, 4096, 6144}, Shape{16, 12288, 4096}, Shape{32, 1024, 151936},
+                  Shape{65, 1024, 1024}, Shape{32, 1024, 1024, true}, Shape{32, 1024, 1024, false, true},
+                  Shape{32, 1020, 1024}}) {
+    SCOPED_TRACE(::testing::Message() << s.n << " rows x [" << s.out << ", " << s.in << "]"
+                                      << (s.bias ? " bias" : "") << (s.f32 ? " f32" : ""));
+    const bool cutlass = s.n <= 64 && !s.bias && !s.f32 && s.in % 8 == 0 && s.out % 8 == 0;
+    auto x = rand_bf16(size_t(s.n) * s.in, rng), w = rand_bf16(size_t(s.out) * s.in, rng, -0.05f, 0.05f);
+    auto bias = rand_bf16(s.out, rng);
+    std::vector<float> got[2];
+    Backend* gpus[2] = {be.get(), lt.get()};
+    for (int i = 0; i < 2; ++i) {
+      Backend& g = *gpus[i];
+      Buffer dx = dev_bf16(g, x, {s.n, s.in}), dw = dev_bf16(g, w, {s.out, s.in}), db = dev_bf16(g, bias, {s.out});
+      Buffer dy(s.f32 ? DType::F32 : DType::BF16, {s.n, s.out}, g);
+      test::poison(g, dy);
+      g.matmul(dx, dw, s.bias ? &db.view() : nullptr, dy);
+      if (s.f32) {
+        got[i].resize(size_t(s.n) * s.out);
+        g.download(got[i].data(), dy);
+      } else {
+        got[i] = host_bf16(g, dy);
+      }
+      if (i == 0 && cutlass) {  // a graph replay of the CUTLASS launch (programmatic) = the direct one
+        std::unique_ptr<Graph> graph = g.record([&] { g.matmul(dx, dw, nullptr, dy); });
+        test::poison(g, dy);
+        g.replay(*graph);
+        EXPECT_EQ(host_bf16(g, dy), got[0]) << "graph replay";
+      }
+    }
+    std::vector<float> ref(size_t(s.n) * s.out);
+    for (int r = 0; r < s.n; r += std::max(1, s.n / 4))  // a few rows: the LM head's product is large
+      for (int o = 0; o < s.out; ++o) {
+        double acc = s.bias ? bias[o] : 0.0;
+        for (int j = 0; j < s.in; ++j) acc += double(x[size_t(r) * s.in + j]) * w[size_t(o) * s.in + j];
+        ref[size_t(r) * s.out + o] = float(acc);
+      }
+    std::vector<float> rows[2], ref_rows;
+    for (int r = 0; r < s.n; r += std::max(1, s.n / 4)) {
+      ref_rows.insert(ref_rows.end(), ref.begin() + size_t(r) * s.out, ref.begin() + size_t(r + 1) * s.out);
+      for (int i = 0; i < 2; ++i)
+        rows[i].insert(rows[i].end(), got[i].begin() + size_t(r) * s.out, got[i].begin() + size_t(r + 1) * s.out);
+    }
+    EXPECT_LT(rel_l2(rows[0], ref_rows), s.f32 ? 1e-5 : 6e-3) << "against the fp64 product";
+    EXPECT_LT(rel_l2(got[0], got[1]), s.f32 ? 1e-5 : 6e-3) << "against cuBLASLt";
+    if (!cutlass) {
+      EXPECT_EQ(got[0], got[1]) << "a shape CUTLASS does not take should be cuBLASLt's, bit for bit";
+    }
   }
 }
 

@@ -98,6 +98,7 @@ __global__ void __launch_bounds__(kWarps * 32, MINB) decode_kernel(DecodeParams 
     __syncthreads();
   }
   griddep_wait();
+  griddep_launch_dependents();
   __shared__ float sm_acc[kWarps][G][D];
   __shared__ float sm_m[kWarps][G], sm_l[kWarps][G];
   const int slot = blockIdx.x / p.splits, split = blockIdx.x % p.splits, h = blockIdx.y;
@@ -152,6 +153,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectPara
     if (p.stage_pages > 0) mbar_init(&stage_bar);
   }
   griddep_wait();
+  griddep_launch_dependents();
   KF_PHASE(1);
   const int s = blockIdx.x, h = blockIdx.y;
   const int warp = threadIdx.x >> 5, c = (threadIdx.x & 31) % (D / 8);

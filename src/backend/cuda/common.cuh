@@ -152,6 +152,19 @@ __device__ __forceinline__ void griddep_wait() {
 #endif
 }
 
+// Lets the kernel after this one in the stream (or graph) launch now rather
+// than when this one's blocks exit. Called right after griddep_wait() by the
+// kernels a decode step's GEMMs follow (the norms, silu_mul, attention), so
+// a CUTLASS GEMM (gemm_cutlass.h) is resident, its prologue done, by the time
+// they end. Safe because every kernel launched with launch_pdl, and CUTLASS's,
+// waits before it touches memory; the dependent's blocks take SM slots only
+// once all of this kernel's blocks have started.
+__device__ __forceinline__ void griddep_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 // With smem_bytes of dynamic shared memory, which the kernel is first allowed
 // (past the 48 KB default; set at each launch, so on every device it runs on).
 template <typename... Params, typename... Args>

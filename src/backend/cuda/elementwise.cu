@@ -73,6 +73,7 @@ __device__ __forceinline__ void write_norm_row(const bf16_t* x, const bf16_t* w,
 __global__ void rmsnorm_kernel(const bf16_t* x, const bf16_t* w, bf16_t* y, int rows, int d, float eps,
                                bool vec) {
   griddep_wait();
+  griddep_launch_dependents();
   const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= rows) return;
@@ -116,6 +117,7 @@ __global__ void add_kernel8(uint4* x, const uint4* y, int64_t n8) {
 __global__ void add_rmsnorm_kernel(bf16_t* x, const bf16_t* y, const bf16_t* w, bf16_t* out, int rows, int d,
                                    float eps, bool vec) {
   griddep_wait();
+  griddep_launch_dependents();
   const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= rows) return;
@@ -173,6 +175,7 @@ __device__ __forceinline__ float block_inv_rms(float ss, int d, float eps) {
 __global__ void __launch_bounds__(kNormThreads) add_rmsnorm_block_kernel(uint4* x, const uint4* y, const uint4* w,
                                                                          uint4* out, int d8, float eps) {
   griddep_wait();
+  griddep_launch_dependents();
   const int64_t row = blockIdx.x;
   x += row * d8;
   y += row * d8;
@@ -216,6 +219,7 @@ __global__ void __launch_bounds__(kNormThreads) add_partials_rmsnorm_kernel(uint
                                                                             int64_t slice4, const uint4* w,
                                                                             uint4* out, int d8, float eps) {
   griddep_wait();
+  griddep_launch_dependents();
   const int64_t row = blockIdx.x;
   x += row * d8;
   out += row * d8;
@@ -248,6 +252,7 @@ __global__ void __launch_bounds__(kNormThreads) add_partials_rmsnorm_kernel(uint
 __device__ __forceinline__ float silu(float g) { return g / (1.f + __expf(-g)); }
 __global__ void silu_mul_kernel(const bf16_t* gu, bf16_t* out, int64_t n, int64_t f) {
   griddep_wait();
+  griddep_launch_dependents();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const int64_t r = i / f, c = i % f;
@@ -255,6 +260,7 @@ __global__ void silu_mul_kernel(const bf16_t* gu, bf16_t* out, int64_t n, int64_
 }
 __global__ void silu_mul_kernel8(const bf16_t* gu, bf16_t* out, int64_t n8, int64_t f8) {
   griddep_wait();
+  griddep_launch_dependents();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n8) return;
   const int64_t r = i / f8, c = i % f8;

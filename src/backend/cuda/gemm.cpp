@@ -1,5 +1,6 @@
-// cuBLASLt GEMMs (gemm.h). Column-major view: Y[m, n] = Wᵀ[m, k] · X[k, n];
-// row-major w [m, k] is column-major [k, m].
+// GEMMs (gemm.h): CUTLASS's for decode-sized batches, cuBLASLt's otherwise.
+// cuBLASLt's column-major view: Y[m, n] = Wᵀ[m, k] · X[k, n]; row-major
+// w [m, k] is column-major [k, m].
 #include "backend/cuda/gemm.h"
 
 #include <fmt/format.h>
@@ -7,9 +8,20 @@
 #include <algorithm>
 #include <vector>
 
+#include "backend/cuda/gemm_cutlass.h"
 #include "backend/cuda/kernels.h"
 
 namespace kf::cuda {
+
+#ifndef KINFER_HAVE_CUTLASS
+// Built without CUTLASS (CMake did not find it): every GEMM is cuBLASLt's.
+bool cutlass_gemm_built() { return false; }
+bool cutlass_gemm_supported(int64_t, int64_t, int64_t, const void*, const void*, const void*) { return false; }
+cudaError_t cutlass_gemm_prepare() { return cudaSuccess; }
+const char* cutlass_gemm(const void*, const void*, void*, int64_t, int64_t, int64_t, int, cudaStream_t) {
+  return "this kinfer was built without CUTLASS";
+}
+#endif
 
 namespace {
 
@@ -73,10 +85,16 @@ struct GemmPlan {
   }
 };
 
-Gemm::Gemm(Allocator& device_memory, cudaStream_t stream, bool tune)
-    : mem_(device_memory), stream_(stream), tune_(tune) {
+Gemm::Gemm(Allocator& device_memory, cudaStream_t stream, bool tune, bool cutlass)
+    : mem_(device_memory), stream_(stream), tune_(tune), cutlass_(cutlass && cutlass_gemm_built()) {
   check_lt(cublasLtCreate(&lt_), "cublasLtCreate");
   workspace_ = Buffer(DType::U8, {kWorkspace}, mem_);
+  if (cutlass_) {
+    int dev = 0;
+    KF_CUDA(cudaGetDevice(&dev));
+    KF_CUDA(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, dev));
+    KF_CUDA(cutlass_gemm_prepare());
+  }
 }
 
 Gemm::~Gemm() {
@@ -96,10 +114,21 @@ void Gemm::run_split_k(const Tensor& x, const Tensor& w, int slices, const Tenso
   execute(x, w, nullptr, slices, partials, capturing);
 }
 
+bool Gemm::runs_cutlass(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) const {
+  const int64_t k = w.dim(1), m = w.dim(0), n = k > 0 ? x.numel() / k : 0;
+  return cutlass_ && !bias && x.dtype == DType::BF16 && w.dtype == DType::BF16 && y.dtype == DType::BF16 &&
+         cutlass_gemm_supported(m, n, k, x.data, w.data, y.data);
+}
+
 void Gemm::execute(const Tensor& x, const Tensor& w, const Tensor* bias, int slices, const Tensor& y,
                    bool capturing) {
   const int64_t k = w.dim(1), m = w.dim(0), n = x.numel() / k;  // in, out, rows
   if (n == 0) return;
+  if (slices == 1 && runs_cutlass(x, w, bias, y)) {
+    if (const char* err = cutlass_gemm(x.data, w.data, y.data, n, m, k, num_sms_, stream_))
+      fail("CUTLASS GEMM of {} rows x [{}, {}] failed: {}", n, m, k, err);
+    return;
+  }
   const int al = alignment({x.data, w.data, y.data, bias ? bias->data : nullptr});
   GemmPlan& p = plan(m, n, k, bias, al, slices, x, w, y, capturing);
   const cublasStatus_t st = launch(p, bias, x, w, y, p.algo);

@@ -1,7 +1,9 @@
-// cuBLASLt GEMMs for CudaBackend: y[n, m] = x[n, k] · w[m, k]ᵀ (+ bias), bf16
-// operands, fp32 accumulation, y bf16 or f32. One cached plan per shape
-// (descriptors and the chosen algorithm), so a decode step replays the same
-// kernels, also inside CUDA graphs.
+// GEMMs for CudaBackend: y[n, m] = x[n, k] · w[m, k]ᵀ (+ bias), bf16
+// operands, fp32 accumulation, y bf16 or f32. Decode-sized batches without a
+// bias and with a bf16 y run CUTLASS's kernel (gemm_cutlass.h), which waits
+// under programmatic launch; the rest cuBLASLt's, with one cached plan per
+// shape (descriptors and the chosen algorithm), so a decode step replays the
+// same kernels, also inside CUDA graphs.
 #pragma once
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -20,7 +22,8 @@ class Gemm {
  public:
   // tune: the first call of a shape times cuBLASLt's top candidates (cold L2,
   // as in a real step) and keeps the fastest; otherwise the first candidate.
-  Gemm(Allocator& device_memory, cudaStream_t stream, bool tune);
+  // cutlass: use CUTLASS's kernel where it applies (when this build has it).
+  Gemm(Allocator& device_memory, cudaStream_t stream, bool tune, bool cutlass);
   ~Gemm();
   Gemm(const Gemm&) = delete;
   Gemm& operator=(const Gemm&) = delete;
@@ -32,6 +35,8 @@ class Gemm {
   // batched GEMM): partials[s] = x[:, ks] · w[:, ks]ᵀ for the s-th part ks,
   // partials F32 [slices, n, m]; their sum is x · wᵀ. Needs k % (8 · slices) == 0.
   void run_split_k(const Tensor& x, const Tensor& w, int slices, const Tensor& partials, bool capturing);
+  // Whether run() takes CUTLASS's kernel for these operands.
+  bool runs_cutlass(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) const;
 
  private:
   using Key = std::tuple<int64_t, int64_t, int64_t, bool, int, bool, int>;
@@ -47,6 +52,8 @@ class Gemm {
   Allocator& mem_;
   cudaStream_t stream_;
   bool tune_;
+  bool cutlass_;  // CUTLASS's kernel is built, prepared on this device, and wanted
+  int num_sms_ = 0;
   cublasLtHandle_t lt_ = nullptr;
   Buffer workspace_;
   std::map<Key, std::unique_ptr<GemmPlan>> plans_;

@@ -1,0 +1,92 @@
+// CUTLASS's sm90 GEMM for decode-sized batches (gemm_cutlass.h). Built only
+// when CMake finds CUTLASS's headers (the PyPI wheel nvidia-cutlass), with
+// CUTLASS_ENABLE_GDC_FOR_SM90 so the kernel waits for and triggers its
+// programmatic neighbours. Chosen in dev/cuda/gemm_cutlass.cu against
+// cuBLASLt and two other tilings (bench/results/h200_gemm_cutlass.txt).
+#include "backend/cuda/gemm_cutlass.h"
+
+#include "cute/tensor.hpp"
+#include "cutlass/cutlass.h"
+#include "cutlass/epilogue/collective/collective_builder.hpp"
+#include "cutlass/gemm/collective/collective_builder.hpp"
+#include "cutlass/gemm/device/gemm_universal_adapter.h"
+#include "cutlass/gemm/kernel/gemm_universal.hpp"
+
+namespace kf::cuda {
+
+namespace {
+
+// y [n, m] = x [n, k] · w [m, k]ᵀ as CUTLASS's D [m, n] = A [m, k] · B [k, n]
+// (swap AB: the weights' rows fill the 64-row side of the tile, the batch's
+// few rows its 32-column side): A = w row-major, B = xᵀ (x is K-major),
+// D column-major [m, n] = y row-major [n, m].
+using Element = cutlass::bfloat16_t;
+using TileShape = cute::Shape<cute::_64, cute::_32, cute::_128>;  // weight rows x batch rows x K
+using ClusterShape = cute::Shape<cute::_1, cute::_1, cute::_1>;
+constexpr int kAlign = 8;  // elements: 16-byte TMA rows
+using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+    cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
+    cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, cutlass::layout::ColumnMajor, kAlign,
+    Element, cutlass::layout::ColumnMajor, kAlign, cutlass::epilogue::TmaWarpSpecialized>::CollectiveOp;
+// Ping-pong: two consumer warp groups take alternate tiles, so one's epilogue
+// overlaps the other's mainloop; the stages fill what the epilogue leaves.
+using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+    cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Element, cutlass::layout::RowMajor, kAlign, Element,
+    cutlass::layout::ColumnMajor, kAlign, float, TileShape, ClusterShape,
+    cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
+    cutlass::gemm::KernelTmaWarpSpecializedPingpong>::CollectiveOp;
+// Persistent tiles (one CTA per SM at most, looping over the output tiles).
+using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Mainloop, Epilogue, void>;
+using Adapter = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+
+Adapter::Arguments arguments(const void* x, const void* w, void* y, int m, int n, int k, int num_sms) {
+  Kernel::StrideA sa{};  // w [m, k]: row stride k
+  cute::get<0>(sa) = k;
+  Kernel::StrideB sb{};  // x [n, k]: row stride k
+  cute::get<0>(sb) = k;
+  Kernel::StrideD sd{};  // D column-major [m, n]: column stride m
+  cute::get<1>(sd) = m;
+  cutlass::KernelHardwareInfo hw;
+  cudaGetDevice(&hw.device_id);
+  hw.sm_count = num_sms;
+  return {cutlass::gemm::GemmUniversalMode::kGemm,
+          {m, n, k, 1},
+          {static_cast<const Element*>(w), sa, static_cast<const Element*>(x), sb},
+          {{1.f, 0.f}, nullptr, sd, static_cast<Element*>(y), sd},
+          hw};
+}
+
+}  // namespace
+
+bool cutlass_gemm_built() { return true; }
+
+bool cutlass_gemm_supported(int64_t m, int64_t n, int64_t k, const void* x, const void* w, const void* y) {
+  const auto aligned = [](const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; };
+  return n >= 1 && n <= kCutlassMaxRows && m % kAlign == 0 && k % kAlign == 0 && m < (int64_t(1) << 31) &&
+         k < (int64_t(1) << 31) && aligned(x) && aligned(w) && aligned(y);
+}
+
+cudaError_t cutlass_gemm_prepare() {
+  constexpr int smem = Kernel::SharedStorageSize;
+  if (smem < (48 << 10)) return cudaSuccess;
+  return cudaFuncSetAttribute(cutlass::device_kernel<Kernel>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+}
+
+const char* cutlass_gemm(const void* x, const void* w, void* y, int64_t n, int64_t m, int64_t k, int num_sms,
+                         cudaStream_t st) {
+  const Adapter::Arguments args =
+      arguments(x, w, y, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), num_sms);
+  if (Adapter::can_implement(args) != cutlass::Status::kSuccess) return "CUTLASS cannot implement the shape";
+  // No workspace: the persistent scheduler without stream-K needs none
+  // (checked by the kernel test). The TMA descriptors are built here, so
+  // each launch carries its own pointers (a graph records them by value).
+  if (Adapter::get_workspace_size(args) != 0) return "CUTLASS asked for a workspace";
+  Kernel::Params params = Kernel::to_underlying_arguments(args, nullptr);
+  if (Adapter::run(params, st, nullptr, /*launch_with_pdl=*/true) != cutlass::Status::kSuccess) {
+    const cudaError_t e = cudaGetLastError();
+    return e != cudaSuccess ? cudaGetErrorString(e) : "the CUTLASS launch failed";
+  }
+  return nullptr;
+}
+
+}  // namespace kf::cuda
