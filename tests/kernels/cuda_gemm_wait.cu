@@ -2,7 +2,8 @@
 // dependent launch: launched right behind a producer that lets its dependents
 // launch at once and writes the GEMM's input ~30 µs later, the GEMM must
 // compute on the written input (it waits in griddepcontrol.wait), directly
-// on a stream and inside a CUDA graph; against an fp64 product on the host.
+// on a stream and inside a CUDA graph, unsplit and in 4 K slices of fp32
+// partials (summed on the host); against an fp64 product on the host.
 // A GEMM that did not wait would read the zeros written before the producer.
 // (Plain CUDA C++ 17: the backend's headers are C++ 20 and stay out of nvcc.)
 #include <cuda_bf16.h>
@@ -64,50 +65,66 @@ TEST(CudaGemmWait, CutlassGemmWaitsForItsProducer) {
         acc += double(__bfloat162float(x[size_t(r) * k + j])) * __bfloat162float(w[size_t(o) * k + j]);
       ref[size_t(r) * m + o] = float(acc);
     }
-  DeviceBuffer src(x.size() * 2), dx(x.size() * 2), dw(w.size() * 2), dy(ref.size() * 2);
+  constexpr int kSlices = 4;
+  DeviceBuffer src(x.size() * 2), dx(x.size() * 2), dw(w.size() * 2), dy(ref.size() * 4 * kSlices);
   CK(cudaMemcpy(src.p, x.data(), x.size() * 2, cudaMemcpyHostToDevice));
   CK(cudaMemcpy(dw.p, w.data(), w.size() * 2, cudaMemcpyHostToDevice));
   cudaStream_t st = nullptr;
   CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
-  auto chain = [&] {
-    late_writer<<<32, 256, 0, st>>>(static_cast<const __nv_bfloat16*>(src.p), static_cast<__nv_bfloat16*>(dx.p),
-                                    n * k, 30000ull);
-    return kf::cuda::cutlass_gemm(dx.p, dw.p, dy.p, n, m, k, sms, st);
-  };
-  for (bool graph : {false, true}) {
-    SCOPED_TRACE(graph ? "in a CUDA graph" : "on the stream");
-    CK(cudaMemsetAsync(dx.p, 0, x.size() * 2, st));
-    CK(cudaMemsetAsync(dy.p, 0xff, ref.size() * 2, st));  // NaNs
-    CK(cudaStreamSynchronize(st));
-    if (graph) {
-      cudaGraph_t g = nullptr;
-      cudaGraphExec_t ge = nullptr;
-      CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-      const char* err = chain();
-      CK(cudaStreamEndCapture(st, &g));
-      ASSERT_EQ(err, nullptr) << err;
-      CK(cudaGraphInstantiate(&ge, g, 0));
-      CK(cudaGraphLaunch(ge, st));
+  for (int slices : {1, kSlices}) {
+    auto chain = [&] {
+      late_writer<<<32, 256, 0, st>>>(static_cast<const __nv_bfloat16*>(src.p), static_cast<__nv_bfloat16*>(dx.p),
+                                      n * k, 30000ull);
+      return slices == 1 ? kf::cuda::cutlass_gemm(dx.p, dw.p, dy.p, n, m, k, sms, st)
+                         : kf::cuda::cutlass_gemm_split_k(dx.p, dw.p, static_cast<float*>(dy.p), n, m, k, slices,
+                                                          sms, st);
+    };
+    for (bool graph : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << (graph ? "in a CUDA graph" : "on the stream") << ", " << slices
+                                        << " K slices");
+      CK(cudaMemsetAsync(dx.p, 0, x.size() * 2, st));
+      CK(cudaMemsetAsync(dy.p, 0xff, ref.size() * 4 * kSlices, st));  // NaNs
       CK(cudaStreamSynchronize(st));
-      cudaGraphExecDestroy(ge);
-      cudaGraphDestroy(g);
-    } else {
-      const char* err = chain();
-      ASSERT_EQ(err, nullptr) << err;
+      if (graph) {
+        cudaGraph_t g = nullptr;
+        cudaGraphExec_t ge = nullptr;
+        CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+        const char* err = chain();
+        CK(cudaStreamEndCapture(st, &g));
+        ASSERT_EQ(err, nullptr) << err;
+        CK(cudaGraphInstantiate(&ge, g, 0));
+        CK(cudaGraphLaunch(ge, st));
+        CK(cudaStreamSynchronize(st));
+        cudaGraphExecDestroy(ge);
+        cudaGraphDestroy(g);
+      } else {
+        const char* err = chain();
+        ASSERT_EQ(err, nullptr) << err;
+      }
+      CK(cudaStreamSynchronize(st));
+      std::vector<float> y(ref.size(), 0.f);
+      if (slices == 1) {
+        std::vector<__nv_bfloat16> yb(ref.size());
+        CK(cudaMemcpy(yb.data(), dy.p, yb.size() * 2, cudaMemcpyDeviceToHost));
+        for (size_t i = 0; i < y.size(); ++i) y[i] = __bfloat162float(yb[i]);
+      } else {
+        std::vector<float> parts(ref.size() * slices);
+        CK(cudaMemcpy(parts.data(), dy.p, parts.size() * 4, cudaMemcpyDeviceToHost));
+        for (int sl = 0; sl < slices; ++sl)
+          for (size_t i = 0; i < y.size(); ++i) y[i] += parts[sl * y.size() + i];
+      }
+      double err2 = 0, ref2 = 0, worst = 0;
+      for (size_t i = 0; i < y.size(); ++i) {
+        const double d = double(y[i]) - ref[i];
+        err2 += d * d;
+        ref2 += double(ref[i]) * ref[i];
+        worst = std::max(worst, std::fabs(d) / (std::fabs(double(ref[i])) + 1e-2));
+      }
+      EXPECT_GT(ref2, 0.0);
+      EXPECT_LT(std::sqrt(err2 / ref2), slices == 1 ? 6e-3 : 1e-4)
+          << "relative L2 error: did the GEMM read x before the producer wrote it?";
+      EXPECT_LT(worst, slices == 1 ? 0.05 : 1e-3) << "the worst element is off by more than rounding";
     }
-    CK(cudaStreamSynchronize(st));
-    std::vector<__nv_bfloat16> y(ref.size());
-    CK(cudaMemcpy(y.data(), dy.p, y.size() * 2, cudaMemcpyDeviceToHost));
-    double err2 = 0, ref2 = 0, worst = 0;
-    for (size_t i = 0; i < y.size(); ++i) {
-      const double d = double(__bfloat162float(y[i])) - ref[i];
-      err2 += d * d;
-      ref2 += double(ref[i]) * ref[i];
-      worst = std::max(worst, std::fabs(d) / (std::fabs(double(ref[i])) + 1e-2));
-    }
-    EXPECT_LT(std::sqrt(err2 / ref2), 6e-3) << "relative L2 error: did the GEMM read x before the producer wrote it?";
-    EXPECT_LT(worst, 0.05) << "the worst element is off by more than bf16 rounding";
-    EXPECT_GT(ref2, 0.0);
   }
   cudaStreamDestroy(st);
 }

@@ -400,20 +400,16 @@ class CudaBackend final : public Backend {
     add_residual(x, out, norm_w, eps, out);
   }
 
-  // Decode-sized batches (<= kSplitKMaxRows rows) on one GPU, where
-  // CUTLASS's GEMM does not take them: the GEMM's K in slices (one strided
-  // batched cuBLASLt call), fp32 partial products that the norm kernel adds,
-  // so no reduction kernel runs between the GEMM and the norm and small
-  // projections fill more SMs. CUTLASS's unsplit GEMM, which overlaps the
-  // kernel before it, is faster than either split one (docs/cuda.md).
-  // KINFER_SPLIT_K=S forces S cuBLASLt slices for every projection (0: never split).
+  // Decode-sized batches (<= kSplitKMaxRows rows) on one GPU: the GEMM's K
+  // in slices (one strided batched GEMM, CUTLASS's or cuBLASLt's), fp32
+  // partial products that the norm kernel adds, so no reduction kernel runs
+  // between the GEMM and the norm and small projections fill more SMs.
+  // KINFER_SPLIT_K=S forces S slices for every projection (0: never split).
   void matmul_add_rmsnorm(const Tensor& in, const Tensor& w, const Tensor& x, const Tensor* norm_w, float eps,
                           const Tensor& out) override {
     check_projection("matmul_add_rmsnorm", in, w, x, norm_w, out);
     const int64_t k = w.dim(1), d = w.dim(0), n = k > 0 ? in.numel() / k : 0;
-    // (The unsplit GEMM writes out itself: Backend::matmul_add_rmsnorm.)
-    const bool auto_split = w.nbytes() <= kSplitKAutoBytes && !gemm_->runs_cutlass(in, w, nullptr, out);
-    const int slices = split_k_ >= 0 ? split_k_ : (auto_split ? kSplitKAutoSlices : 0);
+    const int slices = split_k_ >= 0 ? split_k_ : (w.nbytes() <= kSplitKAutoBytes ? kSplitKAutoSlices : 0);
     const bool split = slices > 1 && tp_size() == 1 && n > 0 && n <= kSplitKMaxRows && k % (8 * slices) == 0 &&
                        d % 8 == 0 && in.dtype == DType::BF16 && w.dtype == DType::BF16 && x.dtype == DType::BF16 &&
                        out.dtype == DType::BF16 && (!norm_w || norm_w->dtype == DType::BF16) &&

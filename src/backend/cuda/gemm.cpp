@@ -16,9 +16,12 @@ namespace kf::cuda {
 #ifndef KINFER_HAVE_CUTLASS
 // Built without CUTLASS (CMake did not find it): every GEMM is cuBLASLt's.
 bool cutlass_gemm_built() { return false; }
-bool cutlass_gemm_supported(int64_t, int64_t, int64_t, const void*, const void*, const void*) { return false; }
+bool cutlass_gemm_supported(int64_t, int64_t, int64_t, int, const void*, const void*, const void*) { return false; }
 cudaError_t cutlass_gemm_prepare() { return cudaSuccess; }
 const char* cutlass_gemm(const void*, const void*, void*, int64_t, int64_t, int64_t, int, cudaStream_t) {
+  return "this kinfer was built without CUTLASS";
+}
+const char* cutlass_gemm_split_k(const void*, const void*, float*, int64_t, int64_t, int64_t, int, int, cudaStream_t) {
   return "this kinfer was built without CUTLASS";
 }
 #endif
@@ -114,19 +117,23 @@ void Gemm::run_split_k(const Tensor& x, const Tensor& w, int slices, const Tenso
   execute(x, w, nullptr, slices, partials, capturing);
 }
 
-bool Gemm::runs_cutlass(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) const {
+bool Gemm::runs_cutlass(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y, int slices) const {
   const int64_t k = w.dim(1), m = w.dim(0), n = k > 0 ? x.numel() / k : 0;
-  return cutlass_ && !bias && x.dtype == DType::BF16 && w.dtype == DType::BF16 && y.dtype == DType::BF16 &&
-         cutlass_gemm_supported(m, n, k, x.data, w.data, y.data);
+  return cutlass_ && !bias && x.dtype == DType::BF16 && w.dtype == DType::BF16 &&
+         y.dtype == (slices > 1 ? DType::F32 : DType::BF16) && cutlass_gemm_supported(m, n, k, slices, x.data, w.data, y.data);
 }
 
 void Gemm::execute(const Tensor& x, const Tensor& w, const Tensor* bias, int slices, const Tensor& y,
                    bool capturing) {
   const int64_t k = w.dim(1), m = w.dim(0), n = x.numel() / k;  // in, out, rows
   if (n == 0) return;
-  if (slices == 1 && runs_cutlass(x, w, bias, y)) {
-    if (const char* err = cutlass_gemm(x.data, w.data, y.data, n, m, k, num_sms_, stream_))
-      fail("CUTLASS GEMM of {} rows x [{}, {}] failed: {}", n, m, k, err);
+  if (runs_cutlass(x, w, bias, y, slices)) {
+    const char* err = slices > 1 ? cutlass_gemm_split_k(x.data, w.data, static_cast<float*>(y.data), n, m, k, slices,
+                                                        num_sms_, stream_)
+                                 : cutlass_gemm(x.data, w.data, y.data, n, m, k, num_sms_, stream_);
+    if (err)
+      fail("CUTLASS GEMM of {} rows x [{}, {}]{} failed: {}", n, m, k,
+           slices > 1 ? fmt::format(" in {} K slices", slices) : "", err);
     return;
   }
   const int al = alignment({x.data, w.data, y.data, bias ? bias->data : nullptr});

@@ -1,6 +1,6 @@
 // Decode-sized GEMMs from CUTLASS's Hopper kernels (gemm_cutlass.cu), for
-// kf::cuda::Gemm: y [n, m] = x [n, k] · w [m, k]ᵀ, bf16 in and out, fp32
-// accumulation. Unlike cuBLASLt's kernels, these wait for their producer
+// kf::cuda::Gemm: y [n, m] = x [n, k] · w [m, k]ᵀ, bf16 in and out (or fp32
+// split-K partials), fp32 accumulation. Unlike cuBLASLt's kernels, these wait for their producer
 // (griddepcontrol.wait in the load warp, before the first load) and trigger
 // their dependents at their last tile, so they are launched with programmatic
 // dependent launch: the launch and prologue of each GEMM in a decode step
@@ -17,12 +17,14 @@ namespace kf::cuda {
 
 // Whether this build has the kernel.
 bool cutlass_gemm_built();
-// Rows (n) up to which Gemm runs CUTLASS's kernel: its 32-row tile reads each
-// weight tile once at 32 rows, twice at 64 (the second mostly from L2).
-constexpr int64_t kCutlassMaxRows = 64;
-// Whether the kernel takes the shape: m and k multiples of 8 (TMA rows of
-// 16 bytes), every pointer 16-byte aligned, n in [1, kCutlassMaxRows].
-bool cutlass_gemm_supported(int64_t m, int64_t n, int64_t k, const void* x, const void* w, const void* y);
+// Rows (n) up to which Gemm runs CUTLASS's kernel: one 32-column tile. At
+// 64 rows (two tiles, each weight tile read twice) the step measured slower
+// than cuBLASLt's (docs/cuda.md, "Decode GEMMs from CUTLASS").
+constexpr int64_t kCutlassMaxRows = 32;
+// Whether the kernel takes the shape: m and k / slices multiples of 8 (TMA
+// rows of 16 bytes), every pointer 16-byte aligned, n in [1, kCutlassMaxRows].
+bool cutlass_gemm_supported(int64_t m, int64_t n, int64_t k, int slices, const void* x, const void* w,
+                            const void* y);
 // Once per device, outside graph capture: lets the kernel use its shared
 // memory (the 48 KB default is too small).
 cudaError_t cutlass_gemm_prepare();
@@ -30,5 +32,9 @@ cudaError_t cutlass_gemm_prepare();
 // failed (the caller names the shape).
 const char* cutlass_gemm(const void* x, const void* w, void* y, int64_t n, int64_t m, int64_t k, int num_sms,
                          cudaStream_t st);
+// The K dimension in `slices` equal parts, one batch entry each: partials
+// [slices, n, m] fp32 (Gemm::run_split_k), launched the same way.
+const char* cutlass_gemm_split_k(const void* x, const void* w, float* partials, int64_t n, int64_t m, int64_t k,
+                                 int slices, int num_sms, cudaStream_t st);
 
 }  // namespace kf::cuda
