@@ -18,17 +18,20 @@ namespace {
 
 // y [n, m] = x [n, k] · w [m, k]ᵀ as CUTLASS's D [m, n] = A [m, k] · B [k, n]
 // (swap AB: the weights' rows fill the 64-row side of the tile, the batch's
-// few rows its 32-column side): A = w row-major, B = xᵀ (x is K-major),
+// few rows its 32- or 64-column side): A = w row-major, B = xᵀ (x is K-major),
 // D column-major [m, n] = y row-major [n, m]. Split K: batch entry s of L is
 // the s-th k / L columns of w and x (both keep their row stride k) and its
 // own fp32 D [n, m], n · m apart (Gemm::run_split_k's partials).
 using Element = cutlass::bfloat16_t;
-using TileShape = cute::Shape<cute::_64, cute::_32, cute::_128>;  // weight rows x batch rows x K
+using Bf16 = cutlass::bfloat16_t;
 using ClusterShape = cute::Shape<cute::_1, cute::_1, cute::_1>;
 constexpr int kAlign = 8;  // bf16 elements: 16-byte TMA rows
 
-template <class ElementD>
+// Tiles of 64 weight rows x kRows batch rows x 128 of K: 32 batch rows up to
+// 32 rows, 64 above (each weight tile is then read once, not twice).
+template <class ElementD, int kRows>
 struct Decode {
+  using TileShape = cute::Shape<cute::_64, cute::Int<kRows>, cute::_128>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
       cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, cutlass::layout::ColumnMajor,
@@ -99,20 +102,22 @@ bool cutlass_gemm_supported(int64_t m, int64_t n, int64_t k, int slices, const v
 }
 
 cudaError_t cutlass_gemm_prepare() {
-  const cudaError_t e = Decode<cutlass::bfloat16_t>::prepare();
-  return e != cudaSuccess ? e : Decode<float>::prepare();
+  for (cudaError_t e : {Decode<Bf16, 32>::prepare(), Decode<float, 32>::prepare(), Decode<Bf16, 64>::prepare(),
+                        Decode<float, 64>::prepare()})
+    if (e != cudaSuccess) return e;
+  return cudaSuccess;
 }
 
 const char* cutlass_gemm(const void* x, const void* w, void* y, int64_t n, int64_t m, int64_t k, int num_sms,
                          cudaStream_t st) {
-  return Decode<cutlass::bfloat16_t>::run(x, w, y, static_cast<int>(n), static_cast<int>(m), static_cast<int>(k),
-                                          1, num_sms, st);
+  auto run = n <= 32 ? Decode<Bf16, 32>::run : Decode<Bf16, 64>::run;
+  return run(x, w, y, static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), 1, num_sms, st);
 }
 
 const char* cutlass_gemm_split_k(const void* x, const void* w, float* partials, int64_t n, int64_t m, int64_t k,
                                  int slices, int num_sms, cudaStream_t st) {
-  return Decode<float>::run(x, w, partials, static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), slices,
-                            num_sms, st);
+  auto run = n <= 32 ? Decode<float, 32>::run : Decode<float, 64>::run;
+  return run(x, w, partials, static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), slices, num_sms, st);
 }
 
 }  // namespace kf::cuda

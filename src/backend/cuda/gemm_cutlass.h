@@ -17,10 +17,9 @@ namespace kf::cuda {
 
 // Whether this build has the kernel.
 bool cutlass_gemm_built();
-// Rows (n) up to which Gemm runs CUTLASS's kernel: one 32-column tile. At
-// 64 rows (two tiles, each weight tile read twice) the step measured slower
-// than cuBLASLt's (docs/cuda.md, "Decode GEMMs from CUTLASS").
-constexpr int64_t kCutlassMaxRows = 32;
+// Rows (n) up to which Gemm runs CUTLASS's kernel (tiles of 32 batch rows up
+// to 32 rows, of 64 above).
+constexpr int64_t kCutlassMaxRows = 64;
 // Whether the kernel takes the shape: m and k / slices multiples of 8 (TMA
 // rows of 16 bytes), every pointer 16-byte aligned, n in [1, kCutlassMaxRows].
 bool cutlass_gemm_supported(int64_t m, int64_t n, int64_t k, int slices, const void* x, const void* w,
