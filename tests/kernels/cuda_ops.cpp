@@ -88,9 +88,9 @@ TEST_F(CudaOps, MatmulCutlassMatchesCublasLt) {
     bool bias = false, f32 = false;
   };
   for (Shape s : {Shape{1, 1024, 4096}, Shape{7, 2048, 1024}, Shape{32, 1024, 6144}, Shape{32, 3072, 1024},
-                  Shape{33, 1024, 4096}, Shape{64, 1024, 4096}, Shape{32, 4096, 6144}, Shape{16, 12288, 4096}, Shape{32, 1024, 151936},
-                  Shape{65, 1024, 1024}, Shape{32, 1024, 1024, true}, Shape{32, 1024, 1024, false, true},
-                  Shape{32, 1020, 1024}}) {
+                  Shape{33, 1024, 4096}, Shape{64, 1024, 4096}, Shape{32, 4096, 6144}, Shape{16, 12288, 4096},
+                  Shape{32, 1024, 151936}, Shape{65, 1024, 1024}, Shape{32, 1024, 1024, true},
+                  Shape{32, 1024, 1024, false, true}, Shape{32, 1020, 1024}}) {
     SCOPED_TRACE(::testing::Message() << s.n << " rows x [" << s.out << ", " << s.in << "]"
                                       << (s.bias ? " bias" : "") << (s.f32 ? " f32" : ""));
     const bool cutlass = s.n <= cuda::kCutlassMaxRows && !s.bias && !s.f32 && s.in % 8 == 0 && s.out % 8 == 0;
@@ -136,6 +136,26 @@ TEST_F(CudaOps, MatmulCutlassMatchesCublasLt) {
       EXPECT_EQ(got[0], got[1]) << "a shape CUTLASS does not take should be cuBLASLt's, bit for bit";
     }
   }
+}
+
+// The backend's on/off switches take 0 or 1; another value is refused when
+// the backend is made, naming the variable, the value and what 0 and 1 mean.
+TEST_F(CudaOps, SwitchesRefuseOtherValues) {
+  for (const char* var : {"KINFER_GEMM_TUNE", "KINFER_GEMM_CUTLASS", "KINFER_MLP_FUSED", "KINFER_ATTN_SUMMARIES",
+                          "KINFER_ATTN_STAGE", "KINFER_ATTN_BULK"}) {
+    for (const char* value : {"yes", "", "2"}) {
+      try {
+        test::cuda_backend_with(var, value);
+        ADD_FAILURE() << var << "=" << value << " was accepted";
+      } catch (const Error& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find(std::string(var) + "=" + value + ":"), std::string::npos) << what;
+        EXPECT_NE(what.find("0 ("), std::string::npos) << what;
+      }
+    }
+    EXPECT_EQ(std::getenv(var), nullptr) << var << " left set";
+  }
+  EXPECT_NO_THROW(test::cuda_backend_with("KINFER_MLP_FUSED", "0"));
 }
 
 TEST_F(CudaOps, RmsnormInPlaceAndOut) {

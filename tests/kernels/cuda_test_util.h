@@ -24,10 +24,12 @@ namespace kf::test {
 
 // A CUDA backend made with one switch of the environment set (read at construction).
 inline std::unique_ptr<Backend> cuda_backend_with(const char* var, const std::string& value) {
+  struct Unset {  // also when the backend refuses the value
+    const char* var;
+    ~Unset() { unsetenv(var); }
+  } unset{var};
   setenv(var, value.c_str(), 1);
-  std::unique_ptr<Backend> b = make_cuda_backend(0);
-  unsetenv(var);
-  return b;
+  return make_cuda_backend(0);
 }
 
 // Uniform values in [lo, hi), rounded to bf16 so both backends see the same numbers.

@@ -96,20 +96,22 @@ class CudaBackend final : public Backend {
     // Say so before the first launch fails.
     KF_CHECK(supported(prop), "{}: this kinfer has CUDA kernels for sm_90a (H100/H200) only; use --device cpu or "
              "rebuild for this GPU", name_);
-    KF_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    const char* tune = std::getenv("KINFER_GEMM_TUNE");
-    const std::optional<bool> cutlass = env_switch("KINFER_GEMM_CUTLASS", "0 (every GEMM is cuBLASLt's) or 1 "
-                                                   "(decode-sized GEMMs are CUTLASS's, where built: the default)");
-    gemm_ = std::make_unique<cuda::Gemm>(*this, stream_, tune && std::string(tune) == "1", cutlass.value_or(true));
-    KF_CUDA(cudaDeviceGetAttribute(&max_smem_, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    // The switches first: a refused value fails before any resource is made.
+    const bool tune = env_switch("KINFER_GEMM_TUNE", "0 (cuBLASLt's first heuristic candidate: the default) or 1 "
+                                 "(the first call of a shape times the top 8 and keeps the fastest)")
+                          .value_or(false);
+    const bool cutlass = env_switch("KINFER_GEMM_CUTLASS", "0 (every GEMM is cuBLASLt's) or 1 (decode-sized GEMMs "
+                                    "are CUTLASS's, where built: the default)")
+                             .value_or(true);
     if (const char* split = std::getenv("KINFER_SPLIT_K")) {
       const std::string v = split;
       const bool ok = v.size() == 1 && (v == "0" || v == "1" || cuda::partial_slices_supported(v[0] - '0'));
       KF_CHECK(ok, "KINFER_SPLIT_K={}: the K slices of an output projection are 2, 3, 4, 6 or 8 (0: never split)", v);
       split_k_ = v[0] - '0';
     }
-    const char* fused = std::getenv("KINFER_MLP_FUSED");
-    fused_mlp_ = fused && std::string(fused) == "1";
+    fused_mlp_ = env_switch("KINFER_MLP_FUSED", "0 (the MLP as three ops: the default) or 1 (one cooperative "
+                            "kernel where its plan applies)")
+                     .value_or(false);
     if (auto on = env_switch("KINFER_ATTN_STAGE", "0 (the sparse kernel reads its known pages from the pool) or 1 "
                              "(copies them to shared memory while it selects: the default)"))
       stage_known_ = *on;
@@ -123,13 +125,18 @@ class CudaBackend final : public Backend {
       KF_CHECK(decode_splits_ >= 1 && decode_splits_ <= 128, "KINFER_DECODE_SPLITS={}: the dense decode kernel's "
                "blocks per (row, KV head), 1 to 128", v);
     }
-    const char* attn_summaries = std::getenv("KINFER_ATTN_SUMMARIES");
-    attn_summaries_ = !attn_summaries || std::string(attn_summaries) != "0";
+    attn_summaries_ = env_switch("KINFER_ATTN_SUMMARIES", "0 (a summary kernel after qkv_rope_write) or 1 (the "
+                                 "fused sparse kernel writes the page summaries: the default)")
+                          .value_or(true);
+    KF_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    gemm_ = std::make_unique<cuda::Gemm>(*this, stream_, tune, cutlass);
+    KF_CUDA(cudaDeviceGetAttribute(&max_smem_, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
     // A run under a switch says so wherever the backend is named (bench JSON,
     // eval and serve logs), so its rows cannot pass for the defaults'.
     std::string switches;
-    for (const char* var : {"KINFER_GEMM_TUNE", "KINFER_GEMM_CUTLASS", "KINFER_SPLIT_K", "KINFER_MLP_FUSED", "KINFER_ATTN_SUMMARIES",
-                            "KINFER_ATTN_STAGE", "KINFER_ATTN_BULK", "KINFER_DECODE_SPLITS", "KINFER_CUDA_SYNC"})
+    for (const char* var : {"KINFER_GEMM_TUNE", "KINFER_GEMM_CUTLASS", "KINFER_SPLIT_K", "KINFER_MLP_FUSED",
+                            "KINFER_ATTN_SUMMARIES", "KINFER_ATTN_STAGE", "KINFER_ATTN_BULK", "KINFER_DECODE_SPLITS",
+                            "KINFER_CUDA_SYNC"})
       if (const char* v = std::getenv(var)) switches += fmt::format("{}{}={}", switches.empty() ? "" : " ", var, v);
     if (!switches.empty()) name_ += " with " + switches;
     mlp_barrier_ = Buffer(DType::U8, {4}, *this);

@@ -21,7 +21,8 @@ cudaError_t cutlass_gemm_prepare() { return cudaSuccess; }
 const char* cutlass_gemm(const void*, const void*, void*, int64_t, int64_t, int64_t, int, cudaStream_t) {
   return "this kinfer was built without CUTLASS";
 }
-const char* cutlass_gemm_split_k(const void*, const void*, float*, int64_t, int64_t, int64_t, int, int, cudaStream_t) {
+const char* cutlass_gemm_split_k(const void*, const void*, float*, int64_t, int64_t, int64_t, int, int,
+                                 cudaStream_t) {
   return "this kinfer was built without CUTLASS";
 }
 #endif
@@ -120,7 +121,8 @@ void Gemm::run_split_k(const Tensor& x, const Tensor& w, int slices, const Tenso
 bool Gemm::runs_cutlass(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y, int slices) const {
   const int64_t k = w.dim(1), m = w.dim(0), n = k > 0 ? x.numel() / k : 0;
   return cutlass_ && !bias && x.dtype == DType::BF16 && w.dtype == DType::BF16 &&
-         y.dtype == (slices > 1 ? DType::F32 : DType::BF16) && cutlass_gemm_supported(m, n, k, slices, x.data, w.data, y.data);
+         y.dtype == (slices > 1 ? DType::F32 : DType::BF16) &&
+         cutlass_gemm_supported(m, n, k, slices, x.data, w.data, y.data);
 }
 
 void Gemm::execute(const Tensor& x, const Tensor& w, const Tensor* bias, int slices, const Tensor& y,

@@ -1,9 +1,10 @@
 // GEMMs for CudaBackend: y[n, m] = x[n, k] · w[m, k]ᵀ (+ bias), bf16
 // operands, fp32 accumulation, y bf16 or f32. Decode-sized batches without a
 // bias (bf16 y, or fp32 split-K partials) run CUTLASS's kernel
-// (gemm_cutlass.h), which waits under programmatic launch; the rest cuBLASLt's, with one cached plan per
-// shape (descriptors and the chosen algorithm), so a decode step replays the
-// same kernels, also inside CUDA graphs.
+// (gemm_cutlass.h), which waits under programmatic launch; the rest run
+// cuBLASLt's, with one cached plan per shape (descriptors and the chosen
+// algorithm), so a decode step replays the same kernels, also inside CUDA
+// graphs.
 #pragma once
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -35,10 +36,9 @@ class Gemm {
   // batched GEMM): partials[s] = x[:, ks] · w[:, ks]ᵀ for the s-th part ks,
   // partials F32 [slices, n, m]; their sum is x · wᵀ. Needs k % (8 · slices) == 0.
   void run_split_k(const Tensor& x, const Tensor& w, int slices, const Tensor& partials, bool capturing);
-  // Whether run() (slices 1) or run_split_k() takes CUTLASS's kernel for these operands.
-  bool runs_cutlass(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y, int slices = 1) const;
-
  private:
+  // Whether run() (slices 1) or run_split_k() takes CUTLASS's kernel for these operands.
+  bool runs_cutlass(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y, int slices) const;
   using Key = std::tuple<int64_t, int64_t, int64_t, bool, int, bool, int>;
   // run() and run_split_k(): plan (cached) and launch, or fail naming the shape.
   void execute(const Tensor& x, const Tensor& w, const Tensor* bias, int slices, const Tensor& y, bool capturing);
