@@ -30,6 +30,8 @@ struct Proj {
 };
 // qwen3-0.6b: hidden 1024, 16 query / 8 KV heads of 128, MLP 3072.
 constexpr Proj kProj[] = {{"qkv", 4096, 1024}, {"o", 1024, 2048}, {"gate_up", 6144, 1024}, {"down", 1024, 3072}};
+// qwen3-8b: hidden 4096, 32 query / 8 KV heads of 128, MLP 12288.
+constexpr Proj kProj8b[] = {{"qkv", 6144, 4096}, {"o", 4096, 4096}, {"gate_up", 24576, 4096}, {"down", 4096, 12288}};
 
 __device__ __forceinline__ unsigned long long global_ns() {
   unsigned long long t;

@@ -34,14 +34,15 @@
 // Swap-AB: the
 // weights are CUTLASS's A (M = output features), the batch its B (N = rows).
 // Built by dev/cuda/CMakeLists.txt when KINFER_CUTLASS_INCLUDE is given
-// (gpu.sh cutlass):
-//   ninja -C /tmp/kdev gemm_cutlass && /tmp/kdev/gemm_cutlass [REPS]
+// (gpu.sh cutlass; CUTLASS_MODEL=qwen3-8b for that model's projections):
+//   ninja -C /tmp/kdev gemm_cutlass && /tmp/kdev/gemm_cutlass [REPS] [qwen3-8b]
 #include <cuda_bf16.h>
 
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -209,7 +210,12 @@ int main(int argc, char** argv) {
   bool ok = true;
   std::printf("CUTLASS %d.%d.%d, cuBLASLt %zu; %d layers x (norm-like kernel -> GEMM), %d rows, best of %d\n",
               CUTLASS_MAJOR, CUTLASS_MINOR, CUTLASS_PATCH, cublasLtGetVersion(), kLayers, kRows, reps);
-  for (const Proj& p : kProj) {
+  // argv[2] qwen3-8b: that model's projections (default Qwen3-0.6B's).
+  const bool qwen3_8b = argc > 2 && std::string(argv[2]) == "qwen3-8b";
+  std::vector<Proj> projections(std::begin(kProj), std::end(kProj));
+  if (qwen3_8b) projections.assign(std::begin(kProj8b), std::end(kProj8b));
+  std::printf("%s projections\n", qwen3_8b ? "Qwen3-8B" : "Qwen3-0.6B");
+  for (const Proj& p : projections) {
     std::vector<Buffer> ws;
     std::vector<const void*> wp;
     for (int l = 0; l < kLayers; ++l) {
@@ -236,7 +242,7 @@ int main(int argc, char** argv) {
     versions.push_back(make_version<V1>("CUTLASS 64x32x128 auto", wp, xp, yp, p.m, p.k, sms, st));
     versions.push_back(make_version<V2>("CUTLASS 64x32x128 ping-pong", wp, xp, yp, p.m, p.k, sms, st));
     versions.push_back(make_version<V3>("CUTLASS 64x16x128 ping-pong", wp, xp, yp, p.m, p.k, sms, st));
-    if (p.m == 1024) {  // o and down: the step splits them over K
+    if (std::string(p.name) == "o" || std::string(p.name) == "down") {  // the step may split them over K
       versions.push_back({"cuBLASLt split-K 4",
                           [&](int i, cudaStream_t s, bool) {
                             (void)s;

@@ -336,7 +336,7 @@ step_cutlass() {  # CUTLASS's Hopper GEMMs that wait under programmatic launch v
            > "$OUT/build_cutlass.log" 2>&1 && ninja -C $PB -j16 gemm_cutlass >> "$OUT/build_cutlass.log" 2>&1; }; then
     grep -E 'error' "$OUT/build_cutlass.log" | head -20; return
   fi
-  $PB/gemm_cutlass ${CUTLASS_REPS:-20} 2>&1 | tee "$OUT/gemm_cutlass.txt"
+  $PB/gemm_cutlass ${CUTLASS_REPS:-20} ${CUTLASS_MODEL:-qwen3-0.6b} 2>&1 | tee "$OUT/gemm_cutlass.txt"
   log "cutlass done"
 }
 
