@@ -5,6 +5,8 @@
 // cuBLASLt and two other tilings (bench/results/h200_gemm_cutlass.txt).
 #include "backend/cuda/gemm_cutlass.h"
 
+#include "backend/cuda/kernels.h"
+
 #include "cute/tensor.hpp"
 #include "cutlass/cutlass.h"
 #include "cutlass/epilogue/collective/collective_builder.hpp"
@@ -67,8 +69,7 @@ struct Decode {
     typename Kernel::StrideD sd{};  // D column-major [m, n]: column stride m; entries n * m apart
     cute::get<1>(sd) = m;
     cute::get<2>(sd) = int64_t(n) * m;
-    cutlass::KernelHardwareInfo hw;
-    cudaGetDevice(&hw.device_id);
+    cutlass::KernelHardwareInfo hw;  // device_id is read only when sm_count is not given
     hw.sm_count = num_sms;
     const typename Adapter::Arguments args{
         cutlass::gemm::GemmUniversalMode::kGemm,
@@ -96,9 +97,8 @@ bool cutlass_gemm_built() { return true; }
 
 bool cutlass_gemm_supported(int64_t m, int64_t n, int64_t k, int slices, const void* x, const void* w,
                             const void* y) {
-  const auto aligned = [](const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; };
   return n >= 1 && n <= kCutlassMaxRows && slices >= 1 && m % kAlign == 0 && k % (kAlign * slices) == 0 &&
-         m < (int64_t(1) << 31) && k < (int64_t(1) << 31) && aligned(x) && aligned(w) && aligned(y);
+         m < (int64_t(1) << 31) && k < (int64_t(1) << 31) && aligned16({x, w, y});
 }
 
 cudaError_t cutlass_gemm_prepare() {
