@@ -43,6 +43,26 @@ TEST_F(CudaOps, Embed) {
   }
 }
 
+// Row r of the fp64 product x · wᵀ (+ bias): x [*, in], w [out, in].
+std::vector<float> matmul_ref_row(const std::vector<float>& x, const std::vector<float>& w, const float* bias,
+                                  int in, int out, int r) {
+  std::vector<float> row(out);
+  for (int o = 0; o < out; ++o) {
+    double acc = bias ? bias[o] : 0.0;
+    for (int k = 0; k < in; ++k) acc += double(x[size_t(r) * in + k]) * w[size_t(o) * in + k];
+    row[o] = float(acc);
+  }
+  return row;
+}
+
+// A matmul's output on the host as floats (bf16 or f32).
+std::vector<float> host_floats(Backend& g, const Buffer& y) {
+  if (y.view().dtype == DType::BF16) return host_bf16(g, y);
+  std::vector<float> out(y.view().numel());
+  g.download(out.data(), y);
+  return out;
+}
+
 // Decode and prefill batch sizes, odd shapes, bias, f32 output (the LM head).
 TEST_F(CudaOps, Matmul) {
   struct Shape {
@@ -61,16 +81,12 @@ TEST_F(CudaOps, Matmul) {
     Buffer dy(s.f32 ? DType::F32 : DType::BF16, {s.n, s.out}, *be);
     test::poison(*be, dy);
     be->matmul(dx, dw, s.bias ? &db.view() : nullptr, dy);
-    std::vector<float> ref(size_t(s.n) * s.out);
-    for (int i = 0; i < s.n; ++i)
-      for (int o = 0; o < s.out; ++o) {
-        double acc = s.bias ? bias[o] : 0.0;
-        for (int k = 0; k < s.in; ++k) acc += double(x[size_t(i) * s.in + k]) * w[size_t(o) * s.in + k];
-        ref[size_t(i) * s.out + o] = float(acc);
-      }
-    std::vector<float> got(ref.size());
-    if (s.f32) be->download(got.data(), dy);
-    else got = host_bf16(*be, dy);
+    std::vector<float> ref;
+    for (int i = 0; i < s.n; ++i) {
+      const std::vector<float> row = matmul_ref_row(x, w, s.bias ? bias.data() : nullptr, s.in, s.out, i);
+      ref.insert(ref.end(), row.begin(), row.end());
+    }
+    const std::vector<float> got = host_floats(*be, dy);
     EXPECT_LT(rel_l2(got, ref), s.f32 ? 1e-5 : 6e-3) << s.n << "x" << s.in << "x" << s.out;
   }
 }
@@ -104,12 +120,7 @@ TEST_F(CudaOps, MatmulCutlassMatchesCublasLt) {
       Buffer dy(s.f32 ? DType::F32 : DType::BF16, {s.n, s.out}, g);
       test::poison(g, dy);
       g.matmul(dx, dw, s.bias ? &db.view() : nullptr, dy);
-      if (s.f32) {
-        got[i].resize(size_t(s.n) * s.out);
-        g.download(got[i].data(), dy);
-      } else {
-        got[i] = host_bf16(g, dy);
-      }
+      got[i] = host_floats(g, dy);
       if (i == 0 && cutlass) {  // a graph replay of the CUTLASS launch (programmatic) = the direct one
         std::unique_ptr<Graph> graph = g.record([&] { g.matmul(dx, dw, nullptr, dy); });
         test::poison(g, dy);
@@ -117,20 +128,13 @@ TEST_F(CudaOps, MatmulCutlassMatchesCublasLt) {
         EXPECT_EQ(host_bf16(g, dy), got[0]) << "graph replay";
       }
     }
-    std::vector<float> ref(size_t(s.n) * s.out);
-    for (int r = 0; r < s.n; r += std::max(1, s.n / 4))  // a few rows: the LM head's product is large
-      for (int o = 0; o < s.out; ++o) {
-        double acc = s.bias ? bias[o] : 0.0;
-        for (int j = 0; j < s.in; ++j) acc += double(x[size_t(r) * s.in + j]) * w[size_t(o) * s.in + j];
-        ref[size_t(r) * s.out + o] = float(acc);
-      }
-    std::vector<float> rows[2], ref_rows;
+    std::vector<float> rows, ref_rows;  // a few rows: the LM head's product is large
     for (int r = 0; r < s.n; r += std::max(1, s.n / 4)) {
-      ref_rows.insert(ref_rows.end(), ref.begin() + size_t(r) * s.out, ref.begin() + size_t(r + 1) * s.out);
-      for (int i = 0; i < 2; ++i)
-        rows[i].insert(rows[i].end(), got[i].begin() + size_t(r) * s.out, got[i].begin() + size_t(r + 1) * s.out);
+      const std::vector<float> ref = matmul_ref_row(x, w, s.bias ? bias.data() : nullptr, s.in, s.out, r);
+      ref_rows.insert(ref_rows.end(), ref.begin(), ref.end());
+      rows.insert(rows.end(), got[0].begin() + size_t(r) * s.out, got[0].begin() + size_t(r + 1) * s.out);
     }
-    EXPECT_LT(rel_l2(rows[0], ref_rows), s.f32 ? 1e-5 : 6e-3) << "against the fp64 product";
+    EXPECT_LT(rel_l2(rows, ref_rows), s.f32 ? 1e-5 : 6e-3) << "against the fp64 product";
     EXPECT_LT(rel_l2(got[0], got[1]), s.f32 ? 1e-5 : 6e-3) << "against cuBLASLt";
     if (!cutlass) {
       EXPECT_EQ(got[0], got[1]) << "a shape CUTLASS does not take should be cuBLASLt's, bit for bit";
