@@ -7,7 +7,8 @@
 #   here:    bash dev/cuda/ab.sh prepare [REV]   # REV (default HEAD) -> dev/cuda/ab_base.tgz
 #   device:  bash dev/cuda/ab.sh run             # carry build-devdeps and dev/cuda/ab_base.tgz; ~3 min
 # (ab_base.tgz is git-ignored, so a commit cannot take it in; it travels only when carried)
-# AB_ROWS overrides the rows: "preset batch context attn [flags];..." (default: the
+# AB_ROWS overrides the rows: "[VAR=VALUE...] preset batch context attn [flags];..."
+# (VAR=VALUE: environment for both variants' runs of that row; default: the
 # qwen3-0.6b B32/B64 x 16K blocktopk rows of issue 13 and one dense row; a
 # row with --profile compares the attention op's own time per step);
 # AB_REPS the number of A B rounds (default 2). JSON lines go to $OUT/ab.jsonl
@@ -46,10 +47,12 @@ run() {
   for ((rep = 0; rep < ${AB_REPS:-2}; ++rep)); do
     for row in "${rows[@]}"; do
       set -- $row
+      local envs=()
+      while [[ ${1:-} == *=* ]]; do envs+=("$1"); shift; done
       for v in base tree; do
-        /tmp/ab_$v/kinfer bench decode --device cuda --model random:$1 --batch $2 --context $3 --attn $4 \
+        env "${envs[@]}" /tmp/ab_$v/kinfer bench decode --device cuda --model random:$1 --batch $2 --context $3 --attn $4 \
           --topk-pages 64 --local-pages 4 --page-size 16 --tokens 32 --copy-gbps "$copy" --json "${@:5}" 2>>"$OUT/ab.err" |
-          python3 -c "import json,sys; j=json.load(sys.stdin); j['variant']='$v'; print(json.dumps(j))" >> "$OUT/ab.jsonl"
+          python3 -c "import json,sys; j=json.load(sys.stdin); j['variant']='$v'; j['env']='${envs[*]}'; print(json.dumps(j))" >> "$OUT/ab.jsonl"
       done
     done
   done
@@ -63,12 +66,12 @@ for l in open(sys.argv[1]):
     attn = sum(v['ms_per_step'] for k, v in prof.items() if k.startswith('attention')) if prof else None
     a = j['attn']
     kind = a['kind'] + (' int8' if a.get('summary_dtype') == 'int8' else '') + (' dense-layers' if a.get('dense_layers') else '')
-    key = (j['model'], j['batch'], j['context'], kind + (' attention op' if prof else ''))
+    key = (j['model'], j['batch'], j['context'], kind + (' attention op' if prof else ''), j.get('env', ''))
     t[key][j['variant']].append(attn if prof else j['step_ms'])
-print(f"{'row':48} {'base ms':>10} {'tree ms':>10} {'tree/base':>10}")
+print(f"{'row':72} {'base ms':>10} {'tree ms':>10} {'tree/base':>10}")
 for k, v in t.items():
     b, w = min(v['base']), min(v['tree'])
-    print(f"{' '.join(map(str, k)):48} {b:10.3f} {w:10.3f} {w / b:10.3f}")
+    print(f"{' '.join(map(str, k)):72} {b:10.3f} {w:10.3f} {w / b:10.3f}")
 PY
 }
 
