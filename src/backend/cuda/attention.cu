@@ -23,18 +23,13 @@
 //    them in the same launch: no list round trip, no splits, no reduction.
 //    Page 0 and the local pages, which it reads whatever the scores say, go
 //    to shared memory by bulk copies while it ranks the others (StagedPages).
-//    Under Backend::qkv_attention it first does qkv_rope_write's work for its
-//    rows' query heads of the group and its KV head (qkv.cuh: per-head norm,
-//    RoPE, the new key and value into the pool; no qkv_rope_write launch),
-//    and then writes the summary of the page its row's new key completed,
-//    for its KV head (no summary kernel runs).
+//    Under Backend::qkv_attention it then writes the summary of the page its
+//    row's new key completed, for its KV head (no summary kernel runs).
 #include <algorithm>
-#include <cstdlib>
 #include <memory>
 
 #include "backend/cuda/decode_splits.h"
 #include "backend/cuda/decode_tiles.cuh"
-#include "backend/cuda/qkv.cuh"
 #include "backend/cuda/select.cuh"
 #include "util/error.h"
 
@@ -83,9 +78,6 @@ struct DecodeParams {
   // Fused sparse kernel only: page slots of its dynamic shared memory for the
   // known pages (StagedPages; 0: none staged).
   int stage_pages;
-  // Fused sparse kernel only: 1 when it does qkv_rope_write's work (qkv) first.
-  int fused_qkv;
-  QkvParams qkv;
 };
 
 // Whether sequence s of a batch reads a page list (a selecting policy).
@@ -148,7 +140,7 @@ __global__ void __launch_bounds__(kWarps * 32, MINB) decode_kernel(DecodeParams 
 // of its row and attends to them. A sequence with several rows (only possible
 // here when another has none) is served row by row, densely.
 template <int D, int G, int NW, int MINB, bool PREFETCH>
-__global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectParams sp, DecodeParams p, RopeFreqs fr) {
+__global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectParams sp, DecodeParams p) {
   KF_PHASE(0);  // phases: dev/cuda (KINFER_ATTN_PHASES); compiled out otherwise
   extern __shared__ __align__(128) uint8_t staged_smem[];  // [stage_pages][K, V][P][D] bf16
   __shared__ SelectSmem<D, NW * 32> sel;
@@ -167,23 +159,6 @@ __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectPara
   const int warp = threadIdx.x >> 5, c = (threadIdx.x & 31) % (D / 8);
   if (!selecting(sp.seq_policy, s, true)) return;  // a dense sequence: the split-K kernel serves it
   const int P = p.page_size, Hkv = p.n_kv_heads;
-  if (p.fused_qkv) {  // qkv_rope_write's work for this block's rows: the group's q heads, then k and v of head h
-    const int q0 = p.q_start[s], rows = p.q_start[s + 1] - q0;
-    float* buf = &sm_acc[warp][0][0];  // free until the attention's merge
-    for (int t = warp; t < rows * (G + 2); t += NW) {
-      const int j = t % (G + 2);
-      qkv_head(p.qkv, fr, q0 + t / (G + 2), j < G ? h * G + j : p.n_heads + (j - G) * Hkv + h, buf);
-      if (j >= G) {
-        // This block reads the new key and value back: by the known pages'
-        // bulk copies (the async proxy), or by ld_stream's non-coherent loads
-        // where they are not staged. Both after the barrier, from L2.
-        if (p.fused_qkv & 2) __threadfence();
-        if (p.fused_qkv & 4) fence_proxy_async_global();
-      }
-      __syncwarp();  // buf is the next head's
-    }
-    __syncthreads();
-  }
   bf16_t* staged = reinterpret_cast<bf16_t*>(staged_smem);
   // The known pages (page 0, the local window) go to shared memory by bulk
   // copies once scoring is done: their bytes move during the radix select,
@@ -329,16 +304,9 @@ struct Decode {
 template <int D, int G>
 struct SparseDecode {
   static constexpr int kNW = 8;
-  static void launch(dim3 grid, cudaStream_t st, const SelectParams& sp, const DecodeParams& p, size_t smem,
-                     const RopeFreqs& fr) {
-    if (std::getenv("KINFER_EXP_SPARSE_PLAIN")) {  // experiment: no programmatic launch
-      check(cudaFuncSetAttribute(sparse_decode_kernel<D, G, kNW, 2, true>,
-                                 cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)), "exp");
-      sparse_decode_kernel<D, G, kNW, 2, true><<<grid, kNW * 32, smem, st>>>(sp, p, fr);
-      return;
-    }
+  static void launch(dim3 grid, cudaStream_t st, const SelectParams& sp, const DecodeParams& p, size_t smem) {
     launch_pdl_smem("attention sparse decode", sparse_decode_kernel<D, G, kNW, 2, true>, grid, kNW * 32, smem, st, sp,
-                    p, fr);
+                    p);
   }
 };
 
@@ -444,15 +412,7 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
   dp.skip_selecting = 0;
   KF_CHECK(!a.summary_slots || summaries_in_attention(a), "attention: page summaries asked of a batch the fused "
            "sparse kernel does not serve whole");
-  KF_CHECK(!a.qkv || (summaries_in_attention(a) && a.qkv->n == a.n_rows && a.qkv->q_out == a.q),
-           "attention: q|k|v's input stage asked of a batch the fused sparse kernel does not serve whole");
   dp.summary_slots = a.summary_slots;
-  RopeFreqs freqs{};
-  if (a.qkv) {
-    const char* exp = std::getenv("KINFER_EXP_QKV_FENCE");  // experiment: which fences (bit 1 gpu, bit 2 proxy)
-    dp.fused_qkv = 1 | ((exp ? std::atoi(exp) : 3) << 1);
-    dp.qkv = qkv_params(*a.qkv, &freqs);
-  }
   dp.pool = a.kv;
   dp.n_pages = a.kv.n_pages;
 
@@ -460,8 +420,8 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
     const dim3 grid(a.n_seqs, Hkv);
     dp.stage_pages = a.stage_known ? sparse_stage_pages(a.local_pages, P, D) : 0;
     const size_t smem = static_cast<size_t>(dp.stage_pages * stage_slot_bytes(P, D));
-    if (D == 64) launch_grouped<64, SparseDecode>(G, grid, st, sp, dp, smem, freqs);
-    else launch_grouped<128, SparseDecode>(G, grid, st, sp, dp, smem, freqs);
+    if (D == 64) launch_grouped<64, SparseDecode>(G, grid, st, sp, dp, smem);
+    else launch_grouped<128, SparseDecode>(G, grid, st, sp, dp, smem);
     check_launch("attention sparse decode");
     if (mixed(a)) {  // the dense sequences of the batch, split-K
       DecodeParams dd = dp;

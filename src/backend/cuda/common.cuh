@@ -21,12 +21,6 @@ __device__ __forceinline__ bf16_t to_bf(float f) {
   return *reinterpret_cast<bf16_t*>(&b);
 }
 
-// RoPE's inverse frequencies travel by value in a launch, so the ops need no
-// device buffer (and a captured graph keeps its own copy).
-struct RopeFreqs {
-  float f[kMaxRopeHalf];
-};
-
 // 8 bf16 in one 16-byte word -> 8 floats (exact: bf16 is the top half of f32).
 __device__ __forceinline__ void unpack8(const uint4& u, float* f) {
   const uint32_t w[4] = {u.x, u.y, u.z, u.w};
@@ -252,12 +246,6 @@ __device__ __forceinline__ void bulk_copy_stream(void* dst, const void* src, uns
           "r"(smem_addr(dst)),
       "l"(src), "r"(bytes), "r"(smem_addr(bar)), "l"(l2_evict_first())
       : "memory");
-}
-
-// Orders this thread's earlier global writes before later reads of the same
-// bytes by the async proxy (bulk copies) issued after a barrier.
-__device__ __forceinline__ void fence_proxy_async_global() {
-  asm volatile("fence.proxy.async.global;" ::: "memory");
 }
 
 inline unsigned blocks_for(int64_t n, int per_block) {

@@ -128,9 +128,6 @@ class CudaBackend final : public Backend {
     attn_summaries_ = env_switch("KINFER_ATTN_SUMMARIES", "0 (a summary kernel after qkv_rope_write) or 1 (the "
                                  "fused sparse kernel writes the page summaries: the default)")
                           .value_or(true);
-    attn_qkv_ = env_switch("KINFER_ATTN_QKV", "0 (qkv_rope_write's own kernel before the attention) or 1 (where the "
-                           "fused sparse kernel writes the summaries, it does qkv_rope_write's work too: the default)")
-                    .value_or(true);
     KF_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     gemm_ = std::make_unique<cuda::Gemm>(*this, stream_, tune, cutlass);
     KF_CUDA(cudaDeviceGetAttribute(&max_smem_, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
@@ -138,7 +135,7 @@ class CudaBackend final : public Backend {
     // eval and serve logs), so its rows cannot pass for the defaults'.
     std::string switches;
     for (const char* var : {"KINFER_GEMM_TUNE", "KINFER_GEMM_CUTLASS", "KINFER_SPLIT_K", "KINFER_MLP_FUSED",
-                            "KINFER_ATTN_SUMMARIES", "KINFER_ATTN_QKV", "KINFER_ATTN_STAGE", "KINFER_ATTN_BULK", "KINFER_DECODE_SPLITS",
+                            "KINFER_ATTN_SUMMARIES", "KINFER_ATTN_STAGE", "KINFER_ATTN_BULK", "KINFER_DECODE_SPLITS",
                             "KINFER_CUDA_SYNC"})
       if (const char* v = std::getenv(var)) switches += fmt::format("{}{}={}", switches.empty() ? "" : " ", var, v);
     if (!switches.empty()) name_ += " with " + switches;
@@ -445,9 +442,7 @@ class CudaBackend final : public Backend {
 
   // Both ops; where the fused sparse attention kernel serves the whole batch
   // it writes the page summaries (cuda::summaries_in_attention), so no
-  // summary kernel runs between the two (KINFER_ATTN_SUMMARIES=0: it does),
-  // and does qkv_rope_write's work first, so that no kernel runs before it
-  // either (KINFER_ATTN_QKV=0: qkv_rope_write's does).
+  // summary kernel runs between the two (KINFER_ATTN_SUMMARIES=0: it does).
   void qkv_attention(const Tensor& qkv, const Tensor* q_norm, const Tensor* k_norm, float eps,
                      const Tensor& positions, const RopeParams& rope_p, const KvLayer& kv, const Tensor& slots,
                      const Tensor& q, const AttnBatch& batch, const AttnPolicy& policy, float scale,
@@ -457,12 +452,7 @@ class CudaBackend final : public Backend {
     a.summary_slots = qa.slots;
     qa.summaries = !(attn_summaries_ && qa.n == a.n_rows && cuda::summaries_in_attention(a));
     if (qa.summaries) a.summary_slots = nullptr;
-    if (attn_qkv_ && !qa.summaries) {
-      a.qkv = &qa;
-      if (std::getenv("KINFER_EXP_QKV_BOTH")) launch_qkv(qa, qkv, kv);  // experiment: the stage done twice
-    } else {
-      launch_qkv(qa, qkv, kv);
-    }
+    launch_qkv(qa, qkv, kv);
     launch_attention(a, q, kv, batch, policy);
   }
 
@@ -611,9 +601,9 @@ class CudaBackend final : public Backend {
   void launch_attention(const cuda::AttnArgs& a, const Tensor& q, const KvLayer& kv, const AttnBatch& batch,
                         const AttnPolicy& policy) {
     OpScope op(this, "attention", [&] {
-      return fmt::format("{}, q {}, {} sequences x {} pages, pool {}{}{}", attn_kind_name(policy.kind), q.shape_str(),
+      return fmt::format("{}, q {}, {} sequences x {} pages, pool {}{}", attn_kind_name(policy.kind), q.shape_str(),
                          batch.n_seqs, batch.max_pages, kv.k.shape_str(),
-                         a.summary_slots ? ", with the page summaries" : "", a.qkv ? ", after q|k|v's input stage" : "");
+                         a.summary_slots ? ", with the page summaries" : "");
     });
     cuda::AttnArgs args = a;  // with this backend's switches
     args.stage_known = stage_known_;
@@ -714,7 +704,6 @@ class CudaBackend final : public Backend {
   int decode_splits_ = 0;    // attention(): dense split count forced (KINFER_DECODE_SPLITS; 0: the rule)
   bool stage_known_ = true;  // attention(): known pages staged in shared memory (KINFER_ATTN_STAGE=0: not)
   bool attn_summaries_ = true;  // qkv_attention(): summaries by the attention kernel (KINFER_ATTN_SUMMARIES=0: not)
-  bool attn_qkv_ = true;  // qkv_attention(): and its input stage (KINFER_ATTN_QKV=0: qkv_rope_write's kernel)
   bool mlp_pdl_ = true;     // ... launched with programmatic dependent launch
   Buffer mlp_barrier_;      // the fused MLP's grid-barrier counter (4 bytes, zeroed)
   Buffer mlp_partial_;      // ... and its partial sums (grows)

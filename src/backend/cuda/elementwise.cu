@@ -273,6 +273,12 @@ __global__ void silu_mul_kernel8(const bf16_t* gu, bf16_t* out, int64_t n8, int6
   reinterpret_cast<uint4*>(out)[i] = pack8(g);
 }
 
+// The inverse frequencies travel by value in the launch, so the op needs no
+// device buffer (and a captured graph keeps its own copy).
+struct RopeFreqs {
+  float f[kMaxRopeHalf];
+};
+
 // HF rotate_half on the first rotary_dim dims of each head; one block per (row, head).
 // angle = float(pos) * inv_freq[i], computed in fp32 as HF does.
 __global__ void rope_kernel(bf16_t* x, const int32_t* pos, int heads, int head_dim, int half, RopeFreqs fr) {

@@ -121,7 +121,7 @@ void Gemm::run_split_k(const Tensor& x, const Tensor& w, int slices, const Tenso
 bool Gemm::runs_cutlass(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y, int slices) const {
   const int64_t k = w.dim(1), m = w.dim(0), n = k > 0 ? x.numel() / k : 0;
   return cutlass_ && !bias && x.dtype == DType::BF16 && w.dtype == DType::BF16 &&
-         y.dtype == (slices > 1 ? DType::F32 : DType::BF16) && m * k * 2 <= kCutlassMaxWeightBytes &&
+         y.dtype == (slices > 1 ? DType::F32 : DType::BF16) &&
          cutlass_gemm_supported(m, n, k, slices, x.data, w.data, y.data);
 }
 

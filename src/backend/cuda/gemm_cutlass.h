@@ -20,11 +20,6 @@ bool cutlass_gemm_built();
 // Rows (n) up to which Gemm runs CUTLASS's kernel (tiles of 32 batch rows up
 // to 32 rows, of 64 above).
 constexpr int64_t kCutlassMaxRows = 64;
-// Weight bytes above which Gemm leaves a GEMM to cuBLASLt, whose kernel
-// streams such a matrix faster: Qwen3-8B's gate|up (201 MB) took 58.9 µs a
-// layer with cuBLASLt and 63.0 with this kernel in the sandbox chain, while
-// its q|k|v (50 MB), o (34 MB) and down (101 MB) were faster here (docs/cuda.md).
-constexpr int64_t kCutlassMaxWeightBytes = int64_t{128} << 20;
 // Whether the kernel takes the shape: m and k / slices multiples of 8 (TMA
 // rows of 16 bytes), every pointer 16-byte aligned, n in [1, kCutlassMaxRows].
 bool cutlass_gemm_supported(int64_t m, int64_t n, int64_t k, int slices, const void* x, const void* w,

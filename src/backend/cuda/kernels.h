@@ -154,12 +154,6 @@ struct AttnArgs {
   // (summaries_in_attention): such a page is in its sequence's local window,
   // which this step's selection does not score.
   const int32_t* summary_slots = nullptr;
-  // q|k|v's input stage for this batch (qkv_rope_write's arguments, q_out =
-  // q, n = n_rows), or null. The fused sparse kernel's blocks then do it
-  // first, each for its own rows, query heads and KV head, and no
-  // qkv_rope_write runs (Backend::qkv_attention; where summaries_in_attention,
-  // and with summary_slots given).
-  const QkvArgs* qkv = nullptr;
   // The fused sparse kernel copies page 0 and the local pages (read whatever
   // the selection says) to shared memory while it ranks the others;
   // stage_known false: it reads them from the pool like the chosen pages.
