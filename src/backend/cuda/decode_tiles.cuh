@@ -36,6 +36,23 @@ struct RowPages {
   int T, n_items;
 };
 
+// Tile t of a row (tpp tiles a page): its logical page, first slot, the
+// page's filled slots and the token mask, as the three tile walks below read them.
+struct TileRef {
+  int logical, tok0, ntok;
+  uint32_t mask;
+};
+__device__ __forceinline__ int tile_tok0(int t, int tpp) { return tpp == 1 ? 0 : (t % tpp) * kTile; }
+__device__ __forceinline__ TileRef tile_ref(const RowPages& rp, int t, int tpp, int P) {
+  const int item = tpp == 1 ? t : t / tpp;
+  const int logical = rp.list ? rp.list[item] : item;
+  return {logical, tile_tok0(t, tpp), min(P, rp.T - logical * P), rp.mask ? rp.mask[item] : 0xffffffffu};
+}
+// Element offset of a page's K (or V) rows for KV head h in the pool.
+__device__ __forceinline__ int64_t page_offset(int page, int Hkv, int h, int P, int D) {
+  return (static_cast<int64_t>(page) * Hkv + h) * P * D;
+}
+
 // One warp's online-softmax state for the G query heads of a group; lane
 // (c, sub) holds dims [8c, 8c+8) and sees rows sub, sub+RPR, ... of each tile.
 template <int D, int G>
@@ -345,11 +362,8 @@ __device__ void visit_tiles(State& ws, const RowPages& rp, const bf16_t* kpool, 
   const int tpp = (P + kTile - 1) / kTile;
   if constexpr (!PREFETCH) {
     for (int t = t0; t < t1; t += step) {
-      const int item = tpp == 1 ? t : t / tpp;
-      const int logical = rp.list ? rp.list[item] : item;
-      const uint32_t mask = rp.mask ? rp.mask[item] : 0xffffffffu;
-      ws.tile(kpool, vpool, (static_cast<int64_t>(rp.pt[logical]) * Hkv + h) * P * D,
-              tpp == 1 ? 0 : (t % tpp) * kTile, min(P, rp.T - logical * P), mask);
+      const TileRef r = tile_ref(rp, t, tpp, P);
+      ws.tile(kpool, vpool, page_offset(rp.pt[r.logical], Hkv, h, P, D), r.tok0, r.ntok, r.mask);
     }
   } else {
     for (int tb = t0; tb < t1; tb += 32 * step) {
@@ -357,13 +371,12 @@ __device__ void visit_tiles(State& ws, const RowPages& rp, const bf16_t* kpool, 
       uint32_t my_mask = 0;
       const int tj = tb + lane * step;
       if (tj < t1) {
-        const int item = tpp == 1 ? tj : tj / tpp;
-        const int logical = rp.list ? rp.list[item] : item;
-        my_tok0 = tpp == 1 ? 0 : (tj % tpp) * kTile;
-        my_mask = rp.mask ? rp.mask[item] : 0xffffffffu;
-        my_page = rp.pt[logical];
-        my_ntok = min(P, rp.T - logical * P);
-        my_slot = staged.slot(logical);
+        const TileRef r = tile_ref(rp, tj, tpp, P);
+        my_tok0 = r.tok0;
+        my_mask = r.mask;
+        my_page = rp.pt[r.logical];
+        my_ntok = r.ntok;
+        my_slot = staged.slot(r.logical);
       }
       const int nb = min(32, (t1 - tb + step - 1) / step);
       for (int j = 0; j < nb; ++j) {
@@ -376,7 +389,7 @@ __device__ void visit_tiles(State& ws, const RowPages& rp, const bf16_t* kpool, 
           ws.template tile<true>(staged.kv, staged.kv + P * D, static_cast<int64_t>(slot) * 2 * P * D, tok0, ntok,
                                  mask);
         else
-          ws.tile(kpool, vpool, (static_cast<int64_t>(page) * Hkv + h) * P * D, tok0, ntok, mask);
+          ws.tile(kpool, vpool, page_offset(page, Hkv, h, P, D), tok0, ntok, mask);
       }
     }
   }
@@ -396,16 +409,14 @@ __device__ void visit_tiles_bulk(State& ws, const RowPages& rp, const bf16_t* kp
   const int lane = threadIdx.x & 31;
   const int tpp = (P + kTile - 1) / kTile;
   const int n = t0 < t1 ? (t1 - t0 + step - 1) / step : 0;  // this warp's tiles
-  auto item_of = [&](int i) { return tpp == 1 ? t0 + i * step : (t0 + i * step) / tpp; };
-  auto tok0_of = [&](int i) { return tpp == 1 ? 0 : ((t0 + i * step) % tpp) * kTile; };
   auto offset_of = [&](int i) {  // element offset of tile i's first slot (K and V alike)
-    const int item = item_of(i), logical = rp.list ? rp.list[item] : item;
-    return (static_cast<int64_t>(rp.pt[logical]) * Hkv + h) * P * D + static_cast<int64_t>(tok0_of(i)) * D;
+    const TileRef r = tile_ref(rp, t0 + i * step, tpp, P);
+    return page_offset(rp.pt[r.logical], Hkv, h, P, D) + static_cast<int64_t>(r.tok0) * D;
   };
   int64_t next_off = lane == 0 && n > 0 ? offset_of(0) : 0;
   auto issue = [&](int i) {  // lane 0: tile i into stage i % kStages
     const int stage = i % kStages;
-    const unsigned bytes = min(kTile, P - tok0_of(i)) * D * sizeof(bf16_t);
+    const unsigned bytes = min(kTile, P - tile_tok0(t0 + i * step, tpp)) * D * sizeof(bf16_t);
     mbar_expect_bytes(&bars[stage], 2 * bytes);
     bulk_copy_stream(ring + stage * 2 * kTile * D, kpool + next_off, bytes, &bars[stage]);
     bulk_copy_stream(ring + (stage * 2 + 1) * kTile * D, vpool + next_off, bytes, &bars[stage]);
@@ -414,13 +425,12 @@ __device__ void visit_tiles_bulk(State& ws, const RowPages& rp, const bf16_t* kp
   if (lane == 0)
     for (int i = 0; i < min(n, kStages); ++i) issue(i);
   for (int i = 0; i < n; ++i) {
-    const int stage = i % kStages, item = item_of(i), tok0 = tok0_of(i);
-    const int logical = rp.list ? rp.list[item] : item;
-    const uint32_t mask = rp.mask ? rp.mask[item] : 0xffffffffu;
+    const int stage = i % kStages;
+    const TileRef r = tile_ref(rp, t0 + i * step, tpp, P);
     mbar_wait(&bars[stage], (i / kStages) & 1);
     // The stage holds slots tok0.. of the page: base -tok0 * D puts slot tok at row tok - tok0.
     ws.template tile<true>(ring + stage * 2 * kTile * D, ring + (stage * 2 + 1) * kTile * D,
-                           -static_cast<int64_t>(tok0) * D, tok0, min(P, rp.T - logical * P), mask);
+                           -static_cast<int64_t>(r.tok0) * D, r.tok0, r.ntok, r.mask);
     __syncwarp();  // every lane has read the stage
     if (lane == 0 && i + kStages < n) issue(i + kStages);
   }
