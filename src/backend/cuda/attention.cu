@@ -177,8 +177,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectPara
     }
     __syncwarp();
     if (lane < 2 * to_stage.count) {  // lane 2i: the K of slot i's page, 2i + 1: its V
-      const int64_t page = p.table[static_cast<int64_t>(s) * p.max_pages + to_stage.page(lane >> 1)];
-      const bf16_t* src = (lane & 1 ? p.v : p.k) + (page * Hkv + h) * P * D;
+      const int page = p.table[static_cast<int64_t>(s) * p.max_pages + to_stage.page(lane >> 1)];
+      const bf16_t* src = (lane & 1 ? p.v : p.k) + page_offset(page, Hkv, h, P, D);
       bulk_copy_stream(staged + static_cast<int64_t>(lane) * P * D, src, page_bytes, &stage_bar);
     }
   };
