@@ -26,9 +26,7 @@
 //    Under Backend::qkv_attention it then writes the summary of the page its
 //    row's new key completed, for its KV head (no summary kernel runs).
 #include <algorithm>
-#include <cstdlib>
 #include <memory>
-#include <string>
 
 #include "backend/cuda/decode_splits.h"
 #include "backend/cuda/decode_tiles.cuh"
@@ -307,10 +305,6 @@ template <int D, int G>
 struct SparseDecode {
   static constexpr int kNW = 8;
   static void launch(dim3 grid, cudaStream_t st, const SelectParams& sp, const DecodeParams& p, size_t smem) {
-    const char* w = std::getenv("KINFER_SPARSE_WARPS");  // experiment: 4 warps, 4 blocks an SM
-    if (w && std::string(w) == "4")
-      return launch_pdl_smem("attention sparse decode", sparse_decode_kernel<D, G, 4, 4, true>, grid, 4 * 32, smem,
-                             st, sp, p);
     launch_pdl_smem("attention sparse decode", sparse_decode_kernel<D, G, kNW, 2, true>, grid, kNW * 32, smem, st, sp,
                     p);
   }
