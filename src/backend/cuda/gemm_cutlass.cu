@@ -7,9 +7,6 @@
 
 #include "backend/cuda/kernels.h"
 
-#include <cstdlib>
-#include <string>
-
 #ifdef CUTLASS_ENABLE_GDC_FOR_SM90
 #error "gemm_cutlass.cu places the programmatic wait itself (WeightsBeforeWait): build it without CUTLASS's GDC"
 #endif
@@ -46,7 +43,7 @@ constexpr int kAlign = 8;  // bf16 elements: 16-byte TMA rows
 // built without CUTLASS_ENABLE_GDC_FOR_SM90, so CUTLASS's kernel neither
 // waits before this load nor triggers: the consumers trigger the dependents
 // after their MMAs (where CUTLASS's kernel would, after its last tile's).
-template <class Base, int kEarly>
+template <class Base>
 struct WeightsBeforeWait : Base {
   bool waited = false;  // one object per CTA: its first tile does the early loads
 
@@ -62,8 +59,7 @@ struct WeightsBeforeWait : Base {
     }
     waited = true;
     constexpr int kStages = Base::DispatchPolicy::Stages;
-    constexpr int kMax = kEarly < 0 || kEarly > kStages ? kStages : kEarly;
-    const int early = k_count < kMax ? k_count : kMax;
+    const int early = k_count < kStages ? k_count : kStages;
     if (elect_one_sync()) {
       Tensor sA = make_tensor(make_smem_ptr(smem.smem_A.data()), typename Base::SmemLayoutA{});  // (BM, BK, stage)
       Tensor sB = make_tensor(make_smem_ptr(smem.smem_B.data()), typename Base::SmemLayoutB{});  // (BN, BK, stage)
@@ -105,7 +101,7 @@ struct WeightsBeforeWait : Base {
 
 // Tiles of 64 weight rows x kRows batch rows x 128 of K: 32 batch rows up to
 // 32 rows, 64 above (each weight tile is then read once, not twice).
-template <class ElementD, int kRows, int kEarly>
+template <class ElementD, int kRows>
 struct Decode {
   using TileShape = cute::Shape<cute::_64, cute::Int<kRows>, cute::_128>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
@@ -120,7 +116,7 @@ struct Decode {
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Element, cutlass::layout::RowMajor, kAlign, Element,
       cutlass::layout::ColumnMajor, kAlign, float, TileShape, ClusterShape,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
-      cutlass::gemm::KernelTmaWarpSpecializedPingpong>::CollectiveOp, kEarly>;
+      cutlass::gemm::KernelTmaWarpSpecializedPingpong>::CollectiveOp>;
   // Persistent tiles (one CTA per SM at most, looping over the output tiles).
   using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Mainloop, Epilogue, void>;
   using Adapter = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
@@ -175,38 +171,22 @@ bool cutlass_gemm_supported(int64_t m, int64_t n, int64_t k, int slices, const v
          m < (int64_t(1) << 31) && k < (int64_t(1) << 31) && aligned16({x, w, y});
 }
 
-// experiment: KINFER_GEMM_EARLY = 0 (wait first), 2 (two stages of weights before the wait), else all stages
-static int early_mode() {
-  const char* e = std::getenv("KINFER_GEMM_EARLY");
-  if (!e) return 2;
-  const std::string v = e;
-  return v == "0" ? 0 : v == "2" ? 1 : 2;
-}
-template <int kRows, class ElementD>
-static auto pick_run(int mode) {
-  return mode == 0 ? Decode<ElementD, kRows, 0>::run : mode == 1 ? Decode<ElementD, kRows, 2>::run
-                                                                  : Decode<ElementD, kRows, -1>::run;
-}
-
 cudaError_t cutlass_gemm_prepare() {
-  for (cudaError_t e : {Decode<Bf16, 32, 0>::prepare(), Decode<float, 32, 0>::prepare(), Decode<Bf16, 64, 0>::prepare(),
-                        Decode<float, 64, 0>::prepare(), Decode<Bf16, 32, 2>::prepare(), Decode<float, 32, 2>::prepare(),
-                        Decode<Bf16, 64, 2>::prepare(), Decode<float, 64, 2>::prepare(),
-                        Decode<Bf16, 32, -1>::prepare(), Decode<float, 32, -1>::prepare(),
-                        Decode<Bf16, 64, -1>::prepare(), Decode<float, 64, -1>::prepare()})
+  for (cudaError_t e : {Decode<Bf16, 32>::prepare(), Decode<float, 32>::prepare(), Decode<Bf16, 64>::prepare(),
+                        Decode<float, 64>::prepare()})
     if (e != cudaSuccess) return e;
   return cudaSuccess;
 }
 
 const char* cutlass_gemm(const void* x, const void* w, void* y, int64_t n, int64_t m, int64_t k, int num_sms,
                          cudaStream_t st) {
-  auto run = n <= 32 ? pick_run<32, Bf16>(early_mode()) : pick_run<64, Bf16>(early_mode());
+  auto run = n <= 32 ? Decode<Bf16, 32>::run : Decode<Bf16, 64>::run;
   return run(x, w, y, static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), 1, num_sms, st);
 }
 
 const char* cutlass_gemm_split_k(const void* x, const void* w, float* partials, int64_t n, int64_t m, int64_t k,
                                  int slices, int num_sms, cudaStream_t st) {
-  auto run = n <= 32 ? pick_run<32, float>(early_mode()) : pick_run<64, float>(early_mode());
+  auto run = n <= 32 ? Decode<float, 32>::run : Decode<float, 64>::run;
   return run(x, w, partials, static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), slices, num_sms, st);
 }
 
