@@ -7,10 +7,6 @@
 
 #include "backend/cuda/kernels.h"
 
-#ifdef CUTLASS_ENABLE_GDC_FOR_SM90
-#error "gemm_cutlass.cu places the programmatic wait itself (WeightsBeforeWait): build it without CUTLASS's GDC"
-#endif
-
 #include "cute/tensor.hpp"
 #include "cutlass/cutlass.h"
 #include "cutlass/epilogue/collective/collective_builder.hpp"
@@ -33,72 +29,6 @@ using Bf16 = cutlass::bfloat16_t;
 using ClusterShape = cute::Shape<cute::_1, cute::_1, cute::_1>;
 constexpr int kAlign = 8;  // bf16 elements: 16-byte TMA rows
 
-// The mainloop CUTLASS's builder picks, with its programmatic wait moved:
-// the producer issues the first tile's weight (A) loads into every pipeline
-// stage, then waits for the kernel before it (griddepcontrol.wait), then
-// issues the activation (B) loads into the same stages. Weights are never
-// written by a kernel, so they may stream while the kernel before drains;
-// the activations, which it writes, are read only after the wait, and so is
-// everything the epilogue writes (it follows the MMAs on them). This file is
-// built without CUTLASS_ENABLE_GDC_FOR_SM90, so CUTLASS's kernel neither
-// waits before this load nor triggers: the consumers trigger the dependents
-// after their MMAs (where CUTLASS's kernel would, after its last tile's).
-template <class Base>
-struct WeightsBeforeWait : Base {
-  bool waited = false;  // one object per CTA: its first tile does the early loads
-
-  template <class TensorA, class TensorB, class KTileIterator, class BlockCoord>
-  CUTLASS_DEVICE void load(typename Base::Params const& params, typename Base::MainloopPipeline pipeline,
-                           typename Base::PipelineState write, cute::tuple<TensorA, TensorB> const& inputs,
-                           BlockCoord const& blk, KTileIterator k_iter, int k_count, int thread_idx,
-                           uint32_t rank_in_cluster, typename Base::TensorStorage& smem) {
-    using namespace cute;
-    if (waited) {
-      Base::load(params, pipeline, write, inputs, blk, k_iter, k_count, thread_idx, rank_in_cluster, smem);
-      return;
-    }
-    waited = true;
-    constexpr int kStages = Base::DispatchPolicy::Stages;
-    const int early = k_count < kStages ? k_count : kStages;
-    if (elect_one_sync()) {
-      Tensor sA = make_tensor(make_smem_ptr(smem.smem_A.data()), typename Base::SmemLayoutA{});  // (BM, BK, stage)
-      Tensor sB = make_tensor(make_smem_ptr(smem.smem_B.data()), typename Base::SmemLayoutB{});  // (BN, BK, stage)
-      auto [m, n, k, l] = blk;
-      auto tma_a = params.tma_load_a.get_slice(0);  // clusters of 1
-      auto tma_b = params.tma_load_b.get_slice(0);
-      Tensor gA = tma_a.partition_S(get<0>(inputs)(_, _, m, _, l));  // (TMA, TMA_M, TMA_K, k tile)
-      Tensor gB = tma_b.partition_S(get<1>(inputs)(_, _, n, _, l));
-      Tensor dA = tma_a.partition_D(sA);  // (TMA, TMA_M, TMA_K, stage)
-      Tensor dB = tma_b.partition_D(sB);
-      auto st = write;
-      auto it = k_iter;
-      for (int i = 0; i < early; ++i, ++st, ++it) {
-        pipeline.producer_acquire(st);  // expects the stage's A and B bytes
-        copy(params.tma_load_a.with(*pipeline.producer_get_barrier(st), 0), gA(_, _, _, *it), dA(_, _, _, st.index()));
-      }
-      asm volatile("griddepcontrol.wait;" ::: "memory");
-      auto st_b = write;
-      auto it_b = k_iter;
-      for (int i = 0; i < early; ++i, ++st_b, ++it_b)
-        copy(params.tma_load_b.with(*pipeline.producer_get_barrier(st_b), 0), gB(_, _, _, *it_b),
-             dB(_, _, _, st_b.index()));
-    }
-    __syncwarp();
-    for (int i = 0; i < early; ++i) {
-      ++write;
-      ++k_iter;
-    }
-    if (k_count > early)
-      Base::load(params, pipeline, write, inputs, blk, k_iter, k_count - early, thread_idx, rank_in_cluster, smem);
-  }
-
-  template <class... Args>
-  CUTLASS_DEVICE void mma(Args&&... args) {
-    Base::mma(static_cast<Args&&>(args)...);
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-  }
-};
-
 // Tiles of 64 weight rows x kRows batch rows x 128 of K: 32 batch rows up to
 // 32 rows, 64 above (each weight tile is then read once, not twice).
 template <class ElementD, int kRows>
@@ -112,11 +42,11 @@ struct Decode {
   // Ping-pong: two consumer warp groups take alternate tiles, so one's
   // epilogue overlaps the other's mainloop; the stages fill what the
   // epilogue leaves of shared memory.
-  using Mainloop = WeightsBeforeWait<typename cutlass::gemm::collective::CollectiveBuilder<
+  using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Element, cutlass::layout::RowMajor, kAlign, Element,
       cutlass::layout::ColumnMajor, kAlign, float, TileShape, ClusterShape,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
-      cutlass::gemm::KernelTmaWarpSpecializedPingpong>::CollectiveOp>;
+      cutlass::gemm::KernelTmaWarpSpecializedPingpong>::CollectiveOp;
   // Persistent tiles (one CTA per SM at most, looping over the output tiles).
   using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Mainloop, Epilogue, void>;
   using Adapter = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
