@@ -2,6 +2,7 @@
 // Every sample runs to --max-tokens (EOS and the repetition stop are ignored),
 // so dense and blocktopk do the same number of steps and compare directly.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -19,7 +20,13 @@ int bench_generate(int argc, char** argv) {
   o.max_tokens = 512;
   std::string chat = "Solve step by step: a train travels 120 km in 1.5 hours. What is its average speed?";
   bool json = false;
+  int warmup = 1;
   add_generate_options(app, o);
+  app.add_option("--warmup", warmup,
+                 "untimed passes of the same request first, cut to 8 tokens a sample (graphs, kernel plans and "
+                 "lazily loaded kernels are then ready; the stats leave them out)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100));
   app.add_option("--chat", chat, "user message (chat template applied)")->capture_default_str();
   app.add_flag("--json", json, "print one JSON object");
   CLI11_PARSE(app, argc, argv);
@@ -35,13 +42,21 @@ int bench_generate(int argc, char** argv) {
   }
   Request req = make_request(o, g, ids);
   dist::ReplicaSet set(g.replicas, engine_config(o, g, {req}));
+  GenerateOptions warm_o = o;
+  warm_o.max_tokens = std::min(o.max_tokens, 8);
+  const Request warm_req = make_request(warm_o, g, ids);
+  for (int i = 0; i < warmup; ++i) run_split(set, warm_req);
+  const std::vector<dist::ReplicaStats> before = set.replica_stats();
   const std::vector<SampleResult> samples = run_split(set, req);  // the samples shared out over the replicas
 
-  nlohmann::json j = stats_json(set, g, static_cast<int>(ids.size()), o);
-  const EngineStats s = set.stats();
+  nlohmann::json j = stats_json(set, g, static_cast<int>(ids.size()), o, before);
+  std::vector<EngineStats> parts;
+  for (const dist::ReplicaStats& r : replica_stats_since(set, before)) parts.push_back(r.engine);
+  const EngineStats s = dist::merge_stats(parts);
   j["bench"] = "generate";
   j["max_tokens"] = o.max_tokens;
   j["threads"] = o.threads;
+  j["warmup"] = warmup;
   j["kv_bytes_read_total"] = s.kv_bytes_read;
   j["efflops"] = efflops_json(set.config(), g, static_cast<int>(ids.size()), samples);
   if (json) {

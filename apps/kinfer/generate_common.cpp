@@ -275,9 +275,23 @@ std::vector<SampleResult> run_split(dist::ReplicaSet& set, const Request& req, c
   return out;
 }
 
+std::vector<dist::ReplicaStats> replica_stats_since(const dist::ReplicaSet& set,
+                                                    const std::vector<dist::ReplicaStats>& before) {
+  std::vector<dist::ReplicaStats> now = set.replica_stats();
+  for (size_t i = 0; i < now.size() && i < before.size(); ++i) {
+    now[i].requests -= before[i].requests;
+    now[i].samples -= before[i].samples;
+    now[i].engine = now[i].engine.since(before[i].engine);
+  }
+  return now;
+}
+
 nlohmann::json stats_json(const dist::ReplicaSet& set, const GenerateSetup& g, int prompt_tokens,
-                          const GenerateOptions& o) {
-  const EngineStats s = set.stats();
+                          const GenerateOptions& o, const std::vector<dist::ReplicaStats>& before) {
+  const std::vector<dist::ReplicaStats> per_replica = replica_stats_since(set, before);
+  std::vector<EngineStats> parts;
+  for (const dist::ReplicaStats& r : per_replica) parts.push_back(r.engine);
+  const EngineStats s = dist::merge_stats(parts);
   const EngineConfig& c = set.config();
   nlohmann::json attn = {{"kind", attn_kind_name(c.policy.kind)}, {"page_size", c.page_size},
                          {"topk_pages", c.policy.topk_pages}, {"local_pages", c.policy.local_pages},
@@ -308,7 +322,7 @@ nlohmann::json stats_json(const dist::ReplicaSet& set, const GenerateSetup& g, i
   if (g.placement.tp > 1) j["tp"] = g.placement.tp;
   if (set.size() > 1) {  // how the work spread over the replicas
     nlohmann::json reps = nlohmann::json::array();
-    for (const dist::ReplicaStats& r : set.replica_stats())
+    for (const dist::ReplicaStats& r : per_replica)
       reps.push_back({{"backend", r.backend}, {"requests", r.requests}, {"samples", r.samples},
                       {"generated_tokens", r.engine.generated_tokens}, {"steps", r.engine.steps},
                       {"wall_s", r.engine.wall_seconds}, {"preemptions", r.engine.preemptions}});

@@ -125,7 +125,12 @@ nlohmann::json efflops_json(const EngineConfig& c, const GenerateSetup& g, int p
 // are several); with --profile also the host time per step by phase, the
 // device time, and the run's bandwidth roofline (bytes the policy reads plus
 // the weights, every step, over the copy bandwidth) with the achieved fraction.
+// `before`: a replica_stats() snapshot; the stats are then those accrued since
+// (a benchmark's untimed warm-up left out).
 nlohmann::json stats_json(const dist::ReplicaSet& set, const GenerateSetup& g, int prompt_tokens,
-                          const GenerateOptions& o);
+                          const GenerateOptions& o, const std::vector<dist::ReplicaStats>& before = {});
+// Each replica's stats accrued since `before` (empty: all of them).
+std::vector<dist::ReplicaStats> replica_stats_since(const dist::ReplicaSet& set,
+                                                    const std::vector<dist::ReplicaStats>& before);
 
 }  // namespace kf::cli

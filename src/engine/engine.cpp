@@ -454,6 +454,30 @@ void Engine::collect(const Launched& l) {
   stats_.graph_steps += out.graph ? 1 : 0;
 }
 
+EngineStats EngineStats::since(const EngineStats& before) const {
+  EngineStats d = *this;
+  d.steps -= before.steps;
+  d.graph_steps -= before.graph_steps;
+  d.prefill_tokens -= before.prefill_tokens;
+  d.decode_tokens -= before.decode_tokens;
+  d.generated_tokens -= before.generated_tokens;
+  d.requests_finished -= before.requests_finished;
+  d.prefill_seconds -= before.prefill_seconds;
+  d.decode_seconds -= before.decode_seconds;
+  d.wall_seconds -= before.wall_seconds;
+  d.preemptions -= before.preemptions;
+  d.decode_page_reads -= before.decode_page_reads;
+  d.decode_head_rows -= before.decode_head_rows;
+  d.kv_bytes_read -= before.kv_bytes_read;
+  d.weight_bytes_read -= before.weight_bytes_read;
+  d.host_schedule_s -= before.host_schedule_s;
+  d.host_launch_s -= before.host_launch_s;
+  d.host_wait_s -= before.host_wait_s;
+  d.host_postprocess_s -= before.host_postprocess_s;
+  d.device_s -= before.device_s;
+  return d;
+}
+
 bool Engine::step() {
   if (!started_) {
     start_ = Clock::now();

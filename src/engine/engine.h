@@ -170,6 +170,9 @@ struct EngineStats {
   double pages_read_per_step() const { return decode_head_rows ? double(decode_page_reads) / decode_head_rows : 0; }
   double prefill_tok_s() const { return prefill_seconds > 0 ? prefill_tokens / prefill_seconds : 0; }
   double decode_tok_s() const { return decode_seconds > 0 ? decode_tokens / decode_seconds : 0; }
+  // What accrued after `before`, an earlier snapshot of the same engine:
+  // counters and times are differences; sizes and peaks stay this snapshot's.
+  EngineStats since(const EngineStats& before) const;
 };
 
 class Engine {

@@ -86,4 +86,23 @@ if ! nvidia-smi -L > /dev/null 2>&1; then
   fi
   grep -q "use --device cpu" "$tmp/err.txt" || fail "--device cuda error unclear: $(cat "$tmp/err.txt")"
 fi
+# kinfer bench generate: its untimed warm-up (--warmup) is left out of the
+# stats, so the counters equal a run without it; a bad value is refused.
+"$KINFER" bench generate --help | grep -q -- "--warmup" || fail "bench generate --help lacks --warmup"
+bench=(bench generate --model default -n 2 --max-tokens 12 --json)
+"$KINFER" "${bench[@]}" --warmup 0 > "$tmp/bench0.json"
+"$KINFER" "${bench[@]}" --warmup 2 > "$tmp/bench2.json"
+python3 - "$tmp/bench0.json" "$tmp/bench2.json" <<'EOF' || fail "bench generate --warmup leaked into the stats"
+import json, sys
+a, b = (json.load(open(f)) for f in sys.argv[1:])
+assert (a["warmup"], b["warmup"]) == (0, 2), (a["warmup"], b["warmup"])
+assert a["generated_tokens"] == 24, a["generated_tokens"]
+for k in ("generated_tokens", "prefill_tokens", "decode_tokens", "steps", "kv_bytes_read_total"):
+    assert a[k] == b[k], (k, a[k], b[k])
+assert 0 < b["wall_s"] and b["decode_tok_s"] > 0, b
+EOF
+if "$KINFER" bench generate --model default -n 1 --max-tokens 2 --warmup -1 2> "$tmp/err.txt"; then
+  fail "--warmup -1 accepted"
+fi
+grep -q -- "--warmup" "$tmp/err.txt" || fail "bad --warmup error unclear: $(cat "$tmp/err.txt")"
 echo "generate e2e: ok"

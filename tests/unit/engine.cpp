@@ -616,3 +616,36 @@ TEST(Engine, PerRequestPolicyIsExactUnderPreemptionAndCountsItsReads) {
   EXPECT_GT(bytes_b, 0);
   EXPECT_LT(bytes_b, bytes_d);
 }
+
+// EngineStats::since (bench generate's warm-up is left out this way): what a
+// second request adds to an engine's stats equals the stats of an engine that
+// ran only that request; sizes and peaks are the later snapshot's.
+TEST(Engine, StatsSinceASnapshotEqualTheLaterWorkAlone) {
+  const EngineConfig cfg = config(AttnKind::BlockTopK, 400);
+  const Request warm = request(20, 81, 2, 6), timed = request(33, 82, 3, 17);
+  EngineStats alone;
+  run_all(cfg, {timed}, &alone);
+
+  Engine e(fx().model, *fx().be, cfg);
+  e.submit(warm);
+  e.run();
+  const EngineStats before = e.stats();
+  e.submit(timed);
+  e.run();
+  const EngineStats d = e.stats().since(before);
+  EXPECT_GT(before.steps, 0);
+  EXPECT_EQ(d.steps, alone.steps);
+  EXPECT_EQ(d.prefill_tokens, alone.prefill_tokens);
+  EXPECT_EQ(d.decode_tokens, alone.decode_tokens);
+  EXPECT_EQ(d.generated_tokens, alone.generated_tokens);
+  EXPECT_EQ(d.requests_finished, 1);
+  EXPECT_EQ(d.decode_page_reads, alone.decode_page_reads);
+  EXPECT_EQ(d.decode_head_rows, alone.decode_head_rows);
+  EXPECT_EQ(d.kv_bytes_read, alone.kv_bytes_read);
+  EXPECT_EQ(d.weight_bytes_read, alone.weight_bytes_read);
+  EXPECT_GT(d.decode_seconds, 0);
+  EXPECT_LT(d.decode_seconds, e.stats().decode_seconds);
+  EXPECT_NEAR(d.prefill_seconds + before.prefill_seconds, e.stats().prefill_seconds, 1e-12);
+  EXPECT_EQ(d.kv_pages_peak, e.stats().kv_pages_peak);
+  EXPECT_EQ(d.page_size, cfg.page_size);
+}
