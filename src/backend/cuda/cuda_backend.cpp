@@ -48,15 +48,28 @@ int cuda_device_count() {
 // The kernels are built for sm_90a alone (CMAKE_CUDA_ARCHITECTURES).
 static bool supported(const cudaDeviceProp& prop) { return prop.major == 9 && prop.minor == 0; }
 
-// An on/off experiment switch from the environment: unset, or "0" / "1"
-// (anything else is refused, with what the two values mean).
-static std::optional<bool> env_switch(const char* var, const char* meaning) {
-  const char* value = std::getenv(var);
-  if (!value) return std::nullopt;
-  const std::string v = value;
-  KF_CHECK(v == "0" || v == "1", "{}={}: {}", var, v, meaning);
-  return v == "1";
-}
+// The backend's switches from the environment (experiments and debugging),
+// read once when a backend is made. Each one set is noted as VAR=VALUE, so a
+// run under a switch says so wherever the backend is named (bench JSON, eval
+// and serve logs) and its rows cannot pass for the defaults'.
+struct EnvSwitches {
+  std::string noted;  // "VAR=VALUE VAR=VALUE", in reading order
+
+  const char* raw(const char* var) {
+    const char* value = std::getenv(var);
+    if (value) noted += fmt::format("{}{}={}", noted.empty() ? "" : " ", var, value);
+    return value;
+  }
+  // An on/off switch: unset, or "0" / "1" (anything else is refused, with
+  // what the two values mean).
+  std::optional<bool> on_off(const char* var, const char* meaning) {
+    const char* value = raw(var);
+    if (!value) return std::nullopt;
+    const std::string v = value;
+    KF_CHECK(v == "0" || v == "1", "{}={}: {}", var, v, meaning);
+    return v == "1";
+  }
+};
 
 bool cuda_device_supported(int device) {
   cudaDeviceProp prop{};
@@ -97,48 +110,45 @@ class CudaBackend final : public Backend {
     KF_CHECK(supported(prop), "{}: this kinfer has CUDA kernels for sm_90a (H100/H200) only; use --device cpu or "
              "rebuild for this GPU", name_);
     // The switches first: a refused value fails before any resource is made.
-    const bool tune = env_switch("KINFER_GEMM_TUNE", "0 (cuBLASLt's first heuristic candidate: the default) or 1 "
+    EnvSwitches env;
+    const bool tune = env.on_off("KINFER_GEMM_TUNE", "0 (cuBLASLt's first heuristic candidate: the default) or 1 "
                                  "(the first call of a shape times the top 8 and keeps the fastest)")
                           .value_or(false);
-    const bool cutlass = env_switch("KINFER_GEMM_CUTLASS", "0 (every GEMM is cuBLASLt's) or 1 (decode-sized GEMMs "
+    const bool cutlass = env.on_off("KINFER_GEMM_CUTLASS", "0 (every GEMM is cuBLASLt's) or 1 (decode-sized GEMMs "
                                     "are CUTLASS's, where built: the default)")
                              .value_or(true);
-    if (const char* split = std::getenv("KINFER_SPLIT_K")) {
+    if (const char* split = env.raw("KINFER_SPLIT_K")) {
       const std::string v = split;
       const bool ok = v.size() == 1 && (v == "0" || v == "1" || cuda::partial_slices_supported(v[0] - '0'));
       KF_CHECK(ok, "KINFER_SPLIT_K={}: the K slices of an output projection are 2, 3, 4, 6 or 8 (0: never split)", v);
       split_k_ = v[0] - '0';
     }
-    fused_mlp_ = env_switch("KINFER_MLP_FUSED", "0 (the MLP as three ops: the default) or 1 (one cooperative "
+    fused_mlp_ = env.on_off("KINFER_MLP_FUSED", "0 (the MLP as three ops: the default) or 1 (one cooperative "
                             "kernel where its plan applies)")
                      .value_or(false);
-    if (auto on = env_switch("KINFER_ATTN_STAGE", "0 (the sparse kernel reads its known pages from the pool) or 1 "
+    if (auto on = env.on_off("KINFER_ATTN_STAGE", "0 (the sparse kernel reads its known pages from the pool) or 1 "
                              "(copies them to shared memory while it selects: the default)"))
       stage_known_ = *on;
-    if (auto on = env_switch("KINFER_ATTN_BULK", "0 (the dense decode kernel always loads K/V into registers) or 1 "
+    if (auto on = env.on_off("KINFER_ATTN_BULK", "0 (the dense decode kernel always loads K/V into registers) or 1 "
                              "(always streams them through shared memory by bulk copies); unset: by shape"))
       bulk_dense_ = *on ? 1 : 0;
-    if (const char* splits = std::getenv("KINFER_DECODE_SPLITS")) {
+    if (const char* splits = env.raw("KINFER_DECODE_SPLITS")) {
       const std::string v = splits;
       const bool digits = !v.empty() && v.size() <= 3 && v.find_first_not_of("0123456789") == std::string::npos;
       decode_splits_ = digits ? std::stoi(v) : 0;
       KF_CHECK(decode_splits_ >= 1 && decode_splits_ <= 128, "KINFER_DECODE_SPLITS={}: the dense decode kernel's "
                "blocks per (row, KV head), 1 to 128", v);
     }
-    attn_summaries_ = env_switch("KINFER_ATTN_SUMMARIES", "0 (a summary kernel after qkv_rope_write) or 1 (the "
+    attn_summaries_ = env.on_off("KINFER_ATTN_SUMMARIES", "0 (a summary kernel after qkv_rope_write) or 1 (the "
                                  "fused sparse kernel writes the page summaries: the default)")
                           .value_or(true);
+    sync_checks_ = env.on_off("KINFER_CUDA_SYNC", "0 (a fault surfaces at the next wait for the device: the default) "
+                              "or 1 (the backend waits after every op and names the op that faulted)")
+                       .value_or(false);
     KF_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     gemm_ = std::make_unique<cuda::Gemm>(*this, stream_, tune, cutlass);
     KF_CUDA(cudaDeviceGetAttribute(&max_smem_, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    // A run under a switch says so wherever the backend is named (bench JSON,
-    // eval and serve logs), so its rows cannot pass for the defaults'.
-    std::string switches;
-    for (const char* var : {"KINFER_GEMM_TUNE", "KINFER_GEMM_CUTLASS", "KINFER_SPLIT_K", "KINFER_MLP_FUSED",
-                            "KINFER_ATTN_SUMMARIES", "KINFER_ATTN_STAGE", "KINFER_ATTN_BULK", "KINFER_DECODE_SPLITS",
-                            "KINFER_CUDA_SYNC"})
-      if (const char* v = std::getenv(var)) switches += fmt::format("{}{}={}", switches.empty() ? "" : " ", var, v);
-    if (!switches.empty()) name_ += " with " + switches;
+    if (!env.noted.empty()) name_ += " with " + env.noted;
     mlp_barrier_ = Buffer(DType::U8, {4}, *this);
     KF_CUDA(cudaMemsetAsync(mlp_barrier_.view().data, 0, 4, stream_));
   }
@@ -255,7 +265,7 @@ class CudaBackend final : public Backend {
     auto* g = dynamic_cast<CudaGraph*>(&graph);
     KF_CHECK(g != nullptr, "{}: replay of a graph recorded by another backend", name_);
     KF_CUDA(cudaGraphLaunch(g->exec, stream_));
-    if (cuda::sync_checks()) sync("a recorded decode step");
+    if (sync_checks_) sync("a recorded decode step");
   }
   uint64_t scratch_epoch() const override { return scratch_generation_; }
 
@@ -658,7 +668,7 @@ class CudaBackend final : public Backend {
     Describe describe;
     int idx = -1;
     OpScope(CudaBackend* b, const char* name, Describe d) : be(b), op(name), describe(std::move(d)) {
-      if (cuda::sync_checks()) be->check_bound(op);
+      if (be->sync_checks_) be->check_bound(op);
       if (!be->profile_.on || be->capturing_) return;
       idx = be->profile_.begin(fmt::format("{} {}", op, describe()), be->stream_);
     }
@@ -666,7 +676,7 @@ class CudaBackend final : public Backend {
     void done() {
       if (idx >= 0) be->profile_.end(idx, be->stream_);
       idx = -1;
-      if (!cuda::sync_checks() || be->capturing_) return;
+      if (!be->sync_checks_ || be->capturing_) return;
       const cudaError_t e = cudaStreamSynchronize(be->stream_);
       if (e != cudaSuccess) be->fail_fault(fmt::format("{} ({})", op, describe()), e);
     }
@@ -700,6 +710,7 @@ class CudaBackend final : public Backend {
   int split_k_ = -1;        // matmul_add_rmsnorm(): K slices (KINFER_SPLIT_K; 0 or 1: never; -1: kSplitKAuto*)
   Buffer split_partial_;    // ... and their fp32 partial products (grows)
   bool fused_mlp_ = false;  // mlp(): the fused kernel where it applies (KINFER_MLP_FUSED=1)
+  bool sync_checks_ = false;  // every op waits for the device and names a fault (KINFER_CUDA_SYNC=1)
   int bulk_dense_ = -1;      // attention(): dense tiles by bulk copies (-1: by shape; KINFER_ATTN_BULK=0 / 1)
   int decode_splits_ = 0;    // attention(): dense split count forced (KINFER_DECODE_SPLITS; 0: the rule)
   bool stage_known_ = true;  // attention(): known pages staged in shared memory (KINFER_ATTN_STAGE=0: not)

@@ -1,9 +1,7 @@
 // Elementwise and row-wise ops of the CUDA backend: embed, rmsnorm, add,
 // silu_mul, rope, and a random fill for tests and benchmarks. bf16 storage,
 // fp32 arithmetic, one rounding per output element.
-#include <cstdlib>
 #include <cstring>
-#include <string>
 
 #include "backend/cuda/common.cuh"
 #include "util/error.h"
@@ -12,14 +10,6 @@ namespace kf::cuda {
 
 void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) fail("CUDA error in {}: {} ({})", what, cudaGetErrorString(e), static_cast<int>(e));
-}
-
-bool sync_checks() {
-  static const bool on = [] {  // read once: the environment does not change under a run
-    const char* v = std::getenv("KINFER_CUDA_SYNC");
-    return v != nullptr && std::string(v) == "1";
-  }();
-  return on;
 }
 
 void check_launch(const char* what) { check(cudaGetLastError(), what); }

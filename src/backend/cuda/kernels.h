@@ -19,10 +19,6 @@ void check(cudaError_t e, const char* what);
 #define KF_CUDA(x) ::kf::cuda::check((x), #x)
 // Checks the last launch error (cheap, no sync).
 void check_launch(const char* what);
-// KINFER_CUDA_SYNC=1 in the environment: the backend waits for the device
-// after every op, so a fault is reported with the op (and its shapes) that
-// caused it rather than at a later library call.
-bool sync_checks();
 
 using bf16_t = uint16_t;
 
