@@ -148,7 +148,7 @@ struct Setup {
   std::unique_ptr<kf::cuda::Gemm> lt;
   Setup(int argc, char** argv) : reps(argc > 1 ? std::atoi(argv[1]) : 20), be(make_cuda_backend(0)) {
     KF_CUDA(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
-    lt = std::make_unique<kf::cuda::Gemm>(*be, st, true, /*cutlass=*/false);
+    lt = std::make_unique<kf::cuda::Gemm>(*be, st, /*num_sms=*/0, true, /*cutlass=*/false);  // cuBLASLt only
   }
   ~Setup() {
     lt.reset();

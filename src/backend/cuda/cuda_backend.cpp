@@ -146,7 +146,7 @@ class CudaBackend final : public Backend {
                               "or 1 (the backend waits after every op and names the op that faulted)")
                        .value_or(false);
     KF_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    gemm_ = std::make_unique<cuda::Gemm>(*this, stream_, tune, cutlass);
+    gemm_ = std::make_unique<cuda::Gemm>(*this, stream_, num_sms_, tune, cutlass);
     KF_CUDA(cudaDeviceGetAttribute(&max_smem_, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
     if (!env.noted.empty()) name_ += " with " + env.noted;
     mlp_barrier_ = Buffer(DType::U8, {4}, *this);

@@ -89,16 +89,15 @@ struct GemmPlan {
   }
 };
 
-Gemm::Gemm(Allocator& device_memory, cudaStream_t stream, bool tune, bool cutlass)
-    : mem_(device_memory), stream_(stream), tune_(tune), cutlass_(cutlass && cutlass_gemm_built()) {
+Gemm::Gemm(Allocator& device_memory, cudaStream_t stream, int num_sms, bool tune, bool cutlass)
+    : mem_(device_memory),
+      stream_(stream),
+      tune_(tune),
+      cutlass_(cutlass && cutlass_gemm_built()),
+      num_sms_(num_sms) {
   check_lt(cublasLtCreate(&lt_), "cublasLtCreate");
   workspace_ = Buffer(DType::U8, {kWorkspace}, mem_);
-  if (cutlass_) {
-    int dev = 0;
-    KF_CUDA(cudaGetDevice(&dev));
-    KF_CUDA(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, dev));
-    KF_CUDA(cutlass_gemm_prepare());
-  }
+  if (cutlass_) KF_CUDA(cutlass_gemm_prepare());
 }
 
 Gemm::~Gemm() {

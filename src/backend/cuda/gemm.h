@@ -23,8 +23,9 @@ class Gemm {
  public:
   // tune: the first call of a shape times cuBLASLt's top candidates (cold L2,
   // as in a real step) and keeps the fastest; otherwise the first candidate.
-  // cutlass: use CUTLASS's kernel where it applies (when this build has it).
-  Gemm(Allocator& device_memory, cudaStream_t stream, bool tune, bool cutlass);
+  // cutlass: use CUTLASS's kernel where it applies (when this build has it);
+  // its persistent grid takes at most num_sms CTAs (the stream's device's).
+  Gemm(Allocator& device_memory, cudaStream_t stream, int num_sms, bool tune, bool cutlass);
   ~Gemm();
   Gemm(const Gemm&) = delete;
   Gemm& operator=(const Gemm&) = delete;
@@ -53,7 +54,7 @@ class Gemm {
   cudaStream_t stream_;
   bool tune_;
   bool cutlass_;  // CUTLASS's kernel is built, prepared on this device, and wanted
-  int num_sms_ = 0;
+  int num_sms_;
   cublasLtHandle_t lt_ = nullptr;
   Buffer workspace_;
   std::map<Key, std::unique_ptr<GemmPlan>> plans_;
