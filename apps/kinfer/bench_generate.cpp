@@ -10,6 +10,7 @@
 #include "bench.h"
 #include "dist/replicas.h"
 #include "generate_common.h"
+#include "util/progress.h"
 
 namespace kf::cli {
 
@@ -47,7 +48,11 @@ int bench_generate(int argc, char** argv) {
   const Request warm_req = make_request(warm_o, g, ids);
   for (int i = 0; i < warmup; ++i) run_split(set, warm_req);
   const std::vector<dist::ReplicaStats> before = set.replica_stats();
-  const std::vector<SampleResult> samples = run_split(set, req);  // the samples shared out over the replicas
+  const int64_t warm_tokens = set.generated_tokens();
+  Progress bar("bench generate", static_cast<int64_t>(o.n) * o.max_tokens, "tok");  // on a terminal only
+  const std::vector<SampleResult> samples =  // the samples shared out over the replicas
+      run_split(set, req, [&] { bar.update(set.generated_tokens() - warm_tokens); });
+  bar.finish();
 
   nlohmann::json j = stats_json(set, g, static_cast<int>(ids.size()), o, before);
   std::vector<EngineStats> parts;
