@@ -8,7 +8,9 @@ end-to-end latency and output tokens/s; optionally the same work through
 Standard library only (asyncio HTTP/1.1), so it runs on any machine with
 python3. Prompts are token ids (random:PRESET models have no tokenizer):
 the same 64 pseudo ids `kinfer bench generate` uses, every request runs to
---output-len (ignore_eos).
+--output-len (ignore_eos). Before each level, --warmup untimed waves at its
+concurrency (8 tokens a request) pay the server's one-time costs at new
+batch sizes, as `kinfer bench generate --warmup` does for its own run.
 
   # launch the server itself, sweep, then bench generate on the same work:
   python3 tools/bench_serve.py --kinfer build/kinfer \\
@@ -88,11 +90,14 @@ async def one_request(host, port, body):
     return ttft or 0.0, itl, time.perf_counter() - t0, tokens
 
 
-async def run_level(args, host, port, prompt, concurrency=None, rate=None):
+async def run_level(args, host, port, prompt, concurrency=None, rate=None, warm=False):
     n = args.num_prompts or (concurrency if concurrency else 256)
     if concurrency and args.num_prompts == 0:
         n = max(concurrency, args.min_prompts)
-    body = {"model": args.model_name, "prompt": prompt, "max_tokens": args.output_len, "temperature": args.temperature,
+    max_tokens = args.output_len
+    if warm:  # one untimed wave at this concurrency, 8 tokens a request, all at once
+        n, max_tokens, rate = concurrency or args.min_prompts, min(8, args.output_len), None
+    body = {"model": args.model_name, "prompt": prompt, "max_tokens": max_tokens, "temperature": args.temperature,
             "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
     if args.kinfer_policy:
         body["kinfer"] = json.loads(args.kinfer_policy)
@@ -161,6 +166,8 @@ def main():
     ap.add_argument("--kinfer-policy", default="", help='per-request policy JSON, e.g. {"attn":"blocktopk"}')
     ap.add_argument("--compare-generate", action="store_true",
                     help="also run `kinfer bench generate -n C` per concurrency C (same prompt, lengths)")
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="untimed waves before each level (its concurrency, 8 tokens a request; 0: none)")
     ap.add_argument("--out", help="write the results JSON here")
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -180,20 +187,29 @@ def main():
         vocab = listed.get("vocab_size", 32000)
         prompt = [(i * 7919 + 13) % vocab for i in range(args.input_len)]  # as `kinfer bench generate` on random:
         levels = []
+
+        def level(concurrency=None, rate=None):
+            # The server's one-time costs at a new batch size (graph capture, kernel plans) are paid by
+            # untimed waves first, as `kinfer bench generate --warmup` pays its own.
+            warm = [asyncio.run(run_level(args, host, port, prompt, concurrency, rate, warm=True))
+                    for _ in range(args.warmup)]
+            lv = asyncio.run(run_level(args, host, port, prompt, concurrency, rate))
+            lv["warmup_requests"] = sum(w["completed"] for w in warm)
+            lv["warmup_errors"] = sum(w["errors"] for w in warm)
+            levels.append(lv)
+            print(json.dumps({k: lv[k] for k in ("concurrency", "request_rate", "completed", "errors", "output_tok_s")}),
+                  file=sys.stderr, flush=True)
+
         for c in filter(None, args.concurrency.split(",")):
-            levels.append(asyncio.run(run_level(args, host, port, prompt, concurrency=int(c))))
-            print(json.dumps({k: levels[-1][k] for k in ("concurrency", "completed", "errors", "output_tok_s")}),
-                  file=sys.stderr, flush=True)
+            level(concurrency=int(c))
         for r in filter(None, args.request_rate.split(",")):
-            levels.append(asyncio.run(run_level(args, host, port, prompt, rate=float(r))))
-            print(json.dumps({k: levels[-1][k] for k in ("request_rate", "completed", "errors", "output_tok_s")}),
-                  file=sys.stderr, flush=True)
+            level(rate=float(r))
     finally:
         if proc:
             proc.terminate()
             proc.wait(timeout=120)
     result = {"bench": "serve", "server_args": args.server_args, "input_len": args.input_len,
-              "output_len": args.output_len, "levels": levels}
+              "output_len": args.output_len, "warmup": args.warmup, "levels": levels}
     if args.compare_generate:
         for lv in levels:
             if lv["concurrency"]:

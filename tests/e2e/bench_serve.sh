@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# tools/bench_serve.py end to end on SmolLM2 (--model default) on the CPU:
+# it launches kinfer serve, warms each level up untimed (--warmup), streams
+# the timed requests, and compares with kinfer bench generate. Checks that
+# every request completed with exactly --output-len tokens, that the warm-up
+# waves ran at each level's concurrency and are not counted in its numbers,
+# and that the comparison with bench generate is filled in.
+set -euo pipefail
+KINFER=${KINFER:-build/kinfer}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+python3 tools/bench_serve.py --help | grep -q -- "--warmup" || fail "bench_serve.py --help lacks --warmup"
+timeout 300 python3 tools/bench_serve.py --kinfer "$KINFER" --server-args "--model default" --concurrency 1,3 \
+  --output-len 6 --min-prompts 4 --compare-generate --out "$tmp/serve.json" > /dev/null 2> "$tmp/err.txt" ||
+  fail "bench_serve.py failed: $(tail -5 "$tmp/err.txt")"
+python3 - "$tmp/serve.json" <<'PY' || fail "bench_serve.py results wrong"
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["warmup"] == 1 and j["output_len"] == 6, j
+assert [lv["concurrency"] for lv in j["levels"]] == [1, 3], j["levels"]
+for lv in j["levels"]:
+    assert lv["requests"] == 4 and lv["completed"] == 4 and lv["errors"] == 0, lv
+    assert lv["output_tokens"] == 4 * 6, lv  # the warm-up's tokens are not in the level's
+    assert lv["warmup_requests"] == lv["concurrency"] and lv["warmup_errors"] == 0, lv
+    assert lv["output_tok_s"] > 0 and lv["ttft_ms"]["median"] > 0, lv
+    g = lv["bench_generate"]
+    assert g["generated_tokens"] == lv["concurrency"] * 6, g
+    assert lv["ratio_to_generate"] > 0 and lv["decode_ratio_to_generate"] > 0, lv
+PY
+echo "bench_serve e2e: ok"
