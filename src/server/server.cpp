@@ -121,8 +121,8 @@ void Server::loop() {
     running_ = running;
     waiting_seqs_ = waiting;
     kv_used_ = kv_used;
-    preemptions_ = s.preemptions;
-    steps_ = s.steps;
+    std::lock_guard<std::mutex> lock(metrics_mu_);
+    engine_ = s;
   }
 }
 
@@ -184,6 +184,23 @@ std::string Server::metrics() const {
            line("kinfer_efflops_total", efflops_));
     metric("kinfer_kv_bytes_read_total", "counter", "KV cache bytes read by decode steps of finished requests",
            line("kinfer_kv_bytes_read_total", kv_bytes_read_));
+    const EngineStats& e = engine_;
+    metric("kinfer_preemptions_total", "counter", "sequences preempted for KV pages",
+           line("kinfer_preemptions_total", e.preemptions));
+    metric("kinfer_engine_steps_total", "counter", "engine steps", line("kinfer_engine_steps_total", e.steps));
+    metric("kinfer_engine_rows_total", "counter", "rows the engine's steps computed: a sequence's one new row is "
+           "decode, several (a prompt, recomputed rows) prefill", fmt::format("kinfer_engine_rows_total{{kind=\"prefill\"}} {}\n"
+                                           "kinfer_engine_rows_total{{kind=\"decode\"}} {}\n",
+                                           e.prefill_tokens, e.decode_tokens));
+    // Where a step's time goes: the host's parts of the step loop (they overlap the device's work
+    // of the step before) and the steps' device time (0 on the CPU); the slowest replica's.
+    std::string parts;
+    for (const auto& [part, seconds] : {std::pair{"schedule", e.host_schedule_s}, {"stage_and_launch", e.host_launch_s},
+                                        {"postprocess", e.host_postprocess_s}, {"wait_for_device", e.host_wait_s},
+                                        {"device", e.device_s}})
+      parts += fmt::format("kinfer_engine_seconds_total{{part=\"{}\"}} {}\n", part, seconds);
+    metric("kinfer_engine_seconds_total", "counter", "engine step time by part (host: schedule, stage_and_launch, "
+           "postprocess, wait_for_device; device: the steps' GPU time)", parts);
   }
   const int64_t pages = int64_t{set_->config().kv_pages} * set_->size();  // every replica's pool
   metric("kinfer_running_sequences", "gauge", "sequences running in the engine(s)",
@@ -195,9 +212,6 @@ std::string Server::metrics() const {
   metric("kinfer_requests_in_flight", "gauge", "engine requests not finished", line("kinfer_requests_in_flight", jobs_in_flight()));
   metric("kinfer_kv_pages_used", "gauge", "KV pages in use", line("kinfer_kv_pages_used", kv_used_.load()));
   metric("kinfer_kv_pages_free", "gauge", "KV pages free", line("kinfer_kv_pages_free", pages - kv_used_.load()));
-  metric("kinfer_preemptions_total", "counter", "sequences preempted for KV pages",
-         line("kinfer_preemptions_total", preemptions_.load()));
-  metric("kinfer_engine_steps_total", "counter", "engine steps", line("kinfer_engine_steps_total", steps_.load()));
   return out;
 }
 

@@ -49,6 +49,27 @@ def test_completion_and_usage():
     assert complete().choices[0].text == c.text  # greedy is deterministic
 
 
+def test_engine_metrics_grow_with_a_request():
+    """/metrics breaks the engine's time down by part; a request adds steps, rows and host time (no device on the CPU)."""
+    def engine(m):
+        return {k: v for k, v in m.items() if k.startswith("kinfer_engine_")}
+    before = engine(wait_idle(srv.port))
+    u = complete(max_tokens=6, extra_body={"ignore_eos": True}).usage
+    deadline = time.time() + 5  # loop() reads the replicas' stats every 50 ms at most
+    steps = before.get("kinfer_engine_steps_total", 0) + u.completion_tokens  # a prefill step, then one a token
+    while engine(metrics(srv.port))["kinfer_engine_steps_total"] < steps:
+        assert time.time() < deadline, "kinfer_engine_steps_total did not grow"
+        time.sleep(0.05)
+    after = engine(metrics(srv.port))
+    rows = 'kinfer_engine_rows_total{kind="%s"}'
+    grown = sum(after[rows % k] - before.get(rows % k, 0) for k in ("prefill", "decode"))
+    assert grown == u.prompt_tokens + u.completion_tokens - 1, (grown, u)  # the last token is sampled, not computed
+    for part in ("schedule", "stage_and_launch", "postprocess"):
+        key = 'kinfer_engine_seconds_total{part="%s"}' % part
+        assert after[key] > before.get(key, 0), (part, before, after)
+    assert after['kinfer_engine_seconds_total{part="device"}'] == 0, after
+
+
 def test_best_of_8_and_token_prompts():
     r = complete(n=8, temperature=1.0, seed=3, max_tokens=10)
     assert sorted(c.index for c in r.choices) == list(range(8))
@@ -348,7 +369,8 @@ def test_cli():
 
 checks = Checks()
 try:
-    for fn in (test_models, test_completion_and_usage, test_best_of_8_and_token_prompts,
+    for fn in (test_models, test_completion_and_usage, test_engine_metrics_grow_with_a_request,
+               test_best_of_8_and_token_prompts,
                test_streaming_equals_non_streaming, test_chat_and_chat_streaming, test_logprobs,
                test_echo_scores_the_prompt, test_stop_strings_and_stop_tokens,
                test_seed_reproducibility_and_generate_parity, test_per_request_policy_and_usage, test_errors,
