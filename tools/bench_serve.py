@@ -11,6 +11,10 @@ the same 64 pseudo ids `kinfer bench generate` uses, every request runs to
 --output-len (ignore_eos). Before each level, --warmup untimed waves at its
 concurrency (8 tokens a request) pay the server's one-time costs at new
 batch sizes, as `kinfer bench generate --warmup` does for its own run.
+Each level also reports the server engine's steps, rows and milliseconds a
+step by part (host: schedule, stage_and_launch, postprocess,
+wait_for_device; device) from /metrics, and with --compare-generate the same
+parts from `bench generate --profile`, so a gap shows where it is.
 
   # launch the server itself, sweep, then bench generate on the same work:
   python3 tools/bench_serve.py --kinfer build/kinfer \\
@@ -131,6 +135,28 @@ async def run_level(args, host, port, prompt, concurrency=None, rate=None, warm=
             "e2e_ms": summary_ms([r[2] for r in results])}
 
 
+def engine_metrics(host, port):
+    """The engine's counters from /metrics: {name or name{labels}: value} of the kinfer_engine_ ones."""
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics") as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("kinfer_engine_"):
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
+def engine_delta(before, after):
+    """Steps, rows and ms a step by part (host parts and device) between two engine_metrics() reads."""
+    d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    steps = d.get("kinfer_engine_steps_total", 0.0)
+    parts = {k.split('"')[1]: v for k, v in d.items() if k.startswith("kinfer_engine_seconds_total")}
+    rows = {k.split('"')[1]: v for k, v in d.items() if k.startswith("kinfer_engine_rows_total")}
+    return {"steps": steps, "rows": rows,
+            "ms_per_step": {part: 1e3 * v / steps if steps else 0.0 for part, v in parts.items()}}
+
+
 def launch(args):
     cmd = [args.kinfer, "serve", "--port", "0", "--json", *shlex.split(args.server_args), *shlex.split(args.serve_extra)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
@@ -142,11 +168,16 @@ def launch(args):
 
 def bench_generate(args, n):
     cmd = [args.kinfer, "bench", "generate", *shlex.split(args.server_args), "-n", str(n), "--max-tokens",
-           str(args.output_len), "--temp", str(args.temperature), "--json"]
+           str(args.output_len), "--temp", str(args.temperature), "--profile", "--json"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     j = json.loads(out.stdout)
+    p = j.get("profile", {})
+    host = p.get("host_ms_per_step", {})
     return {"command": " ".join(cmd), "gen_tok_s": j["gen_tok_s"], "decode_tok_s": j["decode_tok_s"],
-            "wall_s": j["wall_s"], "generated_tokens": j["generated_tokens"]}
+            "wall_s": j["wall_s"], "generated_tokens": j["generated_tokens"], "steps": j["steps"],
+            "ms_per_step": {"schedule": host.get("schedule"), "stage_and_launch": host.get("stage_and_launch"),
+                            "postprocess": host.get("postprocess"), "wait_for_device": host.get("wait_for_device"),
+                            "device": p.get("device_ms_per_step")}}
 
 
 def main():
@@ -193,7 +224,11 @@ def main():
             # untimed waves first, as `kinfer bench generate --warmup` pays its own.
             warm = [asyncio.run(run_level(args, host, port, prompt, concurrency, rate, warm=True))
                     for _ in range(args.warmup)]
+            time.sleep(0.1)  # the server reads the engine's stats every 50 ms
+            before = engine_metrics(host, port)
             lv = asyncio.run(run_level(args, host, port, prompt, concurrency, rate))
+            time.sleep(0.1)
+            lv["engine"] = engine_delta(before, engine_metrics(host, port))
             lv["warmup_requests"] = sum(w["completed"] for w in warm)
             lv["warmup_errors"] = sum(w["errors"] for w in warm)
             levels.append(lv)

@@ -4,7 +4,8 @@
 # the timed requests, and compares with kinfer bench generate. Checks that
 # every request completed with exactly --output-len tokens, that the warm-up
 # waves ran at each level's concurrency and are not counted in its numbers,
-# and that the comparison with bench generate is filled in.
+# that the server's engine metrics over a level count exactly its rows, and
+# that the comparison with bench generate is filled in.
 set -euo pipefail
 KINFER=${KINFER:-build/kinfer}
 tmp=$(mktemp -d)
@@ -25,6 +26,9 @@ for lv in j["levels"]:
     assert lv["output_tokens"] == 4 * 6, lv  # the warm-up's tokens are not in the level's
     assert lv["warmup_requests"] == lv["concurrency"] and lv["warmup_errors"] == 0, lv
     assert lv["output_tok_s"] > 0 and lv["ttft_ms"]["median"] > 0, lv
+    e = lv["engine"]  # the server's /metrics over the timed level alone: 64-id prompts, 6 tokens each
+    assert e["rows"] == {"prefill": 4 * 64, "decode": 4 * 5}, e
+    assert e["steps"] > 0 and e["ms_per_step"]["stage_and_launch"] > 0 and e["ms_per_step"]["device"] == 0, e
     g = lv["bench_generate"]
     assert g["generated_tokens"] == lv["concurrency"] * 6, g
     assert lv["ratio_to_generate"] > 0 and lv["decode_ratio_to_generate"] > 0, lv
