@@ -21,8 +21,13 @@ int bench_generate(int argc, char** argv) {
   o.max_tokens = 512;
   std::string chat = "Solve step by step: a train travels 120 km in 1.5 hours. What is its average speed?";
   bool json = false;
-  int warmup = 1;
+  int warmup = 1, requests = 1;
   add_generate_options(app, o);
+  app.add_option("--requests", requests,
+                 "the n samples as this many separate requests, each prefilling its own copy of the prompt (the "
+                 "work of as many server clients); 1: one request whose samples share the prompt's pages")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--warmup", warmup,
                  "untimed passes of the same request first, cut to 8 tokens a sample (graphs, kernel plans and "
                  "lazily loaded kernels are then ready; the stats leave them out)")
@@ -46,12 +51,13 @@ int bench_generate(int argc, char** argv) {
   GenerateOptions warm_o = o;
   warm_o.max_tokens = std::min(o.max_tokens, 8);
   const Request warm_req = make_request(warm_o, g, ids);
-  for (int i = 0; i < warmup; ++i) run_split(set, warm_req);
+  KF_CHECK(requests <= o.n, "--requests {} is more than the {} samples (-n)", requests, o.n);
+  for (int i = 0; i < warmup; ++i) run_split(set, warm_req, {}, requests);
   const std::vector<dist::ReplicaStats> before = set.replica_stats();
   const int64_t warm_tokens = set.generated_tokens();
   Progress bar("bench generate", static_cast<int64_t>(o.n) * o.max_tokens, "tok");  // on a terminal only
   const std::vector<SampleResult> samples =  // the samples shared out over the replicas
-      run_split(set, req, [&] { bar.update(set.generated_tokens() - warm_tokens); });
+      run_split(set, req, [&] { bar.update(set.generated_tokens() - warm_tokens); }, requests);
   bar.finish();
 
   nlohmann::json j = stats_json(set, g, static_cast<int>(ids.size()), o, before);
@@ -62,6 +68,7 @@ int bench_generate(int argc, char** argv) {
   j["max_tokens"] = o.max_tokens;
   j["threads"] = o.threads;
   j["warmup"] = warmup;
+  j["requests"] = requests;
   j["kv_bytes_read_total"] = s.kv_bytes_read;
   j["efflops"] = efflops_json(set.config(), g, static_cast<int>(ids.size()), samples);
   if (json) {

@@ -265,8 +265,9 @@ void run_requests(dist::ReplicaSet& set, std::vector<Request> reqs,
   }
 }
 
-std::vector<SampleResult> run_split(dist::ReplicaSet& set, const Request& req, const std::function<void()>& on_tick) {
-  const std::vector<Request> parts = dist::split_samples(req, set.size());
+std::vector<SampleResult> run_split(dist::ReplicaSet& set, const Request& req, const std::function<void()>& on_tick,
+                                    int requests) {
+  const std::vector<Request> parts = dist::split_samples(req, std::max(static_cast<int>(set.size()), requests));
   std::vector<std::vector<SampleResult>> got(parts.size());
   run_requests(set, parts, [&](size_t i, FinishedRequest& f) { got[i] = std::move(f.samples); }, on_tick);
   std::vector<SampleResult> out;

@@ -113,9 +113,11 @@ void run_requests(dist::ReplicaSet& set, std::vector<Request> reqs,
                   const std::function<void(size_t, FinishedRequest&)>& on_finished,
                   const std::function<void()>& on_tick = {});
 // One request's samples shared out over the replicas (dist::split_samples):
-// the same samples, in order, as one engine gives.
+// the same samples, in order, as one engine gives. requests > the replicas:
+// that many separate requests (each prefills its own copy of the prompt, as
+// that many clients of a server would), the samples still the same.
 std::vector<SampleResult> run_split(dist::ReplicaSet& set, const Request& req,
-                                    const std::function<void()>& on_tick = {});
+                                    const std::function<void()>& on_tick = {}, int requests = 1);
 
 // The run's price in the Kinetics cost model (eFLOPs at the default hardware
 // intensity), from the samples' real lengths.

@@ -29,8 +29,10 @@ for lv in j["levels"]:
     e = lv["engine"]  # the server's /metrics over the timed level alone: 64-id prompts, 6 tokens each
     assert e["rows"] == {"prefill": 4 * 64, "decode": 4 * 5}, e
     assert e["steps"] > 0 and e["ms_per_step"]["stage_and_launch"] > 0 and e["ms_per_step"]["device"] == 0, e
-    g = lv["bench_generate"]
-    assert g["generated_tokens"] == lv["concurrency"] * 6, g
+    g, shared = lv["bench_generate"], lv["bench_generate_shared_prompt"]
+    assert g["generated_tokens"] == shared["generated_tokens"] == lv["concurrency"] * 6, (g, shared)
+    assert "--requests %d" % lv["concurrency"] in g["command"] and "--requests 1" in shared["command"], (g, shared)
     assert lv["ratio_to_generate"] > 0 and lv["decode_ratio_to_generate"] > 0, lv
+    assert lv["ratio_to_generate_shared_prompt"] > 0, lv
 PY
 echo "bench_serve e2e: ok"

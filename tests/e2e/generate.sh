@@ -101,6 +101,21 @@ for k in ("generated_tokens", "prefill_tokens", "decode_tokens", "steps", "kv_by
     assert a[k] == b[k], (k, a[k], b[k])
 assert 0 < b["wall_s"] and b["decode_tok_s"] > 0, b
 EOF
+# --requests R: the n samples as R requests, each prefilling its own copy of
+# the prompt: R times the prefill rows, the same generated tokens and steps.
+"$KINFER" "${bench[@]}" --warmup 0 --requests 2 > "$tmp/bench_r2.json"
+python3 - "$tmp/bench0.json" "$tmp/bench_r2.json" <<'EOF' || fail "bench generate --requests wrong"
+import json, sys
+a, b = (json.load(open(f)) for f in sys.argv[1:])
+assert (a["requests"], b["requests"]) == (1, 2), (a["requests"], b["requests"])
+assert b["prefill_tokens"] == 2 * a["prefill_tokens"], (a["prefill_tokens"], b["prefill_tokens"])
+for k in ("generated_tokens", "decode_tokens", "steps"):
+    assert a[k] == b[k], (k, a[k], b[k])
+EOF
+if "$KINFER" bench generate --model default -n 2 --max-tokens 2 --requests 3 2> "$tmp/err.txt"; then
+  fail "--requests 3 -n 2 accepted"
+fi
+grep -q -- "--requests 3 is more than the 2 samples" "$tmp/err.txt" || fail "bad --requests error unclear"
 if "$KINFER" bench generate --model default -n 1 --max-tokens 2 --warmup -1 2> "$tmp/err.txt"; then
   fail "--warmup -1 accepted"
 fi
