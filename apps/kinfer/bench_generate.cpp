@@ -38,6 +38,7 @@ int bench_generate(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   o.ignore_eos = true;
   o.no_repetition_stop = true;
+  KF_CHECK(requests <= o.n, "--requests {} is more than the {} samples (-n)", requests, o.n);
 
   GenerateSetup g = setup_generate(o);
   std::vector<int> ids;
@@ -51,7 +52,6 @@ int bench_generate(int argc, char** argv) {
   GenerateOptions warm_o = o;
   warm_o.max_tokens = std::min(o.max_tokens, 8);
   const Request warm_req = make_request(warm_o, g, ids);
-  KF_CHECK(requests <= o.n, "--requests {} is more than the {} samples (-n)", requests, o.n);
   for (int i = 0; i < warmup; ++i) run_split(set, warm_req, {}, requests);
   const std::vector<dist::ReplicaStats> before = set.replica_stats();
   const int64_t warm_tokens = set.generated_tokens();
