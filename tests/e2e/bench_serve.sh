@@ -12,7 +12,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-python3 tools/bench_serve.py --help | grep -q -- "--warmup" || fail "bench_serve.py --help lacks --warmup"
+grep -q -- "--warmup" <<< "$(python3 tools/bench_serve.py --help)" || fail "bench_serve.py --help lacks --warmup"
 timeout 300 python3 tools/bench_serve.py --kinfer "$KINFER" --server-args "--model default" --concurrency 1,3 \
   --output-len 6 --min-prompts 4 --compare-generate --out "$tmp/serve.json" > /dev/null 2> "$tmp/err.txt" ||
   fail "bench_serve.py failed: $(tail -5 "$tmp/err.txt")"

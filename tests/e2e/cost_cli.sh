@@ -13,7 +13,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 near() { python3 -c "import sys; g,w=float(sys.argv[1]),float(sys.argv[2]); sys.exit(0 if abs(g-w)<=1e-9*abs(w) else 1)" "$1" "$2"; }
 jget() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval('d'+sys.argv[2]))" "$1" "$2"; }
 
-for cmd in cost frontier plan; do "$KINFER" "$cmd" --help | grep -q -- "--json" || fail "$cmd --help lacks --json"; done
+for cmd in cost frontier plan; do grep -q -- "--json" <<< "$("$KINFER" "$cmd" --help)" || fail "$cmd --help lacks --json"; done
 
 # Dense Qwen3-0.6B, Lin 100, L 1000, N 4, B200: 6.5665024e12 FLOPs, 2.408448e11 bytes.
 "$KINFER" cost --model qwen3-0.6b --prompt-len 100 --gen-len 1000 -n 4 --json > "$TMP/dense.json"

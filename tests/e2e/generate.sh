@@ -14,7 +14,7 @@ trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 tokens() { python3 -c 'import json,sys; print(json.dumps([s["tokens"] for s in json.load(open(sys.argv[1]))["samples"]]))' "$1"; }
 
-"$KINFER" generate --help | grep -q -- "--topk-pages" || fail "--help lacks --topk-pages"
+grep -q -- "--topk-pages" <<< "$("$KINFER" generate --help)" || fail "--help lacks --topk-pages"
 
 chat="Explain in two sentences why the sky is blue."
 "$KINFER" generate --model default --chat "$chat" --max-tokens 40 --temp 0 --json > "$tmp/dense.json"
@@ -88,7 +88,7 @@ if ! nvidia-smi -L > /dev/null 2>&1; then
 fi
 # kinfer bench generate: its untimed warm-up (--warmup) is left out of the
 # stats, so the counters equal a run without it; a bad value is refused.
-"$KINFER" bench generate --help | grep -q -- "--warmup" || fail "bench generate --help lacks --warmup"
+grep -q -- "--warmup" <<< "$("$KINFER" bench generate --help)" || fail "bench generate --help lacks --warmup"
 bench=(bench generate --model default -n 2 --max-tokens 12 --json)
 "$KINFER" "${bench[@]}" --warmup 0 > "$tmp/bench0.json"
 "$KINFER" "${bench[@]}" --warmup 2 > "$tmp/bench2.json"

@@ -8,7 +8,7 @@ trap 'rm -rf "$TMP"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 jget() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval('d'+sys.argv[2]))" "$1" "$2"; }
 
-for cmd in grade regrade eval; do "$KINFER" "$cmd" --help | grep -q -- "--json" || fail "$cmd --help lacks --json"; done
+for cmd in grade regrade eval; do grep -q -- "--json" <<< "$("$KINFER" "$cmd" --help)" || fail "$cmd --help lacks --json"; done
 
 echo 'Thus $\boxed{\dfrac{3}{4}}$.' | "$KINFER" grade --gold '\frac34' --json > "$TMP/a.json"
 [ "$(jget "$TMP/a.json" "['correct']")" = "True" ] || fail "3/4 not correct"

@@ -6,7 +6,7 @@ set -euo pipefail
 : "${KINFER:?set KINFER to the kinfer binary}"
 model="${KINFER_DEFAULT_MODEL:-$HOME/.cache/kinfer/SmolLM2-135M-Instruct.Q4_1.gguf}"
 
-"$KINFER" info --help | grep -q -- "--json"
+grep -q -- "--json" <<< "$("$KINFER" info --help)"
 if "$KINFER" info --model /nonexistent/model.gguf 2>/tmp/kf_info_err.$$; then
   echo "FAIL: a missing model should be an error"; exit 1
 fi
