@@ -61,9 +61,7 @@ int bench_generate(int argc, char** argv) {
   bar.finish();
 
   nlohmann::json j = stats_json(set, g, static_cast<int>(ids.size()), o, before);
-  std::vector<EngineStats> parts;
-  for (const dist::ReplicaStats& r : replica_stats_since(set, before)) parts.push_back(r.engine);
-  const EngineStats s = dist::merge_stats(parts);
+  const EngineStats s = dist::merge_stats(replica_stats_since(set, before));
   j["bench"] = "generate";
   j["max_tokens"] = o.max_tokens;
   j["threads"] = o.threads;

@@ -290,9 +290,7 @@ std::vector<dist::ReplicaStats> replica_stats_since(const dist::ReplicaSet& set,
 nlohmann::json stats_json(const dist::ReplicaSet& set, const GenerateSetup& g, int prompt_tokens,
                           const GenerateOptions& o, const std::vector<dist::ReplicaStats>& before) {
   const std::vector<dist::ReplicaStats> per_replica = replica_stats_since(set, before);
-  std::vector<EngineStats> parts;
-  for (const dist::ReplicaStats& r : per_replica) parts.push_back(r.engine);
-  const EngineStats s = dist::merge_stats(parts);
+  const EngineStats s = dist::merge_stats(per_replica);
   const EngineConfig& c = set.config();
   nlohmann::json attn = {{"kind", attn_kind_name(c.policy.kind)}, {"page_size", c.page_size},
                          {"topk_pages", c.policy.topk_pages}, {"local_pages", c.policy.local_pages},

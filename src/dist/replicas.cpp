@@ -116,11 +116,7 @@ std::vector<ReplicaStats> ReplicaSet::replica_stats() const {
   return out;
 }
 
-EngineStats ReplicaSet::stats() const {
-  std::vector<EngineStats> parts;
-  for (const ReplicaStats& r : replica_stats()) parts.push_back(r.engine);
-  return merge_stats(parts);
-}
+EngineStats ReplicaSet::stats() const { return merge_stats(replica_stats()); }
 
 // Under mu_: takes requests from the queue while this replica should (see
 // the header), at most a step's worth of prompt tokens at a time.
@@ -212,9 +208,10 @@ void ReplicaSet::loop(int i) {
   gone.reset();  // on its own (bound) thread, outside the lock
 }
 
-EngineStats merge_stats(const std::vector<EngineStats>& parts) {
+EngineStats merge_stats(const std::vector<ReplicaStats>& replicas) {
   EngineStats m;
-  for (const EngineStats& s : parts) {
+  for (const ReplicaStats& r : replicas) {
+    const EngineStats& s = r.engine;
     m.steps += s.steps;
     m.graph_steps += s.graph_steps;
     m.prefill_tokens += s.prefill_tokens;

@@ -100,9 +100,9 @@ class ReplicaSet {
   bool stop_ = false;
 };
 
-// Merged stats of replicas running side by side: counters add up, times are
-// the slowest replica's (so tokens/s are the set's).
-EngineStats merge_stats(const std::vector<EngineStats>& parts);
+// Merged engine stats of replicas running side by side: counters add up,
+// times are the slowest replica's (so tokens/s are the set's).
+EngineStats merge_stats(const std::vector<ReplicaStats>& replicas);
 
 // One request's n samples as `parts` requests (fewer when n is smaller) over
 // consecutive sample ranges (Request::first_sample), for replicas to share.

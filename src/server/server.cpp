@@ -110,14 +110,13 @@ void Server::loop() {
     }
     for (auto& [job, f] : done) job->finish(std::move(f));
     int64_t running = 0, waiting = 0, kv_used = 0;
-    std::vector<EngineStats> parts;
-    for (const dist::ReplicaStats& r : set_->replica_stats()) {  // one copy under the set's lock
+    const std::vector<dist::ReplicaStats> replicas = set_->replica_stats();  // one copy under the set's lock
+    for (const dist::ReplicaStats& r : replicas) {
       running += r.running;
       waiting += r.waiting;
       kv_used += r.kv_pages_used;
-      parts.push_back(r.engine);
     }
-    const EngineStats s = dist::merge_stats(parts);
+    const EngineStats s = dist::merge_stats(replicas);
     running_ = running;
     waiting_seqs_ = waiting;
     kv_used_ = kv_used;
