@@ -28,9 +28,11 @@
 #               (PHASE_SHAPES="B T [Hq]; ...": Hq 16 unless given, 8 KV heads)
 #               (in a real step: CMAKE_ARGS=-DKINFER_ATTN_PHASES=ON, bench decode --profile)
 #   granule     what DRAM gives scattered reads of 128 B-8 KB chunks (dev/cuda/granule.cu, no build needed)
-#   stage       the fused sparse kernel's known pages staged in shared memory or not: decode rows
-#               with KINFER_ATTN_STAGE=0 / 1 interleaved (STAGE_ROWS "preset B T attn [flags];...",
-#               STAGE_REPS rounds, default 2)
+#   switch      decode rows with a backend switch at 0 and 1 interleaved: SWITCH=VAR (e.g.
+#               KINFER_SILU_EPILOGUE), SWITCH_ROWS "preset B T attn [flags];..." (default: the
+#               issue-13 block top-k rows), SWITCH_REPS rounds (default 2)
+#   stage       switch with KINFER_ATTN_STAGE (the sparse kernel's known pages staged in shared
+#               memory or not; STAGE_ROWS, STAGE_REPS)
 #   bulk        the dense decode kernel's tiles by bulk copies or not (KINFER_ATTN_BULK=0 / 1
 #               interleaved): attention rows at query groups 2, 4, 8 with SDPA, dense decode rows
 #               (BULK_DECODE_ROWS "preset B T;..."; BULK_ATTN=0: no attention rows)
@@ -141,20 +143,24 @@ PY
   log "granule done"
 }
 
-step_stage() {  # KINFER_ATTN_STAGE 0 (pool reads) / 1 (staged, the default), rows interleaved
+step_switch() {  # $SWITCH at 0 and 1 on the same rows, interleaved; JSON in $OUT/switch0.jsonl, switch1.jsonl
   copy_bw
   local rows
-  IFS=';' read -ra rows <<< "${STAGE_ROWS:-qwen3-0.6b 32 16384 blocktopk;qwen3-0.6b 32 16384 blocktopk --summary-dtype int8;qwen3-0.6b 64 16384 blocktopk;qwen3-0.6b 64 16384 blocktopk --summary-dtype int8;qwen3-0.6b 32 32768 blocktopk --summary-dtype int8;qwen3-8b 32 16384 blocktopk --summary-dtype int8}"
-  for ((rep = 0; rep < ${STAGE_REPS:-2}; ++rep)); do
+  IFS=';' read -ra rows <<< "${SWITCH_ROWS:-qwen3-0.6b 32 16384 blocktopk;qwen3-0.6b 32 16384 blocktopk --summary-dtype int8;qwen3-0.6b 64 16384 blocktopk;qwen3-0.6b 64 16384 blocktopk --summary-dtype int8;qwen3-0.6b 32 32768 blocktopk --summary-dtype int8;qwen3-8b 32 16384 blocktopk --summary-dtype int8}"
+  for ((rep = 0; rep < ${SWITCH_REPS:-2}; ++rep)); do
     for row in "${rows[@]}"; do
       for v in 0 1; do
-        echo -n "stage $v: "
-        KINFER_ATTN_STAGE=$v J=$OUT/stage$v.jsonl dec $row || tail -2 "$OUT/decode.err"
+        echo -n "$SWITCH=$v: "
+        export "$SWITCH=$v"
+        J=$OUT/switch$v.jsonl dec $row || tail -2 "$OUT/decode.err"
+        unset "$SWITCH"
       done
     done
   done
-  log "stage done"
+  log "$SWITCH done"
 }
+
+step_stage() { SWITCH=KINFER_ATTN_STAGE SWITCH_ROWS=${STAGE_ROWS:-} SWITCH_REPS=${STAGE_REPS:-2} step_switch; }
 
 step_diag32k() {
   copy_bw

@@ -124,6 +124,11 @@ class Backend : public Allocator {
   // matmul reads fastest, values unchanged (the CPU: Q8_0, Q4_0, Q4_1 with
   // four rows interleaved, backend/cpu/packed_weights.h). By default as is.
   virtual Buffer pack_weight(Buffer w) { return w; }
+  // An MLP's stacked [gate; up] matrix [2f, d] in the layout mlp() reads
+  // fastest (CUDA: rows interleaved by 8, so its decode GEMM can end in
+  // silu_mul). Only mlp() may read the result; it also takes matrices that
+  // did not come from here. By default pack_weight(w).
+  virtual Buffer pack_mlp_gate_up(Buffer w) { return pack_weight(std::move(w)); }
 
   // Device memory: bytes free now and in all (the CPU: available and total RAM).
   struct Memory {

@@ -159,11 +159,13 @@ struct Loader {
   Buffer vector(const WeightSpec& t) const { return make_stacked(be, src, format, {part(t, {})}, 0); }
   // Matrices only the matmul reads, stacked by rows, in the backend's matmul layout.
   Buffer matrix(const WeightSpec& t, const Slice& s = {}) const { return stacked({t}, {s}); }
-  Buffer stacked(const std::vector<WeightSpec>& ts, std::vector<Slice> slices = {}) const {
+  // mlp_gate_up: an MLP's [gate; up], in the layout the backend's mlp() reads.
+  Buffer stacked(const std::vector<WeightSpec>& ts, std::vector<Slice> slices = {}, bool mlp_gate_up = false) const {
     slices.resize(ts.size());
     std::vector<Part> parts;
     for (size_t i = 0; i < ts.size(); ++i) parts.push_back(part(ts[i], slices[i]));
-    return be.pack_weight(make_stacked(be, src, format, parts, cols_of(ts[0], slices[0])));
+    Buffer b = make_stacked(be, src, format, parts, cols_of(ts[0], slices[0]));
+    return mlp_gate_up ? be.pack_mlp_gate_up(std::move(b)) : be.pack_weight(std::move(b));
   }
   // 1-D parts (biases), stacked.
   Buffer stacked_vectors(const std::vector<WeightSpec>& ts, const std::vector<Slice>& slices) const {
@@ -357,7 +359,7 @@ Weights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, Backend& be
     if (!ls.k_norm.name.empty()) l.k_norm = load.vector(ls.k_norm);
     l.wo = load.matrix(ls.wo, col_slice(q, sh));  // the columns its heads' outputs meet
     l.mlp_norm = load.vector(ls.mlp_norm);
-    l.w_gate_up = load.stacked(ls.w_gate_up, {row_slice(ff, sh), row_slice(ff, sh)});
+    l.w_gate_up = load.stacked(ls.w_gate_up, {row_slice(ff, sh), row_slice(ff, sh)}, /*mlp_gate_up=*/true);
     l.w_down = load.matrix(ls.w_down, col_slice(ff, sh));
   }
   return w;
@@ -404,7 +406,8 @@ Weights random_weights(const ModelConfig& cfg, Backend& be, uint64_t seed, Weigh
     // o_proj and down_proj scaled down by the depth so the residual stream stays O(1).
     l.wo = rnd({d, qs}, 0.f, std::sqrt(3.f / q) / std::sqrt(2.f * full.n_layers), cols_at(qs, q));
     l.mlp_norm = rnd({d}, 1.f, 0.1f);
-    l.w_gate_up = rnd.stacked({linear_part(ffs, d, rows_at(ffs, d)), linear_part(ffs, d, rows_at(ffs, d))}, d);
+    l.w_gate_up = be.pack_mlp_gate_up(
+        rnd.stacked({linear_part(ffs, d, rows_at(ffs, d)), linear_part(ffs, d, rows_at(ffs, d))}, d));
     l.w_down = rnd({d, ffs}, 0.f, std::sqrt(3.f / ff) / std::sqrt(2.f * full.n_layers), cols_at(ffs, ff));
   }
   be.synchronize();

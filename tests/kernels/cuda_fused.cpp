@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <algorithm>
 #include <functional>
 #include <numeric>
 #include <random>
@@ -19,6 +20,7 @@
 #include "attn/summary.h"
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cuda/cuda_util.h"
+#include "backend/cuda/gemm_cutlass.h"
 #include "backend/cuda/kernels.h"
 #include "cuda_test_util.h"
 
@@ -272,6 +274,89 @@ TEST_F(CudaFused, MlpGraphReplayAndGridSizesShareTheBarrier) {
     be->replay(*g);
     run[1]();
     for (int i = 0; i < 2; ++i) EXPECT_EQ(host_bf16(*be, *outs[i]), direct[i]) << "shape " << i << " rep " << rep;
+  }
+}
+
+// The gate|up matrix from pack_mlp_gate_up has its rows interleaved by 8
+// (KINFER_SILU_EPILOGUE=0: as given), and mlp() with it equals mlp() with the
+// matrix as given bit for bit: at decode batches CUTLASS's GEMM ending in
+// silu_mul against the GEMM and silu_mul; at more rows cuBLASLt's GEMM and
+// silu_mul_interleaved. Against the CPU within bf16 rounding; a graph replay
+// equals the direct launch.
+TEST_F(CudaFused, MlpSiluEpilogueEqualsSeparateOps) {
+  if (!cuda::cutlass_gemm_built()) GTEST_SKIP() << "built without CUTLASS";
+  std::unique_ptr<Backend> off = test::cuda_backend_with("KINFER_SILU_EPILOGUE", "0");
+  struct Case {
+    int d, f;
+    std::vector<int> rows;
+  };
+  for (const Case& c : {Case{1024, 3072, {1, 5, 32, 33, 64, 65, 200}}, Case{576, 1536, {1, 32}},
+                        Case{64, 128, {3, 70}}, Case{4096, 12288, {32}}}) {
+    const float scale_in = 1.f / std::sqrt(float(c.d)), scale_f = 1.f / std::sqrt(float(c.f));
+    auto wgu = rand_bf16(size_t(2) * c.f * c.d, rng, -2.f * scale_in, 2.f * scale_in);
+    auto wd = rand_bf16(size_t(c.d) * c.f, rng, -2.f * scale_f, 2.f * scale_f);
+    Buffer given = dev_bf16(*be, wgu, {2 * c.f, c.d}), dwd = dev_bf16(*be, wd, {c.d, c.f});
+    Buffer packed = be->pack_mlp_gate_up(dev_bf16(*be, wgu, {2 * c.f, c.d}));
+    {
+      SCOPED_TRACE(::testing::Message() << "layout of d " << c.d << " f " << c.f);
+      const std::vector<float> rows = host_bf16(*be, packed);
+      bool same = true;
+      for (int r = 0; r < 2 * c.f && same; ++r) {
+        const int src = (r % 16 < 8 ? 0 : c.f) + r / 16 * 8 + r % 8;  // gate or up row of feature r/16*8 + r%8
+        same = std::equal(rows.begin() + size_t(r) * c.d, rows.begin() + size_t(r + 1) * c.d,
+                          wgu.begin() + size_t(src) * c.d);
+        EXPECT_TRUE(same) << "row " << r << " is not row " << src << " of [gate; up]";
+      }
+      EXPECT_EQ(host_bf16(*off, off->pack_mlp_gate_up(dev_bf16(*off, wgu, {2 * c.f, c.d}))), wgu)
+          << "KINFER_SILU_EPILOGUE=0 keeps the rows as given";
+    }
+    for (int n : c.rows) {
+      SCOPED_TRACE(::testing::Message() << "d " << c.d << " f " << c.f << " rows " << n);
+      auto x = rand_bf16(size_t(n) * c.d, rng, -2.f, 2.f), res = rand_bf16(size_t(n) * c.d, rng, -2.f, 2.f);
+      auto norm = rand_bf16(size_t(c.d), rng, 0.5f, 1.5f);
+      std::vector<float> cx = x, cres = res, cnorm = norm, cwgu = wgu, cwd = wd, cgu(size_t(n) * 2 * c.f),
+                         cffn(size_t(n) * c.f), cout(size_t(n) * c.d);
+      const Tensor cnorm_t = host_view(cnorm, {c.d});
+      cpu->mlp(host_view(cx, {n, c.d}), host_view(cwgu, {2 * c.f, c.d}), host_view(cwd, {c.d, c.f}),
+               host_view(cgu, {n, 2 * c.f}), host_view(cffn, {n, c.f}), host_view(cres, {n, c.d}), &cnorm_t, 1e-6f,
+               host_view(cout, {n, c.d}));
+      Buffer dnorm = dev_bf16(*be, norm, {c.d});
+      std::vector<float> ffn[2], out[2], resid[2];
+      for (int i = 0; i < 2; ++i) {  // 0: interleaved, 1: as given
+        Buffer dx = dev_bf16(*be, x, {n, c.d}), dres = dev_bf16(*be, res, {n, c.d}),
+               dgu(DType::BF16, {n, 2 * c.f}, *be), dffn(DType::BF16, {n, c.f}, *be);
+        test::poison(*be, dffn);
+        if (i == 0) cuda_profile(*be, true);
+        be->mlp(dx, i == 0 ? packed : given, dwd, dgu, dffn, dres, &dnorm.view(), 1e-6f, dx);
+        be->synchronize();
+        if (i == 0) {
+          const bool epilogue = n <= cuda::kCutlassMaxRows;
+          EXPECT_NE(cuda_profile_json(*be).find(epilogue ? "silu_mul in the GEMM" : "then silu_mul"),
+                    std::string::npos);
+          cuda_profile(*be, false);
+        }
+        ffn[i] = host_bf16(*be, dffn);
+        out[i] = host_bf16(*be, dx);
+        resid[i] = host_bf16(*be, dres);
+        if (i == 0 && n <= cuda::kCutlassMaxRows) {  // the programmatic launch in a graph = the direct one
+          Buffer gx = dev_bf16(*be, x, {n, c.d}), gres = dev_bf16(*be, res, {n, c.d});
+          std::unique_ptr<Graph> g =
+              be->record([&] { be->mlp(gx, packed, dwd, dgu, dffn, gres, &dnorm.view(), 1e-6f, gx); });
+          const std::vector<uint16_t> xb = test::to_bf16(x), rb = test::to_bf16(res);
+          be->upload(gx, xb.data());  // the recording ran the ops once
+          be->upload(gres, rb.data());
+          test::poison(*be, dffn);
+          be->replay(*g);
+          EXPECT_EQ(host_bf16(*be, dffn), ffn[0]) << "graph replay";
+          EXPECT_EQ(host_bf16(*be, gx), out[0]) << "graph replay";
+        }
+      }
+      EXPECT_EQ(ffn[0], ffn[1]) << "silu(gate) · up, interleaved vs as given";
+      EXPECT_EQ(out[0], out[1]);
+      EXPECT_EQ(resid[0], resid[1]);
+      EXPECT_LT(rel_l2(ffn[0], cffn), 8e-3) << "against the CPU";
+      EXPECT_LT(rel_l2(out[0], cout), 1e-2) << "against the CPU";
+    }
   }
 }
 

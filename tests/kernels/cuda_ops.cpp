@@ -146,7 +146,7 @@ TEST_F(CudaOps, MatmulCutlassMatchesCublasLt) {
 // the backend is made, naming the variable, the value and what 0 and 1 mean.
 TEST_F(CudaOps, SwitchesRefuseOtherValues) {
   for (const char* var : {"KINFER_GEMM_TUNE", "KINFER_GEMM_CUTLASS", "KINFER_MLP_FUSED", "KINFER_ATTN_SUMMARIES",
-                          "KINFER_ATTN_STAGE", "KINFER_ATTN_BULK", "KINFER_CUDA_SYNC"}) {
+                          "KINFER_ATTN_STAGE", "KINFER_ATTN_BULK", "KINFER_CUDA_SYNC", "KINFER_SILU_EPILOGUE"}) {
     for (const char* value : {"yes", "", "2"}) {
       try {
         test::cuda_backend_with(var, value);

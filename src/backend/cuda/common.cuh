@@ -21,6 +21,9 @@ __device__ __forceinline__ bf16_t to_bf(float f) {
   return *reinterpret_cast<bf16_t*>(&b);
 }
 
+// SiLU as silu_mul and the gate|up GEMM's epilogue compute it (the same bits).
+__device__ __forceinline__ float silu(float g) { return g / (1.f + __expf(-g)); }
+
 // 8 bf16 in one 16-byte word -> 8 floats (exact: bf16 is the top half of f32).
 __device__ __forceinline__ void unpack8(const uint4& u, float* f) {
   const uint32_t w[4] = {u.x, u.y, u.z, u.w};

@@ -22,8 +22,9 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <optional>
+#include <mutex>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "backend/backend.h"
@@ -33,6 +34,7 @@
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/nccl.h"
 #include "backend/cuda/op_args.h"
+#include "backend/cuda/switches.h"
 
 namespace kf {
 
@@ -47,29 +49,6 @@ int cuda_device_count() {
 
 // The kernels are built for sm_90a alone (CMAKE_CUDA_ARCHITECTURES).
 static bool supported(const cudaDeviceProp& prop) { return prop.major == 9 && prop.minor == 0; }
-
-// The backend's switches from the environment (experiments and debugging),
-// read once when a backend is made. Each one set is noted as VAR=VALUE, so a
-// run under a switch says so wherever the backend is named (bench JSON, eval
-// and serve logs) and its rows cannot pass for the defaults'.
-struct EnvSwitches {
-  std::string noted;  // "VAR=VALUE VAR=VALUE", in reading order
-
-  const char* raw(const char* var) {
-    const char* value = std::getenv(var);
-    if (value) noted += fmt::format("{}{}={}", noted.empty() ? "" : " ", var, value);
-    return value;
-  }
-  // An on/off switch: unset, or "0" / "1" (anything else is refused, with
-  // what the two values mean).
-  std::optional<bool> on_off(const char* var, const char* meaning) {
-    const char* value = raw(var);
-    if (!value) return std::nullopt;
-    const std::string v = value;
-    KF_CHECK(v == "0" || v == "1", "{}={}: {}", var, v, meaning);
-    return v == "1";
-  }
-};
 
 bool cuda_device_supported(int device) {
   cudaDeviceProp prop{};
@@ -109,46 +88,11 @@ class CudaBackend final : public Backend {
     // Say so before the first launch fails.
     KF_CHECK(supported(prop), "{}: this kinfer has CUDA kernels for sm_90a (H100/H200) only; use --device cpu or "
              "rebuild for this GPU", name_);
-    // The switches first: a refused value fails before any resource is made.
-    EnvSwitches env;
-    const bool tune = env.on_off("KINFER_GEMM_TUNE", "0 (cuBLASLt's first heuristic candidate: the default) or 1 "
-                                 "(the first call of a shape times the top 8 and keeps the fastest)")
-                          .value_or(false);
-    const bool cutlass = env.on_off("KINFER_GEMM_CUTLASS", "0 (every GEMM is cuBLASLt's) or 1 (decode-sized GEMMs "
-                                    "are CUTLASS's, where built: the default)")
-                             .value_or(true);
-    if (const char* split = env.raw("KINFER_SPLIT_K")) {
-      const std::string v = split;
-      const bool ok = v.size() == 1 && (v == "0" || v == "1" || cuda::partial_slices_supported(v[0] - '0'));
-      KF_CHECK(ok, "KINFER_SPLIT_K={}: the K slices of an output projection are 2, 3, 4, 6 or 8 (0: never split)", v);
-      split_k_ = v[0] - '0';
-    }
-    fused_mlp_ = env.on_off("KINFER_MLP_FUSED", "0 (the MLP as three ops: the default) or 1 (one cooperative "
-                            "kernel where its plan applies)")
-                     .value_or(false);
-    if (auto on = env.on_off("KINFER_ATTN_STAGE", "0 (the sparse kernel reads its known pages from the pool) or 1 "
-                             "(copies them to shared memory while it selects: the default)"))
-      stage_known_ = *on;
-    if (auto on = env.on_off("KINFER_ATTN_BULK", "0 (the dense decode kernel always loads K/V into registers) or 1 "
-                             "(always streams them through shared memory by bulk copies); unset: by shape"))
-      bulk_dense_ = *on ? 1 : 0;
-    if (const char* splits = env.raw("KINFER_DECODE_SPLITS")) {
-      const std::string v = splits;
-      const bool digits = !v.empty() && v.size() <= 3 && v.find_first_not_of("0123456789") == std::string::npos;
-      decode_splits_ = digits ? std::stoi(v) : 0;
-      KF_CHECK(decode_splits_ >= 1 && decode_splits_ <= 128, "KINFER_DECODE_SPLITS={}: the dense decode kernel's "
-               "blocks per (row, KV head), 1 to 128", v);
-    }
-    attn_summaries_ = env.on_off("KINFER_ATTN_SUMMARIES", "0 (a summary kernel after qkv_rope_write) or 1 (the "
-                                 "fused sparse kernel writes the page summaries: the default)")
-                          .value_or(true);
-    sync_checks_ = env.on_off("KINFER_CUDA_SYNC", "0 (a fault surfaces at the next wait for the device: the default) "
-                              "or 1 (the backend waits after every op and names the op that faulted)")
-                       .value_or(false);
+    sw_ = cuda::Switches::from_env();  // first: a refused value fails before any resource is made
     KF_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    gemm_ = std::make_unique<cuda::Gemm>(*this, stream_, num_sms_, tune, cutlass);
+    gemm_ = std::make_unique<cuda::Gemm>(*this, stream_, num_sms_, sw_.gemm_tune, sw_.gemm_cutlass);
     KF_CUDA(cudaDeviceGetAttribute(&max_smem_, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    if (!env.noted.empty()) name_ += " with " + env.noted;
+    if (!sw_.noted.empty()) name_ += " with " + sw_.noted;
     mlp_barrier_ = Buffer(DType::U8, {4}, *this);
     KF_CUDA(cudaMemsetAsync(mlp_barrier_.view().data, 0, 4, stream_));
   }
@@ -185,6 +129,10 @@ class CudaBackend final : public Backend {
   }
   void deallocate(void* p) noexcept override {
     if (!p) return;
+    {
+      std::lock_guard<std::mutex> lock(interleaved_mu_);
+      interleaved_.erase(p);
+    }
     cudaSetDevice(dev_);
     cudaFree(p);
   }
@@ -265,7 +213,7 @@ class CudaBackend final : public Backend {
     auto* g = dynamic_cast<CudaGraph*>(&graph);
     KF_CHECK(g != nullptr, "{}: replay of a graph recorded by another backend", name_);
     KF_CUDA(cudaGraphLaunch(g->exec, stream_));
-    if (sync_checks_) sync("a recorded decode step");
+    if (sw_.sync_checks) sync("a recorded decode step");
   }
   uint64_t scratch_epoch() const override { return scratch_generation_; }
 
@@ -376,6 +324,23 @@ class CudaBackend final : public Backend {
     op.done();
   }
 
+  // Rows interleaved by 8 (cuda::interleave_gate_up), so the decode GEMM
+  // ends in silu_mul (gemm_cutlass.h); mlp() knows them by address.
+  Buffer pack_mlp_gate_up(Buffer w) override {
+    const Tensor& t = w.view();
+    if (!sw_.silu_epilogue || sw_.fused_mlp || t.dtype != DType::BF16 || t.ndim != 2 || t.dim(0) % 16 != 0)
+      return pack_weight(std::move(w));
+    Buffer out(DType::BF16, {t.dim(0), t.dim(1)}, *this);
+    cuda::interleave_gate_up(bptr(t), bptr(out.view()), t.dim(0) / 2, t.dim(1), stream_);
+    std::lock_guard<std::mutex> lock(interleaved_mu_);
+    interleaved_.insert(out.view().data);
+    return out;  // w's memory is freed by cudaFree, which waits for the copy
+  }
+  bool interleaved(const Tensor& w_gate_up) {
+    std::lock_guard<std::mutex> lock(interleaved_mu_);
+    return interleaved_.count(w_gate_up.data) != 0;
+  }
+
   // With KINFER_MLP_FUSED=1, the fused kernel (mlp.cu) where its plan
   // applies (a decode batch of a model whose MLP weights fit in shared
   // memory); otherwise the three ops. Off by default: in a decode step it
@@ -384,8 +349,29 @@ class CudaBackend final : public Backend {
            const Tensor& x, const Tensor* norm_w, float eps, const Tensor& out) override {
     check_mlp(h, w_gate_up, w_down, gate_up, ffn, x, norm_w, out);
     const int64_t d = w_down.dim(0), f = w_down.dim(1), n = d > 0 ? h.numel() / d : 0;
+    if (interleaved(w_gate_up)) {
+      // Decode batches: one GEMM with silu_mul in its epilogue; larger ones
+      // cuBLASLt's GEMM, then silu_mul on the interleaved rows.
+      need(ffn, DType::BF16, "mlp ffn");
+      if (n > 0) {
+        const bool epilogue = gemm_->runs_silu_mul(h, w_gate_up, ffn);
+        OpScope op(this, "gate_up_silu_mul", [&] {
+          return fmt::format("{}x{}, {} rows, {}", 2 * f, d, n, epilogue ? "silu_mul in the GEMM" : "then silu_mul");
+        });
+        if (epilogue) {
+          gemm_->run_silu_mul(h, w_gate_up, ffn);
+        } else {
+          need(gate_up, DType::BF16, "mlp gate_up");
+          gemm_->run(h, w_gate_up, nullptr, gate_up, capturing_);
+          cuda::silu_mul_interleaved(bptr(gate_up), bptr(ffn), n * f, f, stream_);
+        }
+        op.done();
+      }
+      matmul_add_rmsnorm(ffn, w_down, x, norm_w, eps, out);
+      return;
+    }
     cuda::MlpPlan plan;
-    if (fused_mlp_ && n > 0 && h.dtype == DType::BF16 && w_gate_up.dtype == DType::BF16 &&
+    if (sw_.fused_mlp && n > 0 && h.dtype == DType::BF16 && w_gate_up.dtype == DType::BF16 &&
         w_down.dtype == DType::BF16 && ffn.dtype == DType::BF16 && out.dtype == DType::BF16 &&
         ffn.data != h.data && ffn.data != out.data &&
         cuda::aligned16({h.data, w_gate_up.data, w_down.data, ffn.data, out.data}))
@@ -426,7 +412,7 @@ class CudaBackend final : public Backend {
                           const Tensor& out) override {
     check_projection("matmul_add_rmsnorm", in, w, x, norm_w, out);
     const int64_t k = w.dim(1), d = w.dim(0), n = k > 0 ? in.numel() / k : 0;
-    const int slices = split_k_ >= 0 ? split_k_ : (w.nbytes() <= kSplitKAutoBytes ? kSplitKAutoSlices : 0);
+    const int slices = sw_.split_k >= 0 ? sw_.split_k : (w.nbytes() <= kSplitKAutoBytes ? kSplitKAutoSlices : 0);
     const bool split = slices > 1 && tp_size() == 1 && n > 0 && n <= kSplitKMaxRows && k % (8 * slices) == 0 &&
                        d % 8 == 0 && in.dtype == DType::BF16 && w.dtype == DType::BF16 && x.dtype == DType::BF16 &&
                        out.dtype == DType::BF16 && (!norm_w || norm_w->dtype == DType::BF16) &&
@@ -460,7 +446,7 @@ class CudaBackend final : public Backend {
     cuda::QkvArgs qa = cuda::qkv_args(qkv, q_norm, k_norm, eps, positions, rope_p, kv, slots, q);
     cuda::AttnArgs a = cuda::attn_args(q, kv, batch, policy, scale, out, sel);
     a.summary_slots = qa.slots;
-    qa.summaries = !(attn_summaries_ && qa.n == a.n_rows && cuda::summaries_in_attention(a));
+    qa.summaries = !(sw_.attn_summaries && qa.n == a.n_rows && cuda::summaries_in_attention(a));
     if (qa.summaries) a.summary_slots = nullptr;
     launch_qkv(qa, qkv, kv);
     launch_attention(a, q, kv, batch, policy);
@@ -616,9 +602,9 @@ class CudaBackend final : public Backend {
                          a.summary_slots ? ", with the page summaries" : "");
     });
     cuda::AttnArgs args = a;  // with this backend's switches
-    args.stage_known = stage_known_;
-    args.bulk_dense = bulk_dense_;
-    args.decode_splits = decode_splits_;
+    args.stage_known = sw_.stage_known;
+    args.bulk_dense = sw_.bulk_dense;
+    args.decode_splits = sw_.decode_splits;
     const cuda::ScratchSize z = cuda::attention_scratch(args, num_sms_);
     cuda::AttnScratch s;
     s.part_acc = static_cast<float*>(grow(part_acc_, DType::F32, z.part_acc));
@@ -668,7 +654,7 @@ class CudaBackend final : public Backend {
     Describe describe;
     int idx = -1;
     OpScope(CudaBackend* b, const char* name, Describe d) : be(b), op(name), describe(std::move(d)) {
-      if (be->sync_checks_) be->check_bound(op);
+      if (be->sw_.sync_checks) be->check_bound(op);
       if (!be->profile_.on || be->capturing_) return;
       idx = be->profile_.begin(fmt::format("{} {}", op, describe()), be->stream_);
     }
@@ -676,7 +662,7 @@ class CudaBackend final : public Backend {
     void done() {
       if (idx >= 0) be->profile_.end(idx, be->stream_);
       idx = -1;
-      if (!be->sync_checks_ || be->capturing_) return;
+      if (!be->sw_.sync_checks || be->capturing_) return;
       const cudaError_t e = cudaStreamSynchronize(be->stream_);
       if (e != cudaSuccess) be->fail_fault(fmt::format("{} ({})", op, describe()), e);
     }
@@ -707,14 +693,10 @@ class CudaBackend final : public Backend {
   // larger ones of 1.7B-8B neutral to 1% slower split; docs/cuda.md).
   static constexpr size_t kSplitKAutoBytes = size_t(16) << 20;
   static constexpr int kSplitKAutoSlices = 4;
-  int split_k_ = -1;        // matmul_add_rmsnorm(): K slices (KINFER_SPLIT_K; 0 or 1: never; -1: kSplitKAuto*)
-  Buffer split_partial_;    // ... and their fp32 partial products (grows)
-  bool fused_mlp_ = false;  // mlp(): the fused kernel where it applies (KINFER_MLP_FUSED=1)
-  bool sync_checks_ = false;  // every op waits for the device and names a fault (KINFER_CUDA_SYNC=1)
-  int bulk_dense_ = -1;      // attention(): dense tiles by bulk copies (-1: by shape; KINFER_ATTN_BULK=0 / 1)
-  int decode_splits_ = 0;    // attention(): dense split count forced (KINFER_DECODE_SPLITS; 0: the rule)
-  bool stage_known_ = true;  // attention(): known pages staged in shared memory (KINFER_ATTN_STAGE=0: not)
-  bool attn_summaries_ = true;  // qkv_attention(): summaries by the attention kernel (KINFER_ATTN_SUMMARIES=0: not)
+  cuda::Switches sw_;       // from the environment (switches.h)
+  Buffer split_partial_;    // matmul_add_rmsnorm()'s fp32 split-K partial products (grows)
+  std::mutex interleaved_mu_;  // deallocate() may run on another thread
+  std::unordered_set<const void*> interleaved_;  // gate|up matrices from pack_mlp_gate_up
   bool mlp_pdl_ = true;     // ... launched with programmatic dependent launch
   Buffer mlp_barrier_;      // the fused MLP's grid-barrier counter (4 bytes, zeroed)
   Buffer mlp_partial_;      // ... and its partial sums (grows)

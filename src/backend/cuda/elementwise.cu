@@ -239,7 +239,6 @@ __global__ void __launch_bounds__(kNormThreads) add_partials_rmsnorm_kernel(uint
 }
 
 // out[r, c] = silu(gu[r, c]) * gu[r, f + c]: the merged gate/up rows.
-__device__ __forceinline__ float silu(float g) { return g / (1.f + __expf(-g)); }
 __global__ void silu_mul_kernel(const bf16_t* gu, bf16_t* out, int64_t n, int64_t f) {
   griddep_wait();
   griddep_launch_dependents();
@@ -258,6 +257,19 @@ __global__ void silu_mul_kernel8(const bf16_t* gu, bf16_t* out, int64_t n8, int6
   float g[8], u[8];
   unpack8(row[c], g);
   unpack8(row[f8 + c], u);
+#pragma unroll
+  for (int j = 0; j < 8; ++j) g[j] = silu(g[j]) * u[j];
+  reinterpret_cast<uint4*>(out)[i] = pack8(g);
+}
+__global__ void silu_mul_interleaved_kernel(const bf16_t* gu, bf16_t* out, int64_t n8) {
+  griddep_wait();
+  griddep_launch_dependents();
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n8) return;
+  const uint4* pair = reinterpret_cast<const uint4*>(gu) + 2 * i;  // 8 gate values, then their 8 up values
+  float g[8], u[8];
+  unpack8(pair[0], g);
+  unpack8(pair[1], u);
 #pragma unroll
   for (int j = 0; j < 8; ++j) g[j] = silu(g[j]) * u[j];
   reinterpret_cast<uint4*>(out)[i] = pack8(g);
@@ -326,6 +338,23 @@ void add(bf16_t* x, const bf16_t* y, int64_t n, cudaStream_t st) {
     add_kernel<<<blocks_for(n, 256), 256, 0, st>>>(x, y, n);
   }
   check_launch("add");
+}
+
+void silu_mul_interleaved(const bf16_t* gate_up, bf16_t* out, int64_t n, int64_t f, cudaStream_t st) {
+  if (n == 0) return;
+  KF_CHECK(f % 8 == 0 && aligned16({gate_up, out}), "silu_mul_interleaved: f {} or the pointers not 16-byte aligned",
+           f);
+  launch_pdl("silu_mul_interleaved", silu_mul_interleaved_kernel, blocks_for(n / 8, 256), 256, st, gate_up, out,
+             n / 8);
+}
+
+void interleave_gate_up(const bf16_t* w, bf16_t* out, int64_t f, int64_t d, cudaStream_t st) {
+  KF_CHECK(f % 8 == 0, "interleave_gate_up: {} features are not a multiple of 8", f);
+  if (f == 0 || d == 0) return;
+  const size_t band = 8 * d * sizeof(bf16_t);  // 8 rows
+  // Band t of the gates to rows 16t .., band t of the ups to rows 16t + 8 ..
+  KF_CUDA(cudaMemcpy2DAsync(out, 2 * band, w, band, band, f / 8, cudaMemcpyDeviceToDevice, st));
+  KF_CUDA(cudaMemcpy2DAsync(out + 8 * d, 2 * band, w + f * d, band, band, f / 8, cudaMemcpyDeviceToDevice, st));
 }
 
 void silu_mul(const bf16_t* gate_up, bf16_t* out, int64_t n, int64_t f, cudaStream_t st) {

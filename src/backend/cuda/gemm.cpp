@@ -25,6 +25,9 @@ const char* cutlass_gemm_split_k(const void*, const void*, float*, int64_t, int6
                                  cudaStream_t) {
   return "this kinfer was built without CUTLASS";
 }
+const char* cutlass_gemm_silu_mul(const void*, const void*, void*, int64_t, int64_t, int64_t, int, cudaStream_t) {
+  return "this kinfer was built without CUTLASS";
+}
 #endif
 
 namespace {
@@ -122,6 +125,20 @@ bool Gemm::runs_cutlass(const Tensor& x, const Tensor& w, const Tensor* bias, co
   return cutlass_ && !bias && x.dtype == DType::BF16 && w.dtype == DType::BF16 &&
          y.dtype == (slices > 1 ? DType::F32 : DType::BF16) &&
          cutlass_gemm_supported(m, n, k, slices, x.data, w.data, y.data);
+}
+
+bool Gemm::runs_silu_mul(const Tensor& x, const Tensor& w, const Tensor& ffn) const {
+  return w.dim(0) % 16 == 0 && ffn.dtype == DType::BF16 && ffn.numel() * 2 == x.numel() / w.dim(1) * w.dim(0) &&
+         runs_cutlass(x, w, nullptr, ffn, 1);
+}
+
+void Gemm::run_silu_mul(const Tensor& x, const Tensor& w, const Tensor& ffn) {
+  const int64_t k = w.dim(1), m = w.dim(0), n = x.numel() / k;
+  KF_CHECK(runs_silu_mul(x, w, ffn), "gate|up GEMM with silu_mul: CUTLASS's kernel does not take {} rows x [{}, {}]",
+           n, m, k);
+  if (n == 0) return;
+  if (const char* err = cutlass_gemm_silu_mul(x.data, w.data, ffn.data, n, m, k, num_sms_, stream_))
+    fail("CUTLASS gate|up GEMM with silu_mul of {} rows x [{}, {}] failed: {}", n, m, k, err);
 }
 
 void Gemm::execute(const Tensor& x, const Tensor& w, const Tensor* bias, int slices, const Tensor& y,

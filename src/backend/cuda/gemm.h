@@ -37,6 +37,13 @@ class Gemm {
   // batched GEMM): partials[s] = x[:, ks] · w[:, ks]ᵀ for the s-th part ks,
   // partials F32 [slices, n, m]; their sum is x · wᵀ. Needs k % (8 · slices) == 0.
   void run_split_k(const Tensor& x, const Tensor& w, int slices, const Tensor& partials, bool capturing);
+  // An MLP's gate|up GEMM with silu_mul in its epilogue (CUTLASS's kernel):
+  // w [2f, k] holds the gate and up rows interleaved by 8
+  // (interleave_gate_up), ffn [n, f] = silu(gate) · up. Only where
+  // runs_silu_mul(); elsewhere the caller runs run() and silu_mul_interleaved.
+  bool runs_silu_mul(const Tensor& x, const Tensor& w, const Tensor& ffn) const;
+  void run_silu_mul(const Tensor& x, const Tensor& w, const Tensor& ffn);
+
  private:
   // Whether run() (slices 1) or run_split_k() takes CUTLASS's kernel for these operands.
   bool runs_cutlass(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y, int slices) const;

@@ -36,4 +36,12 @@ const char* cutlass_gemm(const void* x, const void* w, void* y, int64_t n, int64
 const char* cutlass_gemm_split_k(const void* x, const void* w, float* partials, int64_t n, int64_t m, int64_t k,
                                  int slices, int num_sms, cudaStream_t st);
 
+// The gate|up GEMM of an MLP with silu_mul in its epilogue: w [m, k] holds
+// the gate and up rows interleaved by 8 (interleave_gate_up), y [n, m / 2] =
+// silu(gate) · up, the same bits as this GEMM's bf16 output followed by
+// silu_mul_interleaved. Needs m % 16 == 0 (and what cutlass_gemm_supported
+// asks); launched the same way.
+const char* cutlass_gemm_silu_mul(const void* x, const void* w, void* y, int64_t n, int64_t m, int64_t k,
+                                  int num_sms, cudaStream_t st);
+
 }  // namespace kf::cuda

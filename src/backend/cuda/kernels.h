@@ -36,6 +36,13 @@ void rmsnorm(const bf16_t* x, const bf16_t* w, bf16_t* y, int rows, int d, float
 void add(bf16_t* x, const bf16_t* y, int64_t n, cudaStream_t st);
 // out [n / f rows, f] from gate_up [rows, 2f] (gate | up per row); n = out elements.
 void silu_mul(const bf16_t* gate_up, bf16_t* out, int64_t n, int64_t f, cudaStream_t st);
+// The same from rows whose gate and up values are interleaved by 8 (the
+// GEMM's output for interleave_gate_up's weights); f % 8 == 0, 16-byte aligned.
+void silu_mul_interleaved(const bf16_t* gate_up, bf16_t* out, int64_t n, int64_t f, cudaStream_t st);
+// w [2f, d] = [gate rows; up rows] to out [2f, d] with rows 16t .. 16t+7 the
+// gate rows 8t .. 8t+7 and rows 16t+8 .. 16t+15 the up rows of the same
+// features (the layout whose GEMM ends in silu_mul: gemm_cutlass.h); f % 8 == 0.
+void interleave_gate_up(const bf16_t* w, bf16_t* out, int64_t f, int64_t d, cudaStream_t st);
 // x += y; out = rmsnorm(x) * w (out may alias y).
 void add_rmsnorm(bf16_t* x, const bf16_t* y, const bf16_t* w, bf16_t* out, int rows, int d, float eps,
                  cudaStream_t st);
