@@ -5,8 +5,6 @@
 // cuBLASLt and two other tilings (bench/results/h200_gemm_cutlass.txt).
 #include "backend/cuda/gemm_cutlass.h"
 
-#include <cstdlib>
-
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/kernels.h"
 
@@ -132,10 +130,8 @@ using TmaEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
     16 / sizeof(ElementD), ElementD, cutlass::layout::ColumnMajor, 16 / sizeof(ElementD),
     cutlass::epilogue::TmaWarpSpecialized>::CollectiveOp;
 using SiluMul = cutlass::epilogue::collective::detail::Sm90TmaWarpSpecializedAdapter<SiluMulEpilogue>;
-template <int kRows>
-constexpr int TmaStages = static_cast<int>(sizeof(typename TmaEpilogue<Bf16, kRows>::SharedStorage));
 
-template <class Epilogue, int kRows, int kCarveout = static_cast<int>(sizeof(typename Epilogue::SharedStorage))>
+template <class Epilogue, int kRows>
 struct Decode {
   using TileShape = DecodeTile<kRows>;
   // Ping-pong: two consumer warp groups take alternate tiles, so one's
@@ -144,7 +140,7 @@ struct Decode {
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Element, cutlass::layout::RowMajor, kAlign, Element,
       cutlass::layout::ColumnMajor, kAlign, float, TileShape, ClusterShape,
-      cutlass::gemm::collective::StageCountAutoCarveout<kCarveout>,
+      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
       cutlass::gemm::KernelTmaWarpSpecializedPingpong>::CollectiveOp;
   // Persistent tiles (one CTA per SM at most, looping over the output tiles).
   using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Mainloop, Epilogue, void>;
@@ -212,8 +208,7 @@ bool cutlass_gemm_supported(int64_t m, int64_t n, int64_t k, int slices, const v
 cudaError_t cutlass_gemm_prepare() {
   for (cudaError_t e : {Decode<TmaEpilogue<Bf16, 32>, 32>::prepare(), Decode<TmaEpilogue<float, 32>, 32>::prepare(),
                         Decode<TmaEpilogue<Bf16, 64>, 64>::prepare(), Decode<TmaEpilogue<float, 64>, 64>::prepare(),
-                        Decode<SiluMul, 32>::prepare(), Decode<SiluMul, 64>::prepare(),
-                        Decode<SiluMul, 32, TmaStages<32>>::prepare(), Decode<SiluMul, 64, TmaStages<64>>::prepare()})
+                        Decode<SiluMul, 32>::prepare(), Decode<SiluMul, 64>::prepare()})
     if (e != cudaSuccess) return e;
   return cudaSuccess;
 }
@@ -233,10 +228,7 @@ const char* cutlass_gemm_split_k(const void* x, const void* w, float* partials, 
 const char* cutlass_gemm_silu_mul(const void* x, const void* w, void* y, int64_t n, int64_t m, int64_t k,
                                   int num_sms, cudaStream_t st) {
   const SiluMulEpilogue::Arguments epilogue{static_cast<Bf16*>(y), m / 2};
-  // Experiment: KINFER_SILU_STAGES=1: the mainloop stages of the TMA epilogue's GEMM.
-  static const bool tma_stages = std::getenv("KINFER_SILU_STAGES") && std::getenv("KINFER_SILU_STAGES")[0] == '1';
-  auto run = tma_stages ? (n <= 32 ? Decode<SiluMul, 32, TmaStages<32>>::run : Decode<SiluMul, 64, TmaStages<64>>::run)
-                        : (n <= 32 ? Decode<SiluMul, 32>::run : Decode<SiluMul, 64>::run);
+  auto run = n <= 32 ? Decode<SiluMul, 32>::run : Decode<SiluMul, 64>::run;
   return run(x, w, static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), 1, num_sms, epilogue, st);
 }
 
