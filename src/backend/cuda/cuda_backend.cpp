@@ -325,16 +325,20 @@ class CudaBackend final : public Backend {
   }
 
   // Rows interleaved by 8 (cuda::interleave_gate_up), so the decode GEMM
-  // ends in silu_mul (gemm_cutlass.h); mlp() knows them by address.
+  // ends in silu_mul (gemm_cutlass.h); mlp() knows them by address. In place
+  // through a scratch copy, so the weights stay where they were allocated.
   Buffer pack_mlp_gate_up(Buffer w) override {
     const Tensor& t = w.view();
     if (!sw_.silu_epilogue || sw_.fused_mlp || t.dtype != DType::BF16 || t.ndim != 2 || t.dim(0) % 16 != 0)
       return pack_weight(std::move(w));
-    Buffer out(DType::BF16, {t.dim(0), t.dim(1)}, *this);
-    cuda::interleave_gate_up(bptr(t), bptr(out.view()), t.dim(0) / 2, t.dim(1), stream_);
+    {
+      Buffer scratch(DType::BF16, {t.dim(0), t.dim(1)}, *this);
+      cuda::interleave_gate_up(bptr(t), bptr(scratch.view()), t.dim(0) / 2, t.dim(1), stream_);
+      KF_CUDA(cudaMemcpyAsync(t.data, scratch.view().data, t.nbytes(), cudaMemcpyDeviceToDevice, stream_));
+    }  // cudaFree waits for the copies
     std::lock_guard<std::mutex> lock(interleaved_mu_);
-    interleaved_.insert(out.view().data);
-    return out;  // w's memory is freed by cudaFree, which waits for the copy
+    interleaved_.insert(t.data);
+    return w;
   }
   bool interleaved(const Tensor& w_gate_up) {
     std::lock_guard<std::mutex> lock(interleaved_mu_);
