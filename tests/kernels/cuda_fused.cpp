@@ -174,6 +174,21 @@ TEST_F(CudaFused, QkvRopeWriteMatchesCpu) {
 // apply there), SmolLM2-135M, small ones with few blocks, and row counts
 // around the 16-row tiles and the two warp groups (33-64 rows).
 // The fused kernel is opt-in (KINFER_MLP_FUSED=1, read when a backend is made).
+// The CPU reference of Backend::mlp (residual res, the next layer's norm):
+// ffn = silu(gate) · up, out = the normed sum, resid = res + the MLP.
+struct MlpRef {
+  std::vector<float> ffn, out, resid;
+};
+MlpRef cpu_mlp(Backend& cpu, std::vector<float> x, std::vector<float> res, std::vector<float> norm,
+               std::vector<float> wgu, std::vector<float> wd, int n, int d, int f) {
+  MlpRef r{std::vector<float>(size_t(n) * f), std::vector<float>(size_t(n) * d), std::move(res)};
+  std::vector<float> gu(size_t(n) * 2 * f);
+  const Tensor norm_t = host_view(norm, {d});
+  cpu.mlp(host_view(x, {n, d}), host_view(wgu, {2 * f, d}), host_view(wd, {d, f}), host_view(gu, {n, 2 * f}),
+          host_view(r.ffn, {n, f}), host_view(r.resid, {n, d}), &norm_t, 1e-6f, host_view(r.out, {n, d}));
+  return r;
+}
+
 std::unique_ptr<Backend> make_fused_mlp_backend() { return test::cuda_backend_with("KINFER_MLP_FUSED", "1"); }
 
 TEST_F(CudaFused, MlpMatchesCpuAndSeparateOps) {
@@ -200,12 +215,7 @@ TEST_F(CudaFused, MlpMatchesCpuAndSeparateOps) {
       auto norm = rand_bf16(size_t(c.d), rng, 0.5f, 1.5f);    // the next layer's input norm
       auto wgu = rand_bf16(size_t(2) * c.f * c.d, rng, -2.f * scale_in, 2.f * scale_in);
       auto wd = rand_bf16(size_t(c.d) * c.f, rng, -2.f * scale_f, 2.f * scale_f);
-      std::vector<float> cx = x, cres = res, cnorm = norm, cwgu = wgu, cwd = wd, cgu(size_t(n) * 2 * c.f),
-                         cffn(size_t(n) * c.f), cout(size_t(n) * c.d);
-      const Tensor cnorm_t = host_view(cnorm, {c.d});
-      cpu->mlp(host_view(cx, {n, c.d}), host_view(cwgu, {2 * c.f, c.d}), host_view(cwd, {c.d, c.f}),
-               host_view(cgu, {n, 2 * c.f}), host_view(cffn, {n, c.f}), host_view(cres, {n, c.d}), &cnorm_t, 1e-6f,
-               host_view(cout, {n, c.d}));
+      const MlpRef ref = cpu_mlp(*cpu, x, res, norm, wgu, wd, n, c.d, c.f);
       std::vector<float> ffn[2], out[2], resid[2];
       Backend* gpus[2] = {fused.get(), separate};
       for (int i = 0; i < 2; ++i) {
@@ -219,10 +229,10 @@ TEST_F(CudaFused, MlpMatchesCpuAndSeparateOps) {
         out[i] = host_bf16(g, dx);
         resid[i] = host_bf16(g, dres);
       }
-      EXPECT_LT(rel_l2(resid[0], cres), 1e-2) << "residual + MLP";
+      EXPECT_LT(rel_l2(resid[0], ref.resid), 1e-2) << "residual + MLP";
       EXPECT_LT(rel_l2(resid[0], resid[1]), 6e-3) << "fused vs separate GPU ops";
-      EXPECT_LT(rel_l2(ffn[0], cffn), 8e-3);
-      EXPECT_LT(rel_l2(out[0], cout), 1e-2);
+      EXPECT_LT(rel_l2(ffn[0], ref.ffn), 8e-3);
+      EXPECT_LT(rel_l2(out[0], ref.out), 1e-2);
       EXPECT_LT(rel_l2(ffn[0], ffn[1]), 3e-3) << "fused vs separate GPU ops";
       EXPECT_LT(rel_l2(out[0], out[1]), 6e-3) << "fused vs separate GPU ops";
       // The fused kernel ran (its fp32 sums go in another order): not bitwise the separate ops.
@@ -314,12 +324,7 @@ TEST_F(CudaFused, MlpSiluEpilogueEqualsSeparateOps) {
       SCOPED_TRACE(::testing::Message() << "d " << c.d << " f " << c.f << " rows " << n);
       auto x = rand_bf16(size_t(n) * c.d, rng, -2.f, 2.f), res = rand_bf16(size_t(n) * c.d, rng, -2.f, 2.f);
       auto norm = rand_bf16(size_t(c.d), rng, 0.5f, 1.5f);
-      std::vector<float> cx = x, cres = res, cnorm = norm, cwgu = wgu, cwd = wd, cgu(size_t(n) * 2 * c.f),
-                         cffn(size_t(n) * c.f), cout(size_t(n) * c.d);
-      const Tensor cnorm_t = host_view(cnorm, {c.d});
-      cpu->mlp(host_view(cx, {n, c.d}), host_view(cwgu, {2 * c.f, c.d}), host_view(cwd, {c.d, c.f}),
-               host_view(cgu, {n, 2 * c.f}), host_view(cffn, {n, c.f}), host_view(cres, {n, c.d}), &cnorm_t, 1e-6f,
-               host_view(cout, {n, c.d}));
+      const MlpRef ref = cpu_mlp(*cpu, x, res, norm, wgu, wd, n, c.d, c.f);
       Buffer dnorm = dev_bf16(*be, norm, {c.d});
       std::vector<float> ffn[2], out[2], resid[2];
       for (int i = 0; i < 2; ++i) {  // 0: interleaved, 1: as given
@@ -354,8 +359,8 @@ TEST_F(CudaFused, MlpSiluEpilogueEqualsSeparateOps) {
       EXPECT_EQ(ffn[0], ffn[1]) << "silu(gate) · up, interleaved vs as given";
       EXPECT_EQ(out[0], out[1]);
       EXPECT_EQ(resid[0], resid[1]);
-      EXPECT_LT(rel_l2(ffn[0], cffn), 8e-3) << "against the CPU";
-      EXPECT_LT(rel_l2(out[0], cout), 1e-2) << "against the CPU";
+      EXPECT_LT(rel_l2(ffn[0], ref.ffn), 8e-3) << "against the CPU";
+      EXPECT_LT(rel_l2(out[0], ref.out), 1e-2) << "against the CPU";
     }
   }
 }
