@@ -19,6 +19,24 @@ inline std::vector<std::vector<SampleResult>> run_to_end(Engine& e, const std::v
   return out;
 }
 
+// The tiny model of the CPU engine tests: llama, 4 query heads over 2 KV
+// heads of 8 dims, no EOS (samples stop by length or repetition).
+inline ModelConfig tiny_llama_config() {
+  ModelConfig c;
+  c.arch = "llama";
+  c.name = "tiny";
+  c.vocab_size = 97;
+  c.hidden_size = 32;
+  c.intermediate_size = 48;
+  c.n_layers = 3;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.head_dim = 8;
+  c.max_position = 4096;
+  c.rms_eps = 1e-5f;
+  return c;
+}
+
 // The small GQA model of the GPU tests: Qwen3 with qk-norm, 8 query heads
 // over 2 KV heads (group 4), head_dim 64 (a size the CUDA kernels take).
 inline ModelConfig small_gqa_config() {

@@ -25,7 +25,8 @@ int bench_generate(int argc, char** argv) {
   add_generate_options(app, o);
   app.add_option("--requests", requests,
                  "the n samples as this many separate requests, each prefilling its own copy of the prompt (the "
-                 "work of as many server clients); 1: one request whose samples share the prompt's pages")
+                 "work of as many server clients; with --prefix-cache they share its full pages once a step has "
+                 "computed them); 1: one request whose samples share the prompt's pages")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--warmup", warmup,
@@ -77,6 +78,9 @@ int bench_generate(int argc, char** argv) {
                 j["gen_tok_s"].get<double>(), s.decode_tok_s(), s.prefill_tok_s());
     std::printf("  KV read per decoded token %.0f bytes, pages per (row, layer, head) %.2f, KV pages peak %d\n",
                 j["kv_bytes_read_per_token"].get<double>(), s.pages_read_per_step(), s.kv_pages_peak);
+    if (o.prefix_cache)
+      std::printf("  prefix cache: %lld prompt rows shared, %lld prefill rows computed\n",
+                  static_cast<long long>(s.prefix_cached_rows), static_cast<long long>(s.prefill_tokens));
   }
   return 0;
 }

@@ -88,7 +88,8 @@ int cmd_serve(int argc, char** argv) {
   if (json) {
     std::printf("%s\n", nlohmann::json{{"event", "listening"}, {"host", http.host}, {"port", port},
                                        {"model", so.model_name}, {"backend", g.backend_name()},
-                                       {"kv_pages", kv_pages}, {"page_size", o.page_size}}
+                                       {"kv_pages", kv_pages}, {"page_size", o.page_size},
+                                       {"prefix_cache", o.prefix_cache}}
                             .dump()
                             .c_str());
     std::fflush(stdout);

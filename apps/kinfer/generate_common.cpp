@@ -74,6 +74,10 @@ void add_engine_options(CLI::App& app, GenerateOptions& o) {
       ->capture_default_str();
   app.add_flag("--no-graphs", o.no_graphs, "CUDA: launch every op instead of replaying decode-step graphs");
   app.add_flag("--no-overlap", o.no_overlap, "CUDA: wait for each step before preparing the next");
+  app.add_flag("--prefix-cache", o.prefix_cache,
+               "share the KV pages of prompt prefixes across requests (full pages; the least recently used are "
+               "evicted when pages run out). Opt-in: on a GPU a shared page was computed in another request's "
+               "prefill chunks, so outputs may differ in the last bits; on the CPU they are the same");
   app.add_flag("--profile", o.profile,
                "report host time per step by phase, device time and the bandwidth roofline in the stats");
 }
@@ -207,6 +211,7 @@ EngineConfig engine_config(const GenerateOptions& o, const GenerateSetup& g, con
   c.repetition.enabled = !o.no_repetition_stop;
   c.graphs = o.no_graphs ? EngineConfig::Mode::Off : EngineConfig::Mode::Auto;
   c.overlap = o.no_overlap ? EngineConfig::Mode::Off : EngineConfig::Mode::Auto;
+  c.prefix_cache = o.prefix_cache;
   if (g.text) {
     std::shared_ptr<GenerateSetup::Text> text = g.text;
     c.token_bytes = [text](int id) { return text->tok.token_bytes(id); };
@@ -315,6 +320,8 @@ nlohmann::json stats_json(const dist::ReplicaSet& set, const GenerateSetup& g, i
       {"max_seqs", c.max_seqs},
       {"running_peak", s.running_peak},
       {"preemptions", s.preemptions},
+      {"prefix_cache", c.prefix_cache},
+      {"prefix_cached_rows", s.prefix_cached_rows},
       {"pages_read_per_step", s.pages_read_per_step()},
       {"kv_bytes_read_per_token", s.decode_tokens ? static_cast<double>(s.kv_bytes_read) / s.decode_tokens : 0.0},
   };

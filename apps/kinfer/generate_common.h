@@ -52,6 +52,7 @@ struct GenerateOptions {
   int replicas = 1;            // CPU engine replicas (tests)
   bool no_graphs = false;
   bool no_overlap = false;
+  bool prefix_cache = false;  // share full prompt pages across requests (EngineConfig::prefix_cache)
   bool profile = false;  // per-step host/device times and the bandwidth roofline in the stats
   int thinking_budget = -1;  // Qwen3 budget forcing: </think> after this many generated tokens (-1 = off)
 };

@@ -159,6 +159,7 @@ void ReplicaSet::publish(int i, Rep& rep, std::vector<FinishedRequest> done) {
   rep.stats.running = rep.engine->n_running();
   rep.stats.waiting = rep.engine->n_waiting();
   rep.stats.kv_pages_used = rep.engine->kv_pages_used();
+  rep.stats.kv_pages_cached = rep.engine->kv_pages_cached();
 }
 
 void ReplicaSet::loop(int i) {
@@ -219,6 +220,7 @@ EngineStats merge_stats(const std::vector<ReplicaStats>& replicas) {
     m.generated_tokens += s.generated_tokens;
     m.requests_finished += s.requests_finished;
     m.preemptions += s.preemptions;
+    m.prefix_cached_rows += s.prefix_cached_rows;
     m.kv_pages += s.kv_pages;
     m.kv_pages_peak += s.kv_pages_peak;
     m.page_size = s.page_size;

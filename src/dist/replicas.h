@@ -48,6 +48,7 @@ struct ReplicaStats {
   EngineStats engine;
   // Its scheduler's state after its last step (a server's /metrics).
   int running = 0, waiting = 0, kv_pages_used = 0;
+  int kv_pages_cached = 0;  // held only by its prefix cache (Engine::kv_pages_cached)
 };
 
 class ReplicaSet {

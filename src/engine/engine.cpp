@@ -71,6 +71,7 @@ SchedulerConfig sched_config(const EngineConfig& c) {
   // (the engine's or their request's) replay row by row (Sequence::row_replay).
   s.chunked_replay = true;
   s.max_echo_rows = c.max_echo_rows;
+  s.prefix_cache = c.prefix_cache;
   return s;
 }
 
@@ -107,7 +108,7 @@ Engine::Engine(std::vector<ExecutorRank> ranks, EngineConfig cfg)
     : model_(*ranks.at(0).model),
       be_(*ranks.at(0).backend),
       cfg_(std::move(cfg)),
-      kv_(cfg_.kv_pages, cfg_.page_size),
+      kv_(cfg_.kv_pages, cfg_.page_size, cfg_.prefix_cache),
       sched_(kv_, sched_config(cfg_)),
       exec_(ranks, executor_config(cfg_, be_)) {
   for (const ExecutorRank& r : ranks) {  // tensor parallelism: each rank reads its heads' KV and its weights
@@ -466,6 +467,7 @@ EngineStats EngineStats::since(const EngineStats& before) const {
   d.decode_seconds -= before.decode_seconds;
   d.wall_seconds -= before.wall_seconds;
   d.preemptions -= before.preemptions;
+  d.prefix_cached_rows -= before.prefix_cached_rows;
   d.decode_page_reads -= before.decode_page_reads;
   d.decode_head_rows -= before.decode_head_rows;
   d.kv_bytes_read -= before.kv_bytes_read;
@@ -505,7 +507,7 @@ bool Engine::step() {
   } else if (!was_in_flight) {
     KF_CHECK(sched_.done() || !plan.failed.empty(),
              "engine: scheduler made no progress ({} waiting, {} running, {} of {} pages free)", sched_.n_waiting(),
-             sched_.n_running(), kv_.pool().free_count(), kv_.pool().capacity());
+             sched_.n_running(), kv_.free_pages(), kv_.pool().capacity());
   }
   // Stats: a step's time is split between its prefill and decode rows.
   const double dt = since(t0);
@@ -520,7 +522,8 @@ bool Engine::step() {
     stats_.decode_seconds += dt * static_cast<double>(decode_rows) / rows;
   }
   stats_.preemptions = sched_.preemptions();
-  stats_.kv_pages_peak = kv_.pool().peak_used();
+  stats_.prefix_cached_rows = sched_.prefix_cached_rows();
+  stats_.kv_pages_peak = kv_.peak_used();
   stats_.running_peak = std::max(stats_.running_peak, sched_.n_running());
   stats_.wall_seconds = since(start_);
   return !idle();

@@ -60,6 +60,11 @@ struct EngineConfig {
   // One step in flight while the host prepares the next. Auto = on CUDA only.
   Mode overlap = Mode::Auto;
   RepetitionParams repetition;
+  // Share full prompt pages across requests (--prefix-cache; scheduler.h).
+  // Opt-in: a shared page's K/V come from another request's prefill chunks,
+  // which on the GPU may differ from this request's own in the last bits (CPU
+  // ops are batch-invariant: there the outputs are the same bits).
+  bool prefix_cache = false;
   // Raw bytes of one token, for stop strings (needed only if a request has stop strings).
   std::function<std::string(int)> token_bytes;
 };
@@ -158,7 +163,8 @@ struct EngineStats {
   double prefill_seconds = 0, decode_seconds = 0;  // step wall time split by rows
   double wall_seconds = 0;
   int64_t preemptions = 0;
-  int kv_pages = 0, kv_pages_peak = 0, page_size = 0;
+  int64_t prefix_cached_rows = 0;  // prompt rows whose KV came from the prefix cache (not computed)
+  int kv_pages = 0, kv_pages_peak = 0, page_size = 0;  // peak: pages held by sequences
   int running_peak = 0;
   // Decode reads: pages per (decode row, layer, KV head), summed.
   int64_t decode_page_reads = 0, decode_head_rows = 0;
@@ -202,7 +208,12 @@ class Engine {
   bool idle() const;
   int n_running() const { return sched_.n_running(); }
   int n_waiting() const { return sched_.n_waiting(); }
-  int kv_pages_used() const { return kv_.pool().used(); }
+  // Pages held by sequences (0 when idle), and pages held only by the prefix
+  // cache (evictable); the rest of the pool is free.
+  int kv_pages_used() const { return kv_.used_pages(); }
+  int kv_pages_cached() const { return kv_.cached_pages(); }
+  // The KV bookkeeping (tests check it).
+  const KvCache& kv() const { return kv_; }
   // Requests and sequences the engine still holds (finished ones are released).
   size_t tracked_requests() const { return reqs_.size(); }
   size_t tracked_sequences() const { return sched_.sequences().size(); }

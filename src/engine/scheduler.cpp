@@ -10,6 +10,8 @@ Scheduler::Scheduler(KvCache& kv, SchedulerConfig cfg) : kv_(kv), cfg_(cfg) {
   // >= 3 so the oldest sequence can always split a prompt without leaving a 1-row chunk.
   KF_CHECK(cfg_.max_step_tokens >= 3, "scheduler: max_step_tokens must be >= 3 (got {})", cfg_.max_step_tokens);
   KF_CHECK(cfg_.max_running >= 1, "scheduler: max_running must be >= 1 (got {})", cfg_.max_running);
+  KF_CHECK(!cfg_.prefix_cache || kv_.prefix_index(),
+           "scheduler: the prefix cache needs a KV cache with its prefix index");
 }
 
 void Scheduler::add(Sequence s) {
@@ -60,6 +62,18 @@ int Scheduler::next_rows(const Sequence& s, int budget) const {
   // A row that samples a token the sequence may not have is not worth running.
   if (n > 0 && s.n_cached + n == total && !s.wants_more()) return 0;
   return n;
+}
+
+KvCache::PrefixMatch Scheduler::shareable(const Sequence& s) const {
+  // Only a fresh sequence: a recompute redoes its own rows (so its outputs
+  // cannot change), and an echo sequence wants its prompt rows' logits.
+  if (!cfg_.prefix_cache || s.preemptions > 0 || s.echo) return {};
+  // At least two prompt rows stay to compute: the last one's logits give the
+  // first token, and a one-row chunk would be a decode row (its sparse
+  // policy, the decode kernel) where a run without the cache computes a
+  // prefill row. So a prompt of k full pages shares k - 1 of them.
+  const int np = static_cast<int>(s.prompt.size());
+  return kv_.match_prefix(s.prompt, np >= 2 ? (np - 2) / kv_.page_size() : 0);
 }
 
 void Scheduler::preempt(int64_t id) {
@@ -134,7 +148,7 @@ StepPlan Scheduler::schedule() {
       continue;
     }
     // Free pages by preempting the youngest running sequences (maybe this one).
-    while (kv_.pages_needed(s.id, n) > kv_.pool().free_count()) {
+    while (kv_.pages_needed(s.id, n) > kv_.free_pages()) {
       const int64_t victim = running_.rbegin()->second;
       preempt(victim);
       preempted = true;
@@ -157,17 +171,41 @@ StepPlan Scheduler::schedule() {
       plan.failed.push_back(s.id);
       continue;
     }
-    if (std::min(need, capacity) > kv_.pool().free_count()) break;
+    // Shared pages need no fresh page, but a cached one stops being free.
+    const KvCache::PrefixMatch shared = shareable(s);
+    if (std::min(need, capacity) - shared.pages + shared.evictable > kv_.free_pages()) break;
+    s.n_cached = shared.pages * kv_.page_size();  // its prefill starts past the shared rows
     const int n = rows_for(s);
-    if (n == 0) break;
+    if (n == 0) {
+      s.n_cached = 0;
+      break;
+    }
     waiting_.erase(waiting_.begin());
     running_.insert(key(s));
     reserved_children_ += s.fork_children;
     s.running = true;
     kv_.add(s.id);
-    s.n_cached = 0;
+    if (shared.pages > 0) kv_.share_prefix(s.id, s.prompt, shared.pages);
+    prefix_cached_rows_ += s.n_cached;
     add_rows(s, n);
   }
+  // Index the full prompt pages this step's rows complete. Done here, after
+  // admission, so no sequence admitted in this step shares a page this step
+  // writes (it would read the page in the very step that writes it, which
+  // only the order of ops within a layer would make safe, and fused kernels
+  // need not keep it). A later step may share it while this one is still in
+  // flight: steps run in launch order on the device (one stream per rank,
+  // engine/executor.h), so it reads the page after this step wrote its K/V
+  // and key summary (written with a page's last row, backend.h kv_write).
+  // For the same reason a page evicted once its sequence ends (even with
+  // this step in flight) is rewritten only by a later step.
+  if (cfg_.prefix_cache)
+    for (const StepSeq& ss : plan.seqs) {
+      const Sequence& s = seq(ss.id);
+      const int np = static_cast<int>(s.prompt.size());
+      if (ss.start >= np || !s.running) continue;  // past its prompt: nothing to index
+      kv_.index_prefix(s.id, s.prompt, std::min(s.n_cached, np) / kv_.page_size());
+    }
   return plan;
 }
 

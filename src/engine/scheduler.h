@@ -19,6 +19,12 @@
 // samples their first tokens from the parent's logits, so the prompt is
 // prefilled once. Steps may be in flight when the next is scheduled: a
 // sequence's `pending` tokens are known only once its step is collected.
+//
+// Prefix cache (`prefix_cache`): full prompt pages are shared across
+// requests through the KvCache's prefix index. A fresh sequence (first
+// admission, not echo) starts with the longest run of indexed pages of its
+// prompt, leaving at least two prompt rows to compute, and prefills from
+// there; every step indexes the full prompt pages its rows complete.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -36,6 +42,7 @@ struct SchedulerConfig {
   int max_running = 256;      // running sequences (and so sequences and sampled rows in one step)
   bool chunked_replay = false;
   int max_echo_rows = 128;  // prompt rows of `echo` sequences per step (their logits are kept)
+  bool prefix_cache = false;  // share full prompt pages across sequences (the KvCache needs its prefix index)
 };
 
 // Compute positions [start, start + n) of sequence `id`; if `sample`, the last
@@ -81,6 +88,8 @@ class Scheduler {
   int n_running() const { return static_cast<int>(running_.size()); }
   int n_waiting() const { return static_cast<int>(waiting_.size()); }
   int64_t preemptions() const { return preemptions_; }
+  // Prompt rows not computed because their pages came from the prefix cache.
+  int64_t prefix_cached_rows() const { return prefix_cached_rows_; }
 
  private:
   using Key = std::pair<int64_t, int64_t>;  // (arrival, id)
@@ -90,6 +99,8 @@ class Scheduler {
   // Rows to compute next for a sequence (prefill chunk or one row), within `budget`.
   int next_rows(const Sequence& s, int budget) const;
   int pages_for(int tokens) const { return (tokens + kv_.page_size() - 1) / kv_.page_size(); }
+  // Indexed pages a waiting sequence may start with (none unless it is fresh).
+  KvCache::PrefixMatch shareable(const Sequence& s) const;
 
   KvCache& kv_;
   SchedulerConfig cfg_;
@@ -97,6 +108,7 @@ class Scheduler {
   std::set<Key> waiting_, running_;
   int reserved_children_ = 0;  // children of running parents not forked yet
   int64_t preemptions_ = 0;
+  int64_t prefix_cached_rows_ = 0;
 };
 
 }  // namespace kf

@@ -1,5 +1,6 @@
 #include "kv/kv_cache.h"
 
+#include <algorithm>
 #include <string>
 
 #include "util/error.h"
@@ -36,14 +37,74 @@ int PagePool::refcount(int page) const {
   return refs_[page];
 }
 
-KvCache::KvCache(int n_pages, int page_size) : pool_(n_pages), page_size_(page_size) {
+uint64_t prefix_hash(uint64_t prev, std::span<const int> ids) {
+  uint64_t h = prev;
+  for (int id : ids) {  // splitmix64's finalizer over (hash + id)
+    h += 0x9e3779b97f4a7c15ull + static_cast<uint32_t>(id);
+    h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
+    h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+    h ^= h >> 31;
+  }
+  return h;
+}
+
+KvCache::KvCache(int n_pages, int page_size, bool prefix_index, PrefixHash hash)
+    : pool_(n_pages), page_size_(page_size), prefix_index_(prefix_index), hash_(hash) {
   KF_CHECK(page_size >= 1, "KV page size must be >= 1 (got {})", page_size);
+  KF_CHECK(hash_ != nullptr, "KV cache: no prefix hash");
+  if (prefix_index_) {
+    entries_.resize(n_pages);
+    entry_ids_.resize(static_cast<size_t>(n_pages) * page_size);
+  }
 }
 
 const KvCache::Table& KvCache::table(int64_t seq) const {
   auto it = tables_.find(seq);
   KF_CHECK(it != tables_.end(), "KV cache has no sequence {}", seq);
   return it->second;
+}
+
+void KvCache::note_peak() { peak_ = std::max(peak_, used_pages()); }
+
+void KvCache::cache_push(int page) {
+  Entry& e = entries_[page];
+  e.cached = true;
+  e.prev = lru_tail_;
+  e.next = -1;
+  if (lru_tail_ >= 0) entries_[lru_tail_].next = page;
+  else lru_head_ = page;
+  lru_tail_ = page;
+  ++lru_size_;
+}
+
+void KvCache::cache_remove(int page) {
+  Entry& e = entries_[page];
+  if (e.prev >= 0) entries_[e.prev].next = e.next;
+  else lru_head_ = e.next;
+  if (e.next >= 0) entries_[e.next].prev = e.prev;
+  else lru_tail_ = e.prev;
+  e.prev = e.next = -1;
+  e.cached = false;
+  --lru_size_;
+}
+
+int KvCache::alloc_page() {
+  if (pool_.free_count() == 0 && lru_size_ > 0) {  // evict the least recently cached page
+    const int victim = lru_head_;
+    cache_remove(victim);
+    index_.erase(entries_[victim].key);
+    entries_[victim].indexed = false;
+    pool_.release(victim);
+    ++evictions_;
+  }
+  const int p = pool_.alloc();
+  note_peak();
+  return p;
+}
+
+void KvCache::release_page(int page) {
+  pool_.release(page);
+  if (prefix_index_ && entries_[page].indexed && pool_.refcount(page) == 1) cache_push(page);
 }
 
 void KvCache::add(int64_t seq) {
@@ -61,6 +122,13 @@ void KvCache::fork(int64_t parent, int64_t child) {
 void KvCache::free(int64_t seq) {
   const Table& t = table(seq);
   for (int p : t.pages) pool_.release(p);
+  // Pages now held by the index alone are cached, last page first: a chain's
+  // first pages become the most recent, so its last ones are evicted first
+  // (evicting a first page would strand the pages after it, which no lookup
+  // reaches then).
+  if (prefix_index_)
+    for (auto it = t.pages.rbegin(); it != t.pages.rend(); ++it)
+      if (entries_[*it].indexed && pool_.refcount(*it) == 1) cache_push(*it);
   tables_.erase(seq);
 }
 
@@ -79,18 +147,103 @@ int KvCache::pages_needed(int64_t seq, int n) const {
 void KvCache::append(int64_t seq, int n, std::vector<int32_t>& slots, std::vector<PageCopy>& copies) {
   KF_CHECK(n >= 0, "append of {} tokens", n);
   int need = pages_needed(seq, n);
-  KF_CHECK(need <= pool_.free_count(), "KV cache is out of pages: sequence {} needs {} more, {} free of {}",
-           seq, need, pool_.free_count(), pool_.capacity());
+  KF_CHECK(need <= free_pages(), "KV cache is out of pages: sequence {} needs {} more, {} free of {}", seq, need,
+           free_pages(), pool_.capacity());
   Table& t = tables_.at(seq);
+  // A shared partial last page is never indexed (indexed pages are full), so
+  // this copy and the release below leave the index alone.
   if (n > 0 && t.tokens % page_size_ != 0 && pool_.refcount(t.pages.back()) > 1) {
-    int fresh = pool_.alloc();
+    int fresh = alloc_page();
     copies.push_back(PageCopy{t.pages.back(), fresh});
-    pool_.release(t.pages.back());
+    release_page(t.pages.back());
     t.pages.back() = fresh;
   }
   for (int i = 0; i < n; ++i, ++t.tokens) {
-    if (t.tokens % page_size_ == 0) t.pages.push_back(pool_.alloc());
+    if (t.tokens % page_size_ == 0) t.pages.push_back(alloc_page());
     slots.push_back(t.pages.back() * page_size_ + t.tokens % page_size_);
+  }
+}
+
+int KvCache::find_entry(uint64_t hash, uint64_t parent, std::span<const int> ids) const {
+  auto it = index_.find(hash);
+  if (it == index_.end()) return -1;
+  const int p = it->second;
+  const int* have = entry_ids_.data() + static_cast<size_t>(p) * page_size_;
+  // The hash only finds the entry; its ids and the page before it decide.
+  if (entries_[p].parent != parent || !std::equal(ids.begin(), ids.end(), have)) return -1;
+  return p;
+}
+
+KvCache::PrefixMatch KvCache::match_prefix(std::span<const int> tokens, int max_pages) const {
+  PrefixMatch m;
+  if (!prefix_index_) return m;
+  const int full = std::min(max_pages, static_cast<int>(tokens.size()) / page_size_);
+  uint64_t hash = kPrefixRoot, parent = 0;
+  for (int j = 0; j < full; ++j) {
+    const std::span<const int> ids = page_tokens(tokens, j);
+    hash = hash_(hash, ids);
+    const int p = find_entry(hash, parent, ids);
+    if (p < 0) break;
+    ++m.pages;
+    m.evictable += entries_[p].cached ? 1 : 0;
+    parent = entries_[p].serial;
+  }
+  return m;
+}
+
+void KvCache::share_prefix(int64_t seq, std::span<const int> tokens, int pages) {
+  KF_CHECK(prefix_index_, "KV cache: share_prefix without the prefix index");
+  Table& t = tables_.at(seq);
+  KF_CHECK(t.pages.empty(), "KV cache: share_prefix into sequence {} that holds pages", seq);
+  for (int j = 0; j < pages; ++j) {
+    KF_CHECK(static_cast<size_t>(j + 1) * page_size_ <= tokens.size(), "KV cache: share_prefix past the tokens");
+    const std::span<const int> ids = page_tokens(tokens, j);
+    const uint64_t hash = hash_(t.chain_hash, ids);
+    const int p = find_entry(hash, t.chain_serial, ids);
+    KF_CHECK(p >= 0, "KV cache: page {} of sequence {}'s prefix is not indexed", j, seq);
+    if (entries_[p].cached) cache_remove(p);  // in use again
+    pool_.retain(p);
+    t.pages.push_back(p);
+    t.tokens += page_size_;
+    t.chain_hash = hash;
+    t.chain_serial = entries_[p].serial;
+    ++t.chain_pages;
+  }
+  note_peak();
+}
+
+void KvCache::index_prefix(int64_t seq, std::span<const int> tokens, int full_pages) {
+  KF_CHECK(prefix_index_, "KV cache: index_prefix without the prefix index");
+  Table& t = tables_.at(seq);
+  KF_CHECK(full_pages * page_size_ <= t.tokens && static_cast<size_t>(full_pages) * page_size_ <= tokens.size(),
+           "KV cache: index_prefix of {} pages, sequence {} holds {} tokens", full_pages, seq, t.tokens);
+  for (int j = t.chain_pages; j < full_pages && !t.chain_broken; ++j) {
+    const std::span<const int> ids = page_tokens(tokens, j);
+    const uint64_t hash = hash_(t.chain_hash, ids);
+    const int p = t.pages[j];
+    if (index_.count(hash)) {
+      const int same = find_entry(hash, t.chain_serial, ids);
+      if (same < 0) {  // another page under this hash: a collision, so this chain ends here
+        t.chain_broken = true;
+        break;
+      }
+      t.chain_serial = entries_[same].serial;  // identical content indexed already: keep that entry
+    } else if (entries_[p].indexed) {  // indexed under another chain (a collision): cannot be both
+      t.chain_broken = true;
+      break;
+    } else {
+      Entry& e = entries_[p];
+      e.indexed = true;
+      e.key = hash;
+      e.serial = next_serial_++;
+      e.parent = t.chain_serial;
+      std::copy(ids.begin(), ids.end(), entry_ids_.begin() + static_cast<ptrdiff_t>(p) * page_size_);
+      index_.emplace(hash, p);
+      pool_.retain(p);  // the index's own reference
+      t.chain_serial = e.serial;
+    }
+    t.chain_hash = hash;
+    ++t.chain_pages;
   }
 }
 
@@ -102,14 +255,32 @@ std::string KvCache::check_consistency() const {
       return fmt::format("sequence {} has {} pages for {} tokens", seq, t.pages.size(), t.tokens);
     for (int p : t.pages) ++refs[p];
   }
-  int free_pages = 0;
+  int free_pages = 0, indexed = 0, cached = 0;
   for (int p = 0; p < pool_.capacity(); ++p) {
-    if (refs[p] != pool_.refcount(p))
-      return fmt::format("page {}: refcount {} but {} tables hold it", p, pool_.refcount(p), refs[p]);
-    if (refs[p] == 0) ++free_pages;
+    const bool in_index = prefix_index_ && entries_[p].indexed;
+    if (refs[p] + (in_index ? 1 : 0) != pool_.refcount(p))
+      return fmt::format("page {}: refcount {} but {} tables{} hold it", p, pool_.refcount(p), refs[p],
+                         in_index ? " and the index" : "");
+    if (pool_.refcount(p) == 0) ++free_pages;
+    if (!prefix_index_) continue;
+    const Entry& e = entries_[p];
+    if (e.cached != (in_index && refs[p] == 0))
+      return fmt::format("page {}: {} the cached list, held by {} tables{}", p, e.cached ? "on" : "not on", refs[p],
+                         in_index ? " and the index" : "");
+    if (in_index) {
+      ++indexed;
+      auto it = index_.find(e.key);
+      if (it == index_.end() || it->second != p) return fmt::format("page {}: indexed but its hash finds no entry", p);
+    }
+    cached += e.cached ? 1 : 0;
   }
   if (free_pages != pool_.free_count())
     return fmt::format("{} pages unreferenced but {} on the free list", free_pages, pool_.free_count());
+  if (indexed != indexed_pages()) return fmt::format("{} pages indexed but the index has {}", indexed, indexed_pages());
+  int listed = 0;
+  for (int p = lru_head_; p >= 0 && listed <= cached; p = entries_[p].next) ++listed;
+  if (cached != lru_size_ || listed != cached)
+    return fmt::format("{} pages cached, the cached list counts {} and links {}", cached, lru_size_, listed);
   return {};
 }
 

@@ -5,8 +5,19 @@
 // Fork shares every page of the parent; a shared partial last page is copied
 // on the first write through it (copy-on-write), so the caller must run the
 // returned copies with Backend::kv_copy_pages on every layer before writing.
+//
+// Prefix index (opt-in: KvCache(n, P, true); the scheduler's prefix cache):
+// full prompt pages shared across sequences. A page is indexed under a chained
+// hash of its tokens (the previous page's hash and its P ids) and holds one
+// reference of the index's own; its ids and the entry of the page before it
+// are kept too, so a hash collision can never share a wrong page. A lookup
+// walks a prompt's full pages from the first while each is indexed. A page
+// whose only reference is the index is cached: evictable, least recently
+// released first, when an allocation finds the free list empty. Indexed pages
+// are full, so no write ever lands in one (a sequence appends past them).
 #pragma once
 #include <cstdint>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -40,12 +51,29 @@ struct PageCopy {
   int src = 0, dst = 0;
 };
 
+// The chained hash of a page: of the previous page's hash (kPrefixRoot for
+// the first page) and the page's token ids.
+using PrefixHash = uint64_t (*)(uint64_t prev, std::span<const int> ids);
+uint64_t prefix_hash(uint64_t prev, std::span<const int> ids);
+inline constexpr uint64_t kPrefixRoot = 0x6b696e6665722d31ull;
+
 class KvCache {
  public:
-  KvCache(int n_pages, int page_size);
+  // prefix_index: keep the prefix index (its per-page bookkeeping is
+  // allocated only then). hash: the page hash (tests pass a colliding one).
+  KvCache(int n_pages, int page_size, bool prefix_index = false, PrefixHash hash = prefix_hash);
   int page_size() const { return page_size_; }
+  bool prefix_index() const { return prefix_index_; }
   const PagePool& pool() const { return pool_; }
-  PagePool& pool() { return pool_; }
+  // Pages an allocation may take: free ones plus cached ones it would evict.
+  int free_pages() const { return pool_.free_count() + lru_size_; }
+  // Pages held by sequence tables; the peak of that count.
+  int used_pages() const { return pool_.used() - lru_size_; }
+  int peak_used() const { return peak_; }
+  // Pages held only by the prefix index (evictable); pages indexed (cached or also in use).
+  int cached_pages() const { return lru_size_; }
+  int indexed_pages() const { return static_cast<int>(index_.size()); }
+  int64_t evictions() const { return evictions_; }  // cached pages taken back for allocations
 
   bool has(int64_t seq) const { return tables_.count(seq) != 0; }
   void add(int64_t seq);                    // empty table
@@ -57,23 +85,77 @@ class KvCache {
   // Fresh pages that appending n tokens would take (including a CoW copy).
   int pages_needed(int64_t seq, int n) const;
   // Reserves n more token slots: appends slot ids (page*page_size + offset) to
-  // `slots` and any copy-on-write copy to `copies`. Throws kf::Error (and
-  // changes nothing) if the pool has fewer than pages_needed() free pages.
+  // `slots` and any copy-on-write copy to `copies`, evicting cached pages when
+  // no page is free. Throws kf::Error (and changes nothing) if free_pages() is
+  // less than pages_needed().
   void append(int64_t seq, int n, std::vector<int32_t>& slots, std::vector<PageCopy>& copies);
 
-  // Pages held by no sequence table but not free, or refcounts that disagree
-  // with the tables: empty string when consistent (for tests and asserts).
+  // ---- the prefix index (KvCache(n, P, true)) ----
+  struct PrefixMatch {
+    int pages = 0;      // indexed pages holding tokens [0, pages * page_size)
+    int evictable = 0;  // of them, cached ones (sharing them takes them from free_pages())
+  };
+  // The longest run, at most max_pages, of indexed pages that hold `tokens`
+  // from the first one (full pages only).
+  PrefixMatch match_prefix(std::span<const int> tokens, int max_pages) const;
+  // An empty sequence's table starts with the first `pages` pages of
+  // match_prefix(tokens) (retained): it holds pages * page_size tokens.
+  void share_prefix(int64_t seq, std::span<const int> tokens, int pages);
+  // Indexes the sequence's first full_pages pages, which hold tokens [0,
+  // full_pages * page_size) (those not indexed yet; where an identical
+  // entry exists it is kept and this sequence's page is not indexed).
+  void index_prefix(int64_t seq, std::span<const int> tokens, int full_pages);
+
+  // Pages held by no sequence table nor the index but not free, refcounts
+  // that disagree with the tables and the index, or an index whose entries or
+  // cached list disagree with the pages: empty string when consistent (for
+  // tests and asserts).
   std::string check_consistency() const;
 
  private:
   struct Table {
     std::vector<int> pages;
     int tokens = 0;
+    // Its first chain_pages pages are indexed (by it or an identical entry);
+    // chain_hash and chain_serial are the last one's hash and entry.
+    int chain_pages = 0;
+    uint64_t chain_hash = kPrefixRoot, chain_serial = 0;
+    bool chain_broken = false;  // a hash collision: its later pages stay unindexed
+  };
+  // A page's prefix-index entry (one per page of the pool).
+  struct Entry {
+    bool indexed = false;
+    uint64_t key = 0;     // its chained hash
+    uint64_t serial = 0;  // unique per entry, never reused
+    uint64_t parent = 0;  // serial of the previous page's entry (0: the first page)
+    int prev = -1, next = -1;  // cached list links (-1: none)
+    bool cached = false;       // on the cached list: the index holds its only reference
   };
   const Table& table(int64_t seq) const;
+  // The indexed page that holds ids as the page after entry `parent` whose
+  // hash is `hash`, or -1.
+  int find_entry(uint64_t hash, uint64_t parent, std::span<const int> ids) const;
+  std::span<const int> page_tokens(std::span<const int> tokens, int j) const {
+    return tokens.subspan(static_cast<size_t>(j) * page_size_, page_size_);
+  }
+  int alloc_page();            // from the free list, else evicts the least recently cached page
+  void release_page(int page);  // drops a table's reference
+  void cache_push(int page);   // onto the cached list, as the most recent
+  void cache_remove(int page);
+  void note_peak();
+
   PagePool pool_;
   int page_size_;
   std::unordered_map<int64_t, Table> tables_;
+  int peak_ = 0;
+  bool prefix_index_ = false;
+  PrefixHash hash_;
+  std::vector<Entry> entries_;  // [n_pages] with the index
+  std::vector<int> entry_ids_;  // [n_pages, page_size]: token ids of each indexed page
+  std::unordered_map<uint64_t, int> index_;  // chained hash -> page
+  int lru_head_ = -1, lru_tail_ = -1, lru_size_ = 0;  // cached list, least recent at the head
+  uint64_t next_serial_ = 1;
+  int64_t evictions_ = 0;
 };
 
 }  // namespace kf

@@ -109,17 +109,19 @@ void Server::loop() {
       }
     }
     for (auto& [job, f] : done) job->finish(std::move(f));
-    int64_t running = 0, waiting = 0, kv_used = 0;
+    int64_t running = 0, waiting = 0, kv_used = 0, kv_cached = 0;
     const std::vector<dist::ReplicaStats> replicas = set_->replica_stats();  // one copy under the set's lock
     for (const dist::ReplicaStats& r : replicas) {
       running += r.running;
       waiting += r.waiting;
       kv_used += r.kv_pages_used;
+      kv_cached += r.kv_pages_cached;
     }
     const EngineStats s = dist::merge_stats(replicas);
     running_ = running;
     waiting_seqs_ = waiting;
     kv_used_ = kv_used;
+    kv_cached_ = kv_cached;
     std::lock_guard<std::mutex> lock(metrics_mu_);
     engine_ = s;
   }
@@ -187,6 +189,9 @@ std::string Server::metrics() const {
     metric("kinfer_preemptions_total", "counter", "sequences preempted for KV pages",
            line("kinfer_preemptions_total", e.preemptions));
     metric("kinfer_engine_steps_total", "counter", "engine steps", line("kinfer_engine_steps_total", e.steps));
+    metric("kinfer_prefix_cache_rows_total", "counter",
+           "prompt rows whose KV pages came from the prefix cache (--prefix-cache), not computed",
+           line("kinfer_prefix_cache_rows_total", e.prefix_cached_rows));
     metric("kinfer_engine_rows_total", "counter", "rows the engine's steps computed: a sequence's one new row is "
            "decode, several (a prompt, recomputed rows) prefill", fmt::format("kinfer_engine_rows_total{{kind=\"prefill\"}} {}\n"
                                            "kinfer_engine_rows_total{{kind=\"decode\"}} {}\n",
@@ -209,8 +214,12 @@ std::string Server::metrics() const {
   metric("kinfer_waiting_requests", "gauge", "requests without their first token yet (--max-waiting bounds it)",
          line("kinfer_waiting_requests", waiting_.load()));
   metric("kinfer_requests_in_flight", "gauge", "engine requests not finished", line("kinfer_requests_in_flight", jobs_in_flight()));
-  metric("kinfer_kv_pages_used", "gauge", "KV pages in use", line("kinfer_kv_pages_used", kv_used_.load()));
-  metric("kinfer_kv_pages_free", "gauge", "KV pages free", line("kinfer_kv_pages_free", pages - kv_used_.load()));
+  // used + cached + free = every replica's pool.
+  metric("kinfer_kv_pages_used", "gauge", "KV pages held by sequences", line("kinfer_kv_pages_used", kv_used_.load()));
+  metric("kinfer_kv_pages_cached", "gauge", "KV pages held only by the prefix cache (--prefix-cache; evicted when "
+         "pages run out)", line("kinfer_kv_pages_cached", kv_cached_.load()));
+  metric("kinfer_kv_pages_free", "gauge", "KV pages free",
+         line("kinfer_kv_pages_free", pages - kv_used_.load() - kv_cached_.load()));
   return out;
 }
 

@@ -7,6 +7,7 @@
 #  - --summary-dtype int8: Best-of-8 reproducible, recorded in the stats, fewer
 #    bytes read per token than the f32 summaries; a bad value is refused
 #  - a prompt larger than the KV pool fails with a clear error
+#  - bench generate: --warmup, --requests, --prefix-cache (fewer prefill rows)
 set -euo pipefail
 KINFER=${KINFER:-build/kinfer}
 tmp=$(mktemp -d)
@@ -109,6 +110,23 @@ import json, sys
 a, b = (json.load(open(f)) for f in sys.argv[1:])
 assert (a["requests"], b["requests"]) == (1, 2), (a["requests"], b["requests"])
 assert b["prefill_tokens"] == 2 * a["prefill_tokens"], (a["prefill_tokens"], b["prefill_tokens"])
+for k in ("generated_tokens", "decode_tokens", "steps"):
+    assert a[k] == b[k], (k, a[k], b[k])
+EOF
+# --prefix-cache: the warm-up's prompt pages are cached, so each of the R
+# requests prefills only past the full pages of its prompt (at least two
+# rows stay to compute): the rows it shares leave the prefill count.
+grep -q -- "--prefix-cache" <<< "$("$KINFER" bench generate --help)" || fail "bench generate --help lacks --prefix-cache"
+"$KINFER" "${bench[@]}" --warmup 1 --requests 2 --prefix-cache > "$tmp/bench_pc.json"
+python3 - "$tmp/bench_r2.json" "$tmp/bench_pc.json" <<'EOF' || fail "bench generate --prefix-cache wrong"
+import json, sys
+a, b = (json.load(open(f)) for f in sys.argv[1:])
+assert (a["prefix_cache"], b["prefix_cache"]) == (False, True), (a["prefix_cache"], b["prefix_cache"])
+L, P = b["prompt_tokens"], b["attn"]["page_size"]
+shared = 2 * P * ((L - 2) // P)
+assert shared > 0 and b["prefix_cached_rows"] == shared, (L, P, b["prefix_cached_rows"])
+assert a["prefix_cached_rows"] == 0, a["prefix_cached_rows"]
+assert b["prefill_tokens"] == a["prefill_tokens"] - shared, (a["prefill_tokens"], b["prefill_tokens"], shared)
 for k in ("generated_tokens", "decode_tokens", "steps"):
     assert a[k] == b[k], (k, a[k], b[k])
 EOF

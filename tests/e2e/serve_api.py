@@ -356,9 +356,50 @@ def test_data_parallel_replicas_serve_the_same_samples():
             two.proc.kill()
 
 
+def test_prefix_cache():
+    """--prefix-cache: a second request of one prompt prefills only past its full pages (two rows at least stay),
+    with the same text as the first and as the server without the cache (CPU ops are batch-invariant); /metrics
+    counts the rows and, idle, shows no page used but the prompt's pages cached."""
+    cached = Server("--prefix-cache", "--kv-pages", "256", "--max-seqs", "16")
+    try:
+        assert cached.info["prefix_cache"] is True and srv.info["prefix_cache"] is False, (cached.info, srv.info)
+        c = OpenAI(base_url=cached.url + "/v1", api_key="x", max_retries=0, timeout=120)
+        prompt = ("A long shared system prompt: you are a careful assistant who answers questions about geography "
+                  "in one short sentence, without lists or markdown. Question: what is the capital of France?")
+        kw = dict(model="default", prompt=prompt, max_tokens=10, temperature=0)
+        rows = 'kinfer_engine_rows_total{kind="prefill"}'
+
+        def settled(want_prefill):  # /metrics follows the engine every 50 ms at most
+            deadline = time.time() + 10
+            while True:
+                m = metrics(cached.port)
+                if m.get(rows) == want_prefill and m["kinfer_kv_pages_used"] == 0:
+                    return m
+                assert time.time() < deadline, m
+                time.sleep(0.05)
+        first = c.completions.create(**kw)
+        L, P = first.usage.prompt_tokens, 16
+        m = settled(L)
+        assert m["kinfer_prefix_cache_rows_total"] == 0 and m["kinfer_kv_pages_cached"] == L // P, (L, m)
+        second = c.completions.create(**kw)
+        shared = P * ((L - 2) // P)
+        m = settled(2 * L - shared)
+        assert shared > 0 and m["kinfer_prefix_cache_rows_total"] == shared, (L, m)
+        assert second.choices[0].text == first.choices[0].text, (first, second)
+        assert complete(prompt=prompt, max_tokens=10).choices[0].text == first.choices[0].text
+        assert m["kinfer_kv_pages_cached"] == L // P, m
+        assert m["kinfer_kv_pages_used"] + m["kinfer_kv_pages_cached"] + m["kinfer_kv_pages_free"] == 256, m
+        code, _, err = cached.stop(timeout=60)
+        assert code == 0, err[-1000:]
+    finally:
+        if cached.proc.poll() is None:
+            cached.proc.kill()
+
+
 def test_cli():
     h = subprocess.run([KINFER, "serve", "--help"], capture_output=True, text=True)
     assert h.returncode == 0 and "--served-model-name" in h.stdout and "--max-waiting" in h.stdout
+    assert "--prefix-cache" in h.stdout
     bad = subprocess.run([KINFER, "serve", "--model", "default", "--port", "70000"], capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode == 1 and "--port" in bad.stderr, bad.stderr
@@ -376,7 +417,7 @@ try:
                test_seed_reproducibility_and_generate_parity, test_per_request_policy_and_usage, test_errors,
                test_hangup_cancels_and_frees_pages, test_waiting_limit_and_graceful_shutdown,
                test_thousand_open_connections_do_not_starve_new_requests,
-               test_data_parallel_replicas_serve_the_same_samples, test_cli):
+               test_data_parallel_replicas_serve_the_same_samples, test_prefix_cache, test_cli):
         checks.run(fn)
     checks.run(lambda: wait_idle(srv.port))
 finally:

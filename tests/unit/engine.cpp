@@ -7,6 +7,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "engine/engine.h"
+#include "engine_test_util.h"
 #include "step_driver.h"
 #include "util/error.h"
 #include "util/philox.h"
@@ -15,25 +16,9 @@ using namespace kf;
 
 namespace {
 
-ModelConfig tiny_config() {
-  ModelConfig c;
-  c.arch = "llama";
-  c.name = "tiny";
-  c.vocab_size = 97;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.n_layers = 3;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 8;
-  c.max_position = 4096;
-  c.rms_eps = 1e-5f;
-  return c;  // no EOS: samples stop by length (or repetition)
-}
-
 struct Fixture {
   std::unique_ptr<Backend> be = make_cpu_backend(CpuOptions{2, false});
-  Model model = Model::random(tiny_config(), *be, 7);
+  Model model = Model::random(test::tiny_llama_config(), *be, 7);  // no EOS: samples stop by length
 };
 Fixture& fx() {
   static Fixture f;

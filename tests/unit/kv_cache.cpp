@@ -1,7 +1,9 @@
 // KV cache bookkeeping: a random mix of add/fork/append/free never leaks or
 // double-frees pages, refcounts match the tables, and copy-on-write gives
 // each sequence its own copy of a shared partial page (checked with a
-// shadow model of every slot's contents).
+// shadow model of every slot's contents). The prefix index shares only
+// identical chains of full pages, evicts least recently cached pages held by
+// nothing else, and keeps every sequence's tokens in place.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -112,6 +114,258 @@ TEST(KvCache, ErrorsNameTheProblem) {
   }
   EXPECT_THROW(kv.free(8), Error);
   EXPECT_THROW(kv.add(7), Error);
-  EXPECT_THROW(kv.pool().release(1), Error);
+  PagePool pool(2);
+  EXPECT_THROW(pool.release(1), Error);
   EXPECT_THROW(PagePool(0), Error);
+}
+
+// ---- the prefix index ----
+
+namespace {
+
+std::vector<int> ids(int n, int first) {
+  std::vector<int> v(n);
+  for (int i = 0; i < n; ++i) v[i] = first + i;
+  return v;
+}
+std::vector<int> concat(std::vector<int> a, const std::vector<int>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+// A sequence that appends `tokens` and indexes its full pages.
+void prefill(KvCache& kv, int64_t seq, const std::vector<int>& tokens) {
+  std::vector<int32_t> slots;
+  std::vector<PageCopy> copies;
+  kv.add(seq);
+  kv.append(seq, static_cast<int>(tokens.size()), slots, copies);
+  kv.index_prefix(seq, tokens, static_cast<int>(tokens.size()) / kv.page_size());
+}
+
+}  // namespace
+
+TEST(KvCache, PrefixLookupFindsOnlyIdenticalChainsFromTheFirstPage) {
+  KvCache kv(20, 4, true);
+  const std::vector<int> a = ids(14, 100);  // pages a0 a1 a2 + 2 tokens
+  prefill(kv, 1, a);
+  EXPECT_EQ(kv.indexed_pages(), 3);  // full pages only
+  EXPECT_EQ(kv.cached_pages(), 0);   // all still held by sequence 1
+  EXPECT_EQ(kv.match_prefix(a, 10).pages, 3);
+  EXPECT_EQ(kv.match_prefix(a, 10).evictable, 0);
+  EXPECT_EQ(kv.match_prefix(a, 2).pages, 2);  // at most max_pages
+  EXPECT_EQ(kv.match_prefix(ids(3, 100), 10).pages, 0);  // shorter than a page
+  // The same first two pages, another third one: two.
+  EXPECT_EQ(kv.match_prefix(concat(ids(8, 100), ids(4, 500)), 10).pages, 2);
+  // Another first page, the same later ones: none (the chain starts at page 0).
+  EXPECT_EQ(kv.match_prefix(concat(ids(4, 500), ids(10, 104)), 10).pages, 0);
+  std::vector<int> last_differs = a;
+  last_differs[3] = 7;
+  EXPECT_EQ(kv.match_prefix(last_differs, 10).pages, 0);
+  const std::vector<int> a_pages = kv.pages(1);
+
+  // Once the sequence ends its indexed pages are cached (evictable), not used.
+  kv.free(1);
+  EXPECT_EQ(kv.used_pages(), 0);
+  EXPECT_EQ(kv.cached_pages(), 3);
+  EXPECT_EQ(kv.free_pages(), 20);
+  EXPECT_EQ(kv.pool().used(), 3);
+  EXPECT_EQ(kv.match_prefix(a, 10).evictable, 3);
+  EXPECT_EQ(kv.check_consistency(), "");
+
+  // A sequence starts with two of them, then appends past them: its writes
+  // land in fresh pages, never in a shared one.
+  kv.add(2);
+  kv.share_prefix(2, a, 2);
+  EXPECT_EQ(kv.tokens(2), 8);
+  EXPECT_EQ(kv.pages(2), std::vector<int>(a_pages.begin(), a_pages.begin() + 2));
+  EXPECT_EQ(kv.used_pages(), 2);
+  EXPECT_EQ(kv.cached_pages(), 1);
+  EXPECT_EQ(kv.free_pages(), 18);
+  std::vector<int32_t> slots;
+  std::vector<PageCopy> copies;
+  kv.append(2, 6, slots, copies);
+  EXPECT_TRUE(copies.empty());
+  for (int32_t s : slots) EXPECT_TRUE(s / 4 != a_pages[0] && s / 4 != a_pages[1] && s / 4 != a_pages[2]) << s;
+  // Its third page holds a2's tokens too: the existing entry is kept.
+  kv.index_prefix(2, a, 3);
+  EXPECT_EQ(kv.indexed_pages(), 3);
+  EXPECT_EQ(kv.check_consistency(), "");
+  kv.free(2);
+  EXPECT_EQ(kv.used_pages(), 0);
+  EXPECT_EQ(kv.cached_pages(), 3);
+  EXPECT_EQ(kv.pool().used(), 3);  // sequence 2's own third page went back to the free list
+  EXPECT_EQ(kv.check_consistency(), "");
+}
+
+// The hash only finds an entry: its ids and the entry before it decide. With
+// a hash that ignores the previous page, or one where every page collides,
+// no wrong page is ever shared.
+TEST(KvCache, PrefixLookupComparesIdsAndTheChainNotJustTheHash) {
+  {
+    PrefixHash unchained = [](uint64_t, std::span<const int> v) { return prefix_hash(kPrefixRoot, v); };
+    KvCache kv(20, 4, true, unchained);
+    const std::vector<int> x = ids(4, 10), y = ids(4, 20), z = ids(4, 30);
+    prefill(kv, 1, concat(x, y));
+    EXPECT_EQ(kv.match_prefix(concat(x, y), 9).pages, 2);
+    EXPECT_EQ(kv.match_prefix(concat(z, y), 9).pages, 0);
+    prefill(kv, 2, concat(z, y));  // z is indexed; its y would collide with x's y
+    EXPECT_EQ(kv.indexed_pages(), 3);
+    EXPECT_EQ(kv.match_prefix(concat(z, y), 9).pages, 1);  // y after z is not y after x
+    EXPECT_EQ(kv.check_consistency(), "");
+  }
+  {
+    PrefixHash constant = [](uint64_t, std::span<const int>) { return uint64_t{42}; };
+    KvCache kv(20, 4, true, constant);
+    prefill(kv, 1, ids(4, 10));
+    EXPECT_EQ(kv.match_prefix(ids(4, 10), 9).pages, 1);
+    EXPECT_EQ(kv.match_prefix(ids(4, 11), 9).pages, 0);
+    prefill(kv, 2, ids(8, 11));  // collides at once: nothing of it is indexed
+    EXPECT_EQ(kv.indexed_pages(), 1);
+    EXPECT_EQ(kv.match_prefix(ids(8, 11), 9).pages, 0);
+    kv.free(1);
+    kv.free(2);
+    EXPECT_EQ(kv.check_consistency(), "");
+  }
+}
+
+// Cached pages are evicted least recently released first (a chain's last
+// page before its first), only when no page is free, and never while a
+// sequence holds them; an append that cannot get its pages even so throws
+// and changes nothing.
+TEST(KvCache, EvictsLeastRecentlyCachedPagesOnlyWhenNoneIsFree) {
+  KvCache kv(6, 2, true);
+  const std::vector<int> a = ids(4, 10), b = ids(4, 20), c = ids(4, 30);
+  prefill(kv, 1, a);
+  prefill(kv, 2, b);
+  prefill(kv, 3, c);
+  kv.free(1);
+  kv.free(2);
+  kv.free(3);
+  EXPECT_EQ(kv.pool().free_count(), 0);
+  EXPECT_EQ(kv.cached_pages(), 6);
+  EXPECT_EQ(kv.free_pages(), 6);
+  // Reusing a's pages makes them the most recent: b is now the oldest.
+  kv.add(4);
+  kv.share_prefix(4, a, 2);
+  EXPECT_EQ(kv.cached_pages(), 4);
+  EXPECT_EQ(kv.free_pages(), 4);
+  kv.free(4);
+  std::vector<int32_t> slots;
+  std::vector<PageCopy> copies;
+  kv.add(5);
+  kv.append(5, 2, slots, copies);  // one page: b's last
+  EXPECT_EQ(kv.evictions(), 1);
+  EXPECT_EQ(kv.match_prefix(b, 2).pages, 1);
+  EXPECT_EQ(kv.match_prefix(c, 2).pages, 2);
+  EXPECT_EQ(kv.match_prefix(a, 2).pages, 2);
+  kv.append(5, 2, slots, copies);  // b's first
+  EXPECT_EQ(kv.match_prefix(b, 2).pages, 0);
+  EXPECT_EQ(kv.match_prefix(c, 2).pages, 2);
+  // a is held by a sequence again: only c's pages can go.
+  kv.add(6);
+  kv.share_prefix(6, a, 2);
+  EXPECT_EQ(kv.free_pages(), 2);
+  EXPECT_EQ(kv.pages_needed(5, 6), 3);
+  const int used = kv.used_pages(), cached = kv.cached_pages();
+  EXPECT_THROW(kv.append(5, 6, slots, copies), Error);
+  EXPECT_EQ(kv.used_pages(), used);
+  EXPECT_EQ(kv.cached_pages(), cached);
+  EXPECT_EQ(kv.tokens(5), 4);
+  EXPECT_EQ(kv.check_consistency(), "");
+  kv.append(5, 4, slots, copies);  // takes both of c's pages
+  EXPECT_EQ(kv.evictions(), 4);
+  EXPECT_EQ(kv.match_prefix(c, 2).pages, 0);
+  EXPECT_EQ(kv.match_prefix(a, 2).pages, 2);
+  EXPECT_EQ(kv.free_pages(), 0);
+  EXPECT_EQ(kv.used_pages(), 6);
+  EXPECT_EQ(kv.peak_used(), 6);
+  EXPECT_EQ(kv.check_consistency(), "");
+  kv.free(5);
+  kv.free(6);
+  EXPECT_EQ(kv.used_pages(), 0);
+  EXPECT_EQ(kv.cached_pages(), 2);
+  EXPECT_EQ(kv.check_consistency(), "");
+}
+
+// A random mix of sequences over a few prompt families (shared prefixes),
+// sharing what the index has, appending, forking, indexing and freeing in a
+// pool small enough to evict: every sequence reads back its own tokens
+// (shared pages hold the right ones, no write lands in a cached page) and the
+// bookkeeping stays consistent.
+TEST(KvCache, RandomSharingAndEvictionKeepEveryTokenInPlace) {
+  for (int page_size : {1, 2, 3, 4}) {
+    std::mt19937 rng(100 + page_size);
+    const int n_pages = 24;
+    KvCache kv(n_pages, page_size, true);
+    std::vector<int> pool(n_pages * page_size, -1);  // the token each slot holds
+    std::vector<std::vector<int>> families;
+    for (int f = 0; f < 3; ++f) families.push_back(ids(24, 1000 * f));
+    struct Seq {
+      std::vector<int> tokens;  // what it will hold
+      int prompt = 0;           // its first `prompt` tokens are a prompt (indexed)
+    };
+    std::map<int64_t, Seq> seqs;
+    int64_t next_id = 0;
+    int64_t shared_tokens = 0;
+    for (int step = 0; step < 4000; ++step) {
+      const int op = rng() % 10;  // 0-1 new (sharing), 2 fork, 3-5 free, 6-9 append and index
+      std::vector<int64_t> live;
+      for (auto& [id, s] : seqs) live.push_back(id);
+      const int64_t pick = live.empty() ? -1 : live[rng() % live.size()];
+      if (op <= 1 || live.empty()) {
+        Seq s;
+        s.tokens = families[rng() % families.size()];
+        s.tokens.resize(1 + rng() % 24);  // a prefix of its family, then its own tail
+        for (int i = 0; i < 8; ++i) s.tokens.push_back(50000 + static_cast<int>(rng() % 1000));
+        s.prompt = static_cast<int>(s.tokens.size()) - static_cast<int>(rng() % 8);
+        const KvCache::PrefixMatch m = kv.match_prefix(s.tokens, s.prompt / page_size);
+        const int take = static_cast<int>(rng() % (m.pages + 1));
+        const int free_before = kv.free_pages();
+        kv.add(next_id);
+        kv.share_prefix(next_id, s.tokens, take);
+        EXPECT_LE(kv.free_pages(), free_before);
+        shared_tokens += take * page_size;
+        seqs[next_id++] = s;
+      } else if (op == 2) {
+        kv.fork(pick, next_id);
+        Seq child = seqs[pick];
+        child.prompt = std::min(child.prompt, kv.tokens(pick));  // its own tokens after the fork
+        for (int t = kv.tokens(pick); t < static_cast<int>(child.tokens.size()); ++t) child.tokens[t] += 7;
+        seqs[next_id++] = child;
+      } else if (op <= 5) {
+        kv.free(pick);
+        seqs.erase(pick);
+      } else {
+        Seq& s = seqs[pick];
+        const int have = kv.tokens(pick);
+        const int n = std::min(static_cast<int>(rng() % (2 * page_size + 2)), static_cast<int>(s.tokens.size()) - have);
+        std::vector<int32_t> slots;
+        std::vector<PageCopy> copies;
+        if (kv.pages_needed(pick, n) > kv.free_pages()) {
+          const int used = kv.used_pages(), cached = kv.cached_pages();
+          EXPECT_THROW(kv.append(pick, n, slots, copies), Error);
+          EXPECT_EQ(used, kv.used_pages());
+          EXPECT_EQ(cached, kv.cached_pages());
+          continue;
+        }
+        kv.append(pick, n, slots, copies);
+        for (const PageCopy& c : copies)
+          for (int o = 0; o < page_size; ++o) pool[c.dst * page_size + o] = pool[c.src * page_size + o];
+        for (int i = 0; i < n; ++i) pool[slots[i]] = s.tokens[have + i];
+        kv.index_prefix(pick, s.tokens, std::min(kv.tokens(pick), s.prompt) / page_size);
+      }
+      ASSERT_EQ(kv.check_consistency(), "") << "step " << step;
+      ASSERT_EQ(kv.used_pages() + kv.cached_pages() + kv.pool().free_count(), n_pages);
+      for (auto& [id, s] : seqs) {
+        const auto& pages = kv.pages(id);
+        for (int t = 0; t < kv.tokens(id); ++t)
+          ASSERT_EQ(pool[pages[t / page_size] * page_size + t % page_size], s.tokens[t])
+              << "page size " << page_size << " step " << step << " seq " << id << " token " << t;
+      }
+    }
+    EXPECT_GT(shared_tokens, 500) << "page size " << page_size;
+    EXPECT_GT(kv.evictions(), 100) << "page size " << page_size;
+    for (auto& [id, s] : seqs) kv.free(id);
+    EXPECT_EQ(kv.used_pages(), 0);
+    EXPECT_EQ(kv.check_consistency(), "");
+  }
 }

@@ -2,7 +2,8 @@
 // slot's token, and a fake "model" derives the next token from the tokens it
 // reads back through the page table. Any lost, stale or shared-but-written
 // KV changes the outputs, so comparing tight-pool runs with an unconstrained
-// run checks admission, chunking, preemption, recompute, fork and CoW.
+// run checks admission, chunking, preemption, recompute, fork and CoW, and
+// with the prefix cache, pages shared across requests and their eviction.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -23,20 +24,22 @@ struct Req {
 struct Result {
   std::map<std::pair<int, int>, std::vector<int>> tokens;  // (request, sample) -> generated
   std::map<int, std::string> errors;                       // request -> error
-  int64_t preemptions = 0;
+  int64_t preemptions = 0, prefix_cached_rows = 0;
 };
 
 // overlap: a step's tokens are computed when it is "launched" (right after
 // it is scheduled, as a device would) but reach the scheduler only after the
 // next step was scheduled, as with the engine's one step in flight: rows whose
 // input is such a pending token write it from the device's copy.
+// prefix: with the prefix cache (shared pages are read back like any other).
 Result simulate(const std::vector<Req>& reqs, int n_pages, int page_size, int budget, bool chunked_replay,
-                bool overlap = false) {
-  KvCache kv(n_pages, page_size);
+                bool overlap = false, bool prefix = false) {
+  KvCache kv(n_pages, page_size, prefix);
   SchedulerConfig cfg;
   cfg.max_step_tokens = budget;
   cfg.max_running = 64;
   cfg.chunked_replay = chunked_replay;
+  cfg.prefix_cache = prefix;
   Scheduler sched(kv, cfg);
   std::vector<int> shadow(static_cast<size_t>(n_pages) * page_size, -1);
   int64_t next_id = 0;
@@ -127,15 +130,16 @@ Result simulate(const std::vector<Req>& reqs, int n_pages, int page_size, int bu
         if (!q.finished)
           state += fmt::format(" [seq {} running {} cached {} known {} pending {} fork {}]", id, q.running, q.n_cached,
                                q.known(), q.pending, q.fork_children);
-      EXPECT_TRUE(sched.done()) << "empty plan with work left:" << state << " free " << kv.pool().free_count()
+      EXPECT_TRUE(sched.done()) << "empty plan with work left:" << state << " free " << kv.free_pages()
                                 << " running " << sched.n_running();
       break;
     }
     if (::testing::Test::HasFailure()) return out;
   }
-  EXPECT_EQ(kv.pool().used(), 0) << "pages leaked";
+  EXPECT_EQ(kv.used_pages(), 0) << "pages leaked";
   EXPECT_EQ(kv.check_consistency(), "");
   out.preemptions = sched.preemptions();
+  out.prefix_cached_rows = sched.prefix_cached_rows();
   return out;
 }
 
@@ -190,4 +194,235 @@ TEST(Scheduler, BadConfigThrows) {
   EXPECT_THROW(Scheduler(kv, c), Error);
   Scheduler s(kv, SchedulerConfig{});
   EXPECT_THROW(s.add(Sequence{}), Error);  // empty prompt
+}
+
+// With the prefix cache, prompts that share prefixes (several requests of
+// one prompt, common heads with other tails) in tight pools, which preempt
+// and evict, give the outputs of an unconstrained run without the cache:
+// a shared page holds exactly what the sequence would have written.
+TEST(Scheduler, PrefixCacheInTightPoolsGivesTheUnconstrainedOutputs) {
+  std::mt19937 rng(7);
+  int64_t cached_rows = 0, preemptions = 0;
+  for (int iter = 0; iter < 60; ++iter) {
+    const int page_size = 1 + rng() % 5;
+    std::vector<std::vector<int>> heads(2);
+    for (auto& h : heads) {
+      h.resize(4 + rng() % 16);
+      for (int& t : h) t = rng() % 1000;
+    }
+    std::vector<Req> reqs(2 + rng() % 8);
+    int max_ctx = 0;
+    for (Req& r : reqs) {
+      r.prompt = heads[rng() % 2];
+      r.prompt.resize(1 + rng() % r.prompt.size());
+      for (int tail = rng() % 6; tail > 0; --tail) r.prompt.push_back(rng() % 1000);
+      r.n = 1 + rng() % 3;
+      r.max_tokens = 1 + rng() % 20;
+      max_ctx = std::max<int>(max_ctx, static_cast<int>(r.prompt.size()) + r.max_tokens);
+    }
+    const bool chunked = iter % 2, overlap = (iter / 2) % 2;
+    Result want = simulate(reqs, 4000, page_size, 64, chunked);
+    if (HasFailure()) return;
+    const int tight = (max_ctx + page_size - 1) / page_size + static_cast<int>(rng() % 6);
+    const int budget = 3 + static_cast<int>(rng() % 12);
+    Result got = simulate(reqs, tight, page_size, budget, chunked, overlap, true);
+    if (HasFailure()) return;
+    EXPECT_TRUE(got.errors.empty());
+    EXPECT_EQ(want.tokens, got.tokens) << "iter " << iter << " pages " << tight << " budget " << budget
+                                       << (overlap ? " (overlap)" : "");
+    cached_rows += got.prefix_cached_rows;
+    preemptions += got.preemptions;
+  }
+  EXPECT_GT(cached_rows, 200);  // the cache really serves prompt rows
+  EXPECT_GT(preemptions, 20);
+}
+
+namespace {
+
+// One scheduler with the prefix cache; a step's sampled tokens (all 1) are
+// collected at once, and a sequence ends at max_new.
+struct Driver {
+  KvCache kv;
+  Scheduler sched;
+  int64_t next_id = 0;
+  Driver(int n_pages, int page_size, int budget = 64) : kv(n_pages, page_size, true), sched(kv, config(budget)) {}
+  static SchedulerConfig config(int budget) {
+    SchedulerConfig c;
+    c.max_step_tokens = budget;
+    c.prefix_cache = true;
+    return c;
+  }
+  int64_t add(const std::vector<int>& prompt, int max_new, bool echo = false) {
+    Sequence s;
+    s.id = s.request = s.arrival = next_id;
+    s.prompt = prompt;
+    s.max_new = max_new;
+    s.echo = echo;
+    sched.add(s);
+    return next_id++;
+  }
+  StepPlan step() {
+    StepPlan plan = sched.schedule();
+    for (const StepSeq& ss : plan.seqs) {
+      if (!ss.sample) continue;
+      Sequence& s = sched.seq(ss.id);
+      --s.pending;
+      s.generated.push_back(1);
+      if (static_cast<int>(s.generated.size()) >= s.max_new) sched.finish(ss.id, StopReason::Length);
+    }
+    return plan;
+  }
+  void run() {
+    for (int i = 0; !sched.done(); ++i) {
+      if (i == 10000) {
+        ADD_FAILURE() << "no progress";
+        return;
+      }
+      step();
+    }
+  }
+};
+
+// The plan's rows of sequence `id` ({-1, 0} when it has none).
+StepSeq rows_of(const StepPlan& plan, int64_t id) {
+  for (const StepSeq& ss : plan.seqs)
+    if (ss.id == id) return ss;
+  return StepSeq{id, -1, 0};
+}
+
+std::vector<int> iota(int n) {
+  std::vector<int> v(n);
+  for (int i = 0; i < n; ++i) v[i] = 10 + i;
+  return v;
+}
+
+}  // namespace
+
+// A fresh sequence starts with the full pages of its prompt that earlier
+// steps indexed, leaving at least two prompt rows to compute: a prompt of k
+// full pages shares k - 1, one of k pages and a row shares k - 1 too (a
+// one-row chunk would be a decode row).
+TEST(Scheduler, PrefixCacheStartsFreshSequencesPastTheSharedPages) {
+  Driver d(100, 4);
+  const std::vector<int> p11 = iota(11), p12 = iota(12), p9 = iota(9), p5 = iota(5);
+  d.add(p11, 3);
+  StepPlan plan = d.step();
+  ASSERT_EQ(plan.seqs.size(), 1u);
+  EXPECT_EQ(plan.seqs[0].n, 11);
+  EXPECT_EQ(d.kv.indexed_pages(), 2);  // the full pages of its prompt, once its step is scheduled
+  const int64_t b = d.add(p11, 3);
+  plan = d.step();
+  EXPECT_EQ(rows_of(plan, b).start, 8);
+  EXPECT_EQ(rows_of(plan, b).n, 3);
+  EXPECT_TRUE(rows_of(plan, b).sample);
+  EXPECT_EQ(d.kv.pages(b)[0], d.kv.pages(0)[0]);
+  EXPECT_EQ(d.kv.pages(b)[1], d.kv.pages(0)[1]);
+  EXPECT_EQ(d.sched.prefix_cached_rows(), 8);
+
+  const int64_t c = d.add(p12, 2);  // its third page is new: indexed by its step
+  plan = d.step();
+  EXPECT_EQ(rows_of(plan, c).start, 8);
+  EXPECT_EQ(d.kv.indexed_pages(), 3);
+  const int64_t c2 = d.add(p12, 2);  // 3 full pages indexed, 2 shared
+  plan = d.step();
+  EXPECT_EQ(d.kv.match_prefix(p12, 3).pages, 3);
+  EXPECT_EQ(rows_of(plan, c2).start, 8);
+  EXPECT_EQ(rows_of(plan, c2).n, 4);
+  const int64_t e = d.add(p9, 2);  // 2 pages indexed, 1 shared
+  plan = d.step();
+  EXPECT_EQ(rows_of(plan, e).start, 4);
+  EXPECT_EQ(rows_of(plan, e).n, 5);
+  const int64_t f = d.add(p5, 2);  // 1 page indexed, none shared
+  plan = d.step();
+  EXPECT_EQ(rows_of(plan, f).start, 0);
+  EXPECT_EQ(d.sched.prefix_cached_rows(), 8 + 8 + 8 + 4);
+  d.run();
+  EXPECT_EQ(d.kv.used_pages(), 0);
+  EXPECT_EQ(d.kv.cached_pages(), 3);
+  EXPECT_EQ(d.kv.check_consistency(), "");
+}
+
+// Nothing is shared by sequences admitted in the step that writes the pages,
+// by echo sequences (their prompt rows' logits are wanted), or by a
+// recompute; pages evicted from the cache are computed again.
+TEST(Scheduler, PrefixCacheSkipsSameStepEchoRecomputeAndEvictedPages) {
+  const std::vector<int> p = iota(10);
+  {
+    Driver d(100, 4);
+    const int64_t a = d.add(p, 2), b = d.add(p, 2);
+    StepPlan plan = d.step();
+    EXPECT_EQ(rows_of(plan, a).start, 0);
+    EXPECT_EQ(rows_of(plan, b).start, 0);
+    EXPECT_NE(d.kv.pages(a)[0], d.kv.pages(b)[0]);
+    const int64_t echo = d.add(p, 2, true);
+    plan = d.step();
+    EXPECT_EQ(rows_of(plan, echo).start, 0);
+    EXPECT_EQ(d.sched.prefix_cached_rows(), 0);
+  }
+  {
+    // Two sequences of one prompt outgrow a pool of 7 pages of 2: the younger
+    // is preempted and recomputes its whole prompt, though its pages are cached.
+    Driver d(7, 2);
+    const std::vector<int> q = iota(6);
+    const int64_t a = d.add(q, 6);
+    d.step();
+    const int64_t b = d.add(q, 6);
+    StepPlan plan = d.step();
+    EXPECT_EQ(rows_of(plan, b).start, 4);
+    bool recomputed = false;
+    for (int i = 0; !d.sched.done() && i < 1000; ++i) {
+      plan = d.step();
+      const StepSeq sb = rows_of(plan, b);
+      if (sb.n > 0 && d.sched.seq(b).preemptions > 0 && !recomputed) {
+        recomputed = true;
+        EXPECT_EQ(sb.start, 0);
+        EXPECT_GE(sb.n, 6);
+      }
+    }
+    EXPECT_TRUE(recomputed);
+    EXPECT_GT(d.sched.preemptions(), 0);
+    EXPECT_EQ(d.sched.prefix_cached_rows(), 4);
+    EXPECT_EQ(d.kv.used_pages(), 0);
+    EXPECT_EQ(d.kv.check_consistency(), "");
+    (void)a;
+  }
+  {
+    // A pool of 5 pages of 4: another prompt evicts the cached pages of p.
+    Driver d(5, 4);
+    d.add(p, 2);
+    d.run();
+    EXPECT_EQ(d.kv.cached_pages(), 2);
+    EXPECT_EQ(d.kv.match_prefix(p, 2).pages, 2);
+    std::vector<int> other(17);
+    for (int i = 0; i < 17; ++i) other[i] = 500 + i;
+    d.add(other, 2);  // 5 pages: every cached page goes
+    d.run();
+    EXPECT_EQ(d.kv.evictions(), 2);
+    const int64_t again = d.add(p, 2);
+    StepPlan plan = d.step();
+    EXPECT_EQ(rows_of(plan, again).start, 0);
+    EXPECT_EQ(d.sched.prefix_cached_rows(), 0);
+    d.run();
+    EXPECT_EQ(d.kv.check_consistency(), "");
+  }
+}
+
+// Admission counts cached pages as free, and the pages a sequence shares
+// as pages it needs no more of.
+TEST(Scheduler, PrefixCacheAdmissionCountsCachedAndSharedPages) {
+  Driver d(4, 4);
+  const std::vector<int> p = iota(13);  // 4 pages with the token it generates
+  d.add(p, 1);
+  d.run();
+  EXPECT_EQ(d.kv.cached_pages(), 3);
+  EXPECT_EQ(d.kv.free_pages(), 4);
+  // 4 pages needed, 2 of them shared: admitted into the pool's 1 free page
+  // and 1 evicted one (its third cached page, the least recent).
+  const int64_t b = d.add(p, 1);
+  StepPlan plan = d.step();
+  EXPECT_EQ(rows_of(plan, b).start, 8);
+  EXPECT_EQ(d.kv.evictions(), 1);
+  EXPECT_EQ(d.kv.check_consistency(), "");
+  d.run();
+  EXPECT_EQ(d.kv.used_pages(), 0);
 }
