@@ -204,6 +204,69 @@ TEST(CudaEngine, BestOf16Over64PromptsOverlapEqualsSynchronous) {
   }
 }
 
+// The prefix cache on the GPU (where it is opt-in: a shared page's K/V come
+// from another request's prefill chunks, so the bits may differ): requests
+// sharing a 70-token head (and one prompt twice), admitted over several
+// steps so later ones share the pages earlier ones completed, dense and
+// block top-k (which scores the shared pages' key summaries). The cached
+// run must serve prompt rows from the cache, end with no page in use, and
+// follow the uncached run: the same greedy tokens up to bf16 noise (most of
+// them; a near tie may part the paths) and the chosen tokens' logprobs
+// within 0.05 wherever both runs took the same path so far.
+TEST(CudaEngine, PrefixCacheFollowsTheUncachedRun) {
+  KF_REQUIRE_CUDA();
+  auto be = make_cuda_backend(0);
+  Model model = Model::random(test::small_gqa_config(), *be, 23);
+  const Request head = greedy_request(70, 1, 0, 40);
+  std::vector<Request> reqs;
+  for (int i = 0; i < 6; ++i) {
+    Request r = greedy_request(10 + 7 * i, 1, 20, 50 + i);
+    r.prompt.insert(r.prompt.begin(), head.prompt.begin(), head.prompt.end());
+    r.logprobs = 0;
+    reqs.push_back(r);
+  }
+  reqs.push_back(reqs[2]);  // the same prompt again
+  for (AttnKind kind : {AttnKind::Dense, AttnKind::BlockTopK}) {
+    SCOPED_TRACE(attn_kind_name(kind));
+    std::vector<std::vector<SampleResult>> out[2];
+    for (int cached = 0; cached < 2; ++cached) {
+      EngineConfig c;
+      c.page_size = 16;
+      c.kv_pages = 300;
+      c.max_step_tokens = 64;  // admissions over several steps
+      c.policy.kind = kind;
+      c.policy.topk_pages = 2;
+      c.policy.local_pages = 1;
+      c.repetition.enabled = false;
+      c.prefix_cache = cached == 1;
+      Engine e(model, *be, c);
+      out[cached] = test::run_to_end(e, reqs);
+      EXPECT_EQ(e.kv_pages_used(), 0);
+      if (cached) {
+        EXPECT_GE(e.stats().prefix_cached_rows, 4 * 16 * 4) << "later requests share the head's 4 full pages";
+        EXPECT_EQ(e.stats().prefix_cached_rows % 16, 0);
+        EXPECT_GT(e.kv_pages_cached(), 0);
+      } else {
+        EXPECT_EQ(e.stats().prefix_cached_rows, 0);
+      }
+    }
+    int same = 0, total = 0;
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      const SampleResult &a = out[0][i][0], &b = out[1][i][0];
+      ASSERT_EQ(a.tokens.size(), b.tokens.size());
+      ASSERT_EQ(a.logprobs.size(), a.tokens.size());
+      ASSERT_EQ(b.logprobs.size(), b.tokens.size());
+      total += static_cast<int>(a.tokens.size());
+      for (size_t t = 0; t < a.tokens.size(); ++t) {
+        if (a.tokens[t] != b.tokens[t]) break;  // the paths parted: later tokens see other contexts
+        ++same;
+        EXPECT_NEAR(a.logprobs[t].logprob, b.logprobs[t].logprob, 0.05) << "request " << i << " token " << t;
+      }
+    }
+    EXPECT_GE(same, total * 3 / 4) << same << " of " << total << " tokens before the paths parted";
+  }
+}
+
 // Greedy decode on CUDA follows the CPU (F32) reference token by token for
 // as long as the CPU's top-1 margin is clearly above bf16 noise; the first
 // token (one prefill) must always agree when its margin is clear.
