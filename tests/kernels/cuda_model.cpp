@@ -211,8 +211,11 @@ TEST(CudaEngine, BestOf16Over64PromptsOverlapEqualsSynchronous) {
 // block top-k (which scores the shared pages' key summaries). The cached
 // run must serve prompt rows from the cache, end with no page in use, and
 // follow the uncached run: the same greedy tokens up to bf16 noise (most of
-// them; a near tie may part the paths) and the chosen tokens' logprobs
-// within 0.05 wherever both runs took the same path so far.
+// them; a near tie may part the paths) and the top-5 alternatives' logprobs
+// within 0.05 wherever both runs took the same path so far (the chosen
+// token's is ~0 in this peaked random model; the alternatives' follow the
+// logits). On the H200 the two runs gave the same bits; sharing every page
+// as the first one (a deliberate fault) moved them by up to 9.5.
 TEST(CudaEngine, PrefixCacheFollowsTheUncachedRun) {
   KF_REQUIRE_CUDA();
   auto be = make_cuda_backend(0);
@@ -222,7 +225,7 @@ TEST(CudaEngine, PrefixCacheFollowsTheUncachedRun) {
   for (int i = 0; i < 6; ++i) {
     Request r = greedy_request(10 + 7 * i, 1, 20, 50 + i);
     r.prompt.insert(r.prompt.begin(), head.prompt.begin(), head.prompt.end());
-    r.logprobs = 0;
+    r.logprobs = 5;  // the chosen token's is ~0 (a peaked random model): the alternatives' carry the logits
     reqs.push_back(r);
   }
   reqs.push_back(reqs[2]);  // the same prompt again
@@ -251,6 +254,7 @@ TEST(CudaEngine, PrefixCacheFollowsTheUncachedRun) {
       }
     }
     int same = 0, total = 0;
+    double max_diff = 0;
     for (size_t i = 0; i < reqs.size(); ++i) {
       const SampleResult &a = out[0][i][0], &b = out[1][i][0];
       ASSERT_EQ(a.tokens.size(), b.tokens.size());
@@ -260,10 +264,15 @@ TEST(CudaEngine, PrefixCacheFollowsTheUncachedRun) {
       for (size_t t = 0; t < a.tokens.size(); ++t) {
         if (a.tokens[t] != b.tokens[t]) break;  // the paths parted: later tokens see other contexts
         ++same;
-        EXPECT_NEAR(a.logprobs[t].logprob, b.logprobs[t].logprob, 0.05) << "request " << i << " token " << t;
+        for (const auto& [id, lp] : a.logprobs[t].top)
+          for (const auto& [id_b, lp_b] : b.logprobs[t].top)
+            if (id == id_b) max_diff = std::max(max_diff, std::abs(double(lp) - lp_b));
       }
     }
+    std::printf("%s: %d of %d tokens before the paths parted, logprobs within %.2g\n", attn_kind_name(kind), same,
+                total, max_diff);
     EXPECT_GE(same, total * 3 / 4) << same << " of " << total << " tokens before the paths parted";
+    EXPECT_LE(max_diff, 0.05) << "the top-5 logprobs of the cached run";
   }
 }
 
