@@ -259,7 +259,8 @@ void run_requests(dist::ReplicaSet& set, std::vector<Request> reqs,
                   const std::function<void(size_t, FinishedRequest&)>& on_finished,
                   const std::function<void()>& on_tick) {
   std::map<int64_t, size_t> index;
-  for (size_t i = 0; i < reqs.size(); ++i) index[set.submit(std::move(reqs[i]))] = i;
+  const std::vector<int64_t> ids = set.submit_all(std::move(reqs));  // together: steps do not depend on timing
+  for (size_t i = 0; i < ids.size(); ++i) index[ids[i]] = i;
   size_t done = 0;
   while (done < index.size()) {
     for (FinishedRequest& f : set.wait_finished(std::chrono::milliseconds(20))) {
@@ -322,6 +323,7 @@ nlohmann::json stats_json(const dist::ReplicaSet& set, const GenerateSetup& g, i
       {"preemptions", s.preemptions},
       {"prefix_cache", c.prefix_cache},
       {"prefix_cached_rows", s.prefix_cached_rows},
+      {"prefix_cache_evictions", s.prefix_cache_evictions},
       {"pages_read_per_step", s.pages_read_per_step()},
       {"kv_bytes_read_per_token", s.decode_tokens ? static_cast<double>(s.kv_bytes_read) / s.decode_tokens : 0.0},
   };

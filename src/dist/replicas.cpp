@@ -54,17 +54,26 @@ ReplicaSet::~ReplicaSet() {
 }
 
 int64_t ReplicaSet::submit(Request r) {
-  int64_t id = 0;
+  std::vector<Request> one;
+  one.push_back(std::move(r));
+  return submit_all(std::move(one)).front();
+}
+
+std::vector<int64_t> ReplicaSet::submit_all(std::vector<Request> rs) {
+  std::vector<int64_t> ids;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (error_) std::rethrow_exception(error_);
     KF_CHECK(!stop_, "replica set: stopped");
-    reps_[0]->engine->check_request(r);  // engines are alike (and live until stop or an error)
-    id = next_id_++;
-    queue_.emplace_back(id, std::move(r));
+    // Engines are alike (and live until stop or an error): the first checks for all.
+    for (const Request& r : rs) reps_[0]->engine->check_request(r);
+    for (Request& r : rs) {
+      ids.push_back(next_id_++);
+      queue_.emplace_back(ids.back(), std::move(r));
+    }
   }
   work_cv_.notify_all();
-  return id;
+  return ids;
 }
 
 void ReplicaSet::finish_cancelled(int64_t id, Request& r) {
@@ -221,6 +230,7 @@ EngineStats merge_stats(const std::vector<ReplicaStats>& replicas) {
     m.requests_finished += s.requests_finished;
     m.preemptions += s.preemptions;
     m.prefix_cached_rows += s.prefix_cached_rows;
+    m.prefix_cache_evictions += s.prefix_cache_evictions;
     m.kv_pages += s.kv_pages;
     m.kv_pages_peak += s.kv_pages_peak;
     m.page_size = s.page_size;

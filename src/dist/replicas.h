@@ -65,6 +65,10 @@ class ReplicaSet {
 
   // Thread-safe. Throws kf::Error on a malformed request (as Engine::submit).
   int64_t submit(Request r);
+  // The same for several requests at once: all checked first, then queued
+  // together, so a replica takes them in one go (a benchmark's step count
+  // then does not depend on thread timing). Ids in order.
+  std::vector<int64_t> submit_all(std::vector<Request> rs);
   // Thread-safe; unknown or finished ids are ignored. A request no replica
   // took yet finishes at once with every sample cancelled.
   void cancel(int64_t id);

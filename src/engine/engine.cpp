@@ -468,6 +468,7 @@ EngineStats EngineStats::since(const EngineStats& before) const {
   d.wall_seconds -= before.wall_seconds;
   d.preemptions -= before.preemptions;
   d.prefix_cached_rows -= before.prefix_cached_rows;
+  d.prefix_cache_evictions -= before.prefix_cache_evictions;
   d.decode_page_reads -= before.decode_page_reads;
   d.decode_head_rows -= before.decode_head_rows;
   d.kv_bytes_read -= before.kv_bytes_read;
@@ -523,6 +524,7 @@ bool Engine::step() {
   }
   stats_.preemptions = sched_.preemptions();
   stats_.prefix_cached_rows = sched_.prefix_cached_rows();
+  stats_.prefix_cache_evictions = kv_.evictions();
   stats_.kv_pages_peak = kv_.peak_used();
   stats_.running_peak = std::max(stats_.running_peak, sched_.n_running());
   stats_.wall_seconds = since(start_);

@@ -164,6 +164,7 @@ struct EngineStats {
   double wall_seconds = 0;
   int64_t preemptions = 0;
   int64_t prefix_cached_rows = 0;  // prompt rows whose KV came from the prefix cache (not computed)
+  int64_t prefix_cache_evictions = 0;  // cached pages taken back for allocations (LRU)
   int kv_pages = 0, kv_pages_peak = 0, page_size = 0;  // peak: pages held by sequences
   int running_peak = 0;
   // Decode reads: pages per (decode row, layer, KV head), summed.

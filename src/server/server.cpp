@@ -192,6 +192,9 @@ std::string Server::metrics() const {
     metric("kinfer_prefix_cache_rows_total", "counter",
            "prompt rows whose KV pages came from the prefix cache (--prefix-cache), not computed",
            line("kinfer_prefix_cache_rows_total", e.prefix_cached_rows));
+    metric("kinfer_prefix_cache_evictions_total", "counter",
+           "cached prefix pages taken back, least recently used first, when no KV page was free",
+           line("kinfer_prefix_cache_evictions_total", e.prefix_cache_evictions));
     metric("kinfer_engine_rows_total", "counter", "rows the engine's steps computed: a sequence's one new row is "
            "decode, several (a prompt, recomputed rows) prefill", fmt::format("kinfer_engine_rows_total{{kind=\"prefill\"}} {}\n"
                                            "kinfer_engine_rows_total{{kind=\"decode\"}} {}\n",

@@ -388,6 +388,7 @@ def test_prefix_cache():
         assert second.choices[0].text == first.choices[0].text, (first, second)
         assert complete(prompt=prompt, max_tokens=10).choices[0].text == first.choices[0].text
         assert m["kinfer_kv_pages_cached"] == L // P, m
+        assert m["kinfer_prefix_cache_evictions_total"] == 0, m  # 256 pages: nothing to evict
         assert m["kinfer_kv_pages_used"] + m["kinfer_kv_pages_cached"] + m["kinfer_kv_pages_free"] == 256, m
         code, _, err = cached.stop(timeout=60)
         assert code == 0, err[-1000:]

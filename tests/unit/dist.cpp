@@ -457,6 +457,32 @@ TEST(DataParallel, CancelAndBadRequests) {
   EXPECT_TRUE(set.take_finished().empty());
 }
 
+// submit_all queues its requests together or not at all: a malformed one
+// anywhere refuses the lot, and a replica takes the rest in one go, so the
+// engine runs the steps one engine given them up front runs (bench generate
+// --requests counts steps: a request taken a step late would add one).
+TEST(DataParallel, SubmitAllQueuesTogetherOrNothing) {
+  std::vector<dist::Replica> reps = cpu_replicas(1, tiny_config());
+  std::vector<Request> reqs = {request(9, 1, 2, 12), request(7, 2, 1, 15), request(12, 3, 3, 9)};
+  Engine ref(reps[0].model(), reps[0].backend(), engine_config());
+  const auto expect = test::run_to_end(ref, reqs);
+  for (int round = 0; round < 3; ++round) {  // the same steps every time, whatever the threads' timing
+    dist::ReplicaSet set(reps, engine_config());
+    std::vector<Request> bad = reqs;
+    bad.insert(bad.begin() + 1, request(0, 4, 1, 5));
+    expect_error([&] { set.submit_all(bad); }, {"prompt is empty"});
+    const std::vector<int64_t> ids = set.submit_all(reqs);
+    ASSERT_EQ(ids.size(), reqs.size());
+    std::map<int64_t, FinishedRequest> done;
+    while (done.size() < ids.size())
+      for (FinishedRequest& f : set.wait_finished(std::chrono::milliseconds(100))) done[f.id] = std::move(f);
+    EXPECT_EQ(done.size(), ids.size()) << "the refused batch queued nothing";
+    for (size_t i = 0; i < ids.size(); ++i) EXPECT_EQ(done.at(ids[i]).samples[0].tokens, expect[i][0].tokens);
+    EXPECT_EQ(set.stats().steps, ref.stats().steps) << "round " << round;
+    EXPECT_EQ(set.stats().prefill_tokens, ref.stats().prefill_tokens);
+  }
+}
+
 TEST(Placement, FlagsAreCheckedWithClearErrors) {
   using dist::PlacementFlags;
   auto make = [](PlacementFlags f, int visible = 2, bool nccl = true) { return dist::make_placement(f, visible, nccl); };

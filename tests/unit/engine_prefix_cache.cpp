@@ -172,6 +172,7 @@ TEST(EnginePrefixCache, SmallPoolEvictsAndPreemptsButChangesNoOutput) {
     const Waves got = run_waves(tight, waves);
     expect_same(want.out, got.out);
     EXPECT_GT(got.evictions, 0);
+    EXPECT_EQ(got.after_wave.back().prefix_cache_evictions, got.evictions) << "EngineStats counts the KV cache's";
     EXPECT_GT(got.after_wave.back().preemptions, 0);
     EXPECT_GT(got.after_wave.back().prefix_cached_rows, 0);
     EXPECT_LE(got.after_wave.back().kv_pages_peak, 16);
