@@ -247,7 +247,10 @@ __global__ void silu_mul_kernel(const bf16_t* gu, bf16_t* out, int64_t n, int64_
   const int64_t r = i / f, c = i % f;
   out[i] = to_bf(silu(bf(gu[r * 2 * f + c])) * bf(gu[r * 2 * f + f + c]));
 }
-__global__ void silu_mul_kernel8(const bf16_t* gu, bf16_t* out, int64_t n8, int64_t f8) {
+// 8 outputs a thread from 16-byte words: row r's 8 gate values of chunk c and
+// their 8 up values, as loaded (gate | up: words c and f8 + c of the row) or
+// interleaved by 8 (interleave_gate_up's weights: words 2c and 2c + 1).
+__global__ void silu_mul_kernel8(const bf16_t* gu, bf16_t* out, int64_t n8, int64_t f8, bool interleaved) {
   griddep_wait();
   griddep_launch_dependents();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -255,21 +258,8 @@ __global__ void silu_mul_kernel8(const bf16_t* gu, bf16_t* out, int64_t n8, int6
   const int64_t r = i / f8, c = i % f8;
   const uint4* row = reinterpret_cast<const uint4*>(gu) + r * 2 * f8;
   float g[8], u[8];
-  unpack8(row[c], g);
-  unpack8(row[f8 + c], u);
-#pragma unroll
-  for (int j = 0; j < 8; ++j) g[j] = silu(g[j]) * u[j];
-  reinterpret_cast<uint4*>(out)[i] = pack8(g);
-}
-__global__ void silu_mul_interleaved_kernel(const bf16_t* gu, bf16_t* out, int64_t n8) {
-  griddep_wait();
-  griddep_launch_dependents();
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n8) return;
-  const uint4* pair = reinterpret_cast<const uint4*>(gu) + 2 * i;  // 8 gate values, then their 8 up values
-  float g[8], u[8];
-  unpack8(pair[0], g);
-  unpack8(pair[1], u);
+  unpack8(row[interleaved ? 2 * c : c], g);
+  unpack8(row[interleaved ? 2 * c + 1 : f8 + c], u);
 #pragma unroll
   for (int j = 0; j < 8; ++j) g[j] = silu(g[j]) * u[j];
   reinterpret_cast<uint4*>(out)[i] = pack8(g);
@@ -344,8 +334,8 @@ void silu_mul_interleaved(const bf16_t* gate_up, bf16_t* out, int64_t n, int64_t
   if (n == 0) return;
   KF_CHECK(f % 8 == 0 && aligned16({gate_up, out}), "silu_mul_interleaved: f {} or the pointers not 16-byte aligned",
            f);
-  launch_pdl("silu_mul_interleaved", silu_mul_interleaved_kernel, blocks_for(n / 8, 256), 256, st, gate_up, out,
-             n / 8);
+  launch_pdl("silu_mul_interleaved", silu_mul_kernel8, blocks_for(n / 8, 256), 256, st, gate_up, out, n / 8, f / 8,
+             true);
 }
 
 void interleave_gate_up(const bf16_t* w, bf16_t* out, int64_t f, int64_t d, cudaStream_t st) {
@@ -360,7 +350,7 @@ void interleave_gate_up(const bf16_t* w, bf16_t* out, int64_t f, int64_t d, cuda
 void silu_mul(const bf16_t* gate_up, bf16_t* out, int64_t n, int64_t f, cudaStream_t st) {
   if (n == 0) return;
   if (f % 8 == 0 && aligned16({gate_up, out})) {
-    launch_pdl("silu_mul", silu_mul_kernel8, blocks_for(n / 8, 256), 256, st, gate_up, out, n / 8, f / 8);
+    launch_pdl("silu_mul", silu_mul_kernel8, blocks_for(n / 8, 256), 256, st, gate_up, out, n / 8, f / 8, false);
   } else {
     launch_pdl("silu_mul", silu_mul_kernel, blocks_for(n, 256), 256, st, gate_up, out, n, f);
   }
