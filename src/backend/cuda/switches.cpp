@@ -28,6 +28,10 @@ struct EnvReader {
     KF_CHECK(v == "0" || v == "1", "{}={}: {}", var, v, meaning);
     return v == "1";
   }
+  // The same into a field, which keeps its default when the variable is unset.
+  void on_off(bool& field, const char* var, const char* meaning) {
+    if (const std::optional<bool> on = on_off(var, meaning)) field = *on;
+  }
 };
 
 }  // namespace
@@ -35,27 +39,23 @@ struct EnvReader {
 Switches Switches::from_env() {
   Switches sw;
   EnvReader env;
-  sw.gemm_tune = env.on_off("KINFER_GEMM_TUNE", "0 (cuBLASLt's first heuristic candidate: the default) or 1 "
-                            "(the first call of a shape times the top 8 and keeps the fastest)")
-                     .value_or(sw.gemm_tune);
-  sw.gemm_cutlass = env.on_off("KINFER_GEMM_CUTLASS", "0 (every GEMM is cuBLASLt's) or 1 (decode-sized GEMMs "
-                               "are CUTLASS's, where built: the default)")
-                        .value_or(sw.gemm_cutlass);
+  env.on_off(sw.gemm_tune, "KINFER_GEMM_TUNE", "0 (cuBLASLt's first heuristic candidate: the default) or 1 "
+                                               "(the first call of a shape times the top 8 and keeps the fastest)");
+  env.on_off(sw.gemm_cutlass, "KINFER_GEMM_CUTLASS", "0 (every GEMM is cuBLASLt's) or 1 (decode-sized GEMMs "
+                                                     "are CUTLASS's, where built: the default)");
   if (const char* split = env.raw("KINFER_SPLIT_K")) {
     const std::string v = split;
     const bool ok = v.size() == 1 && (v == "0" || v == "1" || partial_slices_supported(v[0] - '0'));
     KF_CHECK(ok, "KINFER_SPLIT_K={}: the K slices of an output projection are 2, 3, 4, 6 or 8 (0: never split)", v);
     sw.split_k = v[0] - '0';
   }
-  sw.silu_epilogue = env.on_off("KINFER_SILU_EPILOGUE", "0 (gate|up weights as loaded: the GEMM, then silu_mul) "
-                                "or 1 (their rows interleaved so the decode GEMM ends in silu_mul: the default)")
-                         .value_or(sw.silu_epilogue);
-  sw.fused_mlp = env.on_off("KINFER_MLP_FUSED", "0 (the MLP as three ops: the default) or 1 (one cooperative "
-                            "kernel where its plan applies)")
-                     .value_or(sw.fused_mlp);
-  sw.stage_known = env.on_off("KINFER_ATTN_STAGE", "0 (the sparse kernel reads its known pages from the pool) or 1 "
-                              "(copies them to shared memory while it selects: the default)")
-                       .value_or(sw.stage_known);
+  env.on_off(sw.silu_epilogue, "KINFER_SILU_EPILOGUE",
+             "0 (gate|up weights as loaded: the GEMM, then silu_mul) or 1 (their rows interleaved so the decode GEMM "
+             "ends in silu_mul: the default)");
+  env.on_off(sw.fused_mlp, "KINFER_MLP_FUSED", "0 (the MLP as three ops: the default) or 1 (one cooperative "
+                                               "kernel where its plan applies)");
+  env.on_off(sw.stage_known, "KINFER_ATTN_STAGE", "0 (the sparse kernel reads its known pages from the pool) or 1 "
+                                                  "(copies them to shared memory while it selects: the default)");
   if (auto on = env.on_off("KINFER_ATTN_BULK", "0 (the dense decode kernel always loads K/V into registers) or 1 "
                            "(always streams them through shared memory by bulk copies); unset: by shape"))
     sw.bulk_dense = *on ? 1 : 0;
@@ -66,12 +66,11 @@ Switches Switches::from_env() {
     KF_CHECK(sw.decode_splits >= 1 && sw.decode_splits <= 128, "KINFER_DECODE_SPLITS={}: the dense decode kernel's "
              "blocks per (row, KV head), 1 to 128", v);
   }
-  sw.attn_summaries = env.on_off("KINFER_ATTN_SUMMARIES", "0 (a summary kernel after qkv_rope_write) or 1 (the "
-                                 "fused sparse kernel writes the page summaries: the default)")
-                          .value_or(sw.attn_summaries);
-  sw.sync_checks = env.on_off("KINFER_CUDA_SYNC", "0 (a fault surfaces at the next wait for the device: the default) "
-                              "or 1 (the backend waits after every op and names the op that faulted)")
-                       .value_or(sw.sync_checks);
+  env.on_off(sw.attn_summaries, "KINFER_ATTN_SUMMARIES", "0 (a summary kernel after qkv_rope_write) or 1 (the "
+                                                         "fused sparse kernel writes the page summaries: the default)");
+  env.on_off(sw.sync_checks, "KINFER_CUDA_SYNC",
+             "0 (a fault surfaces at the next wait for the device: the default) or 1 (the backend waits after every "
+             "op and names the op that faulted)");
   sw.noted = env.noted;
   return sw;
 }
