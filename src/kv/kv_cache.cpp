@@ -18,7 +18,6 @@ int PagePool::alloc() {
   int p = free_.back();
   free_.pop_back();
   refs_[p] = 1;
-  if (used() > peak_) peak_ = used();
   return p;
 }
 

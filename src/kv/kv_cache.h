@@ -32,8 +32,6 @@ class PagePool {
   int capacity() const { return static_cast<int>(refs_.size()); }
   int free_count() const { return static_cast<int>(free_.size()); }
   int used() const { return capacity() - free_count(); }
-  int peak_used() const { return peak_; }
-  void reset_peak() { peak_ = used(); }
 
   int alloc();  // a page with refcount 1; throws kf::Error when none is free
   void retain(int page);
@@ -43,7 +41,6 @@ class PagePool {
  private:
   std::vector<int> refs_;
   std::vector<int> free_;  // stack: lowest ids handed out first
-  int peak_ = 0;
 };
 
 // A pending page copy for copy-on-write: src -> dst (physical page ids).

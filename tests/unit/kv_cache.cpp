@@ -98,7 +98,7 @@ TEST(KvCache, ForkSharesFullPagesAndCopiesThePartialOneOnce) {
   kv.free(1);
   kv.free(2);
   EXPECT_EQ(kv.pool().used(), 0);
-  EXPECT_EQ(kv.pool().peak_used(), 3);
+  EXPECT_EQ(kv.peak_used(), 3);
 }
 
 TEST(KvCache, ErrorsNameTheProblem) {
