@@ -68,12 +68,17 @@ KvCache::PrefixMatch Scheduler::shareable(const Sequence& s) const {
   // Only a fresh sequence: a recompute redoes its own rows (so its outputs
   // cannot change), and an echo sequence wants its prompt rows' logits.
   if (!cfg_.prefix_cache || s.preemptions > 0 || s.echo) return {};
-  // At least two prompt rows stay to compute: the last one's logits give the
-  // first token, and a one-row chunk would be a decode row (its sparse
-  // policy, the decode kernel) where a run without the cache computes a
-  // prefill row. So a prompt of k full pages shares k - 1 of them.
+  // At least two prompt rows stay to compute (shared_rows): the last one's
+  // logits give the first token, and a one-row chunk would be a decode row
+  // (its sparse policy, the decode kernel) where a run without the cache
+  // computes a prefill row. So the pages that hold its first np - 2 rows.
   const int np = static_cast<int>(s.prompt.size());
-  return kv_.match_prefix(s.prompt, np >= 2 ? (np - 2) / kv_.page_size() : 0);
+  return kv_.match_prefix(s.prompt, np >= 2 ? (np - 2 + kv_.page_size() - 1) / kv_.page_size() : 0);
+}
+
+int Scheduler::shared_rows(const Sequence& s, const KvCache::PrefixMatch& m) const {
+  const int np = static_cast<int>(s.prompt.size());
+  return std::max(0, std::min(m.pages * kv_.page_size(), np - 2));
 }
 
 void Scheduler::preempt(int64_t id) {
@@ -112,6 +117,7 @@ void Scheduler::fork_children(Sequence& parent) {
 
 StepPlan Scheduler::schedule() {
   StepPlan plan;
+  kv_.begin_step();
   int budget = cfg_.max_step_tokens;
   int echo_budget = cfg_.max_echo_rows;
   // Rows a sequence may take: its echo prompt rows within the echo budget.
@@ -127,6 +133,17 @@ StepPlan Scheduler::schedule() {
     kv_.append(s.id, n, plan.slots, plan.copies);
     const bool sample = s.n_cached + n == s.total();
     plan.seqs.push_back(StepSeq{s.id, s.n_cached, n, sample, sample ? s.fork_children : 0});
+    const int np = static_cast<int>(s.prompt.size());
+    // Index the full prompt pages these rows complete, as being written by
+    // this step: no sequence shares them before the next step (KvCache's
+    // header). A later step may share them while this one is still in
+    // flight: steps run in launch order on the device (one stream per rank,
+    // engine/executor.h), so it reads a page after this step wrote its K/V
+    // and key summary (written with a page's last row, backend.h kv_write).
+    // For the same reason a page evicted once its sequence ends (even with
+    // this step in flight) is rewritten only by a later step.
+    if (cfg_.prefix_cache && s.n_cached < np)
+      kv_.index_prefix(s.id, s.prompt, std::min(s.n_cached + n, np) / kv_.page_size());
     s.n_cached += n;
     budget -= n;
     plan.rows += n;
@@ -148,7 +165,7 @@ StepPlan Scheduler::schedule() {
       continue;
     }
     // Free pages by preempting the youngest running sequences (maybe this one).
-    while (kv_.pages_needed(s.id, n) > kv_.free_pages()) {
+    while (!kv_.can_append(s.id, n)) {
       const int64_t victim = running_.rbegin()->second;
       preempt(victim);
       preempted = true;
@@ -158,8 +175,11 @@ StepPlan Scheduler::schedule() {
     add_rows(s, n);
   }
   // Admit waiting sequences in arrival order while their whole context fits.
-  while (!preempted && !waiting_.empty() && budget > 0) {
-    Sequence& s = seq(waiting_.begin()->second);
+  // One whose next shared prompt pages this step is writing waits a step for
+  // them (those behind it may go first).
+  for (auto it = waiting_.begin(); !preempted && it != waiting_.end() && budget > 0;) {
+    Sequence& s = seq(it->second);
+    const auto next = std::next(it);
     if (s.pending > 0) break;  // its last token is still in flight: next step
     if (n_running() + reserved_children_ + 1 + s.fork_children > cfg_.max_running) break;
     const int need = pages_for(s.total() + 1);  // + room for the token it will generate
@@ -169,43 +189,38 @@ StepPlan Scheduler::schedule() {
           s.total(), pages_for(s.total()), kv_.page_size(), capacity);
       finish(s.id, StopReason::Error, why);
       plan.failed.push_back(s.id);
+      it = next;
       continue;
     }
-    // Shared pages need no fresh page, but a cached one stops being free.
     const KvCache::PrefixMatch shared = shareable(s);
-    if (std::min(need, capacity) - shared.pages + shared.evictable > kv_.free_pages()) break;
-    s.n_cached = shared.pages * kv_.page_size();  // its prefill starts past the shared rows
+    if (shared.in_flight) {
+      it = next;
+      continue;
+    }
+    // Whole shared pages need no fresh page, but a cached one stops being
+    // free. A partly kept one needs a page for its copy and, if cached, is
+    // cached again once copied.
+    const int start = shared_rows(s, shared);
+    const int whole = start / kv_.page_size();
+    const bool part = start % kv_.page_size() != 0;
+    const int taken = shared.evictable - (part && shared.last_cached ? 1 : 0);
+    if (std::min(need, capacity) - whole + taken > kv_.free_pages()) break;
+    s.n_cached = start;  // its prefill starts past the shared rows
     const int n = rows_for(s);
     if (n == 0) {
       s.n_cached = 0;
       break;
     }
-    waiting_.erase(waiting_.begin());
+    waiting_.erase(it);
+    it = next;
     running_.insert(key(s));
     reserved_children_ += s.fork_children;
     s.running = true;
     kv_.add(s.id);
-    if (shared.pages > 0) kv_.share_prefix(s.id, s.prompt, shared.pages);
-    prefix_cached_rows_ += s.n_cached;
+    if (start > 0) kv_.share_prefix(s.id, s.prompt, start);
+    prefix_cached_rows_ += start;
     add_rows(s, n);
   }
-  // Index the full prompt pages this step's rows complete. Done here, after
-  // admission, so no sequence admitted in this step shares a page this step
-  // writes (it would read the page in the very step that writes it, which
-  // only the order of ops within a layer would make safe, and fused kernels
-  // need not keep it). A later step may share it while this one is still in
-  // flight: steps run in launch order on the device (one stream per rank,
-  // engine/executor.h), so it reads the page after this step wrote its K/V
-  // and key summary (written with a page's last row, backend.h kv_write).
-  // For the same reason a page evicted once its sequence ends (even with
-  // this step in flight) is rewritten only by a later step.
-  if (cfg_.prefix_cache)
-    for (const StepSeq& ss : plan.seqs) {
-      const Sequence& s = seq(ss.id);
-      const int np = static_cast<int>(s.prompt.size());
-      if (ss.start >= np || !s.running) continue;  // past its prompt: nothing to index
-      kv_.index_prefix(s.id, s.prompt, std::min(s.n_cached, np) / kv_.page_size());
-    }
   return plan;
 }
 

@@ -23,8 +23,11 @@
 // Prefix cache (`prefix_cache`): full prompt pages are shared across
 // requests through the KvCache's prefix index. A fresh sequence (first
 // admission, not echo) starts with the longest run of indexed pages of its
-// prompt, leaving at least two prompt rows to compute, and prefills from
-// there; every step indexes the full prompt pages its rows complete.
+// prompt, up to all but its last two rows (a page whose last rows it computes
+// itself is copied on write), and prefills from there; every step indexes
+// the full prompt pages its rows complete. A waiting sequence whose next
+// pages are being written by the step being scheduled (identical prompts
+// arriving together, a long shared prefix in chunks) waits for them.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -99,8 +102,10 @@ class Scheduler {
   // Rows to compute next for a sequence (prefill chunk or one row), within `budget`.
   int next_rows(const Sequence& s, int budget) const;
   int pages_for(int tokens) const { return (tokens + kv_.page_size() - 1) / kv_.page_size(); }
-  // Indexed pages a waiting sequence may start with (none unless it is fresh).
+  // Indexed pages a waiting sequence may start with (none unless it is fresh),
+  // and the prompt rows it keeps of them.
   KvCache::PrefixMatch shareable(const Sequence& s) const;
+  int shared_rows(const Sequence& s, const KvCache::PrefixMatch& m) const;
 
   KvCache& kv_;
   SchedulerConfig cfg_;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <string>
+#include <tuple>
 
 #include "util/error.h"
 
@@ -143,14 +144,26 @@ int KvCache::pages_needed(int64_t seq, int n) const {
   return need + (cow ? 1 : 0);
 }
 
+bool KvCache::can_append(int64_t seq, int n) const {
+  const Table& t = table(seq);
+  const int need = pages_needed(seq, n);
+  const bool cow = n > 0 && t.tokens % page_size_ != 0 && pool_.refcount(t.pages.back()) > 1;
+  if (!cow) return need <= free_pages();
+  // The copy is allocated while the original is held; then the original is
+  // cached again if the index is left its only holder.
+  const int last = t.pages.back();
+  const bool recached = prefix_index_ && entries_[last].indexed && pool_.refcount(last) == 2;
+  return free_pages() >= 1 && need <= free_pages() + (recached ? 1 : 0);
+}
+
 void KvCache::append(int64_t seq, int n, std::vector<int32_t>& slots, std::vector<PageCopy>& copies) {
   KF_CHECK(n >= 0, "append of {} tokens", n);
-  int need = pages_needed(seq, n);
-  KF_CHECK(need <= free_pages(), "KV cache is out of pages: sequence {} needs {} more, {} free of {}", seq, need,
-           free_pages(), pool_.capacity());
+  KF_CHECK(can_append(seq, n), "KV cache is out of pages: sequence {} needs {} more, {} free of {}", seq,
+           pages_needed(seq, n), free_pages(), pool_.capacity());
   Table& t = tables_.at(seq);
-  // A shared partial last page is never indexed (indexed pages are full), so
-  // this copy and the release below leave the index alone.
+  // A shared partial last page is a fork's, or an indexed page the sequence
+  // keeps only the first rows of (share_prefix): the copy takes its writes,
+  // and releasing the original caches it if the index is now its only holder.
   if (n > 0 && t.tokens % page_size_ != 0 && pool_.refcount(t.pages.back()) > 1) {
     int fresh = alloc_page();
     copies.push_back(PageCopy{t.pages.back(), fresh});
@@ -183,31 +196,53 @@ KvCache::PrefixMatch KvCache::match_prefix(std::span<const int> tokens, int max_
     hash = hash_(hash, ids);
     const int p = find_entry(hash, parent, ids);
     if (p < 0) break;
+    if (in_flight(p)) {
+      m.in_flight = true;
+      break;
+    }
     ++m.pages;
     m.evictable += entries_[p].cached ? 1 : 0;
+    m.last_cached = entries_[p].cached;
     parent = entries_[p].serial;
   }
   return m;
 }
 
-void KvCache::share_prefix(int64_t seq, std::span<const int> tokens, int pages) {
+void KvCache::share_prefix(int64_t seq, std::span<const int> tokens, int n_tokens) {
   KF_CHECK(prefix_index_, "KV cache: share_prefix without the prefix index");
   Table& t = tables_.at(seq);
   KF_CHECK(t.pages.empty(), "KV cache: share_prefix into sequence {} that holds pages", seq);
+  KF_CHECK(n_tokens >= 0 && static_cast<size_t>(n_tokens) <= tokens.size(),
+           "KV cache: share_prefix of {} tokens from a prompt of {}", n_tokens, tokens.size());
+  // Find every page first, so an error changes nothing.
+  const int pages = (n_tokens + page_size_ - 1) / page_size_;
+  std::vector<int> found;
+  std::vector<std::pair<uint64_t, uint64_t>> chain;  // (hash, serial) after each page
+  uint64_t hash = t.chain_hash, serial = t.chain_serial;
   for (int j = 0; j < pages; ++j) {
     KF_CHECK(static_cast<size_t>(j + 1) * page_size_ <= tokens.size(), "KV cache: share_prefix past the tokens");
     const std::span<const int> ids = page_tokens(tokens, j);
-    const uint64_t hash = hash_(t.chain_hash, ids);
-    const int p = find_entry(hash, t.chain_serial, ids);
-    KF_CHECK(p >= 0, "KV cache: page {} of sequence {}'s prefix is not indexed", j, seq);
+    hash = hash_(hash, ids);
+    const int p = find_entry(hash, serial, ids);
+    KF_CHECK(p >= 0 && !in_flight(p), "KV cache: page {} of sequence {}'s prefix is not indexed and written", j,
+             seq);
+    serial = entries_[p].serial;
+    found.push_back(p);
+    chain.emplace_back(hash, serial);
+  }
+  for (int j = 0; j < pages; ++j) {
+    const int p = found[j];
     if (entries_[p].cached) cache_remove(p);  // in use again
     pool_.retain(p);
     t.pages.push_back(p);
-    t.tokens += page_size_;
-    t.chain_hash = hash;
-    t.chain_serial = entries_[p].serial;
-    ++t.chain_pages;
+    // The chain covers whole pages kept; a partly kept one is copied on the
+    // first write, and its copy finds this entry again when it is indexed.
+    if ((j + 1) * page_size_ <= n_tokens) {
+      std::tie(t.chain_hash, t.chain_serial) = chain[j];
+      ++t.chain_pages;
+    }
   }
+  t.tokens = n_tokens;
   note_peak();
 }
 
@@ -236,6 +271,7 @@ void KvCache::index_prefix(int64_t seq, std::span<const int> tokens, int full_pa
       e.key = hash;
       e.serial = next_serial_++;
       e.parent = t.chain_serial;
+      e.step = step_;
       std::copy(ids.begin(), ids.end(), entry_ids_.begin() + static_cast<ptrdiff_t>(p) * page_size_);
       index_.emplace(hash, p);
       pool_.retain(p);  // the index's own reference

@@ -14,7 +14,15 @@
 // walks a prompt's full pages from the first while each is indexed. A page
 // whose only reference is the index is cached: evictable, least recently
 // released first, when an allocation finds the free list empty. Indexed pages
-// are full, so no write ever lands in one (a sequence appends past them).
+// are full and no write ever lands in one: a sequence appends past them, or,
+// when it keeps only the first rows of its last shared page (it computes that
+// page's last rows itself), copies that page on its first write into it.
+//
+// Steps: the scheduler calls begin_step() before it schedules a step and
+// indexes pages as that step's rows complete them. Until the next
+// begin_step() those pages are being written: a lookup stops before them and
+// says so (PrefixMatch::in_flight), so the sequence waits a step to share
+// them instead of reading a page in the very step that writes it.
 #pragma once
 #include <cstdint>
 #include <span>
@@ -81,27 +89,36 @@ class KvCache {
 
   // Fresh pages that appending n tokens would take (including a CoW copy).
   int pages_needed(int64_t seq, int n) const;
+  // Whether those pages can be had: pages_needed() <= free_pages(), where a
+  // partly kept indexed page counts as free once copied (it is cached again).
+  bool can_append(int64_t seq, int n) const;
   // Reserves n more token slots: appends slot ids (page*page_size + offset) to
   // `slots` and any copy-on-write copy to `copies`, evicting cached pages when
-  // no page is free. Throws kf::Error (and changes nothing) if free_pages() is
-  // less than pages_needed().
+  // no page is free. Throws kf::Error (and changes nothing) unless
+  // can_append().
   void append(int64_t seq, int n, std::vector<int32_t>& slots, std::vector<PageCopy>& copies);
 
   // ---- the prefix index (KvCache(n, P, true)) ----
   struct PrefixMatch {
     int pages = 0;      // indexed pages holding tokens [0, pages * page_size)
     int evictable = 0;  // of them, cached ones (sharing them takes them from free_pages())
+    bool last_cached = false;  // the last one is cached (kept in part, it is cached again once copied)
+    bool in_flight = false;  // the next page (within max_pages) is indexed by the step being scheduled
   };
   // The longest run, at most max_pages, of indexed pages that hold `tokens`
-  // from the first one (full pages only).
+  // from the first one (full pages only), written by earlier steps.
   PrefixMatch match_prefix(std::span<const int> tokens, int max_pages) const;
-  // An empty sequence's table starts with the first `pages` pages of
-  // match_prefix(tokens) (retained): it holds pages * page_size tokens.
-  void share_prefix(int64_t seq, std::span<const int> tokens, int pages);
+  // An empty sequence's table starts with the pages of match_prefix(tokens)
+  // that hold tokens [0, n_tokens) (retained): it holds n_tokens tokens. A
+  // partly kept last page is copied on the sequence's first write into it.
+  void share_prefix(int64_t seq, std::span<const int> tokens, int n_tokens);
   // Indexes the sequence's first full_pages pages, which hold tokens [0,
   // full_pages * page_size) (those not indexed yet; where an identical
   // entry exists it is kept and this sequence's page is not indexed).
   void index_prefix(int64_t seq, std::span<const int> tokens, int full_pages);
+  // A new step is being scheduled: pages indexed before now are written (see
+  // the header). Until the first call every indexed page counts as written.
+  void begin_step() { ++step_; }
 
   // Pages held by no sequence table nor the index but not free, refcounts
   // that disagree with the tables and the index, or an index whose entries or
@@ -127,7 +144,10 @@ class KvCache {
     uint64_t parent = 0;  // serial of the previous page's entry (0: the first page)
     int prev = -1, next = -1;  // cached list links (-1: none)
     bool cached = false;       // on the cached list: the index holds its only reference
+    int64_t step = 0;          // the step_ it was indexed in
   };
+  // Indexed by the step being scheduled (its rows still to be written).
+  bool in_flight(int page) const { return step_ > 0 && entries_[page].step == step_; }
   const Table& table(int64_t seq) const;
   // The indexed page that holds ids as the page after entry `parent` whose
   // hash is `hash`, or -1.
@@ -153,6 +173,7 @@ class KvCache {
   int lru_head_ = -1, lru_tail_ = -1, lru_size_ = 0;  // cached list, least recent at the head
   uint64_t next_serial_ = 1;
   int64_t evictions_ = 0;
+  int64_t step_ = 0;  // begin_step() calls
 };
 
 }  // namespace kf

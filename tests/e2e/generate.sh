@@ -114,8 +114,9 @@ for k in ("generated_tokens", "decode_tokens", "steps"):
     assert a[k] == b[k], (k, a[k], b[k])
 EOF
 # --prefix-cache: the warm-up's prompt pages are cached, so each of the R
-# requests prefills only past the full pages of its prompt (at least two
-# rows stay to compute): the rows it shares leave the prefill count.
+# requests prefills only past the full pages of its prompt, and at least its
+# last two rows (it copies a page it keeps in part): the rows it shares leave
+# the prefill count.
 grep -q -- "--prefix-cache" <<< "$("$KINFER" bench generate --help)" || fail "bench generate --help lacks --prefix-cache"
 "$KINFER" "${bench[@]}" --warmup 1 --requests 2 --prefix-cache > "$tmp/bench_pc.json"
 python3 - "$tmp/bench_r2.json" "$tmp/bench_pc.json" <<'EOF' || fail "bench generate --prefix-cache wrong"
@@ -123,7 +124,7 @@ import json, sys
 a, b = (json.load(open(f)) for f in sys.argv[1:])
 assert (a["prefix_cache"], b["prefix_cache"]) == (False, True), (a["prefix_cache"], b["prefix_cache"])
 L, P = b["prompt_tokens"], b["attn"]["page_size"]
-shared = 2 * P * ((L - 2) // P)
+shared = 2 * min(P * (L // P), L - 2)
 assert shared > 0 and b["prefix_cached_rows"] == shared, (L, P, b["prefix_cached_rows"])
 assert a["prefix_cached_rows"] == 0, a["prefix_cached_rows"]
 assert b["prefill_tokens"] == a["prefill_tokens"] - shared, (a["prefill_tokens"], b["prefill_tokens"], shared)

@@ -206,9 +206,11 @@ TEST(CudaEngine, BestOf16Over64PromptsOverlapEqualsSynchronous) {
 
 // The prefix cache on the GPU (where it is opt-in: a shared page's K/V come
 // from another request's prefill chunks, so the bits may differ): requests
-// sharing a 70-token head (and one prompt twice), admitted over several
-// steps so later ones share the pages earlier ones completed, dense and
-// block top-k (which scores the shared pages' key summaries). The cached
+// sharing a 70-token head (and one prompt twice, and the head's 4 full pages
+// alone twice: those keep 62 rows and copy the fourth page, whose last two
+// rows and key summary they write again), submitted together so later ones
+// wait for and share the pages earlier ones complete, dense and block top-k
+// (which scores the shared pages' key summaries). The cached
 // run must serve prompt rows from the cache, end with no page in use, and
 // follow the uncached run: the same greedy tokens up to bf16 noise (most of
 // them; a near tie may part the paths) and the top-5 alternatives' logprobs
@@ -229,6 +231,12 @@ TEST(CudaEngine, PrefixCacheFollowsTheUncachedRun) {
     reqs.push_back(r);
   }
   reqs.push_back(reqs[2]);  // the same prompt again
+  for (int i = 0; i < 2; ++i) {  // whole pages: the last one kept in part
+    Request r = reqs[0];
+    r.prompt.assign(head.prompt.begin(), head.prompt.begin() + 64);
+    r.rng_key = 60 + i;
+    reqs.push_back(r);
+  }
   for (AttnKind kind : {AttnKind::Dense, AttnKind::BlockTopK}) {
     SCOPED_TRACE(attn_kind_name(kind));
     std::vector<std::vector<SampleResult>> out[2];
@@ -246,8 +254,10 @@ TEST(CudaEngine, PrefixCacheFollowsTheUncachedRun) {
       out[cached] = test::run_to_end(e, reqs);
       EXPECT_EQ(e.kv_pages_used(), 0);
       if (cached) {
-        EXPECT_GE(e.stats().prefix_cached_rows, 4 * 16 * 4) << "later requests share the head's 4 full pages";
-        EXPECT_EQ(e.stats().prefix_cached_rows % 16, 0);
+        // The six after the first share the head's 4 full pages (the repeat
+        // 5), the two of whole pages 62 rows each.
+        EXPECT_GE(e.stats().prefix_cached_rows, 6 * 64 + 2 * 62);
+        EXPECT_NE(e.stats().prefix_cached_rows % 16, 0) << "a page kept in part";
         EXPECT_GT(e.kv_pages_cached(), 0);
       } else {
         EXPECT_EQ(e.stats().prefix_cached_rows, 0);

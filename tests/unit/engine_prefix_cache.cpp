@@ -128,9 +128,10 @@ TEST(EnginePrefixCache, SharedPromptsGiveTheSameTokensAndLogprobsAndCountCachedR
       {request(p15, 1, 12, 2), request(p17, 1, 10, 3), request(p3, 1, 9, 4), request(p8, 2, 11, 5),
        request(p15, 3, 8, 6)}};
   // Rows the second wave takes from the cache: p15 again 3 pages (12 rows,
-  // two left), p17 2 (8), p3 none (shorter than a page), p8 1 (4: two rows
-  // stay), p15 with n = 3 12 (once: its samples fork after the prompt).
-  const int64_t want_cached = 12 + 8 + 0 + 4 + 12;
+  // three left), p17 2 (8), p3 none (shorter than a page), p8 6 (two rows
+  // stay: it keeps part of its second page and copies it), p15 with n = 3 12
+  // (once: its samples fork after the prompt).
+  const int64_t want_cached = 12 + 8 + 0 + 6 + 12;
   for (EngineConfig::Mode overlap : {EngineConfig::Mode::Off, EngineConfig::Mode::Always}) {
     SCOPED_TRACE(overlap == EngineConfig::Mode::Off ? "overlap off" : "overlap on");
     EngineConfig off = config(AttnKind::Dense, 400, false), on = config(AttnKind::Dense, 400, true);
@@ -152,6 +153,26 @@ TEST(EnginePrefixCache, SharedPromptsGiveTheSameTokensAndLogprobsAndCountCachedR
     EXPECT_EQ(with.cached_idle, 5);  // p15's 3 full pages and p17's third and fourth
     EXPECT_GT(w.kv_pages_peak, 0);
     EXPECT_LE(w.kv_pages_peak, wo.kv_pages_peak);
+  }
+}
+
+// Requests of one prompt submitted together: the first prefills it, the
+// others wait for the step that writes its pages and then compute only its
+// last two rows; a request of another prompt behind them is not held up.
+TEST(EnginePrefixCache, IdenticalPromptsSubmittedTogetherShareAfterOneStep) {
+  const std::vector<int> p = tokens(24, 11), q = tokens(13, 12);
+  const std::vector<std::vector<Request>> waves = {
+      {request(p, 1, 10, 1), request(p, 1, 12, 2), request(q, 1, 9, 3), request(p, 2, 8, 4), request(p, 1, 11, 5)}};
+  for (EngineConfig::Mode overlap : {EngineConfig::Mode::Off, EngineConfig::Mode::Always}) {
+    SCOPED_TRACE(overlap == EngineConfig::Mode::Off ? "overlap off" : "overlap on");
+    EngineConfig off = config(AttnKind::Dense, 400, false), on = config(AttnKind::Dense, 400, true);
+    off.overlap = on.overlap = off.graphs = on.graphs = overlap;
+    const Waves without = run_waves(off, waves), with = run_waves(on, waves);
+    expect_same(without.out, with.out);
+    const EngineStats &w = with.after_wave.back(), &wo = without.after_wave.back();
+    EXPECT_EQ(w.prefix_cached_rows, 3 * 22);
+    EXPECT_EQ(w.prefill_tokens, wo.prefill_tokens - 3 * 22);
+    EXPECT_EQ(wo.prefill_tokens, 4 * 24 + 13);
   }
 }
 
@@ -183,9 +204,11 @@ TEST(EnginePrefixCache, SmallPoolEvictsAndPreemptsButChangesNoOutput) {
 // Block top-k scores candidate pages by their key summaries: a shared page's
 // summary, written by the step that completed it for another request, is the
 // one this request's own prefill would have written, so the pages chosen and
-// the tokens are the same (f32 and int8 summaries). The prompts leave one
-// row past full pages (4k + 1 tokens), where a one-row chunk would be a
-// sparse decode row instead of a dense prefill row.
+// the tokens are the same (f32 and int8 summaries). The prompts have one
+// row past full pages (4k + 1 tokens): a request keeps all but their last
+// two rows, so it copies the last full page and writes its last row (and
+// summary) again, where a one-row chunk would have been a sparse decode row
+// instead of a dense prefill row.
 TEST(EnginePrefixCache, BlockTopKOnSharedPagesGivesTheSameTokens) {
   const std::vector<int> long_a = with_tail(23, 30, 8), long_b = with_tail(31, 31, 9);  // 33 and 41 tokens
   const std::vector<std::vector<Request>> waves = {
@@ -197,12 +220,12 @@ TEST(EnginePrefixCache, BlockTopKOnSharedPagesGivesTheSameTokens) {
     off.i8_summaries = on.i8_summaries = i8;
     const Waves without = run_waves(off, waves), with = run_waves(on, waves);
     expect_same(without.out, with.out);
-    // The first wave: long_b takes the head's 2 pages from long_a's first
-    // chunk (33 rows do not fit in one step of 32). The second: (33 - 2) / 4
-    // = 7 pages, (41 - 2) / 4 = 9, and the head's 2.
+    // The first wave: long_b waits for long_a's first chunk (33 rows do not
+    // fit in one step of 32), then takes the head's 2 pages. The second:
+    // 33 - 2 rows, 41 - 2, and the head's 2 pages.
     const EngineStats& s = with.after_wave.back();
     EXPECT_EQ(with.after_wave[0].prefix_cached_rows, 8);
-    EXPECT_EQ(s.since(with.after_wave[0]).prefix_cached_rows, 28 + 36 + 8);
+    EXPECT_EQ(s.since(with.after_wave[0]).prefix_cached_rows, 31 + 39 + 8);
     EXPECT_LT(s.pages_read_per_step(), 4.0);  // the policy really selects (of up to 16 pages)
   }
   // The policy matters: dense decoding gives other tokens.

@@ -174,7 +174,7 @@ TEST(KvCache, PrefixLookupFindsOnlyIdenticalChainsFromTheFirstPage) {
   // A sequence starts with two of them, then appends past them: its writes
   // land in fresh pages, never in a shared one.
   kv.add(2);
-  kv.share_prefix(2, a, 2);
+  kv.share_prefix(2, a, 8);
   EXPECT_EQ(kv.tokens(2), 8);
   EXPECT_EQ(kv.pages(2), std::vector<int>(a_pages.begin(), a_pages.begin() + 2));
   EXPECT_EQ(kv.used_pages(), 2);
@@ -193,6 +193,80 @@ TEST(KvCache, PrefixLookupFindsOnlyIdenticalChainsFromTheFirstPage) {
   EXPECT_EQ(kv.used_pages(), 0);
   EXPECT_EQ(kv.cached_pages(), 3);
   EXPECT_EQ(kv.pool().used(), 3);  // sequence 2's own third page went back to the free list
+  EXPECT_EQ(kv.check_consistency(), "");
+}
+
+// A sequence may keep only the first rows of its last shared page: its table
+// holds that page until its first write into it, which goes to a copy, and
+// the original stays indexed (cached once the index is its only holder).
+TEST(KvCache, SharingPartOfAPageCopiesItOnTheFirstWrite) {
+  KvCache kv(20, 4, true);
+  const std::vector<int> a = ids(12, 100);  // three full pages
+  prefill(kv, 1, a);
+  const std::vector<int> a_pages = kv.pages(1);
+  kv.free(1);
+  kv.add(2);
+  kv.share_prefix(2, a, 10);  // pages a0 a1 whole, a2's first two rows
+  EXPECT_EQ(kv.tokens(2), 10);
+  EXPECT_EQ(kv.pages(2), a_pages);
+  EXPECT_EQ(kv.cached_pages(), 0);
+  EXPECT_EQ(kv.pages_needed(2, 2), 1);  // the copy
+  std::vector<int32_t> slots;
+  std::vector<PageCopy> copies;
+  kv.append(2, 2, slots, copies);
+  ASSERT_EQ(copies.size(), 1u);
+  EXPECT_EQ(copies[0].src, a_pages[2]);
+  EXPECT_EQ(kv.pages(2)[2], copies[0].dst);
+  EXPECT_EQ(slots, (std::vector<int32_t>{copies[0].dst * 4 + 2, copies[0].dst * 4 + 3}));
+  EXPECT_EQ(kv.cached_pages(), 1);  // a2, held by the index alone again
+  EXPECT_EQ(kv.check_consistency(), "");
+  // Its copy holds a2's tokens: indexing keeps the existing entry.
+  kv.index_prefix(2, a, 3);
+  EXPECT_EQ(kv.indexed_pages(), 3);
+  EXPECT_EQ(kv.match_prefix(a, 3).pages, 3);
+  kv.free(2);
+  EXPECT_EQ(kv.cached_pages(), 3);
+  EXPECT_EQ(kv.pool().used(), 3);
+  // Zero tokens shares nothing; a page past the indexed ones is an error.
+  kv.add(3);
+  kv.share_prefix(3, a, 0);
+  EXPECT_TRUE(kv.pages(3).empty());
+  kv.add(4);
+  EXPECT_THROW(kv.share_prefix(4, concat(ids(8, 100), ids(4, 900)), 9), Error);
+  EXPECT_EQ(kv.check_consistency(), "");
+}
+
+// Pages indexed since the last begin_step() are being written by the step
+// being scheduled: a lookup stops before them and says so; share_prefix
+// refuses them. The next begin_step() makes them shareable.
+TEST(KvCache, PagesIndexedThisStepAreNotSharedUntilTheNext) {
+  KvCache kv(20, 4, true);
+  const std::vector<int> a = ids(12, 100);
+  kv.begin_step();
+  std::vector<int32_t> slots;
+  std::vector<PageCopy> copies;
+  kv.add(1);
+  kv.append(1, 8, slots, copies);
+  kv.index_prefix(1, a, 2);
+  EXPECT_EQ(kv.match_prefix(a, 3).pages, 0);
+  EXPECT_TRUE(kv.match_prefix(a, 3).in_flight);
+  EXPECT_FALSE(kv.match_prefix(ids(8, 500), 3).in_flight);  // another prompt: nothing to wait for
+  kv.add(2);
+  EXPECT_THROW(kv.share_prefix(2, a, 4), Error);
+  kv.begin_step();
+  kv.append(1, 4, slots, copies);
+  kv.index_prefix(1, a, 3);
+  KvCache::PrefixMatch m = kv.match_prefix(a, 3);
+  EXPECT_EQ(m.pages, 2);
+  EXPECT_TRUE(m.in_flight);
+  EXPECT_FALSE(kv.match_prefix(a, 2).in_flight);  // within max_pages only
+  kv.share_prefix(2, a, 8);
+  kv.begin_step();
+  m = kv.match_prefix(a, 3);
+  EXPECT_EQ(m.pages, 3);
+  EXPECT_FALSE(m.in_flight);
+  kv.free(1);
+  kv.free(2);
   EXPECT_EQ(kv.check_consistency(), "");
 }
 
@@ -245,7 +319,7 @@ TEST(KvCache, EvictsLeastRecentlyCachedPagesOnlyWhenNoneIsFree) {
   EXPECT_EQ(kv.free_pages(), 6);
   // Reusing a's pages makes them the most recent: b is now the oldest.
   kv.add(4);
-  kv.share_prefix(4, a, 2);
+  kv.share_prefix(4, a, 4);
   EXPECT_EQ(kv.cached_pages(), 4);
   EXPECT_EQ(kv.free_pages(), 4);
   kv.free(4);
@@ -262,7 +336,7 @@ TEST(KvCache, EvictsLeastRecentlyCachedPagesOnlyWhenNoneIsFree) {
   EXPECT_EQ(kv.match_prefix(c, 2).pages, 2);
   // a is held by a sequence again: only c's pages can go.
   kv.add(6);
-  kv.share_prefix(6, a, 2);
+  kv.share_prefix(6, a, 4);
   EXPECT_EQ(kv.free_pages(), 2);
   EXPECT_EQ(kv.pages_needed(5, 6), 3);
   const int used = kv.used_pages(), cached = kv.cached_pages();
@@ -318,12 +392,13 @@ TEST(KvCache, RandomSharingAndEvictionKeepEveryTokenInPlace) {
         for (int i = 0; i < 8; ++i) s.tokens.push_back(50000 + static_cast<int>(rng() % 1000));
         s.prompt = static_cast<int>(s.tokens.size()) - static_cast<int>(rng() % 8);
         const KvCache::PrefixMatch m = kv.match_prefix(s.tokens, s.prompt / page_size);
-        const int take = static_cast<int>(rng() % (m.pages + 1));
+        // Whole pages or a part of the last one (copied on its first write).
+        const int take = static_cast<int>(rng() % (m.pages * page_size + 1));
         const int free_before = kv.free_pages();
         kv.add(next_id);
         kv.share_prefix(next_id, s.tokens, take);
         EXPECT_LE(kv.free_pages(), free_before);
-        shared_tokens += take * page_size;
+        shared_tokens += take;
         seqs[next_id++] = s;
       } else if (op == 2) {
         kv.fork(pick, next_id);
@@ -340,7 +415,8 @@ TEST(KvCache, RandomSharingAndEvictionKeepEveryTokenInPlace) {
         const int n = std::min(static_cast<int>(rng() % (2 * page_size + 2)), static_cast<int>(s.tokens.size()) - have);
         std::vector<int32_t> slots;
         std::vector<PageCopy> copies;
-        if (kv.pages_needed(pick, n) > kv.free_pages()) {
+        if (!kv.can_append(pick, n)) {
+          EXPECT_GT(kv.pages_needed(pick, n), kv.free_pages() - 1);
           const int used = kv.used_pages(), cached = kv.cached_pages();
           EXPECT_THROW(kv.append(pick, n, slots, copies), Error);
           EXPECT_EQ(used, kv.used_pages());
@@ -350,7 +426,12 @@ TEST(KvCache, RandomSharingAndEvictionKeepEveryTokenInPlace) {
         kv.append(pick, n, slots, copies);
         for (const PageCopy& c : copies)
           for (int o = 0; o < page_size; ++o) pool[c.dst * page_size + o] = pool[c.src * page_size + o];
-        for (int i = 0; i < n; ++i) pool[slots[i]] = s.tokens[have + i];
+        for (int i = 0; i < n; ++i) {
+          // A page written through one table is held by that table alone (the
+          // token written may equal the one there, so the pool cannot tell).
+          ASSERT_EQ(kv.pool().refcount(slots[i] / page_size), 1) << "step " << step << " seq " << pick;
+          pool[slots[i]] = s.tokens[have + i];
+        }
         kv.index_prefix(pick, s.tokens, std::min(kv.tokens(pick), s.prompt) / page_size);
       }
       ASSERT_EQ(kv.check_consistency(), "") << "step " << step;

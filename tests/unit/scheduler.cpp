@@ -80,6 +80,18 @@ Result simulate(const std::vector<Req>& reqs, int n_pages, int page_size, int bu
     EXPECT_LE(sched.n_running(), cfg.max_running);
     for (const PageCopy& c : plan.copies)
       for (int o = 0; o < page_size; ++o) shadow[c.dst * page_size + o] = shadow[c.src * page_size + o];
+    // No row lands in a page another sequence holds (the children forked
+    // from the writer this step read it only from the next step on): shared
+    // pages are copied first, whatever tokens they hold.
+    std::map<int, std::vector<int64_t>> holders;
+    for (const auto& [id, q] : sched.sequences())
+      if (q.running)
+        for (int page : kv.pages(id)) holders[page].push_back(id);
+    size_t row = 0;
+    for (const StepSeq& ss : plan.seqs)
+      for (int i = 0; i < ss.n; ++i)
+        for (int64_t h : holders[plan.slots[row++] / page_size])
+          EXPECT_TRUE(h >= ss.id && h <= ss.id + ss.children) << "seq " << ss.id << " writes a page seq " << h << " holds";
     size_t slot = 0;
     for (const StepSeq& ss : plan.seqs) {
       const Sequence& s = sched.seq(ss.id);
@@ -299,9 +311,9 @@ std::vector<int> iota(int n) {
 }  // namespace
 
 // A fresh sequence starts with the full pages of its prompt that earlier
-// steps indexed, leaving at least two prompt rows to compute: a prompt of k
-// full pages shares k - 1, one of k pages and a row shares k - 1 too (a
-// one-row chunk would be a decode row).
+// steps indexed, up to all but its last two prompt rows (a one-row chunk would
+// be a decode row): it keeps part of a page whose last rows it computes,
+// through a copy.
 TEST(Scheduler, PrefixCacheStartsFreshSequencesPastTheSharedPages) {
   Driver d(100, 4);
   const std::vector<int> p11 = iota(11), p12 = iota(12), p9 = iota(9), p5 = iota(5);
@@ -315,6 +327,7 @@ TEST(Scheduler, PrefixCacheStartsFreshSequencesPastTheSharedPages) {
   EXPECT_EQ(rows_of(plan, b).start, 8);
   EXPECT_EQ(rows_of(plan, b).n, 3);
   EXPECT_TRUE(rows_of(plan, b).sample);
+  EXPECT_TRUE(plan.copies.empty());
   EXPECT_EQ(d.kv.pages(b)[0], d.kv.pages(0)[0]);
   EXPECT_EQ(d.kv.pages(b)[1], d.kv.pages(0)[1]);
   EXPECT_EQ(d.sched.prefix_cached_rows(), 8);
@@ -323,40 +336,92 @@ TEST(Scheduler, PrefixCacheStartsFreshSequencesPastTheSharedPages) {
   plan = d.step();
   EXPECT_EQ(rows_of(plan, c).start, 8);
   EXPECT_EQ(d.kv.indexed_pages(), 3);
-  const int64_t c2 = d.add(p12, 2);  // 3 full pages indexed, 2 shared
+  const std::vector<int> c_pages = d.kv.pages(c);
+  // All 3 pages indexed: it keeps 10 rows, the third page through a copy.
+  const int64_t c2 = d.add(p12, 2);
   plan = d.step();
   EXPECT_EQ(d.kv.match_prefix(p12, 3).pages, 3);
-  EXPECT_EQ(rows_of(plan, c2).start, 8);
-  EXPECT_EQ(rows_of(plan, c2).n, 4);
-  const int64_t e = d.add(p9, 2);  // 2 pages indexed, 1 shared
+  EXPECT_EQ(rows_of(plan, c2).start, 10);
+  EXPECT_EQ(rows_of(plan, c2).n, 2);
+  ASSERT_EQ(plan.copies.size(), 1u);
+  EXPECT_EQ(plan.copies[0].src, c_pages[2]);
+  EXPECT_EQ(d.kv.pages(c2)[2], plan.copies[0].dst);
+  EXPECT_EQ(d.kv.pages(c2)[1], c_pages[1]);
+  const int64_t e = d.add(p9, 2);  // 2 pages indexed, 7 rows kept
   plan = d.step();
-  EXPECT_EQ(rows_of(plan, e).start, 4);
-  EXPECT_EQ(rows_of(plan, e).n, 5);
-  const int64_t f = d.add(p5, 2);  // 1 page indexed, none shared
+  EXPECT_EQ(rows_of(plan, e).start, 7);
+  EXPECT_EQ(rows_of(plan, e).n, 2);
+  const int64_t f = d.add(p5, 2);  // 1 page indexed, 3 rows kept
   plan = d.step();
-  EXPECT_EQ(rows_of(plan, f).start, 0);
-  EXPECT_EQ(d.sched.prefix_cached_rows(), 8 + 8 + 8 + 4);
+  EXPECT_EQ(rows_of(plan, f).start, 3);
+  EXPECT_EQ(rows_of(plan, f).n, 2);
+  const int64_t g = d.add(iota(2), 2);  // two rows: nothing kept
+  plan = d.step();
+  EXPECT_EQ(rows_of(plan, g).start, 0);
+  EXPECT_EQ(d.sched.prefix_cached_rows(), 8 + 8 + 10 + 7 + 3);
   d.run();
   EXPECT_EQ(d.kv.used_pages(), 0);
-  EXPECT_EQ(d.kv.cached_pages(), 3);
+  EXPECT_EQ(d.kv.cached_pages(), 3);  // the copies were not indexed: the entries existed
   EXPECT_EQ(d.kv.check_consistency(), "");
 }
 
-// Nothing is shared by sequences admitted in the step that writes the pages,
-// by echo sequences (their prompt rows' logits are wanted), or by a
-// recompute; pages evicted from the cache are computed again.
-TEST(Scheduler, PrefixCacheSkipsSameStepEchoRecomputeAndEvictedPages) {
+// Identical prompts arriving together: the first computes the prompt, the
+// others wait for the step that writes its pages and then share them, while
+// a request behind them with another prompt is admitted at once. A long
+// prompt prefilled in chunks is waited for until its last shareable page.
+TEST(Scheduler, PrefixCacheWaitsForPagesTheSameStepWrites) {
+  {
+    Driver d(100, 4);
+    const std::vector<int> p = iota(10);
+    std::vector<int> other(10, 7);
+    const int64_t a = d.add(p, 2), b = d.add(p, 2), c = d.add(p, 2), o = d.add(other, 2);
+    StepPlan plan = d.step();
+    const std::vector<int> a_pages = d.kv.pages(a);
+    EXPECT_EQ(rows_of(plan, a).start, 0);
+    EXPECT_EQ(rows_of(plan, b).n, 0);
+    EXPECT_EQ(rows_of(plan, c).n, 0);
+    EXPECT_EQ(rows_of(plan, o).start, 0);
+    EXPECT_EQ(rows_of(plan, o).n, 10);
+    plan = d.step();
+    EXPECT_EQ(rows_of(plan, b).start, 8);
+    EXPECT_EQ(rows_of(plan, c).start, 8);
+    EXPECT_EQ(d.kv.pages(b)[1], a_pages[1]);
+    EXPECT_EQ(d.kv.pages(c)[1], a_pages[1]);
+    EXPECT_EQ(d.sched.prefix_cached_rows(), 16);
+    d.run();
+    EXPECT_EQ(d.kv.check_consistency(), "");
+  }
+  {
+    // 40 rows in chunks of 16: the second waits three steps, then keeps 38.
+    Driver d(100, 4, 16);
+    const std::vector<int> p = iota(40);
+    const int64_t a = d.add(p, 2), b = d.add(p, 2);
+    for (int i = 0; i < 3; ++i) {
+      StepPlan plan = d.step();
+      EXPECT_EQ(rows_of(plan, a).start, 16 * i);
+      EXPECT_EQ(rows_of(plan, b).n, 0) << "step " << i;
+    }
+    StepPlan plan = d.step();
+    EXPECT_EQ(rows_of(plan, b).start, 38);
+    EXPECT_EQ(rows_of(plan, b).n, 2);
+    EXPECT_EQ(d.sched.prefix_cached_rows(), 38);
+    d.run();
+    EXPECT_EQ(d.kv.check_consistency(), "");
+  }
+}
+
+// Nothing is shared by echo sequences (their prompt rows' logits are
+// wanted) or by a recompute; pages evicted from the cache are computed again.
+TEST(Scheduler, PrefixCacheSkipsEchoRecomputeAndEvictedPages) {
   const std::vector<int> p = iota(10);
   {
     Driver d(100, 4);
-    const int64_t a = d.add(p, 2), b = d.add(p, 2);
-    StepPlan plan = d.step();
-    EXPECT_EQ(rows_of(plan, a).start, 0);
-    EXPECT_EQ(rows_of(plan, b).start, 0);
-    EXPECT_NE(d.kv.pages(a)[0], d.kv.pages(b)[0]);
+    const int64_t a = d.add(p, 4);
+    d.step();
     const int64_t echo = d.add(p, 2, true);
-    plan = d.step();
+    StepPlan plan = d.step();
     EXPECT_EQ(rows_of(plan, echo).start, 0);
+    EXPECT_NE(d.kv.pages(a)[0], d.kv.pages(echo)[0]);
     EXPECT_EQ(d.sched.prefix_cached_rows(), 0);
   }
   {
@@ -416,13 +481,19 @@ TEST(Scheduler, PrefixCacheAdmissionCountsCachedAndSharedPages) {
   d.run();
   EXPECT_EQ(d.kv.cached_pages(), 3);
   EXPECT_EQ(d.kv.free_pages(), 4);
-  // 4 pages needed, 2 of them shared: admitted into the pool's 1 free page
-  // and 1 evicted one (its third cached page, the least recent).
+  // 4 pages needed; it keeps pages 0 and 1 and 3 rows of page 2 (copied):
+  // admitted into the pool's 1 free page (the copy) and page 2 itself, cached
+  // again once copied and then evicted for page 3.
   const int64_t b = d.add(p, 1);
   StepPlan plan = d.step();
-  EXPECT_EQ(rows_of(plan, b).start, 8);
+  EXPECT_EQ(rows_of(plan, b).start, 11);
+  EXPECT_EQ(plan.copies.size(), 1u);
   EXPECT_EQ(d.kv.evictions(), 1);
   EXPECT_EQ(d.kv.check_consistency(), "");
   d.run();
   EXPECT_EQ(d.kv.used_pages(), 0);
+  EXPECT_TRUE(d.kv.match_prefix(p, 3).in_flight);  // b's copy took the evicted page's place,
+  d.step();                                        // and is shared from the next step on
+  EXPECT_EQ(d.kv.match_prefix(p, 3).pages, 3);
+  EXPECT_EQ(d.kv.check_consistency(), "");
 }
