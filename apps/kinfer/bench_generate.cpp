@@ -25,8 +25,8 @@ int bench_generate(int argc, char** argv) {
   add_generate_options(app, o);
   app.add_option("--requests", requests,
                  "the n samples as this many separate requests, each prefilling its own copy of the prompt (the "
-                 "work of as many server clients; with --prefix-cache they share its full pages once a step has "
-                 "computed them); 1: one request whose samples share the prompt's pages")
+                 "work of as many server clients; with --prefix-cache the first prefills it and the others wait a "
+                 "step, then compute its last two rows); 1: one request whose samples share the prompt's pages")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--warmup", warmup,

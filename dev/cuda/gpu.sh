@@ -22,7 +22,9 @@
 #               build-devdeps with the PyPI wheel nvidia_cutlass-*.whl in it)
 #   gemm_tune   decode rows with cuBLASLt's first candidate and with KINFER_GEMM_TUNE=1
 #   kernels     every kernel of a decode step measured alone by ncu, summed by kernel
-#               (KERNELS_MODEL, KERNELS_BATCH, KERNELS_ATTN; dev/cuda/step_trace.py)
+#               (KERNELS_MODEL, KERNELS_BATCH, KERNELS_ATTN, KERNELS_SKIP/COUNT launches,
+#               KERNELS_METRICS more ncu metrics; dev/cuda/step_trace.py); csv kept in $OUT
+#   kernels_switch  kernels with SWITCH=VAR at 0, then 1 (outputs tagged _VAR_0, _VAR_1)
 #   phases      where the fused sparse decode kernel's time goes: a dev/cuda build with phase
 #               probes (backend/cuda/phases.cuh), bench attention rows with per-phase block times
 #               (PHASE_SHAPES="B T [Hq]; ...": Hq 16 unless given, 8 KV heads)
@@ -42,6 +44,7 @@
 #   generate    kinfer bench generate rows with --profile, and the HF generate baseline (GEN_HF=0: not)
 #   eval        the SmolLM2 GSM8K eval job (needs $GGUF) and its HF baseline
 #   serve       the serving benchmark (tools/bench_serve.py) against bench generate
+#               (SERVE_ARGS: more server flags, e.g. --prefix-cache)
 #   dist        more than one GPU (kind nvidia-h200-x2) = dist_tests dist_decode dist_eval:
 #   dist_tests  the multi-GPU tests (kernels_cuda_dist: NCCL, --tp 2 vs --tp 1, data parallel)
 #   dist_decode bench decode --tp 2 vs --tp 1 (qwen3-8b, qwen3-32b; dense, blocktopk), all-reduce time
@@ -97,14 +100,30 @@ step_kernels() {  # every kernel of two decode steps alone (ncu durations), summ
   local m=${KERNELS_MODEL:-qwen3-0.6b} b=${KERNELS_BATCH:-32} a=${KERNELS_ATTN:-blocktopk}
   # A synthetic 16K context; its set-up kernels (fill, kv_write, kv_summary) are filtered out,
   # so the step's own kv_summary launches are not counted either. 700 matching launches of the
-  # 6 warm-up steps are skipped, then ~2 steps (KERNELS_COUNT: 2 x 286 launches for 28 layers).
-  timeout 300 ncu --csv --metrics gpu__time_duration.sum --cache-control none --clock-control none \
-    --kernel-name 'regex:^(?!.*(fill_kernel|kv_write_kernel|kv_summary_kernel)).*' --launch-skip 700 \
+  # 6 warm-up steps are skipped, then ~2 steps (KERNELS_COUNT: 2 x 286 launches for 28 layers;
+  # qwen3-8b's 36 layers: KERNELS_SKIP=900 KERNELS_COUNT=736). KERNELS_TAG names the output.
+  timeout ${KERNELS_TIMEOUT:-300} ncu --csv --metrics gpu__time_duration.sum${KERNELS_METRICS:+,$KERNELS_METRICS} \
+    --cache-control none --clock-control none \
+    --kernel-name 'regex:^(?!.*(fill_kernel|kv_write_kernel|kv_summary_kernel)).*' --launch-skip ${KERNELS_SKIP:-700} \
     --launch-count ${KERNELS_COUNT:-572} $K bench decode --device cuda --model random:$m --batch $b --context 16384 \
     --attn $a --topk-pages 64 --local-pages 4 --page-size 16 --warmup 6 --tokens 4 --no-graphs --json \
     > /tmp/kernels.csv 2>"$OUT/kernels.err"
-  python3 dev/cuda/step_trace.py /tmp/kernels.csv --steps 2 | tee "$OUT/kernels_${m}_b${b}_$a.txt" | head -25
+  python3 dev/cuda/step_trace.py /tmp/kernels.csv --steps 2 | tee "$OUT/kernels_${m}_b${b}_$a${KERNELS_TAG:-}.txt" | head -25
+  cp /tmp/kernels.csv "$OUT/kernels_${m}_b${b}_$a${KERNELS_TAG:-}.csv"
   log "kernels done"
+}
+
+# step_kernels with $SWITCH at 0 and then 1 (e.g. the 8B silu epilogue question:
+# SWITCH=KINFER_SILU_EPILOGUE KERNELS_MODEL=qwen3-8b KERNELS_SKIP=900 KERNELS_COUNT=736
+# KERNELS_METRICS=dram__bytes_read.sum,lts__t_sectors_srcunit_tex_op_read.sum KERNELS_TIMEOUT=280).
+step_kernels_switch() {
+  local v
+  for v in 0 1; do
+    pkill -f 'kinfer bench' 2>/dev/null || true  # a timed-out ncu run must not hold the GPU for the next
+    export "$SWITCH=$v"
+    KERNELS_TAG="_${SWITCH}_$v" step_kernels
+  done
+  unset "$SWITCH"
 }
 
 step_phases() {  # where the fused sparse kernel's time goes: a dev/cuda build with phase probes (phases.cuh)
@@ -384,8 +403,9 @@ print(f\"eval {j['attn']['policy']} k{j['attn']['topk_pages']}: {r['tok_s']:.0f}
   log "eval done"
 }
 
-step_serve() {
-  PYTHONUNBUFFERED=1 python3 tools/bench_serve.py --kinfer $K --server-args "--device cuda --model random:qwen3-0.6b" \
+step_serve() {  # SERVE_ARGS: more server flags (e.g. --prefix-cache)
+  PYTHONUNBUFFERED=1 python3 tools/bench_serve.py --kinfer $K \
+    --server-args "--device cuda --model random:qwen3-0.6b ${SERVE_ARGS:-}" \
     --concurrency 1,64,256,1024 --output-len 256 --compare-generate --out "$OUT/serve_cuda.json" 2>&1 | tail -12
   log "serve done"
 }
