@@ -109,6 +109,21 @@ void expect_same(const Outputs& a, const Outputs& b) {
   }
 }
 
+// The waves without and with the cache (dense, a large pool), overlap and
+// graphs as given; the outputs must be the same bits.
+struct Both {
+  Waves without, with;
+};
+Both run_both(const std::vector<std::vector<Request>>& waves, EngineConfig::Mode overlap) {
+  EngineConfig off = config(AttnKind::Dense, 400, false), on = config(AttnKind::Dense, 400, true);
+  off.overlap = on.overlap = off.graphs = on.graphs = overlap;
+  Both b{run_waves(off, waves), run_waves(on, waves)};
+  expect_same(b.without.out, b.with.out);
+  return b;
+}
+const EngineConfig::Mode kOverlaps[] = {EngineConfig::Mode::Off, EngineConfig::Mode::Always};
+const char* overlap_name(EngineConfig::Mode m) { return m == EngineConfig::Mode::Off ? "overlap off" : "overlap on"; }
+
 // A 10-token head shared by the prompts below (pages of 4 tokens).
 const std::vector<int> kHead = tokens(10, 1);
 std::vector<int> with_tail(int tail_len, int first, uint32_t seed) {
@@ -132,12 +147,9 @@ TEST(EnginePrefixCache, SharedPromptsGiveTheSameTokensAndLogprobsAndCountCachedR
   // stay: it keeps part of its second page and copies it), p15 with n = 3 12
   // (once: its samples fork after the prompt).
   const int64_t want_cached = 12 + 8 + 0 + 6 + 12;
-  for (EngineConfig::Mode overlap : {EngineConfig::Mode::Off, EngineConfig::Mode::Always}) {
-    SCOPED_TRACE(overlap == EngineConfig::Mode::Off ? "overlap off" : "overlap on");
-    EngineConfig off = config(AttnKind::Dense, 400, false), on = config(AttnKind::Dense, 400, true);
-    off.overlap = on.overlap = off.graphs = on.graphs = overlap;
-    const Waves without = run_waves(off, waves), with = run_waves(on, waves);
-    expect_same(without.out, with.out);
+  for (EngineConfig::Mode overlap : kOverlaps) {
+    SCOPED_TRACE(overlap_name(overlap));
+    const auto [without, with] = run_both(waves, overlap);
     const EngineStats &w = with.after_wave.back(), &wo = without.after_wave.back();
     EXPECT_EQ(with.after_wave[0].prefix_cached_rows, 0);
     EXPECT_EQ(w.prefix_cached_rows, want_cached);
@@ -163,12 +175,9 @@ TEST(EnginePrefixCache, IdenticalPromptsSubmittedTogetherShareAfterOneStep) {
   const std::vector<int> p = tokens(24, 11), q = tokens(13, 12);
   const std::vector<std::vector<Request>> waves = {
       {request(p, 1, 10, 1), request(p, 1, 12, 2), request(q, 1, 9, 3), request(p, 2, 8, 4), request(p, 1, 11, 5)}};
-  for (EngineConfig::Mode overlap : {EngineConfig::Mode::Off, EngineConfig::Mode::Always}) {
-    SCOPED_TRACE(overlap == EngineConfig::Mode::Off ? "overlap off" : "overlap on");
-    EngineConfig off = config(AttnKind::Dense, 400, false), on = config(AttnKind::Dense, 400, true);
-    off.overlap = on.overlap = off.graphs = on.graphs = overlap;
-    const Waves without = run_waves(off, waves), with = run_waves(on, waves);
-    expect_same(without.out, with.out);
+  for (EngineConfig::Mode overlap : kOverlaps) {
+    SCOPED_TRACE(overlap_name(overlap));
+    const auto [without, with] = run_both(waves, overlap);
     const EngineStats &w = with.after_wave.back(), &wo = without.after_wave.back();
     EXPECT_EQ(w.prefix_cached_rows, 3 * 22);
     EXPECT_EQ(w.prefill_tokens, wo.prefill_tokens - 3 * 22);
@@ -187,7 +196,7 @@ TEST(EnginePrefixCache, SmallPoolEvictsAndPreemptsButChangesNoOutput) {
       {request(c, 1, 10, 4)},
       {request(a, 2, 9, 5), request(c, 1, 8, 6), request(b, 1, 7, 7), request(a, 1, 10, 8)}};
   const Waves want = run_waves(config(AttnKind::Dense, 400, false), waves);
-  for (EngineConfig::Mode overlap : {EngineConfig::Mode::Off, EngineConfig::Mode::Always}) {
+  for (EngineConfig::Mode overlap : kOverlaps) {
     EngineConfig tight = config(AttnKind::Dense, 16, true);
     tight.overlap = overlap;
     const Waves got = run_waves(tight, waves);
