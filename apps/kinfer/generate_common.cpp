@@ -289,6 +289,7 @@ std::vector<dist::ReplicaStats> replica_stats_since(const dist::ReplicaSet& set,
   for (size_t i = 0; i < now.size() && i < before.size(); ++i) {
     now[i].requests -= before[i].requests;
     now[i].samples -= before[i].samples;
+    now[i].prefix_routed -= before[i].prefix_routed;
     now[i].engine = now[i].engine.since(before[i].engine);
   }
   return now;
@@ -334,7 +335,8 @@ nlohmann::json stats_json(const dist::ReplicaSet& set, const GenerateSetup& g, i
     for (const dist::ReplicaStats& r : per_replica)
       reps.push_back({{"backend", r.backend}, {"requests", r.requests}, {"samples", r.samples},
                       {"generated_tokens", r.engine.generated_tokens}, {"steps", r.engine.steps},
-                      {"wall_s", r.engine.wall_seconds}, {"preemptions", r.engine.preemptions}});
+                      {"wall_s", r.engine.wall_seconds}, {"preemptions", r.engine.preemptions},
+                      {"prefix_cached_rows", r.engine.prefix_cached_rows}, {"prefix_routed", r.prefix_routed}});
     j["replicas"] = reps;
   }
   if (o.profile) {  // per step of one replica (replicas run side by side), roofline over all GPUs

@@ -16,13 +16,18 @@ struct ReplicaSet::Rep {
   int64_t outstanding = 0;  // samples of taken, unfinished requests
   bool room = true;         // its scheduler has nothing waiting (as of its last step)
   bool ready = false;
+  // queue_changes_ and its outstanding samples when it last looked at the queue.
+  uint64_t queue_seen = 0;
+  int64_t outstanding_seen = 0;
+  PrefixAffinity prefixes;  // the prompt pages it took (routing with the prefix cache)
   ReplicaStats stats;
+  explicit Rep(int page_size) : prefixes(page_size) {}
 };
 
 ReplicaSet::ReplicaSet(std::vector<Replica>& replicas, const EngineConfig& cfg) : cfg_(cfg) {
   KF_CHECK(!replicas.empty(), "replica set: no replicas");
   for (Replica& r : replicas) {
-    auto rep = std::make_unique<Rep>();
+    auto rep = std::make_unique<Rep>(cfg.page_size);
     rep->replica = &r;
     rep->stats.backend = r.backend().name();
     reps_.push_back(std::move(rep));
@@ -69,8 +74,11 @@ std::vector<int64_t> ReplicaSet::submit_all(std::vector<Request> rs) {
     for (const Request& r : rs) reps_[0]->engine->check_request(r);
     for (Request& r : rs) {
       ids.push_back(next_id_++);
-      queue_.emplace_back(ids.back(), std::move(r));
+      std::vector<uint64_t> pages;
+      if (cfg_.prefix_cache && size() > 1) pages = reps_[0]->prefixes.page_hashes(r.prompt);
+      queue_.push_back(Queued{ids.back(), std::move(r), std::move(pages)});
     }
+    ++queue_changes_;
   }
   work_cv_.notify_all();
   return ids;
@@ -90,11 +98,12 @@ void ReplicaSet::finish_cancelled(int64_t id, Request& r) {
 
 void ReplicaSet::cancel(int64_t id) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto q = std::find_if(queue_.begin(), queue_.end(), [&](const auto& e) { return e.first == id; });
+  auto q = std::find_if(queue_.begin(), queue_.end(), [&](const Queued& e) { return e.id == id; });
   if (q != queue_.end()) {
-    if (q->second.stream) q->second.stream->expect_samples(q->second.n);
-    finish_cancelled(id, q->second);
+    if (q->request.stream) q->request.stream->expect_samples(q->request.n);
+    finish_cancelled(id, q->request);
     queue_.erase(q);
+    ++queue_changes_;
     finished_cv_.notify_all();
     return;
   }
@@ -127,30 +136,65 @@ std::vector<ReplicaStats> ReplicaSet::replica_stats() const {
 
 EngineStats ReplicaSet::stats() const { return merge_stats(replica_stats()); }
 
+// Under mu_: whether replica i takes queued request q now, leaves it for a
+// replica that took more of its prompt's pages, or takes nothing more now
+// (see the header).
+ReplicaSet::Route ReplicaSet::route(int i, const Queued& q) const {
+  const Rep& rep = *reps_[i];
+  int64_t lightest = INT64_MAX;  // outstanding samples of the lightest other replica with room
+  for (int j = 0; j < size(); ++j)
+    if (j != i && reps_[j]->room) lightest = std::min(lightest, reps_[j]->outstanding);
+  const Route by_load = lightest < rep.outstanding ? Route::Stop : Route::Take;
+  if (q.pages.empty()) return by_load;
+  const int mine = rep.prefixes.match(q.pages);
+  int best = mine;
+  for (int j = 0; j < size(); ++j) best = std::max(best, reps_[j]->prefixes.match(q.pages));
+  if (best == 0) return by_load;
+  if (mine == best) return lightest == INT64_MAX || rep.outstanding <= lightest + affinity_slack() ? Route::Take : by_load;
+  for (int j = 0; j < size(); ++j) {
+    const Rep& owner = *reps_[j];
+    if (j != i && owner.room && owner.prefixes.match(q.pages) == best &&
+        owner.outstanding <= rep.outstanding + affinity_slack())
+      return Route::Leave;
+  }
+  return by_load;
+}
+
 // Under mu_: takes requests from the queue while this replica should (see
-// the header), at most a step's worth of prompt tokens at a time.
+// the header), at most a step's worth of prompt tokens at a time, looking
+// past requests it leaves for other replicas (the first 256 queued at most).
 void ReplicaSet::take_work(int i, Rep& rep, bool room) {
   rep.room = room;
   int64_t prompt_tokens = 0;
-  while (rep.room && !queue_.empty()) {
-    const Request& r = queue_.front().second;
+  for (size_t pos = 0; rep.room && pos < queue_.size() && pos < 256;) {
+    const Queued& q = queue_[pos];
+    const Request& r = q.request;
     if (rep.outstanding > 0 && rep.outstanding + r.n > cfg_.max_seqs) break;
     if (prompt_tokens > 0 && prompt_tokens + static_cast<int64_t>(r.prompt.size()) > cfg_.max_step_tokens) break;
-    bool lighter_elsewhere = false;
-    for (int j = 0; j < size(); ++j)
-      lighter_elsewhere |= j != i && reps_[j]->room && reps_[j]->outstanding < rep.outstanding;
-    if (lighter_elsewhere) break;
-    auto [id, req] = std::move(queue_.front());
-    queue_.pop_front();
-    const int n = req.n;
-    prompt_tokens += static_cast<int64_t>(req.prompt.size());
-    const int64_t eid = rep.engine->submit(std::move(req));
-    rep.taken[eid] = {id, n};
-    placed_[id] = {i, eid};
+    const Route how = route(i, q);
+    if (how == Route::Stop) break;
+    if (how == Route::Leave) {
+      ++pos;
+      continue;
+    }
+    if (!q.pages.empty()) {
+      rep.stats.prefix_routed += rep.prefixes.match(q.pages) > 0;
+      rep.prefixes.note(q.pages);
+    }
+    Queued taken = std::move(queue_[pos]);
+    queue_.erase(queue_.begin() + static_cast<ptrdiff_t>(pos));
+    ++queue_changes_;
+    const int n = taken.request.n;
+    prompt_tokens += static_cast<int64_t>(taken.request.prompt.size());
+    const int64_t eid = rep.engine->submit(std::move(taken.request));
+    rep.taken[eid] = {taken.id, n};
+    placed_[taken.id] = {i, eid};
     rep.outstanding += n;
     rep.stats.requests += 1;
     rep.stats.samples += n;
   }
+  rep.queue_seen = queue_changes_;
+  rep.outstanding_seen = rep.outstanding;
 }
 
 // Under mu_: the replica's finished requests, with the set's ids.
@@ -185,10 +229,15 @@ void ReplicaSet::loop(int i) {
     for (;;) {
       {
         std::unique_lock<std::mutex> lock(mu_);
-        // An idle replica sleeps until there is something to take (or stop);
-        // a busy one only looks between steps.
+        // An idle replica sleeps until there is something to take (or stop):
+        // a queue that changed, or its own requests finished, since it last
+        // looked; at most 50 ms (the others' load changes too). A busy one
+        // only looks between steps.
         if (!busy)
-          work_cv_.wait_for(lock, std::chrono::milliseconds(50), [&] { return stop_ || !queue_.empty(); });
+          work_cv_.wait_for(lock, std::chrono::milliseconds(50), [&] {
+            return stop_ || (!queue_.empty() &&
+                             (queue_changes_ != rep.queue_seen || rep.outstanding != rep.outstanding_seen));
+          });
         if (stop_) break;
         const size_t before = queue_.size();
         take_work(i, rep, rep.engine->n_waiting() == 0);

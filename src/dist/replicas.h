@@ -16,6 +16,16 @@
 // a replica whose requests end sooner takes more, and work a replica cannot
 // start yet stays free for the others.
 //
+// With the prefix cache (EngineConfig::prefix_cache) a request goes by its
+// prompt's first pages too, as SGLang's cache-aware router does: each replica
+// remembers the page prefixes of the prompts it took (PrefixAffinity), and the
+// replica that took the longest run of a request's pages takes it even when
+// another has fewer outstanding samples, up to `affinity_slack()` more;
+// another replica leaves it in the queue for that one (and looks at the
+// requests behind it) while the owner has room and is not that much busier.
+// So N requests of one system prompt prefill it once per replica that serves
+// them, not once per replica that happened to be lightest.
+//
 // Every sample draws from Philox keyed by (seed, request key, sample, token
 // index), so its tokens do not depend on the replica that runs it: on the
 // CPU (batch-invariant) the results equal one engine's bit for bit.
@@ -25,6 +35,7 @@
 // take_finished) in a loop to release finished requests; the set runs the
 // engine loops itself (one replica = one engine thread).
 #pragma once
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -37,6 +48,7 @@
 #include <vector>
 
 #include "dist/placement.h"
+#include "dist/prefix_affinity.h"
 #include "engine/engine.h"
 
 namespace kf::dist {
@@ -49,6 +61,7 @@ struct ReplicaStats {
   // Its scheduler's state after its last step (a server's /metrics).
   int running = 0, waiting = 0, kv_pages_used = 0;
   int kv_pages_cached = 0;  // held only by its prefix cache (Engine::kv_pages_cached)
+  int64_t prefix_routed = 0;  // requests it took for the prompt pages it had taken before (prefix cache)
 };
 
 class ReplicaSet {
@@ -60,6 +73,9 @@ class ReplicaSet {
   ReplicaSet& operator=(const ReplicaSet&) = delete;
 
   int size() const { return static_cast<int>(reps_.size()); }
+  // Outstanding samples by which a replica holding a request's prefix may be
+  // busier than the lightest other and still take it: max(1, max_seqs / 4).
+  int affinity_slack() const { return std::max(1, cfg_.max_seqs / 4); }
   // The engines' config: cfg with the defaults an Engine fills in (max_model_len).
   const EngineConfig& config() const { return resolved_; }
 
@@ -85,8 +101,15 @@ class ReplicaSet {
 
  private:
   struct Rep;
+  struct Queued {
+    int64_t id = 0;
+    Request request;
+    std::vector<uint64_t> pages;  // PrefixAffinity::page_hashes of its prompt (with the prefix cache)
+  };
+  enum class Route { Take, Leave, Stop };
   void loop(int i);
   void take_work(int i, Rep& rep, bool room);
+  Route route(int i, const Queued& q) const;
   void publish(int i, Rep& rep, std::vector<FinishedRequest> done);
   void finish_cancelled(int64_t id, Request& r);
 
@@ -97,7 +120,8 @@ class ReplicaSet {
   mutable std::mutex mu_;
   std::condition_variable work_cv_;      // replicas wait for requests, cancels, stop
   std::condition_variable finished_cv_;  // callers of wait_finished
-  std::deque<std::pair<int64_t, Request>> queue_;
+  std::deque<Queued> queue_;
+  uint64_t queue_changes_ = 0;  // submits, takes and cancels (an idle replica waits for the next)
   std::map<int64_t, std::pair<int, int64_t>> placed_;  // set id -> (replica, engine id) until finished
   std::vector<FinishedRequest> finished_;
   std::exception_ptr error_;

@@ -109,19 +109,21 @@ void Server::loop() {
       }
     }
     for (auto& [job, f] : done) job->finish(std::move(f));
-    int64_t running = 0, waiting = 0, kv_used = 0, kv_cached = 0;
+    int64_t running = 0, waiting = 0, kv_used = 0, kv_cached = 0, prefix_routed = 0;
     const std::vector<dist::ReplicaStats> replicas = set_->replica_stats();  // one copy under the set's lock
     for (const dist::ReplicaStats& r : replicas) {
       running += r.running;
       waiting += r.waiting;
       kv_used += r.kv_pages_used;
       kv_cached += r.kv_pages_cached;
+      prefix_routed += r.prefix_routed;
     }
     const EngineStats s = dist::merge_stats(replicas);
     running_ = running;
     waiting_seqs_ = waiting;
     kv_used_ = kv_used;
     kv_cached_ = kv_cached;
+    prefix_routed_ = prefix_routed;
     std::lock_guard<std::mutex> lock(metrics_mu_);
     engine_ = s;
   }
@@ -192,6 +194,9 @@ std::string Server::metrics() const {
     metric("kinfer_prefix_cache_rows_total", "counter",
            "prompt rows whose KV pages came from the prefix cache (--prefix-cache), not computed",
            line("kinfer_prefix_cache_rows_total", e.prefix_cached_rows));
+    metric("kinfer_prefix_routed_requests_total", "counter",
+           "requests a replica took because it had taken their prompt's first pages before (--prefix-cache "
+           "with several replicas)", line("kinfer_prefix_routed_requests_total", prefix_routed_.load()));
     metric("kinfer_prefix_cache_evictions_total", "counter",
            "cached prefix pages taken back, least recently used first, when no KV page was free",
            line("kinfer_prefix_cache_evictions_total", e.prefix_cache_evictions));

@@ -75,7 +75,7 @@ class Server {
   std::unordered_map<int64_t, std::shared_ptr<Job>> by_engine_id_;  // engine request -> job
 
   // /metrics: the engine's state as of its last step, and running totals.
-  std::atomic<int64_t> running_{0}, waiting_seqs_{0}, kv_used_{0}, kv_cached_{0};
+  std::atomic<int64_t> running_{0}, waiting_seqs_{0}, kv_used_{0}, kv_cached_{0}, prefix_routed_{0};
   mutable std::mutex metrics_mu_;
   EngineStats engine_;  // the replicas' merged stats, read by loop() every 50 ms at most (under metrics_mu_)
   std::map<int, int64_t> requests_by_status_;

@@ -397,6 +397,33 @@ def test_prefix_cache():
             cached.proc.kill()
 
 
+def test_prefix_cache_routes_by_prompt_across_replicas():
+    """--prefix-cache with two replicas: requests of one prompt, one after another, all go to the replica that took
+    it first (the other is as idle), so each later one shares its pages; /metrics counts them as routed by prefix."""
+    two = Server("--replicas", "2", "--prefix-cache", "--kv-pages", "256", "--max-seqs", "16")
+    try:
+        c = OpenAI(base_url=two.url + "/v1", api_key="x", max_retries=0, timeout=120)
+        prompt = ("Routing by prefix: a system prompt long enough to fill a few KV pages, shared by every request "
+                  "of this test, then the question. Question: what is the capital of Italy?")
+        texts = [c.completions.create(model="default", prompt=prompt, max_tokens=4, temperature=0).choices[0].text
+                 for _ in range(4)]
+        assert len(set(texts)) == 1, texts
+        L, P = c.completions.create(model="default", prompt=prompt, max_tokens=1).usage.prompt_tokens, 16
+        shared = min(P * (L // P), L - 2)
+        deadline = time.time() + 10  # /metrics follows the engines every 50 ms at most
+        while True:
+            m = wait_idle(two.port, timeout=60)
+            if m["kinfer_prefix_routed_requests_total"] == 4 and m["kinfer_prefix_cache_rows_total"] == 4 * shared:
+                break
+            assert time.time() < deadline, (L, shared, m)
+            time.sleep(0.05)
+        code, _, err = two.stop(timeout=60)
+        assert code == 0, err[-1000:]
+    finally:
+        if two.proc.poll() is None:
+            two.proc.kill()
+
+
 def test_cli():
     h = subprocess.run([KINFER, "serve", "--help"], capture_output=True, text=True)
     assert h.returncode == 0 and "--served-model-name" in h.stdout and "--max-waiting" in h.stdout
@@ -418,7 +445,8 @@ try:
                test_seed_reproducibility_and_generate_parity, test_per_request_policy_and_usage, test_errors,
                test_hangup_cancels_and_frees_pages, test_waiting_limit_and_graceful_shutdown,
                test_thousand_open_connections_do_not_starve_new_requests,
-               test_data_parallel_replicas_serve_the_same_samples, test_prefix_cache, test_cli):
+               test_data_parallel_replicas_serve_the_same_samples, test_prefix_cache,
+               test_prefix_cache_routes_by_prompt_across_replicas, test_cli):
         checks.run(fn)
     checks.run(lambda: wait_idle(srv.port))
 finally:

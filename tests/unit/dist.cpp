@@ -483,6 +483,102 @@ TEST(DataParallel, SubmitAllQueuesTogetherOrNothing) {
   }
 }
 
+// The page hashes a replica remembers are the KV cache's chain (a prompt's
+// first full pages); a lookup counts leading pages; the least recently used
+// are forgotten beyond the capacity.
+TEST(DataParallel, PrefixAffinityMatchesLeadingPagesAndForgetsTheOldest) {
+  dist::PrefixAffinity seen(4, 8);
+  const std::vector<int> a = request(18, 1, 1, 1).prompt, b = request(18, 2, 1, 1).prompt;
+  const std::vector<uint64_t> ha = seen.page_hashes(a), hb = seen.page_hashes(b);
+  ASSERT_EQ(ha.size(), 4u);  // full pages only
+  uint64_t h = kPrefixRoot;
+  for (int j = 0; j < 4; ++j) EXPECT_EQ(ha[j], h = prefix_hash(h, std::span<const int>(a).subspan(4 * j, 4)));
+  EXPECT_EQ(seen.match(ha), 0);
+  seen.note(std::span<const uint64_t>(ha).first(2));
+  EXPECT_EQ(seen.match(ha), 2);
+  std::vector<int> a_other_tail = a;
+  a_other_tail[9] += 1;  // the third page differs
+  EXPECT_EQ(seen.match(seen.page_hashes(a_other_tail)), 2);
+  std::vector<int> a_other_head = a;
+  a_other_head[0] += 1;  // the chain starts at the first page
+  EXPECT_EQ(seen.match(seen.page_hashes(a_other_head)), 0);
+  EXPECT_TRUE(dist::PrefixAffinity(4, 8, 2).page_hashes(a).size() == 2u);  // at most max_pages
+  seen.note(ha);
+  seen.note(hb);
+  EXPECT_EQ(seen.size(), 8u);
+  seen.note(std::vector<uint64_t>{99});  // over 8: the older half goes (a's pages)
+  EXPECT_LE(seen.size(), 5u);
+  EXPECT_EQ(seen.match(ha), 0);
+  EXPECT_EQ(seen.match(hb), 4);
+  EXPECT_THROW(dist::PrefixAffinity(0), Error);
+}
+
+// With the prefix cache, two CPU replicas send each request where its prompt
+// went before: after a first wave of prompts A and B, requests of both,
+// interleaved, each share all but their last two rows (none prefills its
+// prompt again on a replica that had not seen it), and the tokens equal one
+// engine's without the cache. When the replica holding A is busier than the
+// other by more than the slack, the other takes A's requests too.
+TEST(DataParallel, PrefixCacheRoutesRequestsToTheReplicaThatHasTheirPages) {
+  const Request a = request(30, 1, 1, 6), b = request(30, 2, 1, 6);  // 7 full pages of 4: 28 rows shared
+  auto with_key = [](Request r, int64_t key, int max_tokens) {
+    r.rng_key = key;
+    r.max_tokens = max_tokens;
+    return r;
+  };
+  const std::vector<Request> wave1 = {a, b};
+  std::vector<Request> wave2;
+  for (int i = 0; i < 3; ++i) {
+    wave2.push_back(with_key(a, 10 + i, 6));
+    wave2.push_back(with_key(b, 20 + i, 6));
+  }
+  EngineConfig cfg = engine_config();
+  std::vector<dist::Replica> one = cpu_replicas(1, tiny_config()), two = cpu_replicas(2, tiny_config());
+  Engine ref(one[0].model(), one[0].backend(), cfg);
+  const auto want1 = test::run_to_end(ref, wave1), want2 = test::run_to_end(ref, wave2);
+  cfg.prefix_cache = true;
+  {
+    dist::ReplicaSet set(two, cfg);
+    std::vector<int64_t> ids;
+    run_set(set, wave1);
+    const std::vector<dist::ReplicaStats> before = set.replica_stats();
+    const auto got = run_set(set, wave2, &ids);
+    for (size_t i = 0; i < wave2.size(); ++i) EXPECT_EQ(got.at(ids[i])[0].tokens, want2[i][0].tokens) << i;
+    const std::vector<dist::ReplicaStats> after = set.replica_stats();
+    int64_t cached = 0, routed = 0;
+    for (size_t r = 0; r < after.size(); ++r) {
+      cached += after[r].engine.prefix_cached_rows - before[r].engine.prefix_cached_rows;
+      routed += after[r].prefix_routed - before[r].prefix_routed;
+    }
+    EXPECT_EQ(cached, 6 * 28) << "a request prefilled its prompt on a replica that had not seen it";
+    EXPECT_EQ(routed, 6);
+  }
+  {
+    // max_seqs 8: slack 2. Eight requests of A after the first wave, too long
+    // to end before all are taken (then cancelled): the replica holding A takes
+    // them until it is 3 samples busier than the other, which takes the rest.
+    cfg.max_seqs = 8;
+    dist::ReplicaSet set(two, cfg);
+    EXPECT_EQ(set.affinity_slack(), 2);
+    run_set(set, wave1);
+    std::vector<Request> many;
+    for (int i = 0; i < 8; ++i) many.push_back(with_key(a, 30 + i, 4000));
+    const std::vector<dist::ReplicaStats> before = set.replica_stats();
+    const std::vector<int64_t> ids = set.submit_all(many);
+    auto taken = [&](size_t r) { return set.replica_stats()[r].requests - before[r].requests; };
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (taken(0) + taken(1) < 8 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    const int64_t t0 = taken(0), t1 = taken(1);
+    for (int64_t id : ids) set.cancel(id);
+    size_t done = 0;
+    while (done < ids.size()) done += set.wait_finished(std::chrono::milliseconds(100)).size();
+    EXPECT_EQ(t0 + t1, 8);
+    EXPECT_GT(t0, 0);
+    EXPECT_GT(t1, 0);
+  }
+}
+
 TEST(Placement, FlagsAreCheckedWithClearErrors) {
   using dist::PlacementFlags;
   auto make = [](PlacementFlags f, int visible = 2, bool nccl = true) { return dist::make_placement(f, visible, nccl); };
