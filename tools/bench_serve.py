@@ -11,7 +11,10 @@ prefills the prompt once for all C samples is reported beside it).
 Standard library only (asyncio HTTP/1.1), so it runs on any machine with
 python3. Prompts are token ids (random:PRESET models have no tokenizer):
 the same 64 pseudo ids `kinfer bench generate` uses, every request runs to
---output-len (ignore_eos). Before each level, --warmup untimed waves at its
+--output-len (ignore_eos). With --shared-prefix-len K each request's prompt
+is instead K ids common to all (a system prompt) and --input-len - K ids of
+its own (its question): the workload a prefix cache is for (serve with
+--prefix-cache; /metrics' prefix rows are in each level's "engine"). Before each level, --warmup untimed waves at its
 concurrency (8 tokens a request) pay the server's one-time costs at new
 batch sizes, as `kinfer bench generate --warmup` does for its own run.
 Each level also reports the server engine's steps, rows and milliseconds a
@@ -24,6 +27,9 @@ parts from `bench generate --profile`, so a gap shows where it is.
       --server-args "--device cuda --model random:qwen3-0.6b" \\
       --concurrency 1,16,64,256,1024 --output-len 256 --compare-generate \\
       --out bench/results/serve_cuda_qwen3-0.6b.json
+  # a shared 1,024-id system prompt and 64 ids of each request's own, with the prefix cache:
+  python3 tools/bench_serve.py --server-args "--device cuda --model random:qwen3-0.6b --prefix-cache" \
+      --concurrency 64,256 --input-len 1088 --shared-prefix-len 1024 --output-len 256
   # or against a running server:
   python3 tools/bench_serve.py --url http://127.0.0.1:8000 --request-rate 4,16,inf --num-prompts 256
 """
@@ -97,6 +103,20 @@ async def one_request(host, port, body):
     return ttft or 0.0, itl, time.perf_counter() - t0, tokens
 
 
+def prompt_maker(args, vocab):
+    """prompt(i): request i's token ids. Without --shared-prefix-len, the ids `kinfer bench generate` uses on
+    random: models, for every request; with it, that many of them, then ids of the request's own."""
+    common = [(i * 7919 + 13) % vocab for i in range(args.input_len)]  # as `kinfer bench generate` on random:
+    k = args.shared_prefix_len
+    if k is None:
+        return lambda i: common
+
+    def prompt(i):
+        rng = random.Random(1000003 * (i + 1))
+        return common[:k] + [rng.randrange(vocab) for _ in range(args.input_len - k)]
+    return prompt
+
+
 async def run_level(args, host, port, prompt, concurrency=None, rate=None, warm=False):
     n = args.num_prompts or (concurrency if concurrency else 256)
     if concurrency and args.num_prompts == 0:
@@ -104,8 +124,9 @@ async def run_level(args, host, port, prompt, concurrency=None, rate=None, warm=
     max_tokens = args.output_len
     if warm:  # one untimed wave at this concurrency, 8 tokens a request, all at once
         n, max_tokens, rate = concurrency or args.min_prompts, min(8, args.output_len), None
-    body = {"model": args.model_name, "prompt": prompt, "max_tokens": max_tokens, "temperature": args.temperature,
+    body = {"model": args.model_name, "max_tokens": max_tokens, "temperature": args.temperature,
             "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+    first = 1 << 30 if warm else 0  # warm-up requests have suffixes of their own
     if args.kinfer_policy:
         body["kinfer"] = json.loads(args.kinfer_policy)
     results, errors = [], []
@@ -115,7 +136,7 @@ async def run_level(args, host, port, prompt, concurrency=None, rate=None, warm=
     async def task(i):
         async with sem:
             try:
-                results.append(await one_request(host, port, dict(body, seed=i)))
+                results.append(await one_request(host, port, dict(body, seed=i, prompt=prompt(first + i))))
             except Exception as e:  # noqa: BLE001 - reported in the results
                 errors.append(repr(e)[:200])
 
@@ -139,23 +160,26 @@ async def run_level(args, host, port, prompt, concurrency=None, rate=None, warm=
 
 
 def engine_metrics(host, port):
-    """The engine's counters from /metrics: {name or name{labels}: value} of the kinfer_engine_ ones."""
+    """The engine's counters from /metrics: {name or name{labels}: value} of the kinfer_engine_ ones and the prompt
+    rows the prefix cache served."""
     with urllib.request.urlopen(f"http://{host}:{port}/metrics") as r:
         text = r.read().decode()
     out = {}
     for line in text.splitlines():
-        if line.startswith("kinfer_engine_"):
+        if line.startswith(("kinfer_engine_", "kinfer_prefix_cache_rows_total ")):
             k, v = line.rsplit(" ", 1)
             out[k] = float(v)
     return out
 
 
 def engine_delta(before, after):
-    """Steps, rows and ms a step by part (host parts and device) between two engine_metrics() reads."""
+    """Steps, rows (prefill, decode and prompt rows from the prefix cache) and ms a step by part (host parts and
+    device) between two engine_metrics() reads."""
     d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
     steps = d.get("kinfer_engine_steps_total", 0.0)
     parts = {k.split('"')[1]: v for k, v in d.items() if k.startswith("kinfer_engine_seconds_total")}
     rows = {k.split('"')[1]: v for k, v in d.items() if k.startswith("kinfer_engine_rows_total")}
+    rows["prefix_cached"] = d.get("kinfer_prefix_cache_rows_total", 0.0)
     return {"steps": steps, "rows": rows,
             "ms_per_step": {part: 1e3 * v / steps if steps else 0.0 for part, v in parts.items()}}
 
@@ -195,6 +219,8 @@ def main():
     ap.add_argument("--num-prompts", type=int, default=0, help="requests per level (0: = concurrency, >= --min-prompts)")
     ap.add_argument("--min-prompts", type=int, default=32)
     ap.add_argument("--input-len", type=int, default=64)
+    ap.add_argument("--shared-prefix-len", type=int, default=None,
+                    help="the first K of --input-len ids are common to all requests, the rest each request's own")
     ap.add_argument("--output-len", type=int, default=128)
     ap.add_argument("--temperature", type=float, default=0.6)
     ap.add_argument("--kinfer-policy", default="", help='per-request policy JSON, e.g. {"attn":"blocktopk"}')
@@ -205,6 +231,11 @@ def main():
                     help="untimed waves before each level (its concurrency, 8 tokens a request; 0: none)")
     ap.add_argument("--out", help="write the results JSON here")
     args = ap.parse_args()
+    if args.shared_prefix_len is not None:
+        if not 0 <= args.shared_prefix_len <= args.input_len:
+            ap.error(f"--shared-prefix-len {args.shared_prefix_len} must be within 0..--input-len {args.input_len}")
+        if args.compare_generate:
+            ap.error("--compare-generate runs one prompt for all requests: leave out --shared-prefix-len")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
@@ -220,7 +251,7 @@ def main():
             listed = json.load(r)["data"][0]
         args.model_name = args.model_name or listed["id"]
         vocab = listed.get("vocab_size", 32000)
-        prompt = [(i * 7919 + 13) % vocab for i in range(args.input_len)]  # as `kinfer bench generate` on random:
+        prompt = prompt_maker(args, vocab)
         levels = []
 
         def level(concurrency=None, rate=None):
@@ -248,7 +279,8 @@ def main():
             proc.terminate()
             proc.wait(timeout=120)
     result = {"bench": "serve", "server_args": args.server_args, "input_len": args.input_len,
-              "output_len": args.output_len, "warmup": args.warmup, "levels": levels}
+              "shared_prefix_len": args.shared_prefix_len, "output_len": args.output_len, "warmup": args.warmup,
+              "levels": levels}
     if args.compare_generate:
         for lv in levels:
             if lv["concurrency"]:
