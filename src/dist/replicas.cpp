@@ -169,14 +169,14 @@ void ReplicaSet::take_work(int i, Rep& rep, bool room) {
   for (size_t pos = 0; rep.room && pos < queue_.size() && pos < 256;) {
     const Queued& q = queue_[pos];
     const Request& r = q.request;
-    if (rep.outstanding > 0 && rep.outstanding + r.n > cfg_.max_seqs) break;
-    if (prompt_tokens > 0 && prompt_tokens + static_cast<int64_t>(r.prompt.size()) > cfg_.max_step_tokens) break;
     const Route how = route(i, q);
-    if (how == Route::Stop) break;
     if (how == Route::Leave) {
       ++pos;
       continue;
     }
+    if (how == Route::Stop) break;
+    if (rep.outstanding > 0 && rep.outstanding + r.n > cfg_.max_seqs) break;
+    if (prompt_tokens > 0 && prompt_tokens + static_cast<int64_t>(r.prompt.size()) > cfg_.max_step_tokens) break;
     if (!q.pages.empty()) {
       rep.stats.prefix_routed += rep.prefixes.match(q.pages) > 0;
       rep.prefixes.note(q.pages);
