@@ -75,7 +75,7 @@ std::vector<int64_t> ReplicaSet::submit_all(std::vector<Request> rs) {
     for (Request& r : rs) {
       ids.push_back(next_id_++);
       std::vector<uint64_t> pages;
-      if (cfg_.prefix_cache && size() > 1) pages = reps_[0]->prefixes.page_hashes(r.prompt);
+      if (cfg_.prefix_cache && size() > 1 && !r.route_by_load) pages = reps_[0]->prefixes.page_hashes(r.prompt);
       queue_.push_back(Queued{ids.back(), std::move(r), std::move(pages)});
     }
     ++queue_changes_;
@@ -149,7 +149,9 @@ ReplicaSet::Route ReplicaSet::route(int i, const Queued& q) const {
   const int mine = rep.prefixes.match(q.pages);
   int best = mine;
   for (int j = 0; j < size(); ++j) best = std::max(best, reps_[j]->prefixes.match(q.pages));
-  if (best == 0) return by_load;
+  // A match of under half the request's pages (a short common head, such as
+  // a chat template's system prompt) saves too little to outweigh load.
+  if (2 * best < static_cast<int>(q.pages.size())) return by_load;
   if (mine == best) return lightest == INT64_MAX || rep.outstanding <= lightest + affinity_slack() ? Route::Take : by_load;
   for (int j = 0; j < size(); ++j) {
     const Rep& owner = *reps_[j];
@@ -309,6 +311,7 @@ std::vector<Request> split_samples(const Request& r, int parts) {
     Request q = r;
     q.n = r.n / parts + (p < r.n % parts ? 1 : 0);
     q.first_sample = r.first_sample + first;
+    q.route_by_load = parts > 1;  // the parts are meant to spread
     first += q.n;
     out.push_back(std::move(q));
   }

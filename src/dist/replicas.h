@@ -19,12 +19,14 @@
 // With the prefix cache (EngineConfig::prefix_cache) a request goes by its
 // prompt's first pages too, as SGLang's cache-aware router does: each replica
 // remembers the page prefixes of the prompts it took (PrefixAffinity), and the
-// replica that took the longest run of a request's pages takes it even when
-// another has fewer outstanding samples, up to `affinity_slack()` more;
-// another replica leaves it in the queue for that one (and looks at the
-// requests behind it) while the owner has room and is not that much busier.
-// So N requests of one system prompt prefill it once per replica that serves
-// them, not once per replica that happened to be lightest.
+// replica that took the longest run of a request's pages, if that run is at
+// least half of them, takes it even when another has fewer outstanding
+// samples, up to `affinity_slack()` more; another replica leaves it in the
+// queue for that one (and looks at the requests behind it) while the owner
+// has room and is not that much busier. So N requests of one system prompt
+// prefill it once per replica that serves them, not once per replica that
+// happened to be lightest. Requests marked `route_by_load` (the parts of
+// split_samples) go by load alone.
 //
 // Every sample draws from Philox keyed by (seed, request key, sample, token
 // index), so its tokens do not depend on the replica that runs it: on the
@@ -134,8 +136,9 @@ class ReplicaSet {
 EngineStats merge_stats(const std::vector<ReplicaStats>& replicas);
 
 // One request's n samples as `parts` requests (fewer when n is smaller) over
-// consecutive sample ranges (Request::first_sample), for replicas to share.
-// Their results, concatenated in order, are the request's.
+// consecutive sample ranges (Request::first_sample), for replicas to share
+// (routed by load: Request::route_by_load). Their results, concatenated in
+// order, are the request's.
 std::vector<Request> split_samples(const Request& r, int parts);
 
 }  // namespace kf::dist

@@ -120,6 +120,10 @@ struct Request {
   // Best-of-N (their Philox streams): data parallelism splits one request's
   // samples over replicas and gets the tokens one engine would give.
   int first_sample = 0;
+  // Data parallelism: route this request by load alone, not to the replica
+  // that holds its prompt's pages (the parts of a request split over
+  // replicas, which are meant to spread).
+  bool route_by_load = false;
   std::optional<AttnPolicy> policy;     // this request's decode policy (default: the engine's)
   // Logprobs (engine/executor.h TokenLogprob): >= 0 gives every generated
   // token's log-probability and its `logprobs` most likely alternatives

@@ -518,7 +518,8 @@ TEST(DataParallel, PrefixAffinityMatchesLeadingPagesAndForgetsTheOldest) {
 // interleaved, each share all but their last two rows (none prefills its
 // prompt again on a replica that had not seen it), and the tokens equal one
 // engine's without the cache. When the replica holding A is busier than the
-// other by more than the slack, the other takes A's requests too.
+// other by more than the slack, the other takes A's requests too; the parts
+// of a request split over replicas go by load.
 TEST(DataParallel, PrefixCacheRoutesRequestsToTheReplicaThatHasTheirPages) {
   const Request a = request(30, 1, 1, 6), b = request(30, 2, 1, 6);  // 7 full pages of 4: 28 rows shared
   auto with_key = [](Request r, int64_t key, int max_tokens) {
@@ -553,29 +554,58 @@ TEST(DataParallel, PrefixCacheRoutesRequestsToTheReplicaThatHasTheirPages) {
     EXPECT_EQ(cached, 6 * 28) << "a request prefilled its prompt on a replica that had not seen it";
     EXPECT_EQ(routed, 6);
   }
+  // Requests too long to end before all are taken, submitted after the first
+  // wave: how many each replica took (then they are cancelled).
+  auto taken_by = [&](dist::ReplicaSet& set, const std::vector<Request>& reqs) {
+    const std::vector<dist::ReplicaStats> before = set.replica_stats();
+    const std::vector<int64_t> ids = set.submit_all(reqs);
+    auto taken = [&](size_t r) { return set.replica_stats()[r].requests - before[r].requests; };
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (taken(0) + taken(1) < static_cast<int64_t>(reqs.size()) && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    const std::pair<int64_t, int64_t> got{taken(0), taken(1)};
+    for (int64_t id : ids) set.cancel(id);
+    size_t done = 0;
+    while (done < ids.size()) done += set.wait_finished(std::chrono::milliseconds(100)).size();
+    return got;
+  };
   {
-    // max_seqs 8: slack 2. Eight requests of A after the first wave, too long
-    // to end before all are taken (then cancelled): the replica holding A takes
-    // them until it is 3 samples busier than the other, which takes the rest.
+    // max_seqs 8: slack 2. The replica holding A takes A's requests until it
+    // is 3 samples busier than the other, which takes the rest.
     cfg.max_seqs = 8;
     dist::ReplicaSet set(two, cfg);
     EXPECT_EQ(set.affinity_slack(), 2);
     run_set(set, wave1);
     std::vector<Request> many;
     for (int i = 0; i < 8; ++i) many.push_back(with_key(a, 30 + i, 4000));
-    const std::vector<dist::ReplicaStats> before = set.replica_stats();
-    const std::vector<int64_t> ids = set.submit_all(many);
-    auto taken = [&](size_t r) { return set.replica_stats()[r].requests - before[r].requests; };
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (taken(0) + taken(1) < 8 && std::chrono::steady_clock::now() < deadline)
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    const int64_t t0 = taken(0), t1 = taken(1);
-    for (int64_t id : ids) set.cancel(id);
-    size_t done = 0;
-    while (done < ids.size()) done += set.wait_finished(std::chrono::milliseconds(100)).size();
+    const auto [t0, t1] = taken_by(set, many);
     EXPECT_EQ(t0 + t1, 8);
     EXPECT_GT(t0, 0);
     EXPECT_GT(t1, 0);
+  }
+  cfg.max_seqs = 256;  // slack 64: only the routing rules below decide
+  {
+    // The parts of a split request spread by load, though their prompt is A's.
+    dist::ReplicaSet set(two, cfg);
+    run_set(set, wave1);
+    Request two_samples = with_key(a, 40, 4000);
+    two_samples.n = 2;
+    const std::vector<Request> parts = dist::split_samples(two_samples, 2);
+    ASSERT_EQ(parts.size(), 2u);
+    ASSERT_TRUE(parts[0].route_by_load && parts[1].route_by_load);
+    EXPECT_EQ(taken_by(set, parts), std::make_pair(int64_t{1}, int64_t{1}));
+  }
+  {
+    // Prompts that share only A's first page of 7 (under half) go by load.
+    dist::ReplicaSet set(two, cfg);
+    run_set(set, wave1);
+    std::vector<Request> heads;
+    for (int i = 0; i < 2; ++i) {
+      Request r = with_key(request(30, 50 + i, 1, 1), 50 + i, 4000);
+      std::copy(a.prompt.begin(), a.prompt.begin() + 4, r.prompt.begin());
+      heads.push_back(r);
+    }
+    EXPECT_EQ(taken_by(set, heads), std::make_pair(int64_t{1}, int64_t{1}));
   }
 }
 
