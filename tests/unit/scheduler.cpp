@@ -8,6 +8,7 @@
 
 #include <map>
 #include <random>
+#include <set>
 
 #include "engine/scheduler.h"
 #include "util/error.h"
@@ -25,6 +26,7 @@ struct Result {
   std::map<std::pair<int, int>, std::vector<int>> tokens;  // (request, sample) -> generated
   std::map<int, std::string> errors;                       // request -> error
   int64_t preemptions = 0, prefix_cached_rows = 0;
+  std::set<int> cancelled;  // requests cancelled before they ended (no tokens recorded)
 };
 
 // overlap: a step's tokens are computed when it is "launched" (right after
@@ -32,8 +34,10 @@ struct Result {
 // next step was scheduled, as with the engine's one step in flight: rows whose
 // input is such a pending token write it from the device's copy.
 // prefix: with the prefix cache (shared pages are read back like any other).
+// cancel_seed: if not 0, before each step one unfinished request in 8 (at
+// random) is cancelled, as a client hanging up: all its sequences finish.
 Result simulate(const std::vector<Req>& reqs, int n_pages, int page_size, int budget, bool chunked_replay,
-                bool overlap = false, bool prefix = false) {
+                bool overlap = false, bool prefix = false, uint32_t cancel_seed = 0) {
   KvCache kv(n_pages, page_size, prefix);
   SchedulerConfig cfg;
   cfg.max_step_tokens = budget;
@@ -69,10 +73,21 @@ Result simulate(const std::vector<Req>& reqs, int n_pages, int page_size, int bu
       }
     }
   };
+  std::mt19937 cancel_rng(cancel_seed);
   for (int step = 0; !sched.done() || !in_flight.empty(); ++step) {
     if (step >= 20000) {
       ADD_FAILURE() << "no progress after 20000 steps";
       return out;
+    }
+    if (cancel_seed != 0 && cancel_rng() % 8 == 0) {
+      std::map<int64_t, std::vector<int64_t>> open;  // request -> its unfinished sequences
+      for (const auto& [id, q] : sched.sequences())
+        if (!q.finished) open[q.request].push_back(id);
+      if (!open.empty()) {
+        auto it = std::next(open.begin(), static_cast<long>(cancel_rng() % open.size()));
+        out.cancelled.insert(static_cast<int>(it->first));
+        for (int64_t id : it->second) sched.finish(id, StopReason::Cancelled);
+      }
     }
     StepPlan plan = sched.schedule();
     for (int64_t id : plan.failed) out.errors[static_cast<int>(sched.seq(id).request)] = sched.seq(id).error;
@@ -247,6 +262,46 @@ TEST(Scheduler, PrefixCacheInTightPoolsGivesTheUnconstrainedOutputs) {
   }
   EXPECT_GT(cached_rows, 200);  // the cache really serves prompt rows
   EXPECT_GT(preemptions, 20);
+}
+
+// Clients hang up at random (a request's sequences finish before they end,
+// a prompt's first writer among them, with requests waiting for its pages):
+// every other request still gets the unconstrained run's tokens, in tight
+// pools with the prefix cache, and no page leaks.
+TEST(Scheduler, PrefixCacheWithCancelsGivesTheOthersTheirOutputs) {
+  std::mt19937 rng(11);
+  int cancelled = 0, kept = 0;
+  for (int iter = 0; iter < 40; ++iter) {
+    const int page_size = 1 + rng() % 4;
+    std::vector<int> head(6 + rng() % 12);
+    for (int& t : head) t = rng() % 1000;
+    std::vector<Req> reqs(4 + rng() % 8);
+    int max_ctx = 0;
+    for (Req& r : reqs) {
+      r.prompt = head;
+      r.prompt.resize(2 + rng() % (head.size() - 1));
+      for (int tail = rng() % 4; tail > 0; --tail) r.prompt.push_back(rng() % 1000);
+      r.n = 1 + rng() % 3;
+      r.max_tokens = 1 + rng() % 16;
+      max_ctx = std::max<int>(max_ctx, static_cast<int>(r.prompt.size()) + r.max_tokens);
+    }
+    const bool chunked = iter % 2, overlap = (iter / 2) % 2;
+    const Result want = simulate(reqs, 4000, page_size, 64, chunked);
+    if (HasFailure()) return;
+    const int pages = (max_ctx + page_size - 1) / page_size + static_cast<int>(rng() % 8);
+    const int budget = 3 + static_cast<int>(rng() % 12);
+    const Result got = simulate(reqs, pages, page_size, budget, chunked, overlap, true, 100 + iter);
+    if (HasFailure()) return;
+    for (const auto& [key, tokens] : want.tokens) {
+      if (got.cancelled.count(key.first)) continue;
+      ++kept;
+      EXPECT_EQ(got.tokens.count(key) ? got.tokens.at(key) : std::vector<int>{}, tokens)
+          << "iter " << iter << " request " << key.first << " sample " << key.second;
+    }
+    cancelled += static_cast<int>(got.cancelled.size());
+  }
+  EXPECT_GT(cancelled, 30);
+  EXPECT_GT(kept, 200);
 }
 
 namespace {
