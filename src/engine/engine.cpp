@@ -492,7 +492,7 @@ bool Engine::step() {
     stats_.wall_seconds = since(start_);
     return !idle();
   }
-  const StepPlan plan = sched_.schedule();
+  const StepPlan& plan = sched_.schedule();
   for (int64_t id : plan.failed) fail_sequence(id);
   stats_.host_schedule_s += since(t0);
   std::optional<Launched> launched;

@@ -115,8 +115,13 @@ void Scheduler::fork_children(Sequence& parent) {
   parent.fork_children = 0;
 }
 
-StepPlan Scheduler::schedule() {
-  StepPlan plan;
+const StepPlan& Scheduler::schedule() {
+  StepPlan& plan = plan_;
+  plan.seqs.clear();
+  plan.slots.clear();
+  plan.copies.clear();
+  plan.failed.clear();
+  plan.rows = 0;
   kv_.begin_step();
   int budget = cfg_.max_step_tokens;
   int echo_budget = cfg_.max_echo_rows;
@@ -152,8 +157,8 @@ StepPlan Scheduler::schedule() {
       if (s.fork_children > 0) fork_children(s);
     }
   };
-  std::vector<Key> order(running_.begin(), running_.end());  // oldest first
-  for (const Key& k : order) {
+  order_.assign(running_.begin(), running_.end());  // oldest first
+  for (const Key& k : order_) {
     if (!running_.count(k)) continue;  // preempted for an older sequence
     if (static_cast<int>(plan.seqs.size()) >= cfg_.max_running || budget <= 0) break;
     Sequence& s = seq(k.second);

@@ -80,8 +80,10 @@ class Scheduler {
 
   // The next step's work (empty seqs when nothing can run). Reserves KV slots,
   // advances n_cached of the scheduled sequences and forks Best-of-N children
-  // (each with one pending token).
-  StepPlan schedule();
+  // (each with one pending token). The plan is the scheduler's own, valid
+  // until the next call (its buffers are reused: no allocation per step once
+  // they have grown).
+  const StepPlan& schedule();
   // Marks a sequence finished and frees its pages (a parent's unforked
   // children are finished with it).
   void finish(int64_t id, StopReason why, const std::string& error = {});
@@ -111,6 +113,8 @@ class Scheduler {
   SchedulerConfig cfg_;
   std::map<int64_t, Sequence> seqs_;
   std::set<Key> waiting_, running_;
+  StepPlan plan_;             // schedule()'s result, reused
+  std::vector<Key> order_;    // schedule()'s running sequences, oldest first
   int reserved_children_ = 0;  // children of running parents not forked yet
   int64_t preemptions_ = 0;
   int64_t prefix_cached_rows_ = 0;
