@@ -350,11 +350,23 @@ void Engine::accept(Sequence& s, int token, const TokenLogprob* lp, bool forced)
   }
 }
 
-Engine::Launched Engine::launch(const StepPlan& plan) {
+void Engine::Launched::reset() {
+  handle = 0;
+  sampled.clear();
+  sampled_lp.clear();
+  forced.clear();
+  echo.clear();
+  prefill_rows = decode_rows = 0;
+  launch_s = 0;
+}
+
+Engine::Launched& Engine::launch(const StepPlan& plan) {
   const auto t0 = Clock::now();
   const ModelConfig& mc = model_.config();
   const int64_t elem = static_cast<int64_t>(dtype_bytes(be_.act_dtype(), 1));
-  Launched l;
+  Launched& l = launches_[next_launch_];
+  next_launch_ ^= 1;
+  l.reset();
   exec_.begin();
   size_t slot = 0;
   for (const StepSeq& ss : plan.seqs) {
@@ -495,15 +507,14 @@ bool Engine::step() {
   const StepPlan& plan = sched_.schedule();
   for (int64_t id : plan.failed) fail_sequence(id);
   stats_.host_schedule_s += since(t0);
-  std::optional<Launched> launched;
-  if (!plan.seqs.empty()) launched = launch(plan);
-  const bool was_in_flight = in_flight_.has_value();
+  Launched* launched = plan.seqs.empty() ? nullptr : &launch(plan);
+  const bool was_in_flight = in_flight_ != nullptr;
   if (in_flight_) {  // overlap: step t-1 is collected while step t runs
     collect(*in_flight_);
-    in_flight_.reset();
+    in_flight_ = nullptr;
   }
   if (launched) {
-    if (overlap_) in_flight_ = std::move(launched);
+    if (overlap_) in_flight_ = launched;
     else collect(*launched);
   } else if (!was_in_flight) {
     KF_CHECK(sched_.done() || !plan.failed.empty(),

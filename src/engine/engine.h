@@ -253,10 +253,11 @@ class Engine {
     std::vector<Echo> echo;
     int64_t prefill_rows = 0, decode_rows = 0;
     double launch_s = 0;
+    void reset();  // empty, keeping the vectors' capacity
   };
   void intake();
   void add_request(int64_t id, Request r);
-  Launched launch(const StepPlan& plan);
+  Launched& launch(const StepPlan& plan);  // fills the launch buffer the step in flight does not hold
   void collect(const Launched& l);
   // Appends a sampled token (lp: its logprob, if asked) and applies stop rules.
   void accept(Sequence& s, int token, const TokenLogprob* lp, bool forced);
@@ -273,7 +274,9 @@ class Engine {
   bool overlap_ = false;
   std::unordered_map<int64_t, ReqState> reqs_;
   std::vector<FinishedRequest> finished_;
-  std::optional<Launched> in_flight_;
+  Launched launches_[2];        // reused by turns: the step in flight holds one
+  int next_launch_ = 0;
+  Launched* in_flight_ = nullptr;  // the step launched but not collected (overlap)
   int64_t next_seq_ = 0, next_arrival_ = 0;
   EngineStats stats_;
   std::chrono::steady_clock::time_point start_;
