@@ -293,6 +293,7 @@ void Engine::end_sample(ReqState& st, int sample, Sequence* s, StopReason why, c
   f.prompt_logprobs = std::move(st.prompt_lp);
   f.policy = st.req.policy ? *st.req.policy : cfg_.policy;
   f.kv_bytes_read = st.kv_bytes;
+  if (sched_.has(st.first_seq)) f.cached_prompt_tokens = sched_.seq(st.first_seq).prefix_cached;
   for (int i = 0; i < st.req.n; ++i) sched_.release(st.first_seq + i);
   reqs_.erase(st.id);  // st is gone from here on
   ++stats_.requests_finished;

@@ -157,6 +157,7 @@ struct FinishedRequest {
   std::vector<TokenLogprob> prompt_logprobs;  // prompt_logprobs: of prompt tokens 1..n-1
   AttnPolicy policy;            // the decode policy its samples used
   int64_t kv_bytes_read = 0;    // by its decode rows (as EngineStats::kv_bytes_read)
+  int cached_prompt_tokens = 0;  // prompt tokens whose KV came from the prefix cache (at its admission)
 };
 
 struct EngineStats {

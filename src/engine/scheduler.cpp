@@ -224,6 +224,7 @@ const StepPlan& Scheduler::schedule() {
     kv_.add(s.id);
     if (start > 0) kv_.share_prefix(s.id, s.prompt, start);
     prefix_cached_rows_ += start;
+    if (s.preemptions == 0) s.prefix_cached = start;
     add_rows(s, n);
   }
   return plan;

@@ -50,6 +50,7 @@ struct Sequence {
   StopReason stop = StopReason::None;
   std::string error;      // why it failed (stop == Error)
   int preemptions = 0;
+  int prefix_cached = 0;  // prompt tokens its first admission took from the prefix cache
 
   int known() const { return static_cast<int>(prompt.size() + generated.size()); }
   int total() const { return known() + pending; }

@@ -169,7 +169,7 @@ json Job::logprobs_json(const std::vector<TokenLogprob>& lps, const std::vector<
 }
 
 json Job::usage() const {
-  int64_t prompt = 0, completion = 0, kv = 0;
+  int64_t prompt = 0, completion = 0, kv = 0, cached = 0;
   double efflops = 0;
   for (size_t j = 0; j < results_.size(); ++j) {
     prompt += static_cast<int64_t>(p_.prompts[j].size());
@@ -179,6 +179,7 @@ json Job::usage() const {
     for (const SampleResult& s : f.samples) lens.push_back(static_cast<int64_t>(s.tokens.size()));
     for (int64_t l : lens) completion += l;
     kv += f.kv_bytes_read;
+    cached += f.cached_prompt_tokens;
     efflops += cost::price_samples(*ctx_.model, f.policy, ctx_.page_size, ctx_.intensity,
                                    static_cast<int64_t>(p_.prompts[j].size()), lens, ctx_.i8_summaries)
                    .efflops();
@@ -187,6 +188,7 @@ json Job::usage() const {
   return {{"prompt_tokens", prompt},
           {"completion_tokens", completion},
           {"total_tokens", prompt + completion},
+          {"prompt_tokens_details", {{"cached_tokens", cached}}},  // OpenAI's field: from the prefix cache
           {"efflops", efflops},
           {"kv_bytes_read", kv},
           {"policy", {{"attn", attn_kind_name(pol.kind)}, {"topk_pages", pol.topk_pages},

@@ -386,6 +386,9 @@ def test_prefix_cache():
         m = settled(2 * L - shared)
         assert shared > 0 and m["kinfer_prefix_cache_rows_total"] == shared, (L, m)
         assert second.choices[0].text == first.choices[0].text, (first, second)
+        # OpenAI's usage.prompt_tokens_details.cached_tokens: the prompt tokens the cache served.
+        assert first.usage.prompt_tokens_details.cached_tokens == 0, first.usage
+        assert second.usage.prompt_tokens_details.cached_tokens == shared, (second.usage, shared)
         assert complete(prompt=prompt, max_tokens=10).choices[0].text == first.choices[0].text
         assert m["kinfer_kv_pages_cached"] == L // P, m
         assert m["kinfer_prefix_cache_evictions_total"] == 0, m  # 256 pages: nothing to evict

@@ -8,6 +8,7 @@
 // while the cache keeps some.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <random>
 
 #include "backend/cpu/cpu_backend.h"
@@ -67,6 +68,7 @@ EngineConfig config(AttnKind kind, int kv_pages, bool prefix_cache) {
 using Outputs = std::vector<std::vector<SampleResult>>;
 struct Waves {
   Outputs out;
+  std::vector<int> cached_tokens;  // per request: FinishedRequest::cached_prompt_tokens
   std::vector<EngineStats> after_wave;  // the engine's stats once each wave has finished
   int used_idle = -1, cached_idle = -1;
   int64_t evictions = 0;
@@ -81,7 +83,12 @@ Waves run_waves(const EngineConfig& cfg, const std::vector<std::vector<Request>>
     std::vector<int64_t> ids;
     for (const Request& r : wave) ids.push_back(e.submit(r));
     e.run();
-    for (int64_t id : ids) run.out.push_back(e.result(id));
+    std::map<int64_t, FinishedRequest> done;
+    for (FinishedRequest& f : e.take_finished()) done[f.id] = std::move(f);
+    for (int64_t id : ids) {
+      run.out.push_back(done.at(id).samples);
+      run.cached_tokens.push_back(done.at(id).cached_prompt_tokens);
+    }
     run.after_wave.push_back(e.stats());
   }
   run.used_idle = e.kv_pages_used();
@@ -151,6 +158,9 @@ TEST(EnginePrefixCache, SharedPromptsGiveTheSameTokensAndLogprobsAndCountCachedR
     SCOPED_TRACE(overlap_name(overlap));
     const auto [without, with] = run_both(waves, overlap);
     const EngineStats &w = with.after_wave.back(), &wo = without.after_wave.back();
+    // Each request's share, as the server reports it (usage.prompt_tokens_details.cached_tokens).
+    EXPECT_EQ(with.cached_tokens, (std::vector<int>{0, 12, 8, 0, 6, 12}));
+    EXPECT_EQ(without.cached_tokens, std::vector<int>(6, 0));
     EXPECT_EQ(with.after_wave[0].prefix_cached_rows, 0);
     EXPECT_EQ(w.prefix_cached_rows, want_cached);
     EXPECT_EQ(w.since(with.after_wave[0]).prefix_cached_rows, want_cached);
