@@ -135,20 +135,21 @@ void KvCache::free(int64_t seq) {
 int KvCache::tokens(int64_t seq) const { return table(seq).tokens; }
 const std::vector<int>& KvCache::pages(int64_t seq) const { return table(seq).pages; }
 
+bool KvCache::copies_last(const Table& t, int n) const {
+  return n > 0 && t.tokens % page_size_ != 0 && pool_.refcount(t.pages.back()) > 1;
+}
+
 int KvCache::pages_needed(int64_t seq, int n) const {
   const Table& t = table(seq);
-  int have = static_cast<int>(t.pages.size());
-  int need = (t.tokens + n + page_size_ - 1) / page_size_ - have;
-  bool partial = t.tokens % page_size_ != 0;
-  bool cow = n > 0 && partial && pool_.refcount(t.pages.back()) > 1;
-  return need + (cow ? 1 : 0);
+  const int have = static_cast<int>(t.pages.size());
+  const int need = (t.tokens + n + page_size_ - 1) / page_size_ - have;
+  return need + (copies_last(t, n) ? 1 : 0);
 }
 
 bool KvCache::can_append(int64_t seq, int n) const {
   const Table& t = table(seq);
   const int need = pages_needed(seq, n);
-  const bool cow = n > 0 && t.tokens % page_size_ != 0 && pool_.refcount(t.pages.back()) > 1;
-  if (!cow) return need <= free_pages();
+  if (!copies_last(t, n)) return need <= free_pages();
   // The copy is allocated while the original is held; then the original is
   // cached again if the index is left its only holder.
   const int last = t.pages.back();
@@ -164,7 +165,7 @@ void KvCache::append(int64_t seq, int n, std::vector<int32_t>& slots, std::vecto
   // A shared partial last page is a fork's, or an indexed page the sequence
   // keeps only the first rows of (share_prefix): the copy takes its writes,
   // and releasing the original caches it if the index is now its only holder.
-  if (n > 0 && t.tokens % page_size_ != 0 && pool_.refcount(t.pages.back()) > 1) {
+  if (copies_last(t, n)) {
     int fresh = alloc_page();
     copies.push_back(PageCopy{t.pages.back(), fresh});
     release_page(t.pages.back());

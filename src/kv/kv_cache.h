@@ -149,6 +149,9 @@ class KvCache {
   // Indexed by the step being scheduled (its rows still to be written).
   bool in_flight(int page) const { return step_ > 0 && entries_[page].step == step_; }
   const Table& table(int64_t seq) const;
+  // Whether appending n tokens first copies the table's last page: a partial
+  // page another holder (a fork, the prefix index) shares.
+  bool copies_last(const Table& t, int n) const;
   // The indexed page that holds ids as the page after entry `parent` whose
   // hash is `hash`, or -1.
   int find_entry(uint64_t hash, uint64_t parent, std::span<const int> ids) const;
