@@ -146,20 +146,28 @@ ReplicaSet::Route ReplicaSet::route(int i, const Queued& q) const {
     if (j != i && reps_[j]->room) lightest = std::min(lightest, reps_[j]->outstanding);
   const Route by_load = lightest < rep.outstanding ? Route::Stop : Route::Take;
   if (q.pages.empty()) return by_load;
+  // One pass over the others: the longest match, and whether a replica with
+  // it has room and is within the slack of this one (it may take the request).
   const int mine = rep.prefixes.match(q.pages);
   int best = mine;
-  for (int j = 0; j < size(); ++j) best = std::max(best, reps_[j]->prefixes.match(q.pages));
+  bool owner_may_take = false;
+  for (int j = 0; j < size(); ++j) {
+    if (j == i) continue;
+    const Rep& other = *reps_[j];
+    const int m = other.prefixes.match(q.pages);
+    const bool may_take = other.room && other.outstanding <= rep.outstanding + affinity_slack();
+    if (m > best) {
+      best = m;
+      owner_may_take = may_take;
+    } else if (m == best) {
+      owner_may_take |= may_take;
+    }
+  }
   // A match of under half the request's pages (a short common head, such as
   // a chat template's system prompt) saves too little to outweigh load.
   if (2 * best < static_cast<int>(q.pages.size())) return by_load;
   if (mine == best) return lightest == INT64_MAX || rep.outstanding <= lightest + affinity_slack() ? Route::Take : by_load;
-  for (int j = 0; j < size(); ++j) {
-    const Rep& owner = *reps_[j];
-    if (j != i && owner.room && owner.prefixes.match(q.pages) == best &&
-        owner.outstanding <= rep.outstanding + affinity_slack())
-      return Route::Leave;
-  }
-  return by_load;
+  return owner_may_take ? Route::Leave : by_load;
 }
 
 // Under mu_: takes requests from the queue while this replica should (see
