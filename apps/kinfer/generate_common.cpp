@@ -77,8 +77,9 @@ void add_engine_options(CLI::App& app, GenerateOptions& o) {
   app.add_flag("--prefix-cache", o.prefix_cache,
                "share the KV pages of prompt prefixes across requests (a request computes only past the cached "
                "pages of its prompt, and its last two rows; the least recently used pages are evicted when "
-               "pages run out; with several replicas a request goes to the one that took its prompt's pages). Opt-in: on a GPU a shared page was computed in another request's "
-               "prefill chunks, so outputs may differ in the last bits; on the CPU they are the same");
+               "pages run out; with several replicas a request goes to the one that took its prompt's pages). "
+               "Opt-in: on a GPU a shared page was computed in another request's prefill chunks, so outputs may "
+               "differ in the last bits; on the CPU they are the same");
   app.add_flag("--profile", o.profile,
                "report host time per step by phase, device time and the bandwidth roofline in the stats");
 }
