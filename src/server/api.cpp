@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <climits>
+#include <cmath>
 
 #include "backend/backend.h"
 #include "tokenizer/tokenizer.h"
@@ -37,11 +38,19 @@ int64_t get_int(const json& body, const char* key, int64_t def, int64_t lo, int6
   const json* v = field(body, key);
   if (!v) return def;
   int64_t x = 0;
-  if (v->is_number_integer()) x = v->get<int64_t>();
-  else if (v->is_number_float() && v->get<double>() == static_cast<double>(static_cast<int64_t>(v->get<double>())))
-    x = static_cast<int64_t>(v->get<double>());  // 4.0 is an integer
-  else bad(key, fmt::format("'{}' must be an integer, not {}", key, type_name(*v)));
-  if (x < lo || x > hi) bad(key, fmt::format("'{}' must be in [{}, {}] (got {})", key, lo, hi, x));
+  const auto out_of_range = [&](auto got) {
+    bad(key, fmt::format("'{}' must be in [{}, {}] (got {})", key, lo, hi, got));
+  };
+  if (v->is_number_integer()) {
+    x = v->get<int64_t>();
+  } else if (v->is_number_float() && v->get<double>() == std::floor(v->get<double>())) {  // 4.0 is an integer
+    const double d = v->get<double>();
+    if (!(d >= -0x1p63 && d < 0x1p63)) out_of_range(d);  // 1e100 (or inf) cannot become an int64_t
+    x = static_cast<int64_t>(d);
+  } else {
+    bad(key, fmt::format("'{}' must be an integer, not {}", key, type_name(*v)));
+  }
+  if (x < lo || x > hi) out_of_range(x);
   return x;
 }
 

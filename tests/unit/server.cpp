@@ -159,6 +159,11 @@ TEST(ServerApi, ValidatesFieldsTypesRangesAndContext) {
   EXPECT_EQ(status(J{{"prompt", {1}}, {"temperature", 2.5}}), "400 temperature");
   EXPECT_EQ(status(J{{"prompt", {1}}, {"top_p", 0}}), "400 top_p");
   EXPECT_EQ(status(J{{"prompt", {1}}, {"logprobs", 21}}), "400 logprobs");
+  // Integral values past int64_t (found by fuzz_server: the cast was undefined) and fractions.
+  EXPECT_EQ(status(J{{"prompt", {1}}, {"logprobs", 1.1e102}}), "400 logprobs");
+  EXPECT_EQ(status(J{{"prompt", {1}}, {"max_tokens", -1e30}}), "400 max_tokens");
+  EXPECT_EQ(status(J{{"prompt", {1}}, {"max_tokens", 2.5}}), "400 max_tokens");
+  EXPECT_EQ(status(J{{"prompt", {1}}, {"max_tokens", 4.0}}), "ok");
   EXPECT_EQ(status(J{{"prompt", {1}}, {"stop", 5}}), "400 stop");
   EXPECT_EQ(status(J{{"prompt", {1}}, {"stream", "yes"}}), "400 stream");
   EXPECT_EQ(status(J{{"prompt", {1}}, {"kinfer", {{"attn", "bogus"}}}}), "400 kinfer.attn");
