@@ -126,7 +126,9 @@ void dequantize(DType t, const void* src, float* dst, int64_t n) {
   KF_CHECK(n >= 0, "dequantize: negative element count {}", n);
   const auto* s = static_cast<const uint8_t*>(src);
   switch (t) {
-    case DType::F32: std::memcpy(dst, s, size_t(n) * 4); return;
+    case DType::F32:  // an empty tensor may have no storage, and memcpy must not see null pointers
+      if (n > 0) std::memcpy(dst, s, size_t(n) * 4);
+      return;
     case DType::F16: for (int64_t i = 0; i < n; ++i) dst[i] = f16_to_f32(u16(s + 2 * i)); return;
     case DType::BF16: for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(u16(s + 2 * i)); return;
     default: break;

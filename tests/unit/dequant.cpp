@@ -122,6 +122,8 @@ TEST(Dequant, PlainTypes) {
   for (int i = 0; i < 4; ++i) EXPECT_EQ(y[i], x[i]);
   dequantize(DType::BF16, bf, y, 4);
   for (int i = 0; i < 4; ++i) EXPECT_EQ(y[i], x[i]);  // all exactly representable
+  // An empty tensor has no storage (found by fuzz_safetensors: memcpy of null pointers under UBSan).
+  for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q8_0}) dequantize(t, nullptr, nullptr, 0);
 }
 
 TEST(Dequant, BadInput) {
