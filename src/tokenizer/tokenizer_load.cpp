@@ -120,11 +120,17 @@ Tokenizer Tokenizer::from_hf_json_text(std::string_view tokenizer_json, std::str
     KF_CHECK(type == "BPE", "{}: model type '{}' is not supported (byte-level BPE only)", name, type);
     KF_CHECK(!model.value("byte_fallback", false), "{}: byte_fallback BPE (SentencePiece style) is not supported",
              name);
+    // A token id: an integer (a float's cast would be undefined past int64_t) in [0, kMaxVocab).
+    auto token_id = [&](const json& v, const std::string& what) {
+      KF_CHECK(v.is_number_integer(), "{}: {} must be an integer (got {})", name, what, v.dump());
+      const int64_t id = v.get<int64_t>();
+      KF_CHECK(id >= 0 && id < kMaxVocab, "{}: {} {} is out of range", name, what, id);
+      return id;
+    };
     // Vocabulary: model.vocab plus added tokens (which may have ids beyond it).
     std::vector<std::string> vocab;
     for (const auto& [piece, id_j] : model.at("vocab").items()) {
-      int64_t id = id_j.get<int64_t>();
-      KF_CHECK(id >= 0 && id < kMaxVocab, "{}: vocab id {} of '{}' is out of range", name, id, piece);
+      const int64_t id = token_id(id_j, fmt::format("vocab id of '{}'", piece));
       if (static_cast<size_t>(id) >= vocab.size()) vocab.resize(id + 1);
       vocab[id] = piece;
     }
@@ -144,8 +150,7 @@ Tokenizer Tokenizer::from_hf_json_text(std::string_view tokenizer_json, std::str
     t->pieces = vocab;
     for (const auto& a : j.value("added_tokens", json::array())) {
       AddedToken tok;
-      tok.id = a.at("id").get<int32_t>();
-      KF_CHECK(tok.id >= 0 && tok.id < kMaxVocab, "{}: added token id {} is out of range", name, tok.id);
+      tok.id = static_cast<int32_t>(token_id(a.at("id"), "added token id"));
       tok.content = a.at("content").get<std::string>();
       tok.special = a.value("special", false);
       tok.lstrip = a.value("lstrip", false);

@@ -5,6 +5,7 @@
 // ids with and without special-token parsing, decode, streaming decode.
 #include <gtest/gtest.h>
 
+#include "test_util.h"
 #include "tokenizer/utf8.h"
 #include "tokenizer_fixtures.h"
 
@@ -171,4 +172,12 @@ TEST(Tokenizer, BadInputIsAnError) {
   const char* bad_merge = R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": ["a b"]},
                               "pre_tokenizer": {"type": "ByteLevel"}})";
   EXPECT_THROW(Tokenizer::from_hf_json_text(bad_merge, "", "m.json"), Error);
+  // Ids must be integers: a float's cast to an integer is undefined past its range.
+  const char* float_id = R"({"model": {"type": "BPE", "vocab": {"a": 1e100}, "merges": []},
+                             "pre_tokenizer": {"type": "ByteLevel"}})";
+  expect_error([&] { Tokenizer::from_hf_json_text(float_id, "", "f.json"); }, {"f.json", "vocab id of 'a'", "1e+100"});
+  const char* float_added = R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
+                                "added_tokens": [{"id": 2.5, "content": "<x>"}],
+                                "pre_tokenizer": {"type": "ByteLevel"}})";
+  expect_error([&] { Tokenizer::from_hf_json_text(float_added, "", "g.json"); }, {"g.json", "added token id", "2.5"});
 }
