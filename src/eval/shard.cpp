@@ -63,8 +63,15 @@ ShardInfo shard_info(const Trace& t) {
            t.path);
   ShardInfo info;
   try {
-    info.index = s.at("index").get<int>();
-    info.count = s.at("count").get<int>();
+    // Integers (a float's cast to int is undefined past its range), in range: checked below.
+    auto integer = [&](const char* k) {
+      const json& v = s.at(k);
+      KF_CHECK(v.is_number_integer(), "{}: malformed 'shard' in the header ({}): '{}' must be an integer", t.path,
+               s.dump(), k);
+      return v.get<int>();
+    };
+    info.index = integer("index");
+    info.count = integer("count");
     info.selected = s.at("selected").get<size_t>();
     info.ids = s.at("ids").get<std::vector<std::string>>();
   } catch (const json::exception& e) {

@@ -136,6 +136,9 @@ TEST(Shard, MergeRefusesWhatIsNotOneRun) {
   s = three();
   s[0].header.shard = nlohmann::json();
   expect_error([&] { merge_shards(s); }, {"not a shard"});
+  s = three();
+  s[1].header.shard["index"] = 1e100;  // a float: its cast to int would be undefined
+  expect_error([&] { merge_shards(s); }, {"shard1.jsonl", "malformed 'shard'", "'index' must be an integer"});
   expect_error([&] { require_whole(three()[1], "frontier"); }, {"shard 1/3", "kinfer merge"});
   require_whole(merge_shards(three()), "frontier");
 }
