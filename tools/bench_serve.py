@@ -14,7 +14,8 @@ the same 64 pseudo ids `kinfer bench generate` uses, every request runs to
 --output-len (ignore_eos). With --shared-prefix-len K each request's prompt
 is instead K ids common to all (a system prompt) and --input-len - K ids of
 its own (its question): the workload a prefix cache is for (serve with
---prefix-cache; /metrics' prefix rows are in each level's "engine"). Before each level, --warmup untimed waves at its
+on by default in kinfer serve; /metrics' prefix rows are in each level's "engine"; with --compare-generate
+bench generate then runs with --prefix-cache too). Before each level, --warmup untimed waves at its
 concurrency (8 tokens a request) pay the server's one-time costs at new
 batch sizes, as `kinfer bench generate --warmup` does for its own run.
 Each level also reports the server engine's steps, rows and milliseconds a
@@ -27,8 +28,9 @@ parts from `bench generate --profile`, so a gap shows where it is.
       --server-args "--device cuda --model random:qwen3-0.6b" \\
       --concurrency 1,16,64,256,1024 --output-len 256 --compare-generate \\
       --out bench/results/serve_cuda_qwen3-0.6b.json
-  # a shared 1,024-id system prompt and 64 ids of each request's own, with the prefix cache:
-  python3 tools/bench_serve.py --server-args "--device cuda --model random:qwen3-0.6b --prefix-cache" \
+  # a shared 1,024-id system prompt and 64 ids of each request's own (the prefix cache is on by default;
+  # --server-args "... --no-prefix-cache" for the server without it):
+  python3 tools/bench_serve.py --server-args "--device cuda --model random:qwen3-0.6b" \
       --concurrency 64,256 --input-len 1088 --shared-prefix-len 1024 --output-len 256
   # or against a running server:
   python3 tools/bench_serve.py --url http://127.0.0.1:8000 --request-rate 4,16,inf --num-prompts 256
@@ -194,8 +196,10 @@ def launch(args):
 
 
 def bench_generate(args, n, requests=1):
-    cmd = [args.kinfer, "bench", "generate", *shlex.split(args.server_args), "-n", str(n), "--requests", str(requests),
-           "--max-tokens", str(args.output_len), "--temp", str(args.temperature), "--profile", "--json"]
+    # The server's prefix cache (on by default in serve, off in bench generate) on both sides.
+    cache = ["--prefix-cache"] if args.prefix_cache else []
+    cmd = [args.kinfer, "bench", "generate", *shlex.split(args.server_args), *cache, "-n", str(n), "--requests",
+           str(requests), "--max-tokens", str(args.output_len), "--temp", str(args.temperature), "--profile", "--json"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     j = json.loads(out.stdout)
     p = j.get("profile", {})
@@ -231,6 +235,7 @@ def main():
                     help="untimed waves before each level (its concurrency, 8 tokens a request; 0: none)")
     ap.add_argument("--out", help="write the results JSON here")
     args = ap.parse_args()
+    args.prefix_cache = False  # a server launched here says whether it has one (a --url server: unknown, taken off)
     if args.shared_prefix_len is not None:
         if not 0 <= args.shared_prefix_len <= args.input_len:
             ap.error(f"--shared-prefix-len {args.shared_prefix_len} must be within 0..--input-len {args.input_len}")
@@ -246,6 +251,7 @@ def main():
     else:
         proc, info = launch(args)
         host, port = "127.0.0.1", info["port"]
+        args.prefix_cache = bool(info.get("prefix_cache"))
     try:
         with urllib.request.urlopen(f"http://{host}:{port}/v1/models") as r:
             listed = json.load(r)["data"][0]
@@ -278,7 +284,8 @@ def main():
         if proc:
             proc.terminate()
             proc.wait(timeout=120)
-    result = {"bench": "serve", "server_args": args.server_args, "input_len": args.input_len,
+    result = {"bench": "serve", "server_args": args.server_args, "prefix_cache": args.prefix_cache,
+              "input_len": args.input_len,
               "shared_prefix_len": args.shared_prefix_len, "output_len": args.output_len, "warmup": args.warmup,
               "levels": levels}
     if args.compare_generate:

@@ -36,6 +36,7 @@ int cmd_serve(int argc, char** argv) {
   std::string served_name;
   double shutdown_timeout = 30;
   bool json = false;
+  o.prefix_cache = true;  // the server's default (--no-prefix-cache)
   add_engine_options(app, o);
   app.add_option("--host", http.host, "address to listen on")->capture_default_str();
   app.add_option("--port", http.port, "port to listen on (0 = a free one, printed)")->capture_default_str();

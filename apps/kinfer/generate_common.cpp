@@ -74,12 +74,17 @@ void add_engine_options(CLI::App& app, GenerateOptions& o) {
       ->capture_default_str();
   app.add_flag("--no-graphs", o.no_graphs, "CUDA: launch every op instead of replaying decode-step graphs");
   app.add_flag("--no-overlap", o.no_overlap, "CUDA: wait for each step before preparing the next");
-  app.add_flag("--prefix-cache", o.prefix_cache,
-               "share the KV pages of prompt prefixes across requests (a request computes only past the cached "
-               "pages of its prompt, and its last two rows; the least recently used pages are evicted when "
-               "pages run out; with several replicas a request goes to the one that took its prompt's pages). "
-               "Opt-in: on a GPU a shared page was computed in another request's prefill chunks, so outputs may "
-               "differ in the last bits; on the CPU they are the same");
+  // On by default for serve (as in vLLM and SGLang: independent requests
+  // often share a system prompt), off for the batch commands, whose outputs
+  // stay bit-for-bit those of one run of each request.
+  app.add_flag("--prefix-cache,!--no-prefix-cache", o.prefix_cache,
+               fmt::format("share the KV pages of prompt prefixes across requests (a request computes only past the "
+                           "cached pages of its prompt, and its last two rows; the least recently used pages are "
+                           "evicted when pages run out; with several replicas a request goes to the one that took "
+                           "its prompt's pages). On a GPU a shared page was computed in another request's prefill "
+                           "chunks, so outputs may differ in the last bits; on the CPU they are the same. Default: "
+                           "{}",
+                           o.prefix_cache ? "on (--no-prefix-cache: off)" : "off"));
   app.add_flag("--profile", o.profile,
                "report host time per step by phase, device time and the bandwidth roofline in the stats");
 }

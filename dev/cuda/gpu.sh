@@ -44,7 +44,7 @@
 #   generate    kinfer bench generate rows with --profile, and the HF generate baseline (GEN_HF=0: not)
 #   eval        the SmolLM2 GSM8K eval job (needs $GGUF) and its HF baseline
 #   serve       the serving benchmark (tools/bench_serve.py) against bench generate
-#               (SERVE_ARGS: more server flags, e.g. --prefix-cache; SERVE_BENCH: the workload, e.g.
+#               (SERVE_ARGS: more server flags, e.g. --no-prefix-cache; SERVE_BENCH: the workload, e.g.
 #               "--concurrency 64,256 --input-len 1088 --shared-prefix-len 1024 --output-len 256";
 #               SERVE_TAG names the JSON)
 #   dist        more than one GPU (kind nvidia-h200-x2) = dist_tests dist_decode dist_eval:
@@ -405,7 +405,7 @@ print(f\"eval {j['attn']['policy']} k{j['attn']['topk_pages']}: {r['tok_s']:.0f}
   log "eval done"
 }
 
-step_serve() {  # SERVE_ARGS: more server flags (e.g. --prefix-cache); SERVE_BENCH: bench_serve.py's workload flags
+step_serve() {  # SERVE_ARGS: more server flags (e.g. --no-prefix-cache); SERVE_BENCH: bench_serve.py's workload flags
   PYTHONUNBUFFERED=1 python3 tools/bench_serve.py --kinfer $K \
     --server-args "--device cuda --model random:qwen3-0.6b ${SERVE_ARGS:-}" \
     ${SERVE_BENCH:---concurrency 1,64,256,1024 --output-len 256 --compare-generate} \

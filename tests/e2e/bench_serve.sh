@@ -5,9 +5,9 @@
 # every request completed with exactly --output-len tokens, that the warm-up
 # waves ran at each level's concurrency and are not counted in its numbers,
 # that the server's engine metrics over a level count exactly its rows, and
-# that the comparison with bench generate is filled in; then a shared-prefix
-# workload (--shared-prefix-len) against --prefix-cache, whose timed requests
-# prefill only their own ids.
+# that the comparison with bench generate is filled in (with the prefix
+# cache, serve's default, on both sides); then a shared-prefix workload
+# (--shared-prefix-len), whose timed requests prefill only their own ids.
 set -euo pipefail
 KINFER=${KINFER:-build/kinfer}
 tmp=$(mktemp -d)
@@ -21,7 +21,7 @@ timeout 300 python3 tools/bench_serve.py --kinfer "$KINFER" --server-args "--mod
 python3 - "$tmp/serve.json" <<'PY' || fail "bench_serve.py results wrong"
 import json, sys
 j = json.load(open(sys.argv[1]))
-assert j["warmup"] == 1 and j["output_len"] == 6, j
+assert j["warmup"] == 1 and j["output_len"] == 6 and j["prefix_cache"] is True, j
 assert [lv["concurrency"] for lv in j["levels"]] == [1, 3], j["levels"]
 for lv in j["levels"]:
     assert lv["requests"] == 4 and lv["completed"] == 4 and lv["errors"] == 0, lv
@@ -29,17 +29,20 @@ for lv in j["levels"]:
     assert lv["warmup_requests"] == lv["concurrency"] and lv["warmup_errors"] == 0, lv
     assert lv["output_tok_s"] > 0 and lv["ttft_ms"]["median"] > 0, lv
     e = lv["engine"]  # the server's /metrics over the timed level alone: 64-id prompts, 6 tokens each
-    assert e["rows"] == {"prefill": 4 * 64, "decode": 4 * 5, "prefix_cached": 0}, e
+    # The prefix cache (serve's default) holds the prompt since the warm-up: each request computes 2 rows.
+    assert e["rows"] == {"prefill": 4 * 2, "decode": 4 * 5, "prefix_cached": 4 * 62}, e
     assert e["steps"] > 0 and e["ms_per_step"]["stage_and_launch"] > 0 and e["ms_per_step"]["device"] == 0, e
     g, shared = lv["bench_generate"], lv["bench_generate_shared_prompt"]
     assert g["generated_tokens"] == shared["generated_tokens"] == lv["concurrency"] * 6, (g, shared)
     assert "--requests %d" % lv["concurrency"] in g["command"] and "--requests 1" in shared["command"], (g, shared)
+    assert "--prefix-cache" in g["command"], g  # the same cache on both sides
     assert lv["ratio_to_generate"] > 0 and lv["decode_ratio_to_generate"] > 0, lv
     assert lv["ratio_to_generate_shared_prompt"] > 0, lv
 PY
-# --shared-prefix-len: 48 common ids (3 pages of 16), 16 of each request's own. With --prefix-cache the
-# warm-up wave caches the common pages, so each timed request prefills only its own 16 rows.
-timeout 300 python3 tools/bench_serve.py --kinfer "$KINFER" --server-args "--model default --prefix-cache" \
+# --shared-prefix-len: 48 common ids (3 pages of 16), 16 of each request's own. With the prefix cache (on
+# by default in serve) the warm-up wave caches the common pages, so each timed request prefills only its
+# own 16 rows.
+timeout 300 python3 tools/bench_serve.py --kinfer "$KINFER" --server-args "--model default" \
   --concurrency 3 --input-len 64 --shared-prefix-len 48 --output-len 4 --min-prompts 4 --out "$tmp/shared.json" \
   > /dev/null 2> "$tmp/err.txt" || fail "bench_serve.py --shared-prefix-len failed: $(tail -5 "$tmp/err.txt")"
 python3 - "$tmp/shared.json" <<'PY' || fail "bench_serve.py --shared-prefix-len results wrong"

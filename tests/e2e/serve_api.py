@@ -357,13 +357,16 @@ def test_data_parallel_replicas_serve_the_same_samples():
 
 
 def test_prefix_cache():
-    """--prefix-cache: a second request of one prompt prefills only past its full pages (its last two rows at least),
-    with the same text as the first and as the server without the cache (CPU ops are batch-invariant); /metrics
-    counts the rows and, idle, shows no page used but the prompt's pages cached."""
-    cached = Server("--prefix-cache", "--kv-pages", "256", "--max-seqs", "16")
+    """The prefix cache (on by default in serve): a second request of one prompt prefills only past its full pages
+    (its last two rows at least), with the same text as the first and as the server without the cache (CPU ops are
+    batch-invariant); /metrics counts the rows and, idle, shows no page used but the prompt's pages cached."""
+    cached = Server("--kv-pages", "256", "--max-seqs", "16")
+    plain = Server("--no-prefix-cache", "--kv-pages", "256", "--max-seqs", "16")
     try:
-        assert cached.info["prefix_cache"] is True and srv.info["prefix_cache"] is False, (cached.info, srv.info)
+        assert cached.info["prefix_cache"] is True and srv.info["prefix_cache"] is True, (cached.info, srv.info)
+        assert plain.info["prefix_cache"] is False, plain.info
         c = OpenAI(base_url=cached.url + "/v1", api_key="x", max_retries=0, timeout=120)
+        uncached = OpenAI(base_url=plain.url + "/v1", api_key="x", max_retries=0, timeout=120).completions.create
         prompt = ("A long shared system prompt: you are a careful assistant who answers questions about geography "
                   "in one short sentence, without lists or markdown. Question: what is the capital of France?")
         kw = dict(model="default", prompt=prompt, max_tokens=10, temperature=0)
@@ -389,21 +392,26 @@ def test_prefix_cache():
         # OpenAI's usage.prompt_tokens_details.cached_tokens: the prompt tokens the cache served.
         assert first.usage.prompt_tokens_details.cached_tokens == 0, first.usage
         assert second.usage.prompt_tokens_details.cached_tokens == shared, (second.usage, shared)
-        assert complete(prompt=prompt, max_tokens=10).choices[0].text == first.choices[0].text
+        again = uncached(**kw)
+        assert again.choices[0].text == first.choices[0].text, (first, again)
+        assert again.usage.prompt_tokens_details.cached_tokens == 0, again.usage
+        assert metrics(plain.port)["kinfer_prefix_cache_rows_total"] == 0
         assert m["kinfer_kv_pages_cached"] == L // P, m
         assert m["kinfer_prefix_cache_evictions_total"] == 0, m  # 256 pages: nothing to evict
         assert m["kinfer_kv_pages_used"] + m["kinfer_kv_pages_cached"] + m["kinfer_kv_pages_free"] == 256, m
-        code, _, err = cached.stop(timeout=60)
-        assert code == 0, err[-1000:]
+        for server in (cached, plain):
+            code, _, err = server.stop(timeout=60)
+            assert code == 0, err[-1000:]
     finally:
-        if cached.proc.poll() is None:
-            cached.proc.kill()
+        for server in (cached, plain):
+            if server.proc.poll() is None:
+                server.proc.kill()
 
 
 def test_prefix_cache_routes_by_prompt_across_replicas():
     """--prefix-cache with two replicas: requests of one prompt, one after another, all go to the replica that took
     it first (the other is as idle), so each later one shares its pages; /metrics counts them as routed by prefix."""
-    two = Server("--replicas", "2", "--prefix-cache", "--kv-pages", "256", "--max-seqs", "16")
+    two = Server("--replicas", "2", "--kv-pages", "256", "--max-seqs", "16")
     try:
         c = OpenAI(base_url=two.url + "/v1", api_key="x", max_retries=0, timeout=120)
         prompt = ("Routing by prefix: a system prompt long enough to fill a few KV pages, shared by every request "
