@@ -437,6 +437,80 @@ TEST_F(CudaFused, SplitKProjectionMatchesCpuAndUnsplit) {
   EXPECT_EQ(host_bf16(*split, out_b), host_bf16(*split, out_a));
 }
 
+// matmul_add_rmsnorm as one CUTLASS GEMM whose epilogue adds the residual
+// and norms each row across the grid's tiles (KINFER_NORM_EPILOGUE, the
+// default): against the CPU and the split-K path (a norm kernel after), with
+// and without the norm, for Qwen3 0.6B/8B/32B projections, a width the 64-row
+// tiles do not divide, and one with more tiles than SMs (the split path then,
+// bit for bit); launches of different grids one after another reuse the
+// barrier; a second run and a graph replay give the same bits.
+TEST_F(CudaFused, NormEpilogueMatchesCpuAndSplitPath) {
+  struct Case {
+    int k, d;
+    std::vector<int> rows;
+  };
+  std::unique_ptr<Backend> epi = test::cuda_backend_with("KINFER_NORM_EPILOGUE", "1");
+  std::unique_ptr<Backend> split = test::cuda_backend_with("KINFER_NORM_EPILOGUE", "0");
+  int sms = 0;
+  KF_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  for (const Case& c : {Case{2048, 1024, {1, 5, 32, 33, 64}}, Case{3072, 1024, {32, 64}}, Case{4096, 4096, {32, 64}},
+                        Case{5120, 5120, {16}}, Case{1024, 1000, {7, 40}}, Case{1024, 576, {64}},
+                        Case{1024, 9216, {32}}})
+    for (int n : c.rows)
+      for (bool with_norm : {true, false}) {
+        SCOPED_TRACE(::testing::Message() << "k " << c.k << " d " << c.d << " rows " << n
+                                          << (with_norm ? ", norm" : ", no norm"));
+        const int tiles = (c.d + 63) / 64 * ((n + (n <= 32 ? 31 : 63)) / (n <= 32 ? 32 : 64));
+        const bool applies = !with_norm || tiles <= sms;
+        auto in = rand_bf16(size_t(n) * c.k, rng, -2.f, 2.f);
+        auto w = rand_bf16(size_t(c.d) * c.k, rng, -2.f / std::sqrt(float(c.k)), 2.f / std::sqrt(float(c.k)));
+        auto res = rand_bf16(size_t(n) * c.d, rng, -2.f, 2.f), norm = rand_bf16(size_t(c.d), rng, 0.5f, 1.5f);
+        std::vector<float> cin = in, cw = w, cres = res, cnorm = norm, cout(size_t(n) * c.d);
+        const Tensor cnorm_t = host_view(cnorm, {c.d});
+        cpu->matmul_add_rmsnorm(host_view(cin, {n, c.k}), host_view(cw, {c.d, c.k}), host_view(cres, {n, c.d}),
+                                with_norm ? &cnorm_t : nullptr, 1e-6f, host_view(cout, {n, c.d}));
+        std::vector<float> out[3], resid[3];
+        Backend* gpus[3] = {epi.get(), split.get(), epi.get()};
+        for (int i = 0; i < 3; ++i) {
+          Backend& g = *gpus[i];
+          Buffer din = dev_bf16(g, in, {n, c.k}), dw = dev_bf16(g, w, {c.d, c.k}), dres = dev_bf16(g, res, {n, c.d}),
+                 dnorm = dev_bf16(g, norm, {c.d}), dout(DType::BF16, {n, c.d}, g);
+          test::poison(g, dout);
+          g.matmul_add_rmsnorm(din, dw, dres, with_norm ? &dnorm.view() : nullptr, 1e-6f, dout);
+          resid[i] = host_bf16(g, dres);
+          if (with_norm) out[i] = host_bf16(g, dout);
+        }
+        EXPECT_LT(rel_l2(resid[0], cres), 1e-2);
+        EXPECT_LT(rel_l2(resid[0], resid[1]), 6e-3) << "epilogue vs split";
+        EXPECT_EQ(resid[0], resid[2]) << "a second run";
+        if (with_norm) {
+          EXPECT_LT(rel_l2(out[0], cout), 1.5e-2);
+          EXPECT_LT(rel_l2(out[0], out[1]), 8e-3) << "epilogue vs split";
+          EXPECT_EQ(out[0], out[2]) << "a second run";
+        }
+        // The epilogue adds the whole fp32 product once, the split path the slices' partials.
+        if (applies && n <= 64) EXPECT_NE(resid[0], resid[1]) << "the epilogue path was not taken";
+        else EXPECT_EQ(resid[0], resid[1]) << "the split path was expected";
+      }
+  // Graph replay = direct launch, the grid barrier included (replayed three times).
+  const int n = 32, k = 2048, d = 1024;
+  auto res = rand_bf16(size_t(n) * d, rng, -2.f, 2.f);
+  Buffer din = dev_bf16(*epi, rand_bf16(size_t(n) * k, rng, -2.f, 2.f), {n, k}),
+         dw = dev_bf16(*epi, rand_bf16(size_t(d) * k, rng, -0.05f, 0.05f), {d, k}),
+         dnorm = dev_bf16(*epi, rand_bf16(d, rng, 0.5f, 1.5f), {d}), res_a = dev_bf16(*epi, res, {n, d}),
+         res_b = dev_bf16(*epi, res, {n, d}), out_a(DType::BF16, {n, d}, *epi), out_b(DType::BF16, {n, d}, *epi);
+  epi->matmul_add_rmsnorm(din, dw, res_a, &dnorm.view(), 1e-6f, out_a);
+  std::unique_ptr<Graph> g = epi->record([&] { epi->matmul_add_rmsnorm(din, dw, res_b, &dnorm.view(), 1e-6f, out_b); });
+  const std::vector<uint16_t> res_bits = test::to_bf16(res);
+  for (int rep = 0; rep < 3; ++rep) {
+    epi->upload(res_b, res_bits.data());
+    test::poison(*epi, out_b);
+    epi->replay(*g);
+    EXPECT_EQ(host_bf16(*epi, res_b), host_bf16(*epi, res_a));
+    EXPECT_EQ(host_bf16(*epi, out_b), host_bf16(*epi, out_a));
+  }
+}
+
 // Backend::qkv_attention where the fused sparse kernel writes the page
 // summaries (the default) against the same ops with the summary kernel
 // between them (a backend made with KINFER_ATTN_SUMMARIES=0): q, the K and V
