@@ -411,7 +411,6 @@ TEST_F(CudaFused, SplitKProjectionMatchesCpuAndUnsplit) {
           EXPECT_LT(rel_l2(resid[0], resid[1]), 6e-3) << "split vs unsplit";
           if (with_norm) {
             EXPECT_LT(rel_l2(out[0], cout), 1.5e-2);
-          EXPECT_LT(rel_l2(out[3], cout), 1.5e-2) << "16-row tiles";
             EXPECT_LT(rel_l2(out[0], out[1]), 8e-3) << "split vs unsplit";
           }
           // The split path adds fp32 partials (no bf16 rounding of the product): not bitwise the unsplit ops.
@@ -452,7 +451,6 @@ TEST_F(CudaFused, NormEpilogueMatchesCpuAndSplitPath) {
   };
   std::unique_ptr<Backend> epi = test::cuda_backend_with("KINFER_NORM_EPILOGUE", "1");
   std::unique_ptr<Backend> split = test::cuda_backend_with("KINFER_NORM_EPILOGUE", "0");
-  std::unique_ptr<Backend> narrow = test::cuda_backend_with("KINFER_NORM_EPILOGUE", "2");  // 16-row tiles
   int sms = 0;
   KF_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   for (const Case& c : {Case{2048, 1024, {1, 5, 32, 33, 64}}, Case{3072, 1024, {32, 64}}, Case{4096, 4096, {32, 64}},
@@ -471,9 +469,9 @@ TEST_F(CudaFused, NormEpilogueMatchesCpuAndSplitPath) {
         const Tensor cnorm_t = host_view(cnorm, {c.d});
         cpu->matmul_add_rmsnorm(host_view(cin, {n, c.k}), host_view(cw, {c.d, c.k}), host_view(cres, {n, c.d}),
                                 with_norm ? &cnorm_t : nullptr, 1e-6f, host_view(cout, {n, c.d}));
-        std::vector<float> out[4], resid[4];
-        Backend* gpus[4] = {epi.get(), split.get(), epi.get(), narrow.get()};
-        for (int i = 0; i < 4; ++i) {
+        std::vector<float> out[3], resid[3];
+        Backend* gpus[3] = {epi.get(), split.get(), epi.get()};
+        for (int i = 0; i < 3; ++i) {
           Backend& g = *gpus[i];
           Buffer din = dev_bf16(g, in, {n, c.k}), dw = dev_bf16(g, w, {c.d, c.k}), dres = dev_bf16(g, res, {n, c.d}),
                  dnorm = dev_bf16(g, norm, {c.d}), dout(DType::BF16, {n, c.d}, g);
@@ -483,12 +481,10 @@ TEST_F(CudaFused, NormEpilogueMatchesCpuAndSplitPath) {
           if (with_norm) out[i] = host_bf16(g, dout);
         }
         EXPECT_LT(rel_l2(resid[0], cres), 1e-2);
-        EXPECT_LT(rel_l2(resid[3], cres), 1e-2) << "16-row tiles";
         EXPECT_LT(rel_l2(resid[0], resid[1]), 6e-3) << "epilogue vs split";
         EXPECT_EQ(resid[0], resid[2]) << "a second run";
         if (with_norm) {
           EXPECT_LT(rel_l2(out[0], cout), 1.5e-2);
-          EXPECT_LT(rel_l2(out[3], cout), 1.5e-2) << "16-row tiles";
           EXPECT_LT(rel_l2(out[0], out[1]), 8e-3) << "epilogue vs split";
           EXPECT_EQ(out[0], out[2]) << "a second run";
         }

@@ -417,11 +417,10 @@ class CudaBackend final : public Backend {
     check_projection("matmul_add_rmsnorm", in, w, x, norm_w, out);
     const int64_t k = w.dim(1), d = w.dim(0), n = k > 0 ? in.numel() / k : 0;
     // Decode batches: one GEMM whose epilogue adds and norms (KINFER_NORM_EPILOGUE).
-    const bool narrow = sw_.norm_epilogue == 2;
     if (sw_.norm_epilogue && tp_size() == 1 && n > 0 && !sw_.fused_mlp && sw_.split_k < 0 &&
-        gemm_->runs_add_rmsnorm(in, w, x, norm_w, out, narrow)) {
+        gemm_->runs_add_rmsnorm(in, w, x, norm_w, out)) {
       OpScope op(this, "matmul_add_rmsnorm", [&] { return fmt::format("{}x{}, {} rows, norm in the GEMM", d, k, n); });
-      gemm_->run_add_rmsnorm(in, w, x, norm_w, eps, out, narrow);
+      gemm_->run_add_rmsnorm(in, w, x, norm_w, eps, out);
       op.done();
       return;
     }

@@ -47,11 +47,10 @@ class Gemm {
   // (CUTLASS's kernel, cutlass_gemm_add_rmsnorm): x [n, m] += in · wᵀ, then
   // out = rmsnorm(x) · norm_w (norm_w null: the add alone), the work of
   // Backend::matmul_add_rmsnorm in one kernel. Only where runs_add_rmsnorm().
-  // narrow: 16-row tiles up to 32 rows (cutlass_gemm_add_rmsnorm).
-  bool runs_add_rmsnorm(const Tensor& in, const Tensor& w, const Tensor& x, const Tensor* norm_w, const Tensor& out,
-                        bool narrow) const;
+  bool runs_add_rmsnorm(const Tensor& in, const Tensor& w, const Tensor& x, const Tensor* norm_w,
+                        const Tensor& out) const;
   void run_add_rmsnorm(const Tensor& in, const Tensor& w, const Tensor& x, const Tensor* norm_w, float eps,
-                       const Tensor& out, bool narrow);
+                       const Tensor& out);
 
  private:
   // Whether run() (slices 1) or run_split_k() takes CUTLASS's kernel for these operands.

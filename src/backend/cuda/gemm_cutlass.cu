@@ -369,8 +369,7 @@ cudaError_t cutlass_gemm_prepare() {
   for (cudaError_t e : {Decode<TmaEpilogue<Bf16, 32>, 32>::prepare(), Decode<TmaEpilogue<float, 32>, 32>::prepare(),
                         Decode<TmaEpilogue<Bf16, 64>, 64>::prepare(), Decode<TmaEpilogue<float, 64>, 64>::prepare(),
                         Decode<SiluMul, 32>::prepare(), Decode<SiluMul, 64>::prepare(),
-                        Decode<AddRmsNorm<16>, 16>::prepare(), Decode<AddRmsNorm<32>, 32>::prepare(),
-                        Decode<AddRmsNorm<64>, 64>::prepare()})
+                        Decode<AddRmsNorm<32>, 32>::prepare(), Decode<AddRmsNorm<64>, 64>::prepare()})
     if (e != cudaSuccess) return e;
   return cudaSuccess;
 }
@@ -394,17 +393,15 @@ const char* cutlass_gemm_silu_mul(const void* x, const void* w, void* y, int64_t
   return run(x, w, static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), 1, num_sms, epilogue, st, 0);
 }
 
-int add_rmsnorm_tile_rows(int64_t n, bool narrow) { return n <= 32 ? (narrow ? 16 : 32) : 64; }
-
-int64_t cutlass_add_rmsnorm_tiles(int64_t n, int64_t m, bool narrow) {
-  const int64_t rows = add_rmsnorm_tile_rows(n, narrow);
+int64_t cutlass_add_rmsnorm_tiles(int64_t n, int64_t m) {
+  const int64_t rows = n <= 32 ? 32 : 64;
   return (m + 63) / 64 * ((n + rows - 1) / rows);
 }
 
 const char* cutlass_gemm_add_rmsnorm(const void* in, const void* w, void* x, const void* norm_w, void* out,
                                      float* ss, unsigned* barrier, int64_t n, int64_t m, int64_t k, float eps,
-                                     bool narrow, int num_sms, cudaStream_t st) {
-  const int64_t tiles = cutlass_add_rmsnorm_tiles(n, m, narrow);
+                                     int num_sms, cudaStream_t st) {
+  const int64_t tiles = cutlass_add_rmsnorm_tiles(n, m);
   if (norm_w && tiles > num_sms) return "more tiles than SMs (the grid's CTAs must all be resident)";
   auto go = [&](auto rows) {
     constexpr int kRows = decltype(rows)::value;
@@ -415,11 +412,7 @@ const char* cutlass_gemm_add_rmsnorm(const void* in, const void* w, void* x, con
                                                  static_cast<int>(k), 1, num_sms, epilogue, st,
                                                  norm_w ? static_cast<int>(tiles) : 0);
   };
-  switch (add_rmsnorm_tile_rows(n, narrow)) {
-    case 16: return go(std::integral_constant<int, 16>{});
-    case 32: return go(std::integral_constant<int, 32>{});
-    default: return go(std::integral_constant<int, 64>{});
-  }
+  return n <= 32 ? go(std::integral_constant<int, 32>{}) : go(std::integral_constant<int, 64>{});
 }
 
 }  // namespace kf::cuda

@@ -50,12 +50,10 @@ const char* cutlass_gemm_silu_mul(const void* x, const void* w, void* y, int64_t
 // barrier (each holds one 64 x 32 or 64 x 64 tile, all resident at once), so
 // with norm_w it needs cutlass_add_rmsnorm_tiles(n, m) <= num_sms; ss
 // [tiles, n] floats of scratch, barrier [2] zeroed once and kept between
-// launches (one at a time on it). narrow: tiles of 16 batch rows up to 32
-// rows (twice the CTAs, each weight tile read by two). Launched as the other
-// GEMMs.
-int64_t cutlass_add_rmsnorm_tiles(int64_t n, int64_t m, bool narrow);
+// launches (one at a time on it). Launched as the other GEMMs.
+int64_t cutlass_add_rmsnorm_tiles(int64_t n, int64_t m);
 const char* cutlass_gemm_add_rmsnorm(const void* in, const void* w, void* x, const void* norm_w, void* out,
                                      float* ss, unsigned* barrier, int64_t n, int64_t m, int64_t k, float eps,
-                                     bool narrow, int num_sms, cudaStream_t st);
+                                     int num_sms, cudaStream_t st);
 
 }  // namespace kf::cuda
