@@ -416,14 +416,6 @@ class CudaBackend final : public Backend {
                           const Tensor& out) override {
     check_projection("matmul_add_rmsnorm", in, w, x, norm_w, out);
     const int64_t k = w.dim(1), d = w.dim(0), n = k > 0 ? in.numel() / k : 0;
-    // Decode batches: one GEMM whose epilogue adds and norms (KINFER_NORM_EPILOGUE).
-    if (sw_.norm_epilogue && tp_size() == 1 && n > 0 && !sw_.fused_mlp && sw_.split_k < 0 &&
-        gemm_->runs_add_rmsnorm(in, w, x, norm_w, out)) {
-      OpScope op(this, "matmul_add_rmsnorm", [&] { return fmt::format("{}x{}, {} rows, norm in the GEMM", d, k, n); });
-      gemm_->run_add_rmsnorm(in, w, x, norm_w, eps, out);
-      op.done();
-      return;
-    }
     const int slices = sw_.split_k >= 0 ? sw_.split_k : (w.nbytes() <= kSplitKAutoBytes ? kSplitKAutoSlices : 0);
     const bool split = slices > 1 && tp_size() == 1 && n > 0 && n <= kSplitKMaxRows && k % (8 * slices) == 0 &&
                        d % 8 == 0 && in.dtype == DType::BF16 && w.dtype == DType::BF16 && x.dtype == DType::BF16 &&

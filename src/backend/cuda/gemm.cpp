@@ -28,11 +28,6 @@ const char* cutlass_gemm_split_k(const void*, const void*, float*, int64_t, int6
 const char* cutlass_gemm_silu_mul(const void*, const void*, void*, int64_t, int64_t, int64_t, int, cudaStream_t) {
   return "this kinfer was built without CUTLASS";
 }
-int64_t cutlass_add_rmsnorm_tiles(int64_t, int64_t) { return 0; }
-const char* cutlass_gemm_add_rmsnorm(const void*, const void*, void*, const void*, void*, float*, unsigned*, int64_t,
-                                     int64_t, int64_t, float, int, cudaStream_t) {
-  return "this kinfer was built without CUTLASS";
-}
 #endif
 
 namespace {
@@ -105,12 +100,7 @@ Gemm::Gemm(Allocator& device_memory, cudaStream_t stream, int num_sms, bool tune
       num_sms_(num_sms) {
   check_lt(cublasLtCreate(&lt_), "cublasLtCreate");
   workspace_ = Buffer(DType::U8, {kWorkspace}, mem_);
-  if (cutlass_) {
-    KF_CUDA(cutlass_gemm_prepare());
-    // The barrier starts at zero and returns there after each launch.
-    norm_scratch_ = Buffer(DType::F32, {int64_t(num_sms_) * 64 + 2}, mem_);
-    KF_CUDA(cudaMemsetAsync(norm_scratch_.view().data, 0, norm_scratch_.view().nbytes(), stream_));
-  }
+  if (cutlass_) KF_CUDA(cutlass_gemm_prepare());
 }
 
 Gemm::~Gemm() {
@@ -149,28 +139,6 @@ void Gemm::run_silu_mul(const Tensor& x, const Tensor& w, const Tensor& ffn) {
   if (n == 0) return;
   if (const char* err = cutlass_gemm_silu_mul(x.data, w.data, ffn.data, n, m, k, num_sms_, stream_))
     fail("CUTLASS gate|up GEMM with silu_mul of {} rows x [{}, {}] failed: {}", n, m, k, err);
-}
-
-bool Gemm::runs_add_rmsnorm(const Tensor& in, const Tensor& w, const Tensor& x, const Tensor* norm_w,
-                            const Tensor& out) const {
-  const int64_t k = w.dim(1), m = w.dim(0), n = k > 0 ? in.numel() / k : 0;
-  return x.dtype == DType::BF16 && out.dtype == DType::BF16 && (!norm_w || norm_w->dtype == DType::BF16) &&
-         x.numel() == n * m && out.numel() == n * m && x.data != out.data &&
-         !norm_scratch_.empty() && (!norm_w || cutlass_add_rmsnorm_tiles(n, m) <= num_sms_) &&
-         runs_cutlass(in, w, nullptr, x, 1);
-}
-
-void Gemm::run_add_rmsnorm(const Tensor& in, const Tensor& w, const Tensor& x, const Tensor* norm_w, float eps,
-                           const Tensor& out) {
-  const int64_t k = w.dim(1), m = w.dim(0), n = in.numel() / k;
-  KF_CHECK(runs_add_rmsnorm(in, w, x, norm_w, out),
-           "projection with add_rmsnorm: CUTLASS's kernel does not take {} rows x [{}, {}]", n, m, k);
-  if (n == 0) return;
-  float* ss = static_cast<float*>(norm_scratch_.view().data);
-  unsigned* barrier = reinterpret_cast<unsigned*>(ss + int64_t(num_sms_) * 64);
-  if (const char* err = cutlass_gemm_add_rmsnorm(in.data, w.data, x.data, norm_w ? norm_w->data : nullptr, out.data,
-                                                 ss, barrier, n, m, k, eps, num_sms_, stream_))
-    fail("CUTLASS projection with add_rmsnorm of {} rows x [{}, {}] failed: {}", n, m, k, err);
 }
 
 void Gemm::execute(const Tensor& x, const Tensor& w, const Tensor* bias, int slices, const Tensor& y,

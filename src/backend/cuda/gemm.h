@@ -43,14 +43,6 @@ class Gemm {
   // runs_silu_mul(); elsewhere the caller runs run() and silu_mul_interleaved.
   bool runs_silu_mul(const Tensor& x, const Tensor& w, const Tensor& ffn) const;
   void run_silu_mul(const Tensor& x, const Tensor& w, const Tensor& ffn);
-  // An output projection ending in the residual add and the next norm
-  // (CUTLASS's kernel, cutlass_gemm_add_rmsnorm): x [n, m] += in · wᵀ, then
-  // out = rmsnorm(x) · norm_w (norm_w null: the add alone), the work of
-  // Backend::matmul_add_rmsnorm in one kernel. Only where runs_add_rmsnorm().
-  bool runs_add_rmsnorm(const Tensor& in, const Tensor& w, const Tensor& x, const Tensor* norm_w,
-                        const Tensor& out) const;
-  void run_add_rmsnorm(const Tensor& in, const Tensor& w, const Tensor& x, const Tensor* norm_w, float eps,
-                       const Tensor& out);
 
  private:
   // Whether run() (slices 1) or run_split_k() takes CUTLASS's kernel for these operands.
@@ -72,7 +64,6 @@ class Gemm {
   int num_sms_;
   cublasLtHandle_t lt_ = nullptr;
   Buffer workspace_;
-  Buffer norm_scratch_;  // run_add_rmsnorm's row sums [num_sms, 64] and grid barrier [2] (with CUTLASS)
   std::map<Key, std::unique_ptr<GemmPlan>> plans_;
 };
 

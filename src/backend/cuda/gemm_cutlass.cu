@@ -118,158 +118,6 @@ struct SiluMulEpilogue {
   Params params_;
 };
 
-// The whole grid waits here: every CTA's thread 0 arrives once (after a
-// fence that publishes what its block wrote) and spins until the last
-// arrives. bar [2] = arrivals, generation; zero at first; the last arrival
-// resets the count before it bumps the generation, so launches of any size
-// reuse it. Only for grids whose CTAs are all resident at once (the
-// launcher checks: one tile a CTA, no more CTAs than SMs).
-__device__ __forceinline__ void grid_barrier(unsigned* bar, unsigned count) {
-  volatile unsigned* generation = bar + 1;
-  const unsigned seen = *generation;  // before arriving: it cannot move until this CTA has
-  __threadfence();
-  if (atomicAdd(bar, 1u) == count - 1) {
-    atomicExch(bar, 0u);
-    __threadfence();
-    atomicAdd(bar + 1, 1u);
-  } else {
-    while (*generation == seen) __nanosleep(32);
-  }
-  __threadfence();
-}
-
-// The output projection's epilogue that also does add_partials_rmsnorm's
-// work, so no norm kernel runs after it: x [n, m] += the product (rounded
-// once, as the norm kernel rounds the residual plus the slices' sum), then
-// out = rmsnorm(x) · w over each row's m features. A row spans every M tile
-// of the grid, so each tile sums its rows' squares (in a fixed order, through
-// shared memory), writes them to ss [M tiles, n], and the grid meets at a
-// barrier before each tile adds its rows' sums up (again in a fixed order:
-// the same bits every run) and writes its part of out. w null: the add
-// alone, no barrier. Same boilerplate as SiluMulEpilogue.
-template <int kRows>
-struct AddRmsNormEpilogue {
-  using ElementC = Bf16;
-  using ElementD = Bf16;
-  using StrideC = cutlass::gemm::TagToStrideC_t<cutlass::layout::ColumnMajor>;
-  using StrideD = StrideC;
-  using ThreadEpilogueOp = cutlass::epilogue::thread::LinearCombination<Bf16, 1, float, float>;
-  using GmemTiledCopyC = void;
-  using GmemTiledCopyD = void;
-  static constexpr int kTileRows = 64;                    // the M tile (features)
-  static constexpr int kParts = 128 / kRows;              // threads summing one column
-  struct SharedStorage {
-    float squares[kTileRows][kRows + 1];  // the tile's new residual values squared, [feature][batch row]
-    float partial[kParts][kRows];         // column sums by part
-    float inv[kRows];                     // each batch row's 1 / rms
-  };
-  struct Arguments {
-    Bf16* x = nullptr;           // [n, m]: the residual, added to in place
-    const Bf16* w = nullptr;     // [m]: the norm's weight, or null (no norm)
-    Bf16* out = nullptr;         // [n, m]
-    float* ss = nullptr;         // [M tiles, n] scratch
-    unsigned* barrier = nullptr; // [2]
-    unsigned tiles = 0;          // CTAs of the grid, one tile each
-    float eps = 0.f;
-  };
-  using Params = Arguments;
-
-  template <class Problem>
-  static constexpr Params to_underlying_arguments(Problem const&, Arguments const& args, void*) {
-    return args;
-  }
-  template <class Problem>
-  static size_t get_workspace_size(Problem const&, Arguments const&) {
-    return 0;
-  }
-  template <class Problem>
-  static cutlass::Status initialize_workspace(Problem const&, Arguments const&, void*, cudaStream_t,
-                                              cutlass::CudaHostAdapter* = nullptr) {
-    return cutlass::Status::kSuccess;
-  }
-  template <class Problem>
-  static bool can_implement(Problem const& problem, Arguments const& args) {
-    return cute::get<3>(problem) == 1 && args.x && args.out && (!args.w || (args.ss && args.barrier && args.tiles));
-  }
-
-  CUTLASS_HOST_DEVICE AddRmsNormEpilogue(Params const& params, SharedStorage const& = SharedStorage())
-      : params_(params) {}
-
-  template <class ProblemMNKL, class TileMNK, class TileCoordMNKL, class AccEngine, class AccLayout, class TiledMma,
-            class Residue>
-  CUTLASS_DEVICE void operator()(ProblemMNKL problem, TileMNK tile, TileCoordMNKL tile_coord,
-                                 cute::Tensor<AccEngine, AccLayout> const& acc, TiledMma tiled_mma, Residue,
-                                 int thread_idx, char* smem_buf) {
-    using namespace cute;
-    static_assert(size<0>(TileMNK{}) == kTileRows && size<1>(TileMNK{}) == kRows, "the tile this epilogue is for");
-    SharedStorage& sm = *reinterpret_cast<SharedStorage*>(smem_buf);
-    Tensor at = tiled_mma.get_thread_slice(thread_idx)
-                    .partition_C(make_identity_tensor(make_shape(size<0>(tile), size<1>(tile))));
-    const int m = static_cast<int>(get<0>(problem)), n = static_cast<int>(get<1>(problem));
-    const int tile_m = static_cast<int>(get<0>(tile_coord));
-    const int row0 = tile_m * kTileRows, col0 = static_cast<int>(get<1>(tile_coord)) * kRows;
-    bf16_t* x = reinterpret_cast<bf16_t*>(params_.x);
-    // The consumer warp group's own barrier (the two take turns in the epilogue).
-    const uint32_t group_barrier = (threadIdx.x / 128) & 1;
-    auto group_sync = [&] { cutlass::arch::NamedBarrier::arrive_and_wait(128, group_barrier); };
-
-    float sum[size(AccLayout{})];  // the new residual values, as rounded
-    CUTLASS_PRAGMA_UNROLL
-    for (int i = 0; i < size(acc); ++i) {
-      const int r = static_cast<int>(get<0>(at(i))), c = static_cast<int>(get<1>(at(i)));
-      float v = 0.f;
-      if (row0 + r < m && col0 + c < n) {
-        bf16_t* xp = x + int64_t(col0 + c) * m + row0 + r;
-        const bf16_t rounded = to_bf(bf(*xp) + acc(i));
-        *xp = rounded;
-        v = bf(rounded);
-      }
-      sum[i] = v;
-      if (params_.w) sm.squares[r][c] = v * v;
-    }
-    if (!params_.w) return;
-    group_sync();
-    const int c = thread_idx % kRows, part = thread_idx / kRows;
-    constexpr int kPartRows = kTileRows / kParts;
-    float s = 0.f;
-    for (int r = part * kPartRows; r < (part + 1) * kPartRows; ++r) s += sm.squares[r][c];
-    sm.partial[part][c] = s;
-    group_sync();
-    if (thread_idx < kRows && col0 + thread_idx < n) {
-      float t = 0.f;
-      for (int p = 0; p < kParts; ++p) t += sm.partial[p][thread_idx];
-      params_.ss[int64_t(tile_m) * n + col0 + thread_idx] = t;
-    }
-    group_sync();
-    if (thread_idx == 0) grid_barrier(params_.barrier, params_.tiles);
-    group_sync();
-    // Each batch row's sum over the M tiles: part p adds tiles p, p + kParts, ... (L2 reads: another SM wrote them).
-    const int tiles_m = (m + kTileRows - 1) / kTileRows;
-    s = 0.f;
-    if (col0 + c < n)
-      for (int j = part; j < tiles_m; j += kParts) s += __ldcg(params_.ss + int64_t(j) * n + col0 + c);
-    sm.partial[part][c] = s;
-    group_sync();
-    if (thread_idx < kRows) {
-      float t = 0.f;
-      for (int p = 0; p < kParts; ++p) t += sm.partial[p][thread_idx];
-      sm.inv[thread_idx] = rsqrtf(t / static_cast<float>(m) + params_.eps);
-    }
-    group_sync();
-    const bf16_t* w = reinterpret_cast<const bf16_t*>(params_.w);
-    bf16_t* out = reinterpret_cast<bf16_t*>(params_.out);
-    CUTLASS_PRAGMA_UNROLL
-    for (int i = 0; i < size(acc); ++i) {
-      const int r = static_cast<int>(get<0>(at(i))), cc = static_cast<int>(get<1>(at(i)));
-      if (row0 + r < m && col0 + cc < n)
-        out[int64_t(col0 + cc) * m + row0 + r] = to_bf(sum[i] * sm.inv[cc] * bf(w[row0 + r]));
-    }
-  }
-
- private:
-  Params params_;
-};
-
 // Tiles of 64 weight rows x kRows batch rows x 128 of K: 32 batch rows up to
 // 32 rows, 64 above (each weight tile is then read once, not twice).
 template <int kRows>
@@ -282,8 +130,6 @@ using TmaEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
     16 / sizeof(ElementD), ElementD, cutlass::layout::ColumnMajor, 16 / sizeof(ElementD),
     cutlass::epilogue::TmaWarpSpecialized>::CollectiveOp;
 using SiluMul = cutlass::epilogue::collective::detail::Sm90TmaWarpSpecializedAdapter<SiluMulEpilogue>;
-template <int kRows>
-using AddRmsNorm = cutlass::epilogue::collective::detail::Sm90TmaWarpSpecializedAdapter<AddRmsNormEpilogue<kRows>>;
 
 template <class Epilogue, int kRows>
 struct Decode {
@@ -306,10 +152,8 @@ struct Decode {
     return cudaFuncSetAttribute(cutlass::device_kernel<Kernel>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   }
 
-  // one_tile_ctas > 0: the grid must be that many CTAs, each with one tile
-  // (an epilogue that waits for the whole grid).
   static const char* run(const void* x, const void* w, int n, int m, int k, int slices, int num_sms,
-                         typename Epilogue::Arguments epilogue, cudaStream_t st, int one_tile_ctas = 0) {
+                         typename Epilogue::Arguments epilogue, cudaStream_t st) {
     const int ks = k / slices;
     typename Kernel::StrideA sa{};  // w [m, k]: row stride k; entry s starts s * ks in
     cute::get<0>(sa) = k;
@@ -330,10 +174,6 @@ struct Decode {
     // pointers (a graph records them by value).
     if (Adapter::get_workspace_size(args) != 0) return "CUTLASS asked for a workspace";
     typename Kernel::Params params = Kernel::to_underlying_arguments(args, nullptr);
-    if (one_tile_ctas > 0) {
-      const dim3 grid = Kernel::get_grid_shape(params);
-      if (int64_t(grid.x) * grid.y * grid.z != one_tile_ctas) return "the grid is not one CTA a tile";
-    }
     if (Adapter::run(params, st, nullptr, /*launch_with_pdl=*/true) != cutlass::Status::kSuccess) {
       const cudaError_t e = cudaGetLastError();
       return e != cudaSuccess ? cudaGetErrorString(e) : "the CUTLASS launch failed";
@@ -368,8 +208,7 @@ bool cutlass_gemm_supported(int64_t m, int64_t n, int64_t k, int slices, const v
 cudaError_t cutlass_gemm_prepare() {
   for (cudaError_t e : {Decode<TmaEpilogue<Bf16, 32>, 32>::prepare(), Decode<TmaEpilogue<float, 32>, 32>::prepare(),
                         Decode<TmaEpilogue<Bf16, 64>, 64>::prepare(), Decode<TmaEpilogue<float, 64>, 64>::prepare(),
-                        Decode<SiluMul, 32>::prepare(), Decode<SiluMul, 64>::prepare(),
-                        Decode<AddRmsNorm<32>, 32>::prepare(), Decode<AddRmsNorm<64>, 64>::prepare()})
+                        Decode<SiluMul, 32>::prepare(), Decode<SiluMul, 64>::prepare()})
     if (e != cudaSuccess) return e;
   return cudaSuccess;
 }
@@ -390,29 +229,7 @@ const char* cutlass_gemm_silu_mul(const void* x, const void* w, void* y, int64_t
                                   int num_sms, cudaStream_t st) {
   const SiluMulEpilogue::Arguments epilogue{static_cast<Bf16*>(y), m / 2};
   auto run = n <= 32 ? Decode<SiluMul, 32>::run : Decode<SiluMul, 64>::run;
-  return run(x, w, static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), 1, num_sms, epilogue, st, 0);
-}
-
-int64_t cutlass_add_rmsnorm_tiles(int64_t n, int64_t m) {
-  const int64_t rows = n <= 32 ? 32 : 64;
-  return (m + 63) / 64 * ((n + rows - 1) / rows);
-}
-
-const char* cutlass_gemm_add_rmsnorm(const void* in, const void* w, void* x, const void* norm_w, void* out,
-                                     float* ss, unsigned* barrier, int64_t n, int64_t m, int64_t k, float eps,
-                                     int num_sms, cudaStream_t st) {
-  const int64_t tiles = cutlass_add_rmsnorm_tiles(n, m);
-  if (norm_w && tiles > num_sms) return "more tiles than SMs (the grid's CTAs must all be resident)";
-  auto go = [&](auto rows) {
-    constexpr int kRows = decltype(rows)::value;
-    const typename AddRmsNormEpilogue<kRows>::Arguments epilogue{
-        static_cast<Bf16*>(x), static_cast<const Bf16*>(norm_w), static_cast<Bf16*>(out), ss, barrier,
-        static_cast<unsigned>(tiles), eps};
-    return Decode<AddRmsNorm<kRows>, kRows>::run(in, w, static_cast<int>(n), static_cast<int>(m),
-                                                 static_cast<int>(k), 1, num_sms, epilogue, st,
-                                                 norm_w ? static_cast<int>(tiles) : 0);
-  };
-  return n <= 32 ? go(std::integral_constant<int, 32>{}) : go(std::integral_constant<int, 64>{});
+  return run(x, w, static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), 1, num_sms, epilogue, st);
 }
 
 }  // namespace kf::cuda

@@ -44,16 +44,4 @@ const char* cutlass_gemm_split_k(const void* x, const void* w, float* partials, 
 const char* cutlass_gemm_silu_mul(const void* x, const void* w, void* y, int64_t n, int64_t m, int64_t k,
                                   int num_sms, cudaStream_t st);
 
-// An output projection with add_partials_rmsnorm's work in its epilogue:
-// x [n, m] += in [n, k] · w [m, k]ᵀ (rounded once), then, with norm_w,
-// out = rmsnorm(x) · norm_w; no kernel after it. The grid's CTAs meet at a
-// barrier (each holds one 64 x 32 or 64 x 64 tile, all resident at once), so
-// with norm_w it needs cutlass_add_rmsnorm_tiles(n, m) <= num_sms; ss
-// [tiles, n] floats of scratch, barrier [2] zeroed once and kept between
-// launches (one at a time on it). Launched as the other GEMMs.
-int64_t cutlass_add_rmsnorm_tiles(int64_t n, int64_t m);
-const char* cutlass_gemm_add_rmsnorm(const void* in, const void* w, void* x, const void* norm_w, void* out,
-                                     float* ss, unsigned* barrier, int64_t n, int64_t m, int64_t k, float eps,
-                                     int num_sms, cudaStream_t st);
-
 }  // namespace kf::cuda

@@ -52,9 +52,6 @@ Switches Switches::from_env() {
   env.on_off(sw.silu_epilogue, "KINFER_SILU_EPILOGUE",
              "0 (gate|up weights as loaded: the GEMM, then silu_mul) or 1 (their rows interleaved so the decode GEMM "
              "ends in silu_mul: the default)");
-  env.on_off(sw.norm_epilogue, "KINFER_NORM_EPILOGUE",
-             "0 (decode output projections split over K, then a kernel adds the residual and norms) or 1 (one GEMM "
-             "whose epilogue adds the residual and norms, its CTAs meeting at a grid barrier: the default)");
   env.on_off(sw.fused_mlp, "KINFER_MLP_FUSED", "0 (the MLP as three ops: the default) or 1 (one cooperative "
                                                "kernel where its plan applies)");
   env.on_off(sw.stage_known, "KINFER_ATTN_STAGE", "0 (the sparse kernel reads its known pages from the pool) or 1 "

@@ -13,7 +13,6 @@ struct Switches {
   bool gemm_cutlass = true;     // KINFER_GEMM_CUTLASS=0: every GEMM cuBLASLt's
   int split_k = -1;             // KINFER_SPLIT_K: output projections' K slices (0 or 1: never; -1: by size)
   bool silu_epilogue = true;    // KINFER_SILU_EPILOGUE=0: gate|up rows as loaded, silu_mul a kernel of its own
-  bool norm_epilogue = true;    // KINFER_NORM_EPILOGUE=0: output projections split over K, the norm a kernel after
   bool fused_mlp = false;       // KINFER_MLP_FUSED=1: the MLP as one cooperative kernel where it applies
   bool stage_known = true;      // KINFER_ATTN_STAGE=0: the sparse kernel reads known pages from the pool
   int bulk_dense = -1;          // KINFER_ATTN_BULK=0 / 1: dense tiles by bulk copies never / always (-1: by shape)
