@@ -164,13 +164,13 @@ PY
   log "granule done"
 }
 
-step_switch() {  # $SWITCH at 0 and 1 on the same rows, interleaved; JSON in $OUT/switch0.jsonl, switch1.jsonl
+step_switch() {  # $SWITCH at 0 and 1 (SWITCH_VALUES) on the same rows, interleaved; JSON in $OUT/switch0.jsonl, ...
   copy_bw
   local rows
   IFS=';' read -ra rows <<< "${SWITCH_ROWS:-qwen3-0.6b 32 16384 blocktopk;qwen3-0.6b 32 16384 blocktopk --summary-dtype int8;qwen3-0.6b 64 16384 blocktopk;qwen3-0.6b 64 16384 blocktopk --summary-dtype int8;qwen3-0.6b 32 32768 blocktopk --summary-dtype int8;qwen3-8b 32 16384 blocktopk --summary-dtype int8}"
   for ((rep = 0; rep < ${SWITCH_REPS:-2}; ++rep)); do
     for row in "${rows[@]}"; do
-      for v in 0 1; do
+      for v in ${SWITCH_VALUES:-0 1}; do
         echo -n "$SWITCH=$v: "
         export "$SWITCH=$v"
         J=$OUT/switch$v.jsonl dec $row || tail -2 "$OUT/decode.err"
