@@ -65,20 +65,34 @@ int Scheduler::next_rows(const Sequence& s, int budget) const {
 }
 
 KvCache::PrefixMatch Scheduler::shareable(const Sequence& s) const {
-  // Only a fresh sequence: a recompute redoes its own rows (so its outputs
-  // cannot change), and an echo sequence wants its prompt rows' logits.
-  if (!cfg_.prefix_cache || s.preemptions > 0 || s.echo) return {};
-  // At least two prompt rows stay to compute (shared_rows): the last one's
-  // logits give the first token, and a one-row chunk would be a decode row
-  // (its sparse policy, the decode kernel) where a run without the cache
-  // computes a prefill row. So the pages that hold its first np - 2 rows.
+  // Not an echo sequence: it wants its prompt rows' logits. A recompute
+  // (after preemption) shares too: the index holds prompt pages only, each
+  // computed by a prefill as the recompute's own would be, and its own
+  // prompt pages, released last, are the last to be evicted.
+  if (!cfg_.prefix_cache || s.echo) return {};
+  const int rows = share_limit(s);
+  return kv_.match_prefix(s.prompt, rows > 0 ? (rows + kv_.page_size() - 1) / kv_.page_size() : 0);
+}
+
+// The rows a sequence may take from the index: some must stay to compute, a
+// last one whose logits give the next token, and never a one-row prefill
+// chunk (a one-row chunk is a decode row: the sparse policy and the decode
+// kernel where a run without the cache computes a prefill row). In chunks
+// (prompt and replayed tokens alike) that leaves all but the last two rows;
+// a fresh sequence, all but its prompt's last two; a recompute that replays
+// its tokens row by row, its whole prompt (its replayed rows are decode rows
+// in either run), but not all but one prompt row.
+int Scheduler::share_limit(const Sequence& s) const {
   const int np = static_cast<int>(s.prompt.size());
-  return kv_.match_prefix(s.prompt, np >= 2 ? (np - 2 + kv_.page_size() - 1) / kv_.page_size() : 0);
+  if (cfg_.chunked_replay && !s.row_replay) return s.total() - 2;
+  return s.total() > np ? np : np - 2;
 }
 
 int Scheduler::shared_rows(const Sequence& s, const KvCache::PrefixMatch& m) const {
-  const int np = static_cast<int>(s.prompt.size());
-  return std::max(0, std::min(m.pages * kv_.page_size(), np - 2));
+  const int rows = std::min(m.pages * kv_.page_size(), share_limit(s));
+  const bool row_replay = !(cfg_.chunked_replay && !s.row_replay);
+  if (row_replay && rows == static_cast<int>(s.prompt.size()) - 1) return std::max(0, rows - 1);
+  return std::max(0, rows);
 }
 
 void Scheduler::preempt(int64_t id) {

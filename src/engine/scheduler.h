@@ -104,9 +104,11 @@ class Scheduler {
   // Rows to compute next for a sequence (prefill chunk or one row), within `budget`.
   int next_rows(const Sequence& s, int budget) const;
   int pages_for(int tokens) const { return (tokens + kv_.page_size() - 1) / kv_.page_size(); }
-  // Indexed pages a waiting sequence may start with (none unless it is fresh),
-  // and the prompt rows it keeps of them.
+  // Indexed pages a waiting sequence may start with (fresh or recomputed; an
+  // echo sequence none), and the prompt rows it keeps of them, at most
+  // share_limit(s).
   KvCache::PrefixMatch shareable(const Sequence& s) const;
+  int share_limit(const Sequence& s) const;
   int shared_rows(const Sequence& s, const KvCache::PrefixMatch& m) const;
 
   KvCache& kv_;

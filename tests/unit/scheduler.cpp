@@ -312,11 +312,13 @@ struct Driver {
   KvCache kv;
   Scheduler sched;
   int64_t next_id = 0;
-  Driver(int n_pages, int page_size, int budget = 64) : kv(n_pages, page_size, true), sched(kv, config(budget)) {}
-  static SchedulerConfig config(int budget) {
+  Driver(int n_pages, int page_size, int budget = 64, bool chunked_replay = false)
+      : kv(n_pages, page_size, true), sched(kv, config(budget, chunked_replay)) {}
+  static SchedulerConfig config(int budget, bool chunked_replay) {
     SchedulerConfig c;
     c.max_step_tokens = budget;
     c.prefix_cache = true;
+    c.chunked_replay = chunked_replay;
     return c;
   }
   int64_t add(const std::vector<int>& prompt, int max_new, bool echo = false) {
@@ -467,7 +469,7 @@ TEST(Scheduler, PrefixCacheWaitsForPagesTheSameStepWrites) {
 
 // Nothing is shared by echo sequences (their prompt rows' logits are
 // wanted) or by a recompute; pages evicted from the cache are computed again.
-TEST(Scheduler, PrefixCacheSkipsEchoRecomputeAndEvictedPages) {
+TEST(Scheduler, PrefixCacheSkipsEchoAndEvictedPagesAndSharesWithRecomputes) {
   const std::vector<int> p = iota(10);
   {
     Driver d(100, 4);
@@ -481,7 +483,8 @@ TEST(Scheduler, PrefixCacheSkipsEchoRecomputeAndEvictedPages) {
   }
   {
     // Two sequences of one prompt outgrow a pool of 7 pages of 2: the younger
-    // is preempted and recomputes its whole prompt, though its pages are cached.
+    // is preempted, and its recompute shares the prompt's three pages (the
+    // elder holds them) up to the last two rows of its context.
     Driver d(7, 2);
     const std::vector<int> q = iota(6);
     const int64_t a = d.add(q, 6);
@@ -490,18 +493,24 @@ TEST(Scheduler, PrefixCacheSkipsEchoRecomputeAndEvictedPages) {
     StepPlan plan = d.step();
     EXPECT_EQ(rows_of(plan, b).start, 4);
     bool recomputed = false;
+    int recompute_shared = 0;
     for (int i = 0; !d.sched.done() && i < 1000; ++i) {
       plan = d.step();
       const StepSeq sb = rows_of(plan, b);
       if (sb.n > 0 && d.sched.seq(b).preemptions > 0 && !recomputed) {
         recomputed = true;
-        EXPECT_EQ(sb.start, 0);
-        EXPECT_GE(sb.n, 6);
+        // It has generated tokens, which it replays row by row (decode rows, as they were): its whole
+        // prompt comes from the index, and its first row is the first replayed token's.
+        EXPECT_GT(d.sched.seq(b).generated.size(), 1u);
+        EXPECT_EQ(sb.start, 6);
+        EXPECT_EQ(sb.n, 1);
+        recompute_shared = sb.start;
       }
     }
     EXPECT_TRUE(recomputed);
     EXPECT_GT(d.sched.preemptions(), 0);
-    EXPECT_EQ(d.sched.prefix_cached_rows(), 4);
+    EXPECT_EQ(d.sched.prefix_cached_rows(), 4 + recompute_shared);
+    EXPECT_EQ(d.sched.seq(b).prefix_cached, 4) << "usage counts the first admission's";
     EXPECT_EQ(d.kv.used_pages(), 0);
     EXPECT_EQ(d.kv.check_consistency(), "");
     (void)a;
@@ -525,6 +534,44 @@ TEST(Scheduler, PrefixCacheSkipsEchoRecomputeAndEvictedPages) {
     d.run();
     EXPECT_EQ(d.kv.check_consistency(), "");
   }
+}
+
+// A recompute's shared rows: with its tokens replayed row by row, its whole
+// prompt, unless that would leave a one-row prefill chunk (a 7-token prompt
+// in pages of 2: 5 rows, its last two computed); with chunked replay, all
+// but the last two rows of its context. Two sequences of one prompt in pools
+// too small for both preempt the younger; its recompute must start there.
+TEST(Scheduler, PrefixCacheRecomputeSharesUpToItsLimit) {
+  for (bool chunked : {false, true})
+    for (int prompt_len : {6, 7})
+      for (int pages = 7; pages <= 9; ++pages) {
+        SCOPED_TRACE(::testing::Message() << (chunked ? "chunked" : "row replay") << ", prompt " << prompt_len
+                                          << ", " << pages << " pages");
+        Driver d(pages, 2, 64, chunked);
+        const std::vector<int> q = iota(prompt_len);
+        d.add(q, 7);
+        d.step();
+        const int64_t b = d.add(q, 7);
+        int recomputes = 0;
+        for (int i = 0; !d.sched.done() && i < 1000; ++i) {
+          const int before = d.sched.seq(b).preemptions, running = d.sched.seq(b).running;
+          const int generated = static_cast<int>(d.sched.seq(b).generated.size());
+          const StepPlan plan = d.step();
+          const StepSeq sb = rows_of(plan, b);
+          if (sb.n == 0 || running || before == 0) continue;  // not a re-admission
+          ++recomputes;
+          const int total = prompt_len + generated;
+          const int want = chunked ? std::min(6, total - 2)
+                                   : (generated > 0 ? (prompt_len == 7 ? 5 : 6) : prompt_len - 2);
+          EXPECT_EQ(sb.start, want) << "generated " << generated;
+          EXPECT_GE(sb.n, 1);
+        }
+        if (pages == 7) {
+          EXPECT_GT(recomputes, 0);
+        }
+        EXPECT_EQ(d.kv.used_pages(), 0);
+        EXPECT_EQ(d.kv.check_consistency(), "");
+      }
 }
 
 // Admission counts cached pages as free, and the pages a sequence shares
