@@ -60,7 +60,7 @@ struct EngineConfig {
   // One step in flight while the host prepares the next. Auto = on CUDA only.
   Mode overlap = Mode::Auto;
   RepetitionParams repetition;
-  // Share full prompt pages across requests (--prefix-cache; scheduler.h).
+  // Share full KV pages across requests (--prefix-cache; scheduler.h).
   // Opt-in: a shared page's K/V come from another request's prefill chunks,
   // which on the GPU may differ from this request's own in the last bits (CPU
   // ops are batch-invariant: there the outputs are the same bits).

@@ -71,7 +71,27 @@ KvCache::PrefixMatch Scheduler::shareable(const Sequence& s) const {
   // prompt pages, released last, are the last to be evicted.
   if (!cfg_.prefix_cache || s.echo) return {};
   const int rows = share_limit(s);
-  return kv_.match_prefix(s.prompt, rows > 0 ? (rows + kv_.page_size() - 1) / kv_.page_size() : 0);
+  return kv_.match_prefix(indexed_tokens(s), rows > 0 ? (rows + kv_.page_size() - 1) / kv_.page_size() : 0);
+}
+
+// A sequence's rows match a prefill of its tokens when its attention is
+// dense (engine.cpp: chunked replay), so its generated tokens' pages are
+// indexed too (a chat's next turn that quotes an answer shares it); under a
+// sparse policy its decode rows differ from a prefill's, and only its
+// prompt's pages are.
+TokenRun Scheduler::indexed_tokens(const Sequence& s) const {
+  if (cfg_.chunked_replay && !s.row_replay) return TokenRun(s.prompt, s.generated);
+  return TokenRun(s.prompt);
+}
+
+void Scheduler::index_pages(const Sequence& s) {
+  if (!cfg_.prefix_cache) return;
+  // Full pages whose rows are computed (or being computed by a step in
+  // flight) and whose input tokens the host knows (a pending token's row
+  // waits for the next call).
+  const TokenRun tokens = indexed_tokens(s);
+  const int rows = std::min(s.n_cached, static_cast<int>(tokens.size()));
+  kv_.index_prefix(s.id, tokens, rows / kv_.page_size());
 }
 
 // The rows a sequence may take from the index: some must stay to compute, a
@@ -99,6 +119,7 @@ void Scheduler::preempt(int64_t id) {
   Sequence& s = seq(id);
   running_.erase(key(s));
   reserved_children_ -= s.fork_children;
+  index_pages(s);  // its recompute may find them again
   kv_.free(id);
   s.running = false;
   s.n_cached = 0;
@@ -152,18 +173,16 @@ const StepPlan& Scheduler::schedule() {
     kv_.append(s.id, n, plan.slots, plan.copies);
     const bool sample = s.n_cached + n == s.total();
     plan.seqs.push_back(StepSeq{s.id, s.n_cached, n, sample, sample ? s.fork_children : 0});
-    const int np = static_cast<int>(s.prompt.size());
-    // Index the full prompt pages these rows complete, as being written by
-    // this step: no sequence shares them before the next step (KvCache's
+    // Index the full pages these rows complete, as being written by this
+    // step: no sequence shares them before the next step (KvCache's
     // header). A later step may share them while this one is still in
     // flight: steps run in launch order on the device (one stream per rank,
     // engine/executor.h), so it reads a page after this step wrote its K/V
     // and key summary (written with a page's last row, backend.h kv_write).
     // For the same reason a page evicted once its sequence ends (even with
     // this step in flight) is rewritten only by a later step.
-    if (cfg_.prefix_cache && s.n_cached < np)
-      kv_.index_prefix(s.id, s.prompt, std::min(s.n_cached + n, np) / kv_.page_size());
     s.n_cached += n;
+    index_pages(s);
     budget -= n;
     plan.rows += n;
     if (sample) {
@@ -236,7 +255,7 @@ const StepPlan& Scheduler::schedule() {
     reserved_children_ += s.fork_children;
     s.running = true;
     kv_.add(s.id);
-    if (start > 0) kv_.share_prefix(s.id, s.prompt, start);
+    if (start > 0) kv_.share_prefix(s.id, indexed_tokens(s), start);
     prefix_cached_rows_ += start;
     if (s.preemptions == 0) s.prefix_cached = start;
     add_rows(s, n);
@@ -248,6 +267,7 @@ void Scheduler::finish(int64_t id, StopReason why, const std::string& error) {
   Sequence& s = seq(id);
   if (s.finished) return;
   if (s.running) {
+    index_pages(s);  // the pages its last collected tokens completed
     kv_.free(id);
     reserved_children_ -= s.fork_children;
   }

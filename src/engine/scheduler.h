@@ -20,12 +20,16 @@
 // prefilled once. Steps may be in flight when the next is scheduled: a
 // sequence's `pending` tokens are known only once its step is collected.
 //
-// Prefix cache (`prefix_cache`): full prompt pages are shared across
-// requests through the KvCache's prefix index. A fresh sequence (first
-// admission, not echo) starts with the longest run of indexed pages of its
-// prompt, up to all but its last two rows (a page whose last rows it computes
-// itself is copied on write), and prefills from there; every step indexes
-// the full prompt pages its rows complete. A waiting sequence whose next
+// Prefix cache (`prefix_cache`): full pages are shared across requests
+// through the KvCache's prefix index: prompt pages, and under dense
+// attention generated tokens' pages too (a dense decode row is what a prefill
+// computes, as chunked replay relies on; a chat's next turn quotes the
+// answer). A sequence admitted from the queue (fresh or recomputed, not
+// echo) starts with the longest run of indexed pages of its tokens, up to
+// share_limit() (a page whose last rows it computes itself is copied on
+// write), and prefills from there; every step indexes the full pages its
+// rows complete once their tokens are known, and so do preemption and
+// finishing. A waiting sequence whose next
 // pages are being written by the step being scheduled (identical prompts
 // arriving together, a long shared prefix in chunks) waits for them.
 #pragma once
@@ -45,7 +49,7 @@ struct SchedulerConfig {
   int max_running = 256;      // running sequences (and so sequences and sampled rows in one step)
   bool chunked_replay = false;
   int max_echo_rows = 128;  // prompt rows of `echo` sequences per step (their logits are kept)
-  bool prefix_cache = false;  // share full prompt pages across sequences (the KvCache needs its prefix index)
+  bool prefix_cache = false;  // share full pages across sequences (the KvCache needs its prefix index)
 };
 
 // Compute positions [start, start + n) of sequence `id`; if `sample`, the last
@@ -109,6 +113,10 @@ class Scheduler {
   // share_limit(s).
   KvCache::PrefixMatch shareable(const Sequence& s) const;
   int share_limit(const Sequence& s) const;
+  // The tokens whose full pages the prefix index takes from a sequence, and
+  // the indexing of those its computed rows complete.
+  TokenRun indexed_tokens(const Sequence& s) const;
+  void index_pages(const Sequence& s);
   int shared_rows(const Sequence& s, const KvCache::PrefixMatch& m) const;
 
   KvCache& kv_;

@@ -55,6 +55,7 @@ KvCache::KvCache(int n_pages, int page_size, bool prefix_index, PrefixHash hash)
   if (prefix_index_) {
     entries_.resize(n_pages);
     entry_ids_.resize(static_cast<size_t>(n_pages) * page_size);
+    page_ids_.resize(page_size);
   }
 }
 
@@ -187,7 +188,17 @@ int KvCache::find_entry(uint64_t hash, uint64_t parent, std::span<const int> ids
   return p;
 }
 
-KvCache::PrefixMatch KvCache::match_prefix(std::span<const int> tokens, int max_pages) const {
+std::span<const int> KvCache::page_tokens(const TokenRun& tokens, int j) const {
+  const size_t begin = static_cast<size_t>(j) * page_size_, end = begin + page_size_, head = tokens.head.size();
+  if (end <= head) return tokens.head.subspan(begin, page_size_);
+  if (begin >= head) return tokens.tail.subspan(begin - head, page_size_);
+  std::copy(tokens.head.begin() + static_cast<ptrdiff_t>(begin), tokens.head.end(), page_ids_.begin());
+  std::copy(tokens.tail.begin(), tokens.tail.begin() + static_cast<ptrdiff_t>(end - head),
+            page_ids_.begin() + static_cast<ptrdiff_t>(head - begin));
+  return page_ids_;
+}
+
+KvCache::PrefixMatch KvCache::match_prefix(const TokenRun& tokens, int max_pages) const {
   PrefixMatch m;
   if (!prefix_index_) return m;
   const int full = std::min(max_pages, static_cast<int>(tokens.size()) / page_size_);
@@ -209,7 +220,7 @@ KvCache::PrefixMatch KvCache::match_prefix(std::span<const int> tokens, int max_
   return m;
 }
 
-void KvCache::share_prefix(int64_t seq, std::span<const int> tokens, int n_tokens) {
+void KvCache::share_prefix(int64_t seq, const TokenRun& tokens, int n_tokens) {
   KF_CHECK(prefix_index_, "KV cache: share_prefix without the prefix index");
   Table& t = tables_.at(seq);
   KF_CHECK(t.pages.empty(), "KV cache: share_prefix into sequence {} that holds pages", seq);
@@ -247,7 +258,7 @@ void KvCache::share_prefix(int64_t seq, std::span<const int> tokens, int n_token
   note_peak();
 }
 
-void KvCache::index_prefix(int64_t seq, std::span<const int> tokens, int full_pages) {
+void KvCache::index_prefix(int64_t seq, const TokenRun& tokens, int full_pages) {
   KF_CHECK(prefix_index_, "KV cache: index_prefix without the prefix index");
   Table& t = tables_.at(seq);
   KF_CHECK(full_pages * page_size_ <= t.tokens && static_cast<size_t>(full_pages) * page_size_ <= tokens.size(),

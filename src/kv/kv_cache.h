@@ -7,11 +7,12 @@
 // returned copies with Backend::kv_copy_pages on every layer before writing.
 //
 // Prefix index (opt-in: KvCache(n, P, true); the scheduler's prefix cache):
-// full prompt pages shared across sequences. A page is indexed under a chained
+// full pages of token ids (prompts, and dense sequences' generated tokens:
+// engine/scheduler.h) shared across sequences. A page is indexed under a chained
 // hash of its tokens (the previous page's hash and its P ids) and holds one
 // reference of the index's own; its ids and the entry of the page before it
 // are kept too, so a hash collision can never share a wrong page. A lookup
-// walks a prompt's full pages from the first while each is indexed. A page
+// walks a token run's full pages from the first while each is indexed. A page
 // whose only reference is the index is cached: evictable, least recently
 // released first, when an allocation finds the free list empty. Indexed pages
 // are full and no write ever lands in one: a sequence appends past them, or,
@@ -54,6 +55,15 @@ class PagePool {
 // A pending page copy for copy-on-write: src -> dst (physical page ids).
 struct PageCopy {
   int src = 0, dst = 0;
+};
+
+// A sequence's token ids as two runs read as one (its prompt, then the
+// tokens it generated), so that callers need not join them.
+struct TokenRun {
+  std::span<const int> head, tail;
+  TokenRun(std::span<const int> h, std::span<const int> t = {}) : head(h), tail(t) {}
+  TokenRun(const std::vector<int>& h) : head(h) {}
+  size_t size() const { return head.size() + tail.size(); }
 };
 
 // The chained hash of a page: of the previous page's hash (kPrefixRoot for
@@ -107,15 +117,15 @@ class KvCache {
   };
   // The longest run, at most max_pages, of indexed pages that hold `tokens`
   // from the first one (full pages only), written by earlier steps.
-  PrefixMatch match_prefix(std::span<const int> tokens, int max_pages) const;
+  PrefixMatch match_prefix(const TokenRun& tokens, int max_pages) const;
   // An empty sequence's table starts with the pages of match_prefix(tokens)
   // that hold tokens [0, n_tokens) (retained): it holds n_tokens tokens. A
   // partly kept last page is copied on the sequence's first write into it.
-  void share_prefix(int64_t seq, std::span<const int> tokens, int n_tokens);
+  void share_prefix(int64_t seq, const TokenRun& tokens, int n_tokens);
   // Indexes the sequence's first full_pages pages, which hold tokens [0,
   // full_pages * page_size) (those not indexed yet; where an identical
   // entry exists it is kept and this sequence's page is not indexed).
-  void index_prefix(int64_t seq, std::span<const int> tokens, int full_pages);
+  void index_prefix(int64_t seq, const TokenRun& tokens, int full_pages);
   // A new step is being scheduled: pages indexed before now are written (see
   // the header). Until the first call every indexed page counts as written.
   void begin_step() { ++step_; }
@@ -155,9 +165,9 @@ class KvCache {
   // The indexed page that holds ids as the page after entry `parent` whose
   // hash is `hash`, or -1.
   int find_entry(uint64_t hash, uint64_t parent, std::span<const int> ids) const;
-  std::span<const int> page_tokens(std::span<const int> tokens, int j) const {
-    return tokens.subspan(static_cast<size_t>(j) * page_size_, page_size_);
-  }
+  // Page j's ids (a view into tokens, or into page_ids_ for a page that
+  // straddles the two runs: valid until the next call).
+  std::span<const int> page_tokens(const TokenRun& tokens, int j) const;
   int alloc_page();            // from the free list, else evicts the least recently cached page
   void release_page(int page);  // drops a table's reference
   void cache_push(int page);   // onto the cached list, as the most recent
@@ -172,6 +182,7 @@ class KvCache {
   PrefixHash hash_;
   std::vector<Entry> entries_;  // [n_pages] with the index
   std::vector<int> entry_ids_;  // [n_pages, page_size]: token ids of each indexed page
+  mutable std::vector<int> page_ids_;  // [page_size]: page_tokens()' joined page
   std::unordered_map<uint64_t, int> index_;  // chained hash -> page
   int lru_head_ = -1, lru_tail_ = -1, lru_size_ = 0;  // cached list, least recent at the head
   uint64_t next_serial_ = 1;

@@ -348,7 +348,10 @@ def test_data_parallel_replicas_serve_the_same_samples():
         assert got == want, (got, want)
         m = wait_idle(two.port, timeout=60)
         assert m['kinfer_requests_total{status="200"}'] == 6, m
-        assert m["kinfer_kv_pages_free"] == 2 * 256, m  # both replicas' pools, all free again
+        # Both replicas' pools: no page used; free but for the prefix cache's (serve's default), which holds the
+        # prompts' and answers' full pages.
+        assert m["kinfer_kv_pages_used"] == 0, m
+        assert m["kinfer_kv_pages_free"] + m["kinfer_kv_pages_cached"] == 2 * 256, m
         code, _, err = two.stop(timeout=60)
         assert code == 0, err[-1000:]
     finally:
@@ -408,6 +411,32 @@ def test_prefix_cache():
                 server.proc.kill()
 
 
+def test_chat_next_turn_shares_the_answer():
+    """A chat's second turn quotes the first answer: with dense attention (the default) the answer's full pages are
+    indexed too, so the second turn's cached_tokens reach past the first turn's prompt pages into its answer."""
+    chat = Server("--kv-pages", "256", "--max-seqs", "8")
+    try:
+        c = OpenAI(base_url=chat.url + "/v1", api_key="x", max_retries=0, timeout=120)
+        m1 = [{"role": "system", "content": "You are a helpful assistant who explains things in detail."},
+              {"role": "user", "content": "Tell me about the city of Paris and its history."}]
+        r1 = c.chat.completions.create(model="default", messages=m1, max_tokens=60, temperature=0)
+        P = 16
+        prompt_pages = r1.usage.prompt_tokens // P * P
+        # Rows computed for the first turn: its prompt and all its answer but the last token.
+        computed = (r1.usage.prompt_tokens + r1.usage.completion_tokens - 1) // P * P
+        assert computed > prompt_pages, r1.usage
+        m2 = m1 + [{"role": "assistant", "content": r1.choices[0].message.content},
+                   {"role": "user", "content": "And what about Lyon?"}]
+        r2 = c.chat.completions.create(model="default", messages=m2, max_tokens=8, temperature=0)
+        cached = r2.usage.prompt_tokens_details.cached_tokens
+        assert prompt_pages < cached <= computed and cached % P == 0, (r1.usage, r2.usage)
+        code, _, err = chat.stop(timeout=60)
+        assert code == 0, err[-1000:]
+    finally:
+        if chat.proc.poll() is None:
+            chat.proc.kill()
+
+
 def test_prefix_cache_routes_by_prompt_across_replicas():
     """--prefix-cache with two replicas: requests of one prompt, one after another, all go to the replica that took
     it first (the other is as idle), so each later one shares its pages; /metrics counts them as routed by prefix."""
@@ -457,7 +486,7 @@ try:
                test_hangup_cancels_and_frees_pages, test_waiting_limit_and_graceful_shutdown,
                test_thousand_open_connections_do_not_starve_new_requests,
                test_data_parallel_replicas_serve_the_same_samples, test_prefix_cache,
-               test_prefix_cache_routes_by_prompt_across_replicas, test_cli):
+               test_chat_next_turn_shares_the_answer, test_prefix_cache_routes_by_prompt_across_replicas, test_cli):
         checks.run(fn)
     checks.run(lambda: wait_idle(srv.port))
 finally:

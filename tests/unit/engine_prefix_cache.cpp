@@ -172,7 +172,8 @@ TEST(EnginePrefixCache, SharedPromptsGiveTheSameTokensAndLogprobsAndCountCachedR
     EXPECT_EQ(with.used_idle, 0);
     EXPECT_EQ(without.used_idle, 0);
     EXPECT_EQ(without.cached_idle, 0);
-    EXPECT_EQ(with.cached_idle, 5);  // p15's 3 full pages and p17's third and fourth
+    // At least p15's 3 full pages and p17's third and fourth; the samples' full pages too (dense).
+    EXPECT_GE(with.cached_idle, 5);
     EXPECT_GT(w.kv_pages_peak, 0);
     EXPECT_LE(w.kv_pages_peak, wo.kv_pages_peak);
   }
@@ -193,6 +194,39 @@ TEST(EnginePrefixCache, IdenticalPromptsSubmittedTogetherShareAfterOneStep) {
     EXPECT_EQ(w.prefill_tokens, wo.prefill_tokens - 3 * 22);
     EXPECT_EQ(wo.prefill_tokens, 4 * 24 + 13);
   }
+}
+
+// A chat's next turn: its prompt quotes the first turn's prompt and answer.
+// Under dense attention a generated token's row is what a prefill computes
+// (bit for bit on the CPU: run_both checks the tokens and logprobs), so the
+// answer's full pages are indexed and the next turn shares them too, up to
+// all but its last two rows; under a sparse policy its decode rows are not
+// a prefill's, and only the first prompt's pages are shared.
+TEST(EnginePrefixCache, ANextTurnSharesTheAnswersPages) {
+  const std::vector<int> p = tokens(18, 21), user2 = tokens(5, 22);
+  Request first = request(p, 1, 15, 1);
+  first.ignore_eos = true;  // 15 tokens: rows for 18 + 14 inputs, 8 full pages of 4
+  for (EngineConfig::Mode overlap : kOverlaps) {
+    SCOPED_TRACE(overlap_name(overlap));
+    EngineConfig cfg = config(AttnKind::Dense, 400, true);
+    cfg.overlap = cfg.graphs = overlap;
+    const Waves one = run_waves(cfg, {{first}});
+    const std::vector<int>& answer = one.out[0][0].tokens;
+    ASSERT_EQ(answer.size(), 15u);
+    const std::vector<int> turn2 = concat(concat(p, answer), user2);  // 38 tokens
+    const auto [without, with] = run_both({{first}, {request(turn2, 1, 6, 2)}}, overlap);
+    // 32 rows of the first request are computed (its last token is not an input): 8 pages.
+    EXPECT_EQ(with.cached_tokens, (std::vector<int>{0, 32}));
+    EXPECT_EQ(with.after_wave.back().prefill_tokens, without.after_wave.back().prefill_tokens - 32);
+  }
+  // Block top-k: the answer's pages were decode rows under the sparse policy: the prompt's 4 pages only.
+  EngineConfig sparse = config(AttnKind::BlockTopK, 400, true);
+  const Waves one = run_waves(sparse, {{first}});
+  const std::vector<int> turn2 = concat(concat(p, one.out[0][0].tokens), user2);
+  const Waves two = run_waves(sparse, {{first}, {request(turn2, 1, 6, 2)}});
+  EXPECT_EQ(two.cached_tokens, (std::vector<int>{0, 16}));
+  EngineConfig sparse_off = config(AttnKind::BlockTopK, 400, false);
+  expect_same(run_waves(sparse_off, {{first}, {request(turn2, 1, 6, 2)}}).out, two.out);
 }
 
 // A pool that holds little more than one request's pages: cached pages are
