@@ -199,6 +199,37 @@ TEST(KvCache, PrefixLookupFindsOnlyIdenticalChainsFromTheFirstPage) {
 // A sequence may keep only the first rows of its last shared page: its table
 // holds that page until its first write into it, which goes to a copy, and
 // the original stays indexed (cached once the index is its only holder).
+// A TokenRun (a prompt, then generated tokens) reads as the joined ids, a
+// page that straddles the two runs included: indexing, lookup and sharing
+// through two runs agree with one contiguous vector, whichever way split.
+TEST(KvCache, TokenRunsReadAsTheJoinedIds) {
+  const std::vector<int> all = ids(18, 300);  // pages 0..3 + 2 tokens
+  for (size_t cut : {0u, 3u, 4u, 6u, 18u}) {
+    SCOPED_TRACE(cut);
+    KvCache kv(20, 4, true);
+    const std::vector<int> head(all.begin(), all.begin() + static_cast<ptrdiff_t>(cut)),
+        tail(all.begin() + static_cast<ptrdiff_t>(cut), all.end());
+    std::vector<int32_t> slots;
+    std::vector<PageCopy> copies;
+    kv.add(1);
+    kv.append(1, 18, slots, copies);
+    kv.index_prefix(1, TokenRun(head, tail), 4);
+    EXPECT_EQ(kv.indexed_pages(), 4);
+    EXPECT_EQ(kv.match_prefix(all, 10).pages, 4);  // found by the joined ids
+    EXPECT_EQ(kv.match_prefix(TokenRun(head, tail), 10).pages, 4);
+    std::vector<int> other = all;
+    other[9] = 1;  // page 2 differs
+    const size_t c2 = std::min<size_t>(cut, 9);
+    EXPECT_EQ(kv.match_prefix(TokenRun(std::span<const int>(other).first(c2), std::span<const int>(other).subspan(c2)), 10)
+                  .pages,
+              2);
+    kv.add(2);
+    kv.share_prefix(2, TokenRun(head, tail), 14);  // three whole pages and half the fourth
+    EXPECT_EQ(kv.pages(2), std::vector<int>(kv.pages(1).begin(), kv.pages(1).begin() + 4));
+    EXPECT_EQ(kv.check_consistency(), "");
+  }
+}
+
 TEST(KvCache, SharingPartOfAPageCopiesItOnTheFirstWrite) {
   KvCache kv(20, 4, true);
   const std::vector<int> a = ids(12, 100);  // three full pages
