@@ -1,6 +1,8 @@
-// PrefixAffinity: which prompt prefixes a replica has been given, so that a
-// request goes where its prefix cache likely holds the request's first pages
-// (ReplicaSet's routing with --prefix-cache, dist/replicas.h).
+// PrefixAffinity: which prompt prefixes a replica has been given (and, under
+// dense attention, the prompts and answers of what it finished, whose pages
+// its cache indexed too), so that a request goes where its prefix cache
+// likely holds the request's first pages (ReplicaSet's routing with
+// --prefix-cache, dist/replicas.h).
 //
 // A prompt is seen as the chained hashes of its first full pages, the same
 // chain the KV cache's prefix index uses (kv/kv_cache.h prefix_hash), up to

@@ -12,14 +12,19 @@ struct ReplicaSet::Rep {
   Replica* replica = nullptr;
   std::unique_ptr<Engine> engine;
   std::thread thread;
-  std::map<int64_t, std::pair<int64_t, int>> taken;  // engine id -> (set id, samples)
+  struct Taken {
+    int64_t id = 0;          // the set's
+    int samples = 0;
+    std::vector<int> prompt;  // kept where routing by prefix: its answers extend the record
+  };
+  std::map<int64_t, Taken> taken;  // engine id -> the request
   int64_t outstanding = 0;  // samples of taken, unfinished requests
   bool room = true;         // its scheduler has nothing waiting (as of its last step)
   bool ready = false;
   // queue_changes_ and its outstanding samples when it last looked at the queue.
   uint64_t queue_seen = 0;
   int64_t outstanding_seen = 0;
-  PrefixAffinity prefixes;  // the prompt pages it took (routing with the prefix cache)
+  PrefixAffinity prefixes;  // the pages it took and computed (routing with the prefix cache)
   ReplicaStats stats;
   explicit Rep(int page_size) : prefixes(page_size) {}
 };
@@ -196,8 +201,10 @@ void ReplicaSet::take_work(int i, Rep& rep, bool room) {
     ++queue_changes_;
     const int n = taken.request.n;
     prompt_tokens += static_cast<int64_t>(taken.request.prompt.size());
+    std::vector<int> prompt;
+    if (!taken.pages.empty()) prompt = taken.request.prompt;
     const int64_t eid = rep.engine->submit(std::move(taken.request));
-    rep.taken[eid] = {taken.id, n};
+    rep.taken[eid] = {taken.id, n, std::move(prompt)};
     placed_[taken.id] = {i, eid};
     rep.outstanding += n;
     rep.stats.requests += 1;
@@ -207,13 +214,29 @@ void ReplicaSet::take_work(int i, Rep& rep, bool room) {
   rep.outstanding_seen = rep.outstanding;
 }
 
+// Under mu_: a finished request's samples under dense attention left their
+// answers' full pages in the replica's cache too (engine/scheduler.h), so the
+// record takes each sample's prompt and answer (all but its last token, which
+// no row read): a chat's next turn, which quotes it, comes back here.
+void ReplicaSet::note_answers(Rep& rep, const std::vector<int>& prompt, const FinishedRequest& f) {
+  if (prompt.empty() || f.policy.kind != AttnKind::Dense) return;
+  std::vector<int> tokens;
+  for (const SampleResult& s : f.samples) {
+    if (s.tokens.size() < 2) continue;
+    tokens.assign(prompt.begin(), prompt.end());
+    tokens.insert(tokens.end(), s.tokens.begin(), s.tokens.end() - 1);
+    rep.prefixes.note(rep.prefixes.page_hashes(tokens));
+  }
+}
+
 // Under mu_: the replica's finished requests, with the set's ids.
 void ReplicaSet::publish(int i, Rep& rep, std::vector<FinishedRequest> done) {
   for (FinishedRequest& f : done) {
     auto it = rep.taken.find(f.id);
     KF_CHECK(it != rep.taken.end(), "replica set: replica {} finished request {} it never took", i, f.id);
-    f.id = it->second.first;
-    rep.outstanding -= it->second.second;
+    f.id = it->second.id;
+    rep.outstanding -= it->second.samples;
+    note_answers(rep, it->second.prompt, f);
     placed_.erase(f.id);
     rep.taken.erase(it);
     finished_.push_back(std::move(f));

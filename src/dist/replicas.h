@@ -113,6 +113,7 @@ class ReplicaSet {
   void take_work(int i, Rep& rep, bool room);
   Route route(int i, const Queued& q) const;
   void publish(int i, Rep& rep, std::vector<FinishedRequest> done);
+  static void note_answers(Rep& rep, const std::vector<int>& prompt, const FinishedRequest& f);
   void finish_cancelled(int64_t id, Request& r);
 
   EngineConfig cfg_;       // as given (read by the replica threads)

@@ -554,6 +554,42 @@ TEST(DataParallel, PrefixCacheRoutesRequestsToTheReplicaThatHasTheirPages) {
     EXPECT_EQ(cached, 6 * 28) << "a request prefilled its prompt on a replica that had not seen it";
     EXPECT_EQ(routed, 6);
   }
+  {
+    // A chat's next turn: its prompt quotes A's prompt (7 pages of 4) and a
+    // 16-token answer (rows for 45 tokens: 11 pages) and 30 more tokens (19
+    // pages). A's prompt alone is under half of them, the answer's pages
+    // make it more: it goes to the replica that ran A and shares 11 pages,
+    // though that replica is busier (a long request of A's prompt runs
+    // there), where load would send it to the other.
+    dist::ReplicaSet set(two, cfg);
+    const Request a16 = with_key(a, 1, 16);
+    const auto first = run_set(set, {a16, b});
+    std::vector<int64_t> ids;
+    const std::vector<int>& answer = first.begin()->second[0].tokens;
+    ASSERT_EQ(answer.size(), 16u);
+    Request next = request(30, 60, 1, 4);
+    next.prompt.insert(next.prompt.begin(), answer.begin(), answer.end());
+    next.prompt.insert(next.prompt.begin(), a.prompt.begin(), a.prompt.end());
+    ASSERT_EQ(next.prompt.size(), 76u);
+    const std::vector<dist::ReplicaStats> before = set.replica_stats();
+    const int64_t busy = set.submit(with_key(a, 2, 4000));  // to A's replica (its whole prompt matches)
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (set.replica_stats()[0].requests + set.replica_stats()[1].requests == before[0].requests + before[1].requests &&
+           std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    run_set(set, {next}, &ids);
+    set.cancel(busy);
+    while (set.wait_finished(std::chrono::milliseconds(100)).empty()) {
+    }
+    const std::vector<dist::ReplicaStats> after = set.replica_stats();
+    int64_t cached = 0, routed = 0;
+    for (size_t r = 0; r < after.size(); ++r) {
+      cached += after[r].engine.prefix_cached_rows - before[r].engine.prefix_cached_rows;
+      routed += after[r].prefix_routed - before[r].prefix_routed;
+    }
+    EXPECT_EQ(routed, 2);  // the long request and the next turn
+    EXPECT_EQ(cached, 28 + 11 * 4);
+  }
   // Requests too long to end before all are taken, submitted after the first
   // wave: how many each replica took (then they are cancelled).
   auto taken_by = [&](dist::ReplicaSet& set, const std::vector<Request>& reqs) {
