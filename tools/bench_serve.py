@@ -7,6 +7,10 @@ end-to-end latency and output tokens/s; optionally the same work through
 against `bench generate -n C --requests C`: C requests that each prefill
 their prompt, as the server's clients do; the one-request run that
 prefills the prompt once for all C samples is reported beside it).
+With --turns T each request is a conversation of T turns: a turn after the
+first sends the previous turn's prompt, its answer (as token ids, by vLLM's
+return_tokens_as_token_ids) and --turn-len new ids, as a chat's next turn
+does; each level reports TTFT by turn.
 
 Standard library only (asyncio HTTP/1.1), so it runs on any machine with
 python3. Prompts are token ids (random:PRESET models have no tokenizer):
@@ -65,7 +69,8 @@ def summary_ms(xs):
 
 
 async def one_request(host, port, body):
-    """A streaming completion: (ttft s, [itl s], e2e s, output tokens)."""
+    """A streaming completion: (ttft s, [itl s], e2e s, output tokens, output token ids). The ids come from the
+    chunks' logprobs when the body asks for them as ids (return_tokens_as_token_ids: a next turn sends them back)."""
     t0 = time.perf_counter()
     r, w = await asyncio.open_connection(host, port, limit=1 << 22)
     data = json.dumps(body).encode()
@@ -78,7 +83,7 @@ async def one_request(host, port, body):
         rest = await r.read()
         w.close()
         raise RuntimeError(f"HTTP {status}: {rest[:300]!r}")
-    ttft, last, itl, tokens = None, None, [], 0
+    ttft, last, itl, tokens, ids = None, None, [], 0, []
     buf = b""
     while True:
         size = int((await r.readline()).strip(), 16)
@@ -94,6 +99,9 @@ async def one_request(host, port, body):
             j = json.loads(payload)
             if j.get("usage"):
                 tokens = j["usage"]["completion_tokens"]
+            for c in j["choices"]:
+                for t in (c.get("logprobs") or {}).get("tokens") or []:
+                    ids.append(int(t[len("token_id:"):]))
             if any(c.get("text") for c in j["choices"]):
                 now = time.perf_counter()
                 if ttft is None:
@@ -102,7 +110,7 @@ async def one_request(host, port, body):
                     itl.append(now - last)
                 last = now
     w.close()
-    return ttft or 0.0, itl, time.perf_counter() - t0, tokens
+    return ttft or 0.0, itl, time.perf_counter() - t0, tokens, ids
 
 
 def prompt_maker(args, vocab):
@@ -131,16 +139,26 @@ async def run_level(args, host, port, prompt, concurrency=None, rate=None, warm=
     first = 1 << 30 if warm else 0  # warm-up requests have suffixes of their own
     if args.kinfer_policy:
         body["kinfer"] = json.loads(args.kinfer_policy)
-    results, errors = [], []
+    turns = 1 if warm else args.turns
+    if turns > 1:  # the answer's ids, to quote in the next turn
+        body.update(logprobs=0, return_tokens_as_token_ids=True)
+    results, errors = [], []  # results: (turn, one_request's tuple)
     sem = asyncio.Semaphore(concurrency or n)
     rng = random.Random(0)
 
     async def task(i):
+        # A conversation: turn t + 1's prompt is turn t's prompt, its answer and --turn-len new ids.
         async with sem:
-            try:
-                results.append(await one_request(host, port, dict(body, seed=i, prompt=prompt(first + i))))
-            except Exception as e:  # noqa: BLE001 - reported in the results
-                errors.append(repr(e)[:200])
+            p = prompt(first + i)
+            for turn in range(turns):
+                try:
+                    r = await one_request(host, port, dict(body, seed=i * turns + turn, prompt=p))
+                except Exception as e:  # noqa: BLE001 - reported in the results
+                    errors.append(repr(e)[:200])
+                    return
+                results.append((turn, r))
+                more = random.Random(7919 * (first + i) + turn)
+                p = p + r[4] + [more.randrange(args.vocab) for _ in range(args.turn_len)]
 
     t0 = time.perf_counter()
     tasks = []
@@ -150,11 +168,15 @@ async def run_level(args, host, port, prompt, concurrency=None, rate=None, warm=
             await asyncio.sleep(rng.expovariate(rate))
     await asyncio.gather(*tasks)
     wall = time.perf_counter() - t0
+    by_turn = [[r for t, r in results if t == k] for k in range(turns)]
+    results = [r for _, r in results]
     ttft = [r[0] for r in results]
     itl = [x for r in results for x in r[1]]
     tpot = [(r[2] - r[0]) / max(1, r[3] - 1) for r in results if r[3] > 1]
     out_tokens = sum(r[3] for r in results)
-    return {"concurrency": concurrency, "request_rate": rate, "requests": n, "completed": len(results),
+    return {"concurrency": concurrency, "request_rate": rate, "requests": n * turns, "conversations": n,
+            "turns": turns, "ttft_ms_by_turn": [summary_ms([r[0] for r in rs]) for rs in by_turn],
+            "completed": len(results),
             "errors": len(errors), "error_samples": errors[:3], "wall_s": wall, "output_tokens": out_tokens,
             "output_tok_s": out_tokens / wall if wall > 0 else 0.0, "request_s": len(results) / wall if wall else 0.0,
             "ttft_ms": summary_ms(ttft), "itl_ms": summary_ms(itl), "tpot_ms": summary_ms(tpot),
@@ -226,6 +248,10 @@ def main():
     ap.add_argument("--shared-prefix-len", type=int, default=None,
                     help="the first K of --input-len ids are common to all requests, the rest each request's own")
     ap.add_argument("--output-len", type=int, default=128)
+    ap.add_argument("--turns", type=int, default=1,
+                    help="requests a conversation: turn t + 1 quotes turn t's prompt and answer (its token ids, by "
+                         "return_tokens_as_token_ids) and adds --turn-len ids (a chat's next turn)")
+    ap.add_argument("--turn-len", type=int, default=64, help="new ids a turn after the first adds")
     ap.add_argument("--temperature", type=float, default=0.6)
     ap.add_argument("--kinfer-policy", default="", help='per-request policy JSON, e.g. {"attn":"blocktopk"}')
     ap.add_argument("--compare-generate", action="store_true",
@@ -236,6 +262,10 @@ def main():
     ap.add_argument("--out", help="write the results JSON here")
     args = ap.parse_args()
     args.prefix_cache = False  # a server launched here says whether it has one (a --url server: unknown, taken off)
+    if args.turns < 1 or args.turn_len < 0:
+        ap.error(f"--turns {args.turns} must be >= 1 and --turn-len {args.turn_len} >= 0")
+    if args.turns > 1 and args.compare_generate:
+        ap.error("--compare-generate runs single requests: leave out --turns")
     if args.shared_prefix_len is not None:
         if not 0 <= args.shared_prefix_len <= args.input_len:
             ap.error(f"--shared-prefix-len {args.shared_prefix_len} must be within 0..--input-len {args.input_len}")
@@ -257,6 +287,7 @@ def main():
             listed = json.load(r)["data"][0]
         args.model_name = args.model_name or listed["id"]
         vocab = listed.get("vocab_size", 32000)
+        args.vocab = vocab
         prompt = prompt_maker(args, vocab)
         levels = []
 
@@ -285,7 +316,7 @@ def main():
             proc.terminate()
             proc.wait(timeout=120)
     result = {"bench": "serve", "server_args": args.server_args, "prefix_cache": args.prefix_cache,
-              "input_len": args.input_len,
+              "input_len": args.input_len, "turns": args.turns, "turn_len": args.turn_len,
               "shared_prefix_len": args.shared_prefix_len, "output_len": args.output_len, "warmup": args.warmup,
               "levels": levels}
     if args.compare_generate:

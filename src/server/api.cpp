@@ -239,6 +239,8 @@ GenParams parse_request(Endpoint ep, const json& body, const Tokenizer* tok, con
     p.seed_given = true;
   }
   p.ignore_eos = get_bool(body, "ignore_eos", false);
+  // vLLM's extension: logprobs name tokens "token_id:N", so a client can send the ids back (a next turn).
+  p.tokens_as_ids = get_bool(body, "return_tokens_as_token_ids", false);
   p.stream = get_bool(body, "stream", false);
   if (const json* so = field(body, "stream_options")) {
     if (!so->is_object()) bad("stream_options", "'stream_options' must be an object");

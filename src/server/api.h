@@ -58,6 +58,7 @@ struct GenParams {
   std::vector<std::string> stop;
   std::vector<int> stop_token_ids;
   bool ignore_eos = false;
+  bool tokens_as_ids = false;  // return_tokens_as_token_ids: logprobs name tokens "token_id:N"
   bool stream = false, include_usage = false;
   bool echo = false;
   int logprobs = -1;  // >= 0: logprobs of generated tokens with this many alternatives

@@ -117,6 +117,7 @@ void Job::done(int status) {
 }
 
 std::string Job::token_text(int id) const {
+  if (p_.tokens_as_ids) return "token_id:" + std::to_string(id);
   if (!ctx_.tok) return std::to_string(id);
   const int32_t t = id;
   return ctx_.tok->decode(std::span<const int32_t>(&t, 1));

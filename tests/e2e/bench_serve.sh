@@ -7,7 +7,9 @@
 # that the server's engine metrics over a level count exactly its rows, and
 # that the comparison with bench generate is filled in (with the prefix
 # cache, serve's default, on both sides); then a shared-prefix workload
-# (--shared-prefix-len), whose timed requests prefill only their own ids.
+# (--shared-prefix-len), whose timed requests prefill only their own ids, and
+# conversations (--turns), whose second turns take the first turn's prompt
+# and answer from the cache.
 set -euo pipefail
 KINFER=${KINFER:-build/kinfer}
 tmp=$(mktemp -d)
@@ -53,6 +55,25 @@ lv = j["levels"][0]
 assert lv["completed"] == 4 and lv["errors"] == 0 and lv["output_tokens"] == 4 * 4, lv
 assert lv["engine"]["rows"] == {"prefill": 4 * 16, "decode": 4 * 3, "prefix_cached": 4 * 48}, lv["engine"]
 PY
+# --turns 2: two conversations of two turns, each prompt its own 64 ids (--shared-prefix-len 0). A second
+# turn quotes the first's prompt and 20-token answer (rows for 83 inputs: 5 full pages of 16) and 16 new
+# ids: it takes 80 of its 100 rows from the cache and computes 20.
+timeout 300 python3 tools/bench_serve.py --kinfer "$KINFER" --server-args "--model default" --concurrency 2 \
+  --input-len 64 --shared-prefix-len 0 --output-len 20 --turns 2 --turn-len 16 --min-prompts 2 \
+  --out "$tmp/turns.json" > /dev/null 2> "$tmp/err.txt" || fail "bench_serve.py --turns failed: $(tail -5 "$tmp/err.txt")"
+python3 - "$tmp/turns.json" <<'PY' || fail "bench_serve.py --turns results wrong"
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["turns"] == 2 and j["turn_len"] == 16, j
+lv = j["levels"][0]
+assert lv["conversations"] == 2 and lv["requests"] == 4 and lv["completed"] == 4 and lv["errors"] == 0, lv
+assert lv["output_tokens"] == 4 * 20 and len(lv["ttft_ms_by_turn"]) == 2, lv
+assert lv["engine"]["rows"] == {"prefill": 2 * 64 + 2 * 20, "decode": 4 * 19, "prefix_cached": 2 * 80}, lv["engine"]
+PY
+if python3 tools/bench_serve.py --turns 2 --compare-generate 2> "$tmp/err.txt"; then
+  fail "--turns with --compare-generate accepted"
+fi
+grep -q "leave out --turns" "$tmp/err.txt" || fail "unclear --turns error: $(cat "$tmp/err.txt")"
 if python3 tools/bench_serve.py --shared-prefix-len 65 --input-len 64 2> "$tmp/err.txt"; then
   fail "--shared-prefix-len past --input-len accepted"
 fi

@@ -140,6 +140,17 @@ def test_echo_scores_the_prompt():
                                   extra_body={"ignore_eos": True})
     gen_lp = g.choices[0].logprobs.token_logprobs
     full = ids + greedy_ids(ids, 6)
+    # vLLM's return_tokens_as_token_ids: the tokens as "token_id:N", the ids a client sends back (a next turn).
+    as_ids = client.completions.create(model="smol", prompt=ids, max_tokens=6, temperature=0, logprobs=0,
+                                       extra_body={"ignore_eos": True, "return_tokens_as_token_ids": True})
+    assert as_ids.choices[0].logprobs.tokens == ["token_id:%d" % t for t in full[len(ids):]], as_ids.choices[0]
+    chat = client.chat.completions.create(model="smol", messages=[{"role": "user", "content": "Hi"}], max_tokens=3,
+                                          temperature=0, logprobs=True,
+                                          extra_body={"return_tokens_as_token_ids": True})
+    assert all(t.token.startswith("token_id:") and t.token[9:].isdigit() for t in chat.choices[0].logprobs.content)
+    code, body = request(srv.port, "POST", "/v1/completions", {"model": "smol", "prompt": ids,
+                                                               "return_tokens_as_token_ids": "yes"}, AUTH)
+    assert code == 400 and "return_tokens_as_token_ids" in str(body), (code, body)
     e = client.completions.create(model="smol", prompt=full, max_tokens=0, echo=True, logprobs=1)
     lp = e.choices[0].logprobs
     assert len(lp.tokens) == len(full) and lp.token_logprobs[0] is None, lp
