@@ -40,7 +40,7 @@ const Sequence& Scheduler::seq(int64_t id) const {
 
 int Scheduler::next_rows(const Sequence& s, int budget) const {
   const int total = s.total();
-  const bool chunked = cfg_.chunked_replay && !s.row_replay;
+  const bool chunked = replays_in_chunks(s);
   const int chunk_end = chunked ? total : static_cast<int>(s.prompt.size());
   int n = 0;
   if (s.n_cached >= chunk_end) {
@@ -66,9 +66,9 @@ int Scheduler::next_rows(const Sequence& s, int budget) const {
 
 KvCache::PrefixMatch Scheduler::shareable(const Sequence& s) const {
   // Not an echo sequence: it wants its prompt rows' logits. A recompute
-  // (after preemption) shares too: the index holds prompt pages only, each
-  // computed by a prefill as the recompute's own would be, and its own
-  // prompt pages, released last, are the last to be evicted.
+  // (after preemption) shares too: an indexed page holds what the
+  // recompute's own rows would (prefill rows, or dense decode rows, which
+  // are a prefill's), and its own pages, released last, are evicted last.
   if (!cfg_.prefix_cache || s.echo) return {};
   const int rows = share_limit(s);
   return kv_.match_prefix(indexed_tokens(s), rows > 0 ? (rows + kv_.page_size() - 1) / kv_.page_size() : 0);
@@ -80,7 +80,7 @@ KvCache::PrefixMatch Scheduler::shareable(const Sequence& s) const {
 // sparse policy its decode rows differ from a prefill's, and only its
 // prompt's pages are.
 TokenRun Scheduler::indexed_tokens(const Sequence& s) const {
-  if (cfg_.chunked_replay && !s.row_replay) return TokenRun(s.prompt, s.generated);
+  if (replays_in_chunks(s)) return TokenRun(s.prompt, s.generated);
   return TokenRun(s.prompt);
 }
 
@@ -104,14 +104,13 @@ void Scheduler::index_pages(const Sequence& s) {
 // in either run), but not all but one prompt row.
 int Scheduler::share_limit(const Sequence& s) const {
   const int np = static_cast<int>(s.prompt.size());
-  if (cfg_.chunked_replay && !s.row_replay) return s.total() - 2;
+  if (replays_in_chunks(s)) return s.total() - 2;
   return s.total() > np ? np : np - 2;
 }
 
 int Scheduler::shared_rows(const Sequence& s, const KvCache::PrefixMatch& m) const {
   const int rows = std::min(m.pages * kv_.page_size(), share_limit(s));
-  const bool row_replay = !(cfg_.chunked_replay && !s.row_replay);
-  if (row_replay && rows == static_cast<int>(s.prompt.size()) - 1) return std::max(0, rows - 1);
+  if (!replays_in_chunks(s) && rows == static_cast<int>(s.prompt.size()) - 1) return std::max(0, rows - 1);
   return std::max(0, rows);
 }
 

@@ -105,6 +105,9 @@ class Scheduler {
   Key key(const Sequence& s) const { return {s.arrival, s.id}; }
   void preempt(int64_t id);
   void fork_children(Sequence& parent);
+  // Whether a recompute replays the sequence's generated tokens in prefill
+  // chunks (dense rows: a decode row is a prefill's), not row by row.
+  bool replays_in_chunks(const Sequence& s) const { return cfg_.chunked_replay && !s.row_replay; }
   // Rows to compute next for a sequence (prefill chunk or one row), within `budget`.
   int next_rows(const Sequence& s, int budget) const;
   int pages_for(int tokens) const { return (tokens + kv_.page_size() - 1) / kv_.page_size(); }
