@@ -15,7 +15,7 @@ struct ReplicaSet::Rep {
   struct Taken {
     int64_t id = 0;          // the set's
     int samples = 0;
-    std::vector<int> prompt;  // kept where routing by prefix: its answers extend the record
+    std::vector<int> prompt;  // kept where routed by prefix under dense attention: its answers extend the record
   };
   std::map<int64_t, Taken> taken;  // engine id -> the request
   int64_t outstanding = 0;  // samples of taken, unfinished requests
@@ -201,8 +201,10 @@ void ReplicaSet::take_work(int i, Rep& rep, bool room) {
     ++queue_changes_;
     const int n = taken.request.n;
     prompt_tokens += static_cast<int64_t>(taken.request.prompt.size());
+    // Kept only where its answers will be noted: routed by prefix, dense.
     std::vector<int> prompt;
-    if (!taken.pages.empty()) prompt = taken.request.prompt;
+    const AttnPolicy& policy = taken.request.policy ? *taken.request.policy : cfg_.policy;
+    if (!taken.pages.empty() && decode_rows_match_prefill(policy)) prompt = taken.request.prompt;
     const int64_t eid = rep.engine->submit(std::move(taken.request));
     rep.taken[eid] = {taken.id, n, std::move(prompt)};
     placed_[taken.id] = {i, eid};
@@ -217,9 +219,10 @@ void ReplicaSet::take_work(int i, Rep& rep, bool room) {
 // Under mu_: a finished request's samples under dense attention left their
 // answers' full pages in the replica's cache too (engine/scheduler.h), so the
 // record takes each sample's prompt and answer (all but its last token, which
-// no row read): a chat's next turn, which quotes it, comes back here.
+// no row read): a chat's next turn, which quotes it, comes back here. The
+// prompt is kept (take_work) only for such requests.
 void ReplicaSet::note_answers(Rep& rep, const std::vector<int>& prompt, const FinishedRequest& f) {
-  if (prompt.empty() || f.policy.kind != AttnKind::Dense) return;
+  if (prompt.empty()) return;
   std::vector<int> tokens;
   for (const SampleResult& s : f.samples) {
     if (s.tokens.size() < 2) continue;

@@ -219,7 +219,7 @@ void Engine::add_request(int64_t id, Request r) {
   s.arrival = next_arrival_;
   s.prompt = r.prompt;
   s.fork_children = r.n - 1;
-  s.row_replay = (r.policy ? *r.policy : cfg_.policy).kind != AttnKind::Dense;
+  s.row_replay = !decode_rows_match_prefill(r.policy ? *r.policy : cfg_.policy);
   s.echo = r.prompt_logprobs && prompt_len > 1;
   s.max_new = limit > 0 ? std::min(r.max_tokens, limit - prompt_len) : r.max_tokens;
   next_seq_ += r.n;  // sample i gets sequence id first_seq + i

@@ -107,6 +107,13 @@ class RequestStream {
   std::function<void()> on_push_;
 };
 
+// Whether a decode row under this policy computes what a prefill row does
+// (dense attention): a recompute may then replay generated tokens in chunks
+// (Sequence::row_replay otherwise), and with the prefix cache their pages
+// are indexed like prompt pages (engine/scheduler.h), which data-parallel
+// routing also counts on (dist/replicas.cpp).
+inline bool decode_rows_match_prefill(const AttnPolicy& p) { return p.kind == AttnKind::Dense; }
+
 struct Request {
   std::vector<int> prompt;
   int n = 1;              // samples (Best-of-N)
