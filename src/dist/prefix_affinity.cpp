@@ -42,4 +42,8 @@ void PrefixAffinity::note(std::span<const uint64_t> hashes) {
   std::erase_if(last_use_, [&](const auto& e) { return e.second < cutoff; });
 }
 
+void PrefixAffinity::forget(std::span<const uint64_t> hashes) {
+  for (uint64_t h : hashes) last_use_.erase(h);
+}
+
 }  // namespace kf::dist

@@ -30,6 +30,9 @@ class PrefixAffinity {
   int match(std::span<const uint64_t> hashes) const;
   // Remembers a prompt's hashes (as the most recently used).
   void note(std::span<const uint64_t> hashes);
+  // Forgets pages the replica's cache evicted (a prompt's run then stops at
+  // the first of them, as the cache's own lookup does).
+  void forget(std::span<const uint64_t> hashes);
   size_t size() const { return last_use_.size(); }
 
  private:

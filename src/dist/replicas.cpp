@@ -141,6 +141,13 @@ std::vector<ReplicaStats> ReplicaSet::replica_stats() const {
 
 EngineStats ReplicaSet::stats() const { return merge_stats(replica_stats()); }
 
+int ReplicaSet::prefix_pages(int replica, const std::vector<int>& prompt) const {
+  KF_CHECK(replica >= 0 && replica < size(), "replica set: no replica {} (it has {})", replica, size());
+  std::lock_guard<std::mutex> lock(mu_);
+  const PrefixAffinity& record = reps_[replica]->prefixes;
+  return record.match(record.page_hashes(prompt));
+}
+
 // Under mu_: whether replica i takes queued request q now, leaves it for a
 // replica that took more of its prompt's pages, or takes nothing more now
 // (see the header).
@@ -256,6 +263,8 @@ void ReplicaSet::loop(int i) {
   try {
     rep.replica->backend().bind_thread();
     rep.engine = std::make_unique<Engine>(rep.replica->ranks(), cfg_);
+    const bool routes_by_prefix = cfg_.prefix_cache && size() > 1;
+    rep.engine->log_prefix_evictions(routes_by_prefix);
     {
       std::lock_guard<std::mutex> lock(mu_);
       rep.ready = true;
@@ -281,9 +290,11 @@ void ReplicaSet::loop(int i) {
       }
       busy = rep.engine->step();
       std::vector<FinishedRequest> done = rep.engine->take_finished();
+      const std::vector<uint64_t> evicted = routes_by_prefix ? rep.engine->take_evicted_prefixes() : std::vector<uint64_t>{};
       {
         std::lock_guard<std::mutex> lock(mu_);
         const bool any = !done.empty();
+        rep.prefixes.forget(evicted);  // before the finished answers are noted: those pages are indexed now
         publish(i, rep, std::move(done));
         if (any) finished_cv_.notify_all();
       }

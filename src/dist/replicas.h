@@ -18,9 +18,10 @@
 //
 // With the prefix cache (EngineConfig::prefix_cache) a request goes by its
 // prompt's first pages too, as SGLang's cache-aware router does: each replica
-// remembers the page prefixes of the prompts it took (PrefixAffinity), and the
-// replica that took the longest run of a request's pages, if that run is at
-// least half of them, takes it even when another has fewer outstanding
+// remembers the page prefixes of the prompts it took and of its dense
+// samples' answers, and forgets the pages its cache evicts (PrefixAffinity);
+// the replica that took the longest run of a request's pages, if that run is
+// at least half of them, takes it even when another has fewer outstanding
 // samples, up to `affinity_slack()` more; another replica leaves it in the
 // queue for that one (and looks at the requests behind it) while the owner
 // has room and is not that much busier. So N requests of one system prompt
@@ -100,6 +101,9 @@ class ReplicaSet {
   // Every replica's stats so far, and their sum (times: the slowest replica's).
   std::vector<ReplicaStats> replica_stats() const;
   EngineStats stats() const;
+  // How many of a prompt's first full pages replica i's routing record holds
+  // (with the prefix cache; tests compare it with what the cache holds).
+  int prefix_pages(int replica, const std::vector<int>& prompt) const;
 
  private:
   struct Rep;

@@ -227,6 +227,10 @@ class Engine {
   int kv_pages_cached() const { return kv_.cached_pages(); }
   // The KV bookkeeping (tests check it).
   const KvCache& kv() const { return kv_; }
+  // The prefix cache's evicted page hashes (KvCache::log_evictions), for a
+  // router's record of what this engine holds (dist::ReplicaSet).
+  void log_prefix_evictions(bool on) { kv_.log_evictions(on); }
+  std::vector<uint64_t> take_evicted_prefixes() { return kv_.take_evicted_keys(); }
   // Requests and sequences the engine still holds (finished ones are released).
   size_t tracked_requests() const { return reqs_.size(); }
   size_t tracked_sequences() const { return sched_.sequences().size(); }

@@ -97,10 +97,23 @@ int KvCache::alloc_page() {
     entries_[victim].indexed = false;
     pool_.release(victim);
     ++evictions_;
+    if (log_evictions_) evicted_keys_.push_back(entries_[victim].key);
   }
   const int p = pool_.alloc();
   note_peak();
   return p;
+}
+
+void KvCache::log_evictions(bool on) {
+  log_evictions_ = on && prefix_index_;
+  if (!log_evictions_) evicted_keys_.clear();
+}
+
+std::vector<uint64_t> KvCache::take_evicted_keys() {
+  std::vector<uint64_t> out;
+  out.swap(evicted_keys_);
+  std::erase_if(out, [&](uint64_t key) { return index_.count(key) != 0; });  // indexed again since
+  return out;
 }
 
 void KvCache::release_page(int page) {

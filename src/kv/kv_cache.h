@@ -89,6 +89,12 @@ class KvCache {
   int cached_pages() const { return lru_size_; }
   int indexed_pages() const { return static_cast<int>(index_.size()); }
   int64_t evictions() const { return evictions_; }  // cached pages taken back for allocations
+  // Evicted pages' chained hashes, for a router that remembers which prefixes
+  // this cache holds (dist::ReplicaSet): kept from log_evictions(true) on.
+  // take_evicted_keys() returns those evicted since its last call that are
+  // not indexed again by now, and clears the log.
+  void log_evictions(bool on);
+  std::vector<uint64_t> take_evicted_keys();
 
   bool has(int64_t seq) const { return tables_.count(seq) != 0; }
   void add(int64_t seq);                    // empty table
@@ -187,6 +193,8 @@ class KvCache {
   int lru_head_ = -1, lru_tail_ = -1, lru_size_ = 0;  // cached list, least recent at the head
   uint64_t next_serial_ = 1;
   int64_t evictions_ = 0;
+  bool log_evictions_ = false;
+  std::vector<uint64_t> evicted_keys_;  // since the last take_evicted_keys()
   int64_t step_ = 0;  // begin_step() calls
 };
 

@@ -645,6 +645,40 @@ TEST(DataParallel, PrefixCacheRoutesRequestsToTheReplicaThatHasTheirPages) {
   }
 }
 
+// A replica's routing record forgets the pages its cache evicts. After A's
+// prompt (7 full pages) ran on one replica, a request that shares A's first
+// 4 pages (half of its 8, so it goes there too) needs all but those 4 of the
+// pool's 38 pages and evicts A's other cached pages: the record then holds 4
+// of A's pages, as the cache does, not 7 (a request of A's prompt shares 16
+// rows there).
+TEST(DataParallel, PrefixRecordForgetsThePagesTheCacheEvicts) {
+  const Request a = request(30, 1, 1, 6), b = request(30, 2, 1, 6);
+  EngineConfig cfg = engine_config(38);
+  cfg.prefix_cache = true;
+  std::vector<dist::Replica> two = cpu_replicas(2, tiny_config());
+  dist::ReplicaSet set(two, cfg);
+  run_set(set, {a, b});
+  int owner = -1;
+  for (int r = 0; r < 2; ++r)
+    if (set.prefix_pages(r, a.prompt) == 7) owner = r;
+  ASSERT_GE(owner, 0);
+  Request evictor = request(16, 70, 1, 120);  // 32 + 119 rows: 38 pages
+  evictor.prompt.insert(evictor.prompt.begin(), a.prompt.begin(), a.prompt.begin() + 16);
+  const std::vector<dist::ReplicaStats> before = set.replica_stats();
+  run_set(set, {evictor});
+  std::vector<dist::ReplicaStats> after = set.replica_stats();
+  EXPECT_EQ(after[owner].requests - before[owner].requests, 1) << "routed by its first 4 pages";
+  EXPECT_GE(after[owner].engine.prefix_cache_evictions - before[owner].engine.prefix_cache_evictions, 4);
+  EXPECT_EQ(set.prefix_pages(owner, a.prompt), 4);
+  EXPECT_EQ(set.prefix_pages(1 - owner, a.prompt), 0);
+  Request again = a;
+  again.rng_key = 71;
+  run_set(set, {again});
+  const std::vector<dist::ReplicaStats> last = set.replica_stats();
+  EXPECT_EQ(last[owner].requests - after[owner].requests, 1);
+  EXPECT_EQ(last[owner].engine.prefix_cached_rows - after[owner].engine.prefix_cached_rows, 16);
+}
+
 TEST(Placement, FlagsAreCheckedWithClearErrors) {
   using dist::PlacementFlags;
   auto make = [](PlacementFlags f, int visible = 2, bool nccl = true) { return dist::make_placement(f, visible, nccl); };

@@ -391,6 +391,46 @@ TEST(KvCache, EvictsLeastRecentlyCachedPagesOnlyWhenNoneIsFree) {
   EXPECT_EQ(kv.check_consistency(), "");
 }
 
+// With log_evictions, the chained hashes of evicted pages are kept for a
+// router (dist::ReplicaSet) until taken, least recent first; one indexed again
+// by then is left out; without it nothing is kept.
+TEST(KvCache, LogsEvictedPagesHashesUntilTaken) {
+  const std::vector<int> a = ids(4, 10), b = ids(4, 20);
+  auto chain = [](const std::vector<int>& t) {
+    const uint64_t h0 = prefix_hash(kPrefixRoot, std::span<const int>(t).first(2));
+    return std::vector<uint64_t>{h0, prefix_hash(h0, std::span<const int>(t).subspan(2, 2))};
+  };
+  for (bool logging : {false, true}) {
+    KvCache kv(4, 2, true);
+    kv.log_evictions(logging);
+    prefill(kv, 1, a);
+    prefill(kv, 2, b);
+    kv.free(1);  // a's pages are the least recently cached
+    kv.free(2);
+    std::vector<int32_t> slots;
+    std::vector<PageCopy> copies;
+    kv.add(3);
+    kv.append(3, 4, slots, copies);  // evicts a's last page, then its first
+    EXPECT_EQ(kv.evictions(), 2);
+    const std::vector<uint64_t> got = kv.take_evicted_keys();
+    const std::vector<uint64_t> ha = chain(a);
+    const std::vector<uint64_t> want = logging ? std::vector<uint64_t>{ha[1], ha[0]} : std::vector<uint64_t>{};
+    EXPECT_EQ(got, want);
+    EXPECT_TRUE(kv.take_evicted_keys().empty()) << "taken once";
+    if (!logging) continue;
+    // b's pages go too, and b is computed and indexed again before the take.
+    kv.free(3);
+    kv.add(4);
+    kv.append(4, 8, slots, copies);  // the 2 free pages, then b's 2
+    EXPECT_EQ(kv.evictions(), 4);
+    kv.free(4);
+    prefill(kv, 5, b);
+    EXPECT_EQ(kv.match_prefix(b, 2).pages, 2);
+    EXPECT_TRUE(kv.take_evicted_keys().empty()) << "b's pages are indexed again";
+    EXPECT_EQ(kv.check_consistency(), "");
+  }
+}
+
 // A random mix of sequences over a few prompt families (shared prefixes),
 // sharing what the index has, appending, forking, indexing and freeing in a
 // pool small enough to evict: every sequence reads back its own tokens
