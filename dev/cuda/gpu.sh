@@ -43,6 +43,8 @@
 #   decode      kinfer bench decode rows (Qwen3 shapes, dense and blocktopk, 16K-40K)
 #   generate    kinfer bench generate rows with --profile, and the HF generate baseline (GEN_HF=0: not)
 #   eval        the SmolLM2 GSM8K eval job (needs $GGUF) and its HF baseline
+#   serve_load  tests/e2e/serve_load.py against a GPU server (needs $GGUF): 1,000 requests from 200
+#               clients with streaming, n > 1, chat, bad JSON, oversized prompts and hang-ups
 #   serve       the serving benchmark (tools/bench_serve.py) against bench generate
 #               (SERVE_ARGS: more server flags, e.g. --no-prefix-cache; SERVE_BENCH: the workload, e.g.
 #               "--concurrency 64,256 --input-len 1088 --shared-prefix-len 1024 --output-len 256";
@@ -403,6 +405,15 @@ print(f\"eval {j['attn']['policy']} k{j['attn']['topk_pages']}: {r['tok_s']:.0f}
       --data data/gsm8k.jsonl --problems 96 -n 16 2>"$OUT/hf_eval.err" | tee -a "$J" || tail -3 "$OUT/hf_eval.err"
   fi
   log "eval done"
+}
+
+step_serve_load() {
+  [[ -s ${GGUF:-} ]] || { echo "serve_load: set GGUF to the SmolLM2 GGUF"; return; }
+  KINFER=$K KINFER_DEFAULT_MODEL=$GGUF LOAD_SERVER_ARGS="--device cuda ${SERVE_ARGS:-}" PYTHONUNBUFFERED=1 \
+    python3 tests/e2e/serve_load.py > "$OUT/serve_load${SERVE_TAG:-}.log" 2>&1
+  echo "serve_load: rc $?"
+  tail -8 "$OUT/serve_load${SERVE_TAG:-}.log"
+  log "serve_load done"
 }
 
 step_serve() {  # SERVE_ARGS: more server flags (e.g. --no-prefix-cache); SERVE_BENCH: bench_serve.py's workload flags

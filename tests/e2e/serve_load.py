@@ -1,4 +1,4 @@
-"""Load test of `kinfer serve` (CPU, SmolLM2): 1,000 requests from 200
+"""Load test of `kinfer serve` (SmolLM2; CPU, or LOAD_SERVER_ARGS="--device cuda"): 1,000 requests from 200
 concurrent clients, a mix of streaming, n > 1, chat, bad JSON, oversized
 prompts and clients that hang up mid-stream. Every valid request completes
 exactly once with well-formed output, every invalid one gets its 4xx, the
@@ -18,6 +18,8 @@ from serve_util import Server, metrics, request, wait_idle  # noqa: E402
 REQUESTS = int(os.environ.get("LOAD_REQUESTS", "1000"))
 CLIENTS = int(os.environ.get("LOAD_CLIENTS", "200"))
 TIMEOUT = float(os.environ.get("LOAD_TIMEOUT", "300"))
+# More server flags, e.g. "--device cuda" (dev/cuda/gpu.sh serve_load runs it on the H200).
+SERVER_ARGS = os.environ.get("LOAD_SERVER_ARGS", "").split()
 MAX_LEN = 256
 
 
@@ -111,7 +113,8 @@ def make_jobs(rng):
 
 
 async def main():
-    srv = Server("--max-model-len", str(MAX_LEN), "--kv-pages", "600", "--max-seqs", "128", "--max-waiting", "100000")
+    srv = Server("--max-model-len", str(MAX_LEN), "--kv-pages", "600", "--max-seqs", "128", "--max-waiting", "100000",
+                 *SERVER_ARGS)
     rng = random.Random(7)
     jobs = make_jobs(rng)
     counts = {"ok": 0, "400": 0, "hangup": 0}
