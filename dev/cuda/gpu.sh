@@ -10,7 +10,8 @@
 #               dev/cuda build in $B.dev), 0.6B decode rows with KINFER_MLP_FUSED=0 / 1
 #   quick       two decode rows, a profile and one generate row
 #   sample      kinfer bench sample rows (batch 32 / 64, the Qwen3 defaults, greedy, top-k 64)
-#   attn        kinfer bench attention vs PyTorch SDPA at query groups 2, 4, 8 (dense, blocktopk)
+#   attn        kinfer bench attention vs PyTorch SDPA at query groups 2, 4, 8 (dense on scattered and
+#               on consecutive pages, blocktopk)
 #   demo        scripts/demo's main job on the GPU (needs $GGUF): results in $OUT/demo.tar.xz
 #   mma_all     a second build (in $B.mma) with the tensor-core attention for every query
 #               group (KINFER_ATTN_MMA_MIN_GROUP=1): attention and decode rows at groups 1-2
@@ -244,10 +245,10 @@ step_quick() {
   log "quick done"
 }
 
-att() {  # batch context q_heads kv_heads attn
+att() {  # batch context q_heads kv_heads attn [flags, e.g. --contiguous]
   $K bench attention --batch $1 --context $2 --q-heads $3 --kv-heads $4 --attn $5 --topk-pages 64 --local-pages 4 \
-    --copy-gbps "$COPY" --json 2>>"$OUT/attn.err" | tee -a "$J" | python3 -c "import json,sys
-j=json.load(sys.stdin); print(f\"attention B$1x$2 Hq$3/Hkv$4 $5: {j['ms_per_step']:.4f} ms, {j['effective_gbps']:.0f} GB/s ({j.get('fraction_of_copy',0):.2f} of copy)\")" ||
+    --copy-gbps "$COPY" --json "${@:6}" 2>>"$OUT/attn.err" | tee -a "$J" | python3 -c "import json,sys
+j=json.load(sys.stdin); print(f\"attention B$1x$2 Hq$3/Hkv$4 $5 {j['pages']}: {j['ms_per_step']:.4f} ms, {j['effective_gbps']:.0f} GB/s ({j.get('fraction_of_copy',0):.2f} of copy)\")" ||
     tail -2 "$OUT/attn.err"
 }
 
@@ -292,6 +293,8 @@ step_attn() {
   for h in "16 8" "32 8" "64 8"; do
     set -- $h
     for a in dense blocktopk; do att 64 16384 $1 $2 $a; att 32 32768 $1 $2 $a; done
+    # SDPA reads contiguous K/V: our dense kernel on consecutive pages too (the same bytes, no scatter).
+    att 64 16384 $1 $2 dense --contiguous; att 32 32768 $1 $2 dense --contiguous
     python3 tools/bench_sdpa.py --shapes 64x16384,32x32768 --q-heads $1 --kv-heads $2 --head-dim 128 2>>"$OUT/attn.err" |
       tee -a "$J" | python3 -c "import json,sys
 for l in sys.stdin:

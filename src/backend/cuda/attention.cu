@@ -99,7 +99,14 @@ __global__ void __launch_bounds__(kWarps * 32, MINB) decode_kernel(DecodeParams 
   }
   griddep_wait();
   griddep_launch_dependents();
-  __shared__ float sm_acc[kWarps][G][D];
+  // The warps' states for the merge [kWarps][G][D]. With the ring they go to
+  // its shared memory once every warp is done with it: a static array (16 KB
+  // at groups of 8) beside the 64 KB ring left room for 2 blocks an SM
+  // instead of 3.
+  __shared__ float sm_acc_static[BULK ? 1 : kWarps][BULK ? 1 : G][BULK ? 1 : D];
+  float(*sm_acc)[G][D] = BULK ? reinterpret_cast<float(*)[G][D]>(ring_smem)
+                              : reinterpret_cast<float(*)[G][D]>(&sm_acc_static[0][0][0]);
+  static_assert(kWarps * G * D * sizeof(float) <= kWarps * ring_elems(D) * sizeof(bf16_t), "merge states exceed the ring");
   __shared__ float sm_m[kWarps][G], sm_l[kWarps][G];
   const int slot = blockIdx.x / p.splits, split = blockIdx.x % p.splits, h = blockIdx.y;
   const int warp = threadIdx.x >> 5, c = (threadIdx.x & 31) % (D / 8);
@@ -130,6 +137,7 @@ __global__ void __launch_bounds__(kWarps * 32, MINB) decode_kernel(DecodeParams 
                      reinterpret_cast<bf16_t*>(ring_smem) + warp * ring_elems(D), ring_bars[warp]);
   else
     visit_tiles<PREFETCH>(ws, rp, p.k, p.v, Hkv, h, P, D, t0 + warp, t1, kWarps);
+  if constexpr (BULK) __syncthreads();  // every warp has read its last stage (no copy is in flight)
   ws.stage(sm_acc, sm_m, sm_l, warp);
   __syncthreads();
   merge_warps<D, G, kWarps>(sm_acc, sm_m, sm_l, p.out, rh0, static_cast<int64_t>(slot) * p.n_heads + h * G,
