@@ -35,7 +35,10 @@ TEST(DecodeSplits, GroupsOfEightTakeTheMeasuredPicks) {
   // H200 (132 SMs), Hq 64 / Hkv 8, 16K context at page 16 = 1024 tiles; pairs = batch * 8.
   EXPECT_EQ(kf::cuda::dense_decode_splits(16 * 8, 1024, 8, 132, kWarps), 6);  // was 33
   EXPECT_EQ(kf::cuda::dense_decode_splits(8 * 8, 1024, 8, 132, kWarps), 6);   // was 64
-  EXPECT_EQ(kf::cuda::dense_decode_splits(4 * 8, 1024, 8, 132, kWarps), 9);   // was 64
+  EXPECT_EQ(kf::cuda::dense_decode_splits(4 * 8, 1024, 8, 132, kWarps), 12);  // was 64, then 9 at 2 blocks an SM
+  EXPECT_EQ(kf::cuda::dense_decode_splits(2 * 8, 1024, 8, 132, kWarps), 24);  // 384 blocks: one round of 396
+  EXPECT_EQ(kf::cuda::dense_decode_splits(1 * 8, 1024, 8, 132, kWarps), 33);  // 49 (5 tiles a warp) was slower
+  EXPECT_EQ(kf::cuda::dense_decode_splits(32 * 8, 2048, 8, 132, kWarps), 12);
   EXPECT_EQ(kf::cuda::dense_decode_splits(64 * 8, 1024, 8, 132, kWarps), 6);  // was 9
   EXPECT_EQ(original_rule(16 * 8, 1024, 132), 33);
 }

@@ -14,18 +14,25 @@ namespace kf::cuda {
 // Enough blocks for ~8 waves (short tail), with at least 4 tiles per warp.
 // For query groups of 8 and more, at least 5*G tiles per warp (a block's
 // fixed work -- its group's queries on tensor cores, the warps' merge, G
-// partials -- grows with G) but ~2 blocks per SM. Measured on the H200 at
-// G 8 (Hq 64 / Hkv 8, 16K, ms per step; docs/cuda.md): B16 33 splits 0.292,
-// 6 0.261; B8 9 0.151, 6 0.135; B4 17 0.087, 9 0.077; Qwen3-32B B16x16K step
-// 35.36 -> 33.84 ms. Smaller groups keep the rule they were tuned with.
+// partials -- grows with G), but ~2 blocks an SM, and where that keeps
+// the bulk ring's 8 tiles a warp, as many blocks as fill one round of
+// kDenseBlocksPerSm an SM without spilling into a second. Measured on the
+// H200 at G 8 (Hq 64 / Hkv 8, 16K, ms per step; docs/cuda.md): B16 33
+// splits 0.292, 6 0.261; B8 9 0.151, 6 0.135; Qwen3-32B B16x16K step 35.36
+// -> 33.84 ms; with 3 blocks an SM (twenty-first session) B4 9 splits
+// 0.081, 12 (384 blocks) 0.075; B2 17 0.049, 24 0.046; B1 33 0.032, 49 (5
+// tiles a warp) 0.035. Smaller groups keep the rule they were tuned with.
+constexpr int kDenseBlocksPerSm = 3;       // the bulk-ring kernel's blocks an SM at every group (attention.cu)
+constexpr int kBulkMinTilesPerWarp = 8;  // see dense_bulk_tiles
 inline int dense_decode_splits(int64_t pairs, int tiles, int group, int num_sms, int warps) {
   pairs = std::max<int64_t>(1, pairs);
   const int64_t want = (static_cast<int64_t>(num_sms) * 32 + pairs - 1) / pairs;
   const int per_warp = group >= 8 ? 5 * group : 4;
   const int64_t most = std::max(1, tiles / (warps * per_warp));
-  const int64_t least = group >= 8 ? std::min<int64_t>((static_cast<int64_t>(num_sms) * 2 + pairs - 1) / pairs,
-                                                       std::max(1, tiles / warps))
-                                   : 1;
+  const int64_t two_an_sm = (static_cast<int64_t>(num_sms) * 2 + pairs - 1) / pairs;
+  const int64_t one_round = std::min<int64_t>(static_cast<int64_t>(num_sms) * kDenseBlocksPerSm / pairs,
+                                              tiles / (warps * kBulkMinTilesPerWarp));
+  const int64_t least = group >= 8 ? std::min<int64_t>(std::max(two_an_sm, one_round), std::max(1, tiles / warps)) : 1;
   return static_cast<int>(std::clamp<int64_t>(std::max(std::min(want, most), least), 1, 128));
 }
 
@@ -34,7 +41,6 @@ inline int dense_decode_splits(int64_t pairs, int tiles, int group, int num_sms,
 // split has at least kBulkMinTilesPerWarp of the longest row's tiles. A ring
 // for a few tiles only adds its set-up and cuts the blocks an SM holds
 // (H200, 3-tile ring: B8x4K 6% slower at 4 tiles a warp; 1.5-2% faster from 8 up).
-constexpr int kBulkMinTilesPerWarp = 8;
 inline bool dense_bulk_tiles(int tiles, int splits, int warps) {
   const int64_t per_warp = (static_cast<int64_t>(tiles) + static_cast<int64_t>(splits) * warps - 1) /
                            (static_cast<int64_t>(splits) * warps);
