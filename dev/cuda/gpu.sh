@@ -30,6 +30,9 @@
 #               probes (backend/cuda/phases.cuh), bench attention rows with per-phase block times
 #               (PHASE_SHAPES="B T [Hq]; ...": Hq 16 unless given, 8 KV heads)
 #               (in a real step: CMAKE_ARGS=-DKINFER_ATTN_PHASES=ON, bench decode --profile)
+#   green       can two half-batches on SM partitions (green contexts) overlap the attention's
+#               bytes with the other half's chain of small kernels (dev/cuda/green.cu, no build
+#               needed; GREEN_ARGS "L A_MB W_MB K", default 28 212 42 7)
 #   granule     what DRAM gives scattered reads of 128 B-8 KB chunks (dev/cuda/granule.cu, no build needed)
 #   switch      decode rows with a backend switch at 0 and 1 interleaved: SWITCH=VAR (e.g.
 #               KINFER_SILU_EPILOGUE), SWITCH_ROWS "preset B T attn [flags];..." (default: the
@@ -149,6 +152,15 @@ print(f\"phases B{j['batch']}x{j['context']} Hq{j['q_heads']}: {j['ms_per_step']
       tail -2 "$OUT/attn.err"
   done
   log "phases done"
+}
+
+step_green() {  # the sandbox is one file: two half-batches on SM partitions (green contexts) vs today's step
+  nvcc -O3 -arch=sm_90a -o /tmp/green dev/cuda/green.cu -lcuda || return
+  /tmp/green ${GREEN_ARGS:-} > "$OUT/green.json"
+  python3 -c "import json,sys
+j=json.load(open('$OUT/green.json')); print('green: valid', j['valid'])
+for r in j['rows']: print(f\"  {r['variant']:30s} attn {r['attn_sms']:3d} SMs, chain {r['chain_sms']:3d}: {r['us_per_layer']:7.2f} us a layer\")"
+  log "green done"
 }
 
 step_granule() {  # the sandbox is one file: nvcc it and run it at GRANULE_MB (64 256) MB per launch
