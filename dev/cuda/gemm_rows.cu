@@ -30,15 +30,8 @@
 
 #include "gemm_rows_kernel.cuh"
 #include "lt_candidates.cuh"
+#include "check.cuh"
 
-#define CK(x)                                                                      \
-  do {                                                                             \
-    cudaError_t e_ = (x);                                                          \
-    if (e_ != cudaSuccess) {                                                       \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                \
-    }                                                                              \
-  } while (0)
 using kf::cuda::bf16_t;
 
 static float h2f(bf16_t h) {

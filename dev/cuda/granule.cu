@@ -24,17 +24,10 @@
 #include <vector>
 
 #include "backend/cuda/common.cuh"  // ld_stream (the kernels' K/V and summary loads), smem_addr
+#include "check.cuh"
 
 using kf::cuda::smem_addr;
 
-#define CK(x)                                                                         \
-  do {                                                                                \
-    cudaError_t e = (x);                                                              \
-    if (e != cudaSuccess) {                                                           \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
-      std::exit(1);                                                                   \
-    }                                                                                 \
-  } while (0)
 
 // Word i of the buffer: any cheap hash, so the XOR checks which bytes were read.
 __host__ __device__ inline uint32_t word_of(uint64_t i) {

@@ -29,15 +29,8 @@
 #include <cstdlib>
 #include <string>
 #include <vector>
+#include "check.cuh"
 
-#define CK(x)                                                                                \
-  do {                                                                                       \
-    cudaError_t err_ = (x);                                                                     \
-    if (err_ != cudaSuccess) {                                                                  \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(err_)); \
-      std::exit(1);                                                                          \
-    }                                                                                        \
-  } while (0)
 #define CU(x)                                                                        \
   do {                                                                               \
     CUresult r = (x);                                                                \
@@ -340,24 +333,26 @@ int main(int argc, char** argv) {
     row("halves, two plain streams", time_ms(main_s, reps, [&] { two_lanes(ln, sums + 62); }), sms, sms);
     xors.push_back(checksum([&] { two_lanes(ln, sums + variant); }));
   }
-  for (int s : {44, 66, 88}) {  // each half on its own partition
+  // On two green contexts of ~s and the rest of the SMs, with the lanes `lanes(g)` makes.
+  auto on_partitions = [&](const char* name, int s, auto lanes) {
     Green g = make_green(s);
-    const Lanes ln[2] = {{g.stream[0], g.stream[0], 4 * g.sms[0], g.sms[0]},
-                         {g.stream[1], g.stream[1], 4 * g.sms[1], g.sms[1]}};
-    row("halves, split partitions", time_ms(main_s, reps, [&] { two_lanes(ln, sums + 62); }), g.sms[0], g.sms[1]);
+    Lanes ln[2];
+    lanes(g, ln);
+    row(name, time_ms(main_s, reps, [&] { two_lanes(ln, sums + 62); }), g.sms[0], g.sms[1]);
     xors.push_back(checksum([&] { two_lanes(ln, sums + variant); }));
     destroy_green(g);
-  }
-  for (int s : {66, 88, 100, 110}) {  // attention on s SMs, chains on the rest, halves pipelined
-    Green g = make_green(s);
-    // Both halves use the same two streams: the attention stream runs half 0's then half 1's
-    // attention of a layer; the chain stream their chains; events order each half.
-    const Lanes ln[2] = {{g.stream[0], g.stream[1], 4 * g.sms[0], g.sms[1]},
-                         {g.stream[0], g.stream[1], 4 * g.sms[0], g.sms[1]}};
-    row("halves, roles on partitions", time_ms(main_s, reps, [&] { two_lanes(ln, sums + 62); }), g.sms[0], g.sms[1]);
-    xors.push_back(checksum([&] { two_lanes(ln, sums + variant); }));
-    destroy_green(g);
-  }
+  };
+  for (int s : {44, 66, 88})  // each half on its own partition
+    on_partitions("halves, split partitions", s, [](const Green& g, Lanes ln[2]) {
+      for (int h = 0; h < 2; ++h) ln[h] = {g.stream[h], g.stream[h], 4 * g.sms[h], g.sms[h]};
+    });
+  // Attention on s SMs, chains on the rest, halves pipelined: both halves share the two
+  // streams (the attention stream runs half 0's then half 1's attention of a layer, the
+  // chain stream their chains) and events order each half.
+  for (int s : {66, 88, 100, 110})
+    on_partitions("halves, roles on partitions", s, [](const Green& g, Lanes ln[2]) {
+      for (int h = 0; h < 2; ++h) ln[h] = {g.stream[0], g.stream[1], 4 * g.sms[0], g.sms[1]};
+    });
   // Every variant read the same bytes: the checksums agree.
   bool valid = true;
   for (unsigned long long x : xors) valid &= x == xors[0];
