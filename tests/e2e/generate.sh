@@ -76,6 +76,9 @@ if "$KINFER" generate --model default --prompt-ids 1,2,3,4,5,6,7,8,9,10,11,12,13
   fail "oversized prompt did not fail"
 fi
 grep -q "KV pages" "$tmp/err.txt" || fail "oversized prompt error unclear: $(cat "$tmp/err.txt")"
+if "$KINFER" generate --model default --prompt '' 2> "$tmp/err.txt"; then fail "empty --prompt accepted"; fi
+grep -q -- "--prompt is empty" "$tmp/err.txt" || fail "empty --prompt error unclear: $(cat "$tmp/err.txt")"
+"$KINFER" generate --model default --chat '' --max-tokens 2 --json > /dev/null || fail "an empty chat message was refused"
 if "$KINFER" generate --model default --prompt-ids 1,2 --attn sparse 2> "$tmp/err.txt"; then fail "bad --attn accepted"; fi
 grep -q "unknown attention policy" "$tmp/err.txt" || fail "bad --attn error unclear"
 # --device: a bad name is refused; cuda without a GPU (or a CUDA build) says so and suggests cpu.
