@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "cli_checks.h"
 #include "bench.h"
 #include "dist/replicas.h"
 #include "generate_common.h"
@@ -28,7 +29,7 @@ int bench_generate(int argc, char** argv) {
                  "work of as many server clients; with --prefix-cache the first prefills it and the others wait a "
                  "step, then compute its last two rows); 1: one request whose samples share the prompt's pages")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(kf::cli::kPositive);
   app.add_option("--warmup", warmup,
                  "untimed passes of the same request first, cut to 8 tokens a sample (graphs, kernel plans and "
                  "lazily loaded kernels are then ready; the stats leave them out)")

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "cli_checks.h"
 #include "commands.h"
 #include "cost_options.h"
 #include "cost/cost.h"
@@ -27,11 +28,11 @@ int cmd_cost(int argc, char** argv) {
                  "a GGUF file")
       ->required();
   app.add_option("--prompt-len", prompt_len, "prompt tokens Lin (shared by the N samples)")->required()
-      ->check(CLI::NonNegativeNumber);
+      ->check(kf::cli::kNonNegative);
   app.add_option("--gen-len", gen_lens_text,
                  "generated tokens per sample L; a list (1000,2500,...) prices the mean over those lengths")
       ->required();
-  app.add_option("-n,--samples", n_samples, "samples N")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("-n,--samples", n_samples, "samples N")->capture_default_str()->check(kf::cli::kPositive);
   add_attn_options(app, attn_opts);
   add_hardware_options(app, hw);
   app.add_flag("--json", json, "print the numbers as JSON (plain FLOPs and bytes; a 'tera' block in 1e12)");

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "cli_checks.h"
 #include "commands.h"
 #include "cost/frontier.h"
 #include "cost_options.h"
@@ -102,7 +103,7 @@ int cmd_plan(int argc, char** argv) {
   int64_t prompt_len = -1, max_n = 1024, max_len = 32768;
   size_t top = 5;
   bool json = false;
-  app.add_option("--budget,-E", budget, "eFLOPs per problem (e.g. 3e15)")->required()->check(CLI::PositiveNumber);
+  app.add_option("--budget,-E", budget, "eFLOPs per problem (e.g. 3e15)")->required()->check(kf::cli::kPositive);
   app.add_option("traces", o.traces, "kinfer traces or Kinetics result files (as kinfer frontier)");
   app.add_option("--prompt-len", prompt_len, "without traces: prompt tokens Lin to plan for");
   app.add_option("--models", models_text, "without traces: comma-separated presets or checkpoints (default: all presets)");

@@ -171,6 +171,11 @@ if "$KINFER" plan --budget 1e16 --prompt-len 100 --policies blocktopk-fp8 2> "$T
   fail "an unknown policy was accepted"
 fi
 grep -q "unknown policy 'blocktopk-fp8'" "$TMP/err.txt" || fail "unknown policy error: $(cat "$TMP/err.txt")"
+# Negative or non-numeric numbers: the option, what it wants and what it got (not CLI11's DBL_MAX range).
+if "$KINFER" plan --budget -5 --prompt-len 100 2> "$TMP/err.txt"; then fail "a negative budget was accepted"; fi
+grep -q -- "--budget: must be > 0 (got -5)" "$TMP/err.txt" || fail "negative budget error: $(cat "$TMP/err.txt")"
+if "$KINFER" cost --model qwen3-8b --prompt-len x --gen-len 10 2> "$TMP/err.txt"; then fail "--prompt-len x accepted"; fi
+grep -q -- "'x' is not a number" "$TMP/err.txt" || fail "non-numeric --prompt-len error: $(cat "$TMP/err.txt")"
 "$KINFER" plan --budget 1e16 --prompt-len 1000 > "$TMP/plan3.txt"
 grep -q "qwen3-32b" "$TMP/plan3.txt" || fail "plan table lacks qwen3-32b"
 echo "cost e2e: ok"
