@@ -6,10 +6,12 @@
 #include <fmt/ranges.h>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "commands.h"
 #include "io/checkpoint.h"
 #include "model/config_load.h"
+#include "model/presets.h"
 #include "model/weights.h"
 
 namespace kf::cli {
@@ -69,27 +71,40 @@ int cmd_info(int argc, char** argv) {
   CLI::App app{"Print a model's config, parameter counts and memory needs", "kinfer info"};
   std::string model = "default";
   bool json = false;
-  app.add_option("--model,-m", model, "GGUF file, HF directory, or 'default'")->capture_default_str();
+  app.add_option("--model,-m", model, "GGUF file, HF directory, 'default' or random:PRESET (shapes only)")
+      ->capture_default_str();
   app.add_flag("--json", json, "print JSON");
   CLI11_PARSE(app, argc, argv);
 
-  const Checkpoint ck = open_checkpoint(model);
-  const ModelConfig c = load_config(ck);
-  check_weights(ck, c);  // exactly what loading checks: a bad tensor fails here too
-  const ParamCounts params = count_params(ck);
+  // A random: model has no file: its preset's config, and the tensors that config reads.
+  const bool random = model.rfind("random:", 0) == 0;
+  std::optional<Checkpoint> ck;
+  if (!random) ck.emplace(open_checkpoint(model));
+  const ModelConfig c = random ? preset_config(model.substr(7)) : load_config(*ck);
+  ParamCounts params;
+  size_t n_tensors = 0, stored_bytes = 0;
   std::map<std::string, int> by_dtype;
-  size_t stored_bytes = 0;
-  for (const TensorInfo& t : ck.tensors()) {
-    ++by_dtype[dtype_name(t.dtype)];
-    stored_bytes += dtype_bytes(t.dtype, t.numel);
+  if (random) {
+    const SpecParams sp = spec_params(weights_spec(c));
+    params = {sp.kinetics, sp.plain};
+    n_tensors = sp.tensors;
+  } else {
+    check_weights(*ck, c);  // exactly what loading checks: a bad tensor fails here too
+    params = count_params(*ck);
+    n_tensors = ck->tensors().size();
+    for (const TensorInfo& t : ck->tensors()) {
+      ++by_dtype[dtype_name(t.dtype)];
+      stored_bytes += dtype_bytes(t.dtype, t.numel);
+    }
   }
+  const std::string path = random ? model : ck->path(), format = random ? "random" : ck->format();
   const int64_t kv_elems_per_token = int64_t(2) * c.n_layers * c.n_kv_heads * c.head_dim;  // K and V
   nlohmann::json j = {
-      {"model", ck.path()},
-      {"format", ck.format()},
+      {"model", path},
+      {"format", format},
       {"config", config_json(c)},
       {"params", {{"kinetics", params.kinetics}, {"plain", params.plain}}},
-      {"tensors", {{"count", ck.tensors().size()}, {"by_dtype", by_dtype}}},
+      {"tensors", {{"count", n_tensors}, {"by_dtype", by_dtype}}},
       {"memory",
        {{"weights_stored_bytes", stored_bytes},
         {"weights_f32_cpu_bytes", params.plain * 4},
@@ -101,8 +116,10 @@ int cmd_info(int argc, char** argv) {
     std::printf("%s\n", j.dump().c_str());
     return 0;
   }
-  std::printf("model      %s (%s)\n", ck.path().c_str(), ck.format().c_str());
-  const char* missing = ck.gguf() ? "not in the GGUF metadata" : "not in config.json";
+  std::printf("model      %s (%s)\n", path.c_str(),
+              random ? "random weights with the preset's shapes, made in memory: nothing stored" : format.c_str());
+  const bool gguf = ck && ck->gguf();
+  const char* missing = gguf ? "not in the GGUF metadata" : "not in config.json";
   for (const auto& [k, v] : j["config"].items()) {
     if (k == "defaulted") continue;
     std::printf("  %-26s %s%s\n", k.c_str(), v.dump().c_str(),
@@ -110,13 +127,14 @@ int cmd_info(int argc, char** argv) {
   }
   if (!c.defaulted.empty()) {
     std::printf("defaulted  %s: %s, so %s defaults were used\n", fmt::format("{}", fmt::join(c.defaulted, ", ")).c_str(),
-                missing, ck.gguf() ? "llama.cpp's" : "the family's transformers");
+                missing, gguf ? "llama.cpp's" : "the family's transformers");
   }
-  std::printf("parameters %.4g (Kinetics convention, embedding and lm_head both counted), %.4g stored\n",
-              double(params.kinetics), double(params.plain));
-  std::printf("tensors    %zu:", ck.tensors().size());
+  std::printf("parameters %.4g (Kinetics convention, embedding and lm_head both counted), %.4g %s\n",
+              double(params.kinetics), double(params.plain), random ? "in the model" : "stored");
+  std::printf("tensors    %zu%s", n_tensors, random ? " (f32 on CPU, bf16 on GPU)" : ":");
   for (const auto& [d, n] : by_dtype) std::printf(" %s %d", d.c_str(), n);
-  std::printf("\nmemory     weights on disk %s, f32 on CPU %s, bf16 on GPU %s\n", human_bytes(stored_bytes).c_str(),
+  std::printf("\nmemory     weights on disk %s, f32 on CPU %s, bf16 on GPU %s\n",
+              random ? "none" : human_bytes(stored_bytes).c_str(),
               human_bytes(params.plain * 4.0).c_str(), human_bytes(params.plain * 2.0).c_str());
   std::printf("KV cache   %lld bytes/token in f32 (CPU), %lld in bf16 (GPU)\n",
               static_cast<long long>(kv_elems_per_token * 4), static_cast<long long>(kv_elems_per_token * 2));

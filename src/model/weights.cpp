@@ -281,14 +281,30 @@ std::vector<const WeightSpec*> WeightsSpec::all() const {
 }
 
 WeightsSpec weights_spec(const Checkpoint& ckpt, const ModelConfig& cfg) {
+  return weights_spec(cfg, ckpt.format() == "gguf" && !ckpt.has("lm_head.weight"));
+}
+
+SpecParams spec_params(const WeightsSpec& spec) {
+  SpecParams p;
+  for (const WeightSpec* t : spec.all()) {
+    int64_t n = 1;
+    for (int64_t e : t->shape) n *= e;
+    p.plain += n;
+    ++p.tensors;
+  }
+  p.kinetics = p.plain;
+  if (spec.lm_head.name.empty()) p.kinetics += spec.embed.shape[0] * spec.embed.shape[1];
+  return p;
+}
+
+WeightsSpec weights_spec(const ModelConfig& cfg, bool head_tied) {
   const int64_t d = cfg.hidden_size, q = int64_t(cfg.n_heads) * cfg.head_dim,
                 kv = int64_t(cfg.n_kv_heads) * cfg.head_dim, ff = cfg.intermediate_size,
                 vocab = cfg.vocab_size, hd = cfg.head_dim;
   WeightsSpec s;
   s.embed = {"model.embed_tokens.weight", {vocab, d}};
   s.final_norm = {"model.norm.weight", {d}};
-  const bool gguf_without_head = ckpt.format() == "gguf" && !ckpt.has("lm_head.weight");
-  if (!cfg.tied_embeddings && !gguf_without_head) s.lm_head = {"lm_head.weight", {vocab, d}};
+  if (!cfg.tied_embeddings && !head_tied) s.lm_head = {"lm_head.weight", {vocab, d}};
   s.layers.resize(cfg.n_layers);
   for (int i = 0; i < cfg.n_layers; ++i) {
     LayerSpec& l = s.layers[i];

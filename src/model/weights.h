@@ -82,6 +82,16 @@ struct WeightsSpec {
 // What `cfg` reads from `ckpt`. A GGUF without output.weight ties lm_head to
 // the embedding, as llama.cpp does.
 WeightsSpec weights_spec(const Checkpoint& ckpt, const ModelConfig& cfg);
+// What `cfg` reads, without a file (random: models); head_tied: lm_head is the
+// embedding whatever the config says.
+WeightsSpec weights_spec(const ModelConfig& cfg, bool head_tied = false);
+// Parameters of a spec, counted as count_params counts a checkpoint's: each
+// tensor once, and the Kinetics count with a tied lm_head counted again.
+struct SpecParams {
+  int64_t kinetics = 0, plain = 0;
+  size_t tensors = 0;
+};
+SpecParams spec_params(const WeightsSpec& spec);
 
 // Checks, before anything is read, that the checkpoint has every tensor the
 // config needs with exactly its shape and a float-readable dtype, and no

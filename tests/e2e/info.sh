@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# kinfer info --json on the real default model (SmolLM2-135M-Instruct Q4_1 GGUF),
+# kinfer info --json on random:PRESET models and the real default model (SmolLM2-135M-Instruct Q4_1 GGUF),
 # plus --help and a clear error for a missing model. Skips (exit 0) when the
 # model is not installed.
 set -euo pipefail
@@ -11,6 +11,26 @@ if "$KINFER" info --model /nonexistent/model.gguf 2>/tmp/kf_info_err.$$; then
   echo "FAIL: a missing model should be an error"; exit 1
 fi
 grep -q "/nonexistent/model.gguf" /tmp/kf_info_err.$$ || { echo "FAIL: error does not name the path"; cat /tmp/kf_info_err.$$; exit 1; }
+rm -f /tmp/kf_info_err.$$
+
+# random:PRESET: the preset's config and the tensors it reads, nothing stored. The
+# plain counts are the published parameter totals of the Hugging Face checkpoints
+# (Qwen3-0.6B 596,049,920 with tied embeddings; Qwen3-8B 8,190,735,360).
+"$KINFER" info --model random:qwen3-0.6b --json | python3 -c "
+import json, sys
+j = json.load(sys.stdin)
+assert j['format'] == 'random' and j['model'] == 'random:qwen3-0.6b', j
+assert j['params'] == {'plain': 596049920, 'kinetics': 596049920 + 151936 * 1024}, j['params']
+assert j['tensors']['count'] == 2 + 28 * 11 and j['tensors']['by_dtype'] == {}, j['tensors']  # embed, final norm, 11 a layer; tied: no lm_head
+assert j['memory']['weights_stored_bytes'] == 0 and j['memory']['kv_bytes_per_token_bf16'] == 2 * 28 * 8 * 128 * 2, j['memory']
+"
+"$KINFER" info --model random:qwen3-8b --json | python3 -c "
+import json, sys
+p = json.load(sys.stdin)['params']
+assert p == {'plain': 8190735360, 'kinetics': 8190735360}, p
+"
+if "$KINFER" info --model random:qwen3-9b 2>/tmp/kf_info_err.$$; then echo "FAIL: unknown preset accepted"; exit 1; fi
+grep -q "unknown model preset 'qwen3-9b'" /tmp/kf_info_err.$$ || { echo "FAIL: unknown preset error"; cat /tmp/kf_info_err.$$; exit 1; }
 rm -f /tmp/kf_info_err.$$
 
 if [[ ! -e "$model" ]]; then
