@@ -18,8 +18,10 @@ from serve_util import Server, metrics, request, wait_idle  # noqa: E402
 REQUESTS = int(os.environ.get("LOAD_REQUESTS", "1000"))
 CLIENTS = int(os.environ.get("LOAD_CLIENTS", "200"))
 TIMEOUT = float(os.environ.get("LOAD_TIMEOUT", "300"))
-# More server flags, e.g. "--device cuda" (dev/cuda/gpu.sh serve_load runs it on the H200).
+# More server flags, e.g. "--device cuda" (dev/cuda/gpu.sh serve_load runs it on the H200) or
+# "--replicas 2"; LOAD_KV_PAGES sizes the pool (a small one makes the prefix cache evict).
 SERVER_ARGS = os.environ.get("LOAD_SERVER_ARGS", "").split()
+STRESS = os.environ.get("LOAD_EXPECT_EVICTIONS") == "1"
 MAX_LEN = 256
 
 
@@ -113,7 +115,7 @@ def make_jobs(rng):
 
 
 async def main():
-    srv = Server("--max-model-len", str(MAX_LEN), "--kv-pages", "600", "--max-seqs", "128", "--max-waiting", "100000",
+    srv = Server("--max-model-len", str(MAX_LEN), "--kv-pages", os.environ.get("LOAD_KV_PAGES", "600"), "--max-seqs", "128", "--max-waiting", "100000",
                  *SERVER_ARGS)
     rng = random.Random(7)
     jobs = make_jobs(rng)
@@ -161,12 +163,15 @@ async def main():
                    "metrics_counts": got, "completion_tokens": completion_tokens,
                    "generated_tokens_metric": m["kinfer_generation_tokens_total"],
                    "kv_pages_used_after": m["kinfer_kv_pages_used"], "preemptions": m["kinfer_preemptions_total"],
+                   "prefix_cache_evictions": m.get("kinfer_prefix_cache_evictions_total", 0),
                    "failures": len(failures)}
         print(json.dumps(summary), flush=True)
         for f in failures[:10]:
             print("failure:", f)
         ok = not failures and sum(counts.values()) == REQUESTS and got == {k: float(v) for k, v in counts.items()}
         ok = ok and m["kinfer_kv_pages_used"] == 0
+        if STRESS:  # the small pools must have made the prefix caches evict (preemptions vary run to run)
+            ok = ok and summary["prefix_cache_evictions"] > 0
     finally:
         code, _, err = srv.stop()
     ok = ok and code == 0
