@@ -1,6 +1,7 @@
 """Load test of `kinfer serve` (SmolLM2; CPU, or LOAD_SERVER_ARGS="--device cuda"): 1,000 requests from 200
 concurrent clients, a mix of streaming, n > 1, chat, bad JSON, oversized
-prompts and clients that hang up mid-stream. Every valid request completes
+prompts, clients that hang up mid-stream, and block top-k requests whose long
+prompts share pages. Every valid request completes
 exactly once with well-formed output, every invalid one gets its 4xx, the
 server stays up, KV pages in use return to zero and /metrics agrees with the
 client's counts. Bounded: small max_tokens, and the whole run must finish in
@@ -87,7 +88,10 @@ def check_stream(events, n, chat):
 
 def make_jobs(rng):
     kinds = (["plain"] * 34 + ["stream"] * 20 + ["best_of"] * 10 + ["chat"] * 12 + ["bad_json"] * 8 +
-             ["oversized"] * 8 + ["wrong_type"] * 2 + ["hangup"] * 6)
+             ["oversized"] * 8 + ["wrong_type"] * 2 + ["hangup"] * 6 + ["sparse"] * 8)
+    # Long prompts from a few families (full pages for the prefix cache to share), under
+    # block top-k: per-sequence policies in the same batches as the dense requests.
+    families = [[rng.randrange(300, 40000) for _ in range(64)] for _ in range(4)]
     jobs = []
     for i in range(REQUESTS):
         kind = rng.choice(kinds)
@@ -110,6 +114,10 @@ def make_jobs(rng):
             base.update(n="three")
         elif kind == "hangup":
             base.update(stream=True, max_tokens=150)
+        elif kind == "sparse":
+            head = rng.choice(families)[:rng.randrange(32, 65)]
+            base.update(prompt=head + prompt, max_tokens=rng.randrange(2, 9), n=rng.randrange(1, 3),
+                        kinfer={"attn": "blocktopk", "topk_pages": 1, "local_pages": 1})
         jobs.append((kind, base))
     return jobs
 
@@ -164,12 +172,14 @@ async def main():
                    "generated_tokens_metric": m["kinfer_generation_tokens_total"],
                    "kv_pages_used_after": m["kinfer_kv_pages_used"], "preemptions": m["kinfer_preemptions_total"],
                    "prefix_cache_evictions": m.get("kinfer_prefix_cache_evictions_total", 0),
+                   "prefix_cached_rows": m.get("kinfer_prefix_cache_rows_total", 0),
                    "failures": len(failures)}
         print(json.dumps(summary), flush=True)
         for f in failures[:10]:
             print("failure:", f)
         ok = not failures and sum(counts.values()) == REQUESTS and got == {k: float(v) for k, v in counts.items()}
         ok = ok and m["kinfer_kv_pages_used"] == 0
+        ok = ok and summary["prefix_cached_rows"] > 0  # the block top-k families share their prompt pages
         if STRESS:  # the small pools must have made the prefix caches evict (preemptions vary run to run)
             ok = ok and summary["prefix_cache_evictions"] > 0
     finally:
