@@ -17,7 +17,7 @@
 //   split S     the two halves each on its own green context of S and 132-S SMs
 //   roles S     attention launches on a green context of S SMs, chains on the
 //               rest; the halves pipeline: half 1's chain while half 2 attends
-// Checks: every variant's XOR of the bytes its kernels read equals serial's.
+// Checks: every variant's sum of the words its kernels read equals serial's.
 //   nvcc -O3 -arch=sm_90a -o /tmp/green dev/cuda/green.cu -lcuda && /tmp/green [L A_MB W_MB K]
 // (gpu.sh green). Prints one JSON object.
 #include <cuda.h>
@@ -54,24 +54,27 @@ __global__ void fill(uint4* p, uint64_t n16, uint32_t seed) {
   }
 }
 
-__device__ __forceinline__ uint32_t xor4(uint4 v) { return v.x ^ v.y ^ v.z ^ v.w; }
+__device__ __forceinline__ unsigned long long sum4(uint4 v) {
+  return (unsigned long long)v.x + v.y + v.z + v.w;
+}
 
-// XOR of n16 16-byte words, four loads in flight a thread, one atomic a warp.
-__device__ __forceinline__ void read_xor(const uint4* __restrict__ p, uint64_t n16, unsigned long long* out) {
+// Sum (mod 2^64) of n16 16-byte words as 32-bit words, four loads in flight a
+// thread, one atomic a warp. A sum, not an XOR: bytes read twice count twice.
+__device__ __forceinline__ void read_sum(const uint4* __restrict__ p, uint64_t n16, unsigned long long* out) {
   const uint64_t stride = uint64_t(gridDim.x) * blockDim.x;
   uint64_t i = blockIdx.x * uint64_t(blockDim.x) + threadIdx.x;
-  uint32_t acc = 0;
+  unsigned long long acc = 0;
   for (; i + 3 * stride < n16; i += 4 * stride) {
     const uint4 a = __ldcs(p + i), b = __ldcs(p + i + stride), c = __ldcs(p + i + 2 * stride),
                 d = __ldcs(p + i + 3 * stride);
-    acc ^= xor4(a) ^ xor4(b) ^ xor4(c) ^ xor4(d);
+    acc += sum4(a) + sum4(b) + sum4(c) + sum4(d);
   }
-  for (; i < n16; i += stride) acc ^= xor4(__ldcs(p + i));
-  for (int o = 16; o > 0; o >>= 1) acc ^= __shfl_xor_sync(0xffffffffu, acc, o);
-  if ((threadIdx.x & 31) == 0 && acc) atomicXor(out, acc);
+  for (; i < n16; i += stride) acc += sum4(__ldcs(p + i));
+  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  if ((threadIdx.x & 31) == 0 && acc) atomicAdd(out, acc);
 }
 
-__global__ void attention_like(const uint4* kv, uint64_t n16, unsigned long long* out) { read_xor(kv, n16, out); }
+__global__ void attention_like(const uint4* kv, uint64_t n16, unsigned long long* out) { read_sum(kv, n16, out); }
 
 // One link of the chain: its weights, and the activation the link before wrote.
 // Grids: 4 blocks of 256 threads an SM for the attention (many loads in
@@ -80,8 +83,8 @@ __global__ void chain_link(const uint4* w, uint64_t n16, const uint4* act_in, ui
                            unsigned long long* out) {
   constexpr uint64_t a16 = kActBytes / 16;
   uint32_t a = 0;
-  for (uint64_t i = threadIdx.x; i < a16; i += blockDim.x) a ^= xor4(act_in[i]);  // every block reads x
-  read_xor(w, n16, out);
+  for (uint64_t i = threadIdx.x; i < a16; i += blockDim.x) a ^= act_in[i].x ^ act_in[i].y;  // every block reads x
+  read_sum(w, n16, out);
   if (blockIdx.x == 0)
     for (uint64_t i = threadIdx.x; i < a16; i += blockDim.x) {
       const uint4 v = act_in[i];
@@ -233,7 +236,7 @@ int main(int argc, char** argv) {
     fill<<<1024, kThreads>>>(L.w, z.weight_bytes / 16, 3 * l + 1);
     for (int h = 0; h < 2; ++h) fill<<<16, kThreads>>>(L.act[h][0], kActBytes / 16, 3 * l + 2 + h);
   }
-  unsigned long long* sums;  // one XOR per variant
+  unsigned long long* sums;  // one checksum per variant
   CK(cudaMalloc(&sums, 64 * sizeof(unsigned long long)));
   CK(cudaMemset(sums, 0, 64 * sizeof(unsigned long long)));
   CK(cudaDeviceSynchronize());
@@ -250,8 +253,8 @@ int main(int argc, char** argv) {
     rows += buf;
     ++variant;
   };
-  // Timed passes XOR into a scratch slot; one more pass of each variant XORs into its
-  // own slot, so the variants can be compared (the same bytes read, once each).
+  // Timed passes add into a scratch slot; one more pass of each variant adds into its
+  // own slot, so the variants can be compared (the same words read as often).
   auto checksum = [&](auto body) {
     CK(cudaMemsetAsync(sums + variant, 0, sizeof(unsigned long long), main_s));
     body();
@@ -260,7 +263,7 @@ int main(int argc, char** argv) {
     CK(cudaMemcpy(&v, sums + variant, sizeof v, cudaMemcpyDeviceToHost));
     return v;
   };
-  std::vector<unsigned long long> xors;
+  std::vector<unsigned long long> checks;  // each variant's checksum pass
 
   const Lanes all{main_s, main_s, 4 * sms, sms};
   // The parts alone, for scale.
@@ -291,7 +294,7 @@ int main(int argc, char** argv) {
     }
   };
   row("serial (today)", time_ms(main_s, reps, [&] { serial_timed(sums + 62); }), sms, sms);
-  xors.push_back(checksum([&] { serial(sums + variant); }));
+  checks.push_back(checksum([&] { serial(sums + variant); }));
 
   auto halves_one_stream = [&](unsigned long long* out) {
     for (auto& L : layers)
@@ -301,7 +304,7 @@ int main(int argc, char** argv) {
       }
   };
   row("halves, one stream", time_ms(main_s, reps, [&] { halves_one_stream(sums + 62); }), sms, sms);
-  xors.push_back(checksum([&] { halves_one_stream(sums + variant); }));
+  checks.push_back(checksum([&] { halves_one_stream(sums + variant); }));
 
   // Each half in order (its attention, then its chain, layer by layer); the
   // halves only share streams. A stream that waits on an event delays only the
@@ -331,7 +334,7 @@ int main(int argc, char** argv) {
   {
     const Lanes ln[2] = {{main_s, main_s, 4 * sms, sms}, {side_s, side_s, 4 * sms, sms}};
     row("halves, two plain streams", time_ms(main_s, reps, [&] { two_lanes(ln, sums + 62); }), sms, sms);
-    xors.push_back(checksum([&] { two_lanes(ln, sums + variant); }));
+    checks.push_back(checksum([&] { two_lanes(ln, sums + variant); }));
   }
   // On two green contexts of ~s and the rest of the SMs, with the lanes `lanes(g)` makes.
   auto on_partitions = [&](const char* name, int s, auto lanes) {
@@ -339,7 +342,7 @@ int main(int argc, char** argv) {
     Lanes ln[2];
     lanes(g, ln);
     row(name, time_ms(main_s, reps, [&] { two_lanes(ln, sums + 62); }), g.sms[0], g.sms[1]);
-    xors.push_back(checksum([&] { two_lanes(ln, sums + variant); }));
+    checks.push_back(checksum([&] { two_lanes(ln, sums + variant); }));
     destroy_green(g);
   };
   for (int s : {44, 66, 88})  // each half on its own partition
@@ -355,7 +358,7 @@ int main(int argc, char** argv) {
     });
   // Every variant read the same bytes: the checksums agree.
   bool valid = true;
-  for (unsigned long long x : xors) valid &= x == xors[0];
+  for (unsigned long long x : checks) valid &= x == checks[0];
   std::printf("{\"bench\": \"green\", \"device\": \"%s\", \"sms\": %d, \"layers\": %d, \"attn_mb\": %llu, "
               "\"weight_mb\": %llu, \"links\": %d, \"valid\": %s, \"rows\": [%s\n]}\n",
               prop.name, sms, z.layers, (unsigned long long)(z.attn_bytes >> 20),
