@@ -62,3 +62,7 @@ print("info.sh: OK")
 PY
 # the text form mentions the parameter count too
 "$KINFER" info --model "$model" | grep -q "parameters"
+# The smollm2-135m preset reads the tensors the real checkpoint holds: the same counts.
+[[ "$("$KINFER" info --model random:smollm2-135m --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["params"])')" == \
+   "$("$KINFER" info --model "$model" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["params"])')" ]] ||
+  { echo "FAIL: random:smollm2-135m's parameter counts differ from the GGUF's"; exit 1; }
