@@ -77,17 +77,18 @@ int cmd_info(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   // A random: model has no file: its preset's config, and the tensors that config reads.
-  const bool random = model.rfind("random:", 0) == 0;
+  const std::optional<ModelConfig> preset = random_model_config(model);
+  const bool random = preset.has_value();
   std::optional<Checkpoint> ck;
   if (!random) ck.emplace(open_checkpoint(model));
-  const ModelConfig c = random ? preset_config(model.substr(7)) : load_config(*ck);
+  const ModelConfig c = random ? *preset : load_config(*ck);
   ParamCounts params;
   size_t n_tensors = 0, stored_bytes = 0;
   std::map<std::string, int> by_dtype;
   if (random) {
-    const SpecParams sp = spec_params(weights_spec(c));
-    params = {sp.kinetics, sp.plain};
-    n_tensors = sp.tensors;
+    const WeightsSpec spec = weights_spec(c);
+    params = spec_params(spec);
+    n_tensors = spec.all().size();
   } else {
     check_weights(*ck, c);  // exactly what loading checks: a bad tensor fails here too
     params = count_params(*ck);

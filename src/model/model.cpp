@@ -34,8 +34,8 @@ Model::Model(ModelConfig cfg, Weights w) : cfg_(std::move(cfg)), w_(std::move(w)
 
 Model Model::load(const std::string& spec, Backend& be, TpShard shard, WeightFormat format) {
   auto shard_of = [&](const ModelConfig& c) { return shard.size > 1 ? c.sharded(shard.rank, shard.size) : c; };
-  if (spec.rfind("random:", 0) == 0) {
-    Model m = random(shard_of(preset_config(spec.substr(7))), be, 1, format);
+  if (const std::optional<ModelConfig> preset = random_model_config(spec)) {
+    Model m = random(shard_of(*preset), be, 1, format);
     m.source_ = spec;
     return m;
   }

@@ -102,6 +102,12 @@ std::optional<ModelPreset> detect_model_preset(std::string_view text) {
   return best;
 }
 
+std::optional<ModelConfig> random_model_config(const std::string& spec) {
+  constexpr std::string_view kPrefix = "random:";
+  if (spec.rfind(kPrefix, 0) != 0) return std::nullopt;
+  return preset_config(spec.substr(kPrefix.size()));
+}
+
 ModelConfig preset_config(const std::string& name) {
   if (auto p = find_model_preset(name)) return p->config;  // the Qwen3 family
   // SmolLM2-135M (the embedded default's shapes), for quick CPU benchmarks.

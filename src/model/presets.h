@@ -36,6 +36,9 @@ std::optional<ModelPreset> detect_model_preset(std::string_view text);
 // The shapes of a preset (the Qwen3 family or "smollm2-135m"); throws kf::Error
 // listing the known names otherwise.
 ModelConfig preset_config(const std::string& name);
+// The preset shapes of a `--model random:PRESET` spec (preset_config of PRESET);
+// nullopt for any other spec (a file, a directory, 'default').
+std::optional<ModelConfig> random_model_config(const std::string& spec);
 
 // Lower case, with '.', '_' and '/' turned into '-' ("Qwen3-0.6B" -> "qwen3-0-6b").
 std::string canonical_name(std::string_view s);

@@ -284,13 +284,12 @@ WeightsSpec weights_spec(const Checkpoint& ckpt, const ModelConfig& cfg) {
   return weights_spec(cfg, ckpt.format() == "gguf" && !ckpt.has("lm_head.weight"));
 }
 
-SpecParams spec_params(const WeightsSpec& spec) {
-  SpecParams p;
+ParamCounts spec_params(const WeightsSpec& spec) {
+  ParamCounts p;
   for (const WeightSpec* t : spec.all()) {
     int64_t n = 1;
     for (int64_t e : t->shape) n *= e;
     p.plain += n;
-    ++p.tensors;
   }
   p.kinetics = p.plain;
   if (spec.lm_head.name.empty()) p.kinetics += spec.embed.shape[0] * spec.embed.shape[1];

@@ -14,6 +14,7 @@
 namespace kf {
 
 class Checkpoint;
+struct ParamCounts;
 
 // How matrices are stored on a backend that takes several formats (the CPU:
 // `--cpu-weights`); a backend that takes one (CUDA: BF16) converts to it.
@@ -85,13 +86,10 @@ WeightsSpec weights_spec(const Checkpoint& ckpt, const ModelConfig& cfg);
 // What `cfg` reads, without a file (random: models); head_tied: lm_head is the
 // embedding whatever the config says.
 WeightsSpec weights_spec(const ModelConfig& cfg, bool head_tied = false);
-// Parameters of a spec, counted as count_params counts a checkpoint's: each
-// tensor once, and the Kinetics count with a tied lm_head counted again.
-struct SpecParams {
-  int64_t kinetics = 0, plain = 0;
-  size_t tensors = 0;
-};
-SpecParams spec_params(const WeightsSpec& spec);
+// Parameters of a spec, counted as count_params (io/checkpoint.h) counts a
+// checkpoint's: each tensor once, and the Kinetics count with a tied lm_head
+// counted again.
+ParamCounts spec_params(const WeightsSpec& spec);
 
 // Checks, before anything is read, that the checkpoint has every tensor the
 // config needs with exactly its shape and a float-readable dtype, and no
