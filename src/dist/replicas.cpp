@@ -80,7 +80,7 @@ std::vector<int64_t> ReplicaSet::submit_all(std::vector<Request> rs) {
     for (Request& r : rs) {
       ids.push_back(next_id_++);
       std::vector<uint64_t> pages;
-      if (cfg_.prefix_cache && size() > 1 && !r.route_by_load) pages = reps_[0]->prefixes.page_hashes(r.prompt);
+      if (routes_by_prefix() && !r.route_by_load) pages = reps_[0]->prefixes.page_hashes(r.prompt);
       queue_.push_back(Queued{ids.back(), std::move(r), std::move(pages)});
     }
     ++queue_changes_;
@@ -263,8 +263,7 @@ void ReplicaSet::loop(int i) {
   try {
     rep.replica->backend().bind_thread();
     rep.engine = std::make_unique<Engine>(rep.replica->ranks(), cfg_);
-    const bool routes_by_prefix = cfg_.prefix_cache && size() > 1;
-    rep.engine->log_prefix_evictions(routes_by_prefix);
+    rep.engine->log_prefix_evictions(routes_by_prefix());
     {
       std::lock_guard<std::mutex> lock(mu_);
       rep.ready = true;
@@ -290,7 +289,7 @@ void ReplicaSet::loop(int i) {
       }
       busy = rep.engine->step();
       std::vector<FinishedRequest> done = rep.engine->take_finished();
-      const std::vector<uint64_t> evicted = routes_by_prefix ? rep.engine->take_evicted_prefixes() : std::vector<uint64_t>{};
+      const std::vector<uint64_t> evicted = routes_by_prefix() ? rep.engine->take_evicted_prefixes() : std::vector<uint64_t>{};
       {
         std::lock_guard<std::mutex> lock(mu_);
         const bool any = !done.empty();

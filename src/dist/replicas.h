@@ -79,6 +79,9 @@ class ReplicaSet {
   // Outstanding samples by which a replica holding a request's prefix may be
   // busier than the lightest other and still take it: max(1, max_seqs / 4).
   int affinity_slack() const { return std::max(1, cfg_.max_seqs / 4); }
+  // Whether requests go by their prompt's pages too: the prefix cache, and
+  // more than one replica to choose from.
+  bool routes_by_prefix() const { return cfg_.prefix_cache && size() > 1; }
   // The engines' config: cfg with the defaults an Engine fills in (max_model_len).
   const EngineConfig& config() const { return resolved_; }
 
