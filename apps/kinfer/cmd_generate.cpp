@@ -32,18 +32,18 @@ int cmd_generate(int argc, char** argv) {
   app.add_flag("--no-progress", no_progress, "never show the progress bar");
   app.add_flag("--json", json, "print one JSON object");
   CLI11_PARSE(app, argc, argv);
-  KF_CHECK(app.count("--prompt") + app.count("--chat") + app.count("--prompt-ids") == 1,
-           "give exactly one of --prompt, --chat or --prompt-ids");
+  const bool by_text = app.count("--prompt") > 0, by_chat = app.count("--chat") > 0,
+             by_ids = app.count("--prompt-ids") > 0;
+  KF_CHECK(by_text + by_chat + by_ids == 1, "give exactly one of --prompt, --chat or --prompt-ids");
   // An empty chat message still has its template's tokens; raw text or ids need one.
-  KF_CHECK(!(app.count("--prompt") && prompt.empty()), "--prompt is empty: the model needs at least one token");
-  KF_CHECK(!(app.count("--prompt-ids") && prompt_ids.empty()), "--prompt-ids is empty: give token ids, e.g. 504,3575");
+  KF_CHECK(!(by_text && prompt.empty()), "--prompt is empty: the model needs at least one token");
+  KF_CHECK(!(by_ids && prompt_ids.empty()), "--prompt-ids is empty: give token ids, e.g. 504,3575");
 
   auto t_load = std::chrono::steady_clock::now();
   GenerateSetup g = setup_generate(o);
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
-  std::vector<int> ids = app.count("--prompt-ids") ? parse_token_ids(prompt_ids, g.config.vocab_size)
-                                                  : encode_prompt(g, app.count("--chat") ? chat : prompt,
-                                                                  app.count("--chat") > 0);
+  std::vector<int> ids = by_ids ? parse_token_ids(prompt_ids, g.config.vocab_size)
+                                : encode_prompt(g, by_chat ? chat : prompt, by_chat);
 
   Request req = make_request(o, g, ids);
   // One engine per replica; the samples are shared out over them.
