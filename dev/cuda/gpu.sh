@@ -45,6 +45,10 @@
 #   splits      dense attention rows at forced split counts (KINFER_DECODE_SPLITS; 0: the rule):
 #               SPLIT_ROWS "B T Hq Hkv: s1 s2 ...;..."
 #   decode      kinfer bench decode rows (Qwen3 shapes, dense and blocktopk, 16K-40K)
+#   smol        the SmolLM2 GSM8K eval's step shape with random weights (random:smollm2-135m, B512/B1024 x 288):
+#               per-op profiles of dense and block top-k k2 local 1, and bench generate n=1024 x 320 tokens
+#   warp        block top-k attention by the sparse warp kernel (KINFER_SPARSE_WARP=1), the block kernel (0) and
+#               the default's choice, per shape (WARP_ROWS "Hq Hkv D B ctx k local;...")
 #   generate    kinfer bench generate rows with --profile, and the HF generate baseline (GEN_HF=0: not)
 #   eval        the SmolLM2 GSM8K eval job (needs $GGUF) and its HF baseline
 #   serve_load  tests/e2e/serve_load.py against a GPU server (needs $GGUF): 1,000 requests from 200
@@ -394,6 +398,48 @@ gen() {  # extra flags
     python3 -c "import json,sys; j=json.load(sys.stdin); print(json.dumps(j))" | tee -a "$J" | python3 -c "import json,sys
 j=json.loads(sys.stdin.read()); p=j.get('profile',{})
 print(f\"generate n={j['n']}: {j['gen_tok_s']:.0f} tok/s overall, decode {j['decode_tok_s']:.0f}, steps {j['steps']}, running peak {j['running_peak']}, roofline {p.get('roofline_fraction',0):.2f} (device {p.get('device_roofline_fraction',0):.2f}), host {p.get('host_ms_per_step',{}).get('total',0):.3f} ms/step, device {p.get('device_ms_per_step',0):.3f} ms/step\")"
+}
+
+step_smol() {  # the SmolLM2 eval's step shape (random weights): per-op profile of dense and block top-k k2
+  copy_bw
+  local b ctx a
+  for b in ${SMOL_BATCH:-512 1024}; do
+    for a in "dense" "blocktopk --topk-pages 2 --local-pages 1"; do
+      ctx=${SMOL_CONTEXT:-288}
+      $K bench decode --device cuda --model random:smollm2-135m --batch $b --context $ctx --attn $a --page-size 16 \
+        --tokens 20 --copy-gbps "$COPY" --profile --json 2>>"$OUT/decode.err" | tee -a "$J" | python3 -c "import json,sys
+j=json.load(sys.stdin); a=j['attn']; p=j.get('profile',{})
+print(f\"smol B{j['batch']}x{j['context']} {a['kind']} k{a.get('topk_pages')}: {j['step_ms']:.3f} ms/step (graphs), {j['roofline_fraction']:.2f} of roofline; ops (no graphs):\")
+for k,v in sorted(p.items(), key=lambda kv: -kv[1]['ms'])[:12]: print(f'    {k}: {v[\"ms_per_step\"]:.3f} ms')" || tail -3 "$OUT/decode.err"
+    done
+  done
+  for a in "dense" "blocktopk --topk-pages 2 --local-pages 1"; do
+    $K bench generate --device cuda --model random:smollm2-135m -n 1024 --max-tokens 320 --ignore-eos --profile --json \
+      --attn $a 2>>"$OUT/gen.err" | tee -a "$J" | python3 -c "import json,sys
+j=json.load(sys.stdin); p=j.get('profile',{})
+print(f\"smol generate n={j['n']}: {j['gen_tok_s']:.0f} tok/s, steps {j['steps']}, device {p.get('device_ms_per_step',0):.3f} ms/step ({p.get('device_roofline_fraction',0):.2f} of roofline), host {p.get('host_ms_per_step',{}).get('total',0):.3f}\")" || tail -3 "$OUT/gen.err"
+  done
+  log "smol done"
+}
+
+step_warp() {  # the sparse warp kernel (a warp per (sequence, KV head)) against the block kernel, by shape
+  local rows row
+  IFS=';' read -ra rows <<< "${WARP_ROWS:-9 3 64 1024 288 2 1;9 3 64 1024 288 6 1;9 3 64 256 288 2 1;9 3 64 32 288 2 1;9 3 64 1024 1024 2 1;9 3 64 32 1024 2 1;9 3 64 1024 4096 2 1;9 3 64 32 4096 2 1;9 3 64 32 4096 8 4;16 8 128 32 1024 2 1;16 8 128 32 4096 8 4;16 8 128 256 4096 8 4;16 8 128 32 4096 64 4;16 8 128 32 1024 64 4}"
+  for row in "${rows[@]}"; do
+    set -- $row
+    local line="warp Hq$1/Hkv$2 D$3 B$4x$5 k$6 l$7:"
+    for v in 0 1 auto; do
+      local ms
+      ms=$( (if [[ $v == auto ]]; then unset KINFER_SPARSE_WARP; else export KINFER_SPARSE_WARP=$v; fi
+             $K bench attention --attn blocktopk --q-heads $1 --kv-heads $2 --head-dim $3 --batch $4 --context $5 \
+               --topk-pages $6 --local-pages $7 --json) 2>>"$OUT/attn.err" |
+           python3 -c "import json,sys
+j=json.load(sys.stdin); j['sparse_warp']='$v'; open('$OUT/warp.jsonl','a').write(json.dumps(j)+'\n'); print(f\"{j['ms_per_step']*1e3:.1f}\")")
+      line+=" ${v/auto/default} ${ms:-failed} us"
+    done
+    echo "$line"
+  done
+  log "warp done"
 }
 
 step_generate() {

@@ -405,6 +405,62 @@ TEST_F(CudaAttention, BulkCopiedDenseTilesChangeNoBit) {
     }
 }
 
+// Contexts of at most 256 pages can take the sparse warp kernel: one warp
+// per (sequence, KV head) selects and attends alone. Forced on
+// (KINFER_SPARSE_WARP=1) and off (=0), every case must list exactly the CPU's
+// pages and stay within bf16 error of its output (run_case). By default the
+// warp kernel serves only batches of many pairs with short chains
+// (warp_sparse): the default's output equals the block kernel's bit for bit
+// on these small batches, the warp kernel's on 1,100 short sequences. Head
+// dims 64/128, pages of 16/32 slots, query groups 1-8 (SmolLM2's 9/3), k 2-64,
+// bf16/f32/int8 summaries, partial pages, contexts of 1 slot to 256 pages,
+// a two-row sequence in a pure decode batch, per-sequence policies.
+TEST_F(CudaAttention, SparseWarpKernelMatchesCpu) {
+  std::unique_ptr<Backend> warp = test::cuda_backend_with("KINFER_SPARSE_WARP", "1");
+  std::unique_ptr<Backend> block = test::cuda_backend_with("KINFER_SPARSE_WARP", "0");
+  const attn::SummaryKind kinds[] = {attn::SummaryKind::BF16, attn::SummaryKind::I8, attn::SummaryKind::F32};
+  uint32_t seed = 900;
+  for (Shape sh : {Shape{64, 16, 9, 3}, Shape{64, 32, 8, 2}, Shape{128, 16, 16, 8}, Shape{128, 16, 64, 8},
+                   Shape{128, 32, 8, 8}})
+    for (AttnKind kind : {AttnKind::BlockTopK, AttnKind::Local})
+      for (auto [k, local] : {std::pair{2, 1}, std::pair{8, 4}, std::pair{64, 4}}) {
+        if (kind == AttnKind::Local && k != 2) continue;  // k does not matter to local
+        Case c = case_of(sh, kind, k, local);
+        c.ctx = {1, 15, 16, 17, 5 * sh.P, 40 * sh.P + 3, 100 * sh.P - 1, 256 * sh.P};
+        c.summary = kinds[seed % 3];
+        c.seed = seed++;
+        run_case(*warp, c);
+        EXPECT_EQ(run_case(*be, c), run_case(*block, c)) << describe(c) << ": the default's kernel";
+      }
+  {  // many short sequences: the default takes the warp kernel
+    Case c = case_of(Shape{64, 16, 9, 3}, AttnKind::BlockTopK, 2, 1);
+    for (int i = 0; i < 1100; ++i) c.ctx.push_back(1 + (i * 37) % 300);
+    c.seed = seed++;
+    EXPECT_EQ(run_case(*be, c), run_case(*warp, c)) << describe(c) << ": the default's kernel";
+  }
+  AttnPolicy dense, topk3, local1, topk8;
+  topk3.kind = AttnKind::BlockTopK;
+  topk3.topk_pages = 3;
+  topk3.local_pages = 2;
+  local1.kind = AttnKind::Local;
+  local1.local_pages = 1;
+  topk8.kind = AttnKind::BlockTopK;
+  topk8.topk_pages = 8;
+  topk8.local_pages = 4;
+  for (int D : {64, 128}) {
+    Case c = case_of(Shape{D, 16, D == 64 ? 9 : 16, D == 64 ? 3 : 8}, AttnKind::BlockTopK, 2, 1);
+    c.ctx = {900, 37, 1200};
+    c.rows = {1, 2, 0};  // as many rows as sequences, not one each: the two-row one reads densely
+    c.seed = seed++;
+    run_case(*warp, c);
+    c.rows = {};
+    c.ctx = {3000, 700, 4096, 300, 2000, 17};
+    c.seq_policies = {dense, topk3, local1, topk8, dense, topk3};
+    c.seed = seed++;
+    run_case(*warp, c);
+  }
+}
+
 // Long contexts past the shared-memory candidate limit of block top-k (2,560+
 // pages per sequence) in a pool whose element offsets pass 2^31: every offset
 // must be computed in 64 bits.

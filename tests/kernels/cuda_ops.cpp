@@ -146,7 +146,8 @@ TEST_F(CudaOps, MatmulCutlassMatchesCublasLt) {
 // the backend is made, naming the variable, the value and what 0 and 1 mean.
 TEST_F(CudaOps, SwitchesRefuseOtherValues) {
   for (const char* var : {"KINFER_GEMM_TUNE", "KINFER_GEMM_CUTLASS", "KINFER_MLP_FUSED", "KINFER_ATTN_SUMMARIES",
-                          "KINFER_ATTN_STAGE", "KINFER_ATTN_BULK", "KINFER_CUDA_SYNC", "KINFER_SILU_EPILOGUE"}) {
+                          "KINFER_ATTN_STAGE", "KINFER_ATTN_BULK", "KINFER_CUDA_SYNC", "KINFER_SILU_EPILOGUE",
+                          "KINFER_SPARSE_WARP"}) {
     for (const char* value : {"yes", "", "2"}) {
       try {
         test::cuda_backend_with(var, value);
@@ -162,7 +163,8 @@ TEST_F(CudaOps, SwitchesRefuseOtherValues) {
   EXPECT_NO_THROW(test::cuda_backend_with("KINFER_MLP_FUSED", "0"));
   // A backend under a switch names it; one without names none.
   for (const auto& [var, value] : {std::pair{"KINFER_CUDA_SYNC", "1"}, {"KINFER_DECODE_SPLITS", "4"},
-                                   {"KINFER_SPLIT_K", "0"}, {"KINFER_ATTN_BULK", "0"}}) {
+                                   {"KINFER_SPLIT_K", "0"}, {"KINFER_ATTN_BULK", "0"},
+                                   {"KINFER_SPARSE_WARP", "1"}}) {
     const std::string name = test::cuda_backend_with(var, value)->name();
     EXPECT_NE(name.find(std::string(" with ") + var + "=" + value), std::string::npos) << name;
   }

@@ -25,6 +25,8 @@
 //    to shared memory by bulk copies while it ranks the others (StagedPages).
 //    Under Backend::qkv_attention it then writes the summary of the page its
 //    row's new key completed, for its KV head (no summary kernel runs).
+//  - sparse_warp_kernel: the same for short contexts (warp_sparse), one warp
+//    per (sequence, KV head), four to a block, without block barriers.
 #include <algorithm>
 #include <memory>
 
@@ -230,6 +232,63 @@ __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectPara
     }
 }
 
+// The sparse warp kernel: one warp per (sequence, KV head), kPairWarps of
+// them to a block, each on its own (no block barrier). For short contexts,
+// where the block kernel above spends more time in its barriers and its 8
+// warps' merge than a short list's bytes take (SmolLM2 B1024 x 288 tokens,
+// k 2: 98 µs a layer, against 245 MB of dense bytes in 72): select_pages_warp,
+// then the warp walks its list alone and writes the normalised output (a
+// merge of one state is exact: the block kernel's merge with NW = 1). The
+// selection is the same; the sums are in another order than the block
+// kernel's (one warp instead of eight), within bf16 error of the CPU.
+constexpr int kPairWarps = 4;
+template <int D, int G>
+__global__ void __launch_bounds__(kPairWarps * 32) sparse_warp_kernel(SelectParams sp, DecodeParams p) {
+  __shared__ float sm_qbar[kPairWarps][D];
+  __shared__ uint32_t sm_keys[kPairWarps][kWarpMaxPages];
+  __shared__ int32_t sm_list[kPairWarps][kWarpMaxPages];
+  __shared__ float sm_acc[kPairWarps][G][D];
+  __shared__ float sm_m[kPairWarps][G], sm_l[kPairWarps][G];
+  griddep_wait();
+  griddep_launch_dependents();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, c = lane % (D / 8);
+  const int Hkv = p.n_kv_heads, P = p.page_size;
+  const int64_t pair = static_cast<int64_t>(blockIdx.x) * kPairWarps + warp;
+  if (pair >= static_cast<int64_t>(p.n_seqs) * Hkv) return;
+  const int s = static_cast<int>(pair / Hkv), h = static_cast<int>(pair % Hkv);
+  if (!selecting(sp.seq_policy, s, true)) return;  // a dense sequence: the split-K kernel serves it
+  const int n_list = select_pages_warp<D>(sp, s, h, sm_qbar[warp], sm_keys[warp], sm_list[warp]);
+  const int q0 = p.q_start[s], rows = p.q_start[s + 1] - q0;
+  const int tpp = (P + kTile - 1) / kTile;
+  for (int i = 0; i < rows; ++i) {
+    const int r = q0 + i;
+    RowPages rp;
+    rp.pt = p.table + static_cast<int64_t>(s) * p.max_pages;
+    rp.T = p.ctx_len[s] - rows + i + 1;
+    rp.list = rows == 1 ? sm_list[warp] : nullptr;
+    rp.mask = nullptr;
+    rp.n_items = rows == 1 ? n_list : (rp.T + P - 1) / P;
+    const int64_t rh0 = static_cast<int64_t>(r) * p.n_heads + h * G;
+    DecodeState<D, G> ws;
+    ws.init(p.q + rh0 * D, p.scale_log2, c);
+    visit_tiles<true>(ws, rp, p.k, p.v, Hkv, h, P, D, 0, rp.n_items * tpp, 1);
+    ws.stage(sm_acc, sm_m, sm_l, warp);
+    __syncwarp();
+    for (int idx = lane; idx < G * D; idx += 32) {
+      const int g = idx / D;
+      const float l = sm_l[warp][g];
+      p.out[(rh0 + g) * D + idx % D] = to_bf(l > 0.f ? sm_acc[warp][g][idx % D] / l : 0.f);
+    }
+    __syncwarp();
+  }
+  if (p.summary_slots)  // as kv_summary_kernel, for head h
+    for (int i = 0; i < rows; ++i) {
+      const int slot = p.summary_slots[q0 + i];
+      if (slot >= 0 && slot < p.n_pages * P && slot % P == P - 1)
+        write_page_summary(p.pool, static_cast<int64_t>(slot / P) * Hkv + h);
+    }
+}
+
 template <int D>
 __global__ void __launch_bounds__(kSelThreads) select_kernel(SelectParams p) {
   __shared__ SelectSmem<D, kSelThreads> sm;
@@ -318,6 +377,14 @@ struct SparseDecode {
   }
 };
 
+template <int D, int G>
+struct SparseWarpDecode {
+  static void launch(dim3 grid, cudaStream_t st, const SelectParams& sp, const DecodeParams& p) {
+    launch_pdl("attention sparse decode (a warp per pair)", sparse_warp_kernel<D, G>, grid, kPairWarps * 32, st, sp,
+               p);
+  }
+};
+
 }  // namespace
 
 void check_attention_shape(int head_dim, int group) {
@@ -333,6 +400,31 @@ static bool fused_sparse(const AttnArgs& a) { return (mixed(a) || a.kind != Attn
 // More rows than sequences: some sequence has several rows, so prefill.cu
 // runs and the decode kernel takes one slot per sequence (single-row ones only).
 static bool has_prefill(const AttnArgs& a) { return a.n_rows > a.n_seqs; }
+
+// Whether the fused path takes the warp kernel (a warp per (sequence, KV
+// head)) rather than the block kernel. A warp alone walks a chain of memory
+// round trips: its scoring rounds (score_items: 8 loads of 32 / (D / 8)
+// candidates each) and its list's tiles. The warp kernel wins where the
+// block kernel needs two or more waves (4 blocks an SM) and that chain is
+// short (H200, `gpu.sh warp`: SmolLM2's 3 KV heads at B1024 x 288 tokens, k 2:
+// 90 -> 35 µs; B256: 24 -> 15; B1024 x 4K: 106 -> 85), and loses at B32
+// (8 -> 13 µs) and where the chain is long (Qwen3's D 128 at B256 x 4K, k 8:
+// 115 -> 168). Without per-sequence policies a list has 1 + k + local pages
+// at most; with them the host does not know each k, so the context's pages
+// count. Not the topk oracle (token masks). a.sparse_warp 0 / 1 forces it
+// off / on where it can serve (tests, `gpu.sh warp`).
+constexpr int kWarpMaxChain = 16;
+bool warp_sparse(const AttnArgs& a, int num_sms) {
+  if (!fused_sparse(a) || a.kind == AttnKind::TopK || a.max_pages > kWarpMaxPages) return false;
+  if (a.sparse_warp >= 0) return a.sparse_warp == 1;
+  const int P = a.kv.page_size, D = a.kv.head_dim, tpp = (P + kTile - 1) / kTile;
+  const int per_round = 8 * (32 / (D / 8));
+  const int rounds = (a.max_pages + per_round - 1) / per_round;
+  const int k = a.kind == AttnKind::Local ? 0 : a.topk_pages;
+  const int list = mixed(a) ? a.max_pages : std::min(a.max_pages, 1 + k + a.local_pages);
+  const int64_t pairs = static_cast<int64_t>(a.n_seqs) * a.kv.n_kv_heads;
+  return pairs >= 4 * static_cast<int64_t>(num_sms) && rounds + list * tpp <= kWarpMaxChain;
+}
 
 // The fused sparse kernel serves every sequence (no per-sequence policies),
 // so each (sequence, KV head) block can write its own completed pages' summaries.
@@ -425,11 +517,17 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
   dp.n_pages = a.kv.n_pages;
 
   if (fused_sparse(a)) {
-    const dim3 grid(a.n_seqs, Hkv);
-    dp.stage_pages = a.stage_known ? sparse_stage_pages(a.local_pages, P, D) : 0;
-    const size_t smem = static_cast<size_t>(dp.stage_pages * stage_slot_bytes(P, D));
-    if (D == 64) launch_grouped<64, SparseDecode>(G, grid, st, sp, dp, smem);
-    else launch_grouped<128, SparseDecode>(G, grid, st, sp, dp, smem);
+    if (warp_sparse(a, num_sms)) {
+      const dim3 grid(static_cast<unsigned>((static_cast<int64_t>(a.n_seqs) * Hkv + kPairWarps - 1) / kPairWarps));
+      if (D == 64) launch_grouped<64, SparseWarpDecode>(G, grid, st, sp, dp);
+      else launch_grouped<128, SparseWarpDecode>(G, grid, st, sp, dp);
+    } else {
+      const dim3 grid(a.n_seqs, Hkv);
+      dp.stage_pages = a.stage_known ? sparse_stage_pages(a.local_pages, P, D) : 0;
+      const size_t smem = static_cast<size_t>(dp.stage_pages * stage_slot_bytes(P, D));
+      if (D == 64) launch_grouped<64, SparseDecode>(G, grid, st, sp, dp, smem);
+      else launch_grouped<128, SparseDecode>(G, grid, st, sp, dp, smem);
+    }
     check_launch("attention sparse decode");
     if (mixed(a)) {  // the dense sequences of the batch, split-K
       DecodeParams dd = dp;

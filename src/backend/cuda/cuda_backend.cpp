@@ -609,6 +609,7 @@ class CudaBackend final : public Backend {
     args.stage_known = sw_.stage_known;
     args.bulk_dense = sw_.bulk_dense;
     args.decode_splits = sw_.decode_splits;
+    args.sparse_warp = sw_.sparse_warp;
     const cuda::ScratchSize z = cuda::attention_scratch(args, num_sms_);
     cuda::AttnScratch s;
     s.part_acc = static_cast<float*>(grow(part_acc_, DType::F32, z.part_acc));

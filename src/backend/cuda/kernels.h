@@ -169,6 +169,9 @@ struct AttnArgs {
   int bulk_dense = -1;
   // The dense decode kernel's blocks per (row, KV head); 0: dense_decode_splits.
   int decode_splits = 0;
+  // The fused path's warp kernel (a warp per (sequence, KV head), short
+  // contexts): 1 wherever it can serve, 0 never, -1 by shape (warp_sparse).
+  int sparse_warp = -1;
 };
 struct ScratchSize {
   int64_t part_acc = 0, part_ml = 0, list = 0, list_count = 0, list_mask = 0, keys = 0;  // elements
@@ -180,6 +183,8 @@ ScratchSize attention_scratch(const AttnArgs& a, int num_sms);
 void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_t st);
 // Whether attention() can write the page summaries of a.summary_slots.
 bool summaries_in_attention(const AttnArgs& a);
+// Whether attention() serves a's decode rows by the sparse warp kernel.
+bool warp_sparse(const AttnArgs& a, int num_sms);
 // Throws kf::Error if this head_dim / group size has no kernel.
 void check_attention_shape(int head_dim, int group);
 #ifdef KINFER_ATTN_PHASES

@@ -83,21 +83,22 @@ __device__ __forceinline__ void pick_digit(const int* hist, uint32_t prefix, int
   }
 }
 
-// keys[j] = order_key(score of item j), j < m. MODE 0: page summaries in
+// keys[j] = order_key(score of item j), j < m, by NW warps of which this is
+// warp `warp` (a block's, or one warp alone: NW 1). MODE 0: page summaries in
 // bf16, 1: in f32, 2: tokens (topk oracle). LPR lanes per item, 8 dims each;
 // each lane first looks up kUnroll items' pages, then issues all their loads,
 // so a round costs two memory round trips for kUnroll items, not 2 per item.
-template <int D, int NT, int MODE>
+template <int D, int NW, int MODE>
 __device__ __forceinline__ void score_items(const SelectParams& p, const float* qbar, const int32_t* pt, int first,
-                                            int h, int m, uint32_t* keys) {
+                                            int h, int m, uint32_t* keys, int warp) {
   constexpr int LPR = D / 8, RPR = 32 / LPR, kUnroll = 8;
-  constexpr int kStride = (NT / 32) * RPR;  // items per block round
+  constexpr int kStride = NW * RPR;  // items per round of the NW warps
   const int Hkv = p.n_kv_heads, P = p.page_size;
   const int lane = threadIdx.x & 31, c = lane % LPR, sub = lane / LPR;
   float qv[8];
 #pragma unroll
   for (int e = 0; e < 8; ++e) qv[e] = qbar[c * 8 + e];
-  for (int j0 = (threadIdx.x >> 5) * RPR + sub;; j0 += kStride * kUnroll) {
+  for (int j0 = warp * RPR + sub;; j0 += kStride * kUnroll) {
     if (j0 - sub >= m) break;  // warp-uniform
     int64_t off[kUnroll];
 #pragma unroll
@@ -146,11 +147,11 @@ __device__ __forceinline__ void score_items(const SelectParams& p, const float* 
 // instruction: the scoring phase does ~1/6 of the instructions of unpacking the
 // codes to floats, which ran compute-bound at B64); 16 dims a lane, lane 0 of
 // a page also loads its scale. Every warp derives q16 from the same q̄.
-template <int D, int NT>
+template <int D, int NW>
 __device__ __forceinline__ void score_pages_i8(const SelectParams& p, const float* qbar, const int32_t* pt,
-                                                int first, int h, int m, uint32_t* keys) {
+                                                int first, int h, int m, uint32_t* keys, int warp) {
   constexpr int LPR = D / 16, RPR = 32 / LPR, kUnroll = 8;  // 4 and 16: the same step time (H200)
-  constexpr int kStride = (NT / 32) * RPR;  // pages per block round
+  constexpr int kStride = NW * RPR;  // pages per round of the NW warps
   const int Hkv = p.n_kv_heads;
   const int lane = threadIdx.x & 31, c = lane % LPR, sub = lane / LPR;
   const uint8_t* codes = static_cast<const uint8_t*>(p.summary);
@@ -163,7 +164,7 @@ __device__ __forceinline__ void score_pages_i8(const SelectParams& p, const floa
   int qpair[8];  // q16 of dims c*16 + 2i, 2i+1 as the two halves dp2a takes
 #pragma unroll
   for (int i = 0; i < 8; ++i) qpair[i] = static_cast<int>(q16(c * 16 + 2 * i) | (q16(c * 16 + 2 * i + 1) << 16));
-  for (int j0 = (threadIdx.x >> 5) * RPR + sub;; j0 += kStride * kUnroll) {
+  for (int j0 = warp * RPR + sub;; j0 += kStride * kUnroll) {
     if (j0 - sub >= m) break;  // warp-uniform
     int64_t ph[kUnroll];       // page * Hkv + h, or -1
 #pragma unroll
@@ -196,6 +197,82 @@ __device__ __forceinline__ void score_pages_i8(const SelectParams& p, const floa
   }
 }
 
+// What one (sequence, KV head) of a decode row ranks (DESIGN.md): its policy's
+// local window and k, the candidate pages [first, end) between page 0 and the
+// window, and m candidates of which k are kept (tokens for the topk oracle).
+struct PairPlan {
+  int rows;           // query rows of the sequence: only single-row ones select
+  int n, first, end;  // pages of the context; candidates [first, end)
+  int m_pages, m, k;  // candidate pages; ranked items and how many are kept
+};
+__device__ __forceinline__ PairPlan plan_pair(const SelectParams& p, int s) {
+  PairPlan pp;
+  const int q0 = p.q_start[s];
+  pp.rows = p.q_start[s + 1] - q0;
+  int local_pages = p.local_pages, topk_pages = p.topk_pages;
+  if (p.seq_policy) {  // dense sequences never get here (the callers skip them)
+    local_pages = p.seq_policy[3 * s + 1];
+    topk_pages = p.seq_policy[3 * s] == static_cast<int>(AttnKind::Local) ? 0 : p.seq_policy[3 * s + 2];
+  }
+  const int P = p.page_size;
+  pp.n = (p.ctx_len[s] + P - 1) / P;
+  pp.first = 1;
+  pp.end = max(1, pp.n - local_pages);
+  pp.m_pages = max(0, pp.end - pp.first);
+  const int unit = p.by_token ? P : 1;  // ranked items per candidate page
+  pp.m = pp.m_pages * unit;
+  pp.k = topk_pages * unit;
+  return pp;
+}
+
+// q̄ of (row q0, KV head h), dims d = first, first + stride, ...: the mean of
+// the group's post-RoPE queries, summed in g order.
+template <int D>
+__device__ __forceinline__ void group_mean_query(const SelectParams& p, int q0, int h, int first, int stride,
+                                                 float* qbar) {
+  const int G = p.n_heads / p.n_kv_heads;
+  for (int d = first; d < D; d += stride) {
+    float a = 0.f;
+    for (int g = 0; g < G; ++g) a += bf(p.q[(static_cast<int64_t>(q0) * p.n_heads + h * G + g) * D + d]);
+    qbar[d] = a / static_cast<float>(G);
+  }
+}
+
+// Scores the m candidates into keys, by NW warps (this one is `warp`).
+template <int D, int NW>
+__device__ __forceinline__ void score_candidates(const SelectParams& p, const float* qbar, const int32_t* pt,
+                                                 const PairPlan& pp, int h, uint32_t* keys, int warp) {
+  if (p.by_token) score_items<D, NW, 2>(p, qbar, pt, pp.first, h, pp.m, keys, warp);
+  else if (p.summary_kind == attn::SummaryKind::I8) score_pages_i8<D, NW>(p, qbar, pt, pp.first, h, pp.m, keys, warp);
+  else if (p.summary_kind == attn::SummaryKind::BF16) score_items<D, NW, 0>(p, qbar, pt, pp.first, h, pp.m, keys, warp);
+  else score_items<D, NW, 1>(p, qbar, pt, pp.first, h, pp.m, keys, warp);
+}
+
+// One warp marks keys [j_begin, j_end) in index order: every key > thr, and
+// keys == thr while fewer than need_eq of them came before (eq_before: those
+// of earlier ranges; sel_before: keys chosen there). Candidate j goes to
+// out[1 + its rank] as page first + j; by_token: keys[j] becomes 1 or 0.
+__device__ __forceinline__ void mark_chosen(uint32_t* keys, int j_begin, int j_end, uint32_t thr, int need_eq,
+                                            int eq_before, int sel_before, bool by_token, int first, int32_t* out) {
+  const int lane = threadIdx.x & 31;
+  const uint32_t below = (1u << lane) - 1u;
+  for (int j0 = j_begin; j0 < j_end; j0 += 32) {  // warp-uniform bounds
+    const int j = j0 + lane;
+    const uint32_t key = j < j_end ? keys[j] : 0u;
+    const bool gt = j < j_end && key > thr, eq = j < j_end && key == thr;
+    const uint32_t eq_mask = __ballot_sync(0xffffffffu, eq);
+    const bool sel = gt || (eq && eq_before + __popc(eq_mask & below) < need_eq);
+    const uint32_t sel_mask = __ballot_sync(0xffffffffu, sel);
+    if (by_token) {
+      if (j < j_end) keys[j] = static_cast<uint32_t>(sel);
+    } else if (sel) {
+      out[1 + sel_before + __popc(sel_mask & below)] = first + j;
+    }
+    eq_before += __popc(eq_mask);
+    sel_before += __popc(sel_mask);
+  }
+}
+
 // Runs with all NT threads of the block; the whole block returns together.
 // Where it ranks candidates, it calls known(end, n) with every thread once
 // scoring is done: the pages read whatever the scores say (page 0 and the
@@ -205,29 +282,18 @@ template <int D, int NT, class Known>
 __device__ void select_pages(const SelectParams& p, int s, int h, SelectSmem<D, NT>& sm, const Known& known) {
   using Scan = cub::BlockScan<int, NT>;
   const int tid = threadIdx.x;
-  const int Hkv = p.n_kv_heads, P = p.page_size, G = p.n_heads / Hkv;
+  const int Hkv = p.n_kv_heads, P = p.page_size;
   const int64_t pair = static_cast<int64_t>(s) * Hkv + h;
-  const int q0 = p.q_start[s], rows = p.q_start[s + 1] - q0;
-  if (rows != 1) {  // prefill rows are dense; no list
+  if (p.seq_policy && p.seq_policy[3 * s] == static_cast<int>(AttnKind::Dense)) {
+    if (tid == 0) p.list_count[pair] = 0;  // served by the dense kernel: no list
+    return;
+  }
+  const PairPlan pp = plan_pair(p, s);
+  if (pp.rows != 1) {  // prefill rows are dense; no list
     if (tid == 0) p.list_count[pair] = 0;
     return;
   }
-  int local_pages = p.local_pages, topk_pages = p.topk_pages;
-  if (p.seq_policy) {
-    const int kind = p.seq_policy[3 * s];
-    if (kind == static_cast<int>(AttnKind::Dense)) {  // served by the dense kernel: no list
-      if (tid == 0) p.list_count[pair] = 0;
-      return;
-    }
-    local_pages = p.seq_policy[3 * s + 1];
-    topk_pages = kind == static_cast<int>(AttnKind::Local) ? 0 : p.seq_policy[3 * s + 2];
-  }
-  const int T = p.ctx_len[s];
-  const int n = (T + P - 1) / P;
-  const int first = 1, end = max(1, n - local_pages);
-  const int m_pages = max(0, end - first);
-  const int unit = p.by_token ? P : 1;  // ranked items per candidate page
-  const int m = m_pages * unit, k = topk_pages * unit;
+  const int n = pp.n, first = pp.first, end = pp.end, m_pages = pp.m_pages, m = pp.m, k = pp.k;
   int32_t* out = p.list + pair * p.max_pages;
   uint32_t* omask = p.by_token ? p.list_mask + pair * p.max_pages : nullptr;
   if (m <= k) {  // few candidates: every page (= dense)
@@ -241,17 +307,10 @@ __device__ void select_pages(const SelectParams& p, int s, int h, SelectSmem<D, 
   const int32_t* pt = p.table + static_cast<int64_t>(s) * p.max_pages;
   uint32_t* keys = m <= kSmemKeys ? sm.keys : p.keys + pair * p.key_cap;
   if (k > 0) {
-    for (int d = tid; d < D; d += NT) {  // q̄: mean of the group's queries, g order
-      float a = 0.f;
-      for (int g = 0; g < G; ++g) a += bf(p.q[(static_cast<int64_t>(q0) * p.n_heads + h * G + g) * D + d]);
-      sm.qbar[d] = a / static_cast<float>(G);
-    }
+    group_mean_query<D>(p, p.q_start[s], h, tid, NT, sm.qbar);
     __syncthreads();
     KF_PHASE(2);  // q̄ ready
-    if (p.by_token) score_items<D, NT, 2>(p, sm.qbar, pt, first, h, m, keys);
-    else if (p.summary_kind == attn::SummaryKind::I8) score_pages_i8<D, NT>(p, sm.qbar, pt, first, h, m, keys);
-    else if (p.summary_kind == attn::SummaryKind::BF16) score_items<D, NT, 0>(p, sm.qbar, pt, first, h, m, keys);
-    else score_items<D, NT, 1>(p, sm.qbar, pt, first, h, m, keys);
+    score_candidates<D, NT / 32>(p, sm.qbar, pt, pp, h, keys, tid >> 5);
     known(end, n);
     __syncthreads();
     KF_PHASE(3);  // every candidate scored
@@ -309,22 +368,7 @@ __device__ void select_pages(const SelectParams& p, int s, int h, SelectSmem<D, 
       sel_before += sm.warp_gt[v] + min(sm.warp_eq[v], max(0, need_eq - eq_before));
       eq_before += sm.warp_eq[v];
     }
-    const uint32_t below = (1u << lane) - 1u;
-    for (int j0 = j_begin; j0 < j_end; j0 += 32) {
-      const int j = j0 + lane;
-      const uint32_t key = j < j_end ? keys[j] : 0u;
-      const bool gt = j < j_end && key > thr, eq = j < j_end && key == thr;
-      const uint32_t eq_mask = __ballot_sync(0xffffffffu, eq);
-      const bool sel = gt || (eq && eq_before + __popc(eq_mask & below) < need_eq);
-      const uint32_t sel_mask = __ballot_sync(0xffffffffu, sel);
-      if (p.by_token) {
-        if (j < j_end) keys[j] = static_cast<uint32_t>(sel);
-      } else if (sel) {
-        out[1 + sel_before + __popc(sel_mask & below)] = first + j;
-      }
-      eq_before += __popc(eq_mask);
-      sel_before += __popc(sel_mask);
-    }
+    mark_chosen(keys, j_begin, j_end, thr, need_eq, eq_before, sel_before, p.by_token, first, out);
   }
   if (!p.by_token) {  // page 0, the k chosen pages (written above), the local pages
     if (tid == 0) out[0] = 0;
@@ -359,6 +403,58 @@ __device__ void select_pages(const SelectParams& p, int s, int h, SelectSmem<D, 
     omask[1 + cnt + (i - end)] = 0xffffffffu;
   }
   if (tid == 0) p.list_count[pair] = 1 + cnt + (n - end);
+}
+
+// select_pages by one warp, for contexts of at most kWarpMaxPages pages (the
+// sparse warp kernel: short contexts, where the block version's barriers cost
+// more than the pages' bytes). Page lists only (not the topk oracle). The
+// same q̄, scores and marking; the k-th largest key by a bitwise search on
+// counts (the largest T with at least k keys >= T) instead of the radix
+// histograms: the same key, so the same list. Writes the list to `list`
+// (shared memory) and to p.list / p.list_count; returns its length, or -1 for
+// a sequence with other than one row (it reads its causal prefix densely).
+// qbar [D] and keys [kWarpMaxPages] are the warp's own shared memory.
+constexpr int kWarpMaxPages = 256;
+template <int D>
+__device__ int select_pages_warp(const SelectParams& p, int s, int h, float* qbar, uint32_t* keys, int32_t* list) {
+  const int lane = threadIdx.x & 31;
+  const int64_t pair = static_cast<int64_t>(s) * p.n_kv_heads + h;
+  const PairPlan pp = plan_pair(p, s);
+  if (pp.rows != 1) {
+    if (lane == 0) p.list_count[pair] = 0;
+    return -1;
+  }
+  int count = pp.n;
+  if (pp.m <= pp.k) {  // few candidates: every page (= dense)
+    for (int i = lane; i < pp.n; i += 32) list[i] = i;
+  } else {
+    const int m = pp.m, k = pp.k;
+    if (k > 0) {
+      group_mean_query<D>(p, p.q_start[s], h, lane, 32, qbar);
+      __syncwarp();
+      score_candidates<D, 1>(p, qbar, p.table + static_cast<int64_t>(s) * p.max_pages, pp, h, keys, 0);
+      __syncwarp();
+      uint32_t thr = 0;
+      for (int b = 31; b >= 0; --b) {
+        const uint32_t t = thr | (1u << b);
+        int at_least = 0;
+        for (int j = lane; j < m; j += 32) at_least += keys[j] >= t;
+        if (__reduce_add_sync(0xffffffffu, at_least) >= k) thr = t;
+      }
+      int above = 0;
+      for (int j = lane; j < m; j += 32) above += keys[j] > thr;
+      above = __reduce_add_sync(0xffffffffu, above);
+      mark_chosen(keys, 0, m, thr, k - above, 0, 0, false, pp.first, list);
+    }
+    if (lane == 0) list[0] = 0;
+    for (int i = pp.end + lane; i < pp.n; i += 32) list[1 + k + (i - pp.end)] = i;
+    count = 1 + k + (pp.n - pp.end);
+  }
+  __syncwarp();
+  int32_t* out = p.list + pair * p.max_pages;  // for PageSelection outputs
+  for (int i = lane; i < count; i += 32) out[i] = list[i];
+  if (lane == 0) p.list_count[pair] = count;
+  return count;
 }
 
 }  // namespace kf::cuda

@@ -66,6 +66,10 @@ Switches Switches::from_env() {
     KF_CHECK(sw.decode_splits >= 1 && sw.decode_splits <= 128, "KINFER_DECODE_SPLITS={}: the dense decode kernel's "
              "blocks per (row, KV head), 1 to 128", v);
   }
+  if (auto on = env.on_off("KINFER_SPARSE_WARP", "0 (block top-k and local decode always by the block kernel, a block "
+                           "of 8 warps per (sequence, KV head)) or 1 (by the warp kernel, a warp per pair, wherever "
+                           "contexts have at most 256 pages); unset: the warp kernel for short lists"))
+    sw.sparse_warp = *on ? 1 : 0;
   env.on_off(sw.attn_summaries, "KINFER_ATTN_SUMMARIES", "0 (a summary kernel after qkv_rope_write) or 1 (the "
                                                          "fused sparse kernel writes the page summaries: the default)");
   env.on_off(sw.sync_checks, "KINFER_CUDA_SYNC",
