@@ -456,8 +456,10 @@ struct QkvAttnCase {
 };
 
 TEST_F(CudaFused, QkvAttentionSummariesInTheSparseKernel) {
-  std::unique_ptr<Backend> sep = test::cuda_backend_with("KINFER_ATTN_SUMMARIES", "0");
   const std::vector<int> ctx6 = {3000, 1024, 17, 4096, 2048, 5};  // 1024 and 2048: the new key ends a page
+  // The block kernel (these small batches' default), then the warp kernel
+  // (KINFER_SPARSE_WARP=1; not the topk oracle's), each against the summary kernel.
+  for (const char* warp_kernel : {"0", "1"})
   for (const QkvAttnCase& c :
        {QkvAttnCase{16, 8, 128, 128, 16, true, AttnKind::BlockTopK, ctx6, {}},
         QkvAttnCase{64, 8, 128, 128, 16, true, AttnKind::BlockTopK, ctx6, {}},
@@ -469,7 +471,10 @@ TEST_F(CudaFused, QkvAttentionSummariesInTheSparseKernel) {
         QkvAttnCase{8, 2, 64, 32, 32, false, AttnKind::BlockTopK, {700, 64, 1500}, {}, true}}) {
     SCOPED_TRACE(::testing::Message() << attn_kind_name(c.kind) << " Hq " << c.hq << " Hkv " << c.hkv << " D "
                                       << c.hd << " rotary " << c.rotary << " P " << c.page_size
-                                      << (c.i8 ? " int8 summaries" : ""));
+                                      << (c.i8 ? " int8 summaries" : "") << " KINFER_SPARSE_WARP=" << warp_kernel);
+    std::unique_ptr<Backend> fus = test::cuda_backend_with("KINFER_SPARSE_WARP", warp_kernel);
+    std::unique_ptr<Backend> sep =
+        test::cuda_backend_with({{"KINFER_ATTN_SUMMARIES", "0"}, {"KINFER_SPARSE_WARP", warp_kernel}});
     const int S = static_cast<int>(c.ctx.size()), P = c.page_size, D = c.hd;
     const std::vector<int> rows = c.rows.empty() ? std::vector<int>(S, 1) : c.rows;
     std::vector<int32_t> q_start(S + 1, 0);
@@ -538,27 +543,27 @@ TEST_F(CudaFused, QkvAttentionSummariesInTheSparseKernel) {
       }
       return r;
     };
-    const Run fused = run(*be, true), separate = run(*sep, false);
-    EXPECT_EQ(host_bf16(*be, fused.q), host_bf16(*sep, separate.q)) << "q";
-    EXPECT_EQ(host_bf16(*be, fused.k), host_bf16(*sep, separate.k)) << "K pool";
-    EXPECT_EQ(host_bf16(*be, fused.v), host_bf16(*sep, separate.v)) << "V pool";
+    const Run fused = run(*fus, true), separate = run(*sep, false);
+    EXPECT_EQ(host_bf16(*fus, fused.q), host_bf16(*sep, separate.q)) << "q";
+    EXPECT_EQ(host_bf16(*fus, fused.k), host_bf16(*sep, separate.k)) << "K pool";
+    EXPECT_EQ(host_bf16(*fus, fused.v), host_bf16(*sep, separate.v)) << "V pool";
     auto codes = [](Backend& b, const Buffer& sum) {
       std::vector<uint8_t> h(sum.view().numel());
       b.download(h.data(), sum.view());
       return h;
     };
     if (c.i8) {
-      EXPECT_EQ(codes(*be, fused.sum), codes(*sep, separate.sum)) << "int8 summary codes";
-      EXPECT_EQ(test::host_f32(*be, fused.scale), test::host_f32(*sep, separate.scale)) << "int8 summary scales";
-      EXPECT_NE(codes(*be, fused.sum), codes0) << "no page was completed";
+      EXPECT_EQ(codes(*fus, fused.sum), codes(*sep, separate.sum)) << "int8 summary codes";
+      EXPECT_EQ(test::host_f32(*fus, fused.scale), test::host_f32(*sep, separate.scale)) << "int8 summary scales";
+      EXPECT_NE(codes(*fus, fused.sum), codes0) << "no page was completed";
     } else {
-      EXPECT_EQ(host_bf16(*be, fused.sum), host_bf16(*sep, separate.sum)) << "summaries";
-      EXPECT_NE(host_bf16(*be, fused.sum), s0) << "no page was completed";
+      EXPECT_EQ(host_bf16(*fus, fused.sum), host_bf16(*sep, separate.sum)) << "summaries";
+      EXPECT_NE(host_bf16(*fus, fused.sum), s0) << "no page was completed";
     }
-    EXPECT_EQ(host_bf16(*be, fused.out), host_bf16(*sep, separate.out)) << "attention output";
-    EXPECT_EQ(test::host_i32(*be, fused.sel), test::host_i32(*sep, separate.sel)) << "selected pages";
-    EXPECT_EQ(test::host_i32(*be, fused.cnt), test::host_i32(*sep, separate.cnt)) << "selected page counts";
-    EXPECT_NE(host_bf16(*be, fused.k), k0) << "no key was written";
+    EXPECT_EQ(host_bf16(*fus, fused.out), host_bf16(*sep, separate.out)) << "attention output";
+    EXPECT_EQ(test::host_i32(*fus, fused.sel), test::host_i32(*sep, separate.sel)) << "selected pages";
+    EXPECT_EQ(test::host_i32(*fus, fused.cnt), test::host_i32(*sep, separate.cnt)) << "selected page counts";
+    EXPECT_NE(host_bf16(*fus, fused.k), k0) << "no key was written";
   }
 }
 

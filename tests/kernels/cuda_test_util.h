@@ -22,14 +22,22 @@
 
 namespace kf::test {
 
-// A CUDA backend made with one switch of the environment set (read at construction).
-inline std::unique_ptr<Backend> cuda_backend_with(const char* var, const std::string& value) {
-  struct Unset {  // also when the backend refuses the value
-    const char* var;
-    ~Unset() { unsetenv(var); }
-  } unset{var};
-  setenv(var, value.c_str(), 1);
+// A CUDA backend made with switches of the environment set (read at construction).
+inline std::unique_ptr<Backend> cuda_backend_with(std::initializer_list<std::pair<const char*, std::string>> vars) {
+  struct Unset {  // also when the backend refuses a value
+    std::vector<const char*> vars;
+    ~Unset() {
+      for (const char* v : vars) unsetenv(v);
+    }
+  } unset;
+  for (const auto& [var, value] : vars) {
+    unset.vars.push_back(var);
+    setenv(var, value.c_str(), 1);
+  }
   return make_cuda_backend(0);
+}
+inline std::unique_ptr<Backend> cuda_backend_with(const char* var, const std::string& value) {
+  return cuda_backend_with({{var, value}});
 }
 
 // Uniform values in [lo, hi), rounded to bf16 so both backends see the same numbers.
