@@ -183,6 +183,24 @@ Case case_of(Shape sh, AttnKind kind, int topk_pages, int local_pages) {
   return c;
 }
 
+// Per-sequence policies for mixed batches: dense, block top-k k 3 local 2,
+// local 1, block top-k k 8 local 4.
+struct MixedPolicies {
+  AttnPolicy dense, topk3, local1, topk8;
+};
+MixedPolicies mixed_policies() {
+  MixedPolicies m;
+  m.topk3.kind = AttnKind::BlockTopK;
+  m.topk3.topk_pages = 3;
+  m.topk3.local_pages = 2;
+  m.local1.kind = AttnKind::Local;
+  m.local1.local_pages = 1;
+  m.topk8.kind = AttnKind::BlockTopK;
+  m.topk8.topk_pages = 8;
+  m.topk8.local_pages = 4;
+  return m;
+}
+
 struct CudaAttention : ::testing::Test {
   void SetUp() override {
     KF_REQUIRE_CUDA();
@@ -290,10 +308,8 @@ TEST_F(CudaAttention, LocalAndOracleTopK) {
 // warp state in every kernel: split-K dense, the fused sparse kernel, the
 // token-masked oracle, prefill chunks beside decode rows, mixed policies.
 TEST_F(CudaAttention, TensorCoreGroupsAllPolicies) {
-  AttnPolicy dense, topk3;
-  topk3.kind = AttnKind::BlockTopK;
-  topk3.topk_pages = 3;
-  topk3.local_pages = 2;
+  const MixedPolicies m = mixed_policies();
+  const AttnPolicy &dense = m.dense, &topk3 = m.topk3;
   uint32_t seed = 300;
   for (auto [hq, hkv] : {std::pair{32, 8}, std::pair{64, 8}, std::pair{16, 2}})
     for (AttnKind kind : {AttnKind::Dense, AttnKind::BlockTopK, AttnKind::Local, AttnKind::TopK}) {
@@ -325,15 +341,7 @@ TEST_F(CudaAttention, TensorCoreGroupsAllPolicies) {
 // own (dense, blocktopk with its k, local), in pure decode batches (the fused
 // sparse kernel beside the split-K one) and next to prefill chunks.
 TEST_F(CudaAttention, MixedPoliciesPerSequence) {
-  AttnPolicy dense, topk3, local1, topk8;
-  topk3.kind = AttnKind::BlockTopK;
-  topk3.topk_pages = 3;
-  topk3.local_pages = 2;
-  local1.kind = AttnKind::Local;
-  local1.local_pages = 1;
-  topk8.kind = AttnKind::BlockTopK;
-  topk8.topk_pages = 8;
-  topk8.local_pages = 4;
+  const auto [dense, topk3, local1, topk8] = mixed_policies();
   for (int D : {64, 128}) {
     Case c;
     c.head_dim = D;
@@ -385,10 +393,8 @@ TEST_F(CudaAttention, BulkCopiedDenseTilesChangeNoBit) {
   std::unique_ptr<Backend> regs = test::cuda_backend_with("KINFER_ATTN_BULK", "0");
   EXPECT_NE(regs->name().find("with KINFER_ATTN_BULK=0"), std::string::npos) << regs->name();
   EXPECT_EQ(be->name().find("KINFER_ATTN_BULK"), std::string::npos) << be->name();
-  AttnPolicy dense, topk3;
-  topk3.kind = AttnKind::BlockTopK;
-  topk3.topk_pages = 3;
-  topk3.local_pages = 2;
+  const MixedPolicies m = mixed_policies();
+  const AttnPolicy &dense = m.dense, &topk3 = m.topk3;
   uint32_t seed = 700;
   for (Shape sh : {Shape{128, 16, 16, 8}, Shape{128, 32, 32, 8}, Shape{128, 16, 64, 8}, Shape{64, 16, 8, 8},
                    Shape{64, 32, 12, 4}})
@@ -438,15 +444,7 @@ TEST_F(CudaAttention, SparseWarpKernelMatchesCpu) {
     c.seed = seed++;
     EXPECT_EQ(run_case(*be, c), run_case(*warp, c)) << describe(c) << ": the default's kernel";
   }
-  AttnPolicy dense, topk3, local1, topk8;
-  topk3.kind = AttnKind::BlockTopK;
-  topk3.topk_pages = 3;
-  topk3.local_pages = 2;
-  local1.kind = AttnKind::Local;
-  local1.local_pages = 1;
-  topk8.kind = AttnKind::BlockTopK;
-  topk8.topk_pages = 8;
-  topk8.local_pages = 4;
+  const auto [dense, topk3, local1, topk8] = mixed_policies();
   for (int D : {64, 128}) {
     Case c = case_of(Shape{D, 16, D == 64 ? 9 : 16, D == 64 ? 3 : 8}, AttnKind::BlockTopK, 2, 1);
     c.ctx = {900, 37, 1200};

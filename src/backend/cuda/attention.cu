@@ -88,6 +88,20 @@ __device__ __forceinline__ bool selecting(const int32_t* seq_policy, int s, bool
 }
 
 
+// What row i of sequence s (of `rows` query rows) reads in the fused sparse
+// kernels: a single decode row its list (n_list pages, token masks or null),
+// a row of a multi-row sequence its causal prefix, every page.
+__device__ __forceinline__ RowPages row_pages(const DecodeParams& p, int s, int rows, int i, const int32_t* list,
+                                              const uint32_t* mask, int n_list) {
+  RowPages rp;
+  rp.pt = p.table + static_cast<int64_t>(s) * p.max_pages;
+  rp.T = p.ctx_len[s] - rows + i + 1;
+  rp.list = rows == 1 ? list : nullptr;
+  rp.mask = rows == 1 ? mask : nullptr;
+  rp.n_items = rows == 1 ? n_list : (rp.T + p.page_size - 1) / p.page_size;
+  return rp;
+}
+
 // BULK: the warps stream their tiles through shared memory by bulk copies
 // (visit_tiles_bulk; dynamic shared memory kWarps * ring_elems(D) bf16).
 __host__ __device__ constexpr int ring_elems(int D) { return kStages * 2 * kTile * D; }
@@ -205,14 +219,11 @@ __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectPara
   const int q0 = p.q_start[s], rows = p.q_start[s + 1] - q0;
   const int64_t pair = static_cast<int64_t>(s) * Hkv + h;
   const int tpp = (P + kTile - 1) / kTile;
+  const int n_list = rows == 1 ? p.list_count[pair] : 0;
   for (int i = 0; i < rows; ++i) {
     const int r = q0 + i;
-    RowPages rp;
-    rp.pt = p.table + static_cast<int64_t>(s) * p.max_pages;
-    rp.T = p.ctx_len[s] - rows + i + 1;
-    rp.list = rows == 1 ? p.list + pair * p.max_pages : nullptr;
-    rp.mask = rows == 1 && p.list_mask ? p.list_mask + pair * p.max_pages : nullptr;
-    rp.n_items = rows == 1 ? p.list_count[pair] : (rp.T + P - 1) / P;
+    const RowPages rp = row_pages(p, s, rows, i, p.list + pair * p.max_pages,
+                                  p.list_mask ? p.list_mask + pair * p.max_pages : nullptr, n_list);
     const int64_t rh0 = static_cast<int64_t>(r) * p.n_heads + h * G;
     DecodeState<D, G> ws;
     ws.init(p.q + rh0 * D, p.scale_log2, c);
@@ -262,12 +273,7 @@ __global__ void __launch_bounds__(kPairWarps * 32) sparse_warp_kernel(SelectPara
   const int tpp = (P + kTile - 1) / kTile;
   for (int i = 0; i < rows; ++i) {
     const int r = q0 + i;
-    RowPages rp;
-    rp.pt = p.table + static_cast<int64_t>(s) * p.max_pages;
-    rp.T = p.ctx_len[s] - rows + i + 1;
-    rp.list = rows == 1 ? sm_list[warp] : nullptr;
-    rp.mask = nullptr;
-    rp.n_items = rows == 1 ? n_list : (rp.T + P - 1) / P;
+    const RowPages rp = row_pages(p, s, rows, i, sm_list[warp], nullptr, n_list);
     const int64_t rh0 = static_cast<int64_t>(r) * p.n_heads + h * G;
     DecodeState<D, G> ws;
     ws.init(p.q + rh0 * D, p.scale_log2, c);
