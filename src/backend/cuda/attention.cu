@@ -66,7 +66,7 @@ struct DecodeParams {
   const uint32_t* list_mask;  // null: whole pages
   float* part_acc;
   float* part_ml;
-  int n_seqs, max_pages, n_heads, n_kv_heads, page_size, splits, n_pages;
+  int n_seqs, max_pages, n_heads, n_kv_heads, page_size, splits;
   int by_seq;        // 1: block slot = sequence, multi-row sequences skipped (prefill.cu)
   float scale_log2;  // softmax scale * log2(e): logits live in base 2
   // Per-sequence policies (AttnArgs::seq_policy) or null. skip_selecting: this
@@ -100,6 +100,18 @@ __device__ __forceinline__ RowPages row_pages(const DecodeParams& p, int s, int 
   rp.mask = rows == 1 ? mask : nullptr;
   rp.n_items = rows == 1 ? n_list : (rp.T + p.page_size - 1) / p.page_size;
   return rp;
+}
+
+// Run by one warp of a fused sparse kernel after its rows attended: the
+// summaries, for KV head h, of the pages that the new keys of rows [q0,
+// q0 + rows) completed (p.summary_slots; kv_summary_kernel's work, which
+// then does not run).
+__device__ __forceinline__ void write_completed_summaries(const DecodeParams& p, int q0, int rows, int h) {
+  if (!p.summary_slots) return;
+  for (int i = 0; i < rows; ++i) {
+    const int page = completed_page(p.pool, p.summary_slots[q0 + i]);
+    if (page >= 0) write_page_summary(p.pool, static_cast<int64_t>(page) * p.n_kv_heads + h);
+  }
 }
 
 // BULK: the warps stream their tiles through shared memory by bulk copies
@@ -235,12 +247,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectPara
     __syncthreads();
   }
   KF_PHASE(7);
-  if (p.summary_slots)  // as kv_summary_kernel, for head h
-    for (int i = 0; i < rows; ++i) {
-      const int slot = p.summary_slots[q0 + i];
-      if (slot < 0 || slot >= p.n_pages * P || slot % P != P - 1) continue;
-      if (threadIdx.x < 32) write_page_summary(p.pool, static_cast<int64_t>(slot / P) * Hkv + h);
-    }
+  if (threadIdx.x < 32) write_completed_summaries(p, q0, rows, h);
 }
 
 // The sparse warp kernel: one warp per (sequence, KV head), kPairWarps of
@@ -287,12 +294,7 @@ __global__ void __launch_bounds__(kPairWarps * 32) sparse_warp_kernel(SelectPara
     }
     __syncwarp();
   }
-  if (p.summary_slots)  // as kv_summary_kernel, for head h
-    for (int i = 0; i < rows; ++i) {
-      const int slot = p.summary_slots[q0 + i];
-      if (slot >= 0 && slot < p.n_pages * P && slot % P == P - 1)
-        write_page_summary(p.pool, static_cast<int64_t>(slot / P) * Hkv + h);
-    }
+  write_completed_summaries(p, q0, rows, h);
 }
 
 template <int D>
@@ -420,7 +422,7 @@ static bool has_prefill(const AttnArgs& a) { return a.n_rows > a.n_seqs; }
 // count. Not the topk oracle (token masks). a.sparse_warp 0 / 1 forces it
 // off / on where it can serve (tests, `gpu.sh warp`).
 constexpr int kWarpMaxChain = 16;
-bool warp_sparse(const AttnArgs& a, int num_sms) {
+static bool warp_sparse(const AttnArgs& a, int num_sms) {
   if (!fused_sparse(a) || a.kind == AttnKind::TopK || a.max_pages > kWarpMaxPages) return false;
   if (a.sparse_warp >= 0) return a.sparse_warp == 1;
   const int P = a.kv.page_size, D = a.kv.head_dim, tpp = (P + kTile - 1) / kTile;
@@ -520,7 +522,6 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
            "sparse kernel does not serve whole");
   dp.summary_slots = a.summary_slots;
   dp.pool = a.kv;
-  dp.n_pages = a.kv.n_pages;
 
   if (fused_sparse(a)) {
     if (warp_sparse(a, num_sms)) {

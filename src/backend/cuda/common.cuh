@@ -96,6 +96,13 @@ __device__ __forceinline__ uint32_t pack_bf2(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&p);
 }
 
+// The page that slot's key completes (its last slot), whose summary is then
+// due; -1 for any other slot, or one outside the pool (written nowhere).
+__device__ __forceinline__ int completed_page(const KvPool& kv, int slot) {
+  const int P = kv.page_size;
+  return slot >= 0 && slot < kv.n_pages * P && slot % P == P - 1 ? slot / P : -1;
+}
+
 // The summary of (page, KV head) `page_head` (page * n_kv_heads + head): the
 // mean of the page's P keys per dim, summed in slot order, stored in the
 // pool's summary kind (attn/summary.h; int8 also writes the vector's scale).

@@ -183,8 +183,6 @@ ScratchSize attention_scratch(const AttnArgs& a, int num_sms);
 void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_t st);
 // Whether attention() can write the page summaries of a.summary_slots.
 bool summaries_in_attention(const AttnArgs& a);
-// Whether attention() serves a's decode rows by the sparse warp kernel.
-bool warp_sparse(const AttnArgs& a, int num_sms);
 // Throws kf::Error if this head_dim / group size has no kernel.
 void check_attention_shape(int head_dim, int group);
 #ifdef KINFER_ATTN_PHASES

@@ -26,10 +26,8 @@ __global__ void kv_write_kernel(KvPool kv, const bf16_t* k, const bf16_t* v, con
 // Runs after kv_write_kernel (same stream): rows that wrote a page's last
 // offset set its summary to the mean of its keys, summed in slot order.
 __global__ void kv_summary_kernel(KvPool kv, const int32_t* slots) {
-  const int slot = slots[blockIdx.x];
-  if (slot < 0 || slot >= kv.n_pages * kv.page_size) return;
-  if (slot % kv.page_size != kv.page_size - 1) return;
-  const int page = slot / kv.page_size;
+  const int page = completed_page(kv, slots[blockIdx.x]);
+  if (page < 0) return;
   for (int h = threadIdx.x / 32; h < kv.n_kv_heads; h += blockDim.x / 32)  // a warp per KV head
     write_page_summary(kv, static_cast<int64_t>(page) * kv.n_kv_heads + h);
 }

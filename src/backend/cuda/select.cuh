@@ -248,6 +248,15 @@ __device__ __forceinline__ void score_candidates(const SelectParams& p, const fl
   else score_items<D, NW, 1>(p, qbar, pt, pp.first, h, pp.m, keys, warp);
 }
 
+// A page list's pages read whatever the scores say, around the k chosen
+// ones at out[1, 1 + k): page 0 first, the local window [end, n) last. By
+// threads t, t + stride, ...; returns the list's length.
+__device__ __forceinline__ int list_known_pages(const PairPlan& pp, int t, int stride, int32_t* out) {
+  if (t == 0) out[0] = 0;
+  for (int i = pp.end + t; i < pp.n; i += stride) out[1 + pp.k + (i - pp.end)] = i;
+  return 1 + pp.k + (pp.n - pp.end);
+}
+
 // One warp marks keys [j_begin, j_end) in index order: every key > thr, and
 // keys == thr while fewer than need_eq of them came before (eq_before: those
 // of earlier ranges; sel_before: keys chosen there). Candidate j goes to
@@ -371,9 +380,8 @@ __device__ void select_pages(const SelectParams& p, int s, int h, SelectSmem<D, 
     mark_chosen(keys, j_begin, j_end, thr, need_eq, eq_before, sel_before, p.by_token, first, out);
   }
   if (!p.by_token) {  // page 0, the k chosen pages (written above), the local pages
-    if (tid == 0) out[0] = 0;
-    for (int i = end + tid; i < n; i += NT) out[1 + k + (i - end)] = i;
-    if (tid == 0) p.list_count[pair] = 1 + k + (n - end);
+    const int count = list_known_pages(pp, tid, NT, out);
+    if (tid == 0) p.list_count[pair] = count;
     return;
   }
   // topk: candidate pages that kept a token, with their token masks.
@@ -446,9 +454,7 @@ __device__ int select_pages_warp(const SelectParams& p, int s, int h, float* qba
       above = __reduce_add_sync(0xffffffffu, above);
       mark_chosen(keys, 0, m, thr, k - above, 0, 0, false, pp.first, list);
     }
-    if (lane == 0) list[0] = 0;
-    for (int i = pp.end + lane; i < pp.n; i += 32) list[1 + k + (i - pp.end)] = i;
-    count = 1 + k + (pp.n - pp.end);
+    count = list_known_pages(pp, lane, 32, list);
   }
   __syncwarp();
   int32_t* out = p.list + pair * p.max_pages;  // for PageSelection outputs
