@@ -23,7 +23,7 @@
 #               build-devdeps with the PyPI wheel nvidia_cutlass-*.whl in it)
 #   gemm_tune   decode rows with cuBLASLt's first candidate and with KINFER_GEMM_TUNE=1
 #   kernels     every kernel of a decode step measured alone by ncu, summed by kernel
-#               (KERNELS_MODEL, KERNELS_BATCH, KERNELS_ATTN, KERNELS_SKIP/COUNT launches,
+#               (KERNELS_MODEL, KERNELS_BATCH, KERNELS_CONTEXT, KERNELS_ATTN, KERNELS_ATTN_FLAGS, KERNELS_SKIP/COUNT launches,
 #               KERNELS_METRICS more ncu metrics; dev/cuda/step_trace.py); csv kept in $OUT
 #   kernels_switch  kernels with SWITCH=VAR at 0, then 1 (outputs tagged _VAR_0, _VAR_1)
 #   phases      where the fused sparse decode kernel's time goes: a dev/cuda build with phase
@@ -110,6 +110,7 @@ copy_bw() { COPY=$($K bench copy --json | tee -a "$J" | python3 -c "import json,
 
 step_kernels() {  # every kernel of two decode steps alone (ncu durations), summed by kernel: dev/cuda/step_trace.py
   local m=${KERNELS_MODEL:-qwen3-0.6b} b=${KERNELS_BATCH:-32} a=${KERNELS_ATTN:-blocktopk}
+  local t=${KERNELS_CONTEXT:-16384} af=${KERNELS_ATTN_FLAGS:---topk-pages 64 --local-pages 4}
   # A synthetic 16K context; its set-up kernels (fill, kv_write, kv_summary) are filtered out,
   # so the step's own kv_summary launches are not counted either. 700 matching launches of the
   # 6 warm-up steps are skipped, then ~2 steps (KERNELS_COUNT: 2 x 286 launches for 28 layers;
@@ -117,8 +118,8 @@ step_kernels() {  # every kernel of two decode steps alone (ncu durations), summ
   timeout ${KERNELS_TIMEOUT:-300} ncu --csv --metrics gpu__time_duration.sum${KERNELS_METRICS:+,$KERNELS_METRICS} \
     --cache-control none --clock-control none \
     --kernel-name 'regex:^(?!.*(fill_kernel|kv_write_kernel|kv_summary_kernel)).*' --launch-skip ${KERNELS_SKIP:-700} \
-    --launch-count ${KERNELS_COUNT:-572} $K bench decode --device cuda --model random:$m --batch $b --context 16384 \
-    --attn $a --topk-pages 64 --local-pages 4 --page-size 16 --warmup 6 --tokens 4 --no-graphs --json \
+    --launch-count ${KERNELS_COUNT:-572} $K bench decode --device cuda --model random:$m --batch $b --context $t \
+    --attn $a $af --page-size 16 --warmup 6 --tokens 4 --no-graphs --json \
     > /tmp/kernels.csv 2>"$OUT/kernels.err"
   python3 dev/cuda/step_trace.py /tmp/kernels.csv --steps 2 | tee "$OUT/kernels_${m}_b${b}_$a${KERNELS_TAG:-}.txt" | head -25
   cp /tmp/kernels.csv "$OUT/kernels_${m}_b${b}_$a${KERNELS_TAG:-}.csv"

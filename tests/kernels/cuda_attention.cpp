@@ -417,7 +417,8 @@ TEST_F(CudaAttention, BulkCopiedDenseTilesChangeNoBit) {
 // pages and stay within bf16 error of its output (run_case). By default the
 // warp kernel serves only batches of many pairs with short chains
 // (warp_sparse): the default's output equals the block kernel's bit for bit
-// on these small batches, the warp kernel's on 1,100 short sequences. Head
+// on these small batches, the warp kernel's on 1,100 (and 300) short
+// sequences, where its grid needs more than one wave of free-register blocks. Head
 // dims 64/128, pages of 16/32 slots, query groups 1-8 (SmolLM2's 9/3), k 2-64,
 // bf16/f32/int8 summaries, partial pages, contexts of 1 slot to 256 pages,
 // a two-row sequence in a pure decode batch, per-sequence policies.
@@ -438,9 +439,11 @@ TEST_F(CudaAttention, SparseWarpKernelMatchesCpu) {
         run_case(*warp, c);
         EXPECT_EQ(run_case(*be, c), run_case(*block, c)) << describe(c) << ": the default's kernel";
       }
-  {  // many short sequences: the default takes the warp kernel
-    Case c = case_of(Shape{64, 16, 9, 3}, AttnKind::BlockTopK, 2, 1);
-    for (int i = 0; i < 1100; ++i) c.ctx.push_back(1 + (i * 37) % 300);
+  // Many short sequences: the default takes the warp kernel, in its variant
+  // for grids past one wave (registers capped for more blocks an SM).
+  for (Shape sh : {Shape{64, 16, 9, 3}, Shape{128, 16, 16, 8}}) {
+    Case c = case_of(sh, AttnKind::BlockTopK, 2, 1);
+    for (int i = 0; i < (sh.D == 64 ? 1100 : 300); ++i) c.ctx.push_back(1 + (i * 37) % 300);
     c.seed = seed++;
     EXPECT_EQ(run_case(*be, c), run_case(*warp, c)) << describe(c) << ": the default's kernel";
   }

@@ -78,8 +78,11 @@ struct QkvCase {
 };
 
 TEST_F(CudaFused, QkvRopeWriteMatchesCpu) {
+  // The chunk kernel for all but the last (RoPE pairs of 24 dims: not whole
+  // power-of-two chunks apart, the warp-per-head kernel); 9/3 heads of 64: SmolLM2.
   for (const QkvCase c : {QkvCase{16, 8, 128, 128, 16, true}, QkvCase{8, 2, 64, 64, 32, false},
-                          QkvCase{4, 4, 128, 64, 16, true}, QkvCase{28, 4, 128, 128, 16, false}})
+                          QkvCase{4, 4, 128, 64, 16, true}, QkvCase{28, 4, 128, 128, 16, false},
+                          QkvCase{9, 3, 64, 64, 16, false}, QkvCase{4, 2, 64, 48, 16, true}})
     // Scattered rows (1 or 37, decode-like, some sharing a page) and prefill
     // chunks (consecutive slots filling whole pages) of 40 rows, where the
     // launch writes the summaries itself, and of 300, where kv.cu's kernel does.

@@ -259,9 +259,17 @@ __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectPara
 // merge of one state is exact: the block kernel's merge with NW = 1). The
 // selection is the same; the sums are in another order than the block
 // kernel's (one warp instead of eight), within bf16 error of the CPU.
+// MINB: blocks an SM the registers must allow. Left free (1), ptxas takes
+// 128 registers at D 64 and 162 at D 128 (4 and 3 blocks an SM), so 1,024
+// sequences x 3 KV heads ran in 1.45 waves; grids past one such wave take
+// warp_min_blocks(D) (80 and 128 registers, a few spilled), which fits them in
+// one: H200, SmolLM2 B1024 x 288 k 2 38.6 -> 32.6 µs (ncu), Qwen3's D 128
+// B256 x 1K 59.0 -> 42.6 µs; at B256 x 288 (one wave either way) the spills
+// cost 15.0 -> 17.3 µs, so smaller grids keep the free registers.
 constexpr int kPairWarps = 4;
-template <int D, int G>
-__global__ void __launch_bounds__(kPairWarps * 32) sparse_warp_kernel(SelectParams sp, DecodeParams p) {
+__host__ __device__ constexpr int warp_min_blocks(int D) { return D == 64 ? 6 : 4; }
+template <int D, int G, int MINB>
+__global__ void __launch_bounds__(kPairWarps * 32, MINB) sparse_warp_kernel(SelectParams sp, DecodeParams p) {
   __shared__ float sm_qbar[kPairWarps][D];
   __shared__ uint32_t sm_keys[kPairWarps][kWarpMaxPages];
   __shared__ int32_t sm_list[kPairWarps][kWarpMaxPages];
@@ -387,9 +395,16 @@ struct SparseDecode {
 
 template <int D, int G>
 struct SparseWarpDecode {
-  static void launch(dim3 grid, cudaStream_t st, const SelectParams& sp, const DecodeParams& p) {
-    launch_pdl("attention sparse decode (a warp per pair)", sparse_warp_kernel<D, G>, grid, kPairWarps * 32, st, sp,
-               p);
+  static void launch(dim3 grid, cudaStream_t st, const SelectParams& sp, const DecodeParams& p, int num_sms) {
+    int per_sm = 0;  // blocks an SM with the registers left free
+    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, sparse_warp_kernel<D, G, 1>, kPairWarps * 32, 0),
+          "attention sparse decode (a warp per pair): occupancy");
+    if (grid.x > static_cast<unsigned>(per_sm * num_sms))
+      launch_pdl("attention sparse decode (a warp per pair)", sparse_warp_kernel<D, G, warp_min_blocks(D)>, grid,
+                 kPairWarps * 32, st, sp, p);
+    else
+      launch_pdl("attention sparse decode (a warp per pair)", sparse_warp_kernel<D, G, 1>, grid, kPairWarps * 32, st,
+                 sp, p);
   }
 };
 
@@ -526,8 +541,8 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
   if (fused_sparse(a)) {
     if (warp_sparse(a, num_sms)) {
       const dim3 grid(static_cast<unsigned>((static_cast<int64_t>(a.n_seqs) * Hkv + kPairWarps - 1) / kPairWarps));
-      if (D == 64) launch_grouped<64, SparseWarpDecode>(G, grid, st, sp, dp);
-      else launch_grouped<128, SparseWarpDecode>(G, grid, st, sp, dp);
+      if (D == 64) launch_grouped<64, SparseWarpDecode>(G, grid, st, sp, dp, num_sms);
+      else launch_grouped<128, SparseWarpDecode>(G, grid, st, sp, dp, num_sms);
     } else {
       const dim3 grid(a.n_seqs, Hkv);
       dp.stage_pages = a.stage_known ? sparse_stage_pages(a.local_pages, P, D) : 0;

@@ -145,9 +145,11 @@ __global__ void add_rmsnorm_kernel(bf16_t* x, const bf16_t* y, const bf16_t* w, 
 // (one memory round trip instead of one per chunk a lane walks), the sum of
 // squares is a block reduction. At decode batch sizes (32 rows) the warp per
 // row version was latency-bound at ~7 us a call. Aliasing as above: a thread
-// writes only the chunks it read.
+// writes only the chunks it read. PER (chunks a thread holds) is the fewest
+// that cover the row: registers for 8 chunks (113) allowed 4 blocks an SM,
+// so 1,024 rows of 576 took two waves (SmolLM2's eval step).
 constexpr int kNormThreads = 128;
-constexpr int kNormPer = 8;  // chunks of 8 per thread: d <= 8192
+constexpr int kNormPer = 8;  // chunks of 8 per thread at most: d <= 8192
 
 // 1 / rms(row) from the sum of squares each thread of the block holds (a
 // block reduction; every thread gets the result). d: the row's length.
@@ -162,6 +164,7 @@ __device__ __forceinline__ float block_inv_rms(float ss, int d, float eps) {
   return rsqrtf(ss / static_cast<float>(d) + eps);
 }
 
+template <int PER>
 __global__ void __launch_bounds__(kNormThreads) add_rmsnorm_block_kernel(uint4* x, const uint4* y, const uint4* w,
                                                                          uint4* out, int d8, float eps) {
   griddep_wait();
@@ -170,15 +173,15 @@ __global__ void __launch_bounds__(kNormThreads) add_rmsnorm_block_kernel(uint4* 
   x += row * d8;
   y += row * d8;
   out += row * d8;
-  uint4 xv[kNormPer], yv[kNormPer], wv[kNormPer];
+  uint4 xv[PER], yv[PER], wv[PER];
 #pragma unroll
-  for (int j = 0; j < kNormPer; ++j) {
+  for (int j = 0; j < PER; ++j) {
     const int i = threadIdx.x + j * kNormThreads;
     if (i < d8) xv[j] = x[i], yv[j] = y[i], wv[j] = w[i];
   }
   float ss = 0.f;
 #pragma unroll
-  for (int j = 0; j < kNormPer; ++j) {
+  for (int j = 0; j < PER; ++j) {
     const int i = threadIdx.x + j * kNormThreads;
     if (i >= d8) continue;
     float a[8], b[8];
@@ -194,7 +197,7 @@ __global__ void __launch_bounds__(kNormThreads) add_rmsnorm_block_kernel(uint4* 
   }
   const float inv = block_inv_rms(ss, d8 * 8, eps);
 #pragma unroll
-  for (int j = 0; j < kNormPer; ++j) {
+  for (int j = 0; j < PER; ++j) {
     const int i = threadIdx.x + j * kNormThreads;
     if (i < d8) out[i] = norm_chunk(xv[j], wv[j], inv);
   }
@@ -361,10 +364,16 @@ void add_rmsnorm(bf16_t* x, const bf16_t* y, const bf16_t* w, bf16_t* out, int r
                  cudaStream_t st) {
   if (rows == 0) return;
   const bool vec = d % 8 == 0 && aligned16({x, y, w, out});
-  if (vec && d <= 8 * kNormThreads * kNormPer)
-    launch_pdl("add_rmsnorm", add_rmsnorm_block_kernel, rows, kNormThreads, st, reinterpret_cast<uint4*>(x),
+  auto block_kernel = [&](auto kernel) {
+    launch_pdl("add_rmsnorm", kernel, rows, kNormThreads, st, reinterpret_cast<uint4*>(x),
                reinterpret_cast<const uint4*>(y), reinterpret_cast<const uint4*>(w), reinterpret_cast<uint4*>(out),
                d / 8, eps);
+  };
+  const int per = vec ? (d / 8 + kNormThreads - 1) / kNormThreads : kNormPer + 1;  // chunks a thread holds
+  if (per <= 1) block_kernel(add_rmsnorm_block_kernel<1>);
+  else if (per <= 2) block_kernel(add_rmsnorm_block_kernel<2>);
+  else if (per <= 4) block_kernel(add_rmsnorm_block_kernel<4>);
+  else if (per <= kNormPer) block_kernel(add_rmsnorm_block_kernel<kNormPer>);
   else
     launch_pdl("add_rmsnorm", add_rmsnorm_kernel, blocks_for(rows, 4), 128, st, x, y, w, out, rows, d, eps, vec);
   check_launch("add_rmsnorm");
