@@ -79,7 +79,10 @@ struct QkvCase {
 
 TEST_F(CudaFused, QkvRopeWriteMatchesCpu) {
   // The chunk kernel for all but the last (RoPE pairs of 24 dims: not whole
-  // power-of-two chunks apart, the warp-per-head kernel); 9/3 heads of 64: SmolLM2.
+  // power-of-two chunks apart, the warp-per-head kernel); 9/3 heads of 64:
+  // SmolLM2. Cases without the per-head norm (whose sum of squares the two
+  // kernels add in different orders) also run from a misaligned q|k|v (the
+  // warp-per-head kernel), which must give the chunk kernel's bits.
   for (const QkvCase c : {QkvCase{16, 8, 128, 128, 16, true}, QkvCase{8, 2, 64, 64, 32, false},
                           QkvCase{4, 4, 128, 64, 16, true}, QkvCase{28, 4, 128, 128, 16, false},
                           QkvCase{9, 3, 64, 64, 16, false}, QkvCase{4, 2, 64, 48, 16, true}})
@@ -144,6 +147,22 @@ TEST_F(CudaFused, QkvRopeWriteMatchesCpu) {
       EXPECT_LT(rel_l2(host_bf16(*be, gk), ck), 1e-2) << what << ": K pool";
       EXPECT_EQ(host_bf16(*be, gv), cv) << what << ": V pool (copied, exact)";
       EXPECT_LT(rel_l2(host_bf16(*be, gs), cs), 1e-2) << what << ": summaries";
+      if (!c.qk_norm) {  // q|k|v 2 bytes off 16-byte alignment: the warp-per-head kernel, the same bits
+        std::vector<float> padded(qkv.size() + 8, 0.f);
+        std::copy(qkv.begin(), qkv.end(), padded.begin() + 1);
+        Buffer gpad = dev_bf16(*be, padded, {int64_t(padded.size())});
+        const Tensor off_qkv(gpad.ptr<uint16_t>() + 1, DType::BF16, {rows, width}, Device::CUDA);
+        Buffer gk2 = dev_bf16(*be, k0, {pages, c.hkv, P, c.hd}), gv2 = dev_bf16(*be, v0, {pages, c.hkv, P, c.hd});
+        Buffer gs2 = dev_bf16(*be, std::vector<float>(sum_n, 0.f), {pages, c.hkv, c.hd});
+        Buffer gq2(DType::BF16, {rows, c.hq, c.hd}, *be);
+        KvLayer gkv2{gk2.view(), gv2.view(), gs2.view()};
+        be->qkv_rope_write(off_qkv, c.qk_norm ? &gqn.view() : nullptr, c.qk_norm ? &gkn.view() : nullptr, 1e-6f,
+                           gpos, rope, gkv2, gslots, gq2);
+        EXPECT_EQ(host_bf16(*be, gq2), host_bf16(*be, gq)) << what << ": q, the two kernels";
+        EXPECT_EQ(host_bf16(*be, gk2), host_bf16(*be, gk)) << what << ": K pool, the two kernels";
+        EXPECT_EQ(host_bf16(*be, gv2), host_bf16(*be, gv)) << what << ": V pool, the two kernels";
+        EXPECT_EQ(host_bf16(*be, gs2), host_bf16(*be, gs)) << what << ": summaries, the two kernels";
+      }
       double summary_mass = 0;
       for (float s : cs) summary_mass += std::fabs(s);
       EXPECT_GT(summary_mass, 0) << what << ": no page was completed";

@@ -98,6 +98,15 @@ __device__ __forceinline__ uint32_t pack_bf2(float lo, float hi) {
 
 // The page that slot's key completes (its last slot), whose summary is then
 // due; -1 for any other slot, or one outside the pool (written nowhere).
+// HF rotate_half on one pair (a = dim i, b = dim i + half) at angle (c, s) =
+// (cos, sin): (a c - b s, b c + a s), each product and sum rounded on its own
+// (no fused multiply-add), so every kernel that rotates (rope, both
+// qkv_rope_write kernels) gives the same bits whatever the compiler contracts.
+__device__ __forceinline__ void rope_rotate(float a, float b, float c, float s, float& lo, float& hi) {
+  lo = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+  hi = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+}
+
 __device__ __forceinline__ int completed_page(const KvPool& kv, int slot) {
   const int P = kv.page_size;
   return slot >= 0 && slot < kv.n_pages * P && slot % P == P - 1 ? slot / P : -1;

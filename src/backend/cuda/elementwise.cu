@@ -283,9 +283,10 @@ __global__ void rope_kernel(bf16_t* x, const int32_t* pos, int heads, int head_d
   for (int i = threadIdx.x; i < half; i += blockDim.x) {
     float s, c;
     sincosf(p * fr.f[i], &s, &c);
-    const float x1 = bf(xh[i]), x2 = bf(xh[i + half]);
-    xh[i] = to_bf(x1 * c - x2 * s);
-    xh[i + half] = to_bf(x2 * c + x1 * s);
+    float lo, hi;
+    rope_rotate(bf(xh[i]), bf(xh[i + half]), c, s, lo, hi);
+    xh[i] = to_bf(lo);
+    xh[i + half] = to_bf(hi);
   }
 }
 

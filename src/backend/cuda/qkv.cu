@@ -61,9 +61,10 @@ __global__ void qkv_rope_write_kernel(QkvParams p, Freqs fr) {
     for (int i = lane; i < p.half; i += 32) {  // HF rotate_half: pairs (i, i + half)
       float s, c;
       sincosf(pos * fr.f[i], &s, &c);
-      const float a = v[i], b = v[i + p.half];
-      v[i] = bf(to_bf(a * c - b * s));
-      v[i + p.half] = bf(to_bf(b * c + a * s));
+      float lo, hi;
+      rope_rotate(v[i], v[i + p.half], c, s, lo, hi);
+      v[i] = bf(to_bf(lo));
+      v[i + p.half] = bf(to_bf(hi));
     }
     __syncwarp();
   }
@@ -130,8 +131,9 @@ __global__ void __launch_bounds__(128) qkv_rope_write_vec_kernel(QkvParams p, Fr
     for (int e = 0; e < 8; ++e) {
       float sn, cs;
       sincosf(pos * fr.f[i0 + e], &sn, &cs);
-      const float a = low ? v[e] : o[e], b = low ? o[e] : v[e];
-      v[e] = bf(to_bf(low ? a * cs - b * sn : b * cs + a * sn));
+      float lo, hi;
+      rope_rotate(low ? v[e] : o[e], low ? o[e] : v[e], cs, sn, lo, hi);
+      v[e] = bf(to_bf(low ? lo : hi));
     }
   }
   bf16_t* dst;
