@@ -33,6 +33,20 @@ struct QkvParams {
   int n, n_heads, head_dim, half;  // half = rotary_dim / 2
 };
 
+// Where head `head` (q heads, then k, then v) of row `row` goes: q_out, or
+// its KV slot; null for a slot outside the pool (as kv_write: bad slots
+// write nothing).
+__device__ __forceinline__ bf16_t* head_out(const QkvParams& p, int row, int head) {
+  const int hkv = p.kv.n_kv_heads, D = p.head_dim;
+  if (head < p.n_heads) return p.q_out + (static_cast<int64_t>(row) * p.n_heads + head) * D;
+  const int slot = p.slots[row];
+  if (slot < 0 || slot >= p.kv.n_pages * p.kv.page_size) return nullptr;
+  const int page = slot / p.kv.page_size, off = slot % p.kv.page_size;
+  const bool is_k = head < p.n_heads + hkv;
+  const int h = is_k ? head - p.n_heads : head - p.n_heads - hkv;
+  return (is_k ? p.kv.k : p.kv.v) + ((static_cast<int64_t>(page) * hkv + h) * p.kv.page_size + off) * D;
+}
+
 __global__ void qkv_rope_write_kernel(QkvParams p, Freqs fr) {
   griddep_wait();
   __shared__ float buf[kWarpsPerBlock][kMaxHeadDim];
@@ -68,16 +82,8 @@ __global__ void qkv_rope_write_kernel(QkvParams p, Freqs fr) {
     }
     __syncwarp();
   }
-  bf16_t* dst;
-  if (is_q) {
-    dst = p.q_out + (static_cast<int64_t>(row) * p.n_heads + head) * D;
-  } else {
-    const int slot = p.slots[row];
-    if (slot < 0 || slot >= p.kv.n_pages * p.kv.page_size) return;  // as kv_write: bad slots write nothing
-    const int page = slot / p.kv.page_size, off = slot % p.kv.page_size;
-    const int h = is_k ? head - p.n_heads : head - p.n_heads - hkv;
-    dst = (is_k ? p.kv.k : p.kv.v) + ((static_cast<int64_t>(page) * hkv + h) * p.kv.page_size + off) * D;
-  }
+  bf16_t* dst = head_out(p, row, head);
+  if (!dst) return;
   for (int i = lane; i < D; i += 32) dst[i] = to_bf(v[i]);
 }
 
@@ -136,17 +142,8 @@ __global__ void __launch_bounds__(128) qkv_rope_write_vec_kernel(QkvParams p, Fr
       v[e] = bf(to_bf(low ? lo : hi));
     }
   }
-  bf16_t* dst;
-  if (is_q) {
-    dst = p.q_out + (static_cast<int64_t>(row) * p.n_heads + head) * D;
-  } else {
-    const int slot = p.slots[row];
-    if (slot < 0 || slot >= p.kv.n_pages * p.kv.page_size) return;  // as kv_write: bad slots write nothing
-    const int page = slot / p.kv.page_size, off = slot % p.kv.page_size;
-    const int h = is_k ? head - p.n_heads : head - p.n_heads - hkv;
-    dst = (is_k ? p.kv.k : p.kv.v) + ((static_cast<int64_t>(page) * hkv + h) * p.kv.page_size + off) * D;
-  }
-  reinterpret_cast<uint4*>(dst)[c] = pack8(v);
+  bf16_t* dst = head_out(p, row, head);
+  if (dst) reinterpret_cast<uint4*>(dst)[c] = pack8(v);
 }
 
 bool pow2(int x) { return x > 0 && (x & (x - 1)) == 0; }
