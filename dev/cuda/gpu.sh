@@ -28,7 +28,8 @@
 #   kernels_switch  kernels with SWITCH=VAR at 0, then 1 (outputs tagged _VAR_0, _VAR_1)
 #   phases      where the fused sparse decode kernel's time goes: a dev/cuda build with phase
 #               probes (backend/cuda/phases.cuh), bench attention rows with per-phase block times
-#               (PHASE_SHAPES="B T [Hq]; ...": Hq 16 unless given, 8 KV heads)
+#               (PHASE_SHAPES="B T [Hq [Hkv D k local]]; ...": Hq 16, Hkv 8, D 128, k 64, local 4 unless given;
+#               e.g. "1024 288 9 3 64 2 1" is the SmolLM2 eval's step, served by the sparse warp kernel)
 #               (in a real step: CMAKE_ARGS=-DKINFER_ATTN_PHASES=ON, bench decode --profile)
 #   green       can two half-batches on SM partitions (green contexts) overlap the attention's
 #               bytes with the other half's chain of small kernels (dev/cuda/green.cu, no build
@@ -149,9 +150,10 @@ step_phases() {  # where the fused sparse kernel's time goes: a dev/cuda build w
   local shapes
   IFS=';' read -ra shapes <<< "${PHASE_SHAPES:-32 16384;64 16384;32 32768;128 4096}"
   for shape in "${shapes[@]}"; do
-    set -- $shape  # batch context [q_heads: 16]
-    $PB/kinfer_cuda_bench attention --batch $1 --context $2 --q-heads ${3:-16} --kv-heads 8 --attn blocktopk --topk-pages 64 \
-      --local-pages 4 --copy-gbps "$cp" --json 2>>"$OUT/attn.err" | tee -a "$J" | python3 -c "import json,sys
+    set -- $shape  # batch context [q_heads kv_heads head_dim k local]
+    $PB/kinfer_cuda_bench attention --batch $1 --context $2 --q-heads ${3:-16} --kv-heads ${4:-8} --head-dim ${5:-128} \
+      --attn blocktopk --topk-pages ${6:-64} --local-pages ${7:-4} --copy-gbps "$cp" --json 2>>"$OUT/attn.err" |
+      tee -a "$J" | python3 -c "import json,sys
 j=json.load(sys.stdin); p=j.get('phases',{})
 print(f\"phases B{j['batch']}x{j['context']} Hq{j['q_heads']}: {j['ms_per_step']*1e3:.1f} us ({j['fraction_of_copy']:.2f} of copy) \" + ' '.join(f'{k[:-3]} {v:.2f}' if k.endswith('_us') else f'{k} {v}' for k,v in p.items()))" ||
       tail -2 "$OUT/attn.err"

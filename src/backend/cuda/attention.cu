@@ -178,6 +178,7 @@ __global__ void __launch_bounds__(kWarps * 32, MINB) decode_kernel(DecodeParams 
 template <int D, int G, int NW, int MINB, bool PREFETCH>
 __global__ void __launch_bounds__(NW * 32, MINB) sparse_decode_kernel(SelectParams sp, DecodeParams p) {
   KF_PHASE(0);  // phases: dev/cuda (KINFER_ATTN_PHASES); compiled out otherwise
+  KF_PHASE_GRID(0);
   extern __shared__ __align__(128) uint8_t staged_smem[];  // [stage_pages][K, V][P][D] bf16
   __shared__ SelectSmem<D, NW * 32> sel;
   __shared__ float sm_acc[NW][G][D];
@@ -275,8 +276,11 @@ __global__ void __launch_bounds__(kPairWarps * 32, MINB) sparse_warp_kernel(Sele
   __shared__ int32_t sm_list[kPairWarps][kWarpMaxPages];
   __shared__ float sm_acc[kPairWarps][G][D];
   __shared__ float sm_m[kPairWarps][G], sm_l[kPairWarps][G];
+  KF_PHASE(0);  // phases (KINFER_ATTN_PHASES): warp 0's, as the block kernel's
+  KF_PHASE_GRID(1);
   griddep_wait();
   griddep_launch_dependents();
+  KF_PHASE(1);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, c = lane % (D / 8);
   const int Hkv = p.n_kv_heads, P = p.page_size;
   const int64_t pair = static_cast<int64_t>(blockIdx.x) * kPairWarps + warp;
@@ -284,6 +288,7 @@ __global__ void __launch_bounds__(kPairWarps * 32, MINB) sparse_warp_kernel(Sele
   const int s = static_cast<int>(pair / Hkv), h = static_cast<int>(pair % Hkv);
   if (!selecting(sp.seq_policy, s, true)) return;  // a dense sequence: the split-K kernel serves it
   const int n_list = select_pages_warp<D>(sp, s, h, sm_qbar[warp], sm_keys[warp], sm_list[warp]);
+  KF_PHASE(5);  // list marked and written
   const int q0 = p.q_start[s], rows = p.q_start[s + 1] - q0;
   const int tpp = (P + kTile - 1) / kTile;
   for (int i = 0; i < rows; ++i) {
@@ -293,6 +298,7 @@ __global__ void __launch_bounds__(kPairWarps * 32, MINB) sparse_warp_kernel(Sele
     DecodeState<D, G> ws;
     ws.init(p.q + rh0 * D, p.scale_log2, c);
     visit_tiles<true>(ws, rp, p.k, p.v, Hkv, h, P, D, 0, rp.n_items * tpp, 1);
+    KF_PHASE(6);  // attended
     ws.stage(sm_acc, sm_m, sm_l, warp);
     __syncwarp();
     for (int idx = lane; idx < G * D; idx += 32) {
@@ -302,6 +308,7 @@ __global__ void __launch_bounds__(kPairWarps * 32, MINB) sparse_warp_kernel(Sele
     }
     __syncwarp();
   }
+  KF_PHASE(7);  // output written
   write_completed_summaries(p, q0, rows, h);
 }
 
@@ -599,11 +606,11 @@ void attention(const AttnArgs& a, const AttnScratch& s, int num_sms, cudaStream_
 
 #ifdef KINFER_ATTN_PHASES
 std::string attention_phases_json(int n_blocks) {
-  n_blocks = std::min(n_blocks, kPhaseBlocks);
   auto stamps = std::make_unique<PhaseStamps>();  // 320 KB: not on the stack
   const PhaseStamps& h = *stamps;
   check(cudaDeviceSynchronize(), "attention phases");
   check(cudaMemcpyFromSymbol(stamps.get(), g_phase_stamps, sizeof(PhaseStamps)), "attention phases");
+  n_blocks = std::min({n_blocks, kPhaseBlocks, h.grid_blocks});
   double cyc[kPhases] = {}, cycles_per_ns = 0;
   unsigned long long first = ~0ull, last = 0, last_start = 0, first_end = ~0ull;
   for (int b = 0; b < n_blocks; ++b) {
@@ -621,10 +628,10 @@ std::string attention_phases_json(int n_blocks) {
   std::string out = "{";
   for (int i = 1; i < kPhases; ++i) out += fmt::format("\"{}_us\": {:.2f}, ", names[i], cyc[i] / cycles_per_ns / 1e3);
   return out + fmt::format("\"block_us\": {:.2f}, \"span_us\": {:.2f}, \"start_spread_us\": {:.2f}, "
-                           "\"end_spread_us\": {:.2f}, \"sm_ghz\": {:.3f}, \"blocks\": {}}}",
+                           "\"end_spread_us\": {:.2f}, \"sm_ghz\": {:.3f}, \"blocks\": {}, \"kernel\": \"{}\"}}",
                            total / cycles_per_ns / 1e3,
                            (last - first) / 1e3, (last_start - first) / 1e3, (last - first_end) / 1e3, cycles_per_ns,
-                           n_blocks);
+                           n_blocks, h.warp_kernel ? "warp" : "block");
 }
 #endif
 

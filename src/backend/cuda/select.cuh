@@ -440,8 +440,10 @@ __device__ int select_pages_warp(const SelectParams& p, int s, int h, float* qba
     if (k > 0) {
       group_mean_query<D>(p, p.q_start[s], h, lane, 32, qbar);
       __syncwarp();
+      KF_PHASE(2);  // q̄ ready (warp 0 of a block stamps)
       score_candidates<D, 1>(p, qbar, p.table + static_cast<int64_t>(s) * p.max_pages, pp, h, keys, 0);
       __syncwarp();
+      KF_PHASE(3);  // every candidate scored
       uint32_t thr = 0;
       for (int b = 31; b >= 0; --b) {
         const uint32_t t = thr | (1u << b);
@@ -452,6 +454,7 @@ __device__ int select_pages_warp(const SelectParams& p, int s, int h, float* qba
       int above = 0;
       for (int j = lane; j < m; j += 32) above += keys[j] > thr;
       above = __reduce_add_sync(0xffffffffu, above);
+      KF_PHASE(4);  // the k-th largest key found
       mark_chosen(keys, 0, m, thr, k - above, 0, 0, false, pp.first, list);
     }
     count = list_known_pages(pp, lane, 32, list);
