@@ -5,8 +5,8 @@
 # frontier (table + PNG) and one results table:
 #   accuracy@1, pass@k, maj@N, eFLOPs per problem, tokens/s, KV bytes read.
 # Defaults: SmolLM2-135M-Instruct on the CPU, the first 50 GSM8K problems x 8
-# samples x 112 tokens, dense and block top-k k2: about 9 minutes on 2 cores
-# (4 min a run); --quick: 10 problems (about 2 minutes). With an NVIDIA GPU
+# samples x 112 tokens, dense and block top-k k2: about 3.5 minutes on 2 cores
+# (under 2 min a run); --quick: 10 problems (under a minute). With an NVIDIA GPU
 # and a CUDA build (--device auto finds it), the job is sized to show the
 # science: every GSM8K problem (1,319) x 16 samples x 320 tokens, dense and
 # block top-k k2 and k6 (under a minute a run on an H200); --quick: 200
