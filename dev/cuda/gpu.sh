@@ -112,7 +112,7 @@ copy_bw() { COPY=$($K bench copy --json | tee -a "$J" | python3 -c "import json,
 step_kernels() {  # every kernel of two decode steps alone (ncu durations), summed by kernel: dev/cuda/step_trace.py
   local m=${KERNELS_MODEL:-qwen3-0.6b} b=${KERNELS_BATCH:-32} a=${KERNELS_ATTN:-blocktopk}
   local t=${KERNELS_CONTEXT:-16384} af=${KERNELS_ATTN_FLAGS:---topk-pages 64 --local-pages 4}
-  # A synthetic 16K context; its set-up kernels (fill, kv_write, kv_summary) are filtered out,
+  # A synthetic context (16K unless KERNELS_CONTEXT); its set-up kernels (fill, kv_write, kv_summary) are filtered out,
   # so the step's own kv_summary launches are not counted either. 700 matching launches of the
   # 6 warm-up steps are skipped, then ~2 steps (KERNELS_COUNT: 2 x 286 launches for 28 layers;
   # qwen3-8b's 36 layers: KERNELS_SKIP=900 KERNELS_COUNT=736). KERNELS_TAG names the output.

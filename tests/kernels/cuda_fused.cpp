@@ -156,8 +156,7 @@ TEST_F(CudaFused, QkvRopeWriteMatchesCpu) {
         Buffer gs2 = dev_bf16(*be, std::vector<float>(sum_n, 0.f), {pages, c.hkv, c.hd});
         Buffer gq2(DType::BF16, {rows, c.hq, c.hd}, *be);
         KvLayer gkv2{gk2.view(), gv2.view(), gs2.view()};
-        be->qkv_rope_write(off_qkv, c.qk_norm ? &gqn.view() : nullptr, c.qk_norm ? &gkn.view() : nullptr, 1e-6f,
-                           gpos, rope, gkv2, gslots, gq2);
+        be->qkv_rope_write(off_qkv, nullptr, nullptr, 1e-6f, gpos, rope, gkv2, gslots, gq2);
         EXPECT_EQ(host_bf16(*be, gq2), host_bf16(*be, gq)) << what << ": q, the two kernels";
         EXPECT_EQ(host_bf16(*be, gk2), host_bf16(*be, gk)) << what << ": K pool, the two kernels";
         EXPECT_EQ(host_bf16(*be, gv2), host_bf16(*be, gv)) << what << ": V pool, the two kernels";

@@ -96,8 +96,6 @@ __device__ __forceinline__ uint32_t pack_bf2(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&p);
 }
 
-// The page that slot's key completes (its last slot), whose summary is then
-// due; -1 for any other slot, or one outside the pool (written nowhere).
 // HF rotate_half on one pair (a = dim i, b = dim i + half) at angle (c, s) =
 // (cos, sin): (a c - b s, b c + a s), each product and sum rounded on its own
 // (no fused multiply-add), so every kernel that rotates (rope, both
@@ -107,6 +105,8 @@ __device__ __forceinline__ void rope_rotate(float a, float b, float c, float s, 
   hi = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
 }
 
+// The page that slot's key completes (its last slot), whose summary is then
+// due; -1 for any other slot, or one outside the pool (written nowhere).
 __device__ __forceinline__ int completed_page(const KvPool& kv, int slot) {
   const int P = kv.page_size;
   return slot >= 0 && slot < kv.n_pages * P && slot % P == P - 1 ? slot / P : -1;

@@ -365,18 +365,20 @@ void add_rmsnorm(bf16_t* x, const bf16_t* y, const bf16_t* w, bf16_t* out, int r
                  cudaStream_t st) {
   if (rows == 0) return;
   const bool vec = d % 8 == 0 && aligned16({x, y, w, out});
-  auto block_kernel = [&](auto kernel) {
-    launch_pdl("add_rmsnorm", kernel, rows, kNormThreads, st, reinterpret_cast<uint4*>(x),
-               reinterpret_cast<const uint4*>(y), reinterpret_cast<const uint4*>(w), reinterpret_cast<uint4*>(out),
-               d / 8, eps);
-  };
-  const int per = vec ? (d / 8 + kNormThreads - 1) / kNormThreads : kNormPer + 1;  // chunks a thread holds
-  if (per <= 1) block_kernel(add_rmsnorm_block_kernel<1>);
-  else if (per <= 2) block_kernel(add_rmsnorm_block_kernel<2>);
-  else if (per <= 4) block_kernel(add_rmsnorm_block_kernel<4>);
-  else if (per <= kNormPer) block_kernel(add_rmsnorm_block_kernel<kNormPer>);
-  else
+  if (vec && d <= 8 * kNormThreads * kNormPer) {
+    auto block_kernel = [&](auto kernel) {
+      launch_pdl("add_rmsnorm", kernel, rows, kNormThreads, st, reinterpret_cast<uint4*>(x),
+                 reinterpret_cast<const uint4*>(y), reinterpret_cast<const uint4*>(w), reinterpret_cast<uint4*>(out),
+                 d / 8, eps);
+    };
+    const int per = (d / 8 + kNormThreads - 1) / kNormThreads;  // chunks a thread holds: at most kNormPer
+    if (per <= 1) block_kernel(add_rmsnorm_block_kernel<1>);
+    else if (per <= 2) block_kernel(add_rmsnorm_block_kernel<2>);
+    else if (per <= 4) block_kernel(add_rmsnorm_block_kernel<4>);
+    else block_kernel(add_rmsnorm_block_kernel<kNormPer>);
+  } else {
     launch_pdl("add_rmsnorm", add_rmsnorm_kernel, blocks_for(rows, 4), 128, st, x, y, w, out, rows, d, eps, vec);
+  }
   check_launch("add_rmsnorm");
 }
 
