@@ -418,11 +418,25 @@ __device__ void select_pages(const SelectParams& p, int s, int h, SelectSmem<D, 
 // more than the pages' bytes). Page lists only (not the topk oracle). The
 // same q̄, scores and marking; the k-th largest key by a bitwise search on
 // counts (the largest T with at least k keys >= T) instead of the radix
-// histograms: the same key, so the same list. Writes the list to `list`
+// histograms: the same key, so the same list. Up to 32 candidates (a lane
+// each) are ranked by 32 shuffles instead, which the 32 dependent rounds of
+// the search cost ~5 us more at B1024 x 288 tokens (docs/cuda.md). Writes the list to `list`
 // (shared memory) and to p.list / p.list_count; returns its length, or -1 for
 // a sequence with other than one row (it reads its causal prefix densely).
 // qbar [D] and keys [kWarpMaxPages] are the warp's own shared memory.
 constexpr int kWarpMaxPages = 256;
+
+// The warp's list (shared memory, count pages) to p.list / p.list_count
+// (PageSelection outputs read them); returns count.
+__device__ __forceinline__ int write_warp_list(const SelectParams& p, int64_t pair, int lane, const int32_t* list,
+                                               int count) {
+  __syncwarp();
+  int32_t* out = p.list + pair * p.max_pages;
+  for (int i = lane; i < count; i += 32) out[i] = list[i];
+  if (lane == 0) p.list_count[pair] = count;
+  return count;
+}
+
 template <int D>
 __device__ int select_pages_warp(const SelectParams& p, int s, int h, float* qbar, uint32_t* keys, int32_t* list) {
   const int lane = threadIdx.x & 31;
@@ -438,12 +452,30 @@ __device__ int select_pages_warp(const SelectParams& p, int s, int h, float* qba
   } else {
     const int m = pp.m, k = pp.k;
     if (k > 0) {
+      const int32_t* pt = p.table + static_cast<int64_t>(s) * p.max_pages;
       group_mean_query<D>(p, p.q_start[s], h, lane, 32, qbar);
       __syncwarp();
       KF_PHASE(2);  // q̄ ready (warp 0 of a block stamps)
-      score_candidates<D, 1>(p, qbar, p.table + static_cast<int64_t>(s) * p.max_pages, pp, h, keys, 0);
+      score_candidates<D, 1>(p, qbar, pt, pp, h, keys, 0);
       __syncwarp();
       KF_PHASE(3);  // every candidate scored
+      if (m <= 32) {
+        // Rank by shuffles: candidate j (lane j) is chosen when fewer than k
+        // keys beat it (larger, or equal at a lower index): the same top k
+        // as the search below, listed in index order.
+        const uint32_t key = lane < m ? keys[lane] : 0u;
+        int rank = 0;
+#pragma unroll
+        for (int i = 0; i < 32; ++i) {
+          const uint32_t other = __shfl_sync(0xffffffffu, key, i);
+          rank += i < m && (other > key || (other == key && i < lane));
+        }
+        const bool chosen = lane < m && rank < k;
+        const uint32_t chosen_mask = __ballot_sync(0xffffffffu, chosen);
+        if (chosen) list[1 + __popc(chosen_mask & ((1u << lane) - 1u))] = pp.first + lane;
+        KF_PHASE(4);
+        return write_warp_list(p, pair, lane, list, list_known_pages(pp, lane, 32, list));
+      }
       uint32_t thr = 0;
       for (int b = 31; b >= 0; --b) {
         const uint32_t t = thr | (1u << b);
@@ -459,11 +491,7 @@ __device__ int select_pages_warp(const SelectParams& p, int s, int h, float* qba
     }
     count = list_known_pages(pp, lane, 32, list);
   }
-  __syncwarp();
-  int32_t* out = p.list + pair * p.max_pages;  // for PageSelection outputs
-  for (int i = lane; i < count; i += 32) out[i] = list[i];
-  if (lane == 0) p.list_count[pair] = count;
-  return count;
+  return write_warp_list(p, pair, lane, list, count);
 }
 
 }  // namespace kf::cuda
