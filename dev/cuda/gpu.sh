@@ -9,7 +9,8 @@
 #   mlp         the fused decode MLP: its kernel tests and sandbox (dev/cuda/mlp_bench.cpp, a
 #               dev/cuda build in $B.dev), 0.6B decode rows with KINFER_MLP_FUSED=0 / 1
 #   quick       two decode rows, a profile and one generate row
-#   sample      kinfer bench sample rows (batch 32 / 64, the Qwen3 defaults, greedy, top-k 64)
+#   sample      kinfer bench sample rows (batch 32 / 64, the Qwen3 defaults, greedy, top-k 64; batch 1024 x 49,152
+#               and 256 x 151,936); SAMPLE_SUBS="0 1 2 6" runs each with KINFER_SAMPLE_SUB_CHUNKS at each (0: the rule)
 #   attn        kinfer bench attention vs PyTorch SDPA at query groups 2, 4, 8 (dense on scattered and
 #               on consecutive pages, blocktopk)
 #   demo        scripts/demo's main job on the GPU (needs $GGUF): results in $OUT/demo.tar.xz
@@ -333,11 +334,16 @@ step_demo() {  # the traces are large: everything comes back as one $OUT/demo.ta
   log "demo done"
 }
 
-step_sample() {
-  for f in "" "--batch 64" "--batch 1" "--temp 0" "--top-k 64"; do
-    $K bench sample --json $f 2>>"$OUT/sample.err" | tee -a "$J" | python3 -c "import json,sys
-j=json.load(sys.stdin); print(f\"sample B{j['batch']} vocab {j['vocab']} temp {j['temp']} top-k {j['top_k']} top-p {j['top_p']}: {j['us_per_step']:.1f} us/step\")" ||
-      tail -2 "$OUT/sample.err"
+step_sample() {  # SAMPLE_SUBS="0 1 2 ...": each row with KINFER_SAMPLE_SUB_CHUNKS at each (0: unset, the rule)
+  local f sub
+  local rows=("" "--batch 64" "--batch 1" "--temp 0" "--top-k 64" "--batch 1024 --vocab 49152" "--batch 256 --vocab 151936")
+  for f in "${rows[@]}"; do
+    for sub in ${SAMPLE_SUBS:-0}; do
+      (if [[ $sub != 0 ]]; then export KINFER_SAMPLE_SUB_CHUNKS=$sub; fi; $K bench sample --json $f) 2>>"$OUT/sample.err" |
+        tee -a "$J" | python3 -c "import json,sys
+j=json.load(sys.stdin); print(f\"sample B{j['batch']} vocab {j['vocab']} temp {j['temp']} top-k {j['top_k']} top-p {j['top_p']} sub $sub: {j['us_per_step']:.1f} us/step\")" ||
+        tail -2 "$OUT/sample.err"
+    done
   done
   log "sample done"
 }

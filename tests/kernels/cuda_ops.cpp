@@ -161,6 +161,19 @@ TEST_F(CudaOps, SwitchesRefuseOtherValues) {
     EXPECT_EQ(std::getenv(var), nullptr) << var << " left set";
   }
   EXPECT_NO_THROW(test::cuda_backend_with("KINFER_MLP_FUSED", "0"));
+  // Counts take digits in their range; the refusal names the variable, the
+  // value and the range.
+  for (const auto& [var, range] : {std::pair{"KINFER_DECODE_SPLITS", "1 to 128"}, {"KINFER_SAMPLE_SUB_CHUNKS", "1 to 128"}})
+    for (const char* value : {"0", "129", "x", "", "-3"}) {
+      try {
+        test::cuda_backend_with(var, value);
+        ADD_FAILURE() << var << "=" << value << " was accepted";
+      } catch (const Error& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find(std::string(var) + "=" + value + ":"), std::string::npos) << what;
+        EXPECT_NE(what.find(range), std::string::npos) << what;
+      }
+    }
   // A backend under a switch names it; one without names none.
   for (const auto& [var, value] : {std::pair{"KINFER_CUDA_SYNC", "1"}, {"KINFER_DECODE_SPLITS", "4"},
                                    {"KINFER_SPLIT_K", "0"}, {"KINFER_ATTN_BULK", "0"},

@@ -104,35 +104,38 @@ struct CudaSample : ::testing::Test {
   // Samples rows x vocab logits with per-row mixes and draws on both backends.
   void run(const std::vector<float>& logits, int rows, int vocab, const std::vector<Mix>& mix,
            const std::vector<float>& u, std::vector<int32_t>& got_gpu, std::vector<int32_t>& got_cpu) {
+    got_gpu = tokens_on(*gpu, logits, rows, vocab, mix, u);
+    got_cpu = tokens_on(*cpu, logits, rows, vocab, mix, u);
+  }
+  // The tokens backend b samples (bf16 logits on a GPU unless f32_on_gpu, f32 on the CPU).
+  std::vector<int32_t> tokens_on(Backend& b, const std::vector<float>& logits, int rows, int vocab,
+                                 const std::vector<Mix>& mix, const std::vector<float>& u, bool f32_on_gpu = false) {
     std::vector<float> temp(rows), top_p(rows), min_p(rows);
     std::vector<int32_t> top_k(rows);
     for (int r = 0; r < rows; ++r)
       temp[r] = mix[r].temp, top_k[r] = mix[r].top_k, top_p[r] = mix[r].top_p, min_p[r] = mix[r].min_p;
-    for (Backend* b : {gpu.get(), cpu.get()}) {
-      Backend& d = *b;
-      Buffer lg(b == gpu.get() ? DType::BF16 : DType::F32, {rows, vocab}, d);
-      if (b == gpu.get()) {
-        std::vector<uint16_t> h = test::to_bf16(logits);
-        b->upload(lg, h.data());
-      } else {
-        b->upload(lg, logits.data());
-      }
-      Buffer bt(DType::F32, {rows}, d), bk(DType::I32, {rows}, d), bp(DType::F32, {rows}, d),
-          bm(DType::F32, {rows}, d), bu(DType::F32, {rows}, d), tok(DType::I32, {rows}, d);
-      b->upload(bt, temp.data());
-      b->upload(bk, top_k.data());
-      b->upload(bp, top_p.data());
-      b->upload(bm, min_p.data());
-      b->upload(bu, u.data());
-      std::vector<int32_t> poison(rows, -7);
-      b->upload(tok, poison.data());
-      const Rows rw(*b, rows);
-      SampleArgs a{rw.row.view(), bt.view(), bk.view(), bp.view(), bm.view(), bu.view(), rw.forced.view()};
-      b->sample(lg, a, tok);
-      std::vector<int32_t>& out = b == gpu.get() ? got_gpu : got_cpu;
-      out.resize(rows);
-      b->download(out.data(), tok);
+    const bool on_gpu = &b != cpu.get() && !f32_on_gpu;
+    Buffer lg(on_gpu ? DType::BF16 : DType::F32, {rows, vocab}, b);
+    if (on_gpu) {
+      std::vector<uint16_t> h = test::to_bf16(logits);
+      b.upload(lg, h.data());
+    } else {
+      b.upload(lg, logits.data());
     }
+    Buffer bt(DType::F32, {rows}, b), bk(DType::I32, {rows}, b), bp(DType::F32, {rows}, b), bm(DType::F32, {rows}, b),
+        bu(DType::F32, {rows}, b), tok(DType::I32, {rows}, b);
+    b.upload(bt, temp.data());
+    b.upload(bk, top_k.data());
+    b.upload(bp, top_p.data());
+    b.upload(bm, min_p.data());
+    b.upload(bu, u.data());
+    std::vector<int32_t> out(rows, -7);
+    b.upload(tok, out.data());
+    const Rows rw(b, rows);
+    SampleArgs a{rw.row.view(), bt.view(), bk.view(), bp.view(), bm.view(), bu.view(), rw.forced.view()};
+    b.sample(lg, a, tok);
+    b.download(out.data(), tok);
+    return out;
   }
 
   std::unique_ptr<Backend> gpu, cpu;
@@ -314,6 +317,73 @@ TEST_F(CudaSample, TopKPathEdgeCases) {
   }
   std::printf("[ sample   ] top-k path: %d rows agree, %d skipped at an fp rounding boundary\n", checked, skipped);
   EXPECT_LE(skipped, 6);
+}
+
+// Many rows: topk_kernel reads its chunks as several sub-chunks of 4,096
+// logits (256 rows x 49,152 take 2 a block by the rule). Row kinds reach each
+// way a sub-chunk joins the block's list: few keys above its k-th (normal
+// rows), none (flat, ties), all of them (an ascending ramp: more than the
+// shared-memory pool, so the sub-chunk's own k best are selected), and fewer
+// items than k (-inf rows). Against the CPU sampler, and every forced number
+// of sub-chunks a block (KINFER_SAMPLE_SUB_CHUNKS: 1, 5, all 12 in one chunk)
+// must give the default's tokens exactly, and so must f32 logits.
+TEST_F(CudaSample, SubChunkedRowsMatchCpuAndEveryChunking) {
+  const int vocab = 49152, rows = 256;
+  std::vector<Mix> mixes;
+  for (float t : {0.f, 0.6f, 1.f})
+    for (int k : {1, 2, 20, 64})
+      for (float p : {1.f, 0.95f})
+        for (float mp : {0.f, 0.05f}) mixes.push_back({t, k, p, mp});
+  std::vector<float> logits;
+  std::vector<Mix> mix(rows);
+  std::vector<float> u(rows);
+  std::uniform_real_distribution<float> uni(0.f, 1.f);
+  std::normal_distribution<float> nd(0.f, 2.f);
+  for (int r = 0; r < rows; ++r) {
+    std::vector<float> l(vocab);
+    switch (r % 6) {
+      case 0:
+      case 1:
+        l = row_logits(vocab, rng);
+        break;
+      case 2:  // coarse: multiples of 0.5
+        for (float& x : l) x = std::round(nd(rng) * 2.f) / 2.f;
+        break;
+      case 3:  // flat
+        for (float& x : l) x = -0.75f;
+        break;
+      case 4:  // an ascending ramp with noise: every sub-chunk beats the one before
+        for (int i = 0; i < vocab; ++i) l[i] = 8.f * i / vocab + 0.01f * nd(rng);
+        break;
+      default:  // 1..40 finite logits, the rest -inf
+        for (float& x : l) x = -INFINITY;
+        for (int i = 0, m = 1 + static_cast<int>(rng() % 40); i < m; ++i) l[rng() % vocab] = nd(rng);
+    }
+    for (float& x : l) x = bf16_to_f32(f32_to_bf16(x));
+    logits.insert(logits.end(), l.begin(), l.end());
+    mix[r] = mixes[(r * 5 + r / 6) % mixes.size()];
+    u[r] = std::min(uni(rng), 0.99999994f);
+  }
+  std::vector<int32_t> g, c;
+  run(logits, rows, vocab, mix, u, g, c);
+  int checked = 0, skipped = 0;
+  for (int r = 0; r < rows; ++r) {
+    const Mix& m = mix[r];
+    if (g[r] != c[r] && near_boundary(&logits[size_t(r) * vocab], vocab, m, u[r], 1e-5)) {
+      ++skipped;
+      continue;
+    }
+    ++checked;
+    EXPECT_EQ(g[r], c[r]) << "row " << r << " kind " << r % 6 << " T " << m.temp << " top_k " << m.top_k
+                          << " top_p " << m.top_p << " min_p " << m.min_p << " u " << u[r];
+  }
+  std::printf("[ sample   ] sub-chunked: %d rows agree, %d skipped at an fp rounding boundary\n", checked, skipped);
+  EXPECT_LE(skipped, 4);
+  for (const char* sub : {"1", "5", "12"}) {
+    std::unique_ptr<Backend> forced = test::cuda_backend_with("KINFER_SAMPLE_SUB_CHUNKS", sub);
+    EXPECT_EQ(tokens_on(*forced, logits, rows, vocab, mix, u), g) << "KINFER_SAMPLE_SUB_CHUNKS=" << sub;
+  }
+  EXPECT_EQ(tokens_on(*gpu, logits, rows, vocab, mix, u, true), g) << "f32 logits";
 }
 
 TEST_F(CudaSample, Timing) {

@@ -23,6 +23,7 @@
 // Degenerate rows (every logit -inf or NaN) give the argmax pass's answer.
 // topk_kernel ranks logits instead of p (same order up to fp32 exp rounding)
 // and applies the same fixed-point rules to its k best.
+#include <algorithm>
 #include <cmath>
 
 #include "backend/cuda/common.cuh"
@@ -329,11 +330,19 @@ __global__ void __launch_bounds__(kThreads)
 
 // ---- The top-k path ----------------------------------------------------------
 // Rows with 1 <= top_k <= kMaxFastK, greedy (k = 1) or forced. Block (chunk,
-// row) of topk_kernel ranks the k best of its <= kChunk logits (select_topk)
-// into a list; the last block of the row to finish (a counter per row) merges
-// the row's n_chunks lists (merge_topk) and draws (draw_topk). One launch; on
-// an H200 a serial loop of warp collectives costs ~100 cycles a step, so the
-// loops are short (16 bisection steps, k merge steps).
+// row) of topk_kernel ranks the k best of its chunk into a list; the last
+// block of the row to finish (a counter per row) merges the row's n_chunks
+// lists (merge_topk) and draws (draw_topk). One launch; on an H200 a serial
+// loop of warp collectives costs ~100 cycles a step, so the loops are short
+// (16 bisection steps, k merge steps).
+// With many rows (more blocks than the GPU runs at once) topk_long_kernel
+// serves them instead: a block reads a longer chunk as sub-chunks of kChunk
+// logits, in id order, through a ring of bulk copies into shared memory
+// (several in flight a block: the bytes, not the serial work, set its pace).
+// The first sub-chunk's k best come from select_topk; after that the
+// block's list is full, and a sub-chunk only adds its keys above the list's
+// k-th (its ties there have larger ids, so they never enter): few, once the
+// list is good.
 constexpr int kTopThreads = 256;
 constexpr int kTopWarps = kTopThreads / 32;
 constexpr int kPer = 16;                      // logits per thread: two runs of kV
@@ -349,8 +358,10 @@ struct TopSmem {
   uint32_t tmax[kTopThreads];  // each thread's largest key
   uint32_t key[kGather];       // gathered candidates (unordered)
   int id[kGather];
-  uint32_t top_key[kMaxFastK];  // the row's k best, ranked
+  uint32_t top_key[kMaxFastK];  // the block's (stage 2: the row's) k best so far, ranked
   int top_id[kMaxFastK];
+  uint32_t sub_key[kMaxFastK];  // a sub-chunk's own k best (add_subchunk)
+  int sub_id[kMaxFastK];
   unsigned long long mass[kMaxFastK];
   int part[kTopWarps];
   int n;                        // candidates gathered (may exceed kGather)
@@ -457,6 +468,50 @@ __device__ int select_topk(Each each, int k, TopSmem& sm, Out out) {
   return min(n, k);
 }
 
+// Ranks the pool sm.key/id[0, n) (distinct ids) into the list sm.top_*; its
+// length, min(n, k), is returned to every thread.
+__device__ int rank_pool(int n, int k, TopSmem& sm) {
+  for (int i = threadIdx.x; i < n; i += kTopThreads) {
+    const uint32_t key = sm.key[i];
+    const int id = sm.id[i];
+    int rank = 0;
+    for (int j = 0; j < n; ++j) rank += sm.key[j] > key || (sm.key[j] == key && sm.id[j] < id);
+    if (rank < k) sm.top_key[rank] = key, sm.top_id[rank] = id;
+  }
+  __syncthreads();
+  return min(n, k);
+}
+
+// The block's list (sm.top_*, m items, ranked) after one more sub-chunk, whose
+// ids are all above the list's; returns its new length. A full list (m == k)
+// takes the sub-chunk's keys above its k-th, gathered next to it; when more
+// pass than the pool holds, or the list is not full, the sub-chunk's own k
+// best (select_topk) are ranked with the list.
+template <typename Each>
+__device__ int add_subchunk(Each each, int k, int m, TopSmem& sm) {
+  const int tid = threadIdx.x;
+  if (m == k) {
+    const uint32_t t = sm.top_key[k - 1];
+    if (tid < m) sm.key[tid] = sm.top_key[tid], sm.id[tid] = sm.top_id[tid];
+    if (tid == 0) sm.n = m;
+    __syncthreads();
+    gather(each, [&](uint32_t key, int) { return key > t; }, sm);
+    __syncthreads();
+    const int n = sm.n;
+    if (n == m) return m;  // none above the k-th: the list stands
+    if (n <= kGather) return rank_pool(n, k, sm);
+    __syncthreads();  // every thread has read sm.n before select_topk resets it
+  }
+  const int got = select_topk(each, k, sm, [&](int rank, uint32_t key, int id) {
+    sm.sub_key[rank] = key, sm.sub_id[rank] = id;
+  });
+  __syncthreads();
+  if (tid < m) sm.key[tid] = sm.top_key[tid], sm.id[tid] = sm.top_id[tid];
+  if (tid < got) sm.key[m + tid] = sm.sub_key[tid], sm.id[m + tid] = sm.sub_id[tid];
+  __syncthreads();
+  return rank_pool(m + got, k, sm);
+}
+
 // Warp 0: the k best (key desc, id asc) of n_lists ranked lists (list c:
 // lists[c * k, c * k + k), key 0 ends it) into sm.top_*; returns how many.
 // Lane l holds the heads of lists l, l + 32, ...; each step takes the warp's
@@ -555,23 +610,67 @@ __device__ void draw_topk(const SampleRows& a, int r, int m, TopSmem& sm, int32_
   }
 }
 
+// After a block's list (m items in sm.top_*, ranked) for chunk `chunk` of
+// row r: with one chunk a row it is the row's; else it goes to cand and the
+// row's last block to finish (the usual fence + counter) merges the n_chunks
+// lists (stage 2). Then warp 0 draws.
+__device__ void finish_row(const SampleRows& a, int r, int chunk, int n_chunks, int k, int m, uint2* cand,
+                           unsigned* arrived, int32_t* tokens, TopSmem& sm) {
+  const int tid = threadIdx.x;
+  if (n_chunks > 1) {
+    uint2* out = cand + (static_cast<int64_t>(r) * n_chunks + chunk) * kMaxFastK;  // [k] (key, id), ranked
+    for (int j = tid; j < k; j += kTopThreads)
+      out[j] = j < m ? make_uint2(sm.top_key[j], static_cast<uint32_t>(sm.top_id[j])) : make_uint2(0u, 0x7fffffffu);
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) sm.last = atomicAdd(&arrived[r], 1u) == static_cast<unsigned>(n_chunks - 1);
+    __syncthreads();
+    if (!sm.last) return;
+    __threadfence();
+    if (tid == 0) arrived[r] = 0;  // every block of the row has counted: ready for the next call
+
+    // Stage 2: the k best of the row's n_chunks ranked lists of k, staged in
+    // shared memory (after the ring, if any) and merged by warp 0.
+    extern __shared__ __align__(16) unsigned char dyn[];
+    uint2* lists = reinterpret_cast<uint2*>(dyn);  // [n_chunks][k]
+    const uint2* rc = cand + static_cast<int64_t>(r) * n_chunks * kMaxFastK;
+    for (int s = tid; s < n_chunks * k; s += kTopThreads) lists[s] = __ldcg(&rc[(s / k) * kMaxFastK + s % k]);
+    __syncthreads();
+    if (tid >= 32) return;
+    m = merge_topk(lists, n_chunks, k, sm);
+    __syncwarp();
+  }
+  if (tid >= 32) return;
+  if (m == 0 || a.temperature[r] <= 0.f || k == 1) {  // argmax (ties -> lowest id); no item (all NaN): 0
+    if (tid == 0) tokens[r] = m > 0 ? sm.top_id[0] : 0;
+    return;
+  }
+  draw_topk(a, r, m, sm, tokens);
+}
+
+// The row's k (greedy: 1), or 0 for a row this kernel does not draw
+// (sample_kernel's, or forced: its token is written here by block 0).
+__device__ __forceinline__ int topk_of_row(const SampleRows& a, int r, int chunk, int32_t* tokens) {
+  if (!fast_row(a, r)) return 0;
+  if (a.forced[r] >= 0) {  // budget forcing and the like: no draw
+    if (chunk == 0 && threadIdx.x == 0) tokens[r] = a.forced[r];
+    return 0;
+  }
+  return a.temperature[r] <= 0.f ? 1 : a.top_k[r];
+}
+
+// One sub-chunk a block (few rows): this thread's keys, kV consecutive logits
+// at each of kPer / kV strides of kV * kTopThreads (coalesced); past the
+// chunk: key 0.
 template <typename T>
 __global__ void __launch_bounds__(kTopThreads, 5)
     topk_kernel(const T* logits, int n, SampleRows a, int n_chunks, int chunk_len, uint2* cand, unsigned* arrived,
                 int32_t* tokens) {
   __shared__ TopSmem sm;
   const int chunk = blockIdx.x, r = blockIdx.y, tid = threadIdx.x;
-  if (!fast_row(a, r)) return;  // sample_kernel serves it
-  if (a.forced[r] >= 0) {       // budget forcing and the like: no draw
-    if (chunk == 0 && tid == 0) tokens[r] = a.forced[r];
-    return;
-  }
-  const bool greedy = a.temperature[r] <= 0.f;
-  const int k = greedy ? 1 : a.top_k[r];
+  const int k = topk_of_row(a, r, chunk, tokens);
+  if (k == 0) return;
   const T* row = logits + static_cast<int64_t>(a.logit_row[r]) * n;
-
-  // Stage 1: this thread's keys, kV consecutive logits at each of kPer / kV
-  // strides of kV * kTopThreads (coalesced); past the chunk: key 0.
   const int c0 = chunk * chunk_len, c1 = min(c0 + chunk_len, n);
   uint32_t keys[kPer];
 #pragma unroll
@@ -586,43 +685,93 @@ __global__ void __launch_bounds__(kTopThreads, 5)
 #pragma unroll
     for (int j = 0; j < kPer; ++j) f(keys[j], c0 + ((j / kV) * kTopThreads + tid) * kV + j % kV);
   };
-  uint2* out = cand + (static_cast<int64_t>(r) * n_chunks + chunk) * kMaxFastK;  // [k] (key, id), ranked
-  const int got = select_topk(each_logit, k, sm, [&](int rank, uint32_t key, int id) {
-    out[rank] = make_uint2(key, static_cast<uint32_t>(id));
+  const int m = select_topk(each_logit, k, sm, [&](int rank, uint32_t key, int id) {
+    sm.top_key[rank] = key, sm.top_id[rank] = id;
   });
-  for (int j = got + tid; j < k; j += kTopThreads) out[j] = make_uint2(0u, 0x7fffffffu);
+  __syncthreads();
+  finish_row(a, r, chunk, n_chunks, k, m, cand, arrived, tokens, sm);
+}
 
-  // The row's last block to finish goes on (the usual fence + counter).
-  __threadfence();
-  __syncthreads();
-  if (tid == 0) sm.last = atomicAdd(&arrived[r], 1u) == static_cast<unsigned>(n_chunks - 1);
-  __syncthreads();
-  if (!sm.last) return;
-  __threadfence();
-  if (tid == 0) arrived[r] = 0;  // every block of the row has counted: ready for the next call
+// Sub-chunks in flight a block: 32 KB of ring.
+template <typename T>
+constexpr int kRingStages = 32 * 1024 / (kChunk * static_cast<int>(sizeof(T)));
 
-  // Stage 2: the k best of the row's n_chunks ranked lists of k, staged in
-  // shared memory and merged by warp 0; then the draw.
-  extern __shared__ uint2 lists[];  // [n_chunks][k]
-  const uint2* rc = cand + static_cast<int64_t>(r) * n_chunks * kMaxFastK;
-  for (int s = tid; s < n_chunks * k; s += kTopThreads) lists[s] = __ldcg(&rc[(s / k) * kMaxFastK + s % k]);
-  __syncthreads();
-  if (tid >= 32) return;
-  const int m = merge_topk(lists, n_chunks, k, sm);
-  __syncwarp();
-  if (m == 0 || greedy || k == 1) {  // argmax (ties -> lowest id); no item (all NaN): 0
-    if (tid == 0) tokens[r] = m > 0 ? sm.top_id[0] : 0;
-    return;
+// Many rows: a longer chunk a block, read sub-chunk by sub-chunk through a
+// ring of bulk copies (dynamic shared memory: the ring, then stage 2's
+// lists). Needs rows of 16-byte multiples (the copies' alignment); a
+// sub-chunk's last < kV logits are read from global memory.
+template <typename T>
+__global__ void __launch_bounds__(kTopThreads, 4)
+    topk_long_kernel(const T* logits, int n, SampleRows a, int n_chunks, int chunk_len, uint2* cand,
+                     unsigned* arrived, int32_t* tokens) {
+  constexpr int kStages = kRingStages<T>;
+  __shared__ TopSmem sm;
+  __shared__ __align__(8) uint64_t full[kStages];
+  extern __shared__ __align__(16) unsigned char dyn[];
+  const int chunk = blockIdx.x, r = blockIdx.y, tid = threadIdx.x;
+  const int k = topk_of_row(a, r, chunk, tokens);
+  if (k == 0) return;
+  const T* row = logits + static_cast<int64_t>(a.logit_row[r]) * n;
+  const int c0 = chunk * chunk_len, c1 = min(c0 + chunk_len, n);
+  const int n_sub = (c1 - c0 + kChunk - 1) / kChunk;
+  T* ring = reinterpret_cast<T*>(dyn + static_cast<size_t>(n_chunks > 1 ? n_chunks : 0) * kMaxFastK * sizeof(uint2));
+  auto copied = [&](int i) { return (min(kChunk, c1 - c0 - i * kChunk)) & ~(kV - 1); };  // whole runs of sub-chunk i
+  auto issue = [&](int i) {  // thread 0: sub-chunk i into its stage
+    uint64_t* bar = &full[i % kStages];
+    const unsigned bytes = static_cast<unsigned>(copied(i) * sizeof(T));
+    mbar_expect_bytes(bar, bytes);
+    if (bytes) bulk_copy(ring + (i % kStages) * kChunk, row + c0 + i * kChunk, bytes, bar);
+  };
+  if (tid == 0) {
+    for (int i = 0; i < kStages; ++i) mbar_init(&full[i]);
+    for (int i = 0; i < min(kStages, n_sub); ++i) issue(i);
   }
-  draw_topk(a, r, m, sm, tokens);
+  __syncthreads();
+  int m = 0;
+  for (int i = 0; i < n_sub; ++i) {
+    const int s0 = c0 + i * kChunk, s1 = min(s0 + kChunk, c1), in_ring = copied(i);
+    const T* stage = ring + (i % kStages) * kChunk;
+    mbar_wait(&full[i % kStages], (i / kStages) & 1);
+    uint32_t keys[kPer];  // past the sub-chunk: key 0
+#pragma unroll
+    for (int q = 0; q < kPer / kV; ++q) {
+      const int rel = (q * kTopThreads + tid) * kV;
+      float v[kV];
+      if (rel + kV <= in_ring)
+        load8(stage, rel, in_ring, v);
+      else
+        load8(row, s0 + rel, s1, v);
+#pragma unroll
+      for (int e = 0; e < kV; ++e) keys[q * kV + e] = s0 + rel + e < s1 ? order_key(v[e]) : 0u;
+    }
+    auto each_logit = [&](auto f) {
+#pragma unroll
+      for (int j = 0; j < kPer; ++j) f(keys[j], s0 + ((j / kV) * kTopThreads + tid) * kV + j % kV);
+    };
+    m = add_subchunk(each_logit, k, m, sm);  // its barriers come after every thread has read the stage
+    if (tid == 0 && i + kStages < n_sub) {
+      asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // those reads before the copy's writes
+      issue(i + kStages);
+    }
+  }
+  finish_row(a, r, chunk, n_chunks, k, m, cand, arrived, tokens, sm);
 }
 
 template <typename T>
-void launch_topk(const T* logits, int n, const SampleRows& a, int n_chunks, int chunk_len, uint2* cand,
-                 unsigned* arrived, int32_t* tokens, dim3 grid, size_t smem, cudaStream_t st) {
+void launch_topk(bool long_chunks, const T* logits, int n, const SampleRows& a, int n_chunks, int chunk_len,
+                 uint2* cand, unsigned* arrived, int32_t* tokens, dim3 grid, cudaStream_t st) {
+  const size_t lists = n_chunks > 1 ? static_cast<size_t>(n_chunks) * kMaxFastK * sizeof(uint2) : 0;
+  if (!long_chunks) {
+    if (lists > 48 * 1024)
+      KF_CUDA(cudaFuncSetAttribute(topk_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(lists)));
+    topk_kernel<<<grid, kTopThreads, lists, st>>>(logits, n, a, n_chunks, chunk_len, cand, arrived, tokens);
+    return;
+  }
+  const size_t smem = lists + static_cast<size_t>(kRingStages<T>) * kChunk * sizeof(T);
   if (smem > 48 * 1024)
-    KF_CUDA(cudaFuncSetAttribute(topk_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  topk_kernel<<<grid, kTopThreads, smem, st>>>(logits, n, a, n_chunks, chunk_len, cand, arrived, tokens);
+    KF_CUDA(cudaFuncSetAttribute(topk_long_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 static_cast<int>(smem)));
+  topk_long_kernel<<<grid, kTopThreads, smem, st>>>(logits, n, a, n_chunks, chunk_len, cand, arrived, tokens);
 }
 
 }  // namespace
@@ -632,23 +781,38 @@ int64_t sample_scratch_words(int rows, int vocab) {
 }
 
 void sample(const void* logits, bool bf16_logits, int rows, int vocab, const SampleRows& a, int32_t* tokens,
-            uint32_t* scratch, uint32_t* arrived, cudaStream_t st) {
+            uint32_t* scratch, uint32_t* arrived, cudaStream_t st, int sub_chunks) {
   KF_CHECK(vocab > 0 && vocab <= kMaxVocab, "cuda sample: vocab {} outside [1, {}]", vocab, kMaxVocab);
   KF_CHECK(rows <= 65535, "cuda sample: {} rows (at most 65535)", rows);
+  KF_CHECK(sub_chunks >= 0, "cuda sample: {} sub-chunks a block", sub_chunks);
   if (rows <= 0) return;
-  // Chunks of equal length (a multiple of kV), so that every thread of a
-  // block has logits when the vocabulary is large.
-  const int n_chunks = (vocab + kChunk - 1) / kChunk;
+  // Chunks a row: one per kChunk logits while the grid has at most
+  // kTopBlocks blocks (topk_kernel); with more rows, rows of 16-byte
+  // multiples take topk_long_kernel with chunks of `sub` sub-chunks, about
+  // kLongBlocks blocks in all (the rule was chosen on the H200 by `kinfer bench
+  // sample`, docs/cuda.md). Chunks of equal length (a multiple of kV, at most
+  // sub * kChunk), so that every thread of a block has logits.
+  const int n_sub = (vocab + kChunk - 1) / kChunk;
+  constexpr int64_t kTopBlocks = 4096, kLongBlocks = 1024;
+  const int64_t blocks = static_cast<int64_t>(rows) * n_sub;
+  const bool aligned =
+      static_cast<int64_t>(vocab) * (bf16_logits ? 2 : 4) % 16 == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0;
+  int sub = sub_chunks > 0 ? sub_chunks : blocks <= kTopBlocks ? 1 : static_cast<int>((blocks + kLongBlocks - 1) / kLongBlocks);
+  sub = std::min(sub, n_sub);
+  const bool long_chunks = sub > 1 && aligned;
+  if (!long_chunks) sub = 1;
+  const int n_chunks = (n_sub + sub - 1) / sub;
   const int chunk_len = ((vocab + n_chunks - 1) / n_chunks + kV - 1) / kV * kV;
   uint2* cand = reinterpret_cast<uint2*>(scratch);
   // Small top-k (the Qwen3 defaults), greedy and forced rows: topk_kernel;
   // the other rows: sample_kernel. Each kernel's blocks skip the other's rows.
   const dim3 grid(n_chunks, rows);
-  const size_t smem = static_cast<size_t>(n_chunks) * kMaxFastK * sizeof(uint2);  // stage 2's lists (64 KiB at most)
   if (bf16_logits)
-    launch_topk(static_cast<const bf16_t*>(logits), vocab, a, n_chunks, chunk_len, cand, arrived, tokens, grid, smem, st);
+    launch_topk(long_chunks, static_cast<const bf16_t*>(logits), vocab, a, n_chunks, chunk_len, cand, arrived, tokens,
+                grid, st);
   else
-    launch_topk(static_cast<const float*>(logits), vocab, a, n_chunks, chunk_len, cand, arrived, tokens, grid, smem, st);
+    launch_topk(long_chunks, static_cast<const float*>(logits), vocab, a, n_chunks, chunk_len, cand, arrived, tokens,
+                grid, st);
   check_launch("sample top-k");
   if (bf16_logits)
     sample_kernel<<<rows, kThreads, 0, st>>>(static_cast<const bf16_t*>(logits), vocab, a, tokens);

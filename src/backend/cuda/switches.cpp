@@ -32,6 +32,16 @@ struct EnvReader {
   void on_off(bool& field, const char* var, const char* meaning) {
     if (const std::optional<bool> on = on_off(var, meaning)) field = *on;
   }
+  // A count in [lo, hi] into a field, which keeps its default when unset.
+  void count(int& field, const char* var, int lo, int hi, const char* meaning) {
+    const char* value = raw(var);
+    if (!value) return;
+    const std::string v = value;
+    const bool digits = !v.empty() && v.size() <= 3 && v.find_first_not_of("0123456789") == std::string::npos;
+    const int n = digits ? std::stoi(v) : -1;
+    KF_CHECK(n >= lo && n <= hi, "{}={}: {}, {} to {}", var, v, meaning, lo, hi);
+    field = n;
+  }
 };
 
 }  // namespace
@@ -59,13 +69,9 @@ Switches Switches::from_env() {
   if (auto on = env.on_off("KINFER_ATTN_BULK", "0 (the dense decode kernel always loads K/V into registers) or 1 "
                            "(always streams them through shared memory by bulk copies); unset: by shape"))
     sw.bulk_dense = *on ? 1 : 0;
-  if (const char* splits = env.raw("KINFER_DECODE_SPLITS")) {
-    const std::string v = splits;
-    const bool digits = !v.empty() && v.size() <= 3 && v.find_first_not_of("0123456789") == std::string::npos;
-    sw.decode_splits = digits ? std::stoi(v) : 0;
-    KF_CHECK(sw.decode_splits >= 1 && sw.decode_splits <= 128, "KINFER_DECODE_SPLITS={}: the dense decode kernel's "
-             "blocks per (row, KV head), 1 to 128", v);
-  }
+  env.count(sw.decode_splits, "KINFER_DECODE_SPLITS", 1, 128, "the dense decode kernel's blocks per (row, KV head)");
+  env.count(sw.sample_sub_chunks, "KINFER_SAMPLE_SUB_CHUNKS", 1, 128,
+            "the sampling top-k kernel's sub-chunks of 4,096 logits a block (unset: by rows and vocabulary)");
   if (auto on = env.on_off("KINFER_SPARSE_WARP", "0 (block top-k and local decode always by the block kernel, a block "
                            "of 8 warps per (sequence, KV head)) or 1 (by the warp kernel, a warp per pair, wherever "
                            "contexts have at most 256 pages); unset: the warp kernel for short lists"))

@@ -17,6 +17,7 @@ struct Switches {
   bool stage_known = true;      // KINFER_ATTN_STAGE=0: the sparse kernel reads known pages from the pool
   int bulk_dense = -1;          // KINFER_ATTN_BULK=0 / 1: dense tiles by bulk copies never / always (-1: by shape)
   int decode_splits = 0;        // KINFER_DECODE_SPLITS: dense decode blocks per (row, KV head) (0: the rule)
+  int sample_sub_chunks = 0;    // KINFER_SAMPLE_SUB_CHUNKS: sampling's top-k sub-chunks a block (0: the rule)
   int sparse_warp = -1;         // KINFER_SPARSE_WARP=0 / 1: the sparse warp kernel never / wherever it can (-1: by shape)
   bool attn_summaries = true;   // KINFER_ATTN_SUMMARIES=0: page summaries by a kernel of their own
   bool sync_checks = false;     // KINFER_CUDA_SYNC=1: wait after every op and name the one that faulted
