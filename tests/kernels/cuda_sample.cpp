@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <numeric>
+#include <tuple>
 
 #include "kernels/cuda_test_util.h"
 
@@ -319,8 +320,9 @@ TEST_F(CudaSample, TopKPathEdgeCases) {
   EXPECT_LE(skipped, 6);
 }
 
-// Many rows: topk_kernel reads its chunks as several sub-chunks of 4,096
-// logits (256 rows x 49,152 take 2 a block by the rule). Row kinds reach each
+// Many rows: topk_long_kernel reads a row in one or a few long chunks, each
+// as sub-chunks of 4,096 logits (KINFER_SAMPLE_SUB_CHUNKS forces how many a
+// block; 256 rows x 49,152 take topk_kernel by the rule). Row kinds reach each
 // way a sub-chunk joins the block's list: few keys above its k-th (normal
 // rows), none (flat, ties), all of them (an ascending ramp: more than the
 // shared-memory pool, so the sub-chunk's own k best are selected), and fewer
@@ -384,6 +386,32 @@ TEST_F(CudaSample, SubChunkedRowsMatchCpuAndEveryChunking) {
     EXPECT_EQ(tokens_on(*forced, logits, rows, vocab, mix, u), g) << "KINFER_SAMPLE_SUB_CHUNKS=" << sub;
   }
   EXPECT_EQ(tokens_on(*gpu, logits, rows, vocab, mix, u, true), g) << "f32 logits";
+}
+
+// Launches whose dynamic shared memory and static TopSmem pass 48 KB only
+// together (they need the kernels' opt-in): topk_kernel's stage-2 lists at a
+// 360,000-logit vocabulary (88 chunks), and topk_long_kernel's ring and 19
+// chunks' lists at 151,936 with 2 sub-chunks a block.
+TEST_F(CudaSample, LaunchesNearTheSharedMemoryOptIn) {
+  std::uniform_real_distribution<float> uni(0.f, 1.f);
+  for (const auto& [vocab, rows, sub] : {std::tuple{360000, 4, ""}, std::tuple{151936, 8, "2"}}) {
+    std::vector<float> logits;
+    std::vector<Mix> mix(rows);
+    std::vector<float> u(rows);
+    for (int r = 0; r < rows; ++r) {
+      auto l = row_logits(vocab, rng);
+      logits.insert(logits.end(), l.begin(), l.end());
+      mix[r] = Mix{r % 2 ? 0.6f : 0.f, 20, 0.95f, 0.f};
+      u[r] = uni(rng);
+    }
+    std::unique_ptr<Backend> forced = *sub ? test::cuda_backend_with("KINFER_SAMPLE_SUB_CHUNKS", sub) : nullptr;
+    const std::vector<int32_t> g = tokens_on(forced ? *forced : *gpu, logits, rows, vocab, mix, u);
+    const std::vector<int32_t> c = tokens_on(*cpu, logits, rows, vocab, mix, u);
+    for (int r = 0; r < rows; ++r) {
+      if (g[r] != c[r] && near_boundary(&logits[size_t(r) * vocab], vocab, mix[r], u[r], 1e-5)) continue;
+      EXPECT_EQ(g[r], c[r]) << "vocab " << vocab << " row " << r << " sub-chunks " << sub;
+    }
+  }
 }
 
 TEST_F(CudaSample, Timing) {

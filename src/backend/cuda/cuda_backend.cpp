@@ -511,7 +511,7 @@ class CudaBackend final : public Backend {
     uint32_t* arrived = static_cast<uint32_t*>(grow(sample_arrived_, DType::I32, m));
     if (scratch_generation_ != generation) KF_CUDA(cudaMemsetAsync(arrived, 0, m * sizeof(uint32_t), stream_));
     cuda::sample(logits.data, logits.dtype == DType::BF16, static_cast<int>(m), static_cast<int>(vocab), r,
-                 iptr(tokens), scratch, arrived, stream_, sw_.sample_sub_chunks);
+                 iptr(tokens), scratch, arrived, num_sms_, stream_, sw_.sample_sub_chunks);
     op.done();
   }
 

@@ -214,10 +214,10 @@ struct SampleRows {
 // `scratch`: sample_scratch_words(rows, vocab) words (the top-k path's
 // candidates). `arrived`: rows words, zero before the first call; each call
 // leaves them zero (a counter per row inside the call). `sub_chunks`: the
-// top-k path's sub-chunks of 4,096 logits a block (0: by rows and vocab);
-// any value gives the same tokens.
+// top-k path's sub-chunks of 4,096 logits a block (0: by rows, vocab and
+// num_sms); any value gives the same tokens.
 void sample(const void* logits, bool bf16_logits, int rows, int vocab, const SampleRows& a, int32_t* tokens,
-            uint32_t* scratch, uint32_t* arrived, cudaStream_t st, int sub_chunks = 0);
+            uint32_t* scratch, uint32_t* arrived, int num_sms, cudaStream_t st, int sub_chunks = 0);
 int64_t sample_scratch_words(int rows, int vocab);
 
 // ---- tokens.cu -----------------------------------------------------------------

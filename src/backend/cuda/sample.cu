@@ -336,9 +336,9 @@ __global__ void __launch_bounds__(kThreads)
 // loop of warp collectives costs ~100 cycles a step, so the loops are short
 // (16 bisection steps, k merge steps).
 // With many rows (more blocks than the GPU runs at once) topk_long_kernel
-// serves them instead: a block reads a longer chunk as sub-chunks of kChunk
-// logits, in id order, through a ring of bulk copies into shared memory
-// (several in flight a block: the bytes, not the serial work, set its pace).
+// serves them instead: a block reads a long chunk (with 528 rows or more on
+// an H200, its whole row) as sub-chunks of kChunk logits, in id order,
+// through a ring of bulk copies into shared memory, several in flight.
 // The first sub-chunk's k best come from select_topk; after that the
 // block's list is full, and a sub-chunk only adds its keys above the list's
 // k-th (its ties there have larger ids, so they never enter): few, once the
@@ -757,20 +757,25 @@ __global__ void __launch_bounds__(kTopThreads, 4)
   finish_row(a, r, chunk, n_chunks, k, m, cand, arrived, tokens, sm);
 }
 
+// Dynamic shared memory beyond 48 KB less the kernel's static TopSmem (and
+// barriers: the 1 KB margin) needs the kernel's opt-in.
+template <typename Kernel>
+void allow_dynamic_smem(Kernel kernel, size_t bytes) {
+  if (bytes + sizeof(TopSmem) + 1024 > 48 * 1024)
+    KF_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+}
+
 template <typename T>
 void launch_topk(bool long_chunks, const T* logits, int n, const SampleRows& a, int n_chunks, int chunk_len,
                  uint2* cand, unsigned* arrived, int32_t* tokens, dim3 grid, cudaStream_t st) {
   const size_t lists = n_chunks > 1 ? static_cast<size_t>(n_chunks) * kMaxFastK * sizeof(uint2) : 0;
   if (!long_chunks) {
-    if (lists > 48 * 1024)
-      KF_CUDA(cudaFuncSetAttribute(topk_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(lists)));
+    allow_dynamic_smem(topk_kernel<T>, lists);
     topk_kernel<<<grid, kTopThreads, lists, st>>>(logits, n, a, n_chunks, chunk_len, cand, arrived, tokens);
     return;
   }
   const size_t smem = lists + static_cast<size_t>(kRingStages<T>) * kChunk * sizeof(T);
-  if (smem > 48 * 1024)
-    KF_CUDA(cudaFuncSetAttribute(topk_long_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 static_cast<int>(smem)));
+  allow_dynamic_smem(topk_long_kernel<T>, smem);
   topk_long_kernel<<<grid, kTopThreads, smem, st>>>(logits, n, a, n_chunks, chunk_len, cand, arrived, tokens);
 }
 
@@ -781,23 +786,32 @@ int64_t sample_scratch_words(int rows, int vocab) {
 }
 
 void sample(const void* logits, bool bf16_logits, int rows, int vocab, const SampleRows& a, int32_t* tokens,
-            uint32_t* scratch, uint32_t* arrived, cudaStream_t st, int sub_chunks) {
+            uint32_t* scratch, uint32_t* arrived, int num_sms, cudaStream_t st, int sub_chunks) {
   KF_CHECK(vocab > 0 && vocab <= kMaxVocab, "cuda sample: vocab {} outside [1, {}]", vocab, kMaxVocab);
   KF_CHECK(rows <= 65535, "cuda sample: {} rows (at most 65535)", rows);
   KF_CHECK(sub_chunks >= 0, "cuda sample: {} sub-chunks a block", sub_chunks);
   if (rows <= 0) return;
   // Chunks a row: one per kChunk logits while the grid has at most
-  // kTopBlocks blocks (topk_kernel); with more rows, rows of 16-byte
-  // multiples take topk_long_kernel with chunks of `sub` sub-chunks, about
-  // kLongBlocks blocks in all (the rule was chosen on the H200 by `kinfer bench
-  // sample`, docs/cuda.md). Chunks of equal length (a multiple of kV, at most
-  // sub * kChunk), so that every thread of a block has logits.
+  // kTopBlocks blocks (topk_kernel). With more rows, rows of 16-byte
+  // multiples take topk_long_kernel, in as few chunks a row as keep one wave
+  // of its blocks (4 an SM) on the GPU: its first sub-chunk (select_topk)
+  // costs a block more than the others do. On the H200 (`kinfer bench sample`,
+  // docs/cuda.md): B64 x 151,936 39.4 us by topk_kernel against 48.2-51.7 by
+  // long chunks; B128 66.4 against 60.0 in 4 chunks a row (74.1 in 8); B1024
+  // x 49,152 158.5 against 116.6 in whole rows (177.8 in 4). Chunks of equal
+  // length (a multiple of kV, at most sub * kChunk), so that every thread of
+  // a block has logits.
   const int n_sub = (vocab + kChunk - 1) / kChunk;
-  constexpr int64_t kTopBlocks = 4096, kLongBlocks = 1024;
-  const int64_t blocks = static_cast<int64_t>(rows) * n_sub;
+  constexpr int64_t kTopBlocks = 4096;
   const bool aligned =
       static_cast<int64_t>(vocab) * (bf16_logits ? 2 : 4) % 16 == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0;
-  int sub = sub_chunks > 0 ? sub_chunks : blocks <= kTopBlocks ? 1 : static_cast<int>((blocks + kLongBlocks - 1) / kLongBlocks);
+  int sub = 1;
+  if (sub_chunks > 0) {
+    sub = sub_chunks;
+  } else if (static_cast<int64_t>(rows) * n_sub > kTopBlocks) {
+    const int per_row = std::max(1, 4 * num_sms / rows);  // chunks a row in one wave
+    sub = (n_sub + per_row - 1) / per_row;
+  }
   sub = std::min(sub, n_sub);
   const bool long_chunks = sub > 1 && aligned;
   if (!long_chunks) sub = 1;
