@@ -142,38 +142,31 @@ TEST_F(CudaOps, MatmulCutlassMatchesCublasLt) {
   }
 }
 
-// The backend's on/off switches take 0 or 1; another value is refused when
-// the backend is made, naming the variable, the value and what 0 and 1 mean.
+// A backend made with var=value is refused, naming the variable, the value
+// and `meaning` (what the values mean).
+void expect_refused(const char* var, const char* value, const std::string& meaning) {
+  try {
+    test::cuda_backend_with(var, value);
+    ADD_FAILURE() << var << "=" << value << " was accepted";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find(std::string(var) + "=" + value + ":"), std::string::npos) << what;
+    EXPECT_NE(what.find(meaning), std::string::npos) << what;
+  }
+}
+
+// The backend's on/off switches take 0 or 1, its counts digits in their
+// range; another value is refused when the backend is made.
 TEST_F(CudaOps, SwitchesRefuseOtherValues) {
   for (const char* var : {"KINFER_GEMM_TUNE", "KINFER_GEMM_CUTLASS", "KINFER_MLP_FUSED", "KINFER_ATTN_SUMMARIES",
                           "KINFER_ATTN_STAGE", "KINFER_ATTN_BULK", "KINFER_CUDA_SYNC", "KINFER_SILU_EPILOGUE",
                           "KINFER_SPARSE_WARP"}) {
-    for (const char* value : {"yes", "", "2"}) {
-      try {
-        test::cuda_backend_with(var, value);
-        ADD_FAILURE() << var << "=" << value << " was accepted";
-      } catch (const Error& e) {
-        const std::string what = e.what();
-        EXPECT_NE(what.find(std::string(var) + "=" + value + ":"), std::string::npos) << what;
-        EXPECT_NE(what.find("0 ("), std::string::npos) << what;
-      }
-    }
+    for (const char* value : {"yes", "", "2"}) expect_refused(var, value, "0 (");
     EXPECT_EQ(std::getenv(var), nullptr) << var << " left set";
   }
   EXPECT_NO_THROW(test::cuda_backend_with("KINFER_MLP_FUSED", "0"));
-  // Counts take digits in their range; the refusal names the variable, the
-  // value and the range.
-  for (const auto& [var, range] : {std::pair{"KINFER_DECODE_SPLITS", "1 to 128"}, {"KINFER_SAMPLE_SUB_CHUNKS", "1 to 128"}})
-    for (const char* value : {"0", "129", "x", "", "-3"}) {
-      try {
-        test::cuda_backend_with(var, value);
-        ADD_FAILURE() << var << "=" << value << " was accepted";
-      } catch (const Error& e) {
-        const std::string what = e.what();
-        EXPECT_NE(what.find(std::string(var) + "=" + value + ":"), std::string::npos) << what;
-        EXPECT_NE(what.find(range), std::string::npos) << what;
-      }
-    }
+  for (const char* var : {"KINFER_DECODE_SPLITS", "KINFER_SAMPLE_SUB_CHUNKS"})
+    for (const char* value : {"0", "129", "x", "", "-3"}) expect_refused(var, value, "1 to 128");
   // A backend under a switch names it; one without names none.
   for (const auto& [var, value] : {std::pair{"KINFER_CUDA_SYNC", "1"}, {"KINFER_DECODE_SPLITS", "4"},
                                    {"KINFER_SPLIT_K", "0"}, {"KINFER_ATTN_BULK", "0"},

@@ -42,6 +42,36 @@ std::vector<float> row_logits(int vocab, std::mt19937& rng) {
   return l;
 }
 
+// Rows that reach the top-k path's edges, rounded to bf16.
+enum class Kind { Normal, Coarse, Flat, Plateau, Ramp, FewFinite };
+std::vector<float> kind_row(Kind kind, int vocab, std::mt19937& rng) {
+  std::normal_distribution<float> nd(0.f, 2.f);
+  std::vector<float> l(vocab);
+  switch (kind) {
+    case Kind::Normal:
+      l = row_logits(vocab, rng);
+      break;
+    case Kind::Coarse:  // multiples of 0.5: many ties everywhere
+      for (float& x : l) x = std::round(nd(rng) * 2.f) / 2.f;
+      break;
+    case Kind::Flat:  // more ties than the shared-memory ranking holds
+      for (float& x : l) x = 1.25f;
+      break;
+    case Kind::Plateau:  // 100 equal top logits over a normal row
+      for (float& x : l) x = nd(rng);
+      for (int i = 0; i < 100; ++i) l[rng() % vocab] = 12.f;
+      break;
+    case Kind::Ramp:  // ascending with noise: every later sub-chunk beats the ones before
+      for (int i = 0; i < vocab; ++i) l[i] = 8.f * i / vocab + 0.01f * nd(rng);
+      break;
+    case Kind::FewFinite:  // 1..40 finite logits, the rest -inf
+      for (float& x : l) x = -INFINITY;
+      for (int i = 0, m = 1 + static_cast<int>(rng() % 40); i < m; ++i) l[rng() % vocab] = nd(rng);
+  }
+  for (float& x : l) x = bf16_to_f32(f32_to_bf16(x));
+  return l;
+}
+
 // fp64 brute force of Sampler's kept set and draw: true when u, the top-p cut
 // or the min-p cut lies within tol (relative to the kept mass) of a boundary.
 bool near_boundary(const float* l, int vocab, const Mix& m, double u, double tol) {
@@ -82,6 +112,28 @@ bool near_boundary(const float* l, int vocab, const Mix& m, double u, double tol
     cum += p[id];
   }
   return false;
+}
+
+// The GPU's tokens g against the CPU's c, row by row: a row that differs
+// where its draw or a cut lies within 1e-5 of an fp rounding boundary
+// (near_boundary) is skipped and counted in `skipped`; any other difference
+// fails, labelled by where(r). Returns the rows that agree.
+template <typename Where>
+int agree_with_cpu(const std::vector<float>& logits, int vocab, const std::vector<Mix>& mix,
+                   const std::vector<float>& u, const std::vector<int32_t>& g, const std::vector<int32_t>& c,
+                   int& skipped, Where where) {
+  int agreed = 0;
+  for (size_t r = 0; r < g.size(); ++r) {
+    const Mix& m = mix[r];
+    if (g[r] != c[r] && near_boundary(&logits[r * vocab], vocab, m, u[r], 1e-5)) {
+      ++skipped;
+      continue;
+    }
+    ++agreed;
+    EXPECT_EQ(g[r], c[r]) << where(static_cast<int>(r)) << " row " << r << " T " << m.temp << " top_k " << m.top_k
+                          << " top_p " << m.top_p << " min_p " << m.min_p << " u " << u[r];
+  }
+  return agreed;
 }
 
 // Identity logits rows and no forced tokens for `rows` sampled rows.
@@ -161,17 +213,9 @@ TEST_F(CudaSample, MatchesCpuSamplerForEveryMix) {
       }
       std::vector<int32_t> g, c;
       run(logits, rows, vocab, mix, u, g, c);
-      for (int r = 0; r < rows; ++r) {
-        const Mix& m = mix[r];
-        if (m.temp == 0.f) ++greedy;
-        if (g[r] != c[r] && near_boundary(&logits[size_t(r) * vocab], vocab, m, u[r], 1e-5)) {
-          ++skipped;
-          continue;
-        }
-        ++checked;
-        EXPECT_EQ(g[r], c[r]) << "vocab " << vocab << " row " << r << " T " << m.temp << " top_k " << m.top_k
-                              << " top_p " << m.top_p << " min_p " << m.min_p << " u " << u[r];
-      }
+      for (const Mix& m : mix) greedy += m.temp == 0.f;
+      checked +=
+          agree_with_cpu(logits, vocab, mix, u, g, c, skipped, [&](int) { return fmt::format("vocab {}", vocab); });
     }
   }
   std::printf("[ sample   ] %d rows agree (%d greedy), %d skipped at an fp rounding boundary\n", checked, greedy,
@@ -193,13 +237,7 @@ TEST_F(CudaSample, ManyDrawsOnOneRow) {
     std::vector<int32_t> g, c;
     run(logits, rows, vocab, std::vector<Mix>(rows, m), u, g, c);
     int skipped = 0;
-    for (int r = 0; r < rows; ++r) {
-      if (g[r] != c[r] && near_boundary(l.data(), vocab, m, u[r], 1e-5)) {
-        ++skipped;
-        continue;
-      }
-      EXPECT_EQ(g[r], c[r]) << "T " << m.temp << " top_k " << m.top_k << " u " << u[r];
-    }
+    agree_with_cpu(logits, vocab, std::vector<Mix>(rows, m), u, g, c, skipped, [](int) { return "one row"; });
     EXPECT_LE(skipped, 1);
   }
 }
@@ -279,41 +317,17 @@ TEST_F(CudaSample, TopKPathEdgeCases) {
     std::vector<Mix> mix(rows);
     std::vector<float> u(rows);
     std::uniform_real_distribution<float> uni(0.f, 1.f);
-    std::normal_distribution<float> nd(0.f, 2.f);
     for (int r = 0; r < rows; ++r) {
-      std::vector<float> l(vocab);
-      switch ((r + vi) % 4) {
-        case 0:  // coarse: multiples of 0.5, many ties everywhere
-          for (float& x : l) x = std::round(nd(rng) * 2.f) / 2.f;
-          break;
-        case 1:  // flat
-          for (float& x : l) x = 1.25f;
-          break;
-        case 2:  // a plateau of 100 equal top logits over a normal row
-          for (float& x : l) x = nd(rng);
-          for (int i = 0; i < 100; ++i) l[rng() % vocab] = 12.f;
-          break;
-        default:  // 1..40 finite logits, the rest -inf
-          for (float& x : l) x = -INFINITY;
-          for (int i = 0, m = 1 + static_cast<int>(rng() % 40); i < m; ++i) l[rng() % vocab] = nd(rng);
-      }
-      for (float& x : l) x = bf16_to_f32(f32_to_bf16(x));
+      const Kind kinds[] = {Kind::Coarse, Kind::Flat, Kind::Plateau, Kind::FewFinite};
+      const std::vector<float> l = kind_row(kinds[(r + vi) % 4], vocab, rng);
       logits.insert(logits.end(), l.begin(), l.end());
       mix[r] = mixes[(r * 7) % rows];
       u[r] = std::min(uni(rng), 0.99999994f);
     }
     std::vector<int32_t> g, c;
     run(logits, rows, vocab, mix, u, g, c);
-    for (int r = 0; r < rows; ++r) {
-      const Mix& m = mix[r];
-      if (g[r] != c[r] && near_boundary(&logits[size_t(r) * vocab], vocab, m, u[r], 1e-5)) {
-        ++skipped;
-        continue;
-      }
-      ++checked;
-      EXPECT_EQ(g[r], c[r]) << "vocab " << vocab << " row " << r << " kind " << (r + vi) % 4 << " T " << m.temp
-                            << " top_k " << m.top_k << " top_p " << m.top_p << " min_p " << m.min_p << " u " << u[r];
-    }
+    checked += agree_with_cpu(logits, vocab, mix, u, g, c, skipped,
+                              [&](int r) { return fmt::format("vocab {} kind {}", vocab, (r + vi) % 4); });
     ++vi;
   }
   std::printf("[ sample   ] top-k path: %d rows agree, %d skipped at an fp rounding boundary\n", checked, skipped);
@@ -340,45 +354,18 @@ TEST_F(CudaSample, SubChunkedRowsMatchCpuAndEveryChunking) {
   std::vector<Mix> mix(rows);
   std::vector<float> u(rows);
   std::uniform_real_distribution<float> uni(0.f, 1.f);
-  std::normal_distribution<float> nd(0.f, 2.f);
+  const Kind kinds[] = {Kind::Normal, Kind::Normal, Kind::Coarse, Kind::Flat, Kind::Ramp, Kind::FewFinite};
   for (int r = 0; r < rows; ++r) {
-    std::vector<float> l(vocab);
-    switch (r % 6) {
-      case 0:
-      case 1:
-        l = row_logits(vocab, rng);
-        break;
-      case 2:  // coarse: multiples of 0.5
-        for (float& x : l) x = std::round(nd(rng) * 2.f) / 2.f;
-        break;
-      case 3:  // flat
-        for (float& x : l) x = -0.75f;
-        break;
-      case 4:  // an ascending ramp with noise: every sub-chunk beats the one before
-        for (int i = 0; i < vocab; ++i) l[i] = 8.f * i / vocab + 0.01f * nd(rng);
-        break;
-      default:  // 1..40 finite logits, the rest -inf
-        for (float& x : l) x = -INFINITY;
-        for (int i = 0, m = 1 + static_cast<int>(rng() % 40); i < m; ++i) l[rng() % vocab] = nd(rng);
-    }
-    for (float& x : l) x = bf16_to_f32(f32_to_bf16(x));
+    const std::vector<float> l = kind_row(kinds[r % 6], vocab, rng);
     logits.insert(logits.end(), l.begin(), l.end());
     mix[r] = mixes[(r * 5 + r / 6) % mixes.size()];
     u[r] = std::min(uni(rng), 0.99999994f);
   }
   std::vector<int32_t> g, c;
   run(logits, rows, vocab, mix, u, g, c);
-  int checked = 0, skipped = 0;
-  for (int r = 0; r < rows; ++r) {
-    const Mix& m = mix[r];
-    if (g[r] != c[r] && near_boundary(&logits[size_t(r) * vocab], vocab, m, u[r], 1e-5)) {
-      ++skipped;
-      continue;
-    }
-    ++checked;
-    EXPECT_EQ(g[r], c[r]) << "row " << r << " kind " << r % 6 << " T " << m.temp << " top_k " << m.top_k
-                          << " top_p " << m.top_p << " min_p " << m.min_p << " u " << u[r];
-  }
+  int skipped = 0;
+  const int checked =
+      agree_with_cpu(logits, vocab, mix, u, g, c, skipped, [](int r) { return fmt::format("kind {}", r % 6); });
   std::printf("[ sample   ] sub-chunked: %d rows agree, %d skipped at an fp rounding boundary\n", checked, skipped);
   EXPECT_LE(skipped, 4);
   for (const char* sub : {"1", "5", "12"}) {
@@ -407,10 +394,9 @@ TEST_F(CudaSample, LaunchesNearTheSharedMemoryOptIn) {
     std::unique_ptr<Backend> forced = *sub ? test::cuda_backend_with("KINFER_SAMPLE_SUB_CHUNKS", sub) : nullptr;
     const std::vector<int32_t> g = tokens_on(forced ? *forced : *gpu, logits, rows, vocab, mix, u);
     const std::vector<int32_t> c = tokens_on(*cpu, logits, rows, vocab, mix, u);
-    for (int r = 0; r < rows; ++r) {
-      if (g[r] != c[r] && near_boundary(&logits[size_t(r) * vocab], vocab, mix[r], u[r], 1e-5)) continue;
-      EXPECT_EQ(g[r], c[r]) << "vocab " << vocab << " row " << r << " sub-chunks " << sub;
-    }
+    int skipped = 0;
+    agree_with_cpu(logits, vocab, mix, u, g, c, skipped,
+                   [&](int) { return fmt::format("vocab {} sub-chunks '{}'", vocab, sub); });
   }
 }
 
