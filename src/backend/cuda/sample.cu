@@ -336,7 +336,7 @@ __global__ void __launch_bounds__(kThreads)
 // loop of warp collectives costs ~100 cycles a step, so the loops are short
 // (16 bisection steps, k merge steps).
 // With many rows (more blocks than the GPU runs at once) topk_long_kernel
-// serves them instead: a block reads a long chunk (with 528 rows or more on
+// serves them instead: a block reads a long chunk (with more than 264 rows on
 // an H200, its whole row) as sub-chunks of kChunk logits, in id order,
 // through a ring of bulk copies into shared memory, several in flight.
 // The first sub-chunk's k best come from select_topk; after that the
