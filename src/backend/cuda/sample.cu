@@ -796,7 +796,7 @@ void sample(const void* logits, bool bf16_logits, int rows, int vocab, const Sam
   // multiples take topk_long_kernel, in as few chunks a row as keep one wave
   // of its blocks (4 an SM) on the GPU: its first sub-chunk (select_topk)
   // costs a block more than the others do. On the H200 (`kinfer bench sample`,
-  // docs/cuda.md): B64 x 151,936 39.4 us by topk_kernel against 48.2-51.7 by
+  // docs/cuda.md): B64 x 151,936 39.4 us by topk_kernel against 42.1-51.7 by
   // long chunks; B128 66.4 against 60.0 in 4 chunks a row (74.1 in 8); B1024
   // x 49,152 158.5 against 116.6 in whole rows (177.8 in 4). Chunks of equal
   // length (a multiple of kV, at most sub * kChunk), so that every thread of
