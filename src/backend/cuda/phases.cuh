@@ -9,9 +9,9 @@
 // Phases 2-4 (q̄, scoring, radix select) are stamped only by blocks that rank
 // candidates (block top-k with more candidate pages than k); read them there.
 // The sparse warp kernel stamps the same phases for the warp 0 of each block
-// (4 then the bitwise search, 7 its output written); block 0 of either kernel
-// notes which kernel ran and its grid (KF_PHASE_GRID), so the report reads
-// only that launch's blocks.
+// (4 once its k best are known, by shuffles or the bitwise search; 7 its
+// output written); block 0 of either kernel notes which kernel ran and its
+// grid (KF_PHASE_GRID), so the report reads only that launch's blocks.
 #pragma once
 
 namespace kf::cuda {

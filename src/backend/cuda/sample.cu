@@ -659,31 +659,48 @@ __device__ __forceinline__ int topk_of_row(const SampleRows& a, int r, int chunk
   return a.temperature[r] <= 0.f ? 1 : a.top_k[r];
 }
 
-// One sub-chunk a block (few rows): this thread's keys, kV consecutive logits
-// at each of kPer / kV strides of kV * kTopThreads (coalesced); past the
-// chunk: key 0.
+// Element j of this thread's kPer in a sub-chunk starting at s0: kV
+// consecutive logits at each of kPer / kV strides of kV * kTopThreads
+// (coalesced).
+__device__ __forceinline__ int element_id(int s0, int j) {
+  return s0 + ((j / kV) * kTopThreads + static_cast<int>(threadIdx.x)) * kV + j % kV;
+}
+
+// This thread's keys of the sub-chunk [s0, s1), key 0 past s1. Runs whose kV
+// logits lie in the first `staged` of `stage` (the sub-chunk's copy in shared
+// memory) are read there, the others from the row.
+template <typename T>
+__device__ __forceinline__ void subchunk_keys(const T* row, int s0, int s1, const T* stage, int staged,
+                                              uint32_t (&keys)[kPer]) {
+#pragma unroll
+  for (int q = 0; q < kPer / kV; ++q) {
+    const int rel = element_id(0, q * kV);
+    float v[kV];
+    if (rel + kV <= staged)
+      load8(stage, rel, staged, v);
+    else
+      load8(row, s0 + rel, s1, v);
+#pragma unroll
+    for (int e = 0; e < kV; ++e) keys[q * kV + e] = s0 + rel + e < s1 ? order_key(v[e]) : 0u;
+  }
+}
+
+// One sub-chunk a block (few rows).
 template <typename T>
 __global__ void __launch_bounds__(kTopThreads, 5)
     topk_kernel(const T* logits, int n, SampleRows a, int n_chunks, int chunk_len, uint2* cand, unsigned* arrived,
                 int32_t* tokens) {
   __shared__ TopSmem sm;
-  const int chunk = blockIdx.x, r = blockIdx.y, tid = threadIdx.x;
+  const int chunk = blockIdx.x, r = blockIdx.y;
   const int k = topk_of_row(a, r, chunk, tokens);
   if (k == 0) return;
   const T* row = logits + static_cast<int64_t>(a.logit_row[r]) * n;
   const int c0 = chunk * chunk_len, c1 = min(c0 + chunk_len, n);
   uint32_t keys[kPer];
-#pragma unroll
-  for (int q = 0; q < kPer / kV; ++q) {
-    const int base = c0 + (q * kTopThreads + tid) * kV;
-    float v[kV];
-    load8(row, base, c1, v);
-#pragma unroll
-    for (int e = 0; e < kV; ++e) keys[q * kV + e] = base + e < c1 ? order_key(v[e]) : 0u;
-  }
+  subchunk_keys(row, c0, c1, static_cast<const T*>(nullptr), 0, keys);
   auto each_logit = [&](auto f) {
 #pragma unroll
-    for (int j = 0; j < kPer; ++j) f(keys[j], c0 + ((j / kV) * kTopThreads + tid) * kV + j % kV);
+    for (int j = 0; j < kPer; ++j) f(keys[j], element_id(c0, j));
   };
   const int m = select_topk(each_logit, k, sm, [&](int rank, uint32_t key, int id) {
     sm.top_key[rank] = key, sm.top_id[rank] = id;
@@ -732,21 +749,11 @@ __global__ void __launch_bounds__(kTopThreads, 4)
     const int s0 = c0 + i * kChunk, s1 = min(s0 + kChunk, c1), in_ring = copied(i);
     const T* stage = ring + (i % kStages) * kChunk;
     mbar_wait(&full[i % kStages], (i / kStages) & 1);
-    uint32_t keys[kPer];  // past the sub-chunk: key 0
-#pragma unroll
-    for (int q = 0; q < kPer / kV; ++q) {
-      const int rel = (q * kTopThreads + tid) * kV;
-      float v[kV];
-      if (rel + kV <= in_ring)
-        load8(stage, rel, in_ring, v);
-      else
-        load8(row, s0 + rel, s1, v);
-#pragma unroll
-      for (int e = 0; e < kV; ++e) keys[q * kV + e] = s0 + rel + e < s1 ? order_key(v[e]) : 0u;
-    }
+    uint32_t keys[kPer];
+    subchunk_keys(row, s0, s1, stage, in_ring, keys);
     auto each_logit = [&](auto f) {
 #pragma unroll
-      for (int j = 0; j < kPer; ++j) f(keys[j], s0 + ((j / kV) * kTopThreads + tid) * kV + j % kV);
+      for (int j = 0; j < kPer; ++j) f(keys[j], element_id(s0, j));
     };
     m = add_subchunk(each_logit, k, m, sm);  // its barriers come after every thread has read the stage
     if (tid == 0 && i + kStages < n_sub) {

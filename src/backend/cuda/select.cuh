@@ -419,24 +419,13 @@ __device__ void select_pages(const SelectParams& p, int s, int h, SelectSmem<D, 
 // same q̄, scores and marking; the k-th largest key by a bitwise search on
 // counts (the largest T with at least k keys >= T) instead of the radix
 // histograms: the same key, so the same list. Up to 32 candidates (a lane
-// each) are ranked by 32 shuffles instead, which the 32 dependent rounds of
-// the search cost ~5 us more at B1024 x 288 tokens (docs/cuda.md). Writes the list to `list`
-// (shared memory) and to p.list / p.list_count; returns its length, or -1 for
-// a sequence with other than one row (it reads its causal prefix densely).
+// each) are ranked by 32 shuffles instead: the search's 32 dependent rounds
+// cost ~5 us more at B1024 x 288 tokens (docs/cuda.md). Writes the list to
+// `list` (shared memory) and to p.list / p.list_count; returns its length, or
+// -1 for a sequence with other than one row (it reads its causal prefix
+// densely).
 // qbar [D] and keys [kWarpMaxPages] are the warp's own shared memory.
 constexpr int kWarpMaxPages = 256;
-
-// The warp's list (shared memory, count pages) to p.list / p.list_count
-// (PageSelection outputs read them); returns count.
-__device__ __forceinline__ int write_warp_list(const SelectParams& p, int64_t pair, int lane, const int32_t* list,
-                                               int count) {
-  __syncwarp();
-  int32_t* out = p.list + pair * p.max_pages;
-  for (int i = lane; i < count; i += 32) out[i] = list[i];
-  if (lane == 0) p.list_count[pair] = count;
-  return count;
-}
-
 template <int D>
 __device__ int select_pages_warp(const SelectParams& p, int s, int h, float* qbar, uint32_t* keys, int32_t* list) {
   const int lane = threadIdx.x & 31;
@@ -452,11 +441,10 @@ __device__ int select_pages_warp(const SelectParams& p, int s, int h, float* qba
   } else {
     const int m = pp.m, k = pp.k;
     if (k > 0) {
-      const int32_t* pt = p.table + static_cast<int64_t>(s) * p.max_pages;
       group_mean_query<D>(p, p.q_start[s], h, lane, 32, qbar);
       __syncwarp();
       KF_PHASE(2);  // q̄ ready (warp 0 of a block stamps)
-      score_candidates<D, 1>(p, qbar, pt, pp, h, keys, 0);
+      score_candidates<D, 1>(p, qbar, p.table + static_cast<int64_t>(s) * p.max_pages, pp, h, keys, 0);
       __syncwarp();
       KF_PHASE(3);  // every candidate scored
       if (m <= 32) {
@@ -473,25 +461,29 @@ __device__ int select_pages_warp(const SelectParams& p, int s, int h, float* qba
         const bool chosen = lane < m && rank < k;
         const uint32_t chosen_mask = __ballot_sync(0xffffffffu, chosen);
         if (chosen) list[1 + __popc(chosen_mask & ((1u << lane) - 1u))] = pp.first + lane;
-        KF_PHASE(4);
-        return write_warp_list(p, pair, lane, list, list_known_pages(pp, lane, 32, list));
+        KF_PHASE(4);  // the k best listed
+      } else {
+        uint32_t thr = 0;
+        for (int b = 31; b >= 0; --b) {
+          const uint32_t t = thr | (1u << b);
+          int at_least = 0;
+          for (int j = lane; j < m; j += 32) at_least += keys[j] >= t;
+          if (__reduce_add_sync(0xffffffffu, at_least) >= k) thr = t;
+        }
+        int above = 0;
+        for (int j = lane; j < m; j += 32) above += keys[j] > thr;
+        above = __reduce_add_sync(0xffffffffu, above);
+        KF_PHASE(4);  // the k-th largest key found
+        mark_chosen(keys, 0, m, thr, k - above, 0, 0, false, pp.first, list);
       }
-      uint32_t thr = 0;
-      for (int b = 31; b >= 0; --b) {
-        const uint32_t t = thr | (1u << b);
-        int at_least = 0;
-        for (int j = lane; j < m; j += 32) at_least += keys[j] >= t;
-        if (__reduce_add_sync(0xffffffffu, at_least) >= k) thr = t;
-      }
-      int above = 0;
-      for (int j = lane; j < m; j += 32) above += keys[j] > thr;
-      above = __reduce_add_sync(0xffffffffu, above);
-      KF_PHASE(4);  // the k-th largest key found
-      mark_chosen(keys, 0, m, thr, k - above, 0, 0, false, pp.first, list);
     }
     count = list_known_pages(pp, lane, 32, list);
   }
-  return write_warp_list(p, pair, lane, list, count);
+  __syncwarp();
+  int32_t* out = p.list + pair * p.max_pages;  // for PageSelection outputs
+  for (int i = lane; i < count; i += 32) out[i] = list[i];
+  if (lane == 0) p.list_count[pair] = count;
+  return count;
 }
 
 }  // namespace kf::cuda
